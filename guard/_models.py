@@ -1,0 +1,214 @@
+"""The values the guard hands out: balance snapshots, reasons and decisions.
+
+All are frozen pydantic models whose JSON form round-trips exactly (amounts as strings).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, model_validator
+
+from guard.errors import PayoutDenied
+from rules._money import normalize_currency, quantize_exact
+
+__all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason"]
+
+Mode = Literal["enforce", "dry_run"]
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _currency(value: str) -> str:
+    return normalize_currency(value)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Currency = Annotated[str, AfterValidator(_currency)]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False, ser_json_inf_nan="strings")
+
+
+class BalanceSnapshot(BaseModel):
+    """One currency's balance at one provider, in major units at the currency's exponent.
+
+    ``frozen`` and ``total`` are ``None`` when the provider does not report them. ``as_of`` is
+    the provider's own time when it sends one, otherwise the local receive time (UTC).
+
+    Raises:
+        pydantic.ValidationError: a negative amount, more decimals than the currency has, an
+            unknown currency, or a naive ``as_of``.
+    """
+
+    model_config = _FROZEN
+
+    provider: str
+    currency: Currency
+    available: Decimal
+    frozen: Decimal | None = None
+    total: Decimal | None = None
+    as_of: UtcDatetime
+    account: str | None = None
+
+    @model_validator(mode="after")
+    def _exact_amounts(self) -> BalanceSnapshot:
+        for name in ("available", "frozen", "total"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not value.is_finite() or value < 0:
+                raise ValueError(f"{name} must be a finite amount >= 0, got {value}")
+            object.__setattr__(self, name, quantize_exact(value, self.currency))
+        return self
+
+
+class Reason(BaseModel):
+    """Why a decision went the way it did: one failing (or warning) rule.
+
+    Attributes:
+        code: Stable reason code (``insufficient_funds``, ``balance_unavailable``, ...).
+        message: What a person should read, with the numbers.
+        rule: The rule that produced it (``"guard"`` for the guard's own reasons).
+        retryable: Whether the same payout may be allowed later.
+        details: Observed and required amounts.
+    """
+
+    model_config = _FROZEN
+
+    code: str
+    message: str
+    rule: str
+    retryable: bool = False
+    details: dict[str, Decimal] = {}
+
+
+class HoldSummary(BaseModel):
+    """An in-flight payout whose hold reduced what was spendable."""
+
+    model_config = _FROZEN
+
+    payout_id: str
+    amount: Decimal
+    state: Literal["pending", "committed"]
+
+
+class Decision(BaseModel):
+    """The guard's answer for one payout. A denial is a return value, not an exception.
+
+    Attributes:
+        decision_id: Unique id, for logs and audit.
+        allowed: Whether the payout may go out now (in dry-run mode: whether it would).
+        mode: ``"enforce"`` or ``"dry_run"``.
+        amount: Requested amount; fee: the provider's fee, both in major units.
+        reasons: Why it was denied (empty when allowed).
+        warnings: Non-blocking concerns.
+        balance: The snapshot judged, or ``None`` when none could be had.
+        reserved: This merchant's in-flight holds subtracted from ``available``.
+        reserve: The largest reserve a rule kept untouched.
+        spendable: ``available - reserved``.
+        max_payable: The largest amount that would be allowed now with the same fee.
+        holds: The in-flight payouts that make up ``reserved``.
+    """
+
+    model_config = _FROZEN
+
+    decision_id: str
+    allowed: bool
+    mode: Mode
+    amount: Decimal
+    currency: Currency
+    fee: Decimal
+    provider: str
+    account: str | None = None
+    payout_id: str | None = None
+    reasons: tuple[Reason, ...] = ()
+    warnings: tuple[Reason, ...] = ()
+    balance: BalanceSnapshot | None = None
+    reserved: Decimal = Decimal(0)
+    reserve: Decimal = Decimal(0)
+    spendable: Decimal = Decimal(0)
+    max_payable: Decimal = Decimal(0)
+    holds: tuple[HoldSummary, ...] = ()
+    evaluated_at: UtcDatetime
+
+    @property
+    def retryable(self) -> bool:
+        """Return whether every reason says the same payout may succeed later."""
+        return bool(self.reasons) and all(r.retryable for r in self.reasons)
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """Return the reason codes, in order."""
+        return tuple(r.code for r in self.reasons)
+
+    def raise_for_denial(self) -> Decision:
+        """Raise :class:`~guard.errors.PayoutDenied` if denied; return ``self`` otherwise.
+
+        Raises:
+            PayoutDenied: the decision is a denial (whatever the mode).
+        """
+        if not self.allowed:
+            raise PayoutDenied(self)
+        return self
+
+    def explain(self) -> str:
+        """Return a short report a person can act on, with every number that mattered."""
+        cur = self.currency
+        verdict = "ALLOWED" if self.allowed else "DENIED"
+        if self.mode == "dry_run":
+            verdict += " (dry run)"
+        head = f"{verdict}: payout {self.amount} {cur}"
+        if self.fee:
+            head += f" + fee {self.fee} {cur}"
+        head += f" via {self.provider}"
+        if self.account:
+            head += f" account {self.account}"
+        if self.payout_id:
+            head += f" [{self.payout_id}]"
+        lines = [head]
+        rows: list[tuple[str, str]] = []
+        if self.balance is not None:
+            b = self.balance
+            stamp = b.as_of.strftime("%Y-%m-%d %H:%M:%SZ")
+            rows.append(("available", f"{b.available} {cur}  (as of {stamp})"))
+            if b.frozen is not None:
+                rows.append(("frozen", f"{b.frozen} {cur}"))
+            if self.holds:
+                rows.append(("held", f"{self.reserved} {cur}  ({_holds_text(self.holds)})"))
+            else:
+                rows.append(("held", f"{self.reserved} {cur}"))
+            if self.reserve:
+                rows.append(("reserve", f"{self.reserve} {cur}"))
+            rows.append(("spendable", f"{self.spendable} {cur}"))
+        rows.append(("requested", f"{self.amount + self.fee} {cur}"))
+        rows.append(("max payable", f"{self.max_payable} {cur}"))
+        width = max(len(label) for label, _ in rows)
+        lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)
+        for reason in self.reasons:
+            retry = " (retry later)" if reason.retryable else ""
+            lines.append(f"  x {reason.code}: {reason.message}{retry}")
+        lines.extend(f"  ! {w.code}: {w.message}" for w in self.warnings)
+        return "\n".join(lines)
+
+    def log_fields(self) -> dict[str, Any]:
+        """Return the key/value fields of the ``payout_guard.decision`` log event."""
+        return {
+            "decision_id": self.decision_id,
+            "allowed": self.allowed,
+            "codes": list(self.codes),
+            "amount": str(self.amount),
+            "currency": self.currency,
+            "provider": self.provider,
+            "mode": self.mode,
+            "payout_id": self.payout_id,
+        }
+
+
+def _holds_text(holds: tuple[HoldSummary, ...]) -> str:
+    shown = ", ".join(f"{h.payout_id} {h.amount} {h.state}" for h in holds[:3])
+    more = f", +{len(holds) - 3} more" if len(holds) > 3 else ""
+    return f"{len(holds)} in-flight: {shown}{more}"

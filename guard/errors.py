@@ -1,0 +1,128 @@
+"""The exception tree of payout-guard. Every error raised on purpose is a ``GuardError``.
+
+::
+
+    GuardError
+     +-- InvalidPayoutRequest (also ValueError)   bad amount, currency, fee or payout id
+     +-- ConfigurationError (also ValueError)     bad rule, guard or provider configuration
+     +-- PayoutDenied                             .decision: raised only when asked to
+     +-- ProviderError                            .provider .status .code .attempts
+          +-- ProviderAuthError                   credentials, signature, permission, IP list
+          +-- ProviderRateLimited                 HTTP 429 / provider "too many requests"
+          +-- ProviderUnavailable                 network failure, timeout, 5xx, maintenance
+          +-- ProviderResponseError               a body we cannot trust: malformed, wrong types
+
+``requests`` and ``tenacity`` exceptions never reach a caller; fetchers raise these ``from``
+the original. Messages never contain credentials.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rules._errors import ConfigurationError, GuardError
+
+if TYPE_CHECKING:
+    from guard._models import Decision
+
+__all__ = [
+    "ConfigurationError",
+    "GuardError",
+    "InvalidPayoutRequest",
+    "PayoutDenied",
+    "ProviderAuthError",
+    "ProviderError",
+    "ProviderRateLimited",
+    "ProviderResponseError",
+    "ProviderUnavailable",
+]
+
+
+class InvalidPayoutRequest(GuardError, ValueError):
+    """The payout request itself is malformed (amount, currency, fee, payout id)."""
+
+
+class PayoutDenied(GuardError):
+    """The guard denied a payout; raised by ``protect``, ``reserve`` and ``raise_for_denial``.
+
+    Attributes:
+        decision: The denial, with its reasons.
+    """
+
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        codes = ", ".join(r.code for r in decision.reasons) or "denied"
+        super().__init__(
+            f"payout of {decision.amount} {decision.currency} denied ({codes}); "
+            f"max payable now {decision.max_payable} {decision.currency}"
+        )
+
+
+class ProviderError(GuardError):
+    """A provider could not give a balance we can trust.
+
+    Attributes:
+        provider: Provider name (``"luxtak"``, ``"luxcore"``, ``"pagsmile"``, ...).
+        status: HTTP status of the last response, or ``None`` when none arrived.
+        code: The provider's own error code (``"4004003"``, ``"INVALID_API_KEY"``), or ``None``.
+        attempts: How many requests were made before giving up.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        code: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.provider = provider
+        self.status = status
+        self.code = code
+        self.attempts = attempts
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        parts = [f"{self.provider}: {self.message}"]
+        if self.status is not None:
+            parts.append(f"HTTP {self.status}")
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        parts.append(f"after {self.attempts} attempt{'s' if self.attempts != 1 else ''}")
+        return ", ".join(parts) if len(parts) > 1 else parts[0]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields would be lost by the default pickling (multiprocessing).
+        return (_rebuild, (type(self), self.message, self.provider, self.status, self.code,
+                           self.attempts))
+
+
+def _rebuild(  # noqa: PLR0917 - pickle rebuilds from positional arguments
+    cls: type[ProviderError], message: str, provider: str, status: int | None,
+    code: str | None, attempts: int,
+) -> ProviderError:
+    return cls(message, provider=provider, status=status, code=code, attempts=attempts)
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused our credentials, signature, permissions or IP address."""
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider said we are sending too many requests.
+
+    Attributes:
+        retry_after: Seconds the provider asked us to wait, when it said.
+    """
+
+    retry_after: float | None = None
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or failed on its side (timeouts, 5xx)."""
+
+
+class ProviderResponseError(ProviderError):
+    """The provider answered with a body we cannot trust (malformed, wrong types, sums off)."""

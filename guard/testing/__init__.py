@@ -1,0 +1,1 @@
+"""What users import into their own tests: fakes, capture helpers and provider emulators."""

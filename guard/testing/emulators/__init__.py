@@ -1,0 +1,1 @@
+"""Loopback HTTP emulators of the provider balance APIs, for tests."""

@@ -1,0 +1,103 @@
+"""The two values the rule engine speaks: :class:`Facts` in, :class:`Verdict` out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+__all__ = ["Facts", "Severity", "Verdict"]
+
+Severity = Literal["deny", "warn"]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """Everything a rule may look at when judging one payout, in major units.
+
+    Attributes:
+        amount: The payout amount.
+        fee: What the provider charges on top, debited from the same balance.
+        currency: ISO 4217 code.
+        available: What the provider says can be spent now.
+        frozen: Funds held by the provider for pending withdrawals; ``None`` when not reported.
+        total: The provider's total balance; ``None`` when not reported.
+        reserved: This merchant's own in-flight holds the provider does not show yet.
+        age_seconds: How old the balance is.
+        provider: Name of the provider the balance came from.
+        account: Account or sub-merchant, if the guard was given one.
+    """
+
+    amount: Decimal
+    currency: str
+    available: Decimal
+    fee: Decimal = Decimal(0)
+    frozen: Decimal | None = None
+    total: Decimal | None = None
+    reserved: Decimal = Decimal(0)
+    age_seconds: float = 0.0
+    provider: str = ""
+    account: str | None = None
+
+    @property
+    def required(self) -> Decimal:
+        """Return what the payout debits: ``amount + fee``."""
+        return self.amount + self.fee
+
+    @property
+    def spendable(self) -> Decimal:
+        """Return what is left to spend: ``available - reserved``."""
+        return self.available - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One rule's judgement of one set of facts.
+
+    Attributes:
+        rule: Name of the rule that judged, e.g. ``"reserve_margin"``.
+        passed: Whether the rule is satisfied.
+        code: Stable reason code used when the rule is not satisfied.
+        message: What a person should read, with the numbers; empty when passed.
+        severity: ``"deny"`` blocks the payout; ``"warn"`` only reports.
+        retryable: Whether the same payout may succeed later without changing it.
+        details: Observed and required amounts (``available``, ``required``, ``shortfall``...).
+        cap: Largest amount this rule allows with these facts; ``None`` for no upper bound.
+        floor: Smallest amount this rule allows; ``None`` for no lower bound.
+        children: Verdicts of the rules a combinator judged with.
+    """
+
+    rule: str
+    passed: bool
+    code: str = ""
+    message: str = ""
+    severity: Severity = "deny"
+    retryable: bool = False
+    details: Mapping[str, Decimal] = field(default_factory=dict)
+    cap: Decimal | None = None
+    floor: Decimal | None = None
+    children: tuple[Verdict, ...] = ()
+
+    @property
+    def denies(self) -> bool:
+        """Return whether this verdict blocks the payout."""
+        return not self.passed and self.severity == "deny"
+
+    def denials(self) -> Iterator[Verdict]:
+        """Yield the leaf verdicts that block the payout."""
+        if not self.denies:
+            return
+        if self.children:
+            for child in self.children:
+                yield from child.denials()
+        else:
+            yield self
+
+    def warnings(self) -> Iterator[Verdict]:
+        """Yield the leaf verdicts that only warn."""
+        if self.children:
+            for child in self.children:
+                yield from child.warnings()
+        elif not self.passed and self.severity == "warn":
+            yield self

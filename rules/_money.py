@@ -1,0 +1,143 @@
+"""Currency exponents and exact quantization, shared by ``rules`` and ``guard``.
+
+Pure functions over :class:`decimal.Decimal`; nothing here ever touches ``float``.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from functools import lru_cache
+
+from iso4217 import Currency
+
+__all__ = [
+    "currency_exponent",
+    "is_currency",
+    "normalize_currency",
+    "quantize_down",
+    "quantize_exact",
+    "quantize_up",
+    "smallest_unit",
+    "to_decimal",
+]
+
+
+@lru_cache(maxsize=512)
+def _lookup(code: str) -> int | None:
+    try:
+        exponent = Currency(code).exponent
+    except ValueError:
+        return None
+    # Funds and metals (XAU, XDR, ...) have no minor unit; a payout cannot be made in them.
+    return exponent if isinstance(exponent, int) else None
+
+
+def is_currency(code: str) -> bool:
+    """Return whether *code* is an active ISO 4217 currency with a minor unit."""
+    return isinstance(code, str) and _lookup(code) is not None
+
+
+def normalize_currency(code: object) -> str:
+    """Return *code* as an upper-case active ISO 4217 code.
+
+    Raises:
+        ValueError: *code* is not a string naming an active ISO 4217 currency.
+    """
+    if not isinstance(code, str):
+        raise ValueError(
+            f"currency must be a 3-letter ISO 4217 code string such as 'BRL', "
+            f"not {type(code).__name__}"
+        )
+    upper = code.strip().upper()
+    if len(upper) != 3 or not upper.isalpha() or _lookup(upper) is None:
+        raise ValueError(
+            f"unknown currency {code!r}: expected an active ISO 4217 code with a minor unit, "
+            f"such as 'BRL', 'ARS', 'MXN', 'CLP' or 'KWD'"
+        )
+    return upper
+
+
+def currency_exponent(code: str) -> int:
+    """Return the ISO 4217 minor-unit exponent of *code* (2 for BRL, 0 for CLP, 3 for KWD).
+
+    Raises:
+        ValueError: *code* is not an active ISO 4217 currency.
+    """
+    exponent = _lookup(code)
+    if exponent is None:
+        normalize_currency(code)  # raises with the full message
+        raise ValueError(f"unknown currency {code!r}")  # pragma: no cover - normalize raised
+    return exponent
+
+
+@lru_cache(maxsize=512)
+def smallest_unit(code: str) -> Decimal:
+    """Return the smallest amount of *code*: ``Decimal("0.01")`` BRL, ``Decimal("1")`` CLP."""
+    return Decimal(1).scaleb(-currency_exponent(code))
+
+
+def quantize_exact(value: Decimal, code: str) -> Decimal:
+    """Return *value* at *code*'s exponent, refusing any rounding.
+
+    ``Decimal("6000000.000000")`` BRL becomes ``Decimal("6000000.00")``; ``Decimal("10.001")``
+    BRL raises, because dropping the ``1`` would silently change the amount.
+
+    Raises:
+        ValueError: *value* is not finite or has non-zero digits below the currency's unit.
+    """
+    if not value.is_finite():
+        raise ValueError(f"amount {value} is not a finite number")
+    unit = smallest_unit(code)
+    try:
+        exact = value.quantize(unit)
+    except InvalidOperation as exc:
+        raise ValueError(f"amount {value} has too many digits for {code}") from exc
+    if exact != value:
+        places = currency_exponent(code)
+        raise ValueError(
+            f"amount {value} has more decimal places than {code} allows ({places}); "
+            f"payout-guard never rounds money silently"
+        )
+    return exact
+
+
+def quantize_down(value: Decimal, code: str) -> Decimal:
+    """Return *value* rounded toward minus infinity to *code*'s exponent (for caps)."""
+    return value.quantize(smallest_unit(code), rounding=ROUND_FLOOR)
+
+
+def quantize_up(value: Decimal, code: str) -> Decimal:
+    """Return *value* rounded toward plus infinity to *code*'s exponent (for reserves)."""
+    return value.quantize(smallest_unit(code), rounding=ROUND_CEILING)
+
+
+def to_decimal(value: object) -> Decimal:
+    """Return *value* (``Decimal``, ``str`` or ``int``) as a finite ``Decimal``.
+
+    Raises:
+        TypeError: *value* is a ``float`` (it may already have lost digits) or another type.
+        ValueError: *value* is not a number, or is NaN or infinite.
+    """
+    if isinstance(value, bool):
+        raise TypeError("expected an amount as a Decimal, str or int, not bool")
+    if isinstance(value, float):
+        raise TypeError(
+            f"amount {value!r} is a float, which cannot hold money exactly; "
+            f"pass a Decimal or a string such as {repr(value)!r}"
+        )
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
+    else:
+        raise TypeError(
+            f"expected an amount as a Decimal, str or int, not {type(value).__name__}"
+        )
+    if not result.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    return result
