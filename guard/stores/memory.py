@@ -1,0 +1,156 @@
+"""Reservations held in this process's memory: the default store."""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from guard.stores._protocol import Hold, HoldOutcome
+
+__all__ = ["InMemoryReservations"]
+
+_ZERO = Decimal(0)
+
+
+@dataclass
+class _Ledger:
+    """The holds on one balance key: pending ones by id, committed ones in commit order."""
+
+    pending: dict[str, Hold] = field(default_factory=dict)
+    # Commit times (non-decreasing) and running totals, so "committed after t" is a bisect.
+    times: list[float] = field(default_factory=list)
+    running: list[Decimal] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    def pending_total(self, now: float) -> Decimal:
+        return sum((h.held for h in self.pending.values() if now < h.expires_at), _ZERO)
+
+    def committed_total(self, since: float) -> Decimal:
+        if not self.times:
+            return _ZERO
+        cut = bisect_right(self.times, since)
+        before = self.running[cut - 1] if cut else _ZERO
+        return self.running[-1] - before
+
+    def add_commit(self, hold: Hold) -> Hold:
+        at = hold.committed_at if hold.committed_at is not None else hold.created_at
+        if self.times and at < self.times[-1]:
+            # A clock stepping back must not reorder the log; counting it later is the safe side.
+            at = self.times[-1]
+            hold = replace(hold, committed_at=at)
+        self.times.append(at)
+        self.running.append((self.running[-1] if self.running else _ZERO) + hold.held)
+        self.ids.append(hold.payout_id)
+        return hold
+
+
+class InMemoryReservations:
+    """A thread-safe reservation store for one process.
+
+    Holds vanish with the process; use ``SqliteReservations`` or ``RedisReservations`` when
+    several processes pay out from the same balance.
+
+    Args:
+        retention: Seconds a committed hold is remembered for idempotency (default one day).
+    """
+
+    def __init__(self, *, retention: float = 86_400.0) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, Hold] = {}
+        self._ledgers: dict[str, _Ledger] = {}
+        self._retention = retention
+
+    def __repr__(self) -> str:
+        return f"InMemoryReservations(holds={len(self._by_id)})"
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (see ``ReservationStore``)."""
+        with self._lock:
+            ledger = self._ledgers.setdefault(hold.key, _Ledger())
+            counted = ledger.pending_total(now) + ledger.committed_total(counted_since)
+            existing = self._by_id.get(hold.payout_id)
+            if existing is not None and not (
+                existing.state == "pending" and existing.expires_at <= now
+            ):
+                status = "existing" if existing.same_request(hold) else "conflict"
+                return HoldOutcome(status=status, hold=existing, counted=counted)
+            if counted + hold.held > ceiling:
+                return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
+            if existing is not None:  # an expired pending hold under the same id
+                self._ledgers[existing.key].pending.pop(existing.payout_id, None)
+            self._purge(ledger, now)
+            ledger.pending[hold.payout_id] = hold
+            self._by_id[hold.payout_id] = hold
+            return HoldOutcome(status="held", hold=hold, counted=counted)
+
+    def commit(self, payout_id: str, *, now: float) -> Hold | None:
+        """Mark the hold as submitted (see ``ReservationStore.commit``)."""
+        with self._lock:
+            hold = self._by_id.get(payout_id)
+            if hold is None or hold.state == "committed":
+                return hold
+            ledger = self._ledgers[hold.key]
+            ledger.pending.pop(payout_id, None)
+            done = ledger.add_commit(hold.committed(now))
+            self._by_id[payout_id] = done
+            return done
+
+    def release(self, payout_id: str) -> bool:
+        """Drop a pending hold (see ``ReservationStore.release``)."""
+        with self._lock:
+            hold = self._by_id.get(payout_id)
+            if hold is None or hold.state != "pending":
+                return False
+            del self._by_id[payout_id]
+            self._ledgers[hold.key].pending.pop(payout_id, None)
+            return True
+
+    def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any."""
+        with self._lock:
+            return self._by_id.get(payout_id)
+
+    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count."""
+        with self._lock:
+            ledger = self._ledgers.get(key)
+            if ledger is None:
+                return _ZERO
+            return ledger.pending_total(now) + ledger.committed_total(counted_since)
+
+    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first."""
+        with self._lock:
+            ledger = self._ledgers.get(key)
+            if ledger is None:
+                return []
+            cut = bisect_right(ledger.times, counted_since)
+            found = [self._by_id[i] for i in ledger.ids[cut:] if i in self._by_id]
+            found += [h for h in ledger.pending.values() if now < h.expires_at]
+            return sorted(found, key=lambda h: h.created_at)
+
+    def close(self) -> None:
+        """Forget every hold."""
+        with self._lock:
+            self._by_id.clear()
+            self._ledgers.clear()
+
+    def _purge(self, ledger: _Ledger, now: float) -> None:
+        """Forget expired pending holds and committed ones past the retention window."""
+        for payout_id, hold in list(ledger.pending.items()):
+            if hold.expires_at + self._retention <= now:
+                del ledger.pending[payout_id]
+                self._by_id.pop(payout_id, None)
+        horizon = now - self._retention
+        if ledger.times and ledger.times[0] < horizon:
+            cut = bisect_right(ledger.times, horizon)
+            for payout_id in ledger.ids[:cut]:
+                self._by_id.pop(payout_id, None)
+            offset = ledger.running[cut - 1]
+            ledger.times = ledger.times[cut:]
+            ledger.ids = ledger.ids[cut:]
+            ledger.running = [total - offset for total in ledger.running[cut:]]
