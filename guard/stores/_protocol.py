@@ -59,7 +59,7 @@ class Hold:
         return self.amount + self.fee
 
     def counts(self, *, now: float, counted_since: float) -> bool:
-        """Return whether this hold reduces spendable for a balance ``as_of`` after counted_since."""
+        """Return whether this hold still reduces spendable (see the module docstring)."""
         if self.state == "pending":
             return now < self.expires_at
         return self.committed_at is not None and self.committed_at > counted_since

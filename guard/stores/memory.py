@@ -76,8 +76,9 @@ class InMemoryReservations:
             if existing is not None and not (
                 existing.state == "pending" and existing.expires_at <= now
             ):
-                status = "existing" if existing.same_request(hold) else "conflict"
-                return HoldOutcome(status=status, hold=existing, counted=counted)
+                if existing.same_request(hold):
+                    return HoldOutcome(status="existing", hold=existing, counted=counted)
+                return HoldOutcome(status="conflict", hold=existing, counted=counted)
             if counted + hold.held > ceiling:
                 return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
             if existing is not None:  # an expired pending hold under the same id
