@@ -1,6 +1,9 @@
 """payout-guard: decide, with reasons, whether the money for a payout is really there."""
 
+from guard._guard import Clock, PayoutGuard
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._protect import Decorator
+from guard._reservation import Reservation
 from guard.errors import (
     ConfigurationError,
     GuardError,
@@ -15,17 +18,21 @@ from guard.errors import (
 
 __all__ = [
     "BalanceSnapshot",
+    "Clock",
     "ConfigurationError",
     "Decision",
+    "Decorator",
     "GuardError",
     "HoldSummary",
     "InvalidPayoutRequest",
     "Mode",
     "PayoutDenied",
+    "PayoutGuard",
     "ProviderAuthError",
     "ProviderError",
     "ProviderRateLimited",
     "ProviderResponseError",
     "ProviderUnavailable",
     "Reason",
+    "Reservation",
 ]

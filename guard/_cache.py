@@ -1,0 +1,126 @@
+"""A short-lived balance cache in which concurrent misses share one provider request.
+
+A payout run of thousands must cost a handful of balance calls (LuxCore allows about 100 a
+minute per key). Entries live ``ttl`` seconds on the guard's clock; while one thread fetches a
+currency, the others asking for it wait for that same fetch (single flight), bounded by
+``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from guard._models import BalanceSnapshot
+from guard.errors import ProviderUnavailable
+from guard.fetchers._protocol import BalanceFetcher
+
+__all__ = ["BalanceCache"]
+
+# currency -> account -> snapshot; an empty inner dict records "currency not held".
+_Found = dict[str, dict[str | None, BalanceSnapshot]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    expires: float
+    by_account: dict[str | None, BalanceSnapshot]
+
+
+def _pick(
+    by_account: dict[str | None, BalanceSnapshot], account: str | None
+) -> BalanceSnapshot | None:
+    if account is not None:
+        return by_account.get(account)
+    if None in by_account:
+        return by_account[None]
+    # A fetcher that labels its only account still answers an account-less question.
+    return next(iter(by_account.values()), None)
+
+
+class BalanceCache:
+    """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time."""
+
+    def __init__(
+        self,
+        fetcher: BalanceFetcher,
+        *,
+        ttl: float,
+        clock: Callable[[], float],
+        wait_timeout: float = 60.0,
+    ) -> None:
+        self._fetcher = fetcher
+        self._ttl = ttl
+        self._clock = clock
+        self._wait_timeout = wait_timeout
+        self._lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, Future[_Found]] = {}
+
+    def get(
+        self, currency: str, account: str | None = None, *, force: bool = False
+    ) -> BalanceSnapshot | None:
+        """Return the snapshot for *currency* (``None`` if the provider does not hold it).
+
+        Args:
+            currency: ISO 4217 code.
+            account: Account to pick when the provider reports several.
+            force: Ignore a cached entry (a fetch already in flight is still shared).
+
+        Raises:
+            Exception: whatever the fetcher raised (the guard turns it into a denial).
+        """
+        if self._ttl <= 0:
+            return _pick(self._group(self._fetcher.fetch(currency), currency)[currency], account)
+        with self._lock:
+            entry = self._entries.get(currency)
+            if entry is not None and not force and self._clock() < entry.expires:
+                return _pick(entry.by_account, account)
+            future = self._inflight.get(currency)
+            leader = future is None
+            if future is None:
+                future = self._inflight[currency] = Future()
+        if leader:
+            return _pick(self._lead(currency, future)[currency], account)
+        try:
+            found = future.result(timeout=self._wait_timeout)
+        except FutureTimeout:
+            raise ProviderUnavailable(
+                f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
+                provider=self._fetcher.name,
+            ) from None
+        return _pick(found[currency], account)
+
+    def invalidate(self, currency: str | None = None) -> None:
+        """Forget the cached balance of *currency* (of every currency when ``None``)."""
+        with self._lock:
+            if currency is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(currency, None)
+
+    def _lead(self, currency: str, future: Future[_Found]) -> _Found:
+        try:
+            found = self._group(self._fetcher.fetch(currency), currency)
+        except BaseException as exc:
+            with self._lock:
+                del self._inflight[currency]
+            future.set_exception(exc)
+            raise
+        expires = self._clock() + self._ttl
+        with self._lock:
+            for code, by_account in found.items():
+                self._entries[code] = _Entry(expires, by_account)
+            del self._inflight[currency]
+        future.set_result(found)
+        return found
+
+    @staticmethod
+    def _group(snapshots: list[BalanceSnapshot], asked: str) -> _Found:
+        found: _Found = {asked: {}}
+        for snap in snapshots:
+            found.setdefault(snap.currency, {})[snap.account] = snap
+        return found

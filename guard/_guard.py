@@ -1,0 +1,302 @@
+"""``PayoutGuard``: the coordinator that reads balances, subtracts holds and applies rules."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from guard import _judge
+from guard._cache import BalanceCache
+from guard._capture import record
+from guard._judge import Request
+from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
+from guard._money import parse_amount, parse_currency, smallest_unit
+from guard.errors import ConfigurationError, InvalidPayoutRequest
+from guard.fetchers._protocol import BalanceFetcher
+from guard.stores import InMemoryReservations, ReservationStore, balance_key
+from rules import Facts, Rule, RuleSet, SufficientFunds
+
+if TYPE_CHECKING:
+    from guard._protect import Decorator
+    from guard._reservation import Reservation
+
+__all__ = ["Clock", "PayoutGuard"]
+
+Clock = Callable[[], float]
+_ZERO = Decimal(0)
+_MAX_ID = 200
+_SHOWN_HOLDS = 20
+
+
+def _seconds(value: object, name: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise ConfigurationError(
+            f"must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}",
+            path=name,
+        )
+    return seconds
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_ID:
+        raise InvalidPayoutRequest(
+            f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {value!r}"
+        )
+    return value
+
+
+class PayoutGuard:
+    """Decide, with reasons, whether a payout may go out now.
+
+    Args:
+        fetcher: Where balances come from (a provider fetcher, or ``StaticFetcher`` in tests).
+        rules: Rules applied on top of ``SufficientFunds``, which always applies.
+        mode: ``"enforce"`` blocks denied payouts; ``"dry_run"`` records what it would do.
+        cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check.
+        reservations: Where in-flight payouts hold funds (default: in this process's memory).
+        fail_open: Allow (with a warning) when no balance can be read. Off by default: a
+            provider outage denies with ``balance_unavailable``.
+        settle_lag: Seconds a submitted payout keeps counting against a balance fetched
+            before it could show there.
+        hold_ttl: Default seconds a pending hold lives before it stops counting.
+        clock: Seconds since the epoch (default ``time.time``); tests pass a fake.
+
+    Raises:
+        ConfigurationError: any option is invalid.
+    """
+
+    def __init__(
+        self,
+        fetcher: BalanceFetcher,
+        rules: Iterable[Rule] = (),
+        *,
+        mode: Mode = "enforce",
+        cache_ttl: float = 5.0,
+        reservations: ReservationStore | None = None,
+        fail_open: bool = False,
+        settle_lag: float = 30.0,
+        hold_ttl: float = 300.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(fetcher, BalanceFetcher):
+            raise ConfigurationError(
+                "fetcher must provide .name and .fetch(currency=None); "
+                f"got {type(fetcher).__name__}"
+            )
+        if mode not in ("enforce", "dry_run"):
+            raise ConfigurationError(f"must be 'enforce' or 'dry_run', got {mode!r}", path="mode")
+        if reservations is not None and not isinstance(reservations, ReservationStore):
+            raise ConfigurationError(
+                f"must be a reservation store, got {type(reservations).__name__}",
+                path="reservations",
+            )
+        ruleset = RuleSet(list(rules))
+        if not any(isinstance(rule, SufficientFunds) for rule in ruleset):
+            ruleset = RuleSet([SufficientFunds(), *ruleset])
+        self.fetcher = fetcher
+        self.rules = ruleset
+        self.mode: Mode = mode
+        self.fail_open = bool(fail_open)
+        self.settle_lag = _seconds(settle_lag, "settle_lag")
+        self.hold_ttl = _seconds(hold_ttl, "hold_ttl", positive=True)
+        self.reservations: ReservationStore = reservations or InMemoryReservations()
+        self._clock: Clock = clock or time.time
+        self._cache = BalanceCache(
+            fetcher, ttl=_seconds(cache_ttl, "cache_ttl"), clock=self._clock
+        )
+        self._log = structlog.get_logger("payout_guard")
+
+    def __repr__(self) -> str:
+        return (
+            f"PayoutGuard(provider={self.provider!r}, mode={self.mode!r}, "
+            f"rules={list(self.rules.names)!r})"
+        )
+
+    @property
+    def provider(self) -> str:
+        """Return the provider name decisions carry."""
+        return self.fetcher.name
+
+    def check(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        account: str | None = None,
+        payout_id: str | None = None,
+        fee: object = None,
+    ) -> Decision:
+        """Return whether a payout of *amount* *currency* may go out now, with reasons.
+
+        Reads the (cached) balance and the holds, applies the rules and logs the decision;
+        changes nothing. A denial is a return value: call ``raise_for_denial()`` to raise.
+
+        Args:
+            amount: Major units, as ``Decimal``, ``str`` or ``int`` (never ``float``).
+            currency: ISO 4217 code.
+            account: Account to check, for providers that report several.
+            payout_id: Your id for the payout, carried into the decision and logs.
+            fee: What the provider charges on top (default 0).
+
+        Raises:
+            InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
+                trouble is a ``balance_unavailable`` denial.
+        """
+        decision, _ = self._decide(self._request(amount, currency, account, payout_id, fee))
+        self._emit(decision)
+        return decision
+
+    def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
+        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
+        code = parse_currency(currency)
+        request = Request(smallest_unit(code), code, _ZERO, _optional_text(account, "account"),
+                          None)
+        decision, _ = self._decide(request)
+        return decision.max_payable
+
+    def reserve(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        payout_id: str,
+        account: str | None = None,
+        fee: object = None,
+        ttl: float | None = None,
+    ) -> Reservation:
+        """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
+
+        Raises:
+            InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
+            PayoutDenied: the payout is denied and the guard enforces.
+        """
+        from guard._reservation import reserve  # noqa: PLC0415 - the two modules refer to each other
+
+        if payout_id is None:
+            raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
+        request = self._request(amount, currency, account, payout_id, fee)
+        hold_ttl = self.hold_ttl if ttl is None else _seconds(ttl, "ttl", positive=True)
+        return reserve(self, request, hold_ttl)
+
+    def protect(
+        self,
+        *,
+        amount: str | Callable[[dict[str, Any]], Any] = "amount",
+        currency: str | Callable[[dict[str, Any]], Any] = "currency",
+        payout_id: str | Callable[[dict[str, Any]], Any] | None = None,
+        account: str | Callable[[dict[str, Any]], Any] | None = None,
+        fee: str | Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Decorator:
+        """Return a decorator that guards every call of a payout function.
+
+        Each option names a parameter of the decorated function, or is a callable taking the
+        bound arguments (a dict). With a ``payout_id``, funds are held while the body runs,
+        committed when it returns and released when it raises. In ``enforce`` mode a denial
+        raises ``PayoutDenied`` before the body runs; in ``dry_run`` mode the body always runs.
+        Works on functions, methods and ``async def`` functions.
+
+        Raises:
+            ConfigurationError: an option names a parameter the function does not have.
+        """
+        from guard._protect import make_decorator  # noqa: PLC0415 - the two modules refer to each other
+
+        return make_decorator(
+            self, amount=amount, currency=currency, payout_id=payout_id, account=account, fee=fee
+        )
+
+    # -- internals shared with _reservation and _protect ---------------------------------
+
+    def _request(
+        self, amount: object, currency: object, account: object, payout_id: object, fee: object
+    ) -> Request:
+        code = parse_currency(currency)
+        return Request(
+            amount=parse_amount(amount, code),
+            currency=code,
+            fee=_ZERO.quantize(smallest_unit(code)) if fee is None else parse_amount(
+                fee, code, field="fee", allow_zero=True
+            ),
+            account=_optional_text(account, "account"),
+            payout_id=_optional_text(payout_id, "payout_id"),
+        )
+
+    def _decide(self, request: Request) -> tuple[Decision, BalanceSnapshot | None]:
+        """Judge *request*; return the decision and the snapshot it was judged on."""
+        decision, snapshot = self._judge_once(request, force=False)
+        if not decision.allowed and "stale_balance" in decision.codes:
+            # The cache may hold an old answer: judge a stale balance once more, fresh.
+            decision, snapshot = self._judge_once(request, force=True)
+        return decision, snapshot
+
+    def _judge_once(
+        self, request: Request, *, force: bool
+    ) -> tuple[Decision, BalanceSnapshot | None]:
+        provider = self.fetcher.name
+        try:
+            snapshot = self._cache.get(request.currency, request.account, force=force)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
+            self._log.warning(
+                "payout_guard.balance_unavailable", provider=provider,
+                currency=request.currency, error=type(exc).__name__,
+            )
+            reason = _judge.unavailable_reason(provider, request.currency, exc)
+            return _judge.denial(
+                request, reason, mode=self.mode, provider=provider, now=self._clock(),
+                allowed=self.fail_open,
+            ), None
+        now = self._clock()
+        if snapshot is None:
+            reason = _judge.not_held_reason(provider, request.currency, request.account)
+            return _judge.denial(
+                request, reason, mode=self.mode, provider=provider, now=now
+            ), None
+        key = balance_key(provider, request.account, request.currency)
+        since = snapshot.as_of.timestamp() - self.settle_lag
+        reserved = self.reservations.reserved(key, counted_since=since, now=now)
+        facts = Facts(
+            amount=request.amount,
+            currency=request.currency,
+            available=snapshot.available,
+            fee=request.fee,
+            frozen=snapshot.frozen,
+            total=snapshot.total,
+            reserved=reserved,
+            age_seconds=max(0.0, now - snapshot.as_of.timestamp()),
+            provider=provider,
+            account=request.account,
+        )
+        verdict = self.rules.evaluate(facts)
+        holds: tuple[HoldSummary, ...] = ()
+        if verdict.denies and reserved:
+            holds = tuple(
+                HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
+                for h in self.reservations.holds(key, counted_since=since, now=now)[
+                    :_SHOWN_HOLDS
+                ]
+            )
+        return _judge.from_verdict(
+            request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+            reserved=reserved, now=now, holds=holds,
+        ), snapshot
+
+    def _emit(self, decision: Decision) -> None:
+        record(decision)
+        self._log.info("payout_guard.decision", **decision.log_fields())
+        if not decision.allowed and decision.mode == "dry_run":
+            self._log.warning("payout_guard.would_deny", **decision.log_fields())
+
+    def _now(self) -> float:
+        return self._clock()
+
+    def _invalidate(self, currency: str) -> None:
+        self._cache.invalidate(currency)

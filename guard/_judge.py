@@ -1,0 +1,183 @@
+"""Turning a verdict into a ``Decision``: reasons, max payable, and the guard's own denials."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import uuid4
+
+from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard.errors import ProviderError
+from rules import Verdict
+from rules._money import quantize_down, smallest_unit
+
+__all__ = ["Request", "denial", "from_verdict", "max_payable_of"]
+
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated payout request (amounts exact at the currency's exponent)."""
+
+    amount: Decimal
+    currency: str
+    fee: Decimal
+    account: str | None
+    payout_id: str | None
+
+
+def _reason(verdict: Verdict) -> Reason:
+    return Reason.model_construct(
+        code=verdict.code,
+        message=verdict.message,
+        rule=verdict.rule,
+        retryable=verdict.retryable,
+        details=dict(verdict.details),
+    )
+
+
+def max_payable_of(verdict: Verdict, currency: str) -> Decimal:
+    """Return the largest amount *verdict*'s rules allow, or 0 when none is allowed."""
+    none = _ZERO.quantize(smallest_unit(currency))
+    if verdict.cap is None:  # pragma: no cover - SufficientFunds always caps
+        return none
+    best = quantize_down(verdict.cap, currency)
+    if best <= 0 or (verdict.floor is not None and best < verdict.floor):
+        return none
+    return best
+
+
+def _largest_reserve(verdict: Verdict) -> Decimal:
+    reserves = [
+        v.details["reserve"] for v in _leaves(verdict) if "reserve" in v.details
+    ]
+    return max(reserves, default=_ZERO)
+
+
+def _leaves(verdict: Verdict) -> Iterable[Verdict]:
+    if not verdict.children:
+        yield verdict
+    for child in verdict.children:
+        yield from _leaves(child)
+
+
+def from_verdict(
+    request: Request,
+    verdict: Verdict,
+    *,
+    mode: Mode,
+    provider: str,
+    balance: BalanceSnapshot,
+    reserved: Decimal,
+    now: float,
+    holds: tuple[HoldSummary, ...] = (),
+) -> Decision:
+    """Return the decision for *request* judged by *verdict*."""
+    allowed = not verdict.denies
+    unit = smallest_unit(request.currency)
+    reserved = reserved.quantize(unit)
+    reasons = () if allowed else tuple(_reason(v) for v in verdict.denials())
+    warnings = tuple(_reason(v) for v in verdict.warnings())
+    return Decision.model_construct(
+        decision_id=uuid4().hex,
+        allowed=allowed,
+        mode=mode,
+        amount=request.amount,
+        currency=request.currency,
+        fee=request.fee,
+        provider=provider,
+        account=request.account,
+        payout_id=request.payout_id,
+        reasons=reasons,
+        warnings=warnings,
+        balance=balance,
+        reserved=reserved,
+        reserve=_largest_reserve(verdict),
+        spendable=balance.available - reserved,
+        max_payable=max_payable_of(verdict, request.currency),
+        holds=holds,
+        evaluated_at=datetime.fromtimestamp(now, UTC),
+    )
+
+
+def denial(
+    request: Request,
+    reason: Reason,
+    *,
+    mode: Mode,
+    provider: str,
+    now: float,
+    allowed: bool = False,
+    balance: BalanceSnapshot | None = None,
+) -> Decision:
+    """Return a decision for a denial the guard itself makes (no rule was judged).
+
+    With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead.
+    """
+    return Decision.model_construct(
+        decision_id=uuid4().hex,
+        allowed=allowed,
+        mode=mode,
+        amount=request.amount,
+        currency=request.currency,
+        fee=request.fee,
+        provider=provider,
+        account=request.account,
+        payout_id=request.payout_id,
+        reasons=() if allowed else (reason,),
+        warnings=(reason,) if allowed else (),
+        balance=balance,
+        reserved=_ZERO.quantize(smallest_unit(request.currency)),
+        reserve=_ZERO,
+        spendable=_ZERO.quantize(smallest_unit(request.currency)) if balance is None
+        else balance.available,
+        max_payable=_ZERO.quantize(smallest_unit(request.currency)),
+        holds=(),
+        evaluated_at=datetime.fromtimestamp(now, UTC),
+    )
+
+
+def unavailable_reason(provider: str, currency: str, exc: BaseException) -> Reason:
+    """Return the ``balance_unavailable`` reason for a fetch that raised *exc*."""
+    what = type(exc).__name__
+    # Only our own errors are known to carry no secrets in their text.
+    detail = f": {exc}" if isinstance(exc, ProviderError) else ""
+    return Reason.model_construct(
+        code="balance_unavailable",
+        message=(
+            f"could not read the {currency} balance from {provider} ({what}{detail}); "
+            f"the payout was not sent and can be retried later"
+        ),
+        rule="guard",
+        retryable=True,
+        details={},
+    )
+
+
+def not_held_reason(provider: str, currency: str, account: str | None) -> Reason:
+    """Return the ``currency_not_held`` reason."""
+    where = f"{provider} account {account}" if account else provider
+    return Reason.model_construct(
+        code="currency_not_held",
+        message=f"{where} reports no {currency} balance",
+        rule="guard",
+        retryable=False,
+        details={},
+    )
+
+
+def duplicate_reason(payout_id: str, held: str, asked: str) -> Reason:
+    """Return the ``duplicate_payout`` reason for a payout id reused for another request."""
+    return Reason.model_construct(
+        code="duplicate_payout",
+        message=(
+            f"payout id {payout_id!r} already holds {held}; the same id cannot be used for "
+            f"{asked}"
+        ),
+        rule="guard",
+        retryable=False,
+        details={},
+    )
