@@ -1,0 +1,84 @@
+"""Time ``PayoutGuard.check`` against an inline balance comparison, in the same run.
+
+Run: ``.venv/bin/python tests/benchmarks/bench_check.py`` (not part of the test suite).
+Prints the median microseconds per call over several rounds and the ratio to the baseline.
+Logging is filtered at WARNING, as in a production service; pass ``--log-all`` to keep
+structlog's default (every decision rendered, to /dev/null).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import structlog
+
+from guard import PayoutGuard
+from guard.testing import StaticFetcher
+from rules import CurrencyMinimums, FrozenFunds, MaxBalanceAge, MaxPayout, ReserveMargin
+
+ROUNDS = 7
+CALLS = 20_000
+
+
+def median_us(func: Callable[[], object], calls: int = CALLS) -> float:
+    """Return the median over ROUNDS of the mean microseconds per call."""
+    samples = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(calls):
+            func()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--log-all", action="store_true")
+    args = parser.parse_args()
+    if args.log_all:
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(open("/dev/null", "w")))  # noqa: SIM115, PTH123 - lives for the run
+    else:
+        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+    fetcher = StaticFetcher({"ARS": {"available": "1000000.00", "frozen": "30000.00"}})
+    five_rules = [
+        ReserveMargin(percent="5", minimum={"ARS": "1000.00"}),
+        FrozenFunds(max_ratio="0.5"),
+        CurrencyMinimums(min_payout={"ARS": "100"}, min_remaining={"ARS": "500"}),
+        MaxPayout({"ARS": "500000"}),
+        MaxBalanceAge(60),
+    ]
+    guard = PayoutGuard(fetcher, five_rules, cache_ttl=3600)
+    bare = PayoutGuard(fetcher, cache_ttl=3600)
+    amount = Decimal("2500.00")
+    available, reserve = Decimal("1000000.00"), Decimal("50000.00")
+
+    def baseline() -> bool:
+        return available - reserve >= amount
+
+    assert guard.check(amount, "ARS").allowed
+    assert not guard.check("600000.00", "ARS").allowed
+
+    base = median_us(baseline, CALLS * 10)
+    rows = [
+        ("baseline: inline available - reserve >= amount", base),
+        ("check, SufficientFunds only (allowed)", median_us(lambda: bare.check(amount, "ARS"))),
+        ("check, five rules (allowed)", median_us(lambda: guard.check(amount, "ARS"))),
+        ("check, five rules, str amount", median_us(lambda: guard.check("2500.00", "ARS"))),
+        ("check, five rules (denied)", median_us(lambda: guard.check("600000.00", "ARS"))),
+        ("max_payable, five rules", median_us(lambda: guard.max_payable("ARS"))),
+    ]
+    print(f"python {sys.version.split()[0]}, {ROUNDS} rounds, median of per-call means")
+    print(f"{'case':<50} {'us/call':>10} {'x baseline':>12}")
+    for name, us in rows:
+        print(f"{name:<50} {us:>10.2f} {us / base:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
