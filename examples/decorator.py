@@ -7,10 +7,9 @@ spend them twice; the hold is committed when the function returns and released i
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 import structlog
-
-from decimal import Decimal
 
 from guard import PayoutDenied, PayoutGuard
 from guard.testing import StaticFetcher

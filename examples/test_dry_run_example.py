@@ -31,7 +31,7 @@ def run_payouts(guard: PayoutGuard, batch: list[tuple[str, str]]) -> list[str]:
 
     @guard.protect(amount="amount", currency="currency")
     def send(amount: str, currency: str) -> None:
-        sent.append(amount)
+        sent.append(f"{amount} {currency}")
 
     for amount, currency in batch:
         send(amount, currency)
@@ -39,6 +39,8 @@ def run_payouts(guard: PayoutGuard, batch: list[tuple[str, str]]) -> list[str]:
 
 
 class TestPayoutJobInShadowMode:
+    """The payout job, run under a shadow-mode guard."""
+
     def test_the_job_still_sends_everything_in_dry_run(
         self, payout_guard_dry_run: PayoutGuard
     ) -> None:
@@ -47,7 +49,7 @@ class TestPayoutJobInShadowMode:
 
         sent = run_payouts(payout_guard_dry_run, batch)
 
-        assert ["100.00", "950.00", "1.00"] == sent
+        assert ["100.00 BRL", "950.00 BRL", "1.00 BRL"] == sent
 
     def test_the_decisions_show_what_enforcing_would_have_blocked(
         self, payout_guard_dry_run: PayoutGuard, payout_guard_decisions: list[Decision]
