@@ -289,7 +289,7 @@ class EmulatorBase(ABC):
         if kind not in self._supported_faults:  # a Fault is a str, so "http_503" matches too
             supported = ", ".join(sorted(fault.value for fault in self._supported_faults))
             raise ValueError(
-                f"{type(self).__name__} does not model fault {kind!r}; accepted: {supported}"
+                f"{type(self).__name__} does not model fault {str(kind)!r}; accepted: {supported}"
             )
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times must be a positive int, got {times!r}")

@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, Rounded
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import ClassVar
 
 from guard.testing.emulators._base import (
@@ -29,7 +29,7 @@ __all__ = ["PagsmileEmulator"]
 ASSETS_PATH = "/merchant/assets"
 _SCALE = Decimal("0.000001")
 # Wide enough that quantizing and summing amounts never rounds; a value it cannot hold raises.
-_EXACT = Context(prec=60, traps=[InvalidOperation, Inexact, Rounded])
+_EXACT = Context(prec=60, traps=[InvalidOperation, Inexact])
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 _DEFAULT_BALANCES: Mapping[str, str] = {"BRL": "6000000.00"}
 _UNAVAILABLE = {"code": "20000", "msg": "Service Currently Unavailable"}
@@ -75,10 +75,10 @@ def _six_decimals(value: object, what: str) -> Decimal:
     number = to_decimal(value)
     try:
         exact = number.quantize(_SCALE, context=_EXACT)
+    except Inexact:
+        raise ValueError(f"{what}: {value!r} has more than 6 decimal places") from None
     except InvalidOperation:
         raise ValueError(f"{what}: {value!r} has too many digits") from None
-    if exact != number:
-        raise ValueError(f"{what}: {value!r} has more than 6 decimal places")
     if exact < 0:
         raise ValueError(f"{what} must not be negative, got {value!r}")
     return exact
