@@ -1,13 +1,19 @@
 """Reservation stores: where in-flight payouts hold funds until the provider shows them."""
 
+from guard.stores._common import StoreUnavailable
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, ReservationStore, balance_key
 from guard.stores.memory import InMemoryReservations
+from guard.stores.redis import RedisReservations
+from guard.stores.sqlite import SqliteReservations
 
 __all__ = [
     "Hold",
     "HoldOutcome",
     "HoldState",
     "InMemoryReservations",
+    "RedisReservations",
     "ReservationStore",
+    "SqliteReservations",
+    "StoreUnavailable",
     "balance_key",
 ]

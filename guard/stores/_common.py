@@ -1,0 +1,139 @@
+"""What the shared stores have in common: exact minor units, time checks, the store error.
+
+SQLite and Redis keep amounts as integers in the currency's ISO 4217 minor unit (``10.50``
+BRL is ``1050``, ``1500`` CLP is ``1500``, ``1.250`` KWD is ``1250``), never as floats.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, Decimal, localcontext
+
+from guard.errors import ConfigurationError, GuardError, InvalidPayoutRequest
+from guard.stores._protocol import Hold
+from rules._money import currency_exponent, quantize_exact
+
+__all__ = [
+    "StoreUnavailable",
+    "ceiling_to_minor",
+    "check_seconds",
+    "check_time",
+    "from_minor",
+    "mixed_currencies",
+    "to_minor",
+]
+
+
+class StoreUnavailable(GuardError):
+    """A reservation store could not answer: locked past its timeout, unreachable, broken.
+
+    Nothing was decided, so no payout may rely on it: treat it like an unavailable balance
+    (deny, retry later).
+
+    Attributes:
+        store: Which store failed (``"sqlite"``, ``"redis"``).
+    """
+
+    def __init__(self, message: str, *, store: str) -> None:
+        self.store = store
+        self.message = message
+        super().__init__(f"{store} reservation store: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The keyword-only field would be lost by default pickling (multiprocessing).
+        return (_rebuild, (self.message, self.store))
+
+
+def _rebuild(message: str, store: str) -> StoreUnavailable:
+    return StoreUnavailable(message, store=store)
+
+
+def to_minor(value: Decimal, currency: str, *, limit: int, store: str) -> int:
+    """Return *value* (major units) as a whole number of *currency*'s minor units.
+
+    Args:
+        value: A finite, non-negative amount with no more decimals than the currency has.
+        currency: ISO 4217 code giving the exponent.
+        limit: The store's exclusive upper bound, in minor units.
+        store: The store's name, for the message.
+
+    Raises:
+        InvalidPayoutRequest: *value* is negative, not exact at the currency's exponent, or
+            not below *limit* minor units.
+    """
+    try:
+        exact = quantize_exact(value, currency)
+    except ValueError as exc:
+        raise InvalidPayoutRequest(f"cannot hold {value} {currency}: {exc}") from None
+    if exact < 0:
+        raise InvalidPayoutRequest(f"cannot hold a negative amount ({value} {currency})")
+    minor = int(exact.scaleb(currency_exponent(currency)))
+    if minor >= limit:
+        most = from_minor(limit - 1, currency)
+        raise InvalidPayoutRequest(
+            f"{value} {currency} is too large for the {store} reservation store, which holds "
+            f"at most {most} {currency} ({limit - 1} minor units) exactly"
+        )
+    return minor
+
+
+def ceiling_to_minor(ceiling: Decimal, currency: str) -> int:
+    """Return the largest whole number of minor units that is <= *ceiling*.
+
+    Holds are whole minor units, so ``held <= ceiling`` exactly when
+    ``held <= floor(ceiling)``: rounding the ceiling down changes no answer.
+
+    Raises:
+        ValueError: *ceiling* is not finite.
+    """
+    if not ceiling.is_finite():
+        raise ValueError(f"ceiling must be a finite amount, got {ceiling}")
+    with localcontext() as ctx:
+        # Enough digits that scaling never rounds (a rounded-up ceiling would allow too much).
+        ctx.prec = len(ceiling.as_tuple().digits) + 8
+        scaled = ceiling.scaleb(currency_exponent(currency))
+        return int(scaled.to_integral_value(ROUND_FLOOR))
+
+
+def from_minor(minor: int, currency: str) -> Decimal:
+    """Return *minor* units of *currency* as a ``Decimal`` at the currency's exponent."""
+    exponent = currency_exponent(currency)
+    return Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+
+
+def check_time(name: str, value: float) -> float:
+    """Return *value* if it is a finite number of seconds.
+
+    Raises:
+        ValueError: *value* is NaN or infinite (it would make every comparison lie).
+    """
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite time in seconds, got {value!r}")
+    return value
+
+
+def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:
+    """Return the error for a hold whose currency differs from its key's holds."""
+    return InvalidPayoutRequest(
+        f"balance key {hold.key!r} holds {held_currency}, so payout {hold.payout_id!r} in "
+        f"{hold.currency} cannot hold on it; build keys with balance_key(), which ends in the "
+        f"currency"
+    )
+
+
+def check_seconds(name: str, value: object, *, positive: bool) -> float:
+    """Return *value* as seconds if it is a finite number (> 0 when *positive*, else >= 0).
+
+    Raises:
+        ConfigurationError: it is not.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (positive and value == 0)
+    ):
+        wanted = "a positive" if positive else "a non-negative"
+        raise ConfigurationError(f"must be {wanted} number of seconds, got {value!r}", path=name)
+    return float(value)

@@ -1,0 +1,131 @@
+"""The SQL of ``SqliteReservations``: schema, queries and opening a connection.
+
+Amounts are integers in the currency's minor unit. Each key has a ledger row whose
+``committed_minor`` is the running total of every hold ever committed on it, and each committed
+hold records that running total after itself (``running_minor``). Commit times never go
+backwards on a key, so "committed after t" is the ledger total minus the running total just
+before the first hold committed after t: one index seek, however many holds are kept.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+__all__ = [
+    "COMMITTED_DELETE",
+    "COUNTED",
+    "GET",
+    "HOLDS",
+    "INSERT",
+    "LEDGER",
+    "LEDGER_INSERT",
+    "LEDGER_UPDATE",
+    "MARK_COMMITTED",
+    "PENDING_DELETE",
+    "RELEASE",
+    "connect",
+]
+
+VERSION = 1
+_COLUMNS = (
+    "payout_id, key, currency, amount_minor, fee_minor, state, created_at, expires_at, "
+    "committed_at"
+)
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS ledgers (
+        key             TEXT PRIMARY KEY,
+        currency        TEXT NOT NULL,
+        committed_minor INTEGER NOT NULL,
+        last_commit     REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS holds (
+        payout_id     TEXT PRIMARY KEY,
+        key           TEXT NOT NULL,
+        currency      TEXT NOT NULL,
+        amount_minor  INTEGER NOT NULL,
+        fee_minor     INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
+        created_at    REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        committed_at  REAL,
+        running_minor INTEGER
+    )""",
+    # Covering indexes: counting the holds on a key never reads the table itself.
+    """CREATE INDEX IF NOT EXISTS holds_pending
+        ON holds (key, expires_at, amount_minor, fee_minor)
+        WHERE state = 'pending'""",
+    """CREATE INDEX IF NOT EXISTS holds_committed
+        ON holds (key, committed_at, running_minor, amount_minor, fee_minor)
+        WHERE state = 'committed'""",
+    f"PRAGMA user_version = {VERSION}",
+)
+
+# ?1 key, ?2 now, ?3 counted_since -> (currency, counted minor units); no row: nothing held.
+COUNTED = """
+    SELECT l.currency,
+        COALESCE((SELECT SUM(amount_minor + fee_minor) FROM holds
+            WHERE state = 'pending' AND key = ?1 AND expires_at > ?2), 0)
+        + COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+            FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
+            ORDER BY committed_at, running_minor LIMIT 1), 0)
+    FROM ledgers AS l WHERE l.key = ?1
+"""
+HOLDS = f"""
+    SELECT {_COLUMNS} FROM holds WHERE state = 'pending' AND key = ?1 AND expires_at > ?2
+    UNION ALL
+    SELECT {_COLUMNS} FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
+    ORDER BY created_at, payout_id
+"""  # noqa: S608 - built from constants only; values are bound parameters
+GET = f"SELECT {_COLUMNS} FROM holds WHERE payout_id = ?"  # noqa: S608 - constants only
+LEDGER = "SELECT currency, committed_minor, last_commit FROM ledgers WHERE key = ?"
+LEDGER_INSERT = "INSERT INTO ledgers (key, currency, committed_minor) VALUES (?, ?, 0)"
+LEDGER_UPDATE = "UPDATE ledgers SET committed_minor = ?, last_commit = ? WHERE key = ?"
+INSERT = """
+    INSERT OR REPLACE INTO holds (payout_id, key, currency, amount_minor, fee_minor, state,
+        created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+"""
+MARK_COMMITTED = """
+    UPDATE holds SET state = 'committed', committed_at = ?, running_minor = ?
+    WHERE payout_id = ?
+"""
+RELEASE = "DELETE FROM holds WHERE payout_id = ? AND state = 'pending'"
+# Forget holds past the retention window (?1 key, ?2 horizon): what memory.py purges too.
+PENDING_DELETE = "DELETE FROM holds WHERE state = 'pending' AND key = ?1 AND expires_at <= ?2"
+COMMITTED_DELETE = (
+    "DELETE FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at <= ?2"
+)
+
+
+def connect(path: Path, timeout: float) -> sqlite3.Connection:
+    """Open *path* in WAL mode, creating the tables on first use.
+
+    Raises:
+        sqlite3.OperationalError: locked by another opener, or the file cannot be opened.
+        sqlite3.DatabaseError: not a database, WAL refused, or a schema from another version.
+    """
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.DatabaseError(f"the file system refused WAL journal mode ({mode!r})")
+        # A committed transaction survives a crash of the process without an fsync per write.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in {0, VERSION}:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is not the one this version uses ({VERSION})"
+            )
+        if version == 0:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
