@@ -1,0 +1,293 @@
+"""Build fetchers, reservation stores and guards from a ``GuardConfig``.
+
+Credentials are read here, from the environment variables the configuration names, at the
+moment a fetcher is built; a variable that is missing or empty is a ``ConfigurationError``
+naming it (never showing a value).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from guard._config import ConfigSource, load_config
+from guard._config_schema import (
+    GuardConfig,
+    LuxCoreProvider,
+    LuxtakProvider,
+    PagsmileProvider,
+    ProviderConfig,
+)
+from guard._guard import Clock, PayoutGuard
+from guard._models import BalanceSnapshot
+from guard.errors import ConfigurationError
+from guard.fetchers import (
+    BalanceFetcher,
+    LuxCoreFetcher,
+    LuxtakFetcher,
+    PagsmileFetcher,
+    RetryPolicy,
+)
+from guard.stores import InMemoryReservations, ReservationStore
+
+if TYPE_CHECKING:
+    from guard.fetchers._http import Timeout
+
+__all__ = [
+    "NamedFetcher",
+    "build_fetcher",
+    "build_guard",
+    "build_reservations",
+    "close_guard",
+    "guard_from_config",
+]
+
+
+class NamedFetcher:
+    """A fetcher reporting under the configured provider name instead of its kind.
+
+    Two accounts of one kind (``[providers.luxcore_ar]`` and ``[providers.luxcore_mx]``) must
+    not share holds in a shared reservation store, and holds are keyed by provider name.
+    """
+
+    def __init__(self, inner: BalanceFetcher, name: str) -> None:
+        self.inner = inner
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """Return the configured provider name."""
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"NamedFetcher({self._name!r}, {self.inner!r})"
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
+        """Return the inner fetcher's balances, relabelled with the configured name."""
+        return [
+            snapshot.model_copy(update={"provider": self._name})
+            for snapshot in self.inner.fetch(currency)
+        ]
+
+    def close(self) -> None:
+        """Close the inner fetcher."""
+        _close(self.inner)
+
+
+def _env_value(env: Mapping[str, str], var: str, path: str, what: str, source: str) -> str:
+    value = env.get(var)
+    if value is None or not value.strip():
+        state = "is not set" if value is None else "is empty"
+        raise ConfigurationError(
+            f"environment variable {var} {state}; it must hold the {what}",
+            path=path, source=source,
+        )
+    return value.strip()
+
+
+def _seconds(value: Decimal) -> float:
+    return float(value)
+
+
+def _http_options(spec: ProviderConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {"allow_insecure": spec.allow_insecure}
+    if spec.base_url is not None:
+        options["base_url"] = spec.base_url
+    if spec.timeout is not None:
+        timeout: Timeout = (
+            (_seconds(spec.timeout[0]), _seconds(spec.timeout[1]))
+            if isinstance(spec.timeout, tuple) else _seconds(spec.timeout)
+        )
+        options["timeout"] = timeout
+    if spec.retry is not None:
+        options["retry"] = RetryPolicy(
+            attempts=spec.retry.attempts,
+            deadline=_seconds(spec.retry.deadline),
+            backoff=_seconds(spec.retry.backoff),
+            max_backoff=_seconds(spec.retry.max_backoff),
+            jitter=spec.retry.jitter,
+        )
+    return options
+
+
+def _app_id(spec: LuxtakProvider | PagsmileProvider, env: Mapping[str, str], name: str,
+            source: str) -> str:
+    if spec.app_id is not None:
+        return spec.app_id
+    assert spec.app_id_env is not None  # noqa: S101 - the schema requires one of the two
+    return _env_value(env, spec.app_id_env, f"providers.{name}.app_id_env", "app id", source)
+
+
+def build_fetcher(
+    config: GuardConfig, name: str, *, env: Mapping[str, str] | None = None
+) -> BalanceFetcher:
+    """Return the fetcher for provider *name*, credentials read from *env*.
+
+    Args:
+        config: A loaded configuration.
+        name: A configured provider name.
+        env: Where credentials are looked up (default ``os.environ``).
+
+    Raises:
+        ConfigurationError: *name* is not configured, a variable is missing or empty, or the
+            fetcher refuses an option (the path names the provider's key).
+    """
+    env = os.environ if env is None else env
+    spec = config.providers.get(name)
+    if spec is None:
+        config.pick_provider(name)  # raises, listing the configured names
+        raise AssertionError  # pragma: no cover - pick_provider raised
+    where, source = f"providers.{name}", config.source
+    options = _http_options(spec)
+    fetcher: BalanceFetcher
+    if isinstance(spec, LuxtakProvider):
+        app_id = _app_id(spec, env, name, source)
+        key = _env_value(env, spec.app_key_env, f"{where}.app_key_env", "Luxtak app key", source)
+    elif isinstance(spec, LuxCoreProvider):
+        key = _env_value(env, spec.api_key_env, f"{where}.api_key_env", "LuxCore API key", source)
+    else:
+        app_id = _app_id(spec, env, name, source)
+        key = _env_value(env, spec.security_key_env, f"{where}.security_key_env",
+                         "Pagsmile security key", source)
+    try:
+        if isinstance(spec, LuxtakProvider):
+            fetcher = LuxtakFetcher(app_id, key, **options)
+        elif isinstance(spec, LuxCoreProvider):
+            fetcher = LuxCoreFetcher(key, balance_type=spec.balance_type, **options)
+        else:
+            fetcher = PagsmileFetcher(app_id, key, available_field=spec.available_field,
+                                      **options)
+    except ConfigurationError as exc:
+        # The fetcher names its own argument (base_url); say where it sits in the file.
+        path = f"{where}.{exc.path}" if exc.path else where
+        raise ConfigurationError(exc.message, path=path, source=source) from None
+    return fetcher if name == spec.kind else NamedFetcher(fetcher, name)
+
+
+def build_reservations(
+    config: GuardConfig, *, env: Mapping[str, str] | None = None
+) -> ReservationStore:
+    """Return the reservation store the configuration describes.
+
+    Raises:
+        ConfigurationError: the store cannot be set up (a bad path, a missing ``url_env``
+            variable); the path names the key.
+    """
+    env = os.environ if env is None else env
+    spec, source = config.reservations, config.source
+    retention = _seconds(spec.retention)
+    if spec.store == "redis":
+        return _redis(config, env)
+    if spec.store == "sqlite":
+        from guard.stores.sqlite import SqliteReservations  # noqa: PLC0415 - only when chosen
+
+        assert spec.path is not None  # noqa: S101 - the schema requires it for sqlite
+        extra = {} if spec.timeout is None else {"timeout": _seconds(spec.timeout)}
+        try:
+            return SqliteReservations(spec.path, retention=retention, **extra)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.message, path="reservations.path",
+                                     source=source) from None
+    return InMemoryReservations(retention=retention)
+
+
+def _redis(config: GuardConfig, env: Mapping[str, str]) -> ReservationStore:
+    from guard.stores.redis import RedisReservations  # noqa: PLC0415 - needs the redis extra
+
+    spec = config.reservations
+    url, key = spec.url, "url"
+    if spec.url_env is not None:
+        url, key = _env_value(env, spec.url_env, "reservations.url_env", "Redis URL",
+                              config.source), "url_env"
+    assert url is not None  # noqa: S101 - the schema requires url or url_env for redis
+    options: dict[str, Any] = {"retention": _seconds(spec.retention)}
+    if spec.namespace is not None:
+        options["namespace"] = spec.namespace
+    if spec.timeout is not None:
+        options["timeout"] = _seconds(spec.timeout)
+    try:
+        return RedisReservations(url, **options)
+    except ConfigurationError as exc:
+        path = key if exc.path == "url_or_client" else exc.path or "store"
+        raise ConfigurationError(exc.message, path=f"reservations.{path}",
+                                 source=config.source) from None
+
+
+def build_guard(
+    config: GuardConfig,
+    provider: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    reservations: ReservationStore | None = None,
+    clock: Clock | None = None,
+    guard_class: type[PayoutGuard] = PayoutGuard,
+) -> PayoutGuard:
+    """Return a guard for one configured provider (see :meth:`GuardConfig.pick_provider`).
+
+    Args:
+        config: A loaded configuration.
+        provider: The provider name; default ``default_provider``, else the only one.
+        env: Where credentials are looked up (default ``os.environ``).
+        reservations: A store to use instead of the configured one (to share one store
+            between the guards of several providers).
+        clock: Seconds since the epoch, for tests.
+        guard_class: The class to instantiate (``PayoutGuard`` or a subclass).
+
+    Raises:
+        ConfigurationError: no provider can be picked, or one of its settings is unusable.
+    """
+    name = config.pick_provider(provider)
+    fetcher = build_fetcher(config, name, env=env)
+    try:
+        store = reservations if reservations is not None else build_reservations(config, env=env)
+    except BaseException:
+        _close(fetcher)
+        raise
+    return guard_class(
+        fetcher,
+        config.ruleset,
+        mode=config.mode,
+        cache_ttl=_seconds(config.cache.ttl),
+        reservations=store,
+        fail_open=config.fail_open,
+        settle_lag=_seconds(config.reservations.settle_lag),
+        hold_ttl=_seconds(config.reservations.hold_ttl),
+        clock=clock,
+    )
+
+
+def guard_from_config(
+    source: ConfigSource,
+    *,
+    provider: str | None = None,
+    env: Mapping[str, str] | None = None,
+    reservations: ReservationStore | None = None,
+    clock: Clock | None = None,
+    guard_class: type[PayoutGuard] = PayoutGuard,
+) -> PayoutGuard:
+    """Load *source* (a file, a mapping or a ``GuardConfig``) and build one provider's guard.
+
+    With several providers, *provider* names the one; otherwise ``default_provider`` is used,
+    or the only provider. Call :func:`close_guard` when done to close its HTTP session and
+    store.
+
+    Raises:
+        ConfigurationError: the configuration is invalid, a credential variable is missing,
+            or no provider can be picked.
+    """
+    return build_guard(load_config(source), provider, env=env, reservations=reservations,
+                       clock=clock, guard_class=guard_class)
+
+
+def _close(thing: object) -> None:
+    close = getattr(thing, "close", None)
+    if callable(close):
+        close()
+
+
+def close_guard(guard: PayoutGuard) -> None:
+    """Close what a configured guard opened: its fetcher's HTTP session and its store."""
+    _close(guard.fetcher)
+    guard.reservations.close()

@@ -1,0 +1,305 @@
+"""The shape of a payout-guard configuration, validated with pydantic (``extra="forbid"``).
+
+One document describes providers, rules, the balance cache, the reservation store and the
+mode. Secrets never sit in it: a provider names the environment variables that hold them
+(``app_key_env = "LUXTAK_APP_KEY"``). Seconds may be integers or decimals; amounts only appear
+in ``rules`` (the ``rules.load`` format) and are read as ``Decimal``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from guard._models import Mode
+from guard.errors import ConfigurationError
+from rules import RuleSet
+
+__all__ = [
+    "KINDS",
+    "SECRET_FIELDS",
+    "CacheConfig",
+    "GuardConfig",
+    "LuxCoreProvider",
+    "LuxtakProvider",
+    "PagsmileProvider",
+    "ProviderConfig",
+    "ReservationsConfig",
+    "RetryConfig",
+]
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+KINDS: tuple[str, ...] = ("luxtak", "luxcore", "pagsmile")
+"""The provider kinds a configuration can name."""
+
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    "luxtak": ("app_key",),
+    "luxcore": ("api_key",),
+    "pagsmile": ("security_key",),
+}
+"""Per kind, the credentials that must come from the environment (``<name>_env``)."""
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+"""An environment variable name: upper case letters, digits and ``_`` (never a secret value)."""
+
+ProviderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Seconds = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+PositiveSeconds = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RetryConfig(BaseModel):
+    """How a fetcher retries (``guard.fetchers.RetryPolicy``)."""
+
+    model_config = _STRICT
+
+    attempts: int = Field(3, ge=1, le=100, strict=True)
+    deadline: PositiveSeconds = Decimal(10)
+    backoff: Seconds = Decimal("0.2")
+    max_backoff: Seconds = Decimal(2)
+    jitter: bool = Field(default=True, strict=True)
+
+
+class _Provider(BaseModel):
+    """Options every provider takes."""
+
+    model_config = _STRICT
+
+    base_url: Text | None = None
+    timeout: PositiveSeconds | tuple[PositiveSeconds, PositiveSeconds] | None = None
+    retry: RetryConfig | None = None
+    allow_insecure: bool = Field(default=False, strict=True)
+
+
+class _AppId(_Provider):
+    """A provider identified by an app id, given in the file or read from the environment."""
+
+    app_id: Text | None = None
+    app_id_env: EnvName | None = None
+
+    @model_validator(mode="after")
+    def _one_app_id(self) -> _AppId:
+        if (self.app_id is None) == (self.app_id_env is None):
+            raise ValueError(
+                "give exactly one of app_id (the app id itself; it is not a secret) or "
+                "app_id_env (the environment variable holding it)"
+            )
+        return self
+
+
+class LuxtakProvider(_AppId):
+    """Luxtak's payout balance (``guard.fetchers.LuxtakFetcher``)."""
+
+    kind: Literal["luxtak"]
+    app_key_env: EnvName
+
+
+class LuxCoreProvider(_Provider):
+    """LuxCore's balance (``guard.fetchers.LuxCoreFetcher``)."""
+
+    kind: Literal["luxcore"]
+    api_key_env: EnvName
+    balance_type: Literal["main", "deposit", "withdrawal", "commission", "frozen"] = "main"
+
+
+class PagsmileProvider(_AppId):
+    """Pagsmile's merchant assets (``guard.fetchers.PagsmileFetcher``)."""
+
+    kind: Literal["pagsmile"]
+    security_key_env: EnvName
+    available_field: Literal["balance", "payout", "net_income", "total_revenue"] = "balance"
+
+
+ProviderConfig = Annotated[
+    LuxtakProvider | LuxCoreProvider | PagsmileProvider, Field(discriminator="kind")
+]
+
+
+class CacheConfig(BaseModel):
+    """The balance cache: ``ttl`` seconds a fetched balance is reused (0: every check fetches)."""
+
+    model_config = _STRICT
+
+    ttl: Seconds = Decimal(5)
+
+
+_STORE_OPTIONS: dict[str, frozenset[str]] = {
+    "memory": frozenset(),
+    "sqlite": frozenset({"path", "timeout"}),
+    "redis": frozenset({"url", "url_env", "namespace", "timeout"}),
+}
+
+
+class ReservationsConfig(BaseModel):
+    """Where in-flight payouts hold funds, and how long holds count.
+
+    ``store`` is ``"memory"`` (one process), ``"sqlite"`` (``path``: processes on one host) or
+    ``"redis"`` (``url`` or ``url_env``, optional ``namespace``: several hosts).
+    ``settle_lag``: seconds a submitted payout keeps counting after a balance could show it;
+    ``hold_ttl``: seconds a pending hold lives; ``retention``: seconds a committed payout id
+    is remembered.
+    """
+
+    model_config = _STRICT
+
+    store: Literal["memory", "sqlite", "redis"] = "memory"
+    path: Text | None = None
+    url: Text | None = None
+    url_env: EnvName | None = None
+    namespace: Text | None = None
+    timeout: PositiveSeconds | None = None
+    retention: Seconds = Decimal(86_400)
+    settle_lag: Seconds = Decimal(30)
+    hold_ttl: PositiveSeconds = Decimal(300)
+
+    @model_validator(mode="after")
+    def _options_fit_store(self) -> ReservationsConfig:
+        allowed = _STORE_OPTIONS[self.store]
+        given = {name for name in ("path", "url", "url_env", "namespace", "timeout")
+                 if getattr(self, name) is not None}
+        if extra := sorted(given - allowed):
+            raise ValueError(
+                f"{', '.join(extra)} not used by store = {self.store!r}; it takes "
+                f"{', '.join(sorted(allowed)) or 'no options'}"
+            )
+        if self.store == "sqlite" and self.path is None:
+            raise ValueError("store = 'sqlite' needs path = \"<file>.db\"")
+        if self.store == "redis" and (self.url is None) == (self.url_env is None):
+            raise ValueError(
+                "store = 'redis' needs exactly one of url = \"redis://host:6379/0\" or "
+                "url_env = \"REDIS_URL\" (use url_env when the URL carries a password)"
+            )
+        if self.url is not None and "@" in self.url:
+            raise ValueError(
+                "url must not carry credentials; put the whole URL in an environment "
+                "variable and name it with url_env"
+            )
+        return self
+
+
+class GuardConfig(BaseModel):
+    """A validated payout-guard configuration (build one with :func:`guard.load_config`).
+
+    Attributes:
+        mode: ``"enforce"`` or ``"dry_run"`` for every guard built from it.
+        fail_open: Allow (with a warning) when no balance can be read.
+        providers: Provider name -> its settings (``kind``, ``base_url``, options, the names of
+            the environment variables holding its credentials).
+        default_provider: The provider ``from_config`` picks when none is named.
+        cache: The balance cache (``ttl`` seconds).
+        reservations: The reservation store and hold timing.
+        rules: The rules, in the ``rules.load`` format (use :attr:`ruleset` for the rules).
+        rules_file: A TOML/YAML rules file (relative to the configuration's directory) used
+            instead of inline rules.
+    """
+
+    model_config = _STRICT
+
+    _source: str = PrivateAttr(default="")
+    _ruleset: RuleSet | None = PrivateAttr(default=None)
+
+    mode: Mode = "enforce"
+    fail_open: bool = Field(default=False, strict=True)
+    providers: dict[ProviderName, ProviderConfig] = {}
+    default_provider: ProviderName | None = None
+    cache: CacheConfig = CacheConfig()
+    reservations: ReservationsConfig = ReservationsConfig()
+    rules: tuple[Any, ...] = ()
+    rules_file: Text | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_from_name(cls, data: Any) -> Any:
+        """Let ``[providers.luxtak]`` stand for ``kind = "luxtak"`` when kind is left out."""
+        if isinstance(data, dict) and isinstance(data.get("providers"), dict):
+            providers = dict(data["providers"])
+            for name, spec in providers.items():
+                if isinstance(spec, dict) and "kind" not in spec and name in KINDS:
+                    providers[name] = {"kind": name, **spec}
+            data = {**data, "providers": providers}
+        return data
+
+    @field_validator("default_provider")
+    @classmethod
+    def _known_provider(cls, value: str | None, info: ValidationInfo) -> str | None:
+        providers = info.data.get("providers")
+        if value is not None and providers is not None and value not in providers:
+            known = ", ".join(providers) or "none are configured"
+            raise ValueError(f"must name a configured provider ({known})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_rules_source(self) -> GuardConfig:
+        if self.rules and self.rules_file is not None:
+            raise ValueError("give rules inline ([[rules]]) or rules_file, not both")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Return where the configuration was read from (a file name, or ``""``)."""
+        return self._source
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """Return the configured rules (loaded and checked by ``load_config``)."""
+        if self._ruleset is None:
+            return RuleSet()
+        return self._ruleset
+
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """Return the configured provider names, in file order."""
+        return tuple(self.providers)
+
+    def pick_provider(self, name: str | None = None) -> str:
+        """Return the provider a guard is built for: *name*, else the default, else the only one.
+
+        Raises:
+            ConfigurationError: *name* is not configured, no provider is configured, or there
+                are several and neither *name* nor ``default_provider`` chooses one.
+        """
+        names = self.provider_names
+        if name is not None:
+            if name not in self.providers:
+                raise ConfigurationError(
+                    f"no provider named {name!r}; configured: {', '.join(names) or 'none'}",
+                    path="providers", source=self.source,
+                )
+            return name
+        if self.default_provider is not None:
+            return self.default_provider
+        if len(names) == 1:
+            return names[0]
+        if not names:
+            raise ConfigurationError(
+                "no providers configured; add a [providers.<name>] table with kind = "
+                "'luxtak', 'luxcore' or 'pagsmile'", path="providers", source=self.source,
+            )
+        raise ConfigurationError(
+            f"{len(names)} providers are configured ({', '.join(names)}); name one "
+            "(provider=... or --provider) or set default_provider",
+            path="default_provider", source=self.source,
+        )
+
+    def env_vars(self) -> dict[str, str]:
+        """Return every environment variable the configuration reads, with its key path."""
+        found: dict[str, str] = {}
+        for name, provider in self.providers.items():
+            for field in type(provider).model_fields:
+                if field.endswith("_env") and (var := getattr(provider, field)) is not None:
+                    found[var] = f"providers.{name}.{field}"
+        if self.reservations.url_env is not None:
+            found[self.reservations.url_env] = "reservations.url_env"
+        return found
