@@ -1,0 +1,96 @@
+"""Construction-time checks shared by the fetchers: URL, timeouts, credentials; Retry-After.
+
+Each check raises :class:`~guard.errors.ConfigurationError` naming the argument, and never
+shows a credential's value.
+"""
+
+from __future__ import annotations
+
+import math
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+from guard.errors import ConfigurationError
+
+__all__ = ["check_base_url", "check_secret", "check_timeout", "parse_retry_after"]
+
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def check_base_url(url: object, *, allow_insecure: bool) -> str:
+    """Return *url* without a trailing slash, refusing what would leak or mislead.
+
+    Raises:
+        ConfigurationError: not an ``https://`` URL (``http://`` is allowed for loopback hosts,
+            or anywhere with *allow_insecure*), has credentials, a query or a fragment.
+    """
+    if not isinstance(url, str):
+        raise ConfigurationError(f"must be a URL string, got {type(url).__name__}",
+                                 path="base_url")
+    parts = urlsplit(url)
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise ConfigurationError(
+            f"must be an https:// URL such as 'https://api.example.com', got {url!r}",
+            path="base_url",
+        )
+    if parts.username is not None or parts.password is not None:
+        raise ConfigurationError("must not contain credentials (user:password@)",
+                                 path="base_url")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"must not have a query or fragment, got {url!r}",
+                                 path="base_url")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not allow_insecure:
+        raise ConfigurationError(
+            f"plain http:// sends credentials unencrypted; use https://, a loopback host "
+            f"(127.0.0.1, localhost, ::1), or allow_insecure=True; got {url!r}",
+            path="base_url",
+        )
+    return url.rstrip("/")
+
+
+def check_timeout(timeout: object) -> tuple[float, float]:
+    """Return *timeout* as ``(connect, read)`` seconds.
+
+    Raises:
+        ConfigurationError: not a positive finite number or a pair of them.
+    """
+    pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if len(pair) != 2 or not all(
+        isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > 0
+        for t in pair
+    ):
+        raise ConfigurationError(
+            f"must be positive finite seconds or a (connect, read) pair of them, "
+            f"got {timeout!r}", path="timeout",
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def check_secret(name: str, value: object) -> str:
+    """Return *value* if it is a non-empty string; the message never shows the value.
+
+    Raises:
+        ConfigurationError: *value* is not a non-empty string without surrounding spaces.
+    """
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ConfigurationError(
+            f"must be a non-empty string without surrounding whitespace "
+            f"(got {type(value).__name__})", path=name,
+        )
+    return value
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP-date form)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)
