@@ -1,0 +1,318 @@
+"""Bodies we cannot trust and statuses we do not expect: every one is a clear ProviderError."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from guard import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderResponseError,
+    ProviderUnavailable,
+)
+from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.fetchers._http import HttpFetcher
+from tests.test_fetchers_golden import (
+    CLOCK,
+    LUXCORE_ONE,
+    LUXTAK_OK,
+    PAGSMILE_VALID,
+    Canned,
+    luxcore,
+    luxtak,
+    pagsmile,
+)
+
+
+@pytest.fixture
+def canned() -> Iterator[Canned]:
+    server = Canned()
+    yield server
+    server.close()
+
+
+def luxtak_body(**row: object) -> str:
+    item: dict[str, object] = {"currency": "BRL", "amount": "10.00"}
+    item.update(row)
+    return json.dumps({"code": 200, "msg": "success", "time": 1642075813, "data": [item]})
+
+
+def luxcore_body(**fields: object) -> str:
+    return json.dumps(json.loads(LUXCORE_ONE) | fields)
+
+
+def pagsmile_body(**fields: object) -> str:
+    asset: dict[str, object] = {"currency": "BRL", "balance": Decimal("1.000000")}
+    asset.update(fields)
+    return json.dumps({"code": "10000", "msg": "Success", "assets": [asset]}, default=str
+                      ).replace('"1.000000"', "1.000000")
+
+
+def refused(canned: Canned, make: Callable[[Canned], HttpFetcher], body: str,
+            currency: str | None = None) -> ProviderResponseError:
+    canned.reply(body)
+    with make(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+        fetcher.fetch(currency)
+    return info.value
+
+
+LUXTAK_BAD = [
+    ({"amount": "-5.00"}, "data[0].amount", "negative"),
+    ({"amount": "abc"}, "data[0].amount", "is not a decimal amount"),
+    ({"amount": "1e3"}, "data[0].amount", "is not a decimal amount"),
+    ({"amount": " 10"}, "data[0].amount", "is not a decimal amount"),
+    ({"amount": "10.001"}, "data[0].amount", "more decimal places than BRL"),
+    ({"currency": "JPY", "amount": "10.5"}, "data[0].amount", "more decimal places than JPY"),
+    ({"currency": "XYZ"}, "data[0].currency", "unknown currency"),
+    ({"currency": 986}, "data[0].currency", "currency must be"),
+    ({"amount": None}, "data[0].amount", "got null"),
+    ({"amount": True}, "data[0].amount", "got a boolean"),
+    ({"amount": ["1"]}, "data[0].amount", "got an array"),
+]
+
+
+class TestLuxtakBodies:
+    @pytest.mark.parametrize(("row", "field", "why"), LUXTAK_BAD)
+    def test_bad_amount_or_currency(self, canned: Canned, row: dict[str, object], field: str,
+                                    why: str) -> None:
+        """A bad row is a ProviderResponseError naming the provider, the field and the problem."""
+        error = refused(canned, luxtak, luxtak_body(**row))
+        assert ("luxtak", 200, 1) == (error.provider, error.status, error.attempts)
+        assert f"field {field}:" in str(error)
+        assert why in str(error)
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ('{"code":200,"msg":"success","data":[]}', "field time: is missing"),
+            ('{"code":200,"time":1,"data":{}}', "field data: expected an array"),
+            ('{"code":200,"time":1,"data":[{"currency":"BRL"}]}', "data[0].amount: is missing"),
+            ('{"code":200,"time":1,"data":[5]}', "data[0]: expected an object"),
+            ('{"code":"200","time":1,"data":[]}', "field code: expected 200 or 0"),
+            ('{"code":200,"time":true,"data":[]}', "field time: expected an integer"),
+            ('[1]', "field <body>: expected an object"),
+            (('{"code":200,"time":1,"data":[{"currency":"BRL","amount":"1"},'
+              '{"currency":"BRL","amount":"2"}]}'), "lists BRL twice"),
+            ('{"code":200,"code":200,"time":1,"data":[]}', "appears twice"),
+            ('{"code":200,"time":1,"data":[{"currency":"BRL","amount":NaN}]}', "NaN"),
+        ],
+    )
+    def test_bad_shape(self, canned: Canned, body: str, field: str) -> None:
+        """Missing fields, wrong types and ambiguous bodies are refused by name."""
+        assert field in str(refused(canned, luxtak, body))
+
+    def test_unknown_error_code_not_retried(self, canned: Canned) -> None:
+        """A Luxtak error code with HTTP 200 is a response error with that code, not retried."""
+        canned.reply('{"code":4001200,"msg":"merchant not existed","time":1,"data":{}}')
+        with luxtak(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+            fetcher.fetch()
+        assert ("4001200", 1) == (info.value.code, len(canned.received))
+        assert "merchant not existed" in str(info.value)
+
+    @pytest.mark.parametrize("code", [4004001, 4004002, 4004100, 4004101, 4004103])
+    def test_auth_codes(self, canned: Canned, code: int) -> None:
+        """Every 4004xxx token/permission code is an auth error, not retried."""
+        canned.reply(json.dumps({"code": code, "msg": "no", "time": 1, "data": {}}), status=401)
+        with luxtak(canned) as fetcher, pytest.raises(ProviderAuthError) as info:
+            fetcher.fetch()
+        assert (str(code), 1) == (info.value.code, info.value.attempts)
+
+    def test_rate_limit_code_in_body(self, canned: Canned) -> None:
+        """Code 4004029 is a rate limit and is retried."""
+        canned.reply('{"code":4004029,"msg":"too many requests","time":1,"data":{}}')
+        canned.reply(LUXTAK_OK)
+        with luxtak(canned) as fetcher:
+            assert 5 == len(fetcher.fetch())
+        assert 2 == len(canned.received)
+
+
+class TestLuxCoreBodies:
+    @pytest.mark.parametrize(
+        ("fields", "why"),
+        [
+            ({"frozen_amount": "200000"}, "field balance_amount: total 15000.00 ARS is not"),
+            ({"new_balance": 1500001}, "field new_balance: 1500001 disagrees"),
+            ({"available_balance": 1}, "field available_balance: 1 disagrees"),
+            ({"available_balance": "1200000"}, "field available_balance: expected an integer"),
+            ({"available_amount": "1200000.5"}, "available_amount: '1200000.5' is not a whole"),
+            ({"available_amount": "-1"}, "field available_amount: '-1' is negative"),
+            ({"available_amount": True}, "available_amount: expected a whole number"),
+            ({"currency": "ABC"}, "field currency: unknown currency"),
+            ({"currency": "MXN"}, "field currency: asked for ARS, got MXN"),
+            ({"balance_type": "deposit"}, "field balance_type: asked for 'main'"),
+            ({"success": False}, "field success: expected true"),
+        ],
+    )
+    def test_bad_single_body(self, canned: Canned, fields: dict[str, object],
+                             why: str) -> None:
+        """Parts that do not add up, mirrors that disagree and wrong types are refused."""
+        error = refused(canned, luxcore, luxcore_body(**fields), "ARS")
+        assert "luxcore" == error.provider
+        assert why in str(error)
+
+    def test_missing_field(self, canned: Canned) -> None:
+        """A missing amount is named."""
+        body = json.loads(LUXCORE_ONE)
+        del body["frozen_amount"]
+        assert "field frozen_amount: is missing" in str(
+            refused(canned, luxcore, json.dumps(body), "ARS"))
+
+    def test_bad_item_in_all(self, canned: Canned) -> None:
+        """A bad entry of /all is named by its index."""
+        body = {"success": True, "balances": [{"currency": "ARS", "balance_type": "main",
+                                               "balance_amount": "1", "available_amount": "x",
+                                               "frozen_amount": "0"}]}
+        assert "field balances[0].available_amount:" in str(
+            refused(canned, luxcore, json.dumps(body)))
+
+    @pytest.mark.parametrize(("status", "error", "kind"), [
+        (401, "INVALID_API_KEY", ProviderAuthError),
+        (403, "FORBIDDEN", ProviderAuthError),
+        (400, "VALIDATION_ERROR", ProviderResponseError),
+        (404, "NOT_FOUND", ProviderResponseError),
+        (422, "VALIDATION_ERROR", ProviderResponseError),
+    ])
+    def test_error_statuses_not_retried(self, canned: Canned, status: int, error: str,
+                                        kind: type[ProviderError]) -> None:
+        """Auth, permission, validation and not-found fail at once, carrying LuxCore's code."""
+        canned.reply(json.dumps({"statusCode": status, "message": "nope", "error": error}),
+                     status=status)
+        with luxcore(canned) as fetcher, pytest.raises(kind) as info:
+            fetcher.fetch("ARS")
+        assert (status, error, 1) == (info.value.status, info.value.code, len(canned.received))
+
+
+class TestPagsmileBodies:
+    @pytest.mark.parametrize(
+        ("fields", "why"),
+        [
+            ({"balance": "lots"}, "assets[0].balance: 'lots' is not a decimal amount"),
+            ({"balance": Decimal("-1.000000")}, "assets[0].balance: -1.000000 is negative"),
+            ({"balance": Decimal("0.000001")}, "more decimal places than BRL"),
+            ({"balance": Decimal("1E+400")}, "too many digits"),
+            ({"currency": "BRX"}, "assets[0].currency: unknown currency"),
+        ],
+    )
+    def test_bad_asset(self, canned: Canned, fields: dict[str, object], why: str) -> None:
+        """Bad asset values are refused, naming the field."""
+        body = pagsmile_body(**fields).replace('"-1.000000"', "-1.000000").replace(
+            '"0.000001"', "0.000001").replace('"1E+400"', "1E+400")
+        assert why in str(refused(canned, pagsmile, body))
+
+    def test_missing_assets(self, canned: Canned) -> None:
+        """A success code without assets is refused."""
+        assert "field assets: is missing" in str(
+            refused(canned, pagsmile, '{"code":"10000","msg":"Success"}'))
+
+    @pytest.mark.parametrize(("sub_code", "kind"), [
+        ("invalid-signature", ProviderAuthError), ("app-not-match", ProviderAuthError),
+        ("merchant-status-abnormal", ProviderAuthError),
+        ("no-method-supported", ProviderResponseError),
+    ])
+    def test_business_failed(self, canned: Canned, sub_code: str,
+                             kind: type[ProviderError]) -> None:
+        """Code 40002 is an auth error for signature/app problems, else a response error."""
+        canned.reply(json.dumps({"code": "40002", "msg": "Business Failed", "sub_code": sub_code,
+                                 "sub_msg": "x"}))
+        with pagsmile(canned) as fetcher, pytest.raises(kind) as info:
+            fetcher.fetch()
+        assert ("40002", 1) == (info.value.code, len(canned.received))
+        assert sub_code in str(info.value)
+
+    def test_currency_not_supported_is_not_held(self, canned: Canned) -> None:
+        """'currency-not-supported' for the asked currency means none is held: []."""
+        canned.reply('{"code":"40002","msg":"Business Failed","sub_code":'
+                     '"currency-not-supported","sub_msg":"USD is not supported"}')
+        with pagsmile(canned) as fetcher:
+            assert [] == fetcher.fetch("USD")
+
+    def test_busy_code_retried(self, canned: Canned) -> None:
+        """Code 20000 is retried."""
+        canned.reply('{"code":"20000","msg":"Service Currently Unavailable"}')
+        canned.reply(PAGSMILE_VALID)
+        with pagsmile(canned) as fetcher:
+            assert 1 == len(fetcher.fetch())
+
+
+class TestStatusMapping:
+    @pytest.mark.parametrize(("status", "kind", "requests"), [
+        (500, ProviderUnavailable, 3), (502, ProviderUnavailable, 3),
+        (503, ProviderUnavailable, 3), (504, ProviderUnavailable, 3),
+        (429, ProviderRateLimited, 3), (501, ProviderUnavailable, 1),
+        (404, ProviderResponseError, 1), (418, ProviderResponseError, 1),
+        (301, ProviderResponseError, 1), (401, ProviderAuthError, 1),
+    ])
+    def test_statuses(self, canned: Canned, status: int, kind: type[ProviderError],
+                      requests: int) -> None:
+        """429/500/502/503/504 are retried; other statuses fail at once; redirects not followed."""
+        for _ in range(3):
+            canned.reply("<html>oops</html>", status=status, Content_Type="text/html",
+                         Location="https://elsewhere.example/")
+        with luxcore(canned) as fetcher, pytest.raises(kind) as info:
+            fetcher.fetch("ARS")
+        assert (status, requests, requests) == (
+            info.value.status, info.value.attempts, len(canned.received))
+
+    def test_retry_after_http_date(self, canned: Canned) -> None:
+        """A Retry-After in HTTP-date form is read against the fetcher's clock (past deadline)."""
+        later = format_datetime(datetime.fromtimestamp(CLOCK, UTC) + timedelta(seconds=60),
+                                usegmt=True)
+        canned.reply('{"statusCode":429}', status=429, Retry_After=later)
+        with luxcore(canned) as fetcher, pytest.raises(ProviderRateLimited) as info:
+            fetcher.fetch("ARS")
+        assert info.value.retry_after is not None
+        assert 60.0 == info.value.retry_after
+        assert 1 == len(canned.received)
+
+    def test_oversized_body(self, canned: Canned) -> None:
+        """A body over 1 MiB is refused without reading it all into a balance."""
+        canned.reply(b"[" + b"0," * (1 << 20) + b"0]")
+        with luxcore(canned) as fetcher, pytest.raises(ProviderResponseError, match="larger"):
+            fetcher.fetch("ARS")
+
+    def test_connection_refused(self) -> None:
+        """Nobody listening is ProviderUnavailable after every attempt, chained to the cause."""
+        server = Canned()
+        url = server.url
+        server.close()
+        policy = RetryPolicy(attempts=2, deadline=5.0, backoff=0.001, max_backoff=0.001)
+        fetcher = LuxCoreFetcher("qp_test_sk_x", base_url=url, retry=policy)
+        with fetcher, pytest.raises(ProviderUnavailable) as info:
+            fetcher.fetch("ARS")
+        assert 2 == info.value.attempts
+        assert info.value.__cause__ is not None
+        assert "requests" in type(info.value.__cause__).__module__
+
+
+class TestExactness:
+    @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture],
+              deadline=None)
+    @given(st.decimals(min_value=0, max_value=Decimal("1e15"), places=2))
+    def test_luxtak_amounts_round_trip(self, canned: Canned, amount: Decimal) -> None:
+        """Any BRL amount string comes back as exactly that Decimal."""
+        canned.reply(luxtak_body(amount=str(amount)))
+        with luxtak(canned) as fetcher:
+            assert amount == fetcher.fetch()[0].available
+
+    @settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture],
+              deadline=None)
+    @given(st.integers(0, 10**18), st.integers(0, 10**18))
+    def test_luxcore_minor_units(self, canned: Canned, available: int, frozen: int) -> None:
+        """Minor units convert exactly: available, frozen and total add up in major units."""
+        canned.reply(luxcore_body(
+            balance_amount=str(available + frozen), available_amount=str(available),
+            frozen_amount=str(frozen), new_balance=available + frozen,
+            available_balance=available))
+        with luxcore(canned) as fetcher:
+            [got] = fetcher.fetch("ARS")
+        assert (Decimal(available) / 100, Decimal(available + frozen) / 100) == (
+            got.available, got.total)
