@@ -1,0 +1,80 @@
+"""Credentials appear in no log line, repr, exception message or argument, whatever happens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from structlog.testing import capture_logs
+
+from guard.errors import ProviderError
+from guard.fetchers import LuxtakFetcher, RetryPolicy
+from guard.testing.emulators import Fault
+from tests.test_fetchers_emulated import PROVIDERS, Provider
+from tests.test_fetchers_golden import Canned
+
+POLICY = RetryPolicy(attempts=2, deadline=0.8, backoff=0.001, max_backoff=0.002)
+WRONG_KEY = "wrong_secret_key_98765"
+
+
+def texts_of(error: BaseException) -> Iterator[str]:
+    """Yield every text an error chain shows: str, repr and args of each link."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield str(link)
+        yield repr(link)
+        yield repr(link.args)
+        yield from (str(v) for v in vars(link).values() if isinstance(v, str))
+        link = link.__cause__ or link.__context__
+
+
+def scenarios(provider: Provider) -> list[Fault | str]:
+    faults: list[Fault | str] = [f for f in Fault if f is not Fault.EXPIRED]
+    if provider.name == "luxtak":
+        faults.append(Fault.EXPIRED)
+    return ["success", "wrong_key", *faults]
+
+
+class TestSecrets:
+    @pytest.mark.parametrize("name", sorted(PROVIDERS))
+    def test_no_secret_anywhere(self, name: str) -> None:
+        """Across success, auth failure and every fault, no key shows in logs, reprs or errors."""
+        provider = PROVIDERS[name]
+        shown: list[str] = []
+        with provider.emulator() as emu:
+            emu.slow_seconds = 1.0
+            secrets = (*provider.secrets(emu), WRONG_KEY)
+            for scenario in scenarios(provider):
+                emu.clear_faults()
+                secret = WRONG_KEY if scenario == "wrong_key" else None
+                fetcher = provider.fetcher(emu, retry=POLICY, timeout=(1.0, 0.2), secret=secret)
+                if isinstance(scenario, Fault):
+                    emu.fail_next(scenario, times=2)
+                with fetcher, capture_logs() as logs:
+                    shown.append(repr(fetcher))
+                    try:
+                        shown.extend(repr(s) for s in fetcher.fetch(provider.currency))
+                    except ProviderError as exc:
+                        shown.extend(texts_of(exc))
+                shown.extend(repr(entry) for entry in logs)
+        assert any("fetch_retry" in text for text in shown)  # the scan did see retry logs
+        leaks = [(secret, text) for text in shown for secret in secrets if secret in text]
+        assert [] == leaks
+
+
+    def test_key_echoed_by_provider_is_redacted(self) -> None:
+        """A provider error message that quotes our key is redacted before it reaches an error."""
+        server = Canned()
+        try:
+            server.reply('{"code":4004003,"msg":"bad key lt_secret_key_123","time":1,"data":{}}',
+                         status=401)
+            fetcher = LuxtakFetcher("APP", "lt_secret_key_123", base_url=server.url,
+                                    retry=RetryPolicy(attempts=1))
+            with fetcher, pytest.raises(ProviderError) as info:
+                fetcher.fetch()
+        finally:
+            server.close()
+        assert "bad key [redacted]" in str(info.value)
+        assert not any("lt_secret_key_123" in text for text in texts_of(info.value))
