@@ -58,6 +58,12 @@ class PayoutDenied(GuardError):
         )
 
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # The default pickling would call PayoutDenied(message): a worker's denial must reach
+        # the parent process with its decision.
+        return (type(self), (self.decision,))
+
+
 class ProviderError(GuardError):
     """A provider could not give a balance we can trust.
 
@@ -94,16 +100,13 @@ class ProviderError(GuardError):
         return ", ".join(parts) if len(parts) > 1 else parts[0]
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only fields would be lost by the default pickling (multiprocessing).
-        return (_rebuild, (type(self), self.message, self.provider, self.status, self.code,
-                           self.attempts))
+        # Keyword-only fields would be lost by the default pickling (multiprocessing); the
+        # instance dict carries them, and subclass fields such as retry_after, across.
+        return (_rebuild, (type(self), self.message, self.provider), dict(self.__dict__))
 
 
-def _rebuild(  # noqa: PLR0917 - pickle rebuilds from positional arguments
-    cls: type[ProviderError], message: str, provider: str, status: int | None,
-    code: str | None, attempts: int,
-) -> ProviderError:
-    return cls(message, provider=provider, status=status, code=code, attempts=attempts)
+def _rebuild(cls: type[ProviderError], message: str, provider: str) -> ProviderError:
+    return cls(message, provider=provider)
 
 
 class ProviderAuthError(ProviderError):
@@ -117,7 +120,18 @@ class ProviderRateLimited(ProviderError):
         retry_after: Seconds the provider asked us to wait, when it said.
     """
 
-    retry_after: float | None = None
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        code: str | None = None,
+        attempts: int = 1,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status, code=code, attempts=attempts)
+        self.retry_after = retry_after
 
 
 class ProviderUnavailable(ProviderError):
