@@ -97,8 +97,8 @@ def ceiling_to_minor(ceiling: Decimal, currency: str) -> int:
 
 def from_minor(minor: int, currency: str) -> Decimal:
     """Return *minor* units of *currency* as a ``Decimal`` at the currency's exponent."""
-    exponent = currency_exponent(currency)
-    return Decimal(minor).scaleb(-exponent).quantize(Decimal(1).scaleb(-exponent))
+    # Exact: a whole number below 2**63 has at most 19 digits, well within the context's 28.
+    return Decimal(minor).scaleb(-currency_exponent(currency))
 
 
 def check_time(name: str, value: float) -> float:

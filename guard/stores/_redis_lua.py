@@ -77,37 +77,40 @@ local function counted(base, key, now, since, drop)
 end
 """
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 payout id, 3 key, 4 currency, 5 amount,
-# 6 fee, 7 held, 8 created_at, 9 expires_at, 10 ceiling (minor, clamped to [-1, 2^53]),
-# 11 counted_since, 12 now, 13 horizon (now - retention), 14 record ttl, 15 key ttl (seconds).
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 payout id, 3 key, 4 currency, 5 the numbers,
+# space-separated (fewer arguments cost the client less): amount, fee, held, created_at,
+# expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now, horizon
+# (now - retention), record ttl, key ttl (seconds).
 # Returns {status, counted[, k, cur, amt, fee, st, ca, ea, cm]}.
 TRY_HOLD = _COMMON + r"""
 local base, id, key, cur = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now = tonumber(ARGV[12])
+local v = {}
+for token in string.gmatch(ARGV[5], '%S+') do v[#v + 1] = token end
+local amt, fee, held, ca, ea, ceiling, since, now, horizon, life, ttl = unpack(v)
+now = tonumber(now)
 local ledger = base .. 't:' .. key
 local held_cur = redis.call('HGET', ledger, 'cur')
 if held_cur and held_cur ~= cur then
   return redis.error_reply('PAYOUT_GUARD_CURRENCY ' .. held_cur)
 end
 if not held_cur and redis.call('EXISTS', base .. 'c:' .. key) == 1 then return lost() end
-local total = counted(base, key, now, ARGV[11], true)
+local total = counted(base, key, now, since, true)
 if total == false then return lost() end
 if not total then return too_large() end
 local rec = redis.call('HMGET', KEYS[1], 'k', 'cur', 'amt', 'fee', 'st', 'ca', 'ea', 'cm')
 if rec[1] and (rec[5] ~= 'pending' or now < tonumber(rec[7])) then
-  local same = rec[1] == key and rec[2] == cur and rec[3] == ARGV[5] and rec[4] == ARGV[6]
+  local same = rec[1] == key and rec[2] == cur and rec[3] == amt and rec[4] == fee
   return {same and 'existing' or 'conflict', total,
     rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7], rec[8] or ''}
 end
-local after = total + tonumber(ARGV[7])
-local ceiling = tonumber(ARGV[10])
+local after = total + tonumber(held)
+ceiling = tonumber(ceiling)
 if after >= LIMIT and ceiling >= LIMIT then return too_large() end
 if after > ceiling then return {'over_ceiling', total} end
 if rec[1] then redis.call('HDEL', base .. 'p:' .. rec[1], id) end
 -- forget what left the retention window, a bounded number per call
-local horizon = tonumber(ARGV[13])
 local c = base .. 'c:' .. key
-local old = redis.call('ZRANGEBYSCORE', c, '-inf', ARGV[13], 'LIMIT', 0, 64)
+local old = redis.call('ZRANGEBYSCORE', c, '-inf', horizon, 'LIMIT', 0, 64)
 for _, member in ipairs(old) do
   local oid = string.match(member, '^%d+ %d+ (.*)$')
   local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st')
@@ -115,24 +118,24 @@ for _, member in ipairs(old) do
   redis.call('ZREM', c, member)
 end
 local x = base .. 'x:' .. key
-old = redis.call('ZRANGEBYSCORE', x, '-inf', ARGV[13], 'LIMIT', 0, 64)
+old = redis.call('ZRANGEBYSCORE', x, '-inf', horizon, 'LIMIT', 0, 64)
 for _, oid in ipairs(old) do
   local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st', 'ea')
-  if o[1] == key and o[2] == 'pending' and tonumber(o[3]) <= horizon then
+  if o[1] == key and o[2] == 'pending' and tonumber(o[3]) <= tonumber(horizon) then
     redis.call('DEL', base .. 'r:' .. oid)
   end
   redis.call('ZREM', x, oid)
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'k', key, 'cur', cur, 'amt', ARGV[5], 'fee', ARGV[6],
-  'held', ARGV[7], 'st', 'pending', 'ca', ARGV[8], 'ea', ARGV[9])
-redis.call('EXPIRE', KEYS[1], ARGV[14])
-redis.call('HSET', base .. 'p:' .. key, id, ARGV[7] .. ' ' .. ARGV[9])
+redis.call('HSET', KEYS[1], 'k', key, 'cur', cur, 'amt', amt, 'fee', fee,
+  'held', held, 'st', 'pending', 'ca', ca, 'ea', ea)
+redis.call('EXPIRE', KEYS[1], life)
+redis.call('HSET', base .. 'p:' .. key, id, held .. ' ' .. ea)
 if not held_cur then
   redis.call('HSET', ledger, 'cur', cur, 'total', string.format('%030d', 0))
 end
 for _, name in ipairs({'p:', 'c:', 't:', 'x:'}) do
-  redis.call('EXPIRE', base .. name .. key, ARGV[15])
+  redis.call('EXPIRE', base .. name .. key, ttl)
 end
 return {'held', total}
 """
@@ -190,7 +193,7 @@ return {cur, total}
 """
 
 # KEYS[1] the key's ledger. ARGV: 1 prefix, 2 key, 3 counted_since, 4 now.
-# Returns a list of {payout_id, k, cur, amt, fee, st, ca, ea, cm} of the holds that count.
+# Returns a JSON list of [payout_id, k, cur, amt, fee, st, ca, ea, cm] of the holds that count.
 HOLDS = r"""
 local base, key, now = ARGV[1], ARGV[2], tonumber(ARGV[4])
 local ids = {}
@@ -211,5 +214,6 @@ for _, id in ipairs(ids) do
     table.insert(found, {id, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or ''})
   end
 end
-return found
+-- one JSON string of strings (no numbers, so nothing is rounded): far cheaper to parse
+return cjson.encode(found)
 """

@@ -11,6 +11,7 @@ slot). Needs the ``redis`` package: ``pip install payout-guard[redis]``.
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from types import TracebackType
@@ -45,7 +46,7 @@ def _text(value: object) -> str:
 
 
 def _hold(payout_id: str, fields: list[Any]) -> Hold:
-    key, cur, amt, fee, state, created, expires, committed = (_text(f) for f in fields)
+    key, cur, amt, fee, state, created, expires, committed = map(_text, fields)
     return Hold(
         payout_id=payout_id,
         key=key,
@@ -163,15 +164,15 @@ class RedisReservations:
         limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
         horizon = check_time("now", now) - self._retention
         life = math.ceil(max(hold.expires_at - now, 0.0)) + self._gc
+        numbers = " ".join((
+            str(amount), str(fee), str(held), _seconds(hold.created_at),
+            _seconds(hold.expires_at), str(limit),
+            _seconds(check_time("counted_since", counted_since)), _seconds(now),
+            _seconds(horizon), str(life), str(self._gc),
+        ))
         reply = self._run(
             "try_hold", [self._record(hold.payout_id)],
-            [
-                self._prefix, hold.payout_id, hold.key, cur, amount, fee, held,
-                _seconds(hold.created_at), _seconds(hold.expires_at), limit,
-                _seconds(check_time("counted_since", counted_since)), _seconds(now),
-                _seconds(horizon), life, self._gc,
-            ],
-            hold,
+            [self._prefix, hold.payout_id, hold.key, cur, numbers], hold,
         )
         status = _text(reply[0])
         counted = from_minor(int(reply[1]), cur)
@@ -246,7 +247,7 @@ class RedisReservations:
             [self._prefix, key, _seconds(check_time("counted_since", counted_since)),
              _seconds(check_time("now", now))],
         )
-        found = [_hold(_text(row[0]), row[1:]) for row in reply]
+        found = [_hold(row[0], row[1:]) for row in json.loads(reply)]
         return sorted(found, key=lambda h: (h.created_at, h.payout_id))
 
     def close(self) -> None:
