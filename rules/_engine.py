@@ -3,18 +3,25 @@
 A rule is anything with a ``name`` and an ``evaluate(facts) -> Verdict`` method. The contract
 that makes ``max_payable`` exact: for a given set of facts, a rule whose answer depends on the
 amount passes exactly the amounts in ``[verdict.floor, verdict.cap]`` (a missing bound is
-open), and a rule that denies whatever the amount reports ``cap=Decimal(0)``.
+open), and a rule that denies whatever the amount reports ``cap=Decimal(0)``. ``floor`` and
+``cap`` depend on the facts but never on ``facts.amount``. Every built-in honours this.
+
+Combinators report the smallest (``floor``) and largest (``cap``) amount they allow, exactly,
+whatever the nesting. ``all_of`` and ``when`` keep the contract. ``any_of`` unites the ranges of
+its alternatives, which may leave a hole between them (``any_of(MaxPayout 100, minimum 500)``
+allows 100 and 500 but not 300): its ``floor`` and ``cap`` are still the exact smallest and
+largest allowed amounts, but amounts in such a hole are denied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from decimal import Decimal
+from collections.abc import Collection, Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._money import normalize_currency
+from rules._ranges import Ranges
 
 __all__ = ["AnyOf", "Rule", "RuleSet", "When", "all_of", "any_of", "when"]
 
@@ -33,51 +40,93 @@ class Rule(Protocol):
         ...
 
 
-def _min_cap(verdicts: tuple[Verdict, ...]) -> Decimal | None:
-    caps = [v.cap for v in verdicts if v.cap is not None]
-    return min(caps) if caps else None
+def _members(rules: Iterable[Rule], combinator: str) -> list[Rule]:
+    if isinstance(rules, Rule) and not isinstance(rules, Iterable):
+        raise ConfigurationError(
+            f"{combinator} takes a list of rules; wrap a single rule in a list: [{rules.name}]"
+        )
+    members = list(rules)
+    for index, rule in enumerate(members):
+        if not isinstance(rule, Rule):
+            raise ConfigurationError(
+                f"rules must provide .name and .evaluate(facts); got {type(rule).__name__}",
+                path=f"rules[{index}]",
+            )
+    return members
 
 
-def _max_floor(verdicts: tuple[Verdict, ...]) -> Decimal | None:
-    floors = [v.floor for v in verdicts if v.floor is not None]
-    return max(floors) if floors else None
+def _fold(rule: RuleSet | AnyOf, facts: Facts, children: tuple[Verdict, ...]) -> Ranges:
+    """Return the amounts a combinator allows: its members' ranges intersected or united."""
+    every = isinstance(rule, RuleSet)
+    result = Ranges(facts.currency) if every else Ranges(facts.currency, ())
+    for member, verdict in zip(rule.rules, children, strict=True):
+        part = _allowed(member, facts, verdict)
+        result = result & part if every else result | part
+    return result
 
 
-def _joined(verdicts: Iterator[Verdict]) -> tuple[str, str, bool]:
-    leaves = list(verdicts)
-    if not leaves:
-        return "", "", False
-    return (
-        leaves[0].code,
-        "; ".join(v.message for v in leaves),
-        all(v.retryable for v in leaves),
+def _allowed(rule: Rule, facts: Facts, verdict: Verdict) -> Ranges:
+    """Return the amounts *rule* allows with *facts*, given its *verdict* on them."""
+    if isinstance(rule, RuleSet | AnyOf):
+        return _fold(rule, facts, verdict.children)
+    if isinstance(rule, When):
+        if rule.applies(facts):
+            return _allowed(rule.rule, facts, verdict)
+        return Ranges(facts.currency)
+    floor, cap = verdict.floor, verdict.cap
+    inside = (floor is None or floor <= facts.amount) and (cap is None or facts.amount <= cap)
+    if verdict.denies and inside:
+        # The rule broke the contract (it denies an amount within its own bounds): trust the
+        # denial rather than the bounds, so that max_payable fails closed.
+        return Ranges(facts.currency, ())
+    return Ranges.between(facts.currency, floor, cap)
+
+
+def _combined(
+    rule: RuleSet | AnyOf, facts: Facts, children: tuple[Verdict, ...], *, passed: bool
+) -> Verdict:
+    leaves = [leaf for child in children for leaf in child.denials()]
+    denying = [child for child in children if child.denies]
+    if isinstance(rule, RuleSet):
+        # Retrying helps an all_of only if every denial can clear by itself.
+        retryable = bool(denying) and all(child.retryable for child in denying)
+    else:
+        # Retrying helps an any_of as soon as one alternative can clear.
+        retryable = any(child.retryable for child in denying)
+    floor, cap = _fold(rule, facts, children).bounds()
+    return Verdict(
+        rule=rule.name,
+        passed=passed,
+        code="" if passed or not leaves else leaves[0].code,
+        message="" if passed else "; ".join(leaf.message for leaf in leaves),
+        retryable=False if passed else retryable,
+        cap=cap,
+        floor=floor,
+        children=children,
     )
 
 
 class RuleSet:
     """Rules that must all pass; ``all_of(...)`` builds one and nested sets flatten.
 
-    A ``RuleSet`` is itself a :class:`Rule`, so sets nest inside ``any_of`` and ``when``.
+    A ``RuleSet`` is itself a :class:`Rule`, so sets nest inside ``any_of`` and ``when``. An
+    empty set allows everything.
 
     Example:
         >>> from rules import RuleSet, SufficientFunds, MaxPayout
         >>> RuleSet([SufficientFunds(), MaxPayout({"BRL": "5000"})]).names
         ('sufficient_funds', 'max_payout')
+
+    Raises:
+        ConfigurationError: a member is not a rule.
     """
 
     __slots__ = ("rules",)
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
-        for rule in rules:
-            if isinstance(rule, RuleSet):
-                flat.extend(rule.rules)
-            elif isinstance(rule, Rule):
-                flat.append(rule)
-            else:
-                raise ConfigurationError(
-                    f"rules must provide .name and .evaluate(facts); got {type(rule).__name__}"
-                )
+        for rule in _members(rules, "all_of"):
+            flat.extend(rule.rules if isinstance(rule, RuleSet) else (rule,))
         self.rules: tuple[Rule, ...] = tuple(flat)
 
     @property
@@ -93,20 +142,7 @@ class RuleSet:
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts* with every member; passes when no member denies."""
         children = tuple(rule.evaluate(facts) for rule in self.rules)
-        passed = not any(child.denies for child in children)
-        code, message, retryable = ("", "", False) if passed else _joined(
-            d for child in children for d in child.denials()
-        )
-        return Verdict(
-            rule=self.name,
-            passed=passed,
-            code=code,
-            message=message,
-            retryable=retryable,
-            cap=_min_cap(children),
-            floor=_max_floor(children),
-            children=children,
-        )
+        return _combined(self, facts, children, passed=not any(c.denies for c in children))
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -118,20 +154,25 @@ class RuleSet:
         return isinstance(other, RuleSet) and self.rules == other.rules
 
     def __hash__(self) -> int:
-        return hash(self.rules)
+        return hash(("all_of", self.rules))
 
     def __repr__(self) -> str:
         return f"all_of({', '.join(map(repr, self.rules))})"
 
 
 class AnyOf:
-    """Rules of which at least one must pass; ``any_of(...)`` builds one."""
+    """Rules of which at least one must pass; ``any_of(...)`` builds one.
+
+    Raises:
+        ConfigurationError: no rules (any of nothing would deny everything), or a member is
+            not a rule.
+    """
 
     __slots__ = ("rules",)
 
     def __init__(self, rules: Collection[Rule]) -> None:
         flat: list[Rule] = []
-        for rule in rules:
+        for rule in _members(rules, "any_of"):
             flat.extend(rule.rules if isinstance(rule, AnyOf) else (rule,))
         if not flat:
             raise ConfigurationError("any_of needs at least one rule (any of nothing denies all)")
@@ -145,29 +186,7 @@ class AnyOf:
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts* with every member; passes when at least one member does not deny."""
         children = tuple(rule.evaluate(facts) for rule in self.rules)
-        passed = any(not child.denies for child in children)
-        # The alternatives allow the union of their ranges; report its outer bounds, taken
-        # over the alternatives whose own range is not empty.
-        open_ = [c for c in children if c.cap is None or c.floor is None or c.floor <= c.cap]
-        caps = [c.cap for c in open_]
-        floors = [c.floor for c in open_]
-        cap = None if not caps or None in caps else max(c for c in caps if c is not None)
-        floor = None if not floors or None in floors else min(f for f in floors if f is not None)
-        if not open_:
-            cap = Decimal(0)
-        code, message, retryable = ("", "", False) if passed else _joined(
-            d for child in children for d in child.denials()
-        )
-        return Verdict(
-            rule=self.name,
-            passed=passed,
-            code=code,
-            message=message,
-            retryable=retryable,
-            cap=cap,
-            floor=floor,
-            children=children,
-        )
+        return _combined(self, facts, children, passed=any(not c.denies for c in children))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AnyOf) and self.rules == other.rules
@@ -180,7 +199,16 @@ class AnyOf:
 
 
 class When:
-    """A rule applied only to some currencies and/or providers; ``when(...)`` builds one."""
+    """A rule applied only to some currencies and/or providers; ``when(...)`` builds one.
+
+    Outside its scope the rule passes without a bound. Nested scopes merge:
+    ``when(when(r, currency="ARS"), provider="luxtak")`` is ``when(r, currency="ARS",
+    provider="luxtak")``. Provider names compare case-insensitively.
+
+    Raises:
+        ConfigurationError: no scope, an empty scope, an unknown currency, or nested scopes
+            that do not overlap (the rule would never apply).
+    """
 
     __slots__ = ("currencies", "providers", "rule")
 
@@ -193,9 +221,20 @@ class When:
     ) -> None:
         if currency is None and provider is None:
             raise ConfigurationError("when() needs currency=..., provider=... or both")
-        self.rule = rule
-        self.currencies = _codes(currency, normalize=True)
-        self.providers = _codes(provider, normalize=False)
+        if not isinstance(rule, Rule):
+            raise ConfigurationError(
+                f"when() scopes a rule with .name and .evaluate(facts); "
+                f"got {type(rule).__name__}"
+            )
+        currencies = _codes(currency, "currency")
+        providers = _codes(provider, "provider")
+        if isinstance(rule, When):
+            currencies = _overlap(rule.currencies, currencies, "currency")
+            providers = _overlap(rule.providers, providers, "provider")
+            rule = rule.rule
+        self.rule: Rule = rule
+        self.currencies: frozenset[str] | None = currencies
+        self.providers: frozenset[str] | None = providers
 
     @property
     def name(self) -> str:
@@ -205,7 +244,7 @@ class When:
     def applies(self, facts: Facts) -> bool:
         """Return whether *facts* fall within this scope."""
         return (self.currencies is None or facts.currency in self.currencies) and (
-            self.providers is None or facts.provider in self.providers
+            self.providers is None or facts.provider.lower() in self.providers
         )
 
     def evaluate(self, facts: Facts) -> Verdict:
@@ -233,25 +272,59 @@ class When:
         return f"when({self.rule!r}, {', '.join(scope)})"
 
 
-def _codes(value: str | Collection[str] | None, *, normalize: bool) -> frozenset[str] | None:
+def _codes(value: str | Collection[str] | None, key: str) -> frozenset[str] | None:
     if value is None:
         return None
     items = [value] if isinstance(value, str) else list(value)
     if not items:
-        raise ConfigurationError("when() scope must name at least one currency or provider")
-    try:
-        return frozenset(normalize_currency(v) if normalize else str(v) for v in items)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc), path="currency") from exc
+        raise ConfigurationError(f"must name at least one {key}", path=key)
+    codes: set[str] = set()
+    for index, item in enumerate(items):
+        where = key if isinstance(value, str) else f"{key}[{index}]"
+        if key == "currency":
+            try:
+                codes.add(normalize_currency(item))
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), path=where) from exc
+        elif isinstance(item, str) and item.strip():
+            codes.add(item.strip().lower())
+        else:
+            raise ConfigurationError(
+                f"expected a provider name such as 'luxtak', got {item!r}", path=where
+            )
+    return frozenset(codes)
+
+
+def _overlap(
+    inner: frozenset[str] | None, outer: frozenset[str] | None, key: str
+) -> frozenset[str] | None:
+    if inner is None or outer is None:
+        return outer if inner is None else inner
+    both = inner & outer
+    if not both:
+        raise ConfigurationError(
+            f"nested when() scopes {sorted(inner)} and {sorted(outer)} share no {key}, "
+            f"so the rule would never apply",
+            path=key,
+        )
+    return frozenset(both)
 
 
 def all_of(*rules: Rule) -> RuleSet:
-    """Return a rule that passes when every one of *rules* passes (nested sets flatten)."""
+    """Return a rule that passes when every one of *rules* passes (nested sets flatten).
+
+    Raises:
+        ConfigurationError: a member is not a rule.
+    """
     return RuleSet(rules)
 
 
 def any_of(*rules: Rule) -> AnyOf:
-    """Return a rule that passes when at least one of *rules* passes (nested ones flatten)."""
+    """Return a rule that passes when at least one of *rules* passes (nested ones flatten).
+
+    Raises:
+        ConfigurationError: no rules, or a member is not a rule.
+    """
     return AnyOf(rules)
 
 
@@ -267,5 +340,8 @@ def when(
         >>> from rules import MaxPayout, when
         >>> when(MaxPayout({"BRL": "5000"}), provider="luxtak").name
         'max_payout'
+
+    Raises:
+        ConfigurationError: see :class:`When`.
     """
     return When(rule, currency=currency, provider=provider)

@@ -15,10 +15,26 @@ class GuardError(Exception):
 class ConfigurationError(GuardError, ValueError):
     """A rule or guard configuration is invalid.
 
+    The message reads ``"<source>: <path>: <message>"``, leaving out the parts that are empty.
+
     Attributes:
+        message: What was wrong and what is accepted, without the path and source.
         path: Dotted key path of the offending value (``rules[2].minimum.BRL``), or ``""``.
+        source: Where the configuration came from (a file name), or ``""``.
     """
 
-    def __init__(self, message: str, *, path: str = "") -> None:
+    def __init__(self, message: str, *, path: str = "", source: str = "") -> None:
+        self.message = message
         self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
+        self.source = source
+        super().__init__(": ".join(part for part in (source, path, message) if part))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only fields would be lost by the default pickling (multiprocessing).
+        return (_rebuild, (type(self), self.message, self.path, self.source))
+
+
+def _rebuild(
+    cls: type[ConfigurationError], message: str, path: str, source: str
+) -> ConfigurationError:
+    return cls(message, path=path, source=source)

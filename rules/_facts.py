@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
+
+from rules._money import MONEY_CONTEXT, normalize_currency
 
 __all__ = ["Facts", "Severity", "Verdict"]
 
@@ -27,6 +30,11 @@ class Facts:
         age_seconds: How old the balance is.
         provider: Name of the provider the balance came from.
         account: Account or sub-merchant, if the guard was given one.
+
+    Raises:
+        TypeError: an amount is not a ``Decimal`` (a ``float`` above all), or the age is not
+            a number.
+        ValueError: an amount is NaN or infinite, or the currency is not an ISO 4217 code.
     """
 
     amount: Decimal
@@ -40,15 +48,39 @@ class Facts:
     provider: str = ""
     account: str | None = None
 
+    def __post_init__(self) -> None:
+        # Fail here, naming the field, rather than deep inside a rule comparing str to Decimal.
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+        for name in ("amount", "fee", "available", "reserved", "frozen", "total"):
+            value = getattr(self, name)
+            if value is None and name in ("frozen", "total"):
+                continue
+            if not isinstance(value, Decimal):
+                raise TypeError(
+                    f"Facts.{name} must be a Decimal, not {type(value).__name__} ({value!r})"
+                )
+            if not value.is_finite():
+                raise ValueError(f"Facts.{name} must be a finite amount, got {value}")
+        age = self.age_seconds
+        if isinstance(age, bool) or not isinstance(age, int | float | Decimal):
+            raise TypeError(
+                f"Facts.age_seconds must be a number of seconds, not {type(age).__name__}"
+            )
+        if (isinstance(age, float) and math.isnan(age)) or (
+            isinstance(age, Decimal) and age.is_nan()
+        ):
+            # An unknown age is judged as infinitely old (MaxBalanceAge denies), never as fresh.
+            object.__setattr__(self, "age_seconds", math.inf)
+
     @property
     def required(self) -> Decimal:
         """Return what the payout debits: ``amount + fee``."""
-        return self.amount + self.fee
+        return MONEY_CONTEXT.add(self.amount, self.fee)
 
     @property
     def spendable(self) -> Decimal:
         """Return what is left to spend: ``available - reserved``."""
-        return self.available - self.reserved
+        return MONEY_CONTEXT.subtract(self.available, self.reserved)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,14 +5,28 @@ Pure functions over :class:`decimal.Decimal`; nothing here ever touches ``float`
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from contextlib import AbstractContextManager
+from decimal import (
+    ROUND_CEILING,
+    ROUND_FLOOR,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from functools import lru_cache
 
 from iso4217 import Currency
 
 __all__ = [
+    "MONEY_CONTEXT",
     "currency_exponent",
+    "float_refusal",
     "is_currency",
+    "money_context",
     "normalize_currency",
     "quantize_down",
     "quantize_exact",
@@ -20,6 +34,23 @@ __all__ = [
     "smallest_unit",
     "to_decimal",
 ]
+
+
+# Rules compute in this context, not in whatever the calling thread set: an application that
+# lowered ``getcontext().prec`` must not make ``available - reserved`` round. 34 digits is
+# decimal128, far beyond any balance; a result that cannot be represented raises.
+MONEY_CONTEXT = Context(
+    prec=34,
+    rounding=ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+
+
+def money_context() -> AbstractContextManager[Context]:
+    """Return a ``with`` block that computes in :data:`MONEY_CONTEXT` (the caller's is restored)."""
+    return localcontext(MONEY_CONTEXT)
 
 
 @lru_cache(maxsize=512)
@@ -63,17 +94,20 @@ def currency_exponent(code: str) -> int:
     Raises:
         ValueError: *code* is not an active ISO 4217 currency.
     """
-    exponent = _lookup(code)
-    if exponent is None:
-        normalize_currency(code)  # raises with the full message
-        raise ValueError(f"unknown currency {code!r}")  # pragma: no cover - normalize raised
+    exponent = _lookup(code) if isinstance(code, str) else None
+    if exponent is not None:
+        return exponent
+    # Lower case or padded codes are accepted; anything else raises with the full message.
+    exponent = _lookup(normalize_currency(code))
+    if exponent is None:  # pragma: no cover - normalize_currency accepts only known codes
+        raise ValueError(f"unknown currency {code!r}")
     return exponent
 
 
 @lru_cache(maxsize=512)
 def smallest_unit(code: str) -> Decimal:
     """Return the smallest amount of *code*: ``Decimal("0.01")`` BRL, ``Decimal("1")`` CLP."""
-    return Decimal(1).scaleb(-currency_exponent(code))
+    return Decimal(1).scaleb(-currency_exponent(code), context=MONEY_CONTEXT)
 
 
 def quantize_exact(value: Decimal, code: str) -> Decimal:
@@ -89,7 +123,7 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
         raise ValueError(f"amount {value} is not a finite number")
     unit = smallest_unit(code)
     try:
-        exact = value.quantize(unit)
+        exact = value.quantize(unit, context=MONEY_CONTEXT)
     except InvalidOperation as exc:
         raise ValueError(f"amount {value} has too many digits for {code}") from exc
     if exact != value:
@@ -103,12 +137,20 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
 
 def quantize_down(value: Decimal, code: str) -> Decimal:
     """Return *value* rounded toward minus infinity to *code*'s exponent (for caps)."""
-    return value.quantize(smallest_unit(code), rounding=ROUND_FLOOR)
+    return value.quantize(smallest_unit(code), rounding=ROUND_FLOOR, context=MONEY_CONTEXT)
 
 
 def quantize_up(value: Decimal, code: str) -> Decimal:
     """Return *value* rounded toward plus infinity to *code*'s exponent (for reserves)."""
-    return value.quantize(smallest_unit(code), rounding=ROUND_CEILING)
+    return value.quantize(smallest_unit(code), rounding=ROUND_CEILING, context=MONEY_CONTEXT)
+
+
+def float_refusal(value: float) -> str:
+    """Return the message that refuses the float *value* and says to quote it."""
+    return (
+        f"{value!r} is a float, which cannot hold decimal amounts exactly; "
+        f"quote it ({repr(value)!r}) or pass a Decimal"
+    )
 
 
 def to_decimal(value: object) -> Decimal:
@@ -121,10 +163,7 @@ def to_decimal(value: object) -> Decimal:
     if isinstance(value, bool):
         raise TypeError("expected an amount as a Decimal, str or int, not bool")
     if isinstance(value, float):
-        raise TypeError(
-            f"amount {value!r} is a float, which cannot hold money exactly; "
-            f"pass a Decimal or a string such as {repr(value)!r}"
-        )
+        raise TypeError(float_refusal(value))
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int):

@@ -1,19 +1,58 @@
-"""Validation of rule parameters at construction time (STYLE.md 6)."""
+"""Validation of rule parameters at construction time (STYLE.md 6), and the wording they share."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 
 from rules._errors import ConfigurationError
-from rules._money import normalize_currency, quantize_exact, to_decimal
+from rules._facts import Facts
+from rules._money import float_refusal, normalize_currency, quantize_exact, to_decimal
 
 AmountLike = Decimal | str | int
 
 
+class Table(Mapping[str, Decimal]):
+    """A read-only, hashable ``currency -> amount`` table, so that rules are hashable values.
+
+    Equal to any mapping with the same items; iterates in currency order.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Decimal] | None = None) -> None:
+        self._items: dict[str, Decimal] = dict(sorted((items or {}).items()))
+
+    def __getitem__(self, key: str) -> Decimal:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._items == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 def number(value: object, path: str, *, low: Decimal | None = None,
-           high: Decimal | None = None) -> Decimal:
-    """Return *value* as a Decimal within ``[low, high]`` or raise naming *path*."""
+           high: Decimal | None = None, below: Decimal | None = None) -> Decimal:
+    """Return *value* as a Decimal in ``[low, high]`` (and under *below*), or raise naming *path*.
+
+    Raises:
+        ConfigurationError: *value* is a float, not a number, or out of range.
+    """
+    if isinstance(value, float):
+        raise ConfigurationError(float_refusal(value), path=path)
     try:
         result = to_decimal(value)
     except (TypeError, ValueError) as exc:
@@ -22,13 +61,20 @@ def number(value: object, path: str, *, low: Decimal | None = None,
         raise ConfigurationError(f"must be at least {low}, got {result}", path=path)
     if high is not None and result > high:
         raise ConfigurationError(f"must be at most {high}, got {result}", path=path)
+    if below is not None and result >= below:
+        raise ConfigurationError(f"must be below {below}, got {result}", path=path)
     return result
 
 
-def amounts(values: Mapping[str, AmountLike] | None, path: str) -> dict[str, Decimal]:
-    """Return a per-currency amount table, each amount exact at its currency's exponent."""
+def amounts(values: Mapping[str, AmountLike] | None, path: str) -> Table:
+    """Return a per-currency amount table, each amount >= 0 and exact at its currency's exponent.
+
+    Raises:
+        ConfigurationError: not a mapping, an unknown currency, a currency listed twice
+            (``"brl"`` and ``"BRL"``), or a bad amount; the path names the entry.
+    """
     if values is None:
-        return {}
+        return Table()
     if not isinstance(values, Mapping):
         raise ConfigurationError(
             f"expected a table of currency -> amount such as {{'BRL': '100.00'}}, "
@@ -37,13 +83,43 @@ def amounts(values: Mapping[str, AmountLike] | None, path: str) -> dict[str, Dec
         )
     table: dict[str, Decimal] = {}
     for raw_code, raw_amount in values.items():
+        where = f"{path}.{raw_code}"
         try:
             code = normalize_currency(raw_code)
         except ValueError as exc:
-            raise ConfigurationError(str(exc), path=f"{path}.{raw_code}") from exc
-        amount = number(raw_amount, f"{path}.{raw_code}", low=Decimal(0))
+            raise ConfigurationError(str(exc), path=where) from exc
+        if code in table:
+            raise ConfigurationError(f"{code} is listed more than once", path=where)
+        amount = number(raw_amount, where, low=Decimal(0))
         try:
             table[code] = quantize_exact(amount, code)
         except ValueError as exc:
-            raise ConfigurationError(str(exc), path=f"{path}.{raw_code}") from exc
-    return table
+            raise ConfigurationError(str(exc), path=where) from exc
+    return Table(table)
+
+
+def money(value: Decimal, currency: str) -> str:
+    """Return ``"1000.00 ARS"``."""
+    return f"{value} {currency}"
+
+
+def spendable_text(facts: Facts) -> str:
+    """Return what is spendable, showing the holds when there are any."""
+    if facts.reserved:
+        return (
+            f"{money(facts.spendable, facts.currency)} spendable "
+            f"(available {facts.available} - held {facts.reserved})"
+        )
+    return f"{money(facts.spendable, facts.currency)} spendable"
+
+
+def required_text(facts: Facts) -> str:
+    """Return what the payout debits, showing the fee when there is one."""
+    if facts.fee:
+        return f"{money(facts.required, facts.currency)} (amount {facts.amount} + fee {facts.fee})"
+    return money(facts.required, facts.currency)
+
+
+def table_text(table: Mapping[str, Decimal]) -> str:
+    """Return ``"1000.00 ARS, 50.00 BRL"``."""
+    return ", ".join(money(amount, code) for code, amount in table.items())

@@ -1,0 +1,257 @@
+"""Rules about the money itself: enough of it, a reserve kept, and frozen funds.
+
+All amounts are major units at the currency's ISO 4217 exponent. Every rule reports ``cap``
+(the largest amount it allows with these facts, never below 0), from which the guard derives
+``max_payable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+from typing import Literal
+
+from rules._errors import ConfigurationError
+from rules._facts import Facts, Verdict
+from rules._money import money_context, quantize_down, quantize_up
+from rules._params import (
+    AmountLike,
+    Table,
+    amounts,
+    money,
+    number,
+    required_text,
+    spendable_text,
+)
+
+__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds", "payable_cap"]
+
+_ZERO = Decimal(0)
+_HUNDRED = Decimal(100)
+_RATIO_UNIT = Decimal("0.0001")
+
+
+def payable_cap(limit: Decimal, currency: str) -> Decimal:
+    """Return the largest whole-unit amount ``<= limit``, or 0 when even that is negative."""
+    return max(quantize_down(limit, currency), _ZERO)
+
+
+@dataclass(frozen=True, slots=True)
+class SufficientFunds:
+    """Deny (``insufficient_funds``, retryable) when ``amount + fee > available - reserved``.
+
+    The guard always applies this rule. Example: available 1000.00 BRL, held 300.00, payout
+    800.00 -> denied, short by 100.00 BRL; ``cap`` is 700.00.
+    """
+
+    @property
+    def name(self) -> str:
+        """Return ``"sufficient_funds"``."""
+        return "sufficient_funds"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        with money_context():
+            spendable = facts.spendable
+            cap = payable_cap(spendable - facts.fee, facts.currency)
+            required = facts.required
+            if required <= spendable:
+                return Verdict(rule="sufficient_funds", passed=True, cap=cap)
+            shortfall = required - spendable
+        return Verdict(
+            rule="sufficient_funds",
+            passed=False,
+            code="insufficient_funds",
+            message=(
+                f"needs {required_text(facts)} but only {spendable_text(facts)}; "
+                f"short by {money(shortfall, facts.currency)}"
+            ),
+            retryable=True,
+            details={
+                "available": facts.available,
+                "reserved": facts.reserved,
+                "spendable": spendable,
+                "required": required,
+                "shortfall": shortfall,
+            },
+            cap=cap,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveMargin:
+    """Keep a reserve untouched: deny (``reserve_margin``, retryable) when a payout would eat it.
+
+    The reserve is ``max(percent% of the basis, minimum[currency])``, rounded up to the currency
+    unit; the basis is ``available`` (default) or the provider's ``total`` (falling back to
+    ``available`` when the provider does not report one). The rule denies when
+    ``spendable - (amount + fee) < reserve``. Its verdict's ``details`` carry the ``reserve``
+    kept, whether it passes or not.
+
+    Example: ``ReserveMargin(percent="5", minimum={"ARS": "1000.00"})`` with 10000.00 ARS
+    available keeps 1000.00 (5% is only 500.00), so a 9500.00 payout is denied and ``cap`` is
+    9000.00.
+
+    Raises:
+        ConfigurationError: neither *percent* nor *minimum* given, percent outside [0, 100),
+            a bad *basis*, or a bad amount or currency in *minimum*.
+    """
+
+    percent: Decimal | None = None
+    minimum: Mapping[str, Decimal] = field(default_factory=Table)
+    basis: Literal["available", "total"] = "available"
+
+    def __init__(
+        self,
+        percent: AmountLike | None = None,
+        minimum: Mapping[str, AmountLike] | None = None,
+        basis: Literal["available", "total"] = "available",
+    ) -> None:
+        if percent is None and not minimum:
+            raise ConfigurationError("reserve_margin needs percent, minimum or both")
+        if basis not in ("available", "total"):
+            raise ConfigurationError(
+                f"must be 'available' or 'total', got {basis!r}", path="basis"
+            )
+        pct = None if percent is None else number(percent, "percent", low=_ZERO, below=_HUNDRED)
+        object.__setattr__(self, "percent", pct)
+        object.__setattr__(self, "minimum", amounts(minimum, "minimum"))
+        object.__setattr__(self, "basis", basis)
+
+    @property
+    def name(self) -> str:
+        """Return ``"reserve_margin"``."""
+        return "reserve_margin"
+
+    def reserve_for(self, facts: Facts) -> Decimal:
+        """Return the reserve this rule keeps for *facts* (never negative)."""
+        reserve = self.minimum.get(facts.currency, _ZERO)
+        if self.percent is not None:
+            base = facts.total if self.basis == "total" and facts.total is not None else (
+                facts.available
+            )
+            with money_context():
+                share = quantize_up(base * self.percent / _HUNDRED, facts.currency)
+            reserve = max(reserve, share)
+        return reserve
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        reserve = self.reserve_for(facts)
+        with money_context():
+            spendable = facts.spendable
+            cap = payable_cap(spendable - reserve - facts.fee, facts.currency)
+            remaining = spendable - facts.required
+            details = {
+                "spendable": spendable,
+                "required": facts.required,
+                "remaining": remaining,
+                "reserve": reserve,
+            }
+            if remaining >= reserve:
+                # The details say what was kept even when nothing was eaten into.
+                return Verdict(rule="reserve_margin", passed=True, details=details, cap=cap)
+            shortfall = reserve - remaining
+        return Verdict(
+            rule="reserve_margin",
+            passed=False,
+            code="reserve_margin",
+            message=(
+                f"paying {required_text(facts)} would leave "
+                f"{money(remaining, facts.currency)} of {spendable_text(facts)}, "
+                f"below the reserve of {money(reserve, facts.currency)}"
+            ),
+            retryable=True,
+            details={**details, "shortfall": shortfall},
+            cap=cap,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenFunds:
+    """Be wary of funds the provider has frozen for pending withdrawals.
+
+    Denies (``frozen_funds``, retryable) when ``frozen / total`` exceeds *max_ratio*: a high
+    ratio is a sign of withdrawals stuck at the provider. ``total`` is ``available + frozen``
+    when the provider does not send one. When the provider does not report frozen funds at
+    all, *when_unknown* decides: ``"allow"`` (default) passes, ``"warn"`` passes with a
+    warning, ``"deny"`` denies (not retryable). Frozen money is never counted as spendable: the
+    guard spends ``available``, not ``total``. Without *max_ratio* only *when_unknown* acts.
+
+    Example: ``FrozenFunds(max_ratio="0.5")`` with 400.00 available and 600.00 frozen (ratio
+    0.6) denies every payout; ``cap`` is 0.
+
+    Raises:
+        ConfigurationError: *max_ratio* outside [0, 1], or a bad *when_unknown*.
+    """
+
+    max_ratio: Decimal | None = None
+    when_unknown: Literal["allow", "warn", "deny"] = "allow"
+
+    def __init__(
+        self,
+        max_ratio: AmountLike | None = None,
+        when_unknown: Literal["allow", "warn", "deny"] = "allow",
+    ) -> None:
+        if when_unknown not in ("allow", "warn", "deny"):
+            raise ConfigurationError(
+                f"must be 'allow', 'warn' or 'deny', got {when_unknown!r}", path="when_unknown"
+            )
+        ratio = None if max_ratio is None else number(
+            max_ratio, "max_ratio", low=_ZERO, high=Decimal(1)
+        )
+        object.__setattr__(self, "max_ratio", ratio)
+        object.__setattr__(self, "when_unknown", when_unknown)
+
+    @property
+    def name(self) -> str:
+        """Return ``"frozen_funds"``."""
+        return "frozen_funds"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        where = facts.provider or "the provider"
+        if facts.frozen is None:
+            if self.when_unknown == "allow":
+                return Verdict(rule="frozen_funds", passed=True)
+            return Verdict(
+                rule="frozen_funds",
+                passed=False,
+                code="frozen_funds",
+                message=(
+                    f"{where} does not report frozen funds for {facts.currency}, "
+                    f"so stuck withdrawals cannot be ruled out"
+                ),
+                severity="warn" if self.when_unknown == "warn" else "deny",
+                retryable=False,
+                cap=None if self.when_unknown == "warn" else _ZERO,
+            )
+        if self.max_ratio is None:
+            return Verdict(rule="frozen_funds", passed=True)
+        with money_context():
+            total = facts.total if facts.total is not None else facts.available + facts.frozen
+            # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
+            ratio = facts.frozen / total if total > 0 else Decimal(int(facts.frozen > 0))
+            if ratio <= self.max_ratio:
+                return Verdict(rule="frozen_funds", passed=True)
+            # Rounded up, so that the shown ratio never looks equal to the limit it exceeds.
+            shown = ratio.quantize(_RATIO_UNIT, rounding=ROUND_CEILING)
+        return Verdict(
+            rule="frozen_funds",
+            passed=False,
+            code="frozen_funds",
+            message=(
+                f"{money(facts.frozen, facts.currency)} of {money(total, facts.currency)} "
+                f"is frozen (ratio {shown} > {self.max_ratio}); withdrawals may be stuck "
+                f"at {where}"
+            ),
+            retryable=True,
+            details={
+                "frozen": facts.frozen,
+                "total": total,
+                "ratio": shown,
+                "max_ratio": self.max_ratio,
+            },
+            cap=_ZERO,
+        )

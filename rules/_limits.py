@@ -1,0 +1,214 @@
+"""Rules about the payout itself: per-currency minimums and maximums, and balance freshness.
+
+All amounts are major units at the currency's ISO 4217 exponent. Every rule reports ``cap``
+and ``floor`` as the engine's contract asks (see ``rules._engine``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+
+from rules._errors import ConfigurationError
+from rules._facts import Facts, Verdict
+from rules._funds import payable_cap
+from rules._money import MONEY_CONTEXT, money_context
+from rules._params import AmountLike, Table, amounts, money, number, required_text
+
+__all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
+
+_ZERO = Decimal(0)
+_MILLISECOND = Decimal("0.001")
+
+
+@dataclass(frozen=True, slots=True)
+class CurrencyMinimums:
+    """Per-currency floors: the smallest payout, and the smallest balance left after it.
+
+    Denies with ``below_minimum_payout`` (not retryable) when ``amount < min_payout[currency]``,
+    and with ``min_remaining_balance`` (retryable) when
+    ``spendable - (amount + fee) < min_remaining[currency]``. Currencies not listed are not
+    limited. ``floor`` is the minimum payout; ``cap`` is 0 when the balance cannot cover even
+    that.
+
+    Example: ``CurrencyMinimums(min_payout={"ARS": "100"}, min_remaining={"ARS": "500"})``
+    denies a 50.00 ARS payout, and with 1000.00 ARS spendable denies a 600.00 one (cap 500.00).
+
+    Raises:
+        ConfigurationError: neither table given, or a bad amount or currency in one.
+    """
+
+    min_payout: Mapping[str, Decimal] = field(default_factory=Table)
+    min_remaining: Mapping[str, Decimal] = field(default_factory=Table)
+
+    def __init__(
+        self,
+        min_payout: Mapping[str, AmountLike] | None = None,
+        min_remaining: Mapping[str, AmountLike] | None = None,
+    ) -> None:
+        if not min_payout and not min_remaining:
+            raise ConfigurationError("currency_minimums needs min_payout, min_remaining or both")
+        object.__setattr__(self, "min_payout", amounts(min_payout, "min_payout"))
+        object.__setattr__(self, "min_remaining", amounts(min_remaining, "min_remaining"))
+
+    @property
+    def name(self) -> str:
+        """Return ``"currency_minimums"``."""
+        return "currency_minimums"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        leaves: list[Verdict] = []
+        floor = self.min_payout.get(facts.currency)
+        if floor is not None and facts.amount < floor:
+            leaves.append(Verdict(
+                rule="currency_minimums",
+                passed=False,
+                code="below_minimum_payout",
+                message=(
+                    f"{money(facts.amount, facts.currency)} is below the minimum payout of "
+                    f"{money(floor, facts.currency)}"
+                ),
+                details={"amount": facts.amount, "min_payout": floor},
+                floor=floor,
+            ))
+        keep = self.min_remaining.get(facts.currency)
+        cap = None
+        if keep is not None:
+            with money_context():
+                spendable = facts.spendable
+                cap = payable_cap(spendable - keep - facts.fee, facts.currency)
+                remaining = spendable - facts.required
+            if remaining < keep:
+                leaves.append(Verdict(
+                    rule="currency_minimums",
+                    passed=False,
+                    code="min_remaining_balance",
+                    message=(
+                        f"paying {required_text(facts)} would leave "
+                        f"{money(remaining, facts.currency)}, below the minimum balance of "
+                        f"{money(keep, facts.currency)}"
+                    ),
+                    retryable=True,
+                    details={
+                        "spendable": spendable,
+                        "required": facts.required,
+                        "remaining": remaining,
+                        "min_remaining": keep,
+                        "shortfall": MONEY_CONTEXT.subtract(keep, remaining),
+                    },
+                    cap=cap,
+                ))
+        if floor is not None and cap is not None and floor > cap:
+            cap = _ZERO  # the balance cannot cover even the minimum payout: nothing is allowed
+        if not leaves:
+            return Verdict(rule="currency_minimums", passed=True, cap=cap, floor=floor)
+        if len(leaves) == 1:
+            only = leaves[0]
+            return Verdict(
+                rule=only.rule, passed=False, code=only.code, message=only.message,
+                retryable=only.retryable, details=only.details, cap=cap, floor=floor,
+            )
+        return Verdict(
+            rule="currency_minimums",
+            passed=False,
+            code=leaves[0].code,
+            message="; ".join(leaf.message for leaf in leaves),
+            retryable=all(leaf.retryable for leaf in leaves),
+            cap=cap,
+            floor=floor,
+            children=tuple(leaves),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MaxPayout:
+    """Deny (``above_maximum_payout``, not retryable) when ``amount > limits[currency]``.
+
+    Currencies not listed are not limited. Example: ``MaxPayout({"BRL": "5000"})`` denies a
+    5000.01 BRL payout; ``cap`` is 5000.00.
+
+    Raises:
+        ConfigurationError: no limits, or a bad amount or currency in *limits*.
+    """
+
+    limits: Mapping[str, Decimal] = field(default_factory=Table)
+
+    def __init__(self, limits: Mapping[str, AmountLike]) -> None:
+        if not limits:
+            raise ConfigurationError("max_payout needs at least one currency limit", path="limits")
+        object.__setattr__(self, "limits", amounts(limits, "limits"))
+
+    @property
+    def name(self) -> str:
+        """Return ``"max_payout"``."""
+        return "max_payout"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        limit = self.limits.get(facts.currency)
+        if limit is None or facts.amount <= limit:
+            return Verdict(rule="max_payout", passed=True, cap=limit)
+        return Verdict(
+            rule="max_payout",
+            passed=False,
+            code="above_maximum_payout",
+            message=(
+                f"{money(facts.amount, facts.currency)} is above the maximum payout of "
+                f"{money(limit, facts.currency)}"
+            ),
+            details={"amount": facts.amount, "max_payout": limit},
+            cap=limit,
+        )
+
+
+def _age(value: float | Decimal) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    # repr gives the shortest decimal that reads back as the same float: 0.1, not 0.1000...0555.
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+@dataclass(frozen=True, slots=True)
+class MaxBalanceAge:
+    """Deny (``stale_balance``, retryable) when the balance is older than *seconds*.
+
+    An age that is not known (NaN) counts as infinitely old. Example: ``MaxBalanceAge(30)``
+    denies every payout judged on a balance fetched 30.5 seconds ago; ``cap`` is 0. The guard
+    refreshes the balance once before returning such a denial.
+
+    Raises:
+        ConfigurationError: *seconds* is negative, a float or not a number.
+    """
+
+    seconds: Decimal = Decimal(60)
+
+    def __init__(self, seconds: AmountLike = 60) -> None:
+        object.__setattr__(self, "seconds", number(seconds, "seconds", low=_ZERO))
+
+    @property
+    def name(self) -> str:
+        """Return ``"max_balance_age"``."""
+        return "max_balance_age"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        age = _age(facts.age_seconds)
+        if age <= self.seconds:
+            return Verdict(rule="max_balance_age", passed=True)
+        # Rounded up, so that the shown age never looks equal to the limit it exceeds.
+        shown = age.quantize(_MILLISECOND, ROUND_CEILING, MONEY_CONTEXT) if age.is_finite() else age
+        old = f"{shown}s old" if age.is_finite() else "of unknown age"
+        return Verdict(
+            rule="max_balance_age",
+            passed=False,
+            code="stale_balance",
+            message=(
+                f"the {facts.currency} balance from {facts.provider or 'the provider'} is "
+                f"{old}, older than the {self.seconds}s allowed"
+            ),
+            retryable=True,
+            details={"age_seconds": shown, "max_age_seconds": self.seconds},
+            cap=_ZERO,
+        )
