@@ -1,8 +1,10 @@
 """The pure rule engine of payout-guard: facts in, verdicts out.
 
-No I/O, no clock, no logging; this package never imports ``guard``.
+No clock, no logging, and this package never imports ``guard``. Its only I/O is
+:func:`load` reading a rules file at a path it is given.
 """
 
+from rules._describe import describe
 from rules._engine import AnyOf, Rule, RuleSet, When, all_of, any_of, when
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Severity, Verdict
@@ -14,6 +16,7 @@ from rules.builtin import (
     ReserveMargin,
     SufficientFunds,
 )
+from rules.config import dump, load
 
 __all__ = [
     "AnyOf",
@@ -32,5 +35,8 @@ __all__ = [
     "When",
     "all_of",
     "any_of",
+    "describe",
+    "dump",
+    "load",
     "when",
 ]
