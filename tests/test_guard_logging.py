@@ -1,0 +1,98 @@
+"""One structured ``payout_guard.decision`` event per decision, and nothing secret in it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import MutableMapping, Sequence
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from guard import PayoutDenied, PayoutGuard
+from guard.testing import FailingFetcher, StaticFetcher
+from rules import MaxBalanceAge, MaxPayout
+from tests._guard_strategies import FakeClock
+
+
+def decisions_in(logs: Sequence[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == "payout_guard.decision"]
+
+
+def make_guard(**options: object) -> PayoutGuard:
+    clock = FakeClock()
+    return PayoutGuard(StaticFetcher({"BRL": "100.00"}, name="luxcore", clock=clock),
+                       [MaxPayout({"BRL": "80"})], clock=clock, **options)  # type: ignore[arg-type]  # the guard's keyword options
+
+
+class TestDecisionEvent:
+    def test_check_logs_one_event_with_the_decision_fields(self) -> None:
+        """decision_id, allowed, codes, amount, currency, provider, mode and payout_id."""
+        with capture_logs() as logs:
+            decision = make_guard().check("90", "BRL", payout_id="po_7")
+        assert [{
+            "event": "payout_guard.decision",
+            "log_level": "info",
+            "decision_id": decision.decision_id,
+            "allowed": False,
+            "codes": ["above_maximum_payout"],
+            "amount": "90.00",
+            "currency": "BRL",
+            "provider": "luxcore",
+            "mode": "enforce",
+            "payout_id": "po_7",
+        }] == logs
+
+    def test_amounts_are_logged_as_strings(self) -> None:
+        """The amount in the log keeps its exponent, never a float."""
+        with capture_logs() as logs:
+            make_guard().check("10", "BRL")
+        assert "10.00" == logs[0]["amount"]
+
+    def test_a_stale_balance_refresh_still_logs_one_decision(self) -> None:
+        """Judging twice (stale, then refreshed) is one decision, one event."""
+        clock = FakeClock()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), [MaxBalanceAge(5)],
+                            clock=clock, cache_ttl=60)
+        guard.check("1", "BRL")
+        clock.advance(10)
+        with capture_logs() as logs:
+            assert guard.check("1", "BRL").allowed
+        assert 1 == len(decisions_in(logs))
+
+    @pytest.mark.parametrize("amount", ["10", "90"])
+    def test_reserve_logs_one_event_whether_allowed_or_denied(self, amount: str) -> None:
+        """A reserve is one decision, even when it raises PayoutDenied."""
+        guard = make_guard()
+        with capture_logs() as logs, contextlib.suppress(PayoutDenied):
+            guard.reserve(amount, "BRL", payout_id="po_1")
+        assert [amount + ".00"] == [entry["amount"] for entry in decisions_in(logs)]
+
+    def test_an_idempotent_reserve_logs_its_own_event(self) -> None:
+        """Asking again for the same payout is a decision too, with the duplicate noted."""
+        guard = make_guard()
+        first = guard.reserve("10", "BRL", payout_id="po_1")
+        with capture_logs() as logs:
+            again = guard.reserve("10", "BRL", payout_id="po_1")
+        assert [again.decision.decision_id] == [e["decision_id"] for e in decisions_in(logs)]
+        assert first.decision.decision_id != again.decision.decision_id
+
+    def test_protect_logs_one_event_per_call(self) -> None:
+        """Each guarded call is one decision event."""
+        guard = make_guard()
+
+        @guard.protect()
+        def pay(amount: str, currency: str) -> None:
+            pass
+
+        with capture_logs() as logs:
+            pay("1", "BRL")
+            pay("2", "BRL")
+        assert ["1.00", "2.00"] == [entry["amount"] for entry in decisions_in(logs)]
+
+    def test_an_outage_logs_no_secret(self) -> None:
+        """The text of an exception we do not own never reaches the log."""
+        with capture_logs() as logs:
+            PayoutGuard(FailingFetcher(RuntimeError("api_key=sk_live_123"))).check("1", "BRL")
+        assert "sk_live_123" not in repr(logs)
+        assert ["balance_unavailable"] == decisions_in(logs)[0]["codes"]
