@@ -1,0 +1,197 @@
+"""The balance cache behind check(): TTL per currency, single flight, stale-balance refresh."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from guard import BalanceSnapshot, Decision, PayoutGuard, ProviderUnavailable
+from guard._cache import BalanceCache
+from guard.testing import StaticFetcher
+from rules import MaxBalanceAge
+from tests._guard_strategies import START, BlockingFetcher, FakeClock, wait_until_blocked
+
+THREADS = 8
+
+
+class EveryCurrency:
+    """A provider whose balance endpoint always answers every currency at once."""
+
+    name = "bulk"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:  # noqa: ARG002 - this provider ignores the filter, as some do
+        self.calls += 1
+        as_of = datetime.fromtimestamp(START, UTC)
+        return [BalanceSnapshot(provider="bulk", currency=code, available=Decimal(100),
+                                as_of=as_of) for code in ("BRL", "ARS", "MXN")]
+
+
+def cached_guard(ttl: float = 5.0) -> tuple[PayoutGuard, StaticFetcher, FakeClock]:
+    clock = FakeClock()
+    fetcher = StaticFetcher({"BRL": "1000.00", "ARS": "5000.00"}, clock=clock)
+    return PayoutGuard(fetcher, cache_ttl=ttl, clock=clock), fetcher, clock
+
+
+def check_in_threads(guard: PayoutGuard, fetcher: BlockingFetcher) -> list[Decision]:
+    """Run THREADS concurrent checks; release the fetcher once every thread waits."""
+    decisions: list[Decision] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        decision = guard.check("10", "BRL")
+        with lock:
+            decisions.append(decision)
+
+    threads = [threading.Thread(target=work, name=f"check-{i}") for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until_blocked(threads)
+    finally:
+        fetcher.release.set()
+        for thread in threads:
+            thread.join(10)
+    assert [] == [t.name for t in threads if t.is_alive()]
+    return decisions
+
+
+class TestTtl:
+    def test_checks_within_the_ttl_share_one_fetch(self) -> None:
+        """Ten checks inside the TTL cost one balance call."""
+        guard, fetcher, _ = cached_guard()
+        for _ in range(10):
+            guard.check("1", "BRL")
+        assert (1, ["BRL"]) == (fetcher.calls, fetcher.requested)
+
+    def test_each_currency_is_cached_on_its_own(self) -> None:
+        """BRL and ARS are fetched once each, for their own currency."""
+        guard, fetcher, _ = cached_guard()
+        for _ in range(3):
+            guard.check("1", "BRL")
+            guard.check("1", "ARS")
+        assert ["BRL", "ARS"] == fetcher.requested
+
+    def test_an_entry_expires_after_the_ttl(self) -> None:
+        """Just before the TTL the cache answers; at the TTL the provider is asked again."""
+        guard, fetcher, clock = cached_guard(ttl=5.0)
+        guard.check("1", "BRL")
+        clock.advance(4.999)
+        guard.check("1", "BRL")
+        assert 1 == fetcher.calls
+        clock.advance(0.001)
+        guard.check("1", "BRL")
+        assert 2 == fetcher.calls
+
+    def test_a_changed_balance_shows_once_the_entry_expires(self) -> None:
+        """Within the TTL the old balance is judged; after it, the new one."""
+        guard, fetcher, clock = cached_guard(ttl=5.0)
+        assert guard.check("1000", "BRL").allowed
+        fetcher.set("BRL", "10.00")
+        assert guard.check("1000", "BRL").allowed
+        clock.advance(5)
+        assert ("insufficient_funds",) == guard.check("1000", "BRL").codes
+
+    def test_a_ttl_of_zero_fetches_on_every_check(self) -> None:
+        """cache_ttl=0 turns the cache off."""
+        guard, fetcher, _ = cached_guard(ttl=0)
+        for _ in range(4):
+            guard.check("1", "BRL")
+        assert 4 == fetcher.calls
+
+    def test_every_currency_in_an_answer_is_cached(self) -> None:
+        """A provider answering all currencies at once fills the cache for all of them."""
+        fetcher = EveryCurrency()
+        guard = PayoutGuard(fetcher, clock=FakeClock())
+        for code in ("BRL", "ARS", "MXN"):
+            guard.check("1", code)
+        assert 1 == fetcher.calls
+
+    def test_a_commit_invalidates_its_currency_only(self) -> None:
+        """After a payout is submitted the next BRL check refetches; ARS stays cached."""
+        guard, fetcher, _ = cached_guard(ttl=60)
+        guard.check("1", "ARS")
+        with guard.reserve("10", "BRL", payout_id="po_1"):
+            pass
+        guard.check("1", "BRL")
+        guard.check("1", "ARS")
+        assert ["ARS", "BRL", "BRL"] == fetcher.requested
+
+    def test_a_release_keeps_the_cached_balance(self) -> None:
+        """A payout that was not sent changed nothing at the provider: no refetch."""
+        guard, fetcher, _ = cached_guard(ttl=60)
+        guard.reserve("10", "BRL", payout_id="po_1").release()
+        guard.check("1", "BRL")
+        assert 1 == fetcher.calls
+
+
+class TestSingleFlight:
+    def test_concurrent_misses_share_one_fetch(self) -> None:
+        """Every thread waits for the one fetch in flight; all are judged on its answer."""
+        clock = FakeClock()
+        fetcher = BlockingFetcher({"BRL": "1000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=5, clock=clock)
+        decisions = check_in_threads(guard, fetcher)
+        assert 1 == fetcher.calls
+        assert [True] * THREADS == [d.allowed for d in decisions]
+
+    def test_an_error_is_shared_by_the_waiters_and_not_cached(self) -> None:
+        """One failed fetch denies every waiting check; the next check asks again."""
+        clock = FakeClock()
+        error = ProviderUnavailable("gateway timeout", provider="blocking", status=504)
+        fetcher = BlockingFetcher({"BRL": "1000.00"}, error=error, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=5, clock=clock)
+        decisions = check_in_threads(guard, fetcher)
+        assert 1 == fetcher.calls
+        assert [("balance_unavailable",)] * THREADS == [d.codes for d in decisions]
+        assert all("ProviderUnavailable" in d.reasons[0].message for d in decisions)
+        fetcher.error = None
+        assert guard.check("10", "BRL").allowed
+        assert 2 == fetcher.calls
+
+
+    def test_a_waiter_gives_up_after_its_wait_timeout(self) -> None:
+        """A fetch that never ends does not block the others forever: they get an outage."""
+        fetcher = BlockingFetcher({"BRL": "1.00"})
+        cache = BalanceCache(fetcher, ttl=5, clock=FakeClock(), wait_timeout=0.05)
+        leader = threading.Thread(target=cache.get, args=("BRL",))
+        leader.start()
+        try:
+            wait_until_blocked([leader])
+            with pytest.raises(ProviderUnavailable, match=r"gave up waiting 0\.05s"):
+                cache.get("BRL")
+        finally:
+            fetcher.release.set()
+            leader.join(10)
+        assert 1 == fetcher.calls
+
+
+class TestStaleBalance:
+    def test_a_cached_balance_gone_stale_is_refreshed_once(self) -> None:
+        """The stale cached answer is replaced by one fresh fetch, which allows."""
+        clock = FakeClock()
+        fetcher = StaticFetcher({"BRL": "100.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, [MaxBalanceAge(30)], cache_ttl=300, clock=clock)
+        guard.check("1", "BRL")
+        clock.advance(31)
+        decision = guard.check("1", "BRL")
+        assert (True, 2) == (decision.allowed, fetcher.calls)
+
+    def test_a_provider_serving_an_old_balance_costs_exactly_one_refresh(self) -> None:
+        """Still stale after the refresh: the denial comes after exactly one extra fetch."""
+        clock = FakeClock()
+        old = datetime.fromtimestamp(START - 120, UTC)
+        fetcher = StaticFetcher({"BRL": {"available": "100.00", "as_of": old}}, clock=clock)
+        guard = PayoutGuard(fetcher, [MaxBalanceAge(30)], cache_ttl=300, clock=clock)
+        decision = guard.check("1", "BRL")
+        assert (("stale_balance",), True, 2) == (
+            decision.codes, decision.retryable, fetcher.calls
+        )
+        assert "120.000s old, older than the 30s allowed" in decision.reasons[0].message
+        guard.check("1", "BRL")
+        assert 3 == fetcher.calls
