@@ -1,0 +1,163 @@
+"""The command group, its logging set-up, exit codes, and what every command shares.
+
+This is the only place in payout-guard that configures structlog: console lines by default,
+``--log-format json`` for one JSON object per line, always to stderr so that ``--json``
+output on stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+import structlog
+from rich.console import Console
+
+from guard._config import load_config
+from guard._config_schema import GuardConfig
+from guard.errors import ConfigurationError, GuardError, ProviderError
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_DENIED",
+    "EXIT_OK",
+    "EXIT_UNAVAILABLE",
+    "CliError",
+    "UnavailableError",
+    "cli",
+    "config_option",
+    "configure_logging",
+    "err_console",
+    "fail",
+    "handle_errors",
+    "load",
+    "money",
+    "out_console",
+]
+
+EXIT_OK = 0
+EXIT_DENIED = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CliError(click.ClickException):
+    """A configuration or usage error: ``Error: <message>`` on stderr, exit code 2."""
+
+    exit_code = EXIT_CONFIG
+
+
+class UnavailableError(CliError):
+    """A provider could not be read: exit code 3."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+def fail(message: str, exit_code: int = EXIT_CONFIG) -> NoReturn:
+    """Stop the command with *message* on stderr and *exit_code* (2 or 3)."""
+    if exit_code == EXIT_UNAVAILABLE:
+        raise UnavailableError(message)
+    raise CliError(message)
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn payout-guard's errors into exit codes: configuration 2, provider 3."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ProviderError as exc:
+            fail(str(exc), EXIT_UNAVAILABLE)
+        except GuardError as exc:  # ConfigurationError, InvalidPayoutRequest
+            fail(str(exc), EXIT_CONFIG)
+
+    return wrapper
+
+
+def out_console() -> Console:
+    """Return a console on stdout (tables, explanations).
+
+    Off a terminal (a pipe, a file, CI logs) tables get 160 columns unless ``COLUMNS`` says
+    otherwise, so that codes and amounts are not cut at rich's default of 80.
+    """
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, soft_wrap=False, width=160)
+    return console
+
+
+def err_console() -> Console:
+    """Return a console on stderr (progress, notes, warnings)."""
+    return Console(stderr=True, highlight=False)
+
+
+def money(value: Decimal | None) -> str:
+    """Return *value* as plain digits (``-`` when the provider does not report it)."""
+    return "-" if value is None else format(value, "f")
+
+
+def load(path: str) -> GuardConfig:
+    """Load the configuration at *path*; a problem is exit code 2 naming file and key."""
+    try:
+        return load_config(Path(path))
+    except ConfigurationError as exc:
+        fail(f"invalid configuration: {exc}")
+
+
+config_option = click.option(
+    "--config", "-c", "config_path", required=True, metavar="FILE",
+    type=click.Path(dir_okay=False), envvar="PAYOUT_GUARD_CONFIG", show_envvar=True,
+    help="Configuration file (.toml, .yaml, .yml or .json).",
+)
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Configure structlog for this process: *log_format* lines at *level* and above, to stderr."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer(default=str)
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
+              show_default=True, help="How log lines look (always on stderr).")
+@click.option("--log-level", type=click.Choice(list(_LEVELS)), default="warning",
+              show_default=True, help="The least severe log lines shown.")
+@click.version_option(package_name="payout-guard", message="%(prog)s %(version)s")
+def cli(log_format: str, log_level: str) -> None:
+    """Decide, with reasons, whether a merchant's payout can go out.
+
+    Start with `payout-guard demo`: it needs no credentials.
+
+    Exit codes: 0 allowed (or done), 1 denied, 2 usage or configuration error, 3 provider
+    unavailable.
+    """
+    configure_logging(log_format, log_level)

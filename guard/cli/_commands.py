@@ -1,0 +1,144 @@
+"""``check``, ``balances`` and ``rules validate``: one decision, every balance, a config's rules."""
+
+from __future__ import annotations
+
+import os
+
+import click
+from rich.table import Table
+
+from guard._config_build import build_guard, close_guard
+from guard._config_schema import GuardConfig
+from guard.cli._app import (
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    config_option,
+    err_console,
+    handle_errors,
+    load,
+    money,
+    out_console,
+)
+from guard.cli._snapshot import fetch_snapshot
+from guard.errors import InvalidPayoutRequest
+from rules import describe
+
+__all__ = ["balances", "check", "rules_group"]
+
+
+@click.command()
+@click.argument("amount")
+@click.argument("currency")
+@config_option
+@click.option("--provider", "-p", metavar="NAME",
+              help="Provider to check (default: default_provider, or the only one).")
+@click.option("--fee", metavar="AMOUNT", help="The provider's fee on top of the amount.")
+@click.option("--payout-id", metavar="ID", help="Your id for the payout (shown in the decision).")
+@click.option("--account", metavar="ACCOUNT", help="Account, for providers that report several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON.")
+@handle_errors
+def check(*, amount: str, currency: str, config_path: str, provider: str | None, fee: str | None,
+          payout_id: str | None, account: str | None, as_json: bool) -> None:
+    """Decide whether a payout of AMOUNT CURRENCY may go out now, and say why.
+
+    Prints the decision's explanation (or --json). Exit codes: 0 allowed, 1 denied, 2 usage
+    or configuration error, 3 provider unavailable (the balance could not be read).
+    """
+    guard = build_guard(load(config_path), provider)
+    try:
+        decision = guard.check(amount, currency, fee=fee, payout_id=payout_id, account=account)
+    except InvalidPayoutRequest as exc:
+        raise click.BadParameter(str(exc), param_hint="AMOUNT/CURRENCY/--fee") from None
+    finally:
+        close_guard(guard)
+    if as_json:
+        click.echo(decision.model_dump_json(indent=2))
+    else:
+        click.echo(decision.explain())
+    if decision.allowed:
+        raise SystemExit(EXIT_OK)
+    raise SystemExit(EXIT_UNAVAILABLE if "balance_unavailable" in decision.codes
+                     else EXIT_DENIED)
+
+
+@click.command()
+@config_option
+@click.option("--provider", "-p", "providers", metavar="NAME", multiple=True,
+              help="Only this provider (repeatable; default: every configured provider).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a balance snapshot document (what simulate --balances reads).")
+@handle_errors
+def balances(*, config_path: str, providers: tuple[str, ...], as_json: bool) -> None:
+    """Show every provider's balances: available, frozen, total, as of.
+
+    `balances --json > snapshot.json` saves a snapshot that `simulate PAYOUTS --balances
+    snapshot.json` reads. Exit code 3 when a provider could not be read (the others are
+    still shown).
+    """
+    config = load(config_path)
+    for name in providers:
+        config.pick_provider(name)
+    snapshot = fetch_snapshot(config, providers or None)
+    failed = [name for name, entry in snapshot.providers.items() if entry.error is not None]
+    if as_json:
+        click.echo(snapshot.dumps())
+    else:
+        table = Table(title=f"Balances ({snapshot.taken_at:%Y-%m-%d %H:%M:%SZ})")
+        table.add_column("provider", no_wrap=True)
+        table.add_column("currency", no_wrap=True)
+        for column in ("available", "frozen", "total"):
+            table.add_column(column, justify="right", no_wrap=True)
+        table.add_column("as of (UTC)", no_wrap=True)
+        for name, entry in snapshot.providers.items():
+            for s in entry.balances:
+                table.add_row(name, s.currency, money(s.available), money(s.frozen),
+                              money(s.total), f"{s.as_of:%Y-%m-%d %H:%M:%S}")
+            if not entry.balances and entry.error is None:
+                table.add_row(name, "-", "-", "-", "-", "(no balances reported)")
+        out_console().print(table)
+    for name in failed:
+        err_console().print(f"[red]{name}: unavailable[/red]: {snapshot.providers[name].error}")
+    if failed:
+        raise SystemExit(EXIT_UNAVAILABLE)
+
+
+@click.group("rules")
+def rules_group() -> None:
+    """Work with the rules of a configuration."""
+
+
+def _describe_config(config: GuardConfig, path: str) -> str:
+    lines = [f"{path}: valid", f"mode: {config.mode}"
+             + ("  (fail_open: allows when no balance can be read)" if config.fail_open else "")]
+    if config.providers:
+        lines.append("providers:")
+    for name, spec in config.providers.items():
+        default = "  (default)" if name == config.default_provider or (
+            config.default_provider is None and len(config.providers) == 1) else ""
+        lines.append(f"  {name}: {spec.kind} at {spec.base_url or 'its default URL'}{default}")
+    env = config.env_vars()
+    if env:
+        lines.append("environment variables read when a guard is built:")
+        lines.extend(f"  {var} ({where}): {'set' if os.environ.get(var) else 'NOT SET'}"
+                     for var, where in env.items())
+    store = config.reservations
+    lines.append(f"reservations: {store.store}"
+                 + (f" at {store.path}" if store.path else "")
+                 + f"; settle_lag {store.settle_lag}s, hold_ttl {store.hold_ttl}s;"
+                 + f" balance cache ttl {config.cache.ttl}s")
+    lines.append("rules (the guard always checks sufficient funds too):")
+    lines.extend(f"  {line}" for line in describe(config.ruleset).splitlines())
+    return "\n".join(lines)
+
+
+@rules_group.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+@handle_errors
+def validate(file: str) -> None:
+    """Load and validate the configuration FILE; print its rules in plain words.
+
+    Exit code 0 when valid, 2 (naming the file, the key and what is accepted) when not.
+    """
+    config = load(file)
+    click.echo(_describe_config(config, file))

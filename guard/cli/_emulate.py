@@ -1,0 +1,170 @@
+"""``demo`` (the guard against three emulated providers) and ``emulate`` (one provider)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+from rich.table import Table
+
+from guard._money import parse_amount, parse_currency
+from guard.cli._app import EXIT_DENIED, EXIT_OK, err_console, fail, handle_errors, out_console
+from guard.errors import InvalidPayoutRequest
+
+if TYPE_CHECKING:
+    from guard._demo import DemoResult
+    from guard.testing.emulators._base import EmulatorBase
+
+__all__ = ["demo", "emulate"]
+
+_DEFAULT_BALANCES = {
+    "luxtak": {"BRL": "10000.00", "USD": "551.38"},
+    "luxcore": {"ARS": "12000.00", "MXN": "5000.00"},
+    "pagsmile": {"BRL": "5000.00"},
+}
+
+
+def _row(number: int, result: DemoResult) -> tuple[str, ...]:
+    decision = result.decision
+    verdict = "[green]ALLOWED[/green]" if decision.allowed else "[red]DENIED[/red]"
+    if decision.allowed:
+        why = f"max payable now {decision.max_payable} {decision.currency}"
+        codes = "-"
+    else:
+        codes = "\n".join(decision.codes)
+        why = "\n".join(reason.message for reason in decision.reasons)
+    payout = f"{decision.amount} {decision.currency}"
+    return (str(number), result.title, decision.provider, payout, verdict, codes, why)
+
+
+@click.command()
+@click.option("--details", is_flag=True, help="Also print each decision's full explanation.")
+@click.option("--show-config", is_flag=True,
+              help="Print the built-in configuration (TOML) the demo loads, and exit.")
+@handle_errors
+def demo(*, details: bool, show_config: bool) -> None:
+    """Run the guard against the three emulated providers: no credentials needed.
+
+    Starts Luxtak, LuxCore and Pagsmile emulators on 127.0.0.1 with sample balances, builds
+    guards from a built-in configuration through the real fetchers (credentials passed in
+    environment variables), and shows one decision per scenario with its reasons.
+    """
+    # The emulators start threads and servers: import them only for the commands using them.
+    from guard._demo import demo_config_text, run_demo  # noqa: PLC0415
+
+    if show_config:
+        click.echo(demo_config_text(), nl=False)
+        return
+    err_console().print("starting the Luxtak, LuxCore and Pagsmile emulators on 127.0.0.1 ...")
+    results = run_demo()
+    table = Table(title="payout-guard demo: one payout per scenario", show_lines=True)
+    for column in ("#", "scenario", "provider", "payout", "decision", "reason codes"):
+        table.add_column(column, no_wrap=column != "scenario")
+    table.add_column("why")
+    for number, result in enumerate(results, start=1):
+        table.add_row(*_row(number, result))
+    console = out_console()
+    console.print(table)
+    if details:
+        for number, result in enumerate(results, start=1):
+            console.print(f"\n[bold]{number}. {result.title}[/bold]")
+            console.print(result.decision.explain(), markup=False)
+    unexpected = [r for r in results if r.expected not in (
+        ("allowed",) if r.decision.allowed else r.decision.codes)]
+    for result in unexpected:
+        err_console().print(f"unexpected: {result.title}: expected {result.expected}")
+    raise SystemExit(EXIT_DENIED if unexpected else EXIT_OK)
+
+
+def _amounts(specs: tuple[str, ...], option: str) -> dict[str, str]:
+    amounts: dict[str, str] = {}
+    for spec in specs:
+        currency, sep, amount = spec.partition("=")
+        if not sep:
+            fail(f"{option} {spec!r}: expected CURRENCY=AMOUNT, such as BRL=1000.00")
+        try:
+            code = parse_currency(currency)
+            amounts[code] = format(parse_amount(amount, code, allow_zero=True), "f")
+        except InvalidPayoutRequest as exc:
+            fail(f"{option} {spec!r}: {exc}")
+    return amounts
+
+
+def _emulator(provider: str, balances: dict[str, str], frozen: dict[str, str],
+              port: int) -> EmulatorBase:
+    from guard.testing.emulators import (  # noqa: PLC0415 - see demo()
+        LuxCoreEmulator,
+        LuxtakEmulator,
+        PagsmileEmulator,
+    )
+
+    if provider == "luxtak":
+        return LuxtakEmulator(balances=balances, port=port)
+    if provider == "pagsmile":
+        return PagsmileEmulator(balances=balances, port=port)
+    luxcore = LuxCoreEmulator(balances=balances, port=port)
+    for currency, amount in frozen.items():
+        luxcore.set_balance(currency, available=balances.get(currency, "0"), frozen=amount)
+    return luxcore
+
+
+_CREDENTIALS = {"luxtak": ("app_id", "app_key"), "luxcore": ("api_key",),
+                "pagsmile": ("app_id", "security_key")}
+
+
+def _describe(provider: str, emulator: EmulatorBase) -> str:
+    prefix = f"PAYOUT_GUARD_{provider.upper()}"
+    secrets = {key: str(getattr(emulator, key)) for key in _CREDENTIALS[provider]}
+    lines = [f"{provider} emulator running", f"url: {emulator.url}"]
+    lines += [f"{key}: {value}" for key, value in secrets.items()]
+    lines += ["", "# for your shell:"]
+    lines += [f"export {prefix}_{key.upper()}={value}" for key, value in secrets.items()]
+    lines += ["", "# for your configuration file:", f"[providers.{provider}]",
+              f'base_url = "{emulator.url}"']
+    lines += [f'{key}_env = "{prefix}_{key.upper()}"' for key in secrets]
+    lines += ["", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("provider", type=click.Choice(["luxtak", "luxcore", "pagsmile"]))
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--balance", "balance_specs", multiple=True, metavar="CUR=AMOUNT",
+              help="Available balance, major units (repeatable), e.g. --balance BRL=1000.00.")
+@click.option("--frozen", "frozen_specs", multiple=True, metavar="CUR=AMOUNT",
+              help="Frozen funds (LuxCore only; repeatable).")
+@handle_errors
+def emulate(*, provider: str, port: int, balance_specs: tuple[str, ...],
+            frozen_specs: tuple[str, ...]) -> None:
+    """Run a provider emulator in the foreground for your own integration tests.
+
+    Prints its URL and test credentials; stops cleanly on Ctrl-C or SIGTERM.
+    """
+    balances = _amounts(balance_specs, "--balance") or dict(_DEFAULT_BALANCES[provider])
+    frozen = _amounts(frozen_specs, "--frozen")
+    if frozen and provider != "luxcore":
+        fail("--frozen is only reported by LuxCore; Luxtak and Pagsmile send no frozen amount")
+    emulator = _emulator(provider, balances, frozen, port)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            emulator.start()
+        except OSError as exc:
+            fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+        click.echo(_describe(provider, emulator))
+        while not stop.wait(0.2):
+            pass
+    finally:
+        emulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    err_console().print(f"{provider} emulator stopped")

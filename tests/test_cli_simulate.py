@@ -1,0 +1,234 @@
+"""``payout-guard simulate``: batches dry-run in order against a snapshot, bad rows reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guard import BalanceSnapshot
+from guard.cli._batch import Row, read_batch
+from guard.cli._simulation import Simulation, summarize
+from guard.cli._snapshot import ProviderBalances, Snapshot, read_snapshot
+from guard.config import load_config
+from guard.errors import ConfigurationError
+from guard.testing.emulators import LuxCoreEmulator, LuxtakEmulator
+from tests._cli import emulator_env, parse_json, run_cli, write_config
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _snapshot(path: Path, balances: dict[str, dict[str, str]],
+              errors: dict[str, str] | None = None) -> Path:
+    providers = {
+        name: ProviderBalances(kind=name, balances=tuple(
+            BalanceSnapshot(provider=name, currency=cur, available=Decimal(amount), as_of=NOW)
+            for cur, amount in table.items()))
+        for name, table in balances.items()
+    }
+    for name, error in (errors or {}).items():
+        providers[name] = ProviderBalances(kind=name, error=error)
+    path.write_text(Snapshot(taken_at=NOW, providers=providers).dumps(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "guard.toml"
+    path.write_text(
+        'default_provider = "luxcore"\n'
+        '[providers.luxcore]\napi_key_env = "UNUSED_WITH_A_SNAPSHOT"\n'
+        '[providers.luxtak]\napp_id = "A"\napp_key_env = "UNUSED_WITH_A_SNAPSHOT"\n'
+        '[[rules]]\ntype = "currency_minimums"\nmin_payout = { ARS = "100.00" }\n',
+        encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def snapshot(tmp_path: Path) -> Path:
+    return _snapshot(tmp_path / "snap.json", {"luxcore": {"ARS": "10000.00"},
+                                               "luxtak": {"BRL": "500.00"}})
+
+
+class TestSimulateCommand:
+    def test_consumes_funds_in_order_and_summarizes(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """Allowed payouts use up the balance; later ones are denied; totals are exact."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount,currency,payout_id,provider,fee\n"
+                         "4000.00,ARS,a,,\n4000.00,ARS,b,,10.00\n4000.00,ARS,c,,\n"
+                         "50.00,ARS,d,,\n300,BRL,e,luxtak,\n300,BRL,f,luxtak,\n",
+                         encoding="utf-8")
+        report = tmp_path / "report.json"
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json", "--report", str(report))
+        summary = parse_json(result.stdout)
+        payouts = parse_json(report.read_text(encoding="utf-8"))["payouts"]
+        assert 0 == result.returncode, result.stderr
+        assert {"ARS": {"count": 2, "total": "8000.00"},
+                "BRL": {"count": 1, "total": "300.00"}} == summary["allowed"]
+        assert {"insufficient_funds": 2, "below_minimum_payout": 1} == summary["denied"]
+        assert ["allowed", "allowed", "denied", "denied", "allowed", "denied"] == [
+            p["status"] for p in payouts]
+        assert "1990.00" == payouts[2]["max_payable"]
+
+    def test_bad_rows_are_named_and_the_rest_still_simulated(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """Each bad row is reported by line and field; every other row is simulated."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount,currency,payout_id,provider,note\n"
+                         "100.00,ARS,ok-1,,x\n"
+                         "1O0.00,ARS,typo,,\n"
+                         "100.00,XYZ,bad-currency,,\n"
+                         "100.001,ARS,too-precise,,\n"
+                         "100.00,,no-currency,,\n"
+                         "100.00,ARS,bad-provider,stripe,\n"
+                         "100.00,ARS,ok-2,,\n", encoding="utf-8")
+        report = tmp_path / "report.csv"
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--report", str(report))
+        with report.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert 1 == result.returncode
+        for where in ("line 3, field amount", "line 4, field currency",
+                      "line 5, field amount", "line 6, field currency",
+                      "line 7, field provider"):
+            assert where in result.stderr
+        assert "ignoring columns note" in result.stderr
+        assert ["allowed", "invalid", "invalid", "invalid", "invalid", "invalid", "allowed"] == [
+            row["status"] for row in rows]
+        assert ["ok-1", "typo", "bad-currency", "too-precise", "no-currency", "bad-provider",
+                "ok-2"] == [row["payout_id"] for row in rows]
+
+    def test_json_lines_against_live_balances(self, tmp_path: Path) -> None:
+        """JSON lines (numbers read as decimals) run against balances fetched once, live."""
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text(
+            '{"amount": 600.10, "currency": "ARS", "payout_id": "x"}\n'
+            '{"amount": "600.10", "currency": "ARS", "payout_id": "x"}\n'
+            '{"amount": "500", "currency": "ARS", "payout_id": "x"}\n'
+            '{"amount": "500", "currency": "ARS", "payout_id": "y"}\n'
+            "not json\n", encoding="utf-8")
+        with LuxCoreEmulator(balances={"ARS": "1000.00"}) as luxcore:
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore)
+            result = run_cli("simulate", str(batch), "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore))
+            balance_requests = luxcore.balance_requests
+        summary = parse_json(result.stdout)
+        assert 1 == result.returncode
+        assert 1 == balance_requests
+        assert ({"ARS": {"count": 1, "total": "600.10"}}, 1) == (
+            summary["allowed"], summary["duplicate_rows"])
+        assert {"duplicate_payout": 1, "insufficient_funds": 1} == summary["denied"]
+        assert [5] == [entry["line"] for entry in summary["invalid"]]
+
+    def test_balances_json_feeds_simulate(self, tmp_path: Path) -> None:
+        """`balances --json > snap.json` then `simulate --balances snap.json` works."""
+        with LuxtakEmulator(balances={"BRL": "250.00"}) as luxtak:
+            path = write_config(tmp_path / "g.toml", luxtak=luxtak)
+            saved = run_cli("balances", "-c", str(path), "--json",
+                            env=emulator_env(luxtak=luxtak))
+        snap = tmp_path / "snap.json"
+        snap.write_text(saved.stdout, encoding="utf-8")
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n200,BRL\n100,BRL\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(path), "--balances", str(snap),
+                         "--json")
+        assert 0 == result.returncode, result.stderr
+        assert {"BRL": {"count": 1, "total": "200.00"}} == parse_json(result.stdout)["allowed"]
+
+    def test_an_unavailable_provider_in_the_snapshot_exits_3(
+        self, tmp_path: Path, config: Path
+    ) -> None:
+        """Payouts on a provider the snapshot could not read are balance_unavailable: exit 3."""
+        snap = _snapshot(tmp_path / "s.json", {"luxtak": {"BRL": "1.00"}},
+                         errors={"luxcore": "luxcore: HTTP 503"})
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n100,ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(snap),
+                         "--json")
+        assert 3 == result.returncode
+        assert {"balance_unavailable": 1} == parse_json(result.stdout)["denied"]
+
+    @pytest.mark.parametrize(("name", "content", "message"), [
+        ("b.csv", "amount,payout_id\n1,a\n", "the CSV header lacks currency"),
+        ("b.txt", "amount,currency\n", "unknown batch file type '.txt'"),
+    ])
+    def test_unusable_batch_files_exit_2(  # noqa: PLR0917 - pytest passes fixtures by name
+        self, tmp_path: Path, config: Path, snapshot: Path, name: str, content: str,
+        message: str,
+    ) -> None:
+        """A batch without the required columns, or of an unknown type, is exit code 2."""
+        batch = tmp_path / name
+        batch.write_text(content, encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(snapshot))
+        assert 2 == result.returncode
+        assert message in result.stderr
+
+    def test_ten_thousand_rows(self, tmp_path: Path, config: Path, snapshot: Path) -> None:
+        """A 10,000-row batch runs to the end with exact totals (timing is in the benchmark)."""
+        batch = tmp_path / "big.csv"
+        lines = ["amount,currency,payout_id"]
+        lines += [f"1.{i % 100:02d},ARS,po-{i}" for i in range(10_000)]
+        batch.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(snapshot),
+                         "--json", "--no-progress", timeout=120)
+        summary = parse_json(result.stdout)
+        assert 0 == result.returncode, result.stderr
+        assert 10_000 == summary["rows"]
+        assert (0, {"below_minimum_payout": 10_000}) == (
+            summary["allowed_rows"], summary["denied"])
+
+
+class TestSimulationEngine:
+    @given(available=st.integers(min_value=0, max_value=10_000_00),
+           amounts=st.lists(st.integers(min_value=1, max_value=3_000_00), max_size=30))
+    def test_allows_exactly_what_still_fits_never_more(
+        self, available: int, amounts: list[int]
+    ) -> None:
+        """Each payout is allowed iff it fits in what earlier allowed payouts left."""
+        balance = Decimal(available).scaleb(-2)
+        snap = Snapshot(taken_at=NOW, providers={"luxcore": ProviderBalances(balances=(
+            BalanceSnapshot(provider="luxcore", currency="BRL", available=balance,
+                            as_of=NOW),))})
+        config = load_config({"providers": {"luxcore": {"api_key_env": "K"}}})
+        rows = [Row(i, Decimal(a).scaleb(-2), "BRL", f"p{i}", None, None)
+                for i, a in enumerate(amounts)]
+        outcomes = Simulation(config, snap).run(rows)
+        left, expected = balance, []
+        for row in rows:
+            fits = row.amount <= left
+            left -= row.amount if fits else 0
+            expected.append("allowed" if fits else "denied")
+        assert expected == [outcome.status for outcome in outcomes]
+        assert balance - left == sum(
+            (o.amount or 0 for o in outcomes if o.status == "allowed"), Decimal(0))
+        assert summarize(outcomes).rows == len(rows)
+
+    def test_rows_without_a_provider_need_a_default(self, tmp_path: Path) -> None:
+        """With several providers and no default, rows lacking a provider are invalid rows."""
+        config = load_config({"providers": {"luxcore": {"api_key_env": "K"},
+                                            "luxtak": {"app_id": "A", "app_key_env": "K"}}})
+        snap = read_snapshot(_snapshot(tmp_path / "s.json", {"luxtak": {"BRL": "10.00"}}))
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency,provider\n1,BRL,\n1,BRL,luxtak\n", encoding="utf-8")
+        outcomes = Simulation(config, snap).run(read_batch(batch, config.provider_names).rows)
+        assert [("invalid", ("provider",)), ("allowed", ())] == [
+            (o.status, o.codes) for o in outcomes]
+
+    def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
+        """Any other JSON is refused, naming the file and what is expected."""
+        path = tmp_path / "s.json"
+        path.write_text(json.dumps({"balances": []}), encoding="utf-8")
+        with pytest.raises(ConfigurationError) as caught:
+            read_snapshot(path)
+        assert str(path) == caught.value.source
+        assert "payout-guard balances --json" in caught.value.message
