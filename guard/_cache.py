@@ -30,17 +30,6 @@ class _Entry:
     by_account: dict[str | None, BalanceSnapshot]
 
 
-def _pick(
-    by_account: dict[str | None, BalanceSnapshot], account: str | None
-) -> BalanceSnapshot | None:
-    if account is not None:
-        return by_account.get(account)
-    if None in by_account:
-        return by_account[None]
-    # A fetcher that labels its only account still answers an account-less question.
-    return next(iter(by_account.values()), None)
-
-
 class BalanceCache:
     """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time."""
 
@@ -61,30 +50,29 @@ class BalanceCache:
         self._inflight: dict[str, Future[_Found]] = {}
 
     def get(
-        self, currency: str, account: str | None = None, *, force: bool = False
-    ) -> BalanceSnapshot | None:
-        """Return the snapshot for *currency* (``None`` if the provider does not hold it).
+        self, currency: str, *, force: bool = False
+    ) -> dict[str | None, BalanceSnapshot]:
+        """Return *currency*'s snapshots by account (empty if the provider does not hold it).
 
         Args:
             currency: ISO 4217 code.
-            account: Account to pick when the provider reports several.
             force: Ignore a cached entry (a fetch already in flight is still shared).
 
         Raises:
             Exception: whatever the fetcher raised (the guard turns it into a denial).
         """
         if self._ttl <= 0:
-            return _pick(self._group(self._fetcher.fetch(currency), currency)[currency], account)
+            return self._group(self._fetcher.fetch(currency), currency)[currency]
         with self._lock:
             entry = self._entries.get(currency)
             if entry is not None and not force and self._clock() < entry.expires:
-                return _pick(entry.by_account, account)
+                return entry.by_account
             future = self._inflight.get(currency)
             leader = future is None
             if future is None:
                 future = self._inflight[currency] = Future()
         if leader:
-            return _pick(self._lead(currency, future)[currency], account)
+            return self._lead(currency, future)[currency]
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
@@ -92,7 +80,7 @@ class BalanceCache:
                 f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
                 provider=self._fetcher.name,
             ) from None
-        return _pick(found[currency], account)
+        return found[currency]
 
     def invalidate(self, currency: str | None = None) -> None:
         """Forget the cached balance of *currency* (of every currency when ``None``)."""

@@ -20,6 +20,7 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import InMemoryReservations, ReservationStore, balance_key
 from rules import Facts, Rule, RuleSet, SufficientFunds
+from rules._money import money_context
 
 if TYPE_CHECKING:
     from guard._protect import Decorator
@@ -53,6 +54,28 @@ def _optional_text(value: object, name: str) -> str | None:
             f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {value!r}"
         )
     return value
+
+
+def _pick(
+    by_account: dict[str | None, BalanceSnapshot],
+    account: str | None,
+    provider: str,
+    currency: str,
+) -> BalanceSnapshot | None:
+    """Return the snapshot of *account*; without one, the only account the provider reported.
+
+    Raises:
+        InvalidPayoutRequest: no account was named and the provider reports several.
+    """
+    if account is not None:
+        return by_account.get(account)
+    if None in by_account or len(by_account) <= 1:
+        return by_account.get(None) or next(iter(by_account.values()), None)
+    names = ", ".join(sorted(str(a) for a in by_account))
+    raise InvalidPayoutRequest(
+        f"{provider} reports {currency} in several accounts ({names}); pass account= to say "
+        f"which one pays"
+    )
 
 
 class PayoutGuard:
@@ -109,7 +132,9 @@ class PayoutGuard:
         self.fail_open = bool(fail_open)
         self.settle_lag = _seconds(settle_lag, "settle_lag")
         self.hold_ttl = _seconds(hold_ttl, "hold_ttl", positive=True)
-        self.reservations: ReservationStore = reservations or InMemoryReservations()
+        self.reservations: ReservationStore = (
+            InMemoryReservations() if reservations is None else reservations
+        )
         self._clock: Clock = clock or time.time
         self._cache = BalanceCache(
             fetcher, ttl=_seconds(cache_ttl, "cache_ttl"), clock=self._clock
@@ -152,7 +177,9 @@ class PayoutGuard:
             InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
                 trouble is a ``balance_unavailable`` denial.
         """
-        decision, _ = self._decide(self._request(amount, currency, account, payout_id, fee))
+        with money_context():
+            request = self._request(amount, currency, account, payout_id, fee)
+            decision, _ = self._decide(request)
         self._emit(decision)
         return decision
 
@@ -161,7 +188,8 @@ class PayoutGuard:
         code = parse_currency(currency)
         request = Request(smallest_unit(code), code, _ZERO, _optional_text(account, "account"),
                           None)
-        decision, _ = self._decide(request)
+        with money_context():
+            decision, _ = self._decide(request)
         return decision.max_payable
 
     def reserve(
@@ -184,9 +212,10 @@ class PayoutGuard:
 
         if payout_id is None:
             raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
-        request = self._request(amount, currency, account, payout_id, fee)
         hold_ttl = self.hold_ttl if ttl is None else _seconds(ttl, "ttl", positive=True)
-        return reserve(self, request, hold_ttl)
+        with money_context():
+            request = self._request(amount, currency, account, payout_id, fee)
+            return reserve(self, request, hold_ttl)
 
     def protect(
         self,
@@ -243,24 +272,28 @@ class PayoutGuard:
     ) -> tuple[Decision, BalanceSnapshot | None]:
         provider = self.fetcher.name
         try:
-            snapshot = self._cache.get(request.currency, request.account, force=force)
+            by_account = self._cache.get(request.currency, force=force)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
             self._log.warning(
                 "payout_guard.balance_unavailable", provider=provider,
                 currency=request.currency, error=type(exc).__name__,
             )
-            reason = _judge.unavailable_reason(provider, request.currency, exc)
+            reason = _judge.unavailable_reason(
+                provider, request.currency, exc, allowed=self.fail_open
+            )
             return _judge.denial(
                 request, reason, mode=self.mode, provider=provider, now=self._clock(),
                 allowed=self.fail_open,
             ), None
         now = self._clock()
+        snapshot = _pick(by_account, request.account, provider, request.currency)
         if snapshot is None:
             reason = _judge.not_held_reason(provider, request.currency, request.account)
             return _judge.denial(
                 request, reason, mode=self.mode, provider=provider, now=now
             ), None
-        key = balance_key(provider, request.account, request.currency)
+        # Holds live under the account actually judged, however the caller named it.
+        key = balance_key(provider, snapshot.account, request.currency)
         since = snapshot.as_of.timestamp() - self.settle_lag
         reserved = self.reservations.reserved(key, counted_since=since, now=now)
         facts = Facts(

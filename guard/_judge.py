@@ -140,16 +140,24 @@ def denial(
     )
 
 
-def unavailable_reason(provider: str, currency: str, exc: BaseException) -> Reason:
-    """Return the ``balance_unavailable`` reason for a fetch that raised *exc*."""
+def unavailable_reason(
+    provider: str, currency: str, exc: BaseException, *, allowed: bool = False
+) -> Reason:
+    """Return the ``balance_unavailable`` reason for a fetch that raised *exc*.
+
+    With *allowed* (``fail_open``) it words the reason as the warning it then is.
+    """
     what = type(exc).__name__
     # Only our own errors are known to carry no secrets in their text.
     detail = f": {exc}" if isinstance(exc, ProviderError) else ""
+    outcome = (
+        "allowed without a balance check because fail_open=True" if allowed
+        else "the payout was not sent and can be retried later"
+    )
     return Reason.model_construct(
         code="balance_unavailable",
         message=(
-            f"could not read the {currency} balance from {provider} ({what}{detail}); "
-            f"the payout was not sent and can be retried later"
+            f"could not read the {currency} balance from {provider} ({what}{detail}); {outcome}"
         ),
         rule="guard",
         retryable=True,

@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    field_validator,
+    model_validator,
+)
 
 from guard.errors import PayoutDenied
 from rules._money import normalize_currency, quantize_exact
@@ -17,6 +25,15 @@ from rules._money import normalize_currency, quantize_exact
 __all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason"]
 
 Mode = Literal["enforce", "dry_run"]
+
+
+def _refuse_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError(
+            f"amount {value!r} is a float, which cannot hold money exactly; "
+            f"pass a Decimal or a string"
+        )
+    return value
 
 
 def _utc(value: datetime) -> datetime:
@@ -28,6 +45,7 @@ def _currency(value: str) -> str:
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+Money = Annotated[Decimal, BeforeValidator(_refuse_float)]
 Currency = Annotated[str, AfterValidator(_currency)]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False, ser_json_inf_nan="strings")
@@ -53,6 +71,11 @@ class BalanceSnapshot(BaseModel):
     total: Decimal | None = None
     as_of: UtcDatetime
     account: str | None = None
+
+    @field_validator("available", "frozen", "total", mode="before")
+    @classmethod
+    def _no_float(cls, value: object) -> object:
+        return _refuse_float(value)
 
     @model_validator(mode="after")
     def _exact_amounts(self) -> BalanceSnapshot:
@@ -83,7 +106,7 @@ class Reason(BaseModel):
     message: str
     rule: str
     retryable: bool = False
-    details: dict[str, Decimal] = {}
+    details: dict[str, Money] = {}
 
 
 class HoldSummary(BaseModel):
@@ -92,7 +115,7 @@ class HoldSummary(BaseModel):
     model_config = _FROZEN
 
     payout_id: str
-    amount: Decimal
+    amount: Money
     state: Literal["pending", "committed"]
 
 
@@ -119,19 +142,19 @@ class Decision(BaseModel):
     decision_id: str
     allowed: bool
     mode: Mode
-    amount: Decimal
+    amount: Money
     currency: Currency
-    fee: Decimal
+    fee: Money
     provider: str
     account: str | None = None
     payout_id: str | None = None
     reasons: tuple[Reason, ...] = ()
     warnings: tuple[Reason, ...] = ()
     balance: BalanceSnapshot | None = None
-    reserved: Decimal = Decimal(0)
-    reserve: Decimal = Decimal(0)
-    spendable: Decimal = Decimal(0)
-    max_payable: Decimal = Decimal(0)
+    reserved: Money = Decimal(0)
+    reserve: Money = Decimal(0)
+    spendable: Money = Decimal(0)
+    max_payable: Money = Decimal(0)
     holds: tuple[HoldSummary, ...] = ()
     evaluated_at: UtcDatetime
 

@@ -134,12 +134,14 @@ def _refuse(guard: PayoutGuard, decision: Decision) -> Reservation:
 def reserve(guard: PayoutGuard, request: Request, ttl: float) -> Reservation:
     """Judge *request* and hold its funds atomically (``PayoutGuard.reserve``)."""
     payout_id = request.payout_id or ""
-    key = balance_key(guard.provider, request.account, request.currency)
     asked = f"{request.amount + request.fee} {request.currency}"
-    wanted = _as_hold(request, key, 0.0, 0.0)
     decision: Decision | None = None
     for _ in range(_ATTEMPTS):
         decision, snapshot = guard._decide(request)
+        # Hold on the account that was judged, however the caller named it.
+        account = request.account if snapshot is None else snapshot.account
+        key = balance_key(guard.provider, account, request.currency)
+        wanted = _as_hold(request, key, 0.0, 0.0)
         previous = guard.reservations.get(payout_id)
         if previous is not None and (
             previous.state == "committed" or previous.expires_at > guard._now()

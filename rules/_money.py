@@ -6,6 +6,7 @@ Pure functions over :class:`decimal.Decimal`; nothing here ever touches ``float`
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from decimal import (
     ROUND_CEILING,
     ROUND_FLOOR,
@@ -15,7 +16,8 @@ from decimal import (
     DivisionByZero,
     InvalidOperation,
     Overflow,
-    localcontext,
+    getcontext,
+    setcontext,
 )
 from functools import lru_cache
 
@@ -48,9 +50,39 @@ MONEY_CONTEXT = Context(
 )
 
 
+class _MoneyBlock:
+    """``with`` block computing in a copy of MONEY_CONTEXT; nested blocks cost next to nothing."""
+
+    __slots__ = ("_entered", "_previous", "_token")
+
+    def __enter__(self) -> Context:
+        current = getcontext()
+        if _active.get() is current:
+            self._entered = False  # already inside a money block on this thread
+            return current
+        self._previous = current
+        context = MONEY_CONTEXT.copy()
+        setcontext(context)
+        self._token = _active.set(context)
+        self._entered = True
+        return context
+
+    def __exit__(self, *exc: object) -> None:
+        if self._entered:
+            _active.reset(self._token)
+            setcontext(self._previous)
+
+
+# The context this task's outermost money block installed (decimal contexts follow contextvars).
+_active: ContextVar[Context | None] = ContextVar("payout_guard_money_context", default=None)
+
+
 def money_context() -> AbstractContextManager[Context]:
-    """Return a ``with`` block that computes in :data:`MONEY_CONTEXT` (the caller's is restored)."""
-    return localcontext(MONEY_CONTEXT)
+    """Return a ``with`` block that computes in :data:`MONEY_CONTEXT` (the caller's is restored).
+
+    Blocks nest: the rules enter one each, and inside the guard's own block that is free.
+    """
+    return _MoneyBlock()
 
 
 @lru_cache(maxsize=512)

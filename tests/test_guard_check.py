@@ -204,10 +204,6 @@ class TestCheck:
         )
         assert first.decision_id != second.decision_id
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: guard/_judge.py computes in the caller's decimal context, not MONEY_CONTEXT",
-    )
     def test_a_lowered_decimal_precision_in_the_caller_changes_nothing(self) -> None:
         """An application that set getcontext().prec = 6 gets exact amounts, no exception."""
         guard = make_guard({"BRL": "1000000.00"})

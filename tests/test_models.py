@@ -65,10 +65,6 @@ class TestBalanceSnapshot:
         with pytest.raises(ValidationError):
             snapshot(**fields)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: BalanceSnapshot takes float amounts (pydantic lax Decimal), a float path",
-    )
     def test_refuses_float_amounts(self) -> None:
         """A float balance is refused like a float payout amount: money is never float."""
         with pytest.raises(ValidationError, match="float"):

@@ -281,10 +281,6 @@ class TestAccounts:
             guard.max_payable("BRL", account="shop-a"), guard.max_payable("BRL", account="shop-b")
         )
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: holds are keyed by the requested account, not the account judged: overspend",
-    )
     def test_asking_with_and_without_the_only_account_shares_one_balance(self) -> None:
         """account=None judged on 'shop-b' must hold on 'shop-b': 800 + 800 of 900 is refused."""
         clock = FakeClock()
@@ -293,13 +289,10 @@ class TestAccounts:
         with pytest.raises(PayoutDenied):
             guard.reserve("800", "BRL", payout_id="po_2", account="shop-b")
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: with several accounts and none asked for, the first one reported is judged",
-    )
     def test_several_accounts_and_none_asked_for_is_not_a_guess(self) -> None:
-        """Which balance pays is ambiguous: the guard must not allow on whichever came first."""
+        """Which balance pays is ambiguous: the caller is told to name the account."""
         clock = FakeClock()
         guard = PayoutGuard(Accounts(clock, {"shop-b": "900.00", "shop-a": "100.00"}),
                             clock=clock)
-        assert not guard.check("500", "BRL").allowed
+        with pytest.raises(InvalidPayoutRequest, match=r"several accounts \(shop-a, shop-b\)"):
+            guard.check("500", "BRL")

@@ -103,10 +103,6 @@ class TestFailingFetcher:
         with pytest.raises(TimeoutError):
             FailingFetcher(TimeoutError).fetch()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: FailingFetcher(ProviderUnavailable) raises TypeError (missing arguments)",
-    )
     def test_a_provider_error_class_is_instantiated(self) -> None:
         """FailingFetcher(ProviderUnavailable) simulates that error from its provider."""
         guard = PayoutGuard(FailingFetcher(ProviderUnavailable, name="luxcore"))

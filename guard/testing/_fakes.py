@@ -12,7 +12,7 @@ from typing import NamedTuple
 from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
-from guard.errors import ConfigurationError, ProviderUnavailable
+from guard.errors import ConfigurationError, ProviderError, ProviderUnavailable
 from rules._money import normalize_currency, quantize_exact, to_decimal
 
 __all__ = ["FailingFetcher", "StaticFetcher"]
@@ -163,9 +163,11 @@ class FailingFetcher:
         *,
         name: str = "failing",
     ) -> None:
-        self._exc = exc if exc is not None else ProviderUnavailable(
-            "simulated outage", provider=name
-        )
+        if exc is None:
+            exc = ProviderUnavailable
+        if isinstance(exc, type) and issubclass(exc, ProviderError):
+            exc = exc("simulated outage", provider=name)
+        self._exc = exc
         self._name = name
         self.calls = 0
 
