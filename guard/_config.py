@@ -206,7 +206,8 @@ def _problem(error: Any) -> tuple[str, str]:
     path = _dotted(loc)
     kind, msg, value = error["type"], error["msg"], error.get("input")
     last = str(loc[-1]) if loc else ""
-    secret = last.endswith("_env") or bool(_SECRETISH.search(last))
+    # URLs may carry user:password@; *_env values may be a pasted key: never echo them.
+    secret = last.endswith(("_env", "url")) or bool(_SECRETISH.search(last))
     if kind == "extra_forbidden":
         model = _model_at(raw[:-1])
         keys = sorted(model.model_fields, key=lambda key: key != "kind") if model else []

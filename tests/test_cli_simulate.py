@@ -18,6 +18,7 @@ from guard.cli._simulation import Simulation, summarize
 from guard.cli._snapshot import ProviderBalances, Snapshot, read_snapshot
 from guard.config import load_config
 from guard.errors import ConfigurationError
+from guard.testing import capture_decisions
 from guard.testing.emulators import LuxCoreEmulator, LuxtakEmulator
 from tests._cli import emulator_env, parse_json, run_cli, write_config
 
@@ -212,6 +213,21 @@ class TestSimulationEngine:
         assert balance - left == sum(
             (o.amount or 0 for o in outcomes if o.status == "allowed"), Decimal(0))
         assert summarize(outcomes).rows == len(rows)
+
+    def test_a_denial_lists_the_oldest_holds_that_took_the_funds(self) -> None:
+        """Denied payouts show the earlier allowed payouts holding the funds, oldest first."""
+        snap = Snapshot(taken_at=NOW, providers={"luxcore": ProviderBalances(balances=(
+            BalanceSnapshot(provider="luxcore", currency="BRL", available=Decimal("100.00"),
+                            as_of=NOW),))})
+        config = load_config({"providers": {"luxcore": {"api_key_env": "K"}}})
+        rows = [Row(i, Decimal("30.00"), "BRL", f"p{i}", None, None) for i in range(5)]
+        with capture_decisions() as decisions:
+            Simulation(config, snap).run(rows)
+        denied = [d for d in decisions if not d.allowed]
+        assert 2 == len(denied)
+        assert [("p0", "committed"), ("p1", "committed"), ("p2", "committed")] == [
+            (h.payout_id, h.state) for h in denied[-1].holds]
+        assert Decimal("90.00") == denied[-1].reserved
 
     def test_rows_without_a_provider_need_a_default(self, tmp_path: Path) -> None:
         """With several providers and no default, rows lacking a provider are invalid rows."""
