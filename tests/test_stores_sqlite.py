@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 import threading
 import time
@@ -131,6 +132,12 @@ class TestSqliteErrors:
         assert 0.15 <= waited < 10.0
         assert store.get("po_1") is None  # readers are not blocked, nothing was written
         store.close()
+
+    def test_store_unavailable_pickles(self) -> None:
+        """The error crosses a process boundary with its fields (multiprocessing)."""
+        error = StoreUnavailable("stayed locked", store="sqlite")
+        back = pickle.loads(pickle.dumps(error))
+        assert (StoreUnavailable, "sqlite", str(error)) == (type(back), back.store, str(back))
 
     def test_closed_store_refuses(self, tmp_path: Path) -> None:
         """Using a closed store raises instead of reopening behind the caller's back."""

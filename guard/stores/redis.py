@@ -157,6 +157,8 @@ class RedisReservations:
                 already on its key.
             StoreUnavailable: Redis could not be reached or refused the script.
         """
+        for name, value in (("created_at", hold.created_at), ("expires_at", hold.expires_at)):
+            check_time(name, value)
         cur = hold.currency
         amount = to_minor(hold.amount, cur, limit=_LIMIT, store="redis")
         fee = to_minor(hold.fee, cur, limit=_LIMIT, store="redis")

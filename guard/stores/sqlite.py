@@ -65,11 +65,14 @@ class SqliteReservations:
     """A reservation store in a SQLite file, safe across the threads and processes of a host.
 
     One connection per store object, used under a lock: threads of a process take turns in
-    Python (fast hand-over), processes take turns on SQLite's file lock.
+    Python, processes take turns on SQLite's file lock. (Measured against a connection per
+    thread: the same throughput within noise for 1 to 8 threads, without connections left
+    open by threads that finished.)
 
     Args:
         path: The database file; created with its tables when missing.
-        timeout: Seconds to wait for another writer before giving up (default 5).
+        timeout: Seconds to wait for the store's lock, and then again for another process's
+            writer, before giving up with ``StoreUnavailable`` (default 5): never forever.
         retention: Seconds a committed hold is remembered for idempotency (default one day).
 
     Raises:
@@ -111,8 +114,9 @@ class SqliteReservations:
                 already on its key.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        check_time("now", now)
-        check_time("counted_since", counted_since)
+        for name, value in (("now", now), ("counted_since", counted_since),
+                            ("created_at", hold.created_at), ("expires_at", hold.expires_at)):
+            check_time(name, value)
         values = (
             hold.payout_id, hold.key, hold.currency,
             to_minor(hold.amount, hold.currency, limit=_LIMIT, store="sqlite"),
@@ -159,7 +163,11 @@ class SqliteReservations:
             hold = _hold(row)
             if hold.state == "committed":
                 return hold
-            _, total, last = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
+            ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
+            if ledger is None:  # a hold always creates its ledger; be safe with old files
+                conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
+                ledger = (hold.currency, 0, None)
+            _, total, last = ledger
             at = now if last is None or now >= last else last
             running = total + row[3] + row[4]
             conn.execute(sql.LEDGER_UPDATE, (running, at, hold.key))
