@@ -1,5 +1,7 @@
 """payout-guard: decide, with reasons, whether the money for a payout is really there."""
 
+from guard._config import load_config
+from guard._config_schema import GuardConfig
 from guard._guard import Clock, PayoutGuard
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
@@ -22,6 +24,7 @@ __all__ = [
     "ConfigurationError",
     "Decision",
     "Decorator",
+    "GuardConfig",
     "GuardError",
     "HoldSummary",
     "InvalidPayoutRequest",
@@ -35,4 +38,5 @@ __all__ = [
     "ProviderUnavailable",
     "Reason",
     "Reservation",
+    "load_config",
 ]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,6 +24,7 @@ from rules import Facts, Rule, RuleSet, SufficientFunds
 from rules._money import money_context
 
 if TYPE_CHECKING:
+    from guard._config import ConfigSource
     from guard._protect import Decorator
     from guard._reservation import Reservation
 
@@ -140,6 +142,56 @@ class PayoutGuard:
             fetcher, ttl=_seconds(cache_ttl, "cache_ttl"), clock=self._clock
         )
         self._log = structlog.get_logger("payout_guard")
+
+    @classmethod
+    def from_config(
+        cls,
+        source: ConfigSource,
+        *,
+        provider: str | None = None,
+        env: Mapping[str, str] | None = None,
+        reservations: ReservationStore | None = None,
+        clock: Clock | None = None,
+    ) -> PayoutGuard:
+        """Build the guard of one provider of a configuration (file, mapping or ``GuardConfig``).
+
+        With several providers, *provider* names the one; otherwise the configuration's
+        ``default_provider``, or its only provider. Credentials are read from the environment
+        variables the configuration names.
+
+        Args:
+            source: A ``.toml`` (``.yaml``/``.yml``, ``.json``) path, a mapping or a config.
+            provider: The configured provider name to build.
+            env: Where credential variables are looked up (default ``os.environ``).
+            reservations: A store to use instead of the configured one.
+            clock: Seconds since the epoch, for tests.
+
+        Raises:
+            ConfigurationError: the configuration is invalid (naming file and key path), a
+                credential variable is missing, or no provider can be picked.
+        """
+        from guard._config_build import guard_from_config  # noqa: PLC0415 - it imports this module
+
+        return guard_from_config(source, provider=provider, env=env, reservations=reservations,
+                                 clock=clock, guard_class=cls)
+
+    def close(self) -> None:
+        """Close the fetcher's HTTP session and the reservation store, where they have one."""
+        for part in (self.fetcher, self.reservations):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> PayoutGuard:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return (
@@ -296,30 +348,25 @@ class PayoutGuard:
         key = balance_key(provider, snapshot.account, request.currency)
         since = snapshot.as_of.timestamp() - self.settle_lag
         reserved = self.reservations.reserved(key, counted_since=since, now=now)
-        facts = Facts(
-            amount=request.amount,
-            currency=request.currency,
-            available=snapshot.available,
-            fee=request.fee,
-            frozen=snapshot.frozen,
-            total=snapshot.total,
-            reserved=reserved,
-            age_seconds=max(0.0, now - snapshot.as_of.timestamp()),
-            provider=provider,
-            account=request.account,
+        facts = Facts.trusted(
+            request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
+            snapshot.total, reserved, max(0.0, now - snapshot.as_of.timestamp()), provider,
+            request.account,
         )
         verdict = self.rules.evaluate(facts)
         holds: tuple[HoldSummary, ...] = ()
+        hold_count = 0
         if verdict.denies and reserved:
+            # Only a denial explains itself with the holds; listing them costs a store read.
+            counted = self.reservations.holds(key, counted_since=since, now=now)
+            hold_count = len(counted)
             holds = tuple(
                 HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
-                for h in self.reservations.holds(key, counted_since=since, now=now)[
-                    :_SHOWN_HOLDS
-                ]
+                for h in counted[:_SHOWN_HOLDS]
             )
         return _judge.from_verdict(
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-            reserved=reserved, now=now, holds=holds,
+            reserved=reserved, now=now, holds=holds, hold_count=hold_count,
         ), snapshot
 
     def _emit(self, decision: Decision) -> None:

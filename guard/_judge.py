@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any, TypeVar
 from uuid import uuid4
+
+from pydantic import BaseModel
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard.errors import ProviderError
@@ -16,6 +18,7 @@ from rules._money import quantize_down, smallest_unit
 __all__ = ["Request", "denial", "from_verdict", "max_payable_of"]
 
 _ZERO = Decimal(0)
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +54,33 @@ def max_payable_of(verdict: Verdict, currency: str) -> Decimal:
 
 
 def _largest_reserve(verdict: Verdict) -> Decimal:
-    reserves = [
-        v.details["reserve"] for v in _leaves(verdict) if "reserve" in v.details
-    ]
-    return max(reserves, default=_ZERO)
+    """Return the largest ``reserve`` a rule reported in its details (0 when none did)."""
+    largest = _ZERO
+    pending = [verdict]
+    while pending:
+        current = pending.pop()
+        if current.children:
+            pending.extend(current.children)
+        else:
+            reserve = current.details.get("reserve")
+            if reserve is not None and reserve > largest:
+                largest = reserve
+    return largest
 
 
-def _leaves(verdict: Verdict) -> Iterable[Verdict]:
-    if not verdict.children:
-        yield verdict
-    for child in verdict.children:
-        yield from _leaves(child)
+def _construct(cls: type[M], values: dict[str, Any]) -> M:
+    """Return a model of *cls* from trusted, complete *values*, skipping validation.
+
+    What ``model_construct`` does for a model without extras or private attributes, without
+    its generic per-field loop: a fifth of its cost, on the hot path of every check. Every
+    field must be given; the decision tests round-trip these models through JSON.
+    """
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 def from_verdict(
@@ -74,6 +93,7 @@ def from_verdict(
     reserved: Decimal,
     now: float,
     holds: tuple[HoldSummary, ...] = (),
+    hold_count: int = 0,
 ) -> Decision:
     """Return the decision for *request* judged by *verdict*."""
     allowed = not verdict.denies
@@ -81,26 +101,27 @@ def from_verdict(
     reserved = reserved.quantize(unit)
     reasons = () if allowed else tuple(_reason(v) for v in verdict.denials())
     warnings = tuple(_reason(v) for v in verdict.warnings())
-    return Decision.model_construct(
-        decision_id=uuid4().hex,
-        allowed=allowed,
-        mode=mode,
-        amount=request.amount,
-        currency=request.currency,
-        fee=request.fee,
-        provider=provider,
-        account=request.account,
-        payout_id=request.payout_id,
-        reasons=reasons,
-        warnings=warnings,
-        balance=balance,
-        reserved=reserved,
-        reserve=_largest_reserve(verdict),
-        spendable=balance.available - reserved,
-        max_payable=max_payable_of(verdict, request.currency),
-        holds=holds,
-        evaluated_at=datetime.fromtimestamp(now, UTC),
-    )
+    return _construct(Decision, {
+        "decision_id": uuid4().hex,
+        "allowed": allowed,
+        "mode": mode,
+        "amount": request.amount,
+        "currency": request.currency,
+        "fee": request.fee,
+        "provider": provider,
+        "account": request.account,
+        "payout_id": request.payout_id,
+        "reasons": reasons,
+        "warnings": warnings,
+        "balance": balance,
+        "reserved": reserved,
+        "reserve": _largest_reserve(verdict),
+        "spendable": balance.available - reserved,
+        "max_payable": max_payable_of(verdict, request.currency),
+        "holds": holds,
+        "hold_count": hold_count,
+        "evaluated_at": datetime.fromtimestamp(now, UTC),
+    })
 
 
 def denial(
@@ -136,6 +157,7 @@ def denial(
         else balance.available,
         max_payable=_ZERO.quantize(smallest_unit(request.currency)),
         holds=(),
+        hold_count=0,
         evaluated_at=datetime.fromtimestamp(now, UTC),
     )
 

@@ -134,7 +134,8 @@ class Decision(BaseModel):
         reserve: The largest reserve a rule kept untouched.
         spendable: ``available - reserved``.
         max_payable: The largest amount that would be allowed now with the same fee.
-        holds: The in-flight payouts that make up ``reserved``.
+        holds: The in-flight payouts that make up ``reserved`` (the first 20, on denials).
+        hold_count: How many in-flight payouts make up ``reserved`` (on denials).
     """
 
     model_config = _FROZEN
@@ -156,6 +157,7 @@ class Decision(BaseModel):
     spendable: Money = Decimal(0)
     max_payable: Money = Decimal(0)
     holds: tuple[HoldSummary, ...] = ()
+    hold_count: int = 0
     evaluated_at: UtcDatetime
 
     @property
@@ -201,7 +203,8 @@ class Decision(BaseModel):
             if b.frozen is not None:
                 rows.append(("frozen", f"{b.frozen} {cur}"))
             if self.holds:
-                rows.append(("held", f"{self.reserved} {cur}  ({_holds_text(self.holds)})"))
+                held = _holds_text(self.holds, max(self.hold_count, len(self.holds)))
+                rows.append(("held", f"{self.reserved} {cur}  ({held})"))
             else:
                 rows.append(("held", f"{self.reserved} {cur}"))
             if self.reserve:
@@ -231,7 +234,7 @@ class Decision(BaseModel):
         }
 
 
-def _holds_text(holds: tuple[HoldSummary, ...]) -> str:
+def _holds_text(holds: tuple[HoldSummary, ...], count: int) -> str:
     shown = ", ".join(f"{h.payout_id} {h.amount} {h.state}" for h in holds[:3])
-    more = f", +{len(holds) - 3} more" if len(holds) > 3 else ""
-    return f"{len(holds)} in-flight: {shown}{more}"
+    more = f", +{count - 3} more" if count > 3 else ""
+    return f"{count} in-flight: {shown}{more}"

@@ -16,14 +16,17 @@ largest allowed amounts, but amounts in such a hole are denied.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
+from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._money import normalize_currency
+from rules._money import normalize_currency, quantize_down, quantize_up, smallest_unit
 from rules._ranges import Ranges
 
 __all__ = ["AnyOf", "Rule", "RuleSet", "When", "all_of", "any_of", "when"]
+
+_ZERO = Decimal(0)
 
 
 @runtime_checkable
@@ -85,6 +88,16 @@ def _allowed(rule: Rule, facts: Facts, verdict: Verdict) -> Ranges:
 def _combined(
     rule: RuleSet | AnyOf, facts: Facts, children: tuple[Verdict, ...], *, passed: bool
 ) -> Verdict:
+    floor: Decimal | None
+    cap: Decimal | None
+    if isinstance(rule, RuleSet) and rule.intervals:
+        floor, cap = _intersect(facts, children)
+    else:
+        floor, cap = _fold(rule, facts, children).bounds()
+    if passed:
+        return Verdict(
+            rule=rule.name, passed=True, cap=cap, floor=floor, children=children
+        )
     leaves = [leaf for child in children for leaf in child.denials()]
     denying = [child for child in children if child.denies]
     if isinstance(rule, RuleSet):
@@ -93,17 +106,60 @@ def _combined(
     else:
         # Retrying helps an any_of as soon as one alternative can clear.
         retryable = any(child.retryable for child in denying)
-    floor, cap = _fold(rule, facts, children).bounds()
     return Verdict(
         rule=rule.name,
-        passed=passed,
-        code="" if passed or not leaves else leaves[0].code,
-        message="" if passed else "; ".join(leaf.message for leaf in leaves),
-        retryable=False if passed else retryable,
+        passed=False,
+        code=leaves[0].code if leaves else "",
+        message="; ".join(leaf.message for leaf in leaves),
+        retryable=retryable,
         cap=cap,
         floor=floor,
         children=children,
     )
+
+
+def _intersect(
+    facts: Facts, children: tuple[Verdict, ...]
+) -> tuple[Decimal | None, Decimal | None]:
+    """Return ``(floor, cap)`` of an ``all_of`` whose members each allow one range.
+
+    The same answer as ``_fold(...).bounds()`` without building unions of ranges: with no
+    ``any_of`` inside, the intersection of single ranges is a single range. This is the hot
+    path of every ``check``.
+    """
+    currency, amount = facts.currency, facts.amount
+    low: Decimal | None = None
+    high: Decimal | None = None
+    for verdict in children:
+        floor, cap = verdict.floor, verdict.cap
+        inside = (floor is None or floor <= amount) and (cap is None or amount <= cap)
+        if verdict.denies and inside:
+            # The rule broke the contract (it denies an amount within its own bounds): trust
+            # the denial rather than the bounds, so that max_payable fails closed.
+            return None, _ZERO
+        if floor is not None:
+            floor = quantize_up(floor, currency)
+            if low is None or floor > low:
+                low = floor
+        if cap is not None:
+            cap = quantize_down(cap, currency)
+            if high is None or cap < high:
+                high = cap
+    unit = smallest_unit(currency)
+    start = unit if low is None or low <= unit else low
+    if high is not None and start > high:
+        return None, _ZERO
+    return (None if start == unit else start), high
+
+
+def _has_any_of(rule: Rule) -> bool:
+    if isinstance(rule, AnyOf):
+        return True
+    if isinstance(rule, RuleSet):
+        return not rule.intervals
+    if isinstance(rule, When):
+        return _has_any_of(rule.rule)
+    return False
 
 
 class RuleSet:
@@ -121,18 +177,21 @@ class RuleSet:
         ConfigurationError: a member is not a rule.
     """
 
-    __slots__ = ("rules",)
+    __slots__ = ("_name", "intervals", "rules")
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
         for rule in _members(rules, "all_of"):
             flat.extend(rule.rules if isinstance(rule, RuleSet) else (rule,))
         self.rules: tuple[Rule, ...] = tuple(flat)
+        # Without any_of inside, every member allows one range: bounds are simple arithmetic.
+        self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
+        self._name = f"all_of({', '.join(self.names)})"
 
     @property
     def name(self) -> str:
         """Return ``all_of(<names>)``."""
-        return f"all_of({', '.join(self.names)})"
+        return self._name
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -168,7 +227,7 @@ class AnyOf:
             not a rule.
     """
 
-    __slots__ = ("rules",)
+    __slots__ = ("_name", "rules")
 
     def __init__(self, rules: Collection[Rule]) -> None:
         flat: list[Rule] = []
@@ -177,11 +236,12 @@ class AnyOf:
         if not flat:
             raise ConfigurationError("any_of needs at least one rule (any of nothing denies all)")
         self.rules: tuple[Rule, ...] = tuple(flat)
+        self._name = f"any_of({', '.join(rule.name for rule in self.rules)})"
 
     @property
     def name(self) -> str:
         """Return ``any_of(<names>)``."""
-        return f"any_of({', '.join(rule.name for rule in self.rules)})"
+        return self._name
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts* with every member; passes when at least one member does not deny."""

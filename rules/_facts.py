@@ -72,6 +72,34 @@ class Facts:
             # An unknown age is judged as infinitely old (MaxBalanceAge denies), never as fresh.
             object.__setattr__(self, "age_seconds", math.inf)
 
+    @classmethod
+    def trusted(  # noqa: PLR0917 - positional on purpose: the hot path of every check
+        cls,
+        amount: Decimal,
+        currency: str,
+        available: Decimal,
+        fee: Decimal,
+        frozen: Decimal | None,
+        total: Decimal | None,
+        reserved: Decimal,
+        age_seconds: float,
+        provider: str,
+        account: str | None,
+    ) -> Facts:
+        """Return facts built from values already validated (the guard's hot path).
+
+        Skips the checks of ``__post_init__``; every argument must already be what those
+        checks would accept (Decimals, a normalized currency code, a number of seconds).
+        """
+        facts = object.__new__(cls)
+        for name, value in (
+            ("amount", amount), ("currency", currency), ("available", available), ("fee", fee),
+            ("frozen", frozen), ("total", total), ("reserved", reserved),
+            ("age_seconds", age_seconds), ("provider", provider), ("account", account),
+        ):
+            object.__setattr__(facts, name, value)
+        return facts
+
     @property
     def required(self) -> Decimal:
         """Return what the payout debits: ``amount + fee``."""

@@ -139,6 +139,10 @@ class ReserveMargin:
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         reserve = self.reserve_for(facts)
+        if not reserve:
+            # Nothing to keep for this currency: whether the funds suffice is SufficientFunds'
+            # question, and a second reason saying the same thing would only confuse.
+            return Verdict(rule="reserve_margin", passed=True, details={"reserve": reserve})
         with money_context():
             spendable = facts.spendable
             cap = payable_cap(spendable - reserve - facts.fee, facts.currency)

@@ -26,6 +26,10 @@ class Table(Mapping[str, Decimal]):
     def __getitem__(self, key: str) -> Decimal:
         return self._items[key]
 
+    def get(self, key: str, default: Decimal | None = None) -> Decimal | None:  # type: ignore[override]  # Mapping.get's overloads; same behaviour, without the slow ABC fallback
+        """Return the amount for *key*, or *default*."""
+        return self._items.get(key, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 

@@ -169,9 +169,13 @@ class TestReserveMargin:
         )
 
     def test_unlisted_currency_keeps_no_minimum(self) -> None:
-        """A minimum-only rule keeps nothing in a currency it does not list."""
+        """A minimum-only rule keeps nothing in a currency it does not list, and so never denies.
+
+        Whether the funds suffice there is SufficientFunds' question alone: no second reason.
+        """
         rule = ReserveMargin(minimum={"ARS": "1000.00"})
-        assert D("1000.00") == rule.evaluate(make("1.00")).cap
+        verdict = rule.evaluate(make("5000.00"))
+        assert (True, None, D("0")) == (verdict.passed, verdict.cap, verdict.details["reserve"])
 
     def test_holds_and_fee_reduce_the_cap(self) -> None:
         """The cap is spendable - reserve - fee."""
