@@ -19,7 +19,7 @@ RULES_DIR = ROOT / "rules"
 # randomness, and never guard. pathlib/os/tomllib serve rules.load reading the file it is given.
 ALLOWED_IMPORTS = {
     "__future__", "collections", "contextlib", "contextvars", "dataclasses", "decimal", "functools", "io",
-    "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re", "rules", "tomllib",
+    "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re", "rules", "tomllib", "types",
     "typing", "yaml",
 }
 
