@@ -18,9 +18,9 @@ RULES_DIR = ROOT / "rules"
 # Modules the pure engine may import. No clock (time, datetime), no logging, no network, no
 # randomness, and never guard. pathlib/os/tomllib serve rules.load reading the file it is given.
 ALLOWED_IMPORTS = {
-    "__future__", "collections", "contextlib", "contextvars", "dataclasses", "decimal", "functools", "io",
-    "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re", "rules", "tomllib", "types",
-    "typing", "yaml",
+    "__future__", "collections", "contextlib", "contextvars", "dataclasses", "decimal",
+    "functools", "io", "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re",
+    "rules", "tomllib", "types", "typing", "yaml",
 }
 
 
