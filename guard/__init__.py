@@ -16,6 +16,7 @@ from guard.errors import (
     ProviderRateLimited,
     ProviderResponseError,
     ProviderUnavailable,
+    StoreUnavailable,
 )
 
 __all__ = [
@@ -38,5 +39,6 @@ __all__ = [
     "ProviderUnavailable",
     "Reason",
     "Reservation",
+    "StoreUnavailable",
     "load_config",
 ]

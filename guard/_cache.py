@@ -26,6 +26,7 @@ _Found = dict[str, dict[str | None, BalanceSnapshot]]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    fetched: float
     expires: float
     by_account: dict[str | None, BalanceSnapshot]
 
@@ -90,6 +91,21 @@ class BalanceCache:
             else:
                 self._entries.pop(currency, None)
 
+    def refresh_soon(self, currency: str, within: float) -> None:
+        """Let *currency*'s cached balance live at most *within* seconds after its fetch.
+
+        A committed payout changes the provider's balance, so a fresher one is worth having;
+        but a run of thousands of payouts must not turn into thousands of balance requests
+        (LuxCore allows about 100 a minute). The committed hold keeps counting meanwhile, so
+        nothing is overspent while the older balance is still used.
+        """
+        with self._lock:
+            entry = self._entries.get(currency)
+            if entry is not None and entry.expires > entry.fetched + within:
+                self._entries[currency] = _Entry(
+                    entry.fetched, entry.fetched + within, entry.by_account
+                )
+
     def _lead(self, currency: str, future: Future[_Found]) -> _Found:
         try:
             found = self._group(self._fetcher.fetch(currency), currency)
@@ -98,10 +114,10 @@ class BalanceCache:
                 del self._inflight[currency]
             future.set_exception(exc)
             raise
-        expires = self._clock() + self._ttl
+        fetched = self._clock()
         with self._lock:
             for code, by_account in found.items():
-                self._entries[code] = _Entry(expires, by_account)
+                self._entries[code] = _Entry(fetched, fetched + self._ttl, by_account)
             del self._inflight[currency]
         future.set_result(found)
         return found

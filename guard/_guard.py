@@ -17,7 +17,7 @@ from guard._capture import record
 from guard._judge import Request
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
 from guard._money import parse_amount, parse_currency, smallest_unit
-from guard.errors import ConfigurationError, InvalidPayoutRequest
+from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import InMemoryReservations, ReservationStore, balance_key
 from rules import Facts, Rule, RuleSet, SufficientFunds
@@ -34,6 +34,8 @@ Clock = Callable[[], float]
 _ZERO = Decimal(0)
 _MAX_ID = 200
 _SHOWN_HOLDS = 20
+# After a commit, a balance older than this is fetched again (see BalanceCache.refresh_soon).
+_COMMIT_REFRESH = 1.0
 
 
 def _seconds(value: object, name: str, *, positive: bool = False) -> float:
@@ -87,7 +89,8 @@ class PayoutGuard:
         fetcher: Where balances come from (a provider fetcher, or ``StaticFetcher`` in tests).
         rules: Rules applied on top of ``SufficientFunds``, which always applies.
         mode: ``"enforce"`` blocks denied payouts; ``"dry_run"`` records what it would do.
-        cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check.
+        cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check. A
+            committed payout shortens this to one second after the fetch for its currency.
         reservations: Where in-flight payouts hold funds (default: in this process's memory).
         fail_open: Allow (with a warning) when no balance can be read. Off by default: a
             provider outage denies with ``balance_unavailable``.
@@ -346,27 +349,42 @@ class PayoutGuard:
             ), None
         # Holds live under the account actually judged, however the caller named it.
         key = balance_key(provider, snapshot.account, request.currency)
-        since = snapshot.as_of.timestamp() - self.settle_lag
-        reserved = self.reservations.reserved(key, counted_since=since, now=now)
+        as_of = snapshot.as_of.timestamp()
+        since = as_of - self.settle_lag
+        try:
+            reserved = self.reservations.reserved(key, counted_since=since, now=now)
+        except StoreUnavailable as exc:
+            self._log.warning("payout_guard.store_unavailable", store=exc.store,
+                              currency=request.currency)
+            return _judge.denial(
+                request, _judge.store_reason(request.currency, exc), mode=self.mode,
+                provider=provider, now=now, balance=snapshot,
+            ), None
         facts = Facts.trusted(
             request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-            snapshot.total, reserved, max(0.0, now - snapshot.as_of.timestamp()), provider,
+            snapshot.total, reserved, max(0.0, now - as_of), provider,
             request.account,
         )
         verdict = self.rules.evaluate(facts)
         holds: tuple[HoldSummary, ...] = ()
-        hold_count = 0
+        more_holds = False
         if verdict.denies and reserved:
-            # Only a denial explains itself with the holds; listing them costs a store read.
-            counted = self.reservations.holds(key, counted_since=since, now=now)
-            hold_count = len(counted)
+            # Only a denial explains itself with the holds; listing them costs a store read,
+            # so ask for one more than is shown, just to know whether there are more.
+            try:
+                counted = self.reservations.holds(
+                    key, counted_since=since, now=now, limit=_SHOWN_HOLDS + 1
+                )
+            except StoreUnavailable:
+                counted = []  # the denial stands; only its list of holds is missing
+            more_holds = len(counted) > _SHOWN_HOLDS
             holds = tuple(
                 HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
                 for h in counted[:_SHOWN_HOLDS]
             )
         return _judge.from_verdict(
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-            reserved=reserved, now=now, holds=holds, hold_count=hold_count,
+            reserved=reserved, now=now, holds=holds, more_holds=more_holds,
         ), snapshot
 
     def _emit(self, decision: Decision) -> None:
@@ -379,4 +397,5 @@ class PayoutGuard:
         return self._clock()
 
     def _invalidate(self, currency: str) -> None:
-        self._cache.invalidate(currency)
+        """Refresh *currency*'s balance after a commit, at most once per ``_COMMIT_REFRESH``."""
+        self._cache.refresh_soon(currency, _COMMIT_REFRESH)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
-from uuid import uuid4
 
 from pydantic import BaseModel
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
-from guard.errors import ProviderError
+from guard.errors import ProviderError, StoreUnavailable
 from rules import Verdict
 from rules._money import quantize_down, smallest_unit
 
@@ -30,6 +30,15 @@ class Request:
     fee: Decimal
     account: str | None
     payout_id: str | None
+
+
+def new_decision_id() -> str:
+    """Return a random 128-bit id as 32 hex digits.
+
+    Not a secret, so no system call per decision: ``random`` is reseeded in every forked
+    child, so ids stay unique across worker processes.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def _reason(verdict: Verdict) -> Reason:
@@ -93,7 +102,7 @@ def from_verdict(
     reserved: Decimal,
     now: float,
     holds: tuple[HoldSummary, ...] = (),
-    hold_count: int = 0,
+    more_holds: bool = False,
 ) -> Decision:
     """Return the decision for *request* judged by *verdict*."""
     allowed = not verdict.denies
@@ -102,7 +111,7 @@ def from_verdict(
     reasons = () if allowed else tuple(_reason(v) for v in verdict.denials())
     warnings = tuple(_reason(v) for v in verdict.warnings())
     return _construct(Decision, {
-        "decision_id": uuid4().hex,
+        "decision_id": new_decision_id(),
         "allowed": allowed,
         "mode": mode,
         "amount": request.amount,
@@ -119,7 +128,7 @@ def from_verdict(
         "spendable": balance.available - reserved,
         "max_payable": max_payable_of(verdict, request.currency),
         "holds": holds,
-        "hold_count": hold_count,
+        "more_holds": more_holds,
         "evaluated_at": datetime.fromtimestamp(now, UTC),
     })
 
@@ -139,7 +148,7 @@ def denial(
     With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead.
     """
     return Decision.model_construct(
-        decision_id=uuid4().hex,
+        decision_id=new_decision_id(),
         allowed=allowed,
         mode=mode,
         amount=request.amount,
@@ -157,7 +166,7 @@ def denial(
         else balance.available,
         max_payable=_ZERO.quantize(smallest_unit(request.currency)),
         holds=(),
-        hold_count=0,
+        more_holds=False,
         evaluated_at=datetime.fromtimestamp(now, UTC),
     )
 
@@ -180,6 +189,23 @@ def unavailable_reason(
         code="balance_unavailable",
         message=(
             f"could not read the {currency} balance from {provider} ({what}{detail}); {outcome}"
+        ),
+        rule="guard",
+        retryable=True,
+        details={},
+    )
+
+
+def store_reason(currency: str, exc: StoreUnavailable) -> Reason:
+    """Return the ``balance_unavailable`` reason for a reservation store that did not answer.
+
+    Without the holds, what is spendable is unknown: the guard fails closed, never open.
+    """
+    return Reason.model_construct(
+        code="balance_unavailable",
+        message=(
+            f"could not read the holds on the {currency} balance ({exc}); the payout was not "
+            f"sent and can be retried later"
         ),
         rule="guard",
         retryable=True,

@@ -134,8 +134,8 @@ class Decision(BaseModel):
         reserve: The largest reserve a rule kept untouched.
         spendable: ``available - reserved``.
         max_payable: The largest amount that would be allowed now with the same fee.
-        holds: The in-flight payouts that make up ``reserved`` (the first 20, on denials).
-        hold_count: How many in-flight payouts make up ``reserved`` (on denials).
+        holds: In-flight payouts that make up ``reserved`` (up to 20, on denials only).
+        more_holds: Whether more in-flight payouts hold funds than ``holds`` lists.
     """
 
     model_config = _FROZEN
@@ -157,7 +157,7 @@ class Decision(BaseModel):
     spendable: Money = Decimal(0)
     max_payable: Money = Decimal(0)
     holds: tuple[HoldSummary, ...] = ()
-    hold_count: int = 0
+    more_holds: bool = False
     evaluated_at: UtcDatetime
 
     @property
@@ -203,7 +203,7 @@ class Decision(BaseModel):
             if b.frozen is not None:
                 rows.append(("frozen", f"{b.frozen} {cur}"))
             if self.holds:
-                held = _holds_text(self.holds, max(self.hold_count, len(self.holds)))
+                held = _holds_text(self.holds, more=self.more_holds)
                 rows.append(("held", f"{self.reserved} {cur}  ({held})"))
             else:
                 rows.append(("held", f"{self.reserved} {cur}"))
@@ -234,7 +234,8 @@ class Decision(BaseModel):
         }
 
 
-def _holds_text(holds: tuple[HoldSummary, ...], count: int) -> str:
+def _holds_text(holds: tuple[HoldSummary, ...], *, more: bool) -> str:
     shown = ", ".join(f"{h.payout_id} {h.amount} {h.state}" for h in holds[:3])
-    more = f", +{count - 3} more" if count > 3 else ""
-    return f"{count} in-flight: {shown}{more}"
+    count = f"more than {len(holds)}" if more else str(len(holds))
+    rest = f", +{len(holds) - 3}{' and more' if more else ''} more" if len(holds) > 3 else ""
+    return f"{count} in-flight: {shown}{rest}"

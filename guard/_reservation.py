@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from guard import _judge
 from guard._judge import Request
 from guard._models import Decision, Reason
-from guard.errors import GuardError, PayoutDenied
+from guard.errors import GuardError, PayoutDenied, StoreUnavailable
 from guard.stores import Hold, balance_key
 
 if TYPE_CHECKING:
@@ -141,27 +141,35 @@ def reserve(guard: PayoutGuard, request: Request, ttl: float) -> Reservation:
         # Hold on the account that was judged, however the caller named it.
         account = request.account if snapshot is None else snapshot.account
         key = balance_key(guard.provider, account, request.currency)
-        wanted = _as_hold(request, key, 0.0, 0.0)
-        previous = guard.reservations.get(payout_id)
-        if previous is not None and (
-            previous.state == "committed" or previous.expires_at > guard._now()
-        ):
-            if previous.same_request(wanted):
-                return _existing(guard, previous, decision)
-            return _refuse(guard, _duplicate(decision, previous, payout_id, asked))
-        if not decision.allowed or guard.mode == "dry_run":
-            return _refuse(guard, decision)
-        now = guard._now()
-        if snapshot is None:  # allowed without a balance: fail_open was chosen
-            ceiling, since = _NO_CEILING, now - guard.settle_lag
-        else:
-            # Caps fall at most one for one as holds grow, so judged with `reserved` held the
-            # payout stays allowed while the holds that count stay within this ceiling.
-            ceiling = decision.reserved + decision.max_payable + request.fee
-            since = snapshot.as_of.timestamp() - guard.settle_lag
-        outcome = guard.reservations.try_hold(
-            _as_hold(request, key, now, now + ttl), ceiling=ceiling, counted_since=since, now=now
-        )
+        try:
+            if not decision.allowed or guard.mode == "dry_run":
+                # A payout that already holds may be judged short only because its own hold
+                # counts: answer with that hold rather than a denial.
+                previous = guard.reservations.get(payout_id)
+                if previous is not None and (
+                    previous.state == "committed" or previous.expires_at > guard._now()
+                ):
+                    if previous.same_request(_as_hold(request, key, 0.0, 0.0)):
+                        return _existing(guard, previous, decision)
+                    return _refuse(guard, _duplicate(decision, previous, payout_id, asked))
+                return _refuse(guard, decision)
+            now = guard._now()
+            if snapshot is None:  # allowed without a balance: fail_open was chosen
+                ceiling, since = _NO_CEILING, now - guard.settle_lag
+            else:
+                # Caps fall at most one for one as holds grow, so judged with `reserved` held,
+                # the payout stays allowed while the holds that count stay within this ceiling.
+                ceiling = decision.reserved + decision.max_payable + request.fee
+                since = snapshot.as_of.timestamp() - guard.settle_lag
+            outcome = guard.reservations.try_hold(
+                _as_hold(request, key, now, now + ttl), ceiling=ceiling, counted_since=since,
+                now=now,
+            )
+        except StoreUnavailable as exc:
+            reason = _judge.store_reason(request.currency, exc)
+            return _refuse(guard, decision.model_copy(
+                update={"allowed": False, "reasons": (reason,), "warnings": ()}
+            ))
         if outcome.status == "held":
             guard._emit(decision)
             return Reservation(guard, decision, outcome.hold)

@@ -6,6 +6,7 @@
      +-- InvalidPayoutRequest (also ValueError)   bad amount, currency, fee or payout id
      +-- ConfigurationError (also ValueError)     bad rule, guard or provider configuration
      +-- PayoutDenied                             .decision: raised only when asked to
+     +-- StoreUnavailable                         .store: the reservation store did not answer
      +-- ProviderError                            .provider .status .code .attempts
           +-- ProviderAuthError                   credentials, signature, permission, IP list
           +-- ProviderRateLimited                 HTTP 429 / provider "too many requests"
@@ -35,6 +36,7 @@ __all__ = [
     "ProviderRateLimited",
     "ProviderResponseError",
     "ProviderUnavailable",
+    "StoreUnavailable",
 ]
 
 
@@ -62,6 +64,32 @@ class PayoutDenied(GuardError):
         # The default pickling would call PayoutDenied(message): a worker's denial must reach
         # the parent process with its decision.
         return (type(self), (self.decision,))
+
+
+class StoreUnavailable(GuardError):
+    """A reservation store could not answer: locked past its timeout, unreachable, closed.
+
+    Nothing was decided, so no payout may rely on it: the guard denies with
+    ``balance_unavailable`` (retryable), as for a provider outage.
+
+    Attributes:
+        store: Which store failed (``"sqlite"``, ``"redis"``).
+    """
+
+    def __init__(self, message: str, *, store: str) -> None:
+        self.store = store
+        self.message = message
+        super().__init__(f"{store} reservation store: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # The keyword-only field would be lost by default pickling (multiprocessing).
+        return (_rebuild_store_error, (type(self), self.message, self.store))
+
+
+def _rebuild_store_error(
+    cls: type[StoreUnavailable], message: str, store: str
+) -> StoreUnavailable:
+    return cls(message, store=store)
 
 
 class ProviderError(GuardError):

@@ -96,12 +96,17 @@ class Facts:
         checks would accept (Decimals, a normalized currency code, a number of seconds).
         """
         facts = object.__new__(cls)
-        for name, value in (
-            ("amount", amount), ("currency", currency), ("available", available), ("fee", fee),
-            ("frozen", frozen), ("total", total), ("reserved", reserved),
-            ("age_seconds", age_seconds), ("provider", provider), ("account", account),
-        ):
-            object.__setattr__(facts, name, value)
+        put = object.__setattr__
+        put(facts, "amount", amount)
+        put(facts, "currency", currency)
+        put(facts, "available", available)
+        put(facts, "fee", fee)
+        put(facts, "frozen", frozen)
+        put(facts, "total", total)
+        put(facts, "reserved", reserved)
+        put(facts, "age_seconds", age_seconds)
+        put(facts, "provider", provider)
+        put(facts, "account", account)
         return facts
 
     @property
@@ -151,19 +156,27 @@ class Verdict(NamedTuple):
         return not self.passed and self.severity == "deny"
 
     def denials(self) -> Iterator[Verdict]:
-        """Yield the leaf verdicts that block the payout."""
-        if not self.denies:
-            return
-        if self.children:
-            for child in self.children:
-                yield from child.denials()
-        else:
-            yield self
+        """Yield the leaf verdicts that block the payout, in order."""
+        found: list[Verdict] = []
+        pending = [self]
+        while pending:
+            verdict = pending.pop()
+            if not (not verdict.passed and verdict.severity == "deny"):
+                continue
+            if verdict.children:
+                pending.extend(reversed(verdict.children))
+            else:
+                found.append(verdict)
+        return iter(found)
 
     def warnings(self) -> Iterator[Verdict]:
-        """Yield the leaf verdicts that only warn."""
-        if self.children:
-            for child in self.children:
-                yield from child.warnings()
-        elif not self.passed and self.severity == "warn":
-            yield self
+        """Yield the leaf verdicts that only warn, in order."""
+        found: list[Verdict] = []
+        pending = [self]
+        while pending:
+            verdict = pending.pop()
+            if verdict.children:
+                pending.extend(reversed(verdict.children))
+            elif not verdict.passed and verdict.severity == "warn":
+                found.append(verdict)
+        return iter(found)

@@ -113,14 +113,32 @@ class TestTtl:
         assert 1 == fetcher.calls
 
     def test_a_commit_invalidates_its_currency_only(self) -> None:
-        """After a payout is submitted the next BRL check refetches; ARS stays cached."""
-        guard, fetcher, _ = cached_guard(ttl=60)
+        """A second after its fetch, a submitted payout's currency is refetched; ARS is not."""
+        guard, fetcher, clock = cached_guard(ttl=60)
         guard.check("1", "ARS")
         with guard.reserve("10", "BRL", payout_id="po_1"):
             pass
+        clock.advance(1.0)
         guard.check("1", "BRL")
         guard.check("1", "ARS")
         assert ["ARS", "BRL", "BRL"] == fetcher.requested
+
+    def test_commits_refetch_a_currency_at_most_once_a_second(self) -> None:
+        """A run of payouts cannot turn into a balance request per payout (rate limits)."""
+        guard, fetcher, clock = cached_guard(ttl=60)
+        for number in range(100):
+            with guard.reserve("1", "BRL", payout_id=f"po_{number}"):
+                pass
+            clock.advance(0.05)  # 100 payouts over 5 seconds
+        assert 5 <= fetcher.calls <= 6
+
+    def test_the_held_funds_count_while_the_older_balance_is_used(self) -> None:
+        """Right after a commit, the cached balance is still used and the payout still counts."""
+        guard, _, _ = cached_guard(ttl=60)
+        with guard.reserve("10", "BRL", payout_id="po_1"):
+            pass
+        decision = guard.check("1", "BRL")
+        assert Decimal("10.00") == decision.reserved
 
     def test_a_release_keeps_the_cached_balance(self) -> None:
         """A payout that was not sent changed nothing at the provider: no refetch."""

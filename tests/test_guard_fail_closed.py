@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from decimal import Decimal
 
 import pytest
@@ -9,12 +10,14 @@ from structlog.testing import capture_logs
 
 from guard import (
     BalanceSnapshot,
+    PayoutDenied,
     PayoutGuard,
     ProviderAuthError,
     ProviderRateLimited,
     ProviderResponseError,
     ProviderUnavailable,
 )
+from guard.stores import RedisReservations
 from guard.testing import FailingFetcher, StaticFetcher
 
 SECRET = "sk_live_5ecr3t"
@@ -139,3 +142,35 @@ class TestFailOpen:
         assert ("pending", Decimal("10.00")) == (
             reservation.state, reservation.hold.held if reservation.hold else None
         )
+
+
+class TestStoreOutage:
+    @staticmethod
+    def unreachable_store() -> RedisReservations:
+        """Return a Redis store on a loopback port where nothing listens (a real failure)."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return RedisReservations(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+
+    def test_a_store_that_cannot_answer_denies_check(self) -> None:
+        """Without the holds, spendable is unknown: a retryable balance_unavailable denial."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=self.unreachable_store())
+        decision = guard.check("10", "BRL")
+        assert (False, ("balance_unavailable",), True) == (
+            decision.allowed, decision.codes, decision.retryable
+        )
+        assert "reservation store" in decision.reasons[0].message
+
+    def test_a_store_that_cannot_answer_denies_reserve(self) -> None:
+        """Reserve raises PayoutDenied, never StoreUnavailable nor a redis error."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=self.unreachable_store())
+        with pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10", "BRL", payout_id="po_1")
+        assert ("balance_unavailable",) == denied.value.decision.codes
+
+    def test_fail_open_does_not_open_for_a_store_outage(self) -> None:
+        """fail_open is about unreadable balances; without holds, overspend is possible."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), fail_open=True,
+                            reservations=self.unreachable_store())
+        assert not guard.check("10", "BRL").allowed

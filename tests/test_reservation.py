@@ -296,3 +296,23 @@ class TestAccounts:
                             clock=clock)
         with pytest.raises(InvalidPayoutRequest, match=r"several accounts \(shop-a, shop-b\)"):
             guard.check("500", "BRL")
+
+
+class TestDenialListsTheHolds:
+    def test_a_denial_lists_up_to_twenty_holds_and_says_when_there_are_more(self) -> None:
+        """explain() of a denial names the payouts holding funds, without listing thousands."""
+        guard, _, _ = make_guard("100.00")
+        for number in range(25):
+            guard.reserve("3", "BRL", payout_id=f"po_{number:02d}")
+        decision = guard.check("50", "BRL")
+        assert (20, True) == (len(decision.holds), decision.more_holds)
+        assert "held         75.00 BRL  (more than 20 in-flight: po_00 3.00 pending" in (
+            decision.explain()
+        )
+
+    def test_an_allowed_decision_lists_no_holds(self) -> None:
+        """Listing holds costs a store read: only denials pay for it."""
+        guard, _, _ = make_guard("100.00")
+        guard.reserve("3", "BRL", payout_id="po_1")
+        decision = guard.check("5", "BRL")
+        assert ((), Decimal("3.00")) == (decision.holds, decision.reserved)

@@ -279,6 +279,18 @@ class TestReservedAndHolds:
         assert sum(h.held for h in listed) == reserved(store, now=T0 + 7, since=T0 + 5)
         assert Decimal("80.00") == reserved(store, now=T0 + 7, since=T0 + 5)
 
+    def test_a_limit_bounds_the_listing(self, store: ReservationStore) -> None:
+        """With a limit, at most that many holds come back, however many count."""
+        for n in range(30):
+            store.try_hold(hold(f"po_{n}", "1.00", at=T0 + n), ceiling=Decimal(1000),
+                           counted_since=0, now=T0 + n)
+            if n % 2:
+                store.commit(f"po_{n}", now=T0 + n)
+        listed = store.holds(KEY, counted_since=0, now=T0 + 30, limit=7)
+        assert 7 == len(listed)
+        assert len({h.payout_id for h in listed}) == 7
+        assert 30 == len(store.holds(KEY, counted_since=0, now=T0 + 30))
+
     def test_nothing_held_is_zero(self, store: ReservationStore) -> None:
         """A key nobody held on reserves nothing."""
         assert (Decimal(0), []) == (reserved(store), store.holds(KEY, counted_since=0, now=T0))

@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from guard.cli._batch import InvalidRow, Row
 from guard.cli._snapshot import Snapshot
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied, ProviderUnavailable
 from guard.fetchers import BalanceFetcher
-from guard.stores import Hold, HoldOutcome, InMemoryReservations
+from guard.stores import InMemoryReservations
 from guard.testing import FailingFetcher, StaticFetcher
 
 __all__ = ["Outcome", "Simulation", "Summary", "summarize", "write_report"]
@@ -33,8 +32,6 @@ __all__ = ["Outcome", "Simulation", "Summary", "summarize", "write_report"]
 Status = Literal["allowed", "denied", "duplicate", "invalid"]
 # Committed payouts must keep counting for the whole run: ten years of "lag".
 _FOREVER = 10 * 365 * 86_400.0
-# Decisions show the oldest 20 holds; the index hands over a few more than that.
-_SHOWN = 100
 REPORT_COLUMNS = ("line", "payout_id", "provider", "amount", "currency", "fee", "status",
                   "codes", "max_payable", "message")
 
@@ -126,7 +123,7 @@ class Simulation:
         self._config = config
         self._provider = provider
         self._default: str | ConfigurationError | None = None
-        self._store = _IndexedHolds(InMemoryReservations(retention=_FOREVER))
+        self._store = InMemoryReservations(retention=_FOREVER)
         now = snapshot.taken_at.timestamp()
         self.guards: dict[str, PayoutGuard] = {
             name: PayoutGuard(
@@ -186,56 +183,6 @@ class Simulation:
         reservation.commit()
         return Outcome(row.line, "allowed", row.payout_id, provider, row.amount, row.currency,
                        row.fee, (), decision.max_payable)
-
-
-class _IndexedHolds:
-    """``InMemoryReservations`` plus an index of each key's holds in the order they were taken.
-
-    Every decision on a key that has holds lists the oldest of them, and the memory store
-    builds and sorts the whole list each time: quadratic over a batch of thousands. Under the
-    simulation's stopped clock and endless settle lag every hold counts from the moment it is
-    taken, so the index answers ``holds`` with the oldest few at once. Everything else (the
-    atomic check-and-hold, commits, idempotency) is the memory store's own.
-    """
-
-    def __init__(self, inner: InMemoryReservations) -> None:
-        self._inner = inner
-        self._by_key: dict[str, dict[str, Hold]] = {}
-
-    def try_hold(self, hold: Hold, *, ceiling: Decimal, counted_since: float,
-                 now: float) -> HoldOutcome:
-        outcome = self._inner.try_hold(hold, ceiling=ceiling, counted_since=counted_since,
-                                       now=now)
-        if outcome.status == "held" and outcome.hold is not None:
-            self._by_key.setdefault(hold.key, {})[hold.payout_id] = outcome.hold
-        return outcome
-
-    def commit(self, payout_id: str, *, now: float) -> Hold | None:
-        hold = self._inner.commit(payout_id, now=now)
-        if hold is not None and payout_id in self._by_key.get(hold.key, {}):
-            self._by_key[hold.key][payout_id] = hold  # keeps its place: taken-at order
-        return hold
-
-    def release(self, payout_id: str) -> bool:
-        hold = self._inner.get(payout_id)
-        released = self._inner.release(payout_id)
-        if released and hold is not None:
-            self._by_key.get(hold.key, {}).pop(payout_id, None)
-        return released
-
-    def get(self, payout_id: str) -> Hold | None:
-        return self._inner.get(payout_id)
-
-    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
-        return self._inner.reserved(key, counted_since=counted_since, now=now)
-
-    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
-        held = self._by_key.get(key, {}).values()
-        return [h for h in islice(held, _SHOWN) if h.counts(now=now, counted_since=counted_since)]
-
-    def close(self) -> None:
-        self._by_key.clear()
-        self._inner.close()
 
 
 def _fetcher(name: str, snapshot: Snapshot, clock: Callable[[], float]) -> BalanceFetcher:

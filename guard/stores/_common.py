@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from decimal import ROUND_FLOOR, Decimal, localcontext
 
-from guard.errors import ConfigurationError, GuardError, InvalidPayoutRequest
+from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.stores._protocol import Hold
 from rules._money import currency_exponent, quantize_exact
 
@@ -22,30 +22,6 @@ __all__ = [
     "mixed_currencies",
     "to_minor",
 ]
-
-
-class StoreUnavailable(GuardError):
-    """A reservation store could not answer: locked past its timeout, unreachable, broken.
-
-    Nothing was decided, so no payout may rely on it: treat it like an unavailable balance
-    (deny, retry later).
-
-    Attributes:
-        store: Which store failed (``"sqlite"``, ``"redis"``).
-    """
-
-    def __init__(self, message: str, *, store: str) -> None:
-        self.store = store
-        self.message = message
-        super().__init__(f"{store} reservation store: {message}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        # The keyword-only field would be lost by default pickling (multiprocessing).
-        return (_rebuild, (self.message, self.store))
-
-
-def _rebuild(message: str, store: str) -> StoreUnavailable:
-    return StoreUnavailable(message, store=store)
 
 
 def to_minor(value: Decimal, currency: str, *, limit: int, store: str) -> int:

@@ -126,8 +126,14 @@ class ReservationStore(Protocol):
         """Return the sum of ``held`` over the holds on *key* that count at *now*."""
         ...
 
-    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
-        """Return the holds on *key* that count at *now*, oldest first."""
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count at *now*, oldest first.
+
+        With *limit*, at most that many (which ones, when there are more, is the store's
+        choice: listing must stay cheap however many holds a key has).
+        """
         ...
 
     def close(self) -> None:

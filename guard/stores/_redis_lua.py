@@ -206,8 +206,11 @@ local members = redis.call('ZRANGEBYSCORE', base .. 'c:' .. key, '(' .. ARGV[3],
 for _, member in ipairs(members) do
   table.insert(ids, string.match(member, '^%d+ %d+ (.*)$'))
 end
+local limit = tonumber(ARGV[5])
 local found = {}
-for _, id in ipairs(ids) do
+for n, id in ipairs(ids) do
+  -- a bounded sample when asked: pending first, then the earliest commits
+  if limit >= 0 and n > limit then break end
   local r = redis.call('HMGET', base .. 'r:' .. id,
     'k', 'cur', 'amt', 'fee', 'st', 'ca', 'ea', 'cm')
   if r[1] then

@@ -76,6 +76,7 @@ HOLDS = f"""
     UNION ALL
     SELECT {_COLUMNS} FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
     ORDER BY created_at, payout_id
+    LIMIT ?4
 """  # noqa: S608 - built from constants only; values are bound parameters
 GET = f"SELECT {_COLUMNS} FROM holds WHERE payout_id = ?"  # noqa: S608 - constants only
 LEDGER = "SELECT currency, committed_minor, last_commit FROM ledgers WHERE key = ?"

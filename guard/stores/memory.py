@@ -123,16 +123,21 @@ class InMemoryReservations:
                 return _ZERO
             return ledger.pending_total(now) + ledger.committed_total(counted_since)
 
-    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
-        """Return the holds on *key* that count, oldest first."""
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (at most *limit* of them)."""
         with self._lock:
             ledger = self._ledgers.get(key)
             if ledger is None:
                 return []
             cut = bisect_right(ledger.times, counted_since)
-            found = [self._by_id[i] for i in ledger.ids[cut:] if i in self._by_id]
+            # Commits are kept in commit order: the earliest `limit` of them are enough.
+            ids = ledger.ids[cut:] if limit is None else ledger.ids[cut:cut + limit]
+            found = [self._by_id[i] for i in ids if i in self._by_id]
             found += [h for h in ledger.pending.values() if now < h.expires_at]
-            return sorted(found, key=lambda h: h.created_at)
+            found.sort(key=lambda h: h.created_at)
+            return found if limit is None else found[:limit]
 
     def close(self) -> None:
         """Forget every hold."""

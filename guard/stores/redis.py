@@ -238,8 +238,12 @@ class RedisReservations:
         )
         return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
 
-    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
         """Return the holds on *key* that count, oldest first.
+
+        With *limit*, at most that many: the pending ones first, then the earliest commits.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
@@ -247,7 +251,7 @@ class RedisReservations:
         reply = self._run(
             "holds", [f"{self._prefix}t:{key}"],
             [self._prefix, key, _seconds(check_time("counted_since", counted_since)),
-             _seconds(check_time("now", now))],
+             _seconds(check_time("now", now)), -1 if limit is None else limit],
         )
         found = [_hold(row[0], row[1:]) for row in json.loads(reply)]
         return sorted(found, key=lambda h: (h.created_at, h.payout_id))

@@ -202,14 +202,19 @@ class SqliteReservations:
         with self._read() as conn:
             return _counted(conn, key, check_time("counted_since", counted_since), now)
 
-    def holds(self, key: str, *, counted_since: float, now: float) -> list[Hold]:
-        """Return the holds on *key* that count, oldest first.
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (at most *limit* of them).
 
         Raises:
             StoreUnavailable: the database failed.
         """
         with self._read() as conn:
-            rows = conn.execute(sql.HOLDS, (key, now, counted_since)).fetchall()
+            # SQLite reads LIMIT -1 as no limit.
+            rows = conn.execute(
+                sql.HOLDS, (key, now, counted_since, -1 if limit is None else limit)
+            ).fetchall()
         return [_hold(row) for row in rows]
 
     def close(self) -> None:
