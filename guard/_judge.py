@@ -62,19 +62,22 @@ def max_payable_of(verdict: Verdict, currency: str) -> Decimal:
     return best
 
 
-def _largest_reserve(verdict: Verdict) -> Decimal:
-    """Return the largest ``reserve`` a rule reported in its details (0 when none did)."""
+def _scan(verdict: Verdict) -> tuple[list[Verdict], Decimal]:
+    """Return the warning leaves of *verdict* (in order) and the largest reserve reported."""
+    warnings: list[Verdict] = []
     largest = _ZERO
     pending = [verdict]
     while pending:
         current = pending.pop()
         if current.children:
-            pending.extend(current.children)
-        else:
-            reserve = current.details.get("reserve")
-            if reserve is not None and reserve > largest:
-                largest = reserve
-    return largest
+            pending.extend(reversed(current.children))
+            continue
+        if not current.passed and current.severity == "warn":
+            warnings.append(current)
+        reserve = current.details.get("reserve")
+        if reserve is not None and reserve > largest:
+            largest = reserve
+    return warnings, largest
 
 
 def _construct(cls: type[M], values: dict[str, Any]) -> M:
@@ -109,7 +112,8 @@ def from_verdict(
     unit = smallest_unit(request.currency)
     reserved = reserved.quantize(unit)
     reasons = () if allowed else tuple(_reason(v) for v in verdict.denials())
-    warnings = tuple(_reason(v) for v in verdict.warnings())
+    warned, reserve = _scan(verdict)
+    warnings = tuple(_reason(v) for v in warned)
     return _construct(Decision, {
         "decision_id": new_decision_id(),
         "allowed": allowed,
@@ -124,7 +128,7 @@ def from_verdict(
         "warnings": warnings,
         "balance": balance,
         "reserved": reserved,
-        "reserve": _largest_reserve(verdict),
+        "reserve": reserve,
         "spendable": balance.available - reserved,
         "max_payable": max_payable_of(verdict, request.currency),
         "holds": holds,

@@ -132,23 +132,24 @@ def _intersect(
     high: Decimal | None = None
     for verdict in children:
         floor, cap = verdict.floor, verdict.cap
-        inside = (floor is None or floor <= amount) and (cap is None or amount <= cap)
-        if verdict.denies and inside:
+        if verdict.denies and (floor is None or floor <= amount) and (
+            cap is None or amount <= cap
+        ):
             # The rule broke the contract (it denies an amount within its own bounds): trust
             # the denial rather than the bounds, so that max_payable fails closed.
             return None, _ZERO
-        if floor is not None:
-            floor = quantize_up(floor, currency)
-            if low is None or floor > low:
-                low = floor
-        if cap is not None:
-            cap = quantize_down(cap, currency)
-            if high is None or cap < high:
-                high = cap
+        if floor is not None and (low is None or floor > low):
+            low = floor
+        if cap is not None and (high is None or cap < high):
+            high = cap
+    # Rounding to the currency unit is monotone, so rounding the tightest bounds once is the
+    # same as rounding every bound and taking the tightest.
     unit = smallest_unit(currency)
-    start = unit if low is None or low <= unit else low
-    if high is not None and start > high:
-        return None, _ZERO
+    start = unit if low is None else max(quantize_up(low, currency), unit)
+    if high is not None:
+        high = quantize_down(high, currency)
+        if start > high:
+            return None, _ZERO
     return (None if start == unit else start), high
 
 
@@ -200,8 +201,13 @@ class RuleSet:
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts* with every member; passes when no member denies."""
-        children = tuple(rule.evaluate(facts) for rule in self.rules)
-        return _combined(self, facts, children, passed=not any(c.denies for c in children))
+        children = tuple([rule.evaluate(facts) for rule in self.rules])
+        passed = True
+        for child in children:
+            if not child.passed and child.severity == "deny":
+                passed = False
+                break
+        return _combined(self, facts, children, passed=passed)
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)

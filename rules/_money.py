@@ -51,26 +51,36 @@ MONEY_CONTEXT = Context(
 
 
 class _MoneyBlock:
-    """``with`` block computing in a copy of MONEY_CONTEXT; nested blocks cost next to nothing."""
+    """``with`` block computing in a copy of MONEY_CONTEXT, restoring the caller's after."""
 
-    __slots__ = ("_entered", "_previous", "_token")
+    __slots__ = ("_previous", "_token")
 
     def __enter__(self) -> Context:
         current = getcontext()
-        if _active.get() is current:
-            self._entered = False  # already inside a money block on this thread
-            return current
         self._previous = current
         context = MONEY_CONTEXT.copy()
         setcontext(context)
         self._token = _active.set(context)
-        self._entered = True
         return context
 
     def __exit__(self, *exc: object) -> None:
-        if self._entered:
-            _active.reset(self._token)
-            setcontext(self._previous)
+        _active.reset(self._token)
+        setcontext(self._previous)
+
+
+class _InsideMoneyBlock:
+    """The ``with`` block handed out inside a money block: it changes nothing."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> Context:
+        return getcontext()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_INSIDE = _InsideMoneyBlock()
 
 
 # The context this task's outermost money block installed (decimal contexts follow contextvars).
@@ -82,6 +92,8 @@ def money_context() -> AbstractContextManager[Context]:
 
     Blocks nest: the rules enter one each, and inside the guard's own block that is free.
     """
+    if _active.get() is getcontext():
+        return _INSIDE  # already computing in a money context on this thread or task
     return _MoneyBlock()
 
 
