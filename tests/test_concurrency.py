@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
@@ -131,6 +131,28 @@ class TestThreads:
 
 
 @pytest.mark.slow
+class TestSingleFlight:
+    def test_a_thousand_concurrent_checks_cost_one_provider_request(self) -> None:
+        """1,000 checks within the TTL, from 64 threads at once, make one balance request."""
+        with LuxCoreEmulator() as emulator:
+            emulator.set_balance("ARS", available="1000000.00")
+            # The first answer is slow, so the other threads arrive while it is in flight.
+            emulator.slow_seconds = 0.5
+            emulator.fail_next("slow")
+            fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url)
+            guard = PayoutGuard(fetcher, cache_ttl=60)
+            start = threading.Barrier(64)
+
+            def checks(worker: int) -> list[bool]:
+                start.wait()
+                return [guard.check("10.00", "ARS").allowed for _ in range(worker, 1000, 64)]
+
+            with ThreadPoolExecutor(64) as pool:
+                allowed = [ok for batch in pool.map(checks, range(64)) for ok in batch]
+            fetcher.close()
+            assert (1000, True, 1) == (len(allowed), all(allowed), emulator.balance_requests)
+
+
 class TestProcessesWithLuxCore:
     def test_four_processes_never_overdraw_the_provider(self, shared_target: str) -> None:
         """Four processes paying out through LuxCore never exceed available - margin."""

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +38,7 @@ import redis
 import structlog
 
 from guard import PayoutGuard
+from guard.fetchers import LuxCoreFetcher
 from guard.stores import (
     Hold,
     InMemoryReservations,
@@ -47,6 +48,7 @@ from guard.stores import (
     balance_key,
 )
 from guard.testing import StaticFetcher
+from guard.testing.emulators import LuxCoreEmulator
 
 if TYPE_CHECKING:
     from multiprocessing.synchronize import Barrier
@@ -187,6 +189,19 @@ def redis_server() -> Iterator[str | None]:
         process.wait(timeout=10)
 
 
+def provider_requests(checks: int, cache_ttl: float, workers: int = 16) -> int:
+    """Return how many balance requests *checks* concurrent checks cost a LuxCore emulator."""
+    with LuxCoreEmulator() as emulator:
+        emulator.set_balance("ARS", available="1000000.00")
+        fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url)
+        guard = PayoutGuard(fetcher, cache_ttl=cache_ttl)
+        with ThreadPoolExecutor(workers) as pool:
+            decisions = list(pool.map(lambda _: guard.check("10.00", "ARS"), range(checks)))
+        fetcher.close()
+        assert all(d.allowed for d in decisions)
+        return emulator.balance_requests
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
@@ -229,6 +244,11 @@ def main() -> None:
         print(f"{store_name:<8} {runner:<7} {clients:<20} {rate:>10,.0f} {rate / base:>12.2f}")
     if not any(name == "redis" for name, *_ in rows):
         print("redis-server not found: Redis was not measured")
+    print()
+    print("provider (LuxCore emulator) requests per 1,000 concurrent checks, 16 threads:")
+    for ttl in (5.0, 0.0):
+        label = f"cache_ttl={ttl:g}" + (" (cache off)" if ttl == 0 else "")
+        print(f"  {label:<22} {provider_requests(1000, ttl):>6}")
 
 
 if __name__ == "__main__":
