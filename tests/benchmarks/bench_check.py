@@ -20,7 +20,14 @@ import structlog
 
 from guard import PayoutGuard
 from guard.testing import StaticFetcher
-from rules import CurrencyMinimums, FrozenFunds, MaxBalanceAge, MaxPayout, ReserveMargin
+from rules import (
+    CurrencyMinimums,
+    FrozenFunds,
+    MaxBalanceAge,
+    MaxPayout,
+    ReserveMargin,
+    Rule,
+)
 
 ROUNDS = 7
 CALLS = 20_000
@@ -47,7 +54,7 @@ def main() -> None:
         structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     fetcher = StaticFetcher({"ARS": {"available": "1000000.00", "frozen": "30000.00"}})
-    five_rules = [
+    five_rules: list[Rule] = [
         ReserveMargin(percent="5", minimum={"ARS": "1000.00"}),
         FrozenFunds(max_ratio="0.5"),
         CurrencyMinimums(min_payout={"ARS": "100"}, min_remaining={"ARS": "500"}),
