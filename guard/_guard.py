@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -14,9 +13,9 @@ import structlog
 from guard import _judge
 from guard._cache import BalanceCache
 from guard._capture import record
-from guard._judge import Request
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
-from guard._money import parse_amount, parse_currency, smallest_unit
+from guard._money import parse_currency, smallest_unit
+from guard._request import Request, optional_text, parse_request, pick_account, seconds
 from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import InMemoryReservations, ReservationStore, balance_key
@@ -32,54 +31,9 @@ __all__ = ["Clock", "PayoutGuard"]
 
 Clock = Callable[[], float]
 _ZERO = Decimal(0)
-_MAX_ID = 200
 _SHOWN_HOLDS = 20
 # After a commit, a balance older than this is fetched again (see BalanceCache.refresh_soon).
 _COMMIT_REFRESH = 1.0
-
-
-def _seconds(value: object, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
-        raise ConfigurationError(
-            f"must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}",
-            path=name,
-        )
-    return seconds
-
-
-def _optional_text(value: object, name: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_ID:
-        raise InvalidPayoutRequest(
-            f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {value!r}"
-        )
-    return value
-
-
-def _pick(
-    by_account: dict[str | None, BalanceSnapshot],
-    account: str | None,
-    provider: str,
-    currency: str,
-) -> BalanceSnapshot | None:
-    """Return the snapshot of *account*; without one, the only account the provider reported.
-
-    Raises:
-        InvalidPayoutRequest: no account was named and the provider reports several.
-    """
-    if account is not None:
-        return by_account.get(account)
-    if None in by_account or len(by_account) <= 1:
-        return by_account.get(None) or next(iter(by_account.values()), None)
-    names = ", ".join(sorted(str(a) for a in by_account))
-    raise InvalidPayoutRequest(
-        f"{provider} reports {currency} in several accounts ({names}); pass account= to say "
-        f"which one pays"
-    )
 
 
 class PayoutGuard:
@@ -135,14 +89,14 @@ class PayoutGuard:
         self.rules = ruleset
         self.mode: Mode = mode
         self.fail_open = bool(fail_open)
-        self.settle_lag = _seconds(settle_lag, "settle_lag")
-        self.hold_ttl = _seconds(hold_ttl, "hold_ttl", positive=True)
+        self.settle_lag = seconds(settle_lag, "settle_lag")
+        self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True)
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
         )
         self._clock: Clock = clock or time.time
         self._cache = BalanceCache(
-            fetcher, ttl=_seconds(cache_ttl, "cache_ttl"), clock=self._clock
+            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clock
         )
         self._log = structlog.get_logger("payout_guard")
 
@@ -233,7 +187,7 @@ class PayoutGuard:
                 trouble is a ``balance_unavailable`` denial.
         """
         with money_context():
-            request = self._request(amount, currency, account, payout_id, fee)
+            request = parse_request(amount, currency, account, payout_id, fee)
             decision, _ = self._decide(request)
         self._emit(decision)
         return decision
@@ -241,7 +195,7 @@ class PayoutGuard:
     def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
         """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
         code = parse_currency(currency)
-        request = Request(smallest_unit(code), code, _ZERO, _optional_text(account, "account"),
+        request = Request(smallest_unit(code), code, _ZERO, optional_text(account, "account"),
                           None)
         with money_context():
             decision, _ = self._decide(request)
@@ -267,9 +221,9 @@ class PayoutGuard:
 
         if payout_id is None:
             raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
-        hold_ttl = self.hold_ttl if ttl is None else _seconds(ttl, "ttl", positive=True)
+        hold_ttl = self.hold_ttl if ttl is None else seconds(ttl, "ttl", positive=True)
         with money_context():
-            request = self._request(amount, currency, account, payout_id, fee)
+            request = parse_request(amount, currency, account, payout_id, fee)
             return reserve(self, request, hold_ttl)
 
     def protect(
@@ -300,20 +254,6 @@ class PayoutGuard:
 
     # -- internals shared with _reservation and _protect ---------------------------------
 
-    def _request(
-        self, amount: object, currency: object, account: object, payout_id: object, fee: object
-    ) -> Request:
-        code = parse_currency(currency)
-        return Request(
-            amount=parse_amount(amount, code),
-            currency=code,
-            fee=_ZERO.quantize(smallest_unit(code)) if fee is None else parse_amount(
-                fee, code, field="fee", allow_zero=True
-            ),
-            account=_optional_text(account, "account"),
-            payout_id=_optional_text(payout_id, "payout_id"),
-        )
-
     def _decide(self, request: Request) -> tuple[Decision, BalanceSnapshot | None]:
         """Judge *request*; return the decision and the snapshot it was judged on."""
         decision, snapshot = self._judge_once(request, force=False)
@@ -341,7 +281,7 @@ class PayoutGuard:
                 allowed=self.fail_open,
             ), None
         now = self._clock()
-        snapshot = _pick(by_account, request.account, provider, request.currency)
+        snapshot = pick_account(by_account, request.account, provider, request.currency)
         if snapshot is None:
             reason = _judge.not_held_reason(provider, request.currency, request.account)
             return _judge.denial(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -11,25 +10,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._request import Request
 from guard.errors import ProviderError, StoreUnavailable
 from rules import Verdict
 from rules._money import quantize_down, smallest_unit
 
-__all__ = ["Request", "denial", "from_verdict", "max_payable_of"]
+__all__ = ["denial", "from_verdict", "max_payable_of", "new_decision_id"]
 
 _ZERO = Decimal(0)
 M = TypeVar("M", bound=BaseModel)
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A validated payout request (amounts exact at the currency's exponent)."""
-
-    amount: Decimal
-    currency: str
-    fee: Decimal
-    account: str | None
-    payout_id: str | None
 
 
 def new_decision_id() -> str:

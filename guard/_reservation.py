@@ -8,8 +8,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from guard import _judge
-from guard._judge import Request
 from guard._models import Decision, Reason
+from guard._request import Request
 from guard.errors import GuardError, PayoutDenied, StoreUnavailable
 from guard.stores import Hold, balance_key
 

@@ -1,0 +1,93 @@
+"""Validating what callers hand the guard: payout requests, account picks, durations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+
+from guard._models import BalanceSnapshot
+from guard._money import parse_amount, parse_currency, smallest_unit
+from guard.errors import ConfigurationError, InvalidPayoutRequest
+
+__all__ = ["Request", "optional_text", "parse_request", "pick_account", "seconds"]
+
+_ZERO = Decimal(0)
+_MAX_ID = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A validated payout request (amounts exact at the currency's exponent)."""
+
+    amount: Decimal
+    currency: str
+    fee: Decimal
+    account: str | None
+    payout_id: str | None
+
+
+def parse_request(
+    amount: object, currency: object, account: object, payout_id: object, fee: object
+) -> Request:
+    """Return the request, validated once at the edge.
+
+    Raises:
+        InvalidPayoutRequest: any part is malformed; the message says what is accepted.
+    """
+    code = parse_currency(currency)
+    return Request(
+        amount=parse_amount(amount, code),
+        currency=code,
+        fee=_ZERO.quantize(smallest_unit(code)) if fee is None else parse_amount(
+            fee, code, field="fee", allow_zero=True
+        ),
+        account=optional_text(account, "account"),
+        payout_id=optional_text(payout_id, "payout_id"),
+    )
+
+
+def seconds(value: object, name: str, *, positive: bool = False) -> float:
+    """Return *value* as finite seconds (> 0 with *positive*), or raise naming *name*."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise ConfigurationError(
+            f"must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}",
+            path=name,
+        )
+    return seconds
+
+
+def optional_text(value: object, name: str) -> str | None:
+    """Return *value*, a short non-empty string, or ``None``; raise naming *name* otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_ID:
+        raise InvalidPayoutRequest(
+            f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {value!r}"
+        )
+    return value
+
+
+def pick_account(
+    by_account: dict[str | None, BalanceSnapshot],
+    account: str | None,
+    provider: str,
+    currency: str,
+) -> BalanceSnapshot | None:
+    """Return the snapshot of *account*; without one, the only account the provider reported.
+
+    Raises:
+        InvalidPayoutRequest: no account was named and the provider reports several.
+    """
+    if account is not None:
+        return by_account.get(account)
+    if None in by_account or len(by_account) <= 1:
+        return by_account.get(None) or next(iter(by_account.values()), None)
+    names = ", ".join(sorted(str(a) for a in by_account))
+    raise InvalidPayoutRequest(
+        f"{provider} reports {currency} in several accounts ({names}); pass account= to say "
+        f"which one pays"
+    )
