@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +26,12 @@ from structlog.testing import capture_logs
 
 from guard import Decision, InvalidPayoutRequest, PayoutDenied, PayoutGuard, Reservation
 from guard._money import currency_exponent, parse_amount
-from guard.stores import InMemoryReservations, balance_key
+from guard.stores import (
+    InMemoryReservations,
+    ReservationStore,
+    SqliteReservations,
+    balance_key,
+)
 from guard.testing import StaticFetcher
 from rules import Facts, ReserveMargin, Rule
 from tests._guard_strategies import START, FakeClock, balances, major, unit
@@ -256,13 +264,21 @@ class ReservationMachine(RuleBasedStateMachine):
         self.clock = FakeClock()
         self.fetcher = StaticFetcher({self.CURRENCY: "1000"}, clock=self.clock)
         self.available = Decimal(1000)
+        self.store = self.make_store()
         self.guard = PayoutGuard(
             self.fetcher, [ReserveMargin(percent=self.PERCENT)], cache_ttl=0,
-            settle_lag=self.LAG, hold_ttl=self.TTL, clock=self.clock,
+            settle_lag=self.LAG, hold_ttl=self.TTL, clock=self.clock, reservations=self.store,
         )
         self.model: dict[str, ModelHold] = {}
         self.open: dict[str, Reservation] = {}
         self.serial = 0
+
+    def make_store(self) -> ReservationStore:
+        """Return the store the guard holds funds in."""
+        return InMemoryReservations()
+
+    def teardown(self) -> None:
+        self.store.close()
 
     def counted(self) -> Decimal:
         now = self.clock()
@@ -350,7 +366,21 @@ class KwdReservationMachine(ReservationMachine):
     CURRENCY = "KWD"
 
 
-@pytest.mark.parametrize("machine", [ReservationMachine, KwdReservationMachine])
+class SqliteReservationMachine(ReservationMachine):
+    """The same machine with the holds in a SQLite file."""
+
+    def make_store(self) -> ReservationStore:
+        self.folder = Path(tempfile.mkdtemp(prefix="payout-guard-machine-"))
+        return SqliteReservations(self.folder / "holds.db")
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "machine", [ReservationMachine, KwdReservationMachine, SqliteReservationMachine]
+)
 def test_reservations_never_overspend(machine: type[ReservationMachine]) -> None:
     """Run the state machine: no hold beyond what the rules permit, check never raises."""
     run_state_machine_as_test(
