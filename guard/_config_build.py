@@ -88,7 +88,7 @@ def _env_value(env: Mapping[str, str], var: str, path: str, what: str, source: s
 
 
 def _seconds(value: Decimal) -> float:
-    return float(value)
+    return float(value)  # money-ok: seconds
 
 
 def _http_options(spec: ProviderConfig) -> dict[str, Any]:

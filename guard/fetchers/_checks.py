@@ -63,7 +63,7 @@ def check_timeout(timeout: object) -> tuple[float, float]:
             f"must be positive finite seconds or a (connect, read) pair of them, "
             f"got {timeout!r}", path="timeout",
         )
-    return float(pair[0]), float(pair[1])
+    return float(pair[0]), float(pair[1])  # money-ok: seconds
 
 
 def check_secret(name: str, value: object) -> str:
@@ -86,7 +86,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
     text = value.strip()
     if text.isdigit():
-        return float(text)
+        return float(text)  # money-ok: seconds
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):

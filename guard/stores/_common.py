@@ -112,4 +112,4 @@ def check_seconds(name: str, value: object, *, positive: bool) -> float:
     ):
         wanted = "a positive" if positive else "a non-negative"
         raise ConfigurationError(f"must be {wanted} number of seconds, got {value!r}", path=name)
-    return float(value)
+    return float(value)  # money-ok: seconds

@@ -54,15 +54,15 @@ def _hold(payout_id: str, fields: list[Any]) -> Hold:
         amount=from_minor(int(amt), cur),
         fee=from_minor(int(fee), cur),
         state="committed" if state == "committed" else "pending",
-        created_at=float(created),
-        expires_at=float(expires),
-        committed_at=float(committed) if committed else None,
+        created_at=float(created),  # money-ok: a time
+        expires_at=float(expires),  # money-ok: a time
+        committed_at=float(committed) if committed else None,  # money-ok: a time
     )
 
 
 def _seconds(value: float) -> str:
     """Return *value* as the shortest text that reads back as the same double."""
-    return repr(float(value))
+    return repr(float(value))  # money-ok: a time
 
 
 class RedisReservations:
