@@ -14,26 +14,19 @@ from guard import PayoutDenied, PayoutGuard
 from guard.fetchers import LuxCoreFetcher
 from guard.testing import StaticFetcher
 from rules import ReserveMargin
-from tests._store_workers import open_store
+from tests._store_workers import open_store, set_barrier, wait_for_start
 
 if TYPE_CHECKING:
-    from multiprocessing.synchronize import Barrier, Event
+    from multiprocessing.synchronize import Event
 
 __all__ = ["ARS_MARGIN", "CRASH_BALANCE", "crash_holder", "pay_through_luxcore", "set_barrier"]
 
 ARS_MARGIN = "1000.00"
 CRASH_BALANCE = {"BRL": "1000.00"}
-_barrier: Barrier | None = None
 
 
 class ProviderRefused(Exception):
     """The emulator refused a withdrawal the guard had allowed."""
-
-
-def set_barrier(barrier: Barrier) -> None:
-    """Keep the start barrier (a pool initializer: barriers travel only at process start)."""
-    global _barrier  # noqa: PLW0603 - one barrier per worker process
-    _barrier = barrier
 
 
 def _quiet() -> None:
@@ -64,8 +57,7 @@ def pay_through_luxcore(
     result: dict[str, list[str]] = {"paid": [], "denied": [], "refused": []}
     session = requests.Session()
     try:
-        if _barrier is not None:
-            _barrier.wait(timeout=60)
+        wait_for_start()
         for i in range(payouts):
             amount = f"{rng.randint(50, 600)}.{rng.randint(0, 99):02d}"
             payout_id = f"w{worker}-{i}"

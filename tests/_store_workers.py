@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -16,9 +18,18 @@ from guard.stores import (
 )
 
 if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
     from multiprocessing.synchronize import Barrier, Event
 
-__all__ = ["HOLD_KEY", "hammer", "hold_and_hang", "open_store", "set_barrier"]
+__all__ = [
+    "HOLD_KEY",
+    "hammer",
+    "hold_and_hang",
+    "kill_while_holding",
+    "open_store",
+    "set_barrier",
+    "wait_for_start",
+]
 
 HOLD_KEY = balance_key("luxcore", None, "BRL")
 _barrier: Barrier | None = None
@@ -28,6 +39,31 @@ def set_barrier(barrier: Barrier) -> None:
     """Keep the start barrier (a pool initializer: barriers travel only at process start)."""
     global _barrier  # noqa: PLW0603 - one barrier per worker process
     _barrier = barrier
+
+
+def wait_for_start() -> None:
+    """Wait at the start barrier, when the pool was given one, so workers race for real."""
+    if _barrier is not None:
+        _barrier.wait(timeout=60)
+
+
+def kill_while_holding(process: SpawnProcess, held: Event) -> None:
+    """Start *process*, SIGKILL it once it sets *held*, and reap it.
+
+    Raises:
+        AssertionError: the worker never signalled, or did not die of the SIGKILL.
+    """
+    process.start()
+    try:
+        assert held.wait(timeout=60), "the worker never took its hold"
+        os.kill(process.pid or 0, signal.SIGKILL)
+        process.join(timeout=30)
+    finally:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert -signal.SIGKILL == process.exitcode
+    process.close()
 
 
 def open_store(target: str) -> ReservationStore:
@@ -57,8 +93,7 @@ def hammer(target: str, worker: int, attempts: int, ceiling: str) -> list[tuple[
     store = open_store(target)
     taken: list[tuple[str, str, str]] = []
     try:
-        if _barrier is not None:
-            _barrier.wait(timeout=60)
+        wait_for_start()
         for i in range(attempts):
             hold = _hold(f"w{worker}-{i}", Decimal(rng.randint(100, 2000)).scaleb(-2), 300.0)
             outcome = store.try_hold(hold, ceiling=Decimal(ceiling), counted_since=0.0,

@@ -7,9 +7,7 @@ rules, hold, commit) under contention, for each store.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import random
-import signal
 import threading
 import time
 import uuid
@@ -41,7 +39,7 @@ from tests._guard_workers import (
     set_barrier,
 )
 from tests._redis_server import shared_redis
-from tests._store_workers import open_store
+from tests._store_workers import kill_while_holding, open_store
 
 SPAWN = multiprocessing.get_context("spawn")
 THREADS = 32
@@ -181,17 +179,7 @@ class TestProcessesWithLuxCore:
         held = SPAWN.Event()
         process = SPAWN.Process(target=crash_holder,
                                 args=(shared_target, "900.00", 1.5, held))
-        process.start()
-        try:
-            assert held.wait(timeout=60), "the worker never reserved"
-            os.kill(process.pid or 0, signal.SIGKILL)
-            process.join(timeout=30)
-        finally:
-            if process.is_alive():
-                process.kill()
-                process.join()
-        assert -signal.SIGKILL == process.exitcode
-        process.close()
+        kill_while_holding(process, held)
         store = open_store(shared_target)
         try:
             crashed = store.get("po_crash")

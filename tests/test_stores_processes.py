@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests._redis_server import shared_redis
-from tests._store_workers import HOLD_KEY, hammer, hold_and_hang, open_store, set_barrier
+from tests._store_workers import (
+    HOLD_KEY,
+    hammer,
+    hold_and_hang,
+    kill_while_holding,
+    open_store,
+    set_barrier,
+)
 
 WORKERS = 4
 SPAWN = multiprocessing.get_context("spawn")
@@ -69,17 +74,7 @@ class TestProcesses:
         ttl = 1.5
         held = SPAWN.Event()
         process = SPAWN.Process(target=hold_and_hang, args=(target, "100.00", ttl, held))
-        process.start()
-        try:
-            assert held.wait(timeout=60), "the worker never took its hold"
-            os.kill(process.pid or 0, signal.SIGKILL)
-            process.join(timeout=30)
-        finally:
-            if process.is_alive():
-                process.kill()
-                process.join()
-        assert -signal.SIGKILL == process.exitcode
-        process.close()
+        kill_while_holding(process, held)
         store = open_store(target)
         try:
             crashed = store.get("po_crashed")
