@@ -83,14 +83,6 @@ class BalanceCache:
             ) from None
         return found[currency]
 
-    def invalidate(self, currency: str | None = None) -> None:
-        """Forget the cached balance of *currency* (of every currency when ``None``)."""
-        with self._lock:
-            if currency is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(currency, None)
-
     def refresh_soon(self, currency: str, within: float) -> None:
         """Let *currency*'s cached balance live at most *within* seconds after its fetch.
 
