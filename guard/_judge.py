@@ -140,6 +140,7 @@ def denial(
 
     With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead.
     """
+    none = _ZERO.quantize(smallest_unit(request.currency))
     return Decision.model_construct(
         decision_id=new_decision_id(),
         allowed=allowed,
@@ -153,11 +154,10 @@ def denial(
         reasons=() if allowed else (reason,),
         warnings=(reason,) if allowed else (),
         balance=balance,
-        reserved=_ZERO.quantize(smallest_unit(request.currency)),
+        reserved=none,
         reserve=_ZERO,
-        spendable=_ZERO.quantize(smallest_unit(request.currency)) if balance is None
-        else balance.available,
-        max_payable=_ZERO.quantize(smallest_unit(request.currency)),
+        spendable=none if balance is None else balance.available,
+        max_payable=none,
         holds=(),
         more_holds=False,
         evaluated_at=datetime.fromtimestamp(now, UTC),
