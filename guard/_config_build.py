@@ -270,8 +270,8 @@ def guard_from_config(
     """Load *source* (a file, a mapping or a ``GuardConfig``) and build one provider's guard.
 
     With several providers, *provider* names the one; otherwise ``default_provider`` is used,
-    or the only provider. Call :func:`close_guard` when done to close its HTTP session and
-    store.
+    or the only provider. Call ``guard.close()`` (or use it in a ``with`` block) when done to
+    close its HTTP session and store.
 
     Raises:
         ConfigurationError: the configuration is invalid, a credential variable is missing,
@@ -288,6 +288,8 @@ def _close(thing: object) -> None:
 
 
 def close_guard(guard: PayoutGuard) -> None:
-    """Close what a configured guard opened: its fetcher's HTTP session and its store."""
-    _close(guard.fetcher)
-    guard.reservations.close()
+    """Close what a configured guard opened: its fetcher's HTTP session and its store.
+
+    The same as ``guard.close()``; kept so ``guard.config`` offers it beside the builders.
+    """
+    guard.close()
