@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from guard._models import BalanceSnapshot
 from guard.errors import ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
+from rules._money import money_context
 
 __all__ = ["BalanceCache"]
 
@@ -63,7 +64,7 @@ class BalanceCache:
             Exception: whatever the fetcher raised (the guard turns it into a denial).
         """
         if self._ttl <= 0:
-            return self._group(self._fetcher.fetch(currency), currency)[currency]
+            return self._fetch(currency)[currency]
         with self._lock:
             entry = self._entries.get(currency)
             if entry is not None and not force and self._clock() < entry.expires:
@@ -100,7 +101,7 @@ class BalanceCache:
 
     def _lead(self, currency: str, future: Future[_Found]) -> _Found:
         try:
-            found = self._group(self._fetcher.fetch(currency), currency)
+            found = self._fetch(currency)
         except BaseException as exc:
             with self._lock:
                 del self._inflight[currency]
@@ -114,9 +115,11 @@ class BalanceCache:
         future.set_result(found)
         return found
 
-    @staticmethod
-    def _group(snapshots: list[BalanceSnapshot], asked: str) -> _Found:
-        found: _Found = {asked: {}}
+    def _fetch(self, currency: str) -> _Found:
+        # Fetchers parse amounts: in the money context, never in whatever the caller set.
+        with money_context():
+            snapshots = self._fetcher.fetch(currency)
+        found: _Found = {currency: {}}
         for snap in snapshots:
             found.setdefault(snap.currency, {})[snap.account] = snap
         return found

@@ -24,7 +24,11 @@ from functools import lru_cache
 from iso4217 import Currency
 
 __all__ = [
+    "ADD",
+    "DIVIDE",
     "MONEY_CONTEXT",
+    "MULTIPLY",
+    "SUBTRACT",
     "currency_exponent",
     "float_refusal",
     "is_currency",
@@ -35,6 +39,7 @@ __all__ = [
     "quantize_up",
     "smallest_unit",
     "to_decimal",
+    "zero",
 ]
 
 
@@ -48,6 +53,13 @@ MONEY_CONTEXT = Context(
     Emax=999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
+
+
+# Arithmetic in MONEY_CONTEXT whatever the caller's context, for code outside money blocks.
+ADD = MONEY_CONTEXT.add
+SUBTRACT = MONEY_CONTEXT.subtract
+MULTIPLY = MONEY_CONTEXT.multiply
+DIVIDE = MONEY_CONTEXT.divide
 
 
 class _MoneyBlock:
@@ -154,6 +166,12 @@ def smallest_unit(code: str) -> Decimal:
     return Decimal(1).scaleb(-currency_exponent(code), context=MONEY_CONTEXT)
 
 
+@lru_cache(maxsize=512)
+def zero(code: str) -> Decimal:
+    """Return zero at *code*'s exponent: ``Decimal("0.00")`` BRL, ``Decimal("0")`` CLP."""
+    return Decimal(0).quantize(smallest_unit(code), context=MONEY_CONTEXT)
+
+
 def quantize_exact(value: Decimal, code: str) -> Decimal:
     """Return *value* at *code*'s exponent, refusing any rounding.
 
@@ -167,7 +185,7 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
         raise ValueError(f"amount {value} is not a finite number")
     unit = smallest_unit(code)
     try:
-        exact = value.quantize(unit, context=MONEY_CONTEXT)
+        exact = value.quantize(unit, None, MONEY_CONTEXT)
     except InvalidOperation as exc:
         raise ValueError(f"amount {value} has too many digits for {code}") from exc
     if exact != value:
@@ -181,12 +199,12 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
 
 def quantize_down(value: Decimal, code: str) -> Decimal:
     """Return *value* rounded toward minus infinity to *code*'s exponent (for caps)."""
-    return value.quantize(smallest_unit(code), rounding=ROUND_FLOOR, context=MONEY_CONTEXT)
+    return value.quantize(smallest_unit(code), ROUND_FLOOR, MONEY_CONTEXT)
 
 
 def quantize_up(value: Decimal, code: str) -> Decimal:
     """Return *value* rounded toward plus infinity to *code*'s exponent (for reserves)."""
-    return value.quantize(smallest_unit(code), rounding=ROUND_CEILING, context=MONEY_CONTEXT)
+    return value.quantize(smallest_unit(code), ROUND_CEILING, MONEY_CONTEXT)
 
 
 def float_refusal(value: float) -> str:

@@ -11,7 +11,7 @@ from decimal import ROUND_FLOOR, Decimal, localcontext
 
 from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.stores._protocol import Hold
-from rules._money import currency_exponent, quantize_exact
+from rules._money import MONEY_CONTEXT, currency_exponent, quantize_exact
 
 __all__ = [
     "StoreUnavailable",
@@ -43,7 +43,7 @@ def to_minor(value: Decimal, currency: str, *, limit: int, store: str) -> int:
         raise InvalidPayoutRequest(f"cannot hold {value} {currency}: {exc}") from None
     if exact < 0:
         raise InvalidPayoutRequest(f"cannot hold a negative amount ({value} {currency})")
-    minor = int(exact.scaleb(currency_exponent(currency)))
+    minor = int(exact.scaleb(currency_exponent(currency), MONEY_CONTEXT))
     if minor >= limit:
         most = from_minor(limit - 1, currency)
         raise InvalidPayoutRequest(
@@ -64,7 +64,7 @@ def ceiling_to_minor(ceiling: Decimal, currency: str) -> int:
     """
     if not ceiling.is_finite():
         raise ValueError(f"ceiling must be a finite amount, got {ceiling}")
-    with localcontext() as ctx:
+    with localcontext(MONEY_CONTEXT) as ctx:
         # Enough digits that scaling never rounds (a rounded-up ceiling would allow too much).
         ctx.prec = len(ceiling.as_tuple().digits) + 8
         scaled = ceiling.scaleb(currency_exponent(currency))
@@ -73,8 +73,8 @@ def ceiling_to_minor(ceiling: Decimal, currency: str) -> int:
 
 def from_minor(minor: int, currency: str) -> Decimal:
     """Return *minor* units of *currency* as a ``Decimal`` at the currency's exponent."""
-    # Exact: a whole number below 2**63 has at most 19 digits, well within the context's 28.
-    return Decimal(minor).scaleb(-currency_exponent(currency))
+    # Exact: a whole number below 2**63 has at most 19 digits, well within MONEY_CONTEXT's 34.
+    return Decimal(minor).scaleb(-currency_exponent(currency), MONEY_CONTEXT)
 
 
 def check_time(name: str, value: float) -> float:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
+from rules._money import ADD
+
 __all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key"]
 
 HoldState = Literal["pending", "committed"]
@@ -56,7 +58,7 @@ class Hold:
     @property
     def held(self) -> Decimal:
         """Return what the hold takes from spendable: ``amount + fee``."""
-        return self.amount + self.fee
+        return ADD(self.amount, self.fee)
 
     def counts(self, *, now: float, counted_since: float) -> bool:
         """Return whether this hold still reduces spendable (see the module docstring)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from guard.stores._protocol import Hold, HoldOutcome
+from rules._money import ADD, SUBTRACT
 
 __all__ = ["InMemoryReservations"]
 
@@ -24,15 +25,20 @@ class _Ledger:
     running: list[Decimal] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
 
+    # Sums use MONEY_CONTEXT's methods: the caller's decimal context must not round them.
     def pending_total(self, now: float) -> Decimal:
-        return sum((h.held for h in self.pending.values() if now < h.expires_at), _ZERO)
+        total = _ZERO
+        for hold in self.pending.values():
+            if now < hold.expires_at:
+                total = ADD(total, hold.held)
+        return total
 
     def committed_total(self, since: float) -> Decimal:
         if not self.times:
             return _ZERO
         cut = bisect_right(self.times, since)
         before = self.running[cut - 1] if cut else _ZERO
-        return self.running[-1] - before
+        return SUBTRACT(self.running[-1], before)
 
     def add_commit(self, hold: Hold) -> Hold:
         at = hold.committed_at if hold.committed_at is not None else hold.created_at
@@ -41,7 +47,7 @@ class _Ledger:
             at = self.times[-1]
             hold = replace(hold, committed_at=at)
         self.times.append(at)
-        self.running.append((self.running[-1] if self.running else _ZERO) + hold.held)
+        self.running.append(ADD(self.running[-1] if self.running else _ZERO, hold.held))
         self.ids.append(hold.payout_id)
         return hold
 
@@ -71,7 +77,7 @@ class InMemoryReservations:
         """Add *hold* atomically if it fits under *ceiling* (see ``ReservationStore``)."""
         with self._lock:
             ledger = self._ledgers.setdefault(hold.key, _Ledger())
-            counted = ledger.pending_total(now) + ledger.committed_total(counted_since)
+            counted = ADD(ledger.pending_total(now), ledger.committed_total(counted_since))
             existing = self._by_id.get(hold.payout_id)
             if existing is not None and not (
                 existing.state == "pending" and existing.expires_at <= now
@@ -79,7 +85,7 @@ class InMemoryReservations:
                 if existing.same_request(hold):
                     return HoldOutcome(status="existing", hold=existing, counted=counted)
                 return HoldOutcome(status="conflict", hold=existing, counted=counted)
-            if counted + hold.held > ceiling:
+            if ADD(counted, hold.held) > ceiling:
                 return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
             if existing is not None:  # an expired pending hold under the same id
                 self._ledgers[existing.key].pending.pop(existing.payout_id, None)
@@ -121,7 +127,7 @@ class InMemoryReservations:
             ledger = self._ledgers.get(key)
             if ledger is None:
                 return _ZERO
-            return ledger.pending_total(now) + ledger.committed_total(counted_since)
+            return ADD(ledger.pending_total(now), ledger.committed_total(counted_since))
 
     def holds(
         self, key: str, *, counted_since: float, now: float, limit: int | None = None

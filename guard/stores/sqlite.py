@@ -33,6 +33,7 @@ from guard.stores._common import (
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome
+from rules._money import ADD
 
 __all__ = ["SqliteReservations"]
 
@@ -138,7 +139,7 @@ class SqliteReservations:
                     if existing.same_request(hold):
                         return HoldOutcome(status="existing", hold=existing, counted=counted)
                     return HoldOutcome(status="conflict", hold=existing, counted=counted)
-            if counted + hold.held > ceiling:
+            if ADD(counted, hold.held) > ceiling:
                 return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
             horizon = now - self._retention
             conn.execute(sql.PENDING_DELETE, (hold.key, horizon))
