@@ -186,9 +186,8 @@ class PayoutGuard:
             InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
                 trouble is a ``balance_unavailable`` denial.
         """
-        with money_context():
-            request = parse_request(amount, currency, account, payout_id, fee)
-            decision, _ = self._decide(request)
+        request = parse_request(amount, currency, account, payout_id, fee)
+        decision, _ = self._decide(request)
         self._emit(decision)
         return decision
 
@@ -197,8 +196,9 @@ class PayoutGuard:
         code = parse_currency(currency)
         request = Request(smallest_unit(code), code, _ZERO, optional_text(account, "account"),
                           None)
+        # Probing with the smallest unit would fail a minimum payout's clearance anyway.
         with money_context():
-            decision, _ = self._decide(request)
+            decision, _ = self._decide(request, clear=False)
         return decision.max_payable
 
     def reserve(
@@ -254,16 +254,22 @@ class PayoutGuard:
 
     # -- internals shared with _reservation and _protect ---------------------------------
 
-    def _decide(self, request: Request) -> tuple[Decision, BalanceSnapshot | None]:
-        """Judge *request*; return the decision and the snapshot it was judged on."""
-        decision, snapshot = self._judge_once(request, force=False)
+    def _decide(
+        self, request: Request, *, clear: bool = True
+    ) -> tuple[Decision, BalanceSnapshot | None]:
+        """Judge *request*; return the decision and the snapshot it was judged on.
+
+        With *clear* (the default), a payout every rule allows is decided without verdicts
+        (see ``RuleSet.clearance``); otherwise every rule explains itself.
+        """
+        decision, snapshot = self._judge_once(request, force=False, clear=clear)
         if not decision.allowed and "stale_balance" in decision.codes:
             # The cache may hold an old answer: judge a stale balance once more, fresh.
-            decision, snapshot = self._judge_once(request, force=True)
+            decision, snapshot = self._judge_once(request, force=True, clear=clear)
         return decision, snapshot
 
     def _judge_once(
-        self, request: Request, *, force: bool
+        self, request: Request, *, force: bool, clear: bool
     ) -> tuple[Decision, BalanceSnapshot | None]:
         provider = self.fetcher.name
         try:
@@ -305,7 +311,15 @@ class PayoutGuard:
             snapshot.total, reserved, max(0.0, now - as_of), provider,
             request.account,
         )
-        verdict = self.rules.evaluate(facts)
+        clearance = self.rules.clearance(facts) if clear else None
+        if clearance is not None:
+            # Every rule passes without a warning: nothing to explain, no verdicts to build.
+            return _judge.from_clearance(
+                request, clearance, mode=self.mode, provider=provider, balance=snapshot,
+                reserved=reserved, now=now,
+            ), snapshot
+        with money_context():  # rules, yours among them, compute in the money context
+            verdict = self.rules.evaluate(facts)
         holds: tuple[HoldSummary, ...] = ()
         more_holds = False
         if verdict.denies and reserved:

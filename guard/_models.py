@@ -225,7 +225,7 @@ class Decision(BaseModel):
         return {
             "decision_id": self.decision_id,
             "allowed": self.allowed,
-            "codes": list(self.codes),
+            "codes": [reason.code for reason in self.reasons],
             "amount": str(self.amount),
             "currency": self.currency,
             "provider": self.provider,

@@ -16,6 +16,7 @@ from rules._money import (
     quantize_exact,
     smallest_unit,
     to_decimal,
+    zero,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "parse_amount",
     "parse_currency",
     "smallest_unit",
+    "zero",
 ]
 
 AmountInput = Decimal | str | int

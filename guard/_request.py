@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from guard._models import BalanceSnapshot
-from guard._money import parse_amount, parse_currency, smallest_unit
+from guard._money import parse_amount, parse_currency, zero
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 __all__ = ["Request", "optional_text", "parse_request", "pick_account", "seconds"]
 
-_ZERO = Decimal(0)
 _MAX_ID = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A validated payout request (amounts exact at the currency's exponent)."""
+class Request(NamedTuple):
+    """A validated payout request (amounts exact at the currency's exponent).
+
+    A ``NamedTuple``: every check builds one, and a tuple is built in a third of the time of
+    a frozen dataclass.
+    """
 
     amount: Decimal
     currency: str
@@ -37,13 +39,11 @@ def parse_request(
     """
     code = parse_currency(currency)
     return Request(
-        amount=parse_amount(amount, code),
-        currency=code,
-        fee=_ZERO.quantize(smallest_unit(code)) if fee is None else parse_amount(
-            fee, code, field="fee", allow_zero=True
-        ),
-        account=optional_text(account, "account"),
-        payout_id=optional_text(payout_id, "payout_id"),
+        parse_amount(amount, code),
+        code,
+        zero(code) if fee is None else parse_amount(fee, code, field="fee", allow_zero=True),
+        optional_text(account, "account"),
+        optional_text(payout_id, "payout_id"),
     )
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from decimal import Decimal
 
+from rules._clearance import Bounds, Clearance, clear_of, combine, tighten
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._money import quantize_down, quantize_up, smallest_unit
 from rules._protocol import Rule
 from rules._ranges import Ranges
 from rules._scope import When, when
@@ -131,13 +131,7 @@ def _intersect(
             high = cap
     # Rounding to the currency unit is monotone, so rounding the tightest bounds once is the
     # same as rounding every bound and taking the tightest.
-    unit = smallest_unit(currency)
-    start = unit if low is None else max(quantize_up(low, currency), unit)
-    if high is not None:
-        high = quantize_down(high, currency)
-        if start > high:
-            return None, _ZERO
-    return (None if start == unit else start), high
+    return tighten(low, high, currency)
 
 
 def _has_any_of(rule: Rule) -> bool:
@@ -165,7 +159,7 @@ class RuleSet:
         ConfigurationError: a member is not a rule.
     """
 
-    __slots__ = ("_name", "intervals", "rules")
+    __slots__ = ("_clears", "_name", "intervals", "rules")
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
@@ -175,6 +169,7 @@ class RuleSet:
         # Without any_of inside, every member allows one range: bounds are simple arithmetic.
         self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
         self._name = f"all_of({', '.join(self.names)})"
+        self._clears = tuple(clear_of(rule) for rule in flat)
 
     @property
     def name(self) -> str:
@@ -195,6 +190,20 @@ class RuleSet:
                 passed = False
                 break
         return _combined(self, facts, children, passed=passed)
+
+    def clearance(self, facts: Facts) -> Clearance | None:
+        """Return the bounds and reserve when every member passes *facts* without a warning.
+
+        The fast answer for the common case, building no verdicts: ``None`` when any member
+        denies or warns (call :meth:`evaluate` for the reasons). When not ``None``, its
+        ``floor`` and ``cap`` are those :meth:`evaluate` reports, and ``reserve`` is the
+        largest ``details["reserve"]`` of its verdicts.
+        """
+        found = combine(self._clears, facts)
+        return None if found is None else Clearance(*found)
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        return combine(self._clears, facts)
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -240,6 +249,10 @@ class AnyOf:
         """Judge *facts* with every member; passes when at least one member does not deny."""
         children = tuple(rule.evaluate(facts) for rule in self.rules)
         return _combined(self, facts, children, passed=any(not c.denies for c in children))
+
+    def _clear(self, facts: Facts) -> Bounds | None:  # noqa: ARG002 - a twin
+        # A union of ranges may have holes, which a clearance cannot describe: explain it.
+        return None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AnyOf) and self.rules == other.rules

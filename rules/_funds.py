@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Literal
 
+from rules._clearance import NO_BOUNDS, Bounds
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._money import money_context, quantize_down, quantize_up
+from rules._money import ADD, DIVIDE, MULTIPLY, SUBTRACT, money_context, quantize_down, quantize_up
 from rules._params import (
     AmountLike,
     Table,
@@ -49,6 +50,13 @@ class SufficientFunds:
     def name(self) -> str:
         """Return ``"sufficient_funds"``."""
         return "sufficient_funds"
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        spendable = SUBTRACT(facts.available, facts.reserved)
+        if ADD(facts.amount, facts.fee) > spendable:
+            return None
+        return None, payable_cap(SUBTRACT(spendable, facts.fee), facts.currency), _ZERO
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
@@ -131,10 +139,20 @@ class ReserveMargin:
             base = facts.total if self.basis == "total" and facts.total is not None else (
                 facts.available
             )
-            with money_context():
-                share = quantize_up(base * self.percent / _HUNDRED, facts.currency)
-            reserve = max(reserve, share)
+            share = DIVIDE(MULTIPLY(base, self.percent), _HUNDRED)
+            reserve = max(reserve, quantize_up(share, facts.currency))
         return reserve
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        reserve = self.reserve_for(facts)
+        if not reserve:
+            return NO_BOUNDS
+        spendable = SUBTRACT(facts.available, facts.reserved)
+        if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < reserve:
+            return None
+        cap = payable_cap(SUBTRACT(SUBTRACT(spendable, reserve), facts.fee), facts.currency)
+        return None, cap, reserve
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
@@ -213,6 +231,15 @@ class FrozenFunds:
         """Return ``"frozen_funds"``."""
         return "frozen_funds"
 
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        frozen = facts.frozen
+        if frozen is None:
+            return NO_BOUNDS if self.when_unknown == "allow" else None
+        if self.max_ratio is None:
+            return NO_BOUNDS
+        return NO_BOUNDS if _frozen_ratio(facts, frozen)[0] <= self.max_ratio else None
+
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         where = facts.provider or "the provider"
@@ -234,9 +261,7 @@ class FrozenFunds:
         if self.max_ratio is None:
             return Verdict(rule="frozen_funds", passed=True)
         with money_context():
-            total = facts.total if facts.total is not None else facts.available + facts.frozen
-            # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
-            ratio = facts.frozen / total if total > 0 else Decimal(int(facts.frozen > 0))
+            ratio, total = _frozen_ratio(facts, facts.frozen)
             if ratio <= self.max_ratio:
                 return Verdict(rule="frozen_funds", passed=True)
             # Rounded up, so that the shown ratio never looks equal to the limit it exceeds.
@@ -259,3 +284,10 @@ class FrozenFunds:
             },
             cap=_ZERO,
         )
+
+
+def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:
+    """Return ``(frozen / total, total)``."""
+    total = facts.total if facts.total is not None else ADD(facts.available, frozen)
+    # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
+    return (DIVIDE(frozen, total) if total > 0 else Decimal(int(frozen > 0))), total

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 
+from rules._clearance import NO_BOUNDS, Bounds
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._funds import payable_cap
-from rules._money import MONEY_CONTEXT, money_context
+from rules._money import ADD, MONEY_CONTEXT, SUBTRACT, money_context
 from rules._params import AmountLike, Table, amounts, money, number, required_text
 
 __all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
@@ -56,6 +57,21 @@ class CurrencyMinimums:
     def name(self) -> str:
         """Return ``"currency_minimums"``."""
         return "currency_minimums"
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        floor = self.min_payout.get(facts.currency)
+        if floor is not None and facts.amount < floor:
+            return None
+        keep = self.min_remaining.get(facts.currency)
+        if keep is None:
+            return floor, None, _ZERO
+        spendable = SUBTRACT(facts.available, facts.reserved)
+        if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < keep:
+            return None
+        # Passing both, floor <= amount <= cap: the cap needs no "nothing allowed" check.
+        cap = payable_cap(SUBTRACT(SUBTRACT(spendable, keep), facts.fee), facts.currency)
+        return floor, cap, _ZERO
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
@@ -145,6 +161,13 @@ class MaxPayout:
         """Return ``"max_payout"``."""
         return "max_payout"
 
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        limit = self.limits.get(facts.currency)
+        if limit is None:
+            return NO_BOUNDS
+        return (None, limit, _ZERO) if facts.amount <= limit else None
+
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         limit = self.limits.get(facts.currency)
@@ -191,6 +214,10 @@ class MaxBalanceAge:
     def name(self) -> str:
         """Return ``"max_balance_age"``."""
         return "max_balance_age"
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        # The twin of evaluate (see rules._clearance).
+        return NO_BOUNDS if _age(facts.age_seconds) <= self.seconds else None
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""

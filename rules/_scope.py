@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from rules._clearance import NO_BOUNDS, Bounds, Clear, clear_of
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._money import normalize_currency
@@ -24,7 +25,7 @@ class When:
             that do not overlap (the rule would never apply).
     """
 
-    __slots__ = ("currencies", "providers", "rule")
+    __slots__ = ("_inner", "currencies", "providers", "rule")
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class When:
         self.rule: Rule = rule
         self.currencies: frozenset[str] | None = currencies
         self.providers: frozenset[str] | None = providers
+        self._inner: Clear = clear_of(rule)
 
     @property
     def name(self) -> str:
@@ -66,6 +68,9 @@ class When:
         if self.applies(facts):
             return self.rule.evaluate(facts)
         return Verdict(rule=self.rule.name, passed=True)
+
+    def _clear(self, facts: Facts) -> Bounds | None:
+        return self._inner(facts) if self.applies(facts) else NO_BOUNDS
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -1,0 +1,190 @@
+"""Tests for RuleSet.clearance: the verdict-free answer for payouts every rule allows.
+
+A clearance must never allow what ``evaluate`` denies or warns about, and must report the same
+bounds and reserve; these tests hold every built-in's twin (and the combinators) to that.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from decimal import ROUND_UP, Decimal, localcontext
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from guard import _judge
+from guard._request import Request
+from guard.testing import StaticFetcher
+from rules import (
+    Facts,
+    FrozenFunds,
+    MaxPayout,
+    ReserveMargin,
+    Rule,
+    RuleSet,
+    SufficientFunds,
+    Verdict,
+    all_of,
+    any_of,
+    when,
+)
+from rules._clearance import Clearance
+from tests.rules_contract import probe_amounts
+from tests.strategies import builtin_rules, currencies, facts, rule_trees
+
+D = Decimal
+
+
+def brl(amount: str, available: str = "1000.00", **more: object) -> Facts:
+    return Facts(amount=D(amount), currency="BRL", available=D(available), **more)  # type: ignore[arg-type]
+
+
+def largest_reserve(verdict: Verdict) -> Decimal:
+    """Return the largest ``details["reserve"]`` among *verdict*'s leaves (0 when none)."""
+    if verdict.children:
+        return max((largest_reserve(child) for child in verdict.children), default=D(0))
+    return max(verdict.details.get("reserve", D(0)), D(0))
+
+
+def clean_pass(verdict: Verdict) -> bool:
+    return not verdict.denies and next(verdict.warnings(), None) is None
+
+
+def assert_clears_exactly_clean_passes(fact: Facts, rules: RuleSet) -> None:
+    """Assert clearance == what evaluate reports, at amounts on both sides of every bound."""
+    for amount in probe_amounts(rules.evaluate(fact), fact):
+        at = replace(fact, amount=amount)
+        verdict = rules.evaluate(at)
+        clearance = rules.clearance(at)
+        assert clean_pass(verdict) == (clearance is not None), amount
+        if clearance is not None:
+            expected = Clearance(verdict.floor, verdict.cap, largest_reserve(verdict))
+            assert expected == clearance, amount
+
+
+@st.composite
+def judged(draw: st.DrawFn, *, any_of_ok: bool) -> tuple[Facts, RuleSet]:
+    code = draw(currencies())
+    return draw(facts(code)), RuleSet([draw(rule_trees(code, any_of_ok=any_of_ok))])
+
+
+@st.composite
+def one_rule(draw: st.DrawFn) -> tuple[Facts, RuleSet]:
+    code = draw(currencies())
+    return draw(facts(code)), RuleSet([draw(builtin_rules(code))])
+
+
+class TestAgreesWithEvaluate:
+    @given(one_rule())
+    def test_each_builtin_twin_clears_exactly_what_its_evaluate_passes_cleanly(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        assert_clears_exactly_clean_passes(*case)
+
+    @given(judged(any_of_ok=False))
+    def test_without_any_of_a_clearance_exactly_when_evaluate_passes_cleanly(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        assert_clears_exactly_clean_passes(*case)
+
+    @given(judged(any_of_ok=True))
+    def test_with_any_of_a_clearance_is_never_given_where_evaluate_denies_or_warns(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        fact, rules = case
+        for amount in probe_amounts(rules.evaluate(fact), fact):
+            at = replace(fact, amount=amount)
+            clearance = rules.clearance(at)
+            verdict = rules.evaluate(at)
+            if clearance is not None:
+                assert clean_pass(verdict), amount
+                assert (verdict.floor, verdict.cap) == (clearance.floor, clearance.cap), amount
+
+    @given(judged(any_of_ok=True))
+    def test_the_callers_decimal_context_changes_nothing(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        """Twins compute in MONEY_CONTEXT: a caller's 3-digit, rounding-up context is ignored."""
+        fact, rules = case
+        expected = rules.clearance(fact)
+        with localcontext() as ctx:
+            ctx.prec = 3
+            ctx.rounding = ROUND_UP
+            ctx.clear_traps()
+            assert expected == rules.clearance(fact)
+
+
+class TestBuiltins:
+    def test_every_rule_passing_gives_the_tightest_bounds_and_the_reserve(self) -> None:
+        rules = all_of(SufficientFunds(), ReserveMargin(percent="10"), MaxPayout({"BRL": "500"}))
+        assert Clearance(None, D("500"), D("100.00")) == rules.clearance(brl("100.00"))
+
+    def test_a_denying_rule_gives_none(self) -> None:
+        assert None is all_of(SufficientFunds()).clearance(brl("1000.01"))
+
+    def test_a_warning_gives_none_so_that_the_warning_is_reported(self) -> None:
+        rules = all_of(SufficientFunds(), FrozenFunds(when_unknown="warn"))
+        assert None is rules.clearance(brl("10.00"))
+        assert rules.evaluate(brl("10.00")).passed
+
+    def test_a_scope_that_does_not_apply_bounds_nothing(self) -> None:
+        rules = all_of(SufficientFunds(), when(MaxPayout({"BRL": "5"}), provider="luxtak"))
+        assert Clearance(None, D("1000.00"), D(0)) == rules.clearance(brl("10.00", provider="x"))
+        assert None is rules.clearance(brl("10.00", provider="luxtak"))
+
+    def test_any_of_is_always_explained_by_evaluate(self) -> None:
+        rules = all_of(SufficientFunds(), any_of(MaxPayout({"BRL": "5"}), MaxPayout({"BRL": "50"})))
+        assert None is rules.clearance(brl("10.00"))
+        assert rules.evaluate(brl("10.00")).passed
+
+
+@dataclass(frozen=True)
+class AtMost:
+    """A rule of one's own: no twin, so the clearance comes from its verdict."""
+
+    limit: Decimal
+
+    @property
+    def name(self) -> str:
+        return "at_most"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        ok = facts.amount <= self.limit
+        return Verdict(rule="at_most", passed=ok, code="" if ok else "too_much", cap=self.limit,
+                       details={"reserve": D("7.00")})
+
+
+class StrictFunds(SufficientFunds):
+    """A built-in whose evaluate is overridden: its inherited twin must not be used."""
+
+    def evaluate(self, facts: Facts) -> Verdict:  # noqa: ARG002 - denies whatever the facts
+        return Verdict(rule="strict_funds", passed=False, code="never", cap=D(0))
+
+
+class TestRulesWithoutTwins:
+    def test_a_custom_rule_is_cleared_from_its_verdict(self) -> None:
+        rules: RuleSet = all_of(SufficientFunds(), AtMost(D("20.00")))
+        assert Clearance(None, D("20.00"), D("7.00")) == rules.clearance(brl("10.00"))
+        assert None is rules.clearance(brl("30.00"))
+
+    def test_a_subclass_overriding_evaluate_is_judged_by_its_own_evaluate(self) -> None:
+        strict: Rule = StrictFunds()
+        assert None is all_of(strict).clearance(brl("10.00"))
+
+
+@given(judged(any_of_ok=True))
+def test_the_guard_decides_the_same_with_or_without_verdicts(case: tuple[Facts, RuleSet]) -> None:
+    """from_clearance and from_verdict build the same decision (but its id) for a clean pass."""
+    fact, rules = case
+    clearance = rules.clearance(fact)
+    assume(clearance is not None)
+    assert clearance is not None
+    [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
+    request = Request(fact.amount, fact.currency, fact.fee, None, None)
+    now = time.time()
+    fast = _judge.from_clearance(request, clearance, mode="enforce", provider="static",
+                                 balance=snapshot, reserved=fact.reserved, now=now)
+    full = _judge.from_verdict(request, rules.evaluate(fact), mode="enforce", provider="static",
+                               balance=snapshot, reserved=fact.reserved, now=now)
+    assert full.model_dump(exclude={"decision_id"}) == fast.model_dump(exclude={"decision_id"})
