@@ -83,12 +83,16 @@ def tighten(
     When no amount is left between them, the answer is ``(None, 0)``: nothing is allowed.
     """
     unit = smallest_unit(currency)
-    start = unit if low is None else max(low.quantize(unit, ROUND_CEILING, MONEY_CONTEXT), unit)
+    start = unit
+    if low is not None:
+        low = low.quantize(unit, ROUND_CEILING, MONEY_CONTEXT)
+        if low > unit:
+            start = low
     if high is not None:
         high = high.quantize(unit, ROUND_FLOOR, MONEY_CONTEXT)
         if start > high:
             return None, _ZERO
-    return (None if start == unit else start), high
+    return (None if start is unit else start), high
 
 
 def combine(clears: tuple[Clear, ...], facts: Facts) -> Bounds | None:
@@ -105,7 +109,8 @@ def combine(clears: tuple[Clear, ...], facts: Facts) -> Bounds | None:
             low = floor
         if cap is not None and (high is None or cap < high):
             high = cap
-        reserve = max(reserve, kept)
+        if kept > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
+            reserve = kept
     floor, cap = tighten(low, high, facts.currency)
     return floor, cap, reserve
 

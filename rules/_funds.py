@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from rules._clearance import NO_BOUNDS, Bounds
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._money import ADD, DIVIDE, MULTIPLY, SUBTRACT, money_context, quantize_down, quantize_up
+from rules._money import (
+    ADD,
+    DIVIDE,
+    MONEY_CONTEXT,
+    MULTIPLY,
+    SUBTRACT,
+    money_context,
+    quantize_up,
+    smallest_unit,
+)
 from rules._params import (
     AmountLike,
     Table,
@@ -35,7 +44,8 @@ _RATIO_UNIT = Decimal("0.0001")
 
 def payable_cap(limit: Decimal, currency: str) -> Decimal:
     """Return the largest whole-unit amount ``<= limit``, or 0 when even that is negative."""
-    return max(quantize_down(limit, currency), _ZERO)
+    cap = limit.quantize(smallest_unit(currency), ROUND_FLOOR, MONEY_CONTEXT)
+    return cap if cap >= 0 else _ZERO  # what max(cap, 0) returns, without the call
 
 
 @dataclass(frozen=True, slots=True)
