@@ -18,7 +18,8 @@ from guard._money import parse_currency, smallest_unit
 from guard._request import Request, optional_text, parse_request, pick_account, seconds
 from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.fetchers._protocol import BalanceFetcher
-from guard.stores import InMemoryReservations, ReservationStore, balance_key
+from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
+from guard.stores._protocol import total_held
 from rules import Facts, Rule, RuleSet, SufficientFunds
 from rules._money import money_context
 
@@ -179,7 +180,10 @@ class PayoutGuard:
             amount: Major units, as ``Decimal``, ``str`` or ``int`` (never ``float``).
             currency: ISO 4217 code.
             account: Account to check, for providers that report several.
-            payout_id: Your id for the payout, carried into the decision and logs.
+            payout_id: Your id for the payout, carried into the decision and logs. A payout
+                that already holds funds (``reserve``) is not denied for its own hold: it is
+                judged against the other holds, with a ``duplicate_payout`` warning; another
+                request under the same id is denied as ``duplicate_payout``.
             fee: What the provider charges on top (default 0).
 
         Raises:
@@ -187,7 +191,11 @@ class PayoutGuard:
                 trouble is a ``balance_unavailable`` denial.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
-        decision, _ = self._decide(request)
+        decision, snapshot = self._decide(request)
+        if not decision.allowed and request.payout_id and decision.reserved and snapshot:
+            from guard._reservation import without_own_hold  # noqa: PLC0415 - mutual imports
+
+            decision = without_own_hold(self, request, decision, snapshot)
         self._emit(decision)
         return decision
 
@@ -269,8 +277,9 @@ class PayoutGuard:
         return decision, snapshot
 
     def _judge_once(
-        self, request: Request, *, force: bool, clear: bool
+        self, request: Request, *, force: bool, clear: bool, counted: list[Hold] | None = None
     ) -> tuple[Decision, BalanceSnapshot | None]:
+        """Judge *request* once; *counted*, when given, are the holds to count, already read."""
         provider = self.fetcher.name
         try:
             by_account = self._cache.get(request.currency, force=force)
@@ -298,7 +307,10 @@ class PayoutGuard:
         as_of = snapshot.as_of.timestamp()
         since = as_of - self.settle_lag
         try:
-            reserved = self.reservations.reserved(key, counted_since=since, now=now)
+            reserved = (
+                self.reservations.reserved(key, counted_since=since, now=now)
+                if counted is None else total_held(counted)
+            )
         except StoreUnavailable as exc:
             self._log.warning("payout_guard.store_unavailable", store=exc.store,
                               currency=request.currency)
@@ -326,15 +338,15 @@ class PayoutGuard:
             # Only a denial explains itself with the holds; listing them costs a store read,
             # so ask for one more than is shown, just to know whether there are more.
             try:
-                counted = self.reservations.holds(
+                listed = counted if counted is not None else self.reservations.holds(
                     key, counted_since=since, now=now, limit=_SHOWN_HOLDS + 1
                 )
             except StoreUnavailable:
-                counted = []  # the denial stands; only its list of holds is missing
-            more_holds = len(counted) > _SHOWN_HOLDS
+                listed = []  # the denial stands; only its list of holds is missing
+            more_holds = len(listed) > _SHOWN_HOLDS
             holds = tuple(
                 HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
-                for h in counted[:_SHOWN_HOLDS]
+                for h in listed[:_SHOWN_HOLDS]
             )
         return _judge.from_verdict(
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,

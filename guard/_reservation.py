@@ -8,15 +8,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from guard import _judge
-from guard._models import Decision, Reason
+from guard._models import BalanceSnapshot, Decision, Reason
 from guard._request import Request
 from guard.errors import GuardError, PayoutDenied, StoreUnavailable
 from guard.stores import Hold, balance_key
+from rules._money import ADD
 
 if TYPE_CHECKING:
     from guard._guard import PayoutGuard
 
-__all__ = ["Reservation", "reserve"]
+__all__ = ["Reservation", "reserve", "without_own_hold"]
 
 # How often a payout is re-judged after concurrent payouts took the room it was judged with.
 _ATTEMPTS = 5
@@ -188,6 +189,41 @@ def reserve(guard: PayoutGuard, request: Request, ttl: float) -> Reservation:
         rule="guard", retryable=True, details={},
     )
     return _refuse(guard, decision.model_copy(update={"allowed": False, "reasons": (reason,)}))
+
+
+def without_own_hold(
+    guard: PayoutGuard, request: Request, decision: Decision, snapshot: BalanceSnapshot
+) -> Decision:
+    """Judge a denied ``check`` again without the payout's own hold, if it has one.
+
+    What ``reserve`` answers for the same payout id, read-only: a payout whose funds are
+    already held is judged against the other holds only, and says so in a warning; another
+    request under the same id is a ``duplicate_payout``. The holds are read once, together.
+    """
+    payout_id = request.payout_id or ""
+    key = balance_key(guard.provider, snapshot.account, request.currency)
+    since = snapshot.as_of.timestamp() - guard.settle_lag
+    try:
+        counted = guard.reservations.holds(key, counted_since=since, now=guard._now())
+    except StoreUnavailable:
+        return decision  # the denial stands
+    own = next((hold for hold in counted if hold.payout_id == payout_id), None)
+    if own is None:
+        return decision
+    if not own.same_request(_as_hold(request, key, 0.0, 0.0)):
+        asked = f"{ADD(request.amount, request.fee)} {request.currency}"
+        return _duplicate(decision, own, payout_id, asked)
+    others = [hold for hold in counted if hold is not own]
+    again, _ = guard._judge_once(request, force=False, clear=True, counted=others)
+    note = Reason.model_construct(
+        code="duplicate_payout",
+        message=(
+            f"payout id {payout_id!r} already holds {own.held} {own.currency} ({own.state}); "
+            f"judged against the other holds only"
+        ),
+        rule="guard", retryable=False, details={},
+    )
+    return _warning(again, note)
 
 
 def _duplicate(decision: Decision, held: Hold, payout_id: str, asked: str) -> Decision:

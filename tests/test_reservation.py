@@ -201,6 +201,57 @@ class TestIdempotency:
         assert "pending" == guard.reserve("700", "BRL", payout_id="po_1").state
 
 
+class TestCheckingAPayoutThatHolds:
+    """check(payout_id=...) of a payout already holding funds does not count them against it."""
+
+    def test_the_same_request_is_judged_against_the_other_holds_only(self) -> None:
+        guard, _, _ = make_guard("1000.00")
+        guard.reserve("850", "BRL", payout_id="po_1")
+        decision = guard.check("850", "BRL", payout_id="po_1")
+        assert (True, Decimal("0.00"), ("duplicate_payout",)) == (
+            decision.allowed, decision.reserved, tuple(w.code for w in decision.warnings))
+        assert "payout id 'po_1' already holds 850.00 BRL (pending)" in decision.warnings[0].message
+
+    def test_without_the_payout_id_the_hold_counts(self) -> None:
+        guard, _, _ = make_guard("1000.00")
+        guard.reserve("850", "BRL", payout_id="po_1")
+        assert ("insufficient_funds",) == guard.check("850", "BRL").codes
+
+    def test_the_other_holds_still_count(self) -> None:
+        """Short even without its own hold: denied, listing only the others' holds."""
+        guard, fetcher, clock = make_guard("1000.00")
+        guard.reserve("700", "BRL", payout_id="po_1")
+        guard.reserve("250", "BRL", payout_id="po_2")
+        fetcher.set("BRL", "900.00")  # 900 - 250 leaves 650, short of 700
+        clock.advance(10)  # past the balance cache, well within the holds' ttl
+        decision = guard.check("700", "BRL", payout_id="po_1")
+        assert (("insufficient_funds",), Decimal("250.00"), ("po_2",)) == (
+            decision.codes, decision.reserved, tuple(h.payout_id for h in decision.holds))
+        assert ("duplicate_payout",) == tuple(w.code for w in decision.warnings)
+
+    def test_another_request_under_the_id_is_a_duplicate(self) -> None:
+        guard, _, _ = make_guard("1000.00")
+        guard.reserve("850", "BRL", payout_id="po_1")
+        decision = guard.check("900", "BRL", payout_id="po_1")
+        assert (("duplicate_payout",), False) == (decision.codes, decision.retryable)
+
+    def test_an_expired_hold_is_not_its_own_any_more(self) -> None:
+        """Once the hold stops counting, the payout is judged like any other."""
+        guard, _, clock = make_guard("1000.00", hold_ttl=60)
+        guard.reserve("850", "BRL", payout_id="po_1")
+        clock.advance(61)
+        decision = guard.check("850", "BRL", payout_id="po_1")
+        assert (True, Decimal("0.00"), ()) == (
+            decision.allowed, decision.reserved, decision.warnings)
+
+    def test_checking_changes_nothing_held(self) -> None:
+        guard, _, _ = make_guard("1000.00")
+        held = guard.reserve("850", "BRL", payout_id="po_1").hold
+        guard.check("850", "BRL", payout_id="po_1")
+        assert held == guard.reservations.get("po_1")
+        assert Decimal("850.00") == guard.check("1", "BRL").reserved
+
+
 class TestExpiry:
     def test_a_pending_hold_stops_counting_after_its_ttl(self) -> None:
         """A crashed worker's hold frees its funds once the ttl has passed."""

@@ -14,13 +14,14 @@ All times are seconds since the epoch on the guard's clock.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
 from rules._money import ADD
 
-__all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key"]
+__all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key", "total_held"]
 
 HoldState = Literal["pending", "committed"]
 
@@ -28,6 +29,14 @@ HoldState = Literal["pending", "committed"]
 def balance_key(provider: str, account: str | None, currency: str) -> str:
     """Return the key under which holds on one balance are summed."""
     return f"{provider}|{account or ''}|{currency}"
+
+
+def total_held(holds: Iterable[Hold]) -> Decimal:
+    """Return what *holds* take from spendable together, computed in the money context."""
+    total = Decimal(0)
+    for hold in holds:
+        total = ADD(total, hold.held)
+    return total
 
 
 @dataclass(frozen=True, slots=True)
