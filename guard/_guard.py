@@ -188,7 +188,8 @@ class PayoutGuard:
 
         Raises:
             InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
-                trouble is a ``balance_unavailable`` denial.
+                trouble is a ``balance_unavailable`` denial, a rule that raises a
+                ``rule_error`` one.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
         decision, snapshot = self._decide(request)
@@ -323,15 +324,23 @@ class PayoutGuard:
             snapshot.total, reserved, max(0.0, now - as_of), provider,
             request.account,
         )
-        clearance = self.rules.clearance(facts) if clear else None
-        if clearance is not None:
-            # Every rule passes without a warning: nothing to explain, no verdicts to build.
-            return _judge.from_clearance(
-                request, clearance, mode=self.mode, provider=provider, balance=snapshot,
-                reserved=reserved, now=now,
+        try:
+            clearance = self.rules.clearance(facts) if clear else None
+            if clearance is not None:
+                # Every rule passes without a warning: nothing to explain, no verdicts to build.
+                return _judge.from_clearance(
+                    request, clearance, mode=self.mode, provider=provider, balance=snapshot,
+                    reserved=reserved, now=now,
+                ), snapshot
+            with money_context():  # rules, yours among them, compute in the money context
+                verdict = self.rules.evaluate(facts)
+        except Exception as exc:  # noqa: BLE001 - a rule that fails denies; it never allows
+            self._log.exception("payout_guard.rule_error", error=type(exc).__name__,
+                                currency=request.currency)
+            return _judge.denial(
+                request, _judge.rule_error_reason(exc), mode=self.mode, provider=provider,
+                now=now, balance=snapshot,
             ), snapshot
-        with money_context():  # rules, yours among them, compute in the money context
-            verdict = self.rules.evaluate(facts)
         holds: tuple[HoldSummary, ...] = ()
         more_holds = False
         if verdict.denies and reserved:

@@ -249,6 +249,24 @@ def store_reason(currency: str, exc: StoreUnavailable) -> Reason:
     )
 
 
+def rule_error_reason(exc: BaseException) -> Reason:
+    """Return the ``rule_error`` reason for a rule that raised *exc* instead of judging.
+
+    Only the exception's class is shown: a rule's own message may carry anything. The log
+    event ``payout_guard.rule_error`` has the traceback.
+    """
+    return Reason.model_construct(
+        code="rule_error",
+        message=(
+            f"a rule raised {type(exc).__name__} instead of judging; the payout was not sent "
+            f"(see the payout_guard.rule_error log event)"
+        ),
+        rule="guard",
+        retryable=False,
+        details={},
+    )
+
+
 def not_held_reason(provider: str, currency: str, account: str | None) -> Reason:
     """Return the ``currency_not_held`` reason."""
     where = f"{provider} account {account}" if account else provider

@@ -19,6 +19,7 @@ from guard import (
 )
 from guard.stores import RedisReservations
 from guard.testing import FailingFetcher, StaticFetcher
+from rules import Facts, Verdict
 
 SECRET = "sk_live_5ecr3t"
 
@@ -174,3 +175,52 @@ class TestStoreOutage:
         guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), fail_open=True,
                             reservations=self.unreachable_store())
         assert not guard.check("10", "BRL").allowed
+
+
+class Raising:
+    """A rule of one's own with a bug: it raises for payouts of *above* or more."""
+
+    name = "raising"
+
+    def __init__(self, above: str = "0") -> None:
+        self.above = Decimal(above)
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        if facts.amount >= self.above:
+            raise RuntimeError(SECRET)
+        return Verdict(rule=self.name, passed=True)
+
+
+class TestARuleThatRaises:
+    def test_it_denies_with_rule_error_naming_only_the_exception_class(self) -> None:
+        """Not retryable (a bug does not fix itself); the rule's own text is kept out."""
+        decision = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising()]).check("1", "BRL")
+        assert (False, ("rule_error",), False) == (
+            decision.allowed, decision.codes, decision.retryable)
+        assert "a rule raised RuntimeError instead of judging" in decision.reasons[0].message
+        assert SECRET not in decision.model_dump_json()
+
+    def test_it_denies_when_it_raises_while_explaining_a_denial(self) -> None:
+        """SufficientFunds already denies 500.00; the rule raises as the denial is explained."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising(above="200")])
+        assert guard.check("50", "BRL").allowed
+        assert ("rule_error",) == guard.check("500", "BRL").codes
+
+    def test_the_error_is_logged_with_its_traceback(self) -> None:
+        with capture_logs() as logs:
+            PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising()]).check("1", "BRL")
+        assert {"event": "payout_guard.rule_error", "log_level": "error", "exc_info": True,
+                "error": "RuntimeError", "currency": "BRL"} == logs[0]
+
+    def test_reserve_holds_nothing_and_max_payable_is_zero(self) -> None:
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising()])
+        with pytest.raises(PayoutDenied) as info:
+            guard.reserve("1", "BRL", payout_id="po_1")
+        assert ("rule_error",) == info.value.decision.codes
+        assert None is guard.reservations.get("po_1")
+        assert Decimal("0.00") == guard.max_payable("BRL")
+
+    def test_fail_open_does_not_apply(self) -> None:
+        """fail_open is about an unreadable balance; a broken rule still denies."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising()], fail_open=True)
+        assert not guard.check("1", "BRL").allowed
