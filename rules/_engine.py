@@ -85,8 +85,8 @@ def _combined(
         return Verdict(
             rule=rule.name, passed=True, cap=cap, floor=floor, children=children
         )
-    leaves = [leaf for child in children for leaf in child.denials()]
     denying = [child for child in children if child.denies]
+    leaves = [leaf for child in denying for leaf in child.denials()]
     if isinstance(rule, RuleSet):
         # Retrying helps an all_of only if every denial can clear by itself.
         retryable = bool(denying) and all(child.retryable for child in denying)
