@@ -107,19 +107,24 @@ class Reservation:
             self.release()
 
 
+def _already_held(hold: Hold, outcome: str) -> Reason:
+    """Return the ``duplicate_payout`` warning for a payout id that already holds *hold*."""
+    return Reason.model_construct(
+        code="duplicate_payout",
+        message=(
+            f"payout id {hold.payout_id!r} already holds {hold.held} {hold.currency} "
+            f"({hold.state}); {outcome}"
+        ),
+        rule="guard", retryable=False, details={},
+    )
+
+
 def _warning(decision: Decision, reason: Reason) -> Decision:
     return decision.model_copy(update={"warnings": (*decision.warnings, reason)})
 
 
 def _existing(guard: PayoutGuard, hold: Hold, decision: Decision) -> Reservation:
-    note = Reason.model_construct(
-        code="duplicate_payout",
-        message=(
-            f"payout id {hold.payout_id!r} already holds {hold.held} {hold.currency} "
-            f"({hold.state}); returning that reservation, nothing more is held"
-        ),
-        rule="guard", retryable=False, details={},
-    )
+    note = _already_held(hold, "returning that reservation, nothing more is held")
     decision = _warning(decision, note).model_copy(update={"allowed": True, "reasons": ()})
     guard._emit(decision)
     return Reservation(guard, decision, hold)
@@ -215,15 +220,7 @@ def without_own_hold(
         return _duplicate(decision, own, payout_id, asked)
     others = [hold for hold in counted if hold is not own]
     again, _ = guard._judge_once(request, force=False, clear=True, counted=others)
-    note = Reason.model_construct(
-        code="duplicate_payout",
-        message=(
-            f"payout id {payout_id!r} already holds {own.held} {own.currency} ({own.state}); "
-            f"judged against the other holds only"
-        ),
-        rule="guard", retryable=False, details={},
-    )
-    return _warning(again, note)
+    return _warning(again, _already_held(own, "judged against the other holds only"))
 
 
 def _duplicate(decision: Decision, held: Hold, payout_id: str, asked: str) -> Decision:

@@ -30,14 +30,11 @@ from rules import (
     when,
 )
 from rules._clearance import Clearance
+from tests._facts import brl
 from tests.rules_contract import probe_amounts
 from tests.strategies import builtin_rules, currencies, facts, rule_trees
 
 D = Decimal
-
-
-def brl(amount: str, available: str = "1000.00", **more: object) -> Facts:
-    return Facts(amount=D(amount), currency="BRL", available=D(available), **more)  # type: ignore[arg-type]
 
 
 def largest_reserve(verdict: Verdict) -> Decimal:

@@ -29,14 +29,11 @@ from rules import (
     when,
 )
 from rules._money import smallest_unit
+from tests._facts import brl
 from tests.rules_contract import check_contract
 from tests.strategies import CURRENCIES, builtin_rules, currencies, facts, rule_trees
 
 D = Decimal
-
-
-def brl(amount: str, available: str = "1000.00", **more: object) -> Facts:
-    return Facts(amount=D(amount), currency="BRL", available=D(available), **more)  # type: ignore[arg-type]
 
 
 def payable(verdict: Verdict, currency: str) -> tuple[Decimal, Decimal | None] | None:
