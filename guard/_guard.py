@@ -20,7 +20,8 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavaila
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
 from guard.stores._protocol import total_held
-from rules import Facts, Rule, RuleSet, SufficientFunds
+from rules import Facts, Rule, RuleSet, SufficientFunds, Verdict
+from rules._clearance import Clearance
 from rules._money import money_context
 
 if TYPE_CHECKING:
@@ -205,7 +206,8 @@ class PayoutGuard:
         code = parse_currency(currency)
         request = Request(smallest_unit(code), code, _ZERO, optional_text(account, "account"),
                           None)
-        # Probing with the smallest unit would fail a minimum payout's clearance anyway.
+        # Its bounds are the answer, not this probe amount's clearance (which a minimum payout
+        # would refuse anyway): have every rule explain itself.
         with money_context():
             decision, _ = self._decide(request, clear=False)
         return decision.max_payable
@@ -325,21 +327,18 @@ class PayoutGuard:
             request.account,
         )
         try:
-            clearance = self.rules.clearance(facts) if clear else None
-            if clearance is not None:
-                # Every rule passes without a warning: nothing to explain, no verdicts to build.
-                return _judge.from_clearance(
-                    request, clearance, mode=self.mode, provider=provider, balance=snapshot,
-                    reserved=reserved, now=now,
-                ), snapshot
-            with money_context():  # rules, yours among them, compute in the money context
-                verdict = self.rules.evaluate(facts)
+            verdict = self._apply_rules(facts, clear=clear)
         except Exception as exc:  # noqa: BLE001 - a rule that fails denies; it never allows
             self._log.exception("payout_guard.rule_error", error=type(exc).__name__,
                                 currency=request.currency)
             return _judge.denial(
                 request, _judge.rule_error_reason(exc), mode=self.mode, provider=provider,
                 now=now, balance=snapshot,
+            ), snapshot
+        if isinstance(verdict, Clearance):
+            return _judge.from_clearance(
+                request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+                reserved=reserved, now=now,
             ), snapshot
         holds: tuple[HoldSummary, ...] = ()
         more_holds = False
@@ -361,6 +360,18 @@ class PayoutGuard:
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,
             reserved=reserved, now=now, holds=holds, more_holds=more_holds,
         ), snapshot
+
+    def _apply_rules(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
+        """Return the clearance of *facts*, or every rule's verdict when there is none.
+
+        There is a clearance when *clear* asks for one and every rule allows *facts* without
+        a warning. Raises whatever a rule raises.
+        """
+        clearance = self.rules.clearance(facts) if clear else None
+        if clearance is not None:
+            return clearance  # nothing to explain: no verdicts built
+        with money_context():  # rules, yours among them, compute in the money context
+            return self.rules.evaluate(facts)
 
     def _emit(self, decision: Decision) -> None:
         record(decision)
