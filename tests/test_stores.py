@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import pytest
@@ -330,6 +330,20 @@ class TestExactMoney:
         assert Decimal(total) == counted
         store.commit("po_1", now=T0)
         assert Decimal(total) == store.reserved(taken.key, counted_since=0, now=T0)
+
+    def test_the_callers_decimal_context_changes_nothing(self, make_store: MakeStore) -> None:
+        """Sums stay exact under a caller's 6-digit context, through commits and a purge."""
+        store = make_store(retention=100.0)
+        with localcontext() as ctx:
+            ctx.prec = 6
+            for n, (amount, at) in enumerate([("1234567.89", T0), ("7654321.98", T0 + 2)]):
+                store.try_hold(hold(f"po_{n}", amount, fee="0.01", at=at),
+                               ceiling=Decimal(10**9), counted_since=0, now=at)
+                store.commit(f"po_{n}", now=at + 1)
+            store.try_hold(hold("po_2", "1111111.11", at=T0 + 101.5), ceiling=Decimal(10**9),
+                           counted_since=0, now=T0 + 101.5)  # purges po_0, past the retention
+            counted = store.reserved(KEY, counted_since=0, now=T0 + 101.5)
+        assert Decimal("8765433.10") == counted
 
 
 class TestRetention:

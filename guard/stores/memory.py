@@ -165,4 +165,4 @@ class InMemoryReservations:
             offset = ledger.running[cut - 1]
             ledger.times = ledger.times[cut:]
             ledger.ids = ledger.ids[cut:]
-            ledger.running = [total - offset for total in ledger.running[cut:]]
+            ledger.running = [SUBTRACT(total, offset) for total in ledger.running[cut:]]
