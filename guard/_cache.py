@@ -65,6 +65,12 @@ class BalanceCache:
         """
         if self._ttl <= 0:
             return self._fetch(currency)[currency]
+        if not force:
+            # A fresh entry is read without the lock: entries are replaced whole, never changed,
+            # and a lock taken on every check costs threads more than the check itself.
+            entry = self._entries.get(currency)
+            if entry is not None and self._clock() < entry.expires:
+                return entry.by_account
         with self._lock:
             entry = self._entries.get(currency)
             if entry is not None and not force and self._clock() < entry.expires:
