@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import random
+import sys
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from tests._guard_workers import (
     pay_through_luxcore,
     set_barrier,
 )
+from tests._holds import KEY, hold
 from tests._redis_server import shared_redis
 from tests._store_workers import kill_while_holding, open_store
 
@@ -77,6 +79,46 @@ def shared_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         open_store(path).close()
         return path
     return f"{request.getfixturevalue('redis_url')}#conc-{uuid.uuid4().hex}"
+
+
+@pytest.mark.slow
+class TestReadsDuringWrites:
+    def test_what_is_held_never_dips_while_holds_are_committed(
+        self, store: ReservationStore
+    ) -> None:
+        """A commit moves a hold from pending to committed: a reader never sees it in neither.
+
+        Four threads each hold and commit 1.00 over and over; a reader meanwhile reads what is
+        held, which may only grow. (The in-memory store reads without its lock.)
+        """
+        now, rounds = time.time(), 250
+        seen: list[Decimal] = []
+        done = threading.Event()
+
+        def writer(n: int) -> None:
+            for i in range(rounds):
+                payout_id = f"w{n}-{i}"
+                store.try_hold(hold(payout_id, "1.00", at=now), ceiling=Decimal(10**6),
+                               counted_since=0, now=now)
+                store.commit(payout_id, now=now)
+
+        def reader() -> None:
+            while not done.is_set():
+                seen.append(store.reserved(KEY, counted_since=0, now=now))
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: expose torn reads
+        try:
+            watching = threading.Thread(target=reader)
+            watching.start()
+            with ThreadPoolExecutor(WORKERS) as pool:
+                list(pool.map(writer, range(WORKERS)))
+            done.set()
+            watching.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert seen == sorted(seen)
+        assert Decimal(WORKERS * rounds) == store.reserved(KEY, counted_since=0, now=now)
 
 
 @pytest.mark.slow
