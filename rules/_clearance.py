@@ -2,11 +2,11 @@
 
 Most payouts are allowed, and an allowed payout needs no messages, no details and no verdict
 tree: only the bounds from which the guard derives ``max_payable``, and the reserve kept.
-Each built-in rule therefore has a ``_clear(facts)`` twin of its ``evaluate``: it returns a
-:class:`Clearance` exactly when ``evaluate`` would pass without a warning, and ``None``
-otherwise. ``None`` never decides anything; it only sends the caller to ``evaluate`` for the
-reasons. A twin may answer ``None`` more often than needed (that costs time, not safety), but
-never a clearance where ``evaluate`` would deny or warn; the tests hold every twin to it.
+Each built-in rule therefore has a ``_clear(facts)`` twin of its ``evaluate``: it returns its
+bounds exactly when ``evaluate`` would pass without a warning, and ``None`` otherwise. ``None``
+never decides anything; it only sends the caller to ``evaluate`` for the reasons. A twin may
+answer ``None`` more often than needed (that costs time, not safety), but never bounds where
+``evaluate`` would deny or warn; the tests hold every twin to it.
 
 Twins run on the hot path of every check, outside any money block: they compute with
 ``MONEY_CONTEXT``'s methods (``ADD``, ``SUBTRACT``), never with operators, whose results
