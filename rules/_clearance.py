@@ -28,9 +28,9 @@ __all__ = [
     "NO_BOUNDS",
     "Bounds",
     "Clear",
+    "ClearByVerdict",
     "Clearance",
     "clear_of",
-    "clear_with_verdict",
     "combine",
     "tighten",
 ]
@@ -60,18 +60,24 @@ Clear = Callable[[Facts], Bounds | None]
 NO_BOUNDS: Bounds = (None, None, _ZERO)
 
 
-def clear_with_verdict(rule: Rule) -> Clear:
-    """Return the ``_clear`` of a rule that has none: its verdict, when a clean pass."""
+class ClearByVerdict:
+    """The ``_clear`` of a rule that has none: its verdict's bounds, when a clean pass.
 
-    def clear(facts: Facts) -> Bounds | None:
+    A class rather than a closure, so that rule sets holding rules of yours still pickle.
+    """
+
+    __slots__ = ("rule",)
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+
+    def __call__(self, facts: Facts) -> Bounds | None:
         with money_context():
-            verdict = rule.evaluate(facts)
+            verdict = self.rule.evaluate(facts)
         if not verdict.passed or verdict.children:
             return None  # a denial, or a combination that may hold warnings: explain it
         reserve = verdict.details.get("reserve")
         return verdict.floor, verdict.cap, _ZERO if reserve is None else reserve
-
-    return clear
 
 
 def tighten(
@@ -127,4 +133,4 @@ def clear_of(rule: Rule) -> Clear:
                 own: Clear = getattr(rule, "_clear")  # noqa: B009 - private by design
                 return own
             break
-    return clear_with_verdict(rule)
+    return ClearByVerdict(rule)

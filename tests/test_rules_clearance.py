@@ -6,6 +6,7 @@ bounds and reserve; these tests hold every built-in's twin (and the combinators)
 
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, replace
 from decimal import ROUND_UP, Decimal, localcontext
@@ -168,6 +169,12 @@ class TestRulesWithoutTwins:
     def test_a_subclass_overriding_evaluate_is_judged_by_its_own_evaluate(self) -> None:
         strict: Rule = StrictFunds()
         assert None is all_of(strict).clearance(brl("10.00"))
+
+    def test_a_rule_set_holding_them_still_pickles(self) -> None:
+        """Rule sets travel to worker processes; clearing by verdict must not stop that."""
+        rules = all_of(SufficientFunds(), AtMost(D("20.00")), when(AtMost(D("5")), provider="x"))
+        again = pickle.loads(pickle.dumps(rules))
+        assert (rules, rules.clearance(brl("10.00"))) == (again, again.clearance(brl("10.00")))
 
 
 @given(judged(any_of_ok=True))
