@@ -20,8 +20,7 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavaila
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
 from guard.stores._protocol import total_held
-from rules import Facts, Rule, RuleSet, SufficientFunds, Verdict
-from rules._clearance import Clearance
+from rules import Clearance, Facts, Rule, RuleSet, SufficientFunds, Verdict
 from rules._money import money_context
 
 if TYPE_CHECKING:

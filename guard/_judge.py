@@ -12,8 +12,7 @@ from pydantic import BaseModel
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
 from guard.errors import ProviderError, StoreUnavailable
-from rules import Verdict
-from rules._clearance import Clearance
+from rules import Clearance, Verdict
 from rules._money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
 
 __all__ = ["denial", "from_clearance", "from_verdict", "max_payable_of", "new_decision_id"]

@@ -18,6 +18,7 @@ from guard import _judge
 from guard._request import Request
 from guard.testing import StaticFetcher
 from rules import (
+    Clearance,
     Facts,
     FrozenFunds,
     MaxPayout,
@@ -30,7 +31,6 @@ from rules import (
     any_of,
     when,
 )
-from rules._clearance import Clearance
 from tests._facts import brl
 from tests.rules_contract import probe_amounts
 from tests.strategies import builtin_rules, currencies, facts, rule_trees
