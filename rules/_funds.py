@@ -35,7 +35,7 @@ from rules._params import (
     spendable_text,
 )
 
-__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds", "payable_cap"]
+__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds", "cap_keeping", "payable_cap"]
 
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
@@ -46,6 +46,18 @@ def payable_cap(limit: Decimal, currency: str) -> Decimal:
     """Return the largest whole-unit amount ``<= limit``, or 0 when even that is negative."""
     cap = limit.quantize(smallest_unit(currency), ROUND_FLOOR, MONEY_CONTEXT)
     return cap if cap >= 0 else _ZERO  # what max(cap, 0) returns, without the call
+
+
+def cap_keeping(facts: Facts, keep: Decimal) -> Decimal | None:
+    """Return the cap of a payout that leaves *keep* of spendable untouched, for the twins.
+
+    ``None`` when this payout would eat into *keep*. Computed with MONEY_CONTEXT's methods
+    (see ``rules._clearance``).
+    """
+    spendable = SUBTRACT(facts.available, facts.reserved)
+    if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < keep:
+        return None
+    return payable_cap(SUBTRACT(SUBTRACT(spendable, keep), facts.fee), facts.currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +75,8 @@ class SufficientFunds:
 
     def _clear(self, facts: Facts) -> Bounds | None:
         # The twin of evaluate (see rules._clearance).
-        spendable = SUBTRACT(facts.available, facts.reserved)
-        if ADD(facts.amount, facts.fee) > spendable:
-            return None
-        return None, payable_cap(SUBTRACT(spendable, facts.fee), facts.currency), _ZERO
+        cap = cap_keeping(facts, _ZERO)
+        return None if cap is None else (None, cap, _ZERO)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
@@ -158,11 +168,8 @@ class ReserveMargin:
         reserve = self.reserve_for(facts)
         if not reserve:
             return NO_BOUNDS
-        spendable = SUBTRACT(facts.available, facts.reserved)
-        if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < reserve:
-            return None
-        cap = payable_cap(SUBTRACT(SUBTRACT(spendable, reserve), facts.fee), facts.currency)
-        return None, cap, reserve
+        cap = cap_keeping(facts, reserve)
+        return None if cap is None else (None, cap, reserve)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""

@@ -13,8 +13,8 @@ from decimal import ROUND_CEILING, Decimal
 from rules._clearance import NO_BOUNDS, Bounds
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._funds import payable_cap
-from rules._money import ADD, MONEY_CONTEXT, SUBTRACT, money_context
+from rules._funds import cap_keeping, payable_cap
+from rules._money import MONEY_CONTEXT, money_context
 from rules._params import AmountLike, Table, amounts, money, number, required_text
 
 __all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
@@ -66,12 +66,9 @@ class CurrencyMinimums:
         keep = self.min_remaining.get(facts.currency)
         if keep is None:
             return floor, None, _ZERO
-        spendable = SUBTRACT(facts.available, facts.reserved)
-        if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < keep:
-            return None
         # Passing both, floor <= amount <= cap: the cap needs no "nothing allowed" check.
-        cap = payable_cap(SUBTRACT(SUBTRACT(spendable, keep), facts.fee), facts.currency)
-        return floor, cap, _ZERO
+        cap = cap_keeping(facts, keep)
+        return None if cap is None else (floor, cap, _ZERO)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
