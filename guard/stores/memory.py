@@ -7,7 +7,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from guard.stores._protocol import Hold, HoldOutcome
+from guard.stores._protocol import Hold, HoldOutcome, total_held
 from rules._money import ADD, SUBTRACT
 
 __all__ = ["InMemoryReservations"]
@@ -31,10 +31,7 @@ class _Tally:
     # Sums use MONEY_CONTEXT's methods: the caller's decimal context must not round them.
     def counted(self, now: float, since: float) -> Decimal:
         """Return what the pending holds alive at *now* and the commits after *since* hold."""
-        total = _ZERO
-        for hold in self.pending:
-            if now < hold.expires_at:
-                total = ADD(total, hold.held)
+        total = total_held(hold for hold in self.pending if now < hold.expires_at)
         if self.count:
             cut = bisect_right(self.times, since, 0, self.count)
             before = self.running[cut - 1] if cut else _ZERO
