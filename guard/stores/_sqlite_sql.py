@@ -102,9 +102,12 @@ HOLDS = f"""
 """  # noqa: S608 - built from constants only; values are bound parameters
 GET = f"SELECT {_COLUMNS} FROM holds WHERE payout_id = ?"  # noqa: S608 - constants only
 # ?1 key, ?2 now: the uncertain holds whose uncertain_ttl ended, each returned once.
+# "state != 'committed'" repeats the live index's condition so that SQLite uses that index (it
+# cannot tell that state = 'uncertain' implies it): without it every hold is scanned.
 LAPSED = f"""
     UPDATE holds SET reported = 1
-    WHERE key = ?1 AND state = 'uncertain' AND reported = 0 AND expires_at <= ?2
+    WHERE key = ?1 AND state != 'committed' AND state = 'uncertain' AND reported = 0
+        AND expires_at <= ?2
     RETURNING {_COLUMNS}
 """  # noqa: S608 - constants only
 LEDGER = "SELECT currency, committed_minor, last_commit FROM ledgers WHERE key = ?"
