@@ -21,14 +21,17 @@ Losing holds is detected, never ignored:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
 import math
 import secrets
-import threading
+import weakref
+from collections.abc import Generator
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import structlog
 
@@ -48,8 +51,12 @@ from guard.stores._protocol import Hold, HoldOutcome, HoldState
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.commands.core import AsyncScript
 
-__all__ = ["RedisReservations"]
+__all__ = ["AsyncRedisReservations", "RedisReservations"]
+
+T = TypeVar("T")
 
 _ZERO = Decimal(0)
 _LIMIT = 2**53  # Lua numbers are doubles: integers are exact below this
@@ -62,6 +69,28 @@ _LOST = (
     "calls rearm()"
 )
 _log = structlog.get_logger("payout_guard")
+_SCRIPTS = (
+    ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
+    ("mark_uncertain", lua.MARK_UNCERTAIN), ("resolve", lua.RESOLVE), ("get", lua.GET),
+    ("reserved", lua.RESERVED), ("holds", lua.HOLDS), ("repair", lua.REPAIR),
+)
+_SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, key, argv)
+
+
+class _Call(NamedTuple):
+    """One Redis call an operation asks for: a client method (or a script) and its arguments.
+
+    Each operation is written once as a generator of these (a *flow*); ``RedisReservations``
+    makes the calls with its blocking client, ``AsyncRedisReservations`` awaits them with an
+    asyncio client. A Redis error is thrown back into the flow, which translates it.
+    """
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default
+
+
+Flow = Generator[_Call, Any, T]
 
 
 def _text(value: object) -> str:
@@ -162,27 +191,21 @@ class RedisReservations:
                 path="url_or_client",
             )
         self._client: Redis | None = client
+        # Kept to open asyncio clients on the same server (asyncio()); never shown anywhere.
+        self._url = url_or_client if isinstance(url_or_client, str) else None
+        self._timeout = seconds
         self._errors = redis.RedisError
         self._response_error = redis.ResponseError
         self._prefix = f"{{{namespace}}}:"
         self._namespace = namespace
         self._allow_eviction = bool(allow_eviction)
         self._gc = math.ceil(self._retention) + _GC_MARGIN
-        self._contact_lock = threading.Lock()
         self._epoch: str | None = None
         self._warned = False
-        self._scripts = {
-            name: client.register_script(text)
-            for name, text in (
-                ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
-                ("mark_uncertain", lua.MARK_UNCERTAIN), ("resolve", lua.RESOLVE),
-                ("get", lua.GET), ("reserved", lua.RESERVED), ("holds", lua.HOLDS),
-                ("repair", lua.REPAIR),
-            )
-        }
+        self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
         # Redis cannot be reached now: the first use tries again.
         with contextlib.suppress(StoreUnavailable):
-            self._contact()
+            self._drive(self._contacted())
 
     def __repr__(self) -> str:
         return f"RedisReservations(namespace={self._namespace!r})"
@@ -209,6 +232,95 @@ class RedisReservations:
             StoreUnavailable: Redis could not be reached, refused the script, or lost its
                 holds.
         """
+        return self._drive(self._try_hold(hold, ceiling, counted_since, now))
+
+    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
+
+        A commit time earlier than the key's last one (a clock stepping back) is recorded as
+        that last time: the hold then counts a little longer, which is the safe side.
+
+        Raises:
+            ValueError: *now* is not finite.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._commit(payout_id, owner, now))
+
+    def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (see ``ReservationStore.release``).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._release(payout_id, owner))
+
+    def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (see ``ReservationStore.mark_uncertain``).
+
+        Raises:
+            ValueError: a time is not finite, or *until* is more than 30 days after *now*.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._mark_uncertain(payout_id, owner, now, until))
+
+    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (see ``ReservationStore.resolve``).
+
+        Raises:
+            ValueError: *now* is not finite.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._resolve(payout_id, sent, now))
+
+    def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._get(payout_id))
+
+    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count.
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._reserved(key, counted_since, now))
+
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first.
+
+        With *limit*, at most that many: the live ones first, then the earliest commits.
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._holds(key, counted_since, now, limit))
+
+    def asyncio(self) -> AsyncRedisReservations:
+        """Return this store on ``redis.asyncio``: the same holds, scripts and epoch.
+
+        ``AsyncPayoutGuard`` uses it, so its holds never wait for a thread. It talks to the
+        server this store was built for (the URL, or the client's connection settings).
+        """
+        return AsyncRedisReservations(self)
+
+    # -- each operation, written once as a flow of Redis calls (see _Call) -----------------
+
+    def _try_hold(
+        self, hold: Hold, ceiling: Decimal, counted_since: float, now: float
+    ) -> Flow[HoldOutcome]:
         machine.check_hold(hold, now)
         check_time("counted_since", counted_since)
         cur = hold.currency
@@ -221,7 +333,7 @@ class RedisReservations:
             _seconds(hold.expires_at), str(limit), _seconds(counted_since), _seconds(now),
             _seconds(now - self._retention), str(_life(now, hold.expires_at, self._gc)),
         ))
-        reply = self._run(
+        reply = yield from self._script(
             "try_hold", self._record(hold.payout_id),
             [hold.payout_id, hold.key, cur, hold.owner, numbers], hold,
         )
@@ -235,99 +347,51 @@ class RedisReservations:
         existing = _hold(hold.payout_id, reply[2])
         return HoldOutcome(status="duplicate", hold=existing, counted=counted, lapsed=lapsed)
 
-    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
-        """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
-
-        A commit time earlier than the key's last one (a clock stepping back) is recorded as
-        that last time: the hold then counts a little longer, which is the safe side.
-
-        Raises:
-            ValueError: *now* is not finite.
-            StoreUnavailable: Redis could not be reached, refused the script, or lost its
-                holds.
-        """
+    def _commit(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
         check_time("now", now)
-        reply = self._run(
+        reply = yield from self._script(
             "commit", self._record(payout_id), [payout_id, owner, _seconds(now), self._gc]
         )
         return None if reply is None else _hold(payout_id, reply)
 
-    def release(self, payout_id: str, *, owner: str) -> bool:
-        """Drop *owner*'s pending hold (see ``ReservationStore.release``).
+    def _release(self, payout_id: str, owner: str) -> Flow[bool]:
+        reply = yield from self._script("release", self._record(payout_id), [payout_id, owner])
+        return bool(reply)
 
-        Raises:
-            StoreUnavailable: Redis could not be reached, refused the script, or lost its
-                holds.
-        """
-        return bool(self._run("release", self._record(payout_id), [payout_id, owner]))
-
-    def mark_uncertain(
-        self, payout_id: str, *, owner: str, now: float, until: float
-    ) -> Hold | None:
-        """Mark *owner*'s pending hold uncertain (see ``ReservationStore.mark_uncertain``).
-
-        Raises:
-            ValueError: a time is not finite, or *until* is more than 30 days after *now*.
-            StoreUnavailable: Redis could not be reached, refused the script, or lost its
-                holds.
-        """
+    def _mark_uncertain(
+        self, payout_id: str, owner: str, now: float, until: float
+    ) -> Flow[Hold | None]:
         machine.check_life(now, until)
-        reply = self._run(
+        reply = yield from self._script(
             "mark_uncertain", self._record(payout_id),
             [payout_id, owner, _seconds(until), _life(now, until, self._gc)],
         )
         return None if reply is None else _hold(payout_id, reply)
 
-    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
-        """End an uncertain hold (see ``ReservationStore.resolve``).
-
-        Raises:
-            ValueError: *now* is not finite.
-            StoreUnavailable: Redis could not be reached, refused the script, or lost its
-                holds.
-        """
+    def _resolve(self, payout_id: str, sent: bool, now: float) -> Flow[Hold | None]:
         check_time("now", now)
-        reply = self._run(
+        reply = yield from self._script(
             "resolve", self._record(payout_id),
             [payout_id, "1" if sent else "0", _seconds(now), self._gc],
         )
         return None if reply is None else _hold(payout_id, reply)
 
-    def get(self, payout_id: str) -> Hold | None:
-        """Return the hold recorded under *payout_id*, if any.
-
-        Raises:
-            StoreUnavailable: Redis could not be reached, or lost its holds.
-        """
-        reply = self._run("get", self._record(payout_id), [])
+    def _get(self, payout_id: str) -> Flow[Hold | None]:
+        reply = yield from self._script("get", self._record(payout_id), [])
         return None if reply is None else _hold(payout_id, reply)
 
-    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
-        """Return the total held on *key* by holds that count.
-
-        Raises:
-            ValueError: a time is not finite.
-            StoreUnavailable: Redis could not be reached, or lost its holds.
-        """
-        reply = self._run(
+    def _reserved(self, key: str, counted_since: float, now: float) -> Flow[Decimal]:
+        reply = yield from self._script(
             "reserved", f"{self._prefix}t:{key}",
             [key, _seconds(check_time("counted_since", counted_since)),
              _seconds(check_time("now", now))],
         )
         return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
 
-    def holds(
-        self, key: str, *, counted_since: float, now: float, limit: int | None = None
-    ) -> list[Hold]:
-        """Return the holds on *key* that count, oldest first.
-
-        With *limit*, at most that many: the live ones first, then the earliest commits.
-
-        Raises:
-            ValueError: a time is not finite.
-            StoreUnavailable: Redis could not be reached, or lost its holds.
-        """
-        reply = self._run(
+    def _holds(
+        self, key: str, counted_since: float, now: float, limit: int | None
+    ) -> Flow[list[Hold]]:
+        reply = yield from self._script(
             "holds", f"{self._prefix}t:{key}",
             [key, _seconds(check_time("counted_since", counted_since)),
              _seconds(check_time("now", now)), -1 if limit is None else limit],
@@ -348,9 +412,8 @@ class RedisReservations:
             ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
             StoreUnavailable: Redis could not be reached.
         """
-        with self._contact_lock:
-            self._epoch = None
-        self._contact()
+        self._epoch = None
+        self._drive(self._contacted())
         client = self._live()
         pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
         keys: set[str] = set()
@@ -361,7 +424,7 @@ class RedisReservations:
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         for key in sorted(keys):
-            self._run("repair", f"{self._prefix}t:{key}", [key, self._gc])
+            self._drive(self._script("repair", f"{self._prefix}t:{key}", [key, self._gc]))
 
     def close(self) -> None:
         """Close the client if this store built it; the holds stay in Redis."""
@@ -377,88 +440,54 @@ class RedisReservations:
             raise StoreUnavailable("the store was closed", store="redis")
         return self._client
 
+    def _async_client(self) -> AsyncRedis:
+        """Return a new asyncio client on this store's server."""
+        from redis import asyncio as aioredis  # noqa: PLC0415 - optional dependency
+
+        if self._url is not None:
+            return aioredis.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
+        settings = dict(self._live().connection_pool.connection_kwargs)
+        if "path" in settings:  # a unix socket
+            settings["unix_socket_path"] = settings.pop("path")
+        accepted = inspect.signature(aioredis.Redis).parameters
+        return aioredis.Redis(**{k: v for k, v in settings.items() if k in accepted})
+
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         # redis-py messages name host and port, never the URL's password.
         return StoreUnavailable(f"{type(exc).__name__}: {exc}", store="redis")
 
-    def _contact(self) -> str:
-        """Return the remembered epoch, making the first contact with Redis if not yet done.
-
-        Raises:
-            ConfigurationError: the server may evict keys and *allow_eviction* is not set.
-            StoreUnavailable: Redis could not be reached.
-        """
-        with self._contact_lock:
-            if self._epoch is not None:
-                return self._epoch
-            client = self._live()
-            try:
-                self._check_server(client)
-                marker = f"{self._prefix}epoch"
-                client.set(marker, secrets.token_hex(16), nx=True)
-                epoch = client.get(marker)
-            except self._errors as exc:
-                raise self._unavailable(exc) from exc
-            if epoch is None:  # deleted between the two calls: try again at the next call
-                raise StoreUnavailable(_LOST.format("the epoch marker vanished"), store="redis")
-            self._epoch = _text(epoch)
-            return self._epoch
-
-    def _check_server(self, client: Redis) -> None:
-        """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
-        policy = self._config(client, "maxmemory-policy")
-        if policy is None:
-            policy = self._info(client, "memory", "maxmemory_policy")
-        if policy != "noeviction" and not self._allow_eviction:
-            found = "cannot be read" if policy is None else f"is {policy[:40]!r}"
-            raise ConfigurationError(
-                f"the Redis server's maxmemory-policy {found}, so it may evict holds under "
-                f"memory pressure; set maxmemory-policy noeviction on the server (or pass "
-                f"allow_eviction=True)",
-                path="maxmemory-policy",
-            )
-        if self._warned:
-            return
-        aof = self._info(client, "persistence", "aof_enabled")
-        save = self._config(client, "save")
-        # Without CONFIG (managed Redis) the snapshot setting is unknown: no warning then.
-        if save is not None and not save.strip() and aof == "0":
-            self._warned = True
-            _log.warning(
-                "payout_guard.store_not_durable", store="redis", namespace=self._namespace,
-                detail="Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
-                "hold (the store then denies until rearm())",
-            )
-
-    def _info(self, client: Redis, section: str, name: str) -> str | None:
-        """Return one INFO field as text, or None when it or INFO is unavailable."""
+    def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*, making each call it asks for with the blocking client."""
+        client = self._live()
         try:
-            found = client.info(section)
-        except self._response_error:
-            return None
-        value = found.get(name)
-        return None if value is None else _text(value)
+            call = next(flow)
+            while True:
+                try:
+                    if call.method == _SCRIPT:
+                        name, key, args = call.args
+                        reply = self._scripts[name](keys=[key], args=args, client=client)
+                    else:
+                        reply = getattr(client, call.method)(*call.args, **call.kwargs)
+                except self._errors as exc:
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(reply)
+        except StopIteration as stop:
+            return cast("T", stop.value)
 
-    def _config(self, client: Redis, name: str) -> str | None:
-        """Return a CONFIG GET value, or None when CONFIG is disabled (as on managed Redis)."""
+    def _script(
+        self, name: str, key: str, args: list[Any], hold: Hold | None = None
+    ) -> Flow[Any]:
+        """Run script *name* on *key* with the store's prefix and epoch before *args*."""
         try:
-            found = client.config_get(name)
-        except self._response_error:
-            return None
-        for key, value in found.items():
-            if _text(key) == name:
-                return _text(value)
-        return None
-
-    def _run(self, name: str, key: str, args: list[Any], hold: Hold | None = None) -> Any:
-        self._live()
-        try:
-            epoch = self._contact()
+            epoch = yield from self._contacted()
         except ConfigurationError as exc:
             # Found only now (Redis was unreachable at construction): a use must deny.
             raise StoreUnavailable(str(exc), store="redis") from None
         try:
-            return self._scripts[name](keys=[key], args=[self._prefix, epoch, *args])
+            return (yield _Call(_SCRIPT, (name, key, [self._prefix, epoch, *args])))
         except self._errors as exc:
             text = str(exc)
             if "PAYOUT_GUARD_LOST" in text:
@@ -473,3 +502,163 @@ class RedisReservations:
                     f"balances this large ({text})"
                 ) from None
             raise self._unavailable(exc) from exc
+
+    def _contacted(self) -> Flow[str]:
+        """Return the remembered epoch, making the first contact with Redis if not yet done.
+
+        Two first contacts at once (threads, tasks) agree: the marker is set only if missing.
+
+        Raises:
+            ConfigurationError: the server may evict keys and *allow_eviction* is not set.
+            StoreUnavailable: Redis could not be reached.
+        """
+        if self._epoch is not None:
+            return self._epoch
+        try:
+            yield from self._check_server()
+            marker = f"{self._prefix}epoch"
+            yield _Call("set", (marker, secrets.token_hex(16)), {"nx": True})
+            epoch = yield _Call("get", (marker,))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        if epoch is None:  # deleted between the two calls: try again at the next call
+            raise StoreUnavailable(_LOST.format("the epoch marker vanished"), store="redis")
+        self._epoch = _text(epoch)
+        return self._epoch
+
+    def _check_server(self) -> Flow[None]:
+        """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
+        policy = yield from self._config("maxmemory-policy")
+        if policy is None:
+            policy = yield from self._info("memory", "maxmemory_policy")
+        if policy != "noeviction" and not self._allow_eviction:
+            found = "cannot be read" if policy is None else f"is {policy[:40]!r}"
+            raise ConfigurationError(
+                f"the Redis server's maxmemory-policy {found}, so it may evict holds under "
+                f"memory pressure; set maxmemory-policy noeviction on the server (or pass "
+                f"allow_eviction=True)",
+                path="maxmemory-policy",
+            )
+        if self._warned:
+            return
+        aof = yield from self._info("persistence", "aof_enabled")
+        save = yield from self._config("save")
+        # Without CONFIG (managed Redis) the snapshot setting is unknown: no warning then.
+        if save is not None and not save.strip() and aof == "0":
+            self._warned = True
+            _log.warning(
+                "payout_guard.store_not_durable", store="redis", namespace=self._namespace,
+                detail="Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
+                "hold (the store then denies until rearm())",
+            )
+
+    def _info(self, section: str, name: str) -> Flow[str | None]:
+        """Return one INFO field as text, or None when it or INFO is unavailable."""
+        try:
+            found = yield _Call("info", (section,))
+        except self._response_error:
+            return None
+        value = found.get(name)
+        return None if value is None else _text(value)
+
+    def _config(self, name: str) -> Flow[str | None]:
+        """Return a CONFIG GET value, or None when CONFIG is disabled (as on managed Redis)."""
+        try:
+            found = yield _Call("config_get", (name,))
+        except self._response_error:
+            return None
+        for key, value in found.items():
+            if _text(key) == name:
+                return _text(value)
+        return None
+
+
+class AsyncRedisReservations:
+    """A ``RedisReservations`` store driven through ``redis.asyncio``: no thread per call.
+
+    Built by ``RedisReservations.asyncio()``; it shares the store's scripts, epoch marker and
+    settings, and runs each operation's flow of Redis calls with an asyncio client (one per
+    event loop, made on first use in that loop).
+    """
+
+    def __init__(self, store: RedisReservations) -> None:
+        self._store = store
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncRedis, dict[str, AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisReservations({self._store!r})"
+
+    async def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (``RedisReservations.try_hold``)."""
+        return await self._drive(self._store._try_hold(hold, ceiling, counted_since, now))
+
+    async def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (``RedisReservations.commit``)."""
+        return await self._drive(self._store._commit(payout_id, owner, now))
+
+    async def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (``RedisReservations.release``)."""
+        return await self._drive(self._store._release(payout_id, owner))
+
+    async def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (``RedisReservations.mark_uncertain``)."""
+        return await self._drive(self._store._mark_uncertain(payout_id, owner, now, until))
+
+    async def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (``RedisReservations.resolve``)."""
+        return await self._drive(self._store._resolve(payout_id, sent, now))
+
+    async def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any."""
+        return await self._drive(self._store._get(payout_id))
+
+    async def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count."""
+        return await self._drive(self._store._reserved(key, counted_since, now))
+
+    async def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (``RedisReservations.holds``)."""
+        return await self._drive(self._store._holds(key, counted_since, now, limit))
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running loop; the blocking store stays open."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].aclose()
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*, awaiting each call it asks for with this loop's asyncio client."""
+        client, scripts = self._client()
+        errors = self._store._errors
+        try:
+            call = next(flow)
+            while True:
+                try:
+                    if call.method == _SCRIPT:
+                        name, key, args = call.args
+                        reply = await scripts[name](keys=[key], args=args)
+                    else:
+                        reply = await getattr(client, call.method)(*call.args, **call.kwargs)
+                except errors as exc:
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(reply)
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+    def _client(self) -> tuple[AsyncRedis, dict[str, AsyncScript]]:
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            client = self._store._async_client()
+            scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
+            found = self._clients[loop] = (client, scripts)
+        return found
