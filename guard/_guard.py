@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -11,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from guard import _judge
-from guard._cache import BalanceCache
+from guard._cache import SKEW_WARNING, BalanceCache
 from guard._capture import record
+from guard._clock import Clock, clocks_of, counted_since
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
 from guard._money import parse_currency, smallest_unit
 from guard._request import Request, optional_text, parse_request, pick_account, seconds
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "PayoutGuard"]
 
-Clock = Callable[[], float]
 _ZERO = Decimal(0)
 _SHOWN_HOLDS = 20
 # After a commit, a balance older than this is fetched again (see BalanceCache.refresh_soon).
@@ -52,7 +51,9 @@ class PayoutGuard:
         settle_lag: Seconds a submitted payout keeps counting against a balance fetched
             before it could show there.
         hold_ttl: Default seconds a pending hold lives before it stops counting.
-        clock: Seconds since the epoch (default ``time.time``); tests pass a fake.
+        clock: The wall clock for timestamps and the monotonic clock for durations (default
+            ``time.time`` and ``time.monotonic``); tests pass a ``guard.testing.FakeClock``.
+            A plain callable is read for both.
 
     Raises:
         ConfigurationError: any option is invalid.
@@ -95,9 +96,13 @@ class PayoutGuard:
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
         )
-        self._clock: Clock = clock or time.time
+        try:
+            self._clocks = clocks_of(clock)
+        except TypeError as exc:
+            raise ConfigurationError(str(exc), path="clock") from None
+        self._clock: Callable[[], float] = self._clocks.time
         self._cache = BalanceCache(
-            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clock
+            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clocks
         )
         self._log = structlog.get_logger("payout_guard")
 
@@ -284,7 +289,7 @@ class PayoutGuard:
         """Judge *request* once; *counted*, when given, are the holds to count, already read."""
         provider = self.fetcher.name
         try:
-            by_account = self._cache.get(request.currency, force=force)
+            fetched = self._cache.get_fetched(request.currency, force=force)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
             self._log.warning(
                 "payout_guard.balance_unavailable", provider=provider,
@@ -298,7 +303,7 @@ class PayoutGuard:
                 allowed=self.fail_open,
             ), None
         now = self._clock()
-        snapshot = pick_account(by_account, request.account, provider, request.currency)
+        snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
         if snapshot is None:
             reason = _judge.not_held_reason(provider, request.currency, request.account)
             return _judge.denial(
@@ -306,8 +311,12 @@ class PayoutGuard:
             ), None
         # Holds live under the account actually judged, however the caller named it.
         key = balance_key(provider, snapshot.account, request.currency)
-        as_of = snapshot.as_of.timestamp()
-        since = as_of - self.settle_lag
+        as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
+        since = counted_since(as_of, now, self.settle_lag)
+        # Its age on the monotonic clock: how old it was on arrival, plus the time since.
+        age = max(0.0, fetched.received_at - as_of) + max(
+            0.0, self._clocks.monotonic() - fetched.received_mono
+        )
         try:
             reserved = (
                 self.reservations.reserved(key, counted_since=since, now=now)
@@ -322,7 +331,7 @@ class PayoutGuard:
             ), None
         facts = Facts.trusted(
             request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-            snapshot.total, reserved, max(0.0, now - as_of), provider,
+            snapshot.total, reserved, age, provider,
             request.account,
         )
         try:
@@ -335,10 +344,10 @@ class PayoutGuard:
                 now=now, balance=snapshot,
             ), snapshot
         if isinstance(verdict, Clearance):
-            return _judge.from_clearance(
+            return _skewed(_judge.from_clearance(
                 request, verdict, mode=self.mode, provider=provider, balance=snapshot,
                 reserved=reserved, now=now,
-            ), snapshot
+            ), provider, fetched.skew), snapshot
         holds: tuple[HoldSummary, ...] = ()
         more_holds = False
         if verdict.denies and reserved:
@@ -355,10 +364,10 @@ class PayoutGuard:
                 HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
                 for h in listed[:_SHOWN_HOLDS]
             )
-        return _judge.from_verdict(
+        return _skewed(_judge.from_verdict(
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,
             reserved=reserved, now=now, holds=holds, more_holds=more_holds,
-        ), snapshot
+        ), provider, fetched.skew), snapshot
 
     def _apply_rules(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
         """Return the clearance of *facts*, or every rule's verdict when there is none.
@@ -384,3 +393,11 @@ class PayoutGuard:
     def _invalidate(self, currency: str) -> None:
         """Refresh *currency*'s balance after a commit, at most once per ``_COMMIT_REFRESH``."""
         self._cache.refresh_soon(currency, _COMMIT_REFRESH)
+
+
+def _skewed(decision: Decision, provider: str, skew: float) -> Decision:
+    """Return *decision* with a ``clock_skew`` warning when the provider's clock ran ahead."""
+    if skew <= SKEW_WARNING:
+        return decision
+    warning = _judge.skew_reason(provider, skew)
+    return decision.model_copy(update={"warnings": (*decision.warnings, warning)})

@@ -290,3 +290,21 @@ def duplicate_reason(payout_id: str, held: str, asked: str) -> Reason:
         retryable=False,
         details={},
     )
+
+
+def skew_reason(provider: str, skew: float) -> Reason:
+    """Return the ``clock_skew`` warning for a balance stamped *skew* seconds in our future.
+
+    The balance was used as of its arrival here; the warning says which clock to check.
+    """
+    seconds_ahead = Decimal(round(skew)) if skew < 1e9 else Decimal(10**9)
+    return Reason.model_construct(
+        code="clock_skew",
+        message=(
+            f"{provider} stamped the balance {seconds_ahead} s ahead of the local clock; it was "
+            f"used as of its arrival here (check NTP on this host, or tell the provider)"
+        ),
+        rule="guard",
+        retryable=False,
+        details={"skew_seconds": seconds_ahead},
+    )

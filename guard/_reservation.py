@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal
 
 from guard import _judge
+from guard._clock import counted_since
 from guard._models import BalanceSnapshot, Decision, Reason
 from guard._request import Request
 from guard.errors import GuardError, PayoutDenied, StoreUnavailable
@@ -166,7 +167,7 @@ def reserve(guard: PayoutGuard, request: Request, ttl: float) -> Reservation:
                 # Caps fall at most one for one as holds grow, so judged with `reserved` held,
                 # the payout stays allowed while the holds that count stay within this ceiling.
                 ceiling = decision.reserved + decision.max_payable + request.fee
-                since = snapshot.as_of.timestamp() - guard.settle_lag
+                since = counted_since(snapshot.as_of.timestamp(), now, guard.settle_lag)
             outcome = guard.reservations.try_hold(
                 _as_hold(request, key, now, now + ttl), ceiling=ceiling, counted_since=since,
                 now=now,
@@ -207,9 +208,10 @@ def without_own_hold(
     """
     payout_id = request.payout_id or ""
     key = balance_key(guard.provider, snapshot.account, request.currency)
-    since = snapshot.as_of.timestamp() - guard.settle_lag
+    now = guard._now()
+    since = counted_since(snapshot.as_of.timestamp(), now, guard.settle_lag)
     try:
-        counted = guard.reservations.holds(key, counted_since=since, now=guard._now())
+        counted = guard.reservations.holds(key, counted_since=since, now=now)
     except StoreUnavailable:
         return decision  # the denial stands
     own = next((hold for hold in counted if hold.payout_id == payout_id), None)
