@@ -102,7 +102,8 @@ class PayoutGuard:
             raise ConfigurationError(str(exc), path="clock") from None
         self._clock: Callable[[], float] = self._clocks.time
         self._cache = BalanceCache(
-            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clocks
+            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clocks,
+            wait_timeout=_wait_timeout(fetcher),
         )
         self._log = structlog.get_logger("payout_guard")
 
@@ -393,6 +394,18 @@ class PayoutGuard:
     def _invalidate(self, currency: str) -> None:
         """Refresh *currency*'s balance after a commit, at most once per ``_COMMIT_REFRESH``."""
         self._cache.refresh_soon(currency, _COMMIT_REFRESH)
+
+
+def _wait_timeout(fetcher: BalanceFetcher) -> float:
+    """Return how long a check waits for another thread's fetch: its deadline and a second.
+
+    A fetcher with a ``deadline`` (the provider fetchers) gives up by then, so a check waiting
+    on it can too; for others the wait is a minute.
+    """
+    deadline = getattr(fetcher, "deadline", None)
+    if isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline > 0:
+        return float(deadline) + 1.0
+    return 60.0
 
 
 def _skewed(decision: Decision, provider: str, skew: float) -> Decision:

@@ -270,6 +270,9 @@ def run_with_retry(
     try:
         return retrying(one_attempt)
     except AttemptFailed as failure:
-        last = failure
+        error, cause = run.final_error(failure), failure.cause
+        # Its traceback holds the attempt's frames (the request, its headers): let it go.
+        failure.__traceback__ = None
+        del failure
     # Raised outside the except block so that the private signal is not left as __context__.
-    raise run.final_error(last) from last.cause
+    raise error from cause
