@@ -16,7 +16,12 @@ from guard._clock import Clock, clocks_of, counted_since
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
 from guard._money import parse_currency, smallest_unit
 from guard._request import Request, optional_text, parse_request, pick_account, seconds
-from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
+from guard.errors import (
+    ConfigurationError,
+    InvalidPayoutRequest,
+    ProviderAuthError,
+    StoreUnavailable,
+)
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
 from guard.stores._protocol import total_held
@@ -292,10 +297,17 @@ class PayoutGuard:
         try:
             fetched = self._cache.get_fetched(request.currency, force=force)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
-            self._log.warning(
-                "payout_guard.balance_unavailable", provider=provider,
-                currency=request.currency, error=type(exc).__name__,
-            )
+            if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
+                # Not an outage: nothing gets better by waiting, so someone must be told.
+                self._log.error(
+                    "payout_guard.credentials_rejected", provider=provider,
+                    currency=request.currency, status=exc.status, code=exc.code,
+                )
+            else:
+                self._log.warning(
+                    "payout_guard.balance_unavailable", provider=provider,
+                    currency=request.currency, error=type(exc).__name__,
+                )
             reason = _judge.unavailable_reason(
                 provider, request.currency, exc, allowed=self.fail_open
             )

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
-from guard.errors import ProviderError, StoreUnavailable
+from guard._text import printable
+from guard.errors import ProviderAuthError, ProviderError, StoreUnavailable
 from rules import Clearance, Verdict
 from rules._money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
 
@@ -215,7 +216,9 @@ def unavailable_reason(
     """
     what = type(exc).__name__
     # Only our own errors are known to carry no secrets in their text.
-    detail = f": {exc}" if isinstance(exc, ProviderError) else ""
+    detail = f": {printable(str(exc), 400)}" if isinstance(exc, ProviderError) else ""
+    if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
+        return credentials_reason(provider, currency, detail, allowed=allowed)
     outcome = (
         "allowed without a balance check because fail_open=True" if allowed
         else "the payout was not sent and can be retried later"
@@ -228,6 +231,29 @@ def unavailable_reason(
         rule="guard",
         retryable=True,
         details={},
+    )
+
+
+def credentials_reason(provider: str, currency: str, detail: str, *, allowed: bool) -> Reason:
+    """Return the ``balance_unavailable`` reason for credentials the provider rejected.
+
+    Not retryable: the same request fails the same way until someone fixes the credentials,
+    so it says so, and says nothing about trying again. ``details["cause"]`` is
+    ``"credentials"`` so that alerts can tell it from an outage.
+    """
+    outcome = (
+        "allowed without a balance check because fail_open=True" if allowed
+        else "the payout was not sent; fix the credentials (key, permissions, IP allow-list)"
+    )
+    return Reason.model_construct(
+        code="balance_unavailable",
+        message=(
+            f"{provider} rejected the credentials used to read the {currency} balance"
+            f"{detail}; {outcome}"
+        ),
+        rule="guard",
+        retryable=False,
+        details={"cause": "credentials"},
     )
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     field_validator,
     model_validator,
 )
@@ -97,7 +98,9 @@ class Reason(BaseModel):
         message: What a person should read, with the numbers.
         rule: The rule that produced it (``"guard"`` for the guard's own reasons).
         retryable: Whether the same payout may be allowed later.
-        details: Observed and required amounts.
+        details: Observed and required amounts; a few guard reasons add a word, such as
+            ``"cause": "credentials"`` on a ``balance_unavailable`` whose credentials were
+            rejected.
     """
 
     model_config = _FROZEN
@@ -106,7 +109,8 @@ class Reason(BaseModel):
     message: str
     rule: str
     retryable: bool = False
-    details: dict[str, Money] = {}
+    # Amounts first: a JSON string that reads as a number is an amount, anything else a word.
+    details: dict[str, Annotated[Money | str, Field(union_mode="left_to_right")]] = {}
 
 
 class HoldSummary(BaseModel):

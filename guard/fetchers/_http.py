@@ -25,6 +25,7 @@ import urllib3
 
 from guard._models import BalanceSnapshot
 from guard._money import parse_currency
+from guard._text import printable
 from guard.errors import (
     ConfigurationError,
     ProviderAuthError,
@@ -331,7 +332,7 @@ class HttpFetcher(ABC):
         seconds = parse_retry_after(header, self._clock())
         if header is not None and seconds is None:
             _log.warning("payout_guard.retry_after_ignored", provider=self.provider,
-                         request=label, header=_printable(header))
+                         request=label, header=printable(header, 60))
         return seconds
 
     def _own_session(self) -> requests.Session:
@@ -423,12 +424,8 @@ def _transport(label: str, what: str, reason: str, exc: BaseException, *,
     )
 
 
-def _printable(text: str, limit: int = 60) -> str:
-    cleaned = "".join(c if c.isprintable() else "?" for c in text[:limit])
-    return cleaned + ("..." if len(text) > limit else "")
-
-
 def safe_detail(*parts: object) -> str | None:
     """Return the provider's own error text (``msg``, ``data.err``) joined, or ``None``."""
     texts = [p if isinstance(p, str) else shown(p) for p in parts if p not in (None, "", {})]
-    return "; ".join(texts)[:300] or None
+    # The provider's words reach reasons, explain() and logs: one line, 200 characters.
+    return printable("; ".join(texts)) or None
