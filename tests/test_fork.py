@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+import requests
 
 from guard import PayoutGuard
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
@@ -95,8 +96,6 @@ class TestForkedWorkers:
         self, emulator: LuxCoreEmulator
     ) -> None:
         """With the caller's session, children drop its pooled connections and still agree."""
-        import requests  # noqa: PLC0415 - only this test builds its own session
-
         session = requests.Session()
         fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url, session=session,
                                  retry=RetryPolicy(attempts=1, deadline=10.0))
