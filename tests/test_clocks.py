@@ -7,6 +7,7 @@ balance's ``as_of``) with a ``FakeClock`` as the guard's clock, and steps one cl
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -17,10 +18,16 @@ from structlog.testing import capture_logs
 from guard import PayoutDenied, PayoutGuard
 from guard._clock import SYSTEM_CLOCKS, Clocks, clocks_of, counted_since
 from guard.fetchers import LuxtakFetcher, RetryPolicy
-from guard.stores import InMemoryReservations, ReservationStore, SqliteReservations
+from guard.stores import (
+    InMemoryReservations,
+    RedisReservations,
+    ReservationStore,
+    SqliteReservations,
+)
 from guard.testing import FakeClock
 from guard.testing.emulators import LuxtakEmulator
 from rules import MaxBalanceAge, Rule
+from tests._redis_server import shared_redis
 
 FAST = RetryPolicy(attempts=1, deadline=5.0)
 
@@ -31,14 +38,25 @@ def emulator() -> Iterator[LuxtakEmulator]:
         yield emu
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Yield the URL of the session's redis-server."""
+    with shared_redis() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReservationStore]:
+    """Yield each kind of store: the issue saw holds dropped "in every store"."""
     if request.param == "memory":
         yield InMemoryReservations()
+    elif request.param == "sqlite":
+        with SqliteReservations(tmp_path / "holds.db") as sqlite:
+            yield sqlite
     else:
-        sqlite = SqliteReservations(tmp_path / "holds.db")
-        yield sqlite
-        sqlite.close()
+        url = request.getfixturevalue("redis_url")
+        with RedisReservations(url, namespace=f"clocks-{uuid.uuid4().hex}") as made:
+            yield made
 
 
 def _guard(emu: LuxtakEmulator, clock: FakeClock, store: ReservationStore | None = None, *,
