@@ -1,8 +1,9 @@
 """payout-guard: decide, with reasons, whether the money for a payout is really there."""
 
+from guard._clock import Clock, Clocks
 from guard._config import load_config
 from guard._config_schema import GuardConfig
-from guard._guard import Clock, PayoutGuard
+from guard._guard import PayoutGuard
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
 from guard._reservation import Reservation
@@ -24,6 +25,7 @@ from guard.errors import (
 __all__ = [
     "BalanceSnapshot",
     "Clock",
+    "Clocks",
     "ConfigurationError",
     "Decision",
     "Decorator",

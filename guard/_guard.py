@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
@@ -12,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from guard import _judge
-from guard._cache import BalanceCache
+from guard._cache import SKEW_WARNING, BalanceCache
 from guard._capture import record
+from guard._clock import Clock, clocks_of, counted_since
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._money import parse_currency, smallest_unit
 from guard._protect import Decorator, make_decorator
@@ -32,6 +32,7 @@ from guard.errors import (
     GuardError,
     InvalidPayoutRequest,
     PayoutDenied,
+    ProviderAuthError,
     StoreUnavailable,
 )
 from guard.fetchers._protocol import BalanceFetcher
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "PayoutGuard"]
 
-Clock = Callable[[], float]
 _ZERO = Decimal(0)
 _SHOWN_HOLDS = 20
 # After a commit, a balance older than this is fetched again (see BalanceCache.refresh_soon).
@@ -79,7 +79,9 @@ class PayoutGuard:
         uncertain_ttl: Seconds an uncertain hold keeps counting when nobody resolves it
             (default one hour, at most 30 days); its payout id stays taken afterwards.
         max_workers: Threads the guard runs blocking calls in for ``async def`` payouts.
-        clock: Seconds since the epoch (default ``time.time``); tests pass a fake.
+        clock: The wall clock for timestamps and the monotonic clock for durations (default
+            ``time.time`` and ``time.monotonic``); tests pass a ``guard.testing.FakeClock``.
+            A plain callable is read for both.
 
     Raises:
         ConfigurationError: any option is invalid.
@@ -135,9 +137,14 @@ class PayoutGuard:
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
         )
-        self._clock: Clock = clock or time.time
+        try:
+            self._clocks = clocks_of(clock)
+        except TypeError as exc:
+            raise ConfigurationError(str(exc), path="clock") from None
+        self._clock: Callable[[], float] = self._clocks.time
         self._cache = BalanceCache(
-            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clock
+            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=self._clocks,
+            wait_timeout=_wait_timeout(fetcher),
         )
         self._log = structlog.get_logger("payout_guard")
 
@@ -383,7 +390,7 @@ class PayoutGuard:
                     # Caps fall at most one for one as holds grow, so judged with `reserved`
                     # held, the payout stays allowed while the counting holds stay within this.
                     ceiling = decision.reserved + decision.max_payable + request.fee
-                    since = snapshot.as_of.timestamp() - self.settle_lag
+                    since = counted_since(snapshot.as_of.timestamp(), now, self.settle_lag)
                 wanted = Hold(
                     payout_id=payout_id, key=balance_key(self.provider, account, request.currency),
                     currency=request.currency, amount=request.amount, fee=request.fee,
@@ -471,12 +478,19 @@ class PayoutGuard:
         """Judge *request* once."""
         provider = self.fetcher.name
         try:
-            by_account = self._cache.get(request.currency, force=force)
+            fetched = self._cache.get_fetched(request.currency, force=force)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
-            self._log.warning(
-                "payout_guard.balance_unavailable", provider=provider,
-                currency=request.currency, error=type(exc).__name__,
-            )
+            if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
+                # Not an outage: nothing gets better by waiting, so someone must be told.
+                self._log.error(
+                    "payout_guard.credentials_rejected", provider=provider,
+                    currency=request.currency, status=exc.status, code=exc.code,
+                )
+            else:
+                self._log.warning(
+                    "payout_guard.balance_unavailable", provider=provider,
+                    currency=request.currency, error=type(exc).__name__,
+                )
             reason = _judge.unavailable_reason(
                 provider, request.currency, exc, allowed=self.fail_open
             )
@@ -485,7 +499,7 @@ class PayoutGuard:
                 allowed=self.fail_open,
             ), None
         now = self._clock()
-        snapshot = pick_account(by_account, request.account, provider, request.currency)
+        snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
         if snapshot is None:
             reason = _judge.not_held_reason(provider, request.currency, request.account)
             return _judge.denial(
@@ -493,8 +507,12 @@ class PayoutGuard:
             ), None
         # Holds live under the account actually judged, however the caller named it.
         key = balance_key(provider, snapshot.account, request.currency)
-        as_of = snapshot.as_of.timestamp()
-        since = as_of - self.settle_lag
+        as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
+        since = counted_since(as_of, now, self.settle_lag)
+        # Its age on the monotonic clock: how old it was on arrival, plus the time since.
+        age = max(0.0, fetched.received_at - as_of) + max(
+            0.0, self._clocks.monotonic() - fetched.received_mono
+        )
         try:
             reserved = self.reservations.reserved(key, counted_since=since, now=now)
         except StoreUnavailable as exc:
@@ -506,7 +524,7 @@ class PayoutGuard:
             ), None
         facts = Facts.trusted(
             request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-            snapshot.total, reserved, max(0.0, now - as_of), provider,
+            snapshot.total, reserved, age, provider,
             request.account,
         )
         try:
@@ -519,10 +537,10 @@ class PayoutGuard:
                 now=now, balance=snapshot,
             ), snapshot
         if isinstance(verdict, Clearance):
-            return _judge.from_clearance(
+            return _skewed(_judge.from_clearance(
                 request, verdict, mode=self.mode, provider=provider, balance=snapshot,
                 reserved=reserved, now=now,
-            ), snapshot
+            ), provider, fetched.skew), snapshot
         holds: tuple[HoldSummary, ...] = ()
         more_holds = False
         if verdict.denies and reserved:
@@ -539,10 +557,10 @@ class PayoutGuard:
                 HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
                 for h in listed[:_SHOWN_HOLDS]
             )
-        return _judge.from_verdict(
+        return _skewed(_judge.from_verdict(
             request, verdict, mode=self.mode, provider=provider, balance=snapshot,
             reserved=reserved, now=now, holds=holds, more_holds=more_holds,
-        ), snapshot
+        ), provider, fetched.skew), snapshot
 
     def _apply_rules(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
         """Return the clearance of *facts*, or every rule's verdict when there is none.
@@ -561,6 +579,26 @@ class PayoutGuard:
         self._log.info("payout_guard.decision", **decision.log_fields())
         if not decision.allowed and decision.mode == "dry_run":
             self._log.warning("payout_guard.would_deny", **decision.log_fields())
+
+
+def _wait_timeout(fetcher: BalanceFetcher) -> float:
+    """Return how long a check waits for another thread's fetch: its deadline and a second.
+
+    A fetcher with a ``deadline`` (the provider fetchers) gives up by then, so a check waiting
+    on it can too; for others the wait is a minute.
+    """
+    deadline = getattr(fetcher, "deadline", None)
+    if isinstance(deadline, int | float) and not isinstance(deadline, bool) and deadline > 0:
+        return float(deadline) + 1.0
+    return 60.0
+
+
+def _skewed(decision: Decision, provider: str, skew: float) -> Decision:
+    """Return *decision* with a ``clock_skew`` warning when the provider's clock ran ahead."""
+    if skew <= SKEW_WARNING:
+        return decision
+    warning = _judge.skew_reason(provider, skew)
+    return decision.model_copy(update={"warnings": (*decision.warnings, warning)})
 
 
 def _denied(decision: Decision, reason: Reason) -> Decision:
