@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from guard._models import BalanceSnapshot
 from guard.errors import ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
-from rules._money import money_context
+from rules.money import money_context
 
 __all__ = ["BalanceCache"]
 

@@ -21,7 +21,7 @@ from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
 from guard.stores._protocol import total_held
 from rules import Clearance, Facts, Rule, RuleSet, SufficientFunds, Verdict
-from rules._money import money_context
+from rules.money import money_context
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource

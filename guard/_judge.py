@@ -13,7 +13,7 @@ from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
 from guard.errors import ProviderError, StoreUnavailable
 from rules import Clearance, Verdict
-from rules._money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
+from rules.money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
 
 __all__ = ["denial", "from_clearance", "from_verdict", "max_payable_of", "new_decision_id"]
 

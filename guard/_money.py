@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from guard.errors import InvalidPayoutRequest
-from rules._money import (
+from rules.money import (
     currency_exponent,
     normalize_currency,
     quantize_exact,

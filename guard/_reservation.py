@@ -12,7 +12,7 @@ from guard._models import BalanceSnapshot, Decision, Reason
 from guard._request import Request
 from guard.errors import GuardError, PayoutDenied, StoreUnavailable
 from guard.stores import Hold, balance_key
-from rules._money import ADD
+from rules.money import ADD
 
 if TYPE_CHECKING:
     from guard._guard import PayoutGuard

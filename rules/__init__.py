@@ -7,7 +7,7 @@ No clock, no logging, and this package never imports ``guard``. Its only I/O is
 from rules._clearance import Clearance
 from rules._describe import describe
 from rules._engine import AnyOf, Rule, RuleSet, When, all_of, any_of, when
-from rules._errors import ConfigurationError
+from rules._errors import ConfigurationError, GuardError
 from rules._facts import Facts, Severity, Verdict
 from rules.builtin import (
     CurrencyMinimums,
@@ -26,6 +26,7 @@ __all__ = [
     "CurrencyMinimums",
     "Facts",
     "FrozenFunds",
+    "GuardError",
     "MaxBalanceAge",
     "MaxPayout",
     "ReserveMargin",

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
 from guard._money import minor_to_major
-from rules._money import normalize_currency, quantize_exact
+from rules.money import normalize_currency, quantize_exact
 
 __all__ = [
     "BodyError",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from guard.stores._protocol import Hold, HoldOutcome, total_held
-from rules._money import ADD, SUBTRACT
+from rules.money import ADD, SUBTRACT
 
 __all__ = ["InMemoryReservations"]
 

@@ -33,7 +33,7 @@ from guard.stores._common import (
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome
-from rules._money import ADD
+from rules.money import ADD
 
 __all__ = ["SqliteReservations"]
 
