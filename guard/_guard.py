@@ -374,9 +374,7 @@ class PayoutGuard:
 
     def _emit(self, decision: Decision) -> None:
         record(decision)
-        self._log.info("payout_guard.decision", **decision.log_fields())
-        if not decision.allowed and decision.mode == "dry_run":
-            self._log.warning("payout_guard.would_deny", **decision.log_fields())
+        _judge.log_decision(self._log, decision)
 
     def _now(self) -> float:
         return self._clock()

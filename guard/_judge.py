@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,7 +16,14 @@ from guard.errors import ProviderError, StoreUnavailable
 from rules import Clearance, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
 
-__all__ = ["denial", "from_clearance", "from_verdict", "max_payable_of", "new_decision_id"]
+__all__ = [
+    "denial",
+    "from_clearance",
+    "from_verdict",
+    "log_decision",
+    "max_payable_of",
+    "new_decision_id",
+]
 
 _ZERO = Decimal(0)
 
@@ -166,6 +174,29 @@ def from_verdict(
     values["holds"] = holds
     values["more_holds"] = more_holds
     return _decision(values)
+
+
+def _enabled(log: Any, level: int) -> bool:
+    """Return whether *log* emits events at *level*; a logger that cannot say emits all."""
+    is_enabled_for = getattr(log, "is_enabled_for", None)
+    return True if is_enabled_for is None else bool(is_enabled_for(level))
+
+
+def log_decision(log: Any, decision: Decision) -> None:
+    """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial).
+
+    The fields are built only for an event the logger's level lets through: a production
+    logger filtering at WARNING costs a check no field building.
+    """
+    would_deny = not decision.allowed and decision.mode == "dry_run"
+    info = _enabled(log, logging.INFO)
+    if not info and not (would_deny and _enabled(log, logging.WARNING)):
+        return
+    fields = decision.log_fields()
+    if info:
+        log.info("payout_guard.decision", **fields)
+    if would_deny:
+        log.warning("payout_guard.would_deny", **fields)
 
 
 def denial(
