@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
@@ -110,28 +110,31 @@ class PayoutGuard:
         env: Mapping[str, str] | None = None,
         reservations: ReservationStore | None = None,
         clock: Clock | None = None,
-    ) -> PayoutGuard:
+    ) -> Self:
         """Build the guard of one provider of a configuration (file, mapping or ``GuardConfig``).
 
         With several providers, *provider* names the one; otherwise the configuration's
         ``default_provider``, or its only provider. Credentials are read from the environment
-        variables the configuration names.
+        variables the configuration names. This is the one way to build a guard from a
+        configuration; ``guard.load_config`` gives the validated configuration itself. Close
+        the guard (``close()``, or a ``with`` block) to close its HTTP session and store.
 
         Args:
             source: A ``.toml`` (``.yaml``/``.yml``, ``.json``) path, a mapping or a config.
             provider: The configured provider name to build.
             env: Where credential variables are looked up (default ``os.environ``).
-            reservations: A store to use instead of the configured one.
+            reservations: A store to use instead of the configured one (to share one store
+                between the guards of several providers).
             clock: Seconds since the epoch, for tests.
 
         Raises:
             ConfigurationError: the configuration is invalid (naming file and key path), a
                 credential variable is missing, or no provider can be picked.
         """
-        from guard._config_build import guard_from_config  # noqa: PLC0415 - it imports this module
+        from guard._config_build import configured_guard  # noqa: PLC0415 - it imports this module
 
-        return guard_from_config(source, provider=provider, env=env, reservations=reservations,
-                                 clock=clock, guard_class=cls)
+        return configured_guard(cls, source, provider=provider, env=env,
+                                reservations=reservations, clock=clock)
 
     def close(self) -> None:
         """Close the fetcher's HTTP session and the reservation store, where they have one."""

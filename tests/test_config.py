@@ -17,10 +17,7 @@ from guard.config import (
     GuardConfig,
     NamedFetcher,
     build_fetcher,
-    build_guard,
     build_reservations,
-    close_guard,
-    guard_from_config,
     load_config,
 )
 from guard.stores import InMemoryReservations
@@ -297,11 +294,8 @@ class TestBuildGuard:
         expected = {"luxtak": ("BRL", "900.00"), "luxcore": ("ARS", "4500.00"),
                     "pagsmile": ("BRL", "270.00")}
         for name, (currency, max_payable) in expected.items():
-            guard = build_guard(config, name, env=env)
-            try:
+            with PayoutGuard.from_config(config, provider=name, env=env) as guard:
                 decision = guard.check("100", currency)
-            finally:
-                close_guard(guard)
             assert (True, name, Decimal(max_payable)) == (
                 decision.allowed, decision.provider, decision.max_payable)
 
@@ -310,8 +304,9 @@ class TestBuildGuard:
     ) -> None:
         """mode, settle_lag and hold_ttl come from the file."""
         data, env = _emulated(*emulators)
-        guard = guard_from_config({**data, "mode": "dry_run"}, provider="luxcore", env=env)
-        close_guard(guard)
+        with PayoutGuard.from_config({**data, "mode": "dry_run"}, provider="luxcore",
+                                     env=env) as guard:
+            pass
         assert ("dry_run", 12.0, 34.0) == (guard.mode, guard.settle_lag, guard.hold_ttl)
 
     def test_a_second_account_of_one_kind_keeps_its_own_name_and_holds(
@@ -321,14 +316,15 @@ class TestBuildGuard:
         data, env = _emulated(*emulators)
         config = load_config(data)
         store = InMemoryReservations()
-        first = build_guard(config, "luxcore", env=env, reservations=store)
-        second = build_guard(config, "luxcore_mx", env=env, reservations=store)
+        first = PayoutGuard.from_config(config, provider="luxcore", env=env, reservations=store)
+        second = PayoutGuard.from_config(config, provider="luxcore_mx", env=env,
+                                         reservations=store)
         try:
             first.reserve("4000.00", "ARS", payout_id="po-1")
             decision = second.check("4000.00", "ARS")
         finally:
-            close_guard(first)
-            close_guard(second)
+            first.close()
+            second.close()
         assert isinstance(second.fetcher, NamedFetcher)
         assert ("luxcore_mx", True, Decimal("0.00")) == (
             decision.provider, decision.allowed, decision.reserved)
@@ -368,16 +364,15 @@ class TestBuildGuard:
         store.close()
         assert isinstance(store, SqliteReservations)
 
-    def test_guard_class_is_honoured(self) -> None:
-        """guard_class lets PayoutGuard.from_config build subclasses."""
+    def test_a_subclass_builds_its_own_kind_of_guard(self) -> None:
+        """MyGuard.from_config(...) returns a MyGuard."""
 
         class MyGuard(PayoutGuard):
             pass
 
-        guard = guard_from_config({"providers": {"luxcore": {"api_key_env": "K"}}},
-                                  env={"K": "qp_test_sk_x"}, guard_class=MyGuard)
-        close_guard(guard)
-        assert isinstance(guard, MyGuard)
+        with MyGuard.from_config({"providers": {"luxcore": {"api_key_env": "K"}}},
+                                 env={"K": "qp_test_sk_x"}) as guard:
+            assert isinstance(guard, MyGuard)
 
     def test_an_empty_configuration_has_no_rules_and_no_providers(self) -> None:
         """{} is a valid configuration; building a guard from it says why it cannot."""
@@ -385,7 +380,7 @@ class TestBuildGuard:
         assert isinstance(config, GuardConfig)
         assert 0 == len(config.ruleset)
         with pytest.raises(ConfigurationError, match="no providers configured"):
-            build_guard(config)
+            PayoutGuard.from_config(config)
 
 
 class TestPublicNames:
@@ -401,11 +396,17 @@ class TestPublicNames:
         data = {"providers": {"luxcore": {"api_key_env": "K"},
                               "luxtak": {"app_id": "A", "app_key_env": "K"}},
                 "rules": [{"type": "max_payout", "limits": {"BRL": "10"}}]}
-        made = PayoutGuard.from_config(data, provider="luxtak",
-                                       env={"K": "secret"})
-        close_guard(made)
+        with PayoutGuard.from_config(data, provider="luxtak", env={"K": "secret"}) as made:
+            pass
         assert ("luxtak", ("sufficient_funds", "max_payout")) == (made.provider,
                                                                   made.rules.names)
+
+    @pytest.mark.parametrize("name", ["build_guard", "close_guard", "guard_from_config"])
+    def test_there_is_one_way_to_build_a_guard_from_a_configuration(self, name: str) -> None:
+        """PayoutGuard.from_config is it: the older builders are gone from guard.config."""
+        import guard.config
+
+        assert not hasattr(guard.config, name)
 
     def test_guard_package_exports_load_config(self) -> None:
         """load_config and GuardConfig are importable from guard."""
