@@ -4,7 +4,7 @@ No clock, no logging, and this package never imports ``guard``. Its only I/O is
 :func:`load` reading a rules file at a path it is given.
 """
 
-from rules._clearance import Clearance
+from rules._bounds import Clearance
 from rules._describe import describe
 from rules._engine import AnyOf, Rule, RuleSet, When, all_of, any_of, when
 from rules._errors import ConfigurationError, GuardError

@@ -9,22 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Literal
 
-from rules._clearance import NO_BOUNDS, Bounds
+from rules._bounds import (
+    BLOCKED,
+    EXPLAIN,
+    NO_BOUNDS,
+    SPENDABLE,
+    BoundedRule,
+    Bounds,
+    settle,
+)
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
-from rules._money import (
-    ADD,
-    DIVIDE,
-    MONEY_CONTEXT,
-    MULTIPLY,
-    SUBTRACT,
-    money_context,
-    quantize_up,
-    smallest_unit,
-)
+from rules._money import ADD, DIVIDE, MULTIPLY, money_context, quantize_up
 from rules._params import (
     AmountLike,
     Table,
@@ -35,33 +34,15 @@ from rules._params import (
     spendable_text,
 )
 
-__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds", "cap_keeping", "payable_cap"]
+__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _RATIO_UNIT = Decimal("0.0001")
 
 
-def payable_cap(limit: Decimal, currency: str) -> Decimal:
-    """Return the largest whole-unit amount ``<= limit``, or 0 when even that is negative."""
-    cap = limit.quantize(smallest_unit(currency), ROUND_FLOOR, MONEY_CONTEXT)
-    return cap if cap >= 0 else _ZERO  # what max(cap, 0) returns, without the call
-
-
-def cap_keeping(facts: Facts, keep: Decimal) -> Decimal | None:
-    """Return the cap of a payout that leaves *keep* of spendable untouched, for the twins.
-
-    ``None`` when this payout would eat into *keep*. Computed with MONEY_CONTEXT's methods
-    (see ``rules._clearance``).
-    """
-    spendable = SUBTRACT(facts.available, facts.reserved)
-    if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < keep:
-        return None
-    return payable_cap(SUBTRACT(SUBTRACT(spendable, keep), facts.fee), facts.currency)
-
-
 @dataclass(frozen=True, slots=True)
-class SufficientFunds:
+class SufficientFunds(BoundedRule):
     """Deny (``insufficient_funds``, retryable) when ``amount + fee > available - reserved``.
 
     The guard always applies this rule. Example: available 1000.00 BRL, held 300.00, payout
@@ -73,19 +54,17 @@ class SufficientFunds:
         """Return ``"sufficient_funds"``."""
         return "sufficient_funds"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        cap = cap_keeping(facts, _ZERO)
-        return None if cap is None else (None, cap, _ZERO)
+    def _bounds(self, facts: Facts) -> Bounds:  # noqa: ARG002 - the same whatever the facts
+        return SPENDABLE
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        passed, _, cap = settle(self._bounds(facts), facts)
+        if passed:
+            return Verdict(rule="sufficient_funds", passed=True, cap=cap)
         with money_context():
             spendable = facts.spendable
-            cap = payable_cap(spendable - facts.fee, facts.currency)
             required = facts.required
-            if required <= spendable:
-                return Verdict(rule="sufficient_funds", passed=True, cap=cap)
             shortfall = required - spendable
         return Verdict(
             rule="sufficient_funds",
@@ -108,7 +87,7 @@ class SufficientFunds:
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveMargin:
+class ReserveMargin(BoundedRule):
     """Keep a reserve untouched: deny (``reserve_margin``, retryable) when a payout would eat it.
 
     The reserve is ``max(percent% of the basis, minimum[currency])``, rounded up to the currency
@@ -129,6 +108,11 @@ class ReserveMargin:
     percent: Decimal | None = None
     minimum: Mapping[str, Decimal] = field(default_factory=Table)
     basis: Literal["available", "total"] = "available"
+    # percent / 100 and the minimums as a plain dict: worked out once, for the hot path.
+    _share: Decimal | None = field(default=None, init=False, repr=False, compare=False)
+    _floors: Mapping[str, Decimal] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -146,6 +130,9 @@ class ReserveMargin:
         object.__setattr__(self, "percent", pct)
         object.__setattr__(self, "minimum", amounts(minimum, "minimum"))
         object.__setattr__(self, "basis", basis)
+        # Dividing by 100 only moves the exponent: base * (percent / 100) is the same number.
+        object.__setattr__(self, "_share", None if pct is None else DIVIDE(pct, _HUNDRED))
+        object.__setattr__(self, "_floors", dict(self.minimum))
 
     @property
     def name(self) -> str:
@@ -154,33 +141,33 @@ class ReserveMargin:
 
     def reserve_for(self, facts: Facts) -> Decimal:
         """Return the reserve this rule keeps for *facts* (never negative)."""
-        reserve = self.minimum.get(facts.currency, _ZERO)
-        if self.percent is not None:
+        reserve = self._floors.get(facts.currency, _ZERO)
+        if self._share is not None:
             base = facts.total if self.basis == "total" and facts.total is not None else (
                 facts.available
             )
-            share = DIVIDE(MULTIPLY(base, self.percent), _HUNDRED)
-            reserve = max(reserve, quantize_up(share, facts.currency))
+            share = quantize_up(MULTIPLY(base, self._share), facts.currency)
+            if share > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
+                reserve = share
         return reserve
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        reserve = self.reserve_for(facts)
-        if not reserve:
-            return NO_BOUNDS
-        cap = cap_keeping(facts, reserve)
-        return None if cap is None else (None, cap, reserve)
-
-    def evaluate(self, facts: Facts) -> Verdict:
-        """Judge *facts*."""
+    def _bounds(self, facts: Facts) -> Bounds:
         reserve = self.reserve_for(facts)
         if not reserve:
             # Nothing to keep for this currency: whether the funds suffice is SufficientFunds'
             # question, and a second reason saying the same thing would only confuse.
+            return NO_BOUNDS
+        return Bounds(None, None, reserve, reserve)
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        bounds = self._bounds(facts)
+        reserve = bounds.reserve
+        if bounds.keep is None:
             return Verdict(rule="reserve_margin", passed=True, details={"reserve": reserve})
+        passed, _, cap = settle(bounds, facts)
         with money_context():
             spendable = facts.spendable
-            cap = payable_cap(spendable - reserve - facts.fee, facts.currency)
             remaining = spendable - facts.required
             details = {
                 "spendable": spendable,
@@ -188,7 +175,7 @@ class ReserveMargin:
                 "remaining": remaining,
                 "reserve": reserve,
             }
-            if remaining >= reserve:
+            if passed:
                 # The details say what was kept even when nothing was eaten into.
                 return Verdict(rule="reserve_margin", passed=True, details=details, cap=cap)
             shortfall = reserve - remaining
@@ -208,7 +195,7 @@ class ReserveMargin:
 
 
 @dataclass(frozen=True, slots=True)
-class FrozenFunds:
+class FrozenFunds(BoundedRule):
     """Be wary of funds the provider has frozen for pending withdrawals.
 
     Denies (``frozen_funds``, retryable) when ``frozen / total`` exceeds *max_ratio*: a high
@@ -248,21 +235,20 @@ class FrozenFunds:
         """Return ``"frozen_funds"``."""
         return "frozen_funds"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
+    def _bounds(self, facts: Facts) -> Bounds:
         frozen = facts.frozen
         if frozen is None:
-            return NO_BOUNDS if self.when_unknown == "allow" else None
-        if self.max_ratio is None:
+            return _UNKNOWN[self.when_unknown]
+        if self.max_ratio is None or _frozen_ratio(facts, frozen)[0] <= self.max_ratio:
             return NO_BOUNDS
-        return NO_BOUNDS if _frozen_ratio(facts, frozen)[0] <= self.max_ratio else None
+        return BLOCKED
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        if self._bounds(facts) is NO_BOUNDS:
+            return Verdict(rule="frozen_funds", passed=True)
         where = facts.provider or "the provider"
         if facts.frozen is None:
-            if self.when_unknown == "allow":
-                return Verdict(rule="frozen_funds", passed=True)
             return Verdict(
                 rule="frozen_funds",
                 passed=False,
@@ -275,12 +261,11 @@ class FrozenFunds:
                 retryable=False,
                 cap=None if self.when_unknown == "warn" else _ZERO,
             )
-        if self.max_ratio is None:
+        limit = self.max_ratio
+        if limit is None:  # pragma: no cover - _bounds passes every payout then
             return Verdict(rule="frozen_funds", passed=True)
         with money_context():
             ratio, total = _frozen_ratio(facts, facts.frozen)
-            if ratio <= self.max_ratio:
-                return Verdict(rule="frozen_funds", passed=True)
             # Rounded up, so that the shown ratio never looks equal to the limit it exceeds.
             shown = ratio.quantize(_RATIO_UNIT, rounding=ROUND_CEILING)
         return Verdict(
@@ -289,7 +274,7 @@ class FrozenFunds:
             code="frozen_funds",
             message=(
                 f"{money(facts.frozen, facts.currency)} of {money(total, facts.currency)} "
-                f"is frozen (ratio {shown} > {self.max_ratio}); withdrawals may be stuck "
+                f"is frozen (ratio {shown} > {limit}); withdrawals may be stuck "
                 f"at {where}"
             ),
             retryable=True,
@@ -297,10 +282,14 @@ class FrozenFunds:
                 "frozen": facts.frozen,
                 "total": total,
                 "ratio": shown,
-                "max_ratio": self.max_ratio,
+                "max_ratio": limit,
             },
             cap=_ZERO,
         )
+
+
+# What FrozenFunds does when the provider does not report frozen funds.
+_UNKNOWN = {"allow": NO_BOUNDS, "warn": EXPLAIN, "deny": BLOCKED}
 
 
 def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:

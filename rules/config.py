@@ -195,6 +195,8 @@ def _entry(rule: Rule) -> dict[str, Any]:
     # A built-in's dataclass fields are exactly its constructor's (and its entry's) keys.
     entry = {"type": rule.name}
     for field in fields(rule):  # type: ignore[arg-type] # every built-in is a dataclass
+        if field.name.startswith("_"):
+            continue
         value = getattr(rule, field.name)
         if isinstance(value, Decimal):
             entry[field.name] = _amount(value)
