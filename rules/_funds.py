@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from rules._bounds import (
     BLOCKED,
@@ -28,11 +28,15 @@ from rules._params import (
     AmountLike,
     Table,
     amounts,
+    as_data,
     money,
     number,
+    percent_text,
     required_text,
     spendable_text,
+    table_text,
 )
+from rules._schema import AmountTable, Number, RuleConfig
 
 __all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 
@@ -48,6 +52,19 @@ class SufficientFunds(BoundedRule):
     The guard always applies this rule. Example: available 1000.00 BRL, held 300.00, payout
     800.00 -> denied, short by 100.00 BRL; ``cap`` is 700.00.
     """
+
+    type_name: ClassVar[str] = "sufficient_funds"
+
+    class Config(RuleConfig):
+        """``{type = "sufficient_funds"}``: no keys of its own."""
+
+    def describe(self) -> str:
+        """Return what the rule does, in words."""
+        return "deny when amount + fee is more than available - held"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys (none)."""
+        return {}
 
     @property
     def name(self) -> str:
@@ -133,6 +150,32 @@ class ReserveMargin(BoundedRule):
         # Dividing by 100 only moves the exponent: base * (percent / 100) is the same number.
         object.__setattr__(self, "_share", None if pct is None else DIVIDE(pct, _HUNDRED))
         object.__setattr__(self, "_floors", dict(self.minimum))
+
+    type_name: ClassVar[str] = "reserve_margin"
+
+    class Config(RuleConfig):
+        """``{type = "reserve_margin", percent = "5", minimum = {ARS = "1000.00"}}``."""
+
+        percent: Number | None = None
+        minimum: AmountTable | None = None
+        basis: Literal["available", "total"] = "available"
+
+    def describe(self) -> str:
+        """Return what the rule keeps, in words with its numbers."""
+        basis = "available" if self.basis == "available" else "total (available if not reported)"
+        share = None if self.percent is None else f"{percent_text(self.percent)} of {basis}"
+        if not self.minimum:
+            return f"keep {share} untouched"
+        floor = table_text(self.minimum)
+        if len(self.minimum) > 1:
+            floor = f"by currency {floor}"
+        if share is None:
+            return f"keep {floor} untouched"
+        return f"keep max({share}, {floor}) untouched"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(percent=self.percent, minimum=self.minimum, basis=self.basis)
 
     @property
     def name(self) -> str:
@@ -229,6 +272,33 @@ class FrozenFunds(BoundedRule):
         )
         object.__setattr__(self, "max_ratio", ratio)
         object.__setattr__(self, "when_unknown", when_unknown)
+
+    type_name: ClassVar[str] = "frozen_funds"
+
+    class Config(RuleConfig):
+        """``{type = "frozen_funds", max_ratio = "0.5", when_unknown = "warn"}``."""
+
+        max_ratio: Number | None = None
+        when_unknown: Literal["allow", "warn", "deny"] = "allow"
+
+    def describe(self) -> str:
+        """Return when the rule denies or warns, in words with its numbers."""
+        unknown = {
+            "allow": "allow",
+            "warn": "allow with a warning",
+            "deny": "deny every payout",
+        }[self.when_unknown]
+        if self.max_ratio is None:
+            return f"when the provider does not report frozen funds: {unknown}"
+        return (
+            f"deny every payout while frozen / total is above {self.max_ratio:f} "
+            f"({percent_text(self.max_ratio * 100)}); when frozen funds are not reported: "
+            f"{unknown}"
+        )
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, numbers as strings."""
+        return as_data(max_ratio=self.max_ratio, when_unknown=self.when_unknown)
 
     @property
     def name(self) -> str:

@@ -10,12 +10,23 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
+from typing import Any, ClassVar
 
 from rules._bounds import BLOCKED, NO_BOUNDS, BoundedRule, Bounds, settle
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._money import MONEY_CONTEXT, money_context
-from rules._params import AmountLike, Table, amounts, money, number, required_text
+from rules._params import (
+    AmountLike,
+    Table,
+    amounts,
+    as_data,
+    money,
+    number,
+    required_text,
+    table_text,
+)
+from rules._schema import AmountTable, Number, RuleConfig
 
 __all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
 
@@ -62,6 +73,27 @@ class CurrencyMinimums(BoundedRule):
             for code in {*self.min_payout, *self.min_remaining}
         }
         object.__setattr__(self, "_by_currency", by_currency)
+
+    type_name: ClassVar[str] = "currency_minimums"
+
+    class Config(RuleConfig):
+        """``{type = "currency_minimums", min_payout = {...}, min_remaining = {...}}``."""
+
+        min_payout: AmountTable | None = None
+        min_remaining: AmountTable | None = None
+
+    def describe(self) -> str:
+        """Return the floors, in words with their numbers."""
+        parts = []
+        if self.min_payout:
+            parts.append(f"deny payouts below {table_text(self.min_payout)}")
+        if self.min_remaining:
+            parts.append(f"leave at least {table_text(self.min_remaining)} after each payout")
+        return "; ".join(parts)
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(min_payout=self.min_payout, min_remaining=self.min_remaining)
 
     @property
     def name(self) -> str:
@@ -157,6 +189,21 @@ class MaxPayout(BoundedRule):
         by_currency = {code: Bounds(cap=limit) for code, limit in self.limits.items()}
         object.__setattr__(self, "_by_currency", by_currency)
 
+    type_name: ClassVar[str] = "max_payout"
+
+    class Config(RuleConfig):
+        """``{type = "max_payout", limits = {BRL = "5000.00"}}``."""
+
+        limits: AmountTable
+
+    def describe(self) -> str:
+        """Return the limits, in words with their numbers."""
+        return f"deny payouts above {table_text(self.limits)}"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(limits=self.limits)
+
     @property
     def name(self) -> str:
         """Return ``"max_payout"``."""
@@ -214,6 +261,21 @@ class MaxBalanceAge(BoundedRule):
         while Decimal(below) > self.seconds:
             below = math.nextafter(below, -math.inf)
         object.__setattr__(self, "_surely_fresh", math.nextafter(below, -math.inf))
+
+    type_name: ClassVar[str] = "max_balance_age"
+
+    class Config(RuleConfig):
+        """``{type = "max_balance_age", seconds = 30}``."""
+
+        seconds: Number | None = None
+
+    def describe(self) -> str:
+        """Return the age limit, in words."""
+        return f"deny when the balance is more than {self.seconds:f}s old"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, seconds as a string."""
+        return as_data(seconds=self.seconds)
 
     @property
     def name(self) -> str:

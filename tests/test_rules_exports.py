@@ -19,11 +19,12 @@ GUARD_DIR = ROOT / "guard"
 PUBLIC_MODULES = ["rules", "rules.builtin", "rules.config", "rules.money"]
 
 # Modules the pure engine may import. No clock (time, datetime), no logging, no network, no
-# randomness, and never guard. pathlib/os/tomllib serve rules.load reading the file it is given.
+# randomness, and never guard. pathlib/os/tomllib/json serve rules.load reading the file it is
+# given; threading is the registry's lock.
 ALLOWED_IMPORTS = {
     "__future__", "collections", "contextlib", "contextvars", "dataclasses", "decimal",
-    "functools", "io", "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re",
-    "rules", "tomllib", "types", "typing", "yaml",
+    "functools", "io", "iso4217", "json", "math", "os", "pathlib", "pydantic", "pydantic_core",
+    "re", "rules", "threading", "tomllib", "types", "typing", "yaml",
 }
 
 
