@@ -92,13 +92,13 @@ def _problem(
     keys: Callable[[tuple[str | int, ...]], Sequence[str]],
     where: str,
     tags: Collection[str],
+    tag_at: int,
     hidden: Callable[[str], bool],
 ) -> tuple[str, str]:
     raw = error["loc"]
     # pydantic puts a tagged union's tag into the location; nobody wrote it in the file.
     loc = tuple(
-        item for index, item in enumerate(raw)
-        if not (index and item in tags and not isinstance(item, int))
+        item for index, item in enumerate(raw) if not (index == tag_at and item in tags)
     )
     path = _dotted(loc, prefix)
     kind, got, msg = error["type"], error.get("input"), error["msg"]
@@ -106,7 +106,7 @@ def _problem(
     last = str(named[-1]) if named else ""
     place = f" {where}" if where else ""
     if kind == "extra_forbidden":
-        accepted = ", ".join(keys(tuple(named[:-1])))
+        accepted = ", ".join(keys(tuple(item for item in raw if item != "[key]")[:-1]))
         return path, f"unknown key {last!r}{place}" + (
             f"; accepted keys: {accepted}" if accepted else ""
         )
@@ -156,6 +156,7 @@ def configuration_error(
     keys: Callable[[tuple[str | int, ...]], Sequence[str]] = _no_keys,
     where: str = "",
     tags: Collection[str] = (),
+    tag_at: int = -1,
     hidden: Callable[[str], bool] = _never,
 ) -> ConfigurationError:
     """Return *exc* as one :class:`~rules.ConfigurationError`: file, key path and our words.
@@ -166,13 +167,16 @@ def configuration_error(
         exc: What pydantic raised.
         source: The file the document came from.
         prefix: The path in front of every location (``rules[2]``).
-        keys: The keys accepted at a location, for an unknown key's message.
+        keys: The keys accepted at a pydantic location (tags included), for an unknown
+            key's message.
         where: How messages name the place (``for max_payout``).
-        tags: The tags of tagged unions (left out of paths, listed when one is wrong).
+        tags: The tags of a tagged union, listed when one is wrong.
+        tag_at: Where in a location pydantic puts the tag (left out of paths).
         hidden: Whether the value of a key must never be shown (a credential).
     """
     return _joined([
-        _problem(error, prefix=prefix, keys=keys, where=where, tags=tags, hidden=hidden)
+        _problem(error, prefix=prefix, keys=keys, where=where, tags=tags, tag_at=tag_at,
+                 hidden=hidden)
         for error in exc.errors(include_url=False)
     ], source)
 
@@ -235,7 +239,7 @@ def _validate(entry: object, path: str, problems: list[tuple[str, str]]) -> _Ent
         keys = _keys_of(base)
         problems.extend(
             _problem(error, prefix=path, keys=lambda _: keys, where=f"for {name}", tags=(),
-                     hidden=_never)
+                     tag_at=-1, hidden=_never)
             for error in exc.errors(include_url=False)
         )
         return None

@@ -86,15 +86,17 @@ class TestFormats:
         assert isinstance(rule, MaxPayout)
         assert Decimal("1234567890123.10") == rule.limits["BRL"]
 
-    def test_yaml_floats_are_read_as_decimals(self, tmp_path: Path) -> None:
-        """A YAML file loads, its floats read as Decimal."""
+    def test_yaml_loads_with_money_as_strings_and_seconds_as_decimals(
+        self, tmp_path: Path
+    ) -> None:
+        """A YAML file loads: money as a string, seconds as a YAML float read as Decimal."""
         path = _write(tmp_path, "g.yaml", "mode: dry_run\nproviders:\n  luxcore:\n"
-                      "    api_key_env: LUXCORE_API_KEY\nrules:\n"
-                      "  - type: currency_minimums\n    min_payout: {BRL: 0.10}\n")
+                      "    api_key_env: LUXCORE_API_KEY\ncache: {ttl: 0.5}\nrules:\n"
+                      "  - type: currency_minimums\n    min_payout: {BRL: '0.10'}\n")
         config = load_config(path)
         rule = next(iter(config.ruleset))
         assert isinstance(rule, CurrencyMinimums)
-        assert Decimal("0.10") == rule.min_payout["BRL"]
+        assert (Decimal("0.10"), Decimal("0.5")) == (rule.min_payout["BRL"], config.cache.ttl)
         assert "dry_run" == config.mode
 
     def test_json_file_loads(self, tmp_path: Path) -> None:
@@ -133,7 +135,7 @@ class TestErrors:
         error = _error(path)
         assert str(path) == error.source
         assert "providers.luxcore.base_ulr" == error.path
-        assert "accepted here: kind, " in error.message
+        assert "accepted keys: kind, " in error.message
         assert "base_url" in error.message
 
     def test_a_secret_in_the_file_is_refused_without_showing_it(self) -> None:
@@ -168,7 +170,7 @@ class TestErrors:
         path = _write(tmp_path, "g.toml", 'mode = "enforce"\nmode = \n')
         error = _error(path)
         assert str(path) == error.source
-        assert "not valid TOML" in error.message
+        assert "invalid TOML" in error.message
         assert "line 2" in error.message
 
     def test_wrong_mode_says_what_is_accepted(self) -> None:
@@ -179,7 +181,7 @@ class TestErrors:
 
     @pytest.mark.parametrize(("suffix", "expected"), [
         (".ini", "accepted: .toml, .yaml, .yml, .json"),
-        (".toml", "cannot read the file"),
+        (".toml", "cannot read the configuration file"),
     ])
     def test_unreadable_sources_are_configuration_errors(
         self, tmp_path: Path, suffix: str, expected: str
