@@ -6,7 +6,7 @@ import logging
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -14,7 +14,7 @@ from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
 from guard.errors import ProviderError, StoreUnavailable
 from rules import Clearance, Verdict
-from rules.money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
+from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
 __all__ = [
     "denial",
@@ -34,25 +34,27 @@ def new_decision_id() -> str:
     Not a secret, so no system call per decision: ``random`` is reseeded in every forked
     child, so ids stay unique across worker processes.
     """
-    return f"{random.getrandbits(128):032x}"
+    # The bytes' hex, not a 032x format: the same 32 digits in half the time.
+    return random.getrandbits(128).to_bytes(16, "big").hex()
 
 
 def _reason(verdict: Verdict) -> Reason:
-    return Reason.model_construct(
-        code=verdict.code,
-        message=verdict.message,
-        rule=verdict.rule,
-        retryable=verdict.retryable,
-        details=dict(verdict.details),
-    )
+    return _trusted(Reason, _REASON_FIELDS, {
+        "code": verdict.code,
+        "message": verdict.message,
+        "rule": verdict.rule,
+        "retryable": verdict.retryable,
+        "details": dict(verdict.details),
+    })
 
 
 def max_payable_of(floor: Decimal | None, cap: Decimal | None, currency: str) -> Decimal:
-    """Return the largest amount rules bounded by *floor* and *cap* allow; 0 when none is."""
-    if cap is not None:
-        best = quantize_down(cap, currency)
-        if best > 0 and (floor is None or best >= floor):
-            return best
+    """Return the largest amount rules bounded by *floor* and *cap* allow; 0 when none is.
+
+    *floor* and *cap* are on the currency's grid, as a ``RuleSet`` reports them.
+    """
+    if cap is not None and cap > 0 and (floor is None or cap >= floor):
+        return cap
     return zero(currency)
 
 
@@ -79,22 +81,29 @@ _SET_DICT = BaseModel.__dict__["__dict__"].__set__
 _SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
-_DECISION_FIELDS = set(Decision.model_fields)
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+_REASON_FIELDS = frozenset(Reason.model_fields)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _decision(values: dict[str, Any]) -> Decision:
-    """Return a decision from trusted, complete *values*, skipping validation.
+def _trusted(cls: type[ModelT], fields: frozenset[str], values: dict[str, Any]) -> ModelT:
+    """Return a *cls* from trusted, complete *values*, skipping validation.
 
     What ``model_construct`` does for a model without extras or private attributes, without
     its generic per-field loop: a tenth of its cost, on the hot path of every check. Every
     field must be given; the decision tests round-trip these decisions through JSON.
     """
-    decision = object.__new__(Decision)
-    _SET_DICT(decision, values)
-    _SET_FIELDS_SET(decision, _DECISION_FIELDS.copy())
-    _SET_EXTRA(decision, None)
-    _SET_PRIVATE(decision, None)
-    return decision
+    model = object.__new__(cls)
+    _SET_DICT(model, values)
+    _SET_FIELDS_SET(model, set(fields))
+    _SET_EXTRA(model, None)
+    _SET_PRIVATE(model, None)
+    return model
+
+
+def _decision(values: dict[str, Any]) -> Decision:
+    """Return a decision from trusted, complete *values* (see :func:`_trusted`)."""
+    return _trusted(Decision, _DECISION_FIELDS, values)
 
 
 def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check

@@ -37,6 +37,7 @@ __all__ = [
     "bounds_method",
     "bounds_of",
     "combine",
+    "keeping",
     "payable_cap",
     "settle",
     "tighten",
@@ -75,6 +76,17 @@ BLOCKED = Bounds(cap=_ZERO, blocked=True)
 """A rule that denies every amount."""
 SPENDABLE = Bounds(keep=_ZERO)
 """A rule that allows what is spendable, fee included (``SufficientFunds``)."""
+
+_new_tuple = tuple.__new__
+
+
+def keeping(reserve: Decimal) -> Bounds:
+    """Return the bounds of a rule that keeps *reserve* of spendable untouched, and says so.
+
+    The same as ``Bounds(keep=reserve, reserve=reserve)`` in half the time: a rule with a
+    reserve builds one every check.
+    """
+    return _new_tuple(Bounds, (None, None, reserve, reserve, False, False))
 
 
 @runtime_checkable
@@ -133,8 +145,7 @@ def tighten(
 
 def _limit(facts: Facts, keep: Decimal) -> Decimal:
     """Return the largest amount that leaves *keep* of spendable untouched, fee paid."""
-    spendable = SUBTRACT(facts.available, facts.reserved)
-    return SUBTRACT(SUBTRACT(spendable, facts.fee), keep)
+    return SUBTRACT(SUBTRACT(facts.spendable, facts.fee), keep)
 
 
 def settle(bounds: Bounds, facts: Facts) -> tuple[bool, Decimal | None, Decimal | None]:
@@ -212,7 +223,7 @@ def bounds_of(verdict: Verdict, facts: Facts) -> Bounds:
         return BLOCKED
     if floor is None and cap is None:
         return NO_BOUNDS
-    return Bounds(floor, cap)
+    return _new_tuple(Bounds, (floor, cap, None, _ZERO, False, False))
 
 
 class BoundsByVerdict:

@@ -19,10 +19,11 @@ from rules._bounds import (
     SPENDABLE,
     BoundedRule,
     Bounds,
+    keeping,
     settle,
 )
 from rules._errors import ConfigurationError
-from rules._facts import Facts, Verdict
+from rules._facts import Facts, Verdict, passing
 from rules._money import ADD, DIVIDE, MULTIPLY, money_context, quantize_up
 from rules._params import (
     AmountLike,
@@ -43,6 +44,7 @@ __all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _RATIO_UNIT = Decimal("0.0001")
+_FROZEN_PASSES = passing("frozen_funds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +80,7 @@ class SufficientFunds(BoundedRule):
         """Judge *facts*."""
         passed, _, cap = settle(self._bounds(facts), facts)
         if passed:
-            return Verdict(rule="sufficient_funds", passed=True, cap=cap)
+            return passing("sufficient_funds", cap)
         with money_context():
             spendable = facts.spendable
             required = facts.required
@@ -200,14 +202,14 @@ class ReserveMargin(BoundedRule):
             # Nothing to keep for this currency: whether the funds suffice is SufficientFunds'
             # question, and a second reason saying the same thing would only confuse.
             return NO_BOUNDS
-        return Bounds(None, None, reserve, reserve)
+        return keeping(reserve)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         bounds = self._bounds(facts)
         reserve = bounds.reserve
         if bounds.keep is None:
-            return Verdict(rule="reserve_margin", passed=True, details={"reserve": reserve})
+            return passing("reserve_margin", details={"reserve": reserve})
         passed, _, cap = settle(bounds, facts)
         with money_context():
             spendable = facts.spendable
@@ -220,7 +222,7 @@ class ReserveMargin(BoundedRule):
             }
             if passed:
                 # The details say what was kept even when nothing was eaten into.
-                return Verdict(rule="reserve_margin", passed=True, details=details, cap=cap)
+                return passing("reserve_margin", cap, details=details)
             shortfall = reserve - remaining
         return Verdict(
             rule="reserve_margin",
@@ -316,7 +318,7 @@ class FrozenFunds(BoundedRule):
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         if self._bounds(facts) is NO_BOUNDS:
-            return Verdict(rule="frozen_funds", passed=True)
+            return _FROZEN_PASSES
         where = facts.provider or "the provider"
         if facts.frozen is None:
             return Verdict(
@@ -333,7 +335,7 @@ class FrozenFunds(BoundedRule):
             )
         limit = self.max_ratio
         if limit is None:  # pragma: no cover - _bounds passes every payout then
-            return Verdict(rule="frozen_funds", passed=True)
+            return _FROZEN_PASSES
         with money_context():
             ratio, total = _frozen_ratio(facts, facts.frozen)
             # Rounded up, so that the shown ratio never looks equal to the limit it exceeds.

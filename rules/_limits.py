@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from rules._bounds import BLOCKED, NO_BOUNDS, BoundedRule, Bounds, settle
 from rules._errors import ConfigurationError
-from rules._facts import Facts, Verdict
+from rules._facts import Facts, Verdict, passing
 from rules._money import MONEY_CONTEXT, money_context
 from rules._params import (
     AmountLike,
@@ -32,6 +32,7 @@ __all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
 
 _ZERO = Decimal(0)
 _MILLISECOND = Decimal("0.001")
+_FRESH = passing("max_balance_age")
 _SHOWN_DIGITS = 30  # whole digits of an age shown to the millisecond, within MONEY_CONTEXT
 
 
@@ -108,7 +109,7 @@ class CurrencyMinimums(BoundedRule):
         bounds = self._bounds(facts)
         passed, floor, cap = settle(bounds, facts)
         if passed:
-            return Verdict(rule="currency_minimums", passed=True, cap=cap, floor=floor)
+            return passing("currency_minimums", cap, floor)
         leaves: list[Verdict] = []
         if floor is not None and facts.amount < floor:
             leaves.append(Verdict(
@@ -216,7 +217,7 @@ class MaxPayout(BoundedRule):
         """Judge *facts*."""
         limit = self._bounds(facts).cap
         if limit is None or facts.amount <= limit:
-            return Verdict(rule="max_payout", passed=True, cap=limit)
+            return passing("max_payout", limit)
         return Verdict(
             rule="max_payout",
             passed=False,
@@ -291,7 +292,7 @@ class MaxBalanceAge(BoundedRule):
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
         if self._bounds(facts) is NO_BOUNDS:
-            return Verdict(rule="max_balance_age", passed=True)
+            return _FRESH
         age = _age(facts.age_seconds)
         # Rounded up, so that the shown age never looks equal to the limit it exceeds.
         # (An age of more digits than the money context holds is shown as it is.)
