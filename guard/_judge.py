@@ -117,17 +117,18 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
     max_payable: Decimal,
 ) -> dict[str, Any]:
     """Return the fields of an allowed decision without reasons, warnings or holds."""
-    reserved = reserved.quantize(smallest_unit(request.currency), None, MONEY_CONTEXT)
+    amount, currency, fee, account, payout_id = request
+    reserved = reserved.quantize(smallest_unit(currency), None, MONEY_CONTEXT)
     return {
-        "decision_id": new_decision_id(),
+        "decision_id": random.getrandbits(128).to_bytes(16, "big").hex(),  # new_decision_id()
         "allowed": True,
         "mode": mode,
-        "amount": request.amount,
-        "currency": request.currency,
-        "fee": request.fee,
+        "amount": amount,
+        "currency": currency,
+        "fee": fee,
         "provider": provider,
-        "account": request.account,
-        "payout_id": request.payout_id,
+        "account": account,
+        "payout_id": payout_id,
         "reasons": (),
         "warnings": (),
         "balance": balance,
@@ -152,9 +153,10 @@ def from_clearance(
     now: float,
 ) -> Decision:
     """Return the decision for *request*, which every rule passed without a warning."""
-    max_payable = max_payable_of(clearance.floor, clearance.cap, request.currency)
-    return _decision(_allowed_values(
-        request, mode, provider, balance, reserved, now, clearance.reserve, max_payable
+    floor, cap, reserve = clearance
+    max_payable = max_payable_of(floor, cap, request.currency)
+    return _trusted(Decision, _DECISION_FIELDS, _allowed_values(
+        request, mode, provider, balance, reserved, now, reserve, max_payable
     ))
 
 
@@ -185,21 +187,22 @@ def from_verdict(
     return _decision(values)
 
 
-def _enabled(log: Any, level: int) -> bool:
-    """Return whether *log* emits events at *level*; a logger that cannot say emits all."""
-    is_enabled_for = getattr(log, "is_enabled_for", None)
-    return True if is_enabled_for is None else bool(is_enabled_for(level))
+def _every_level(level: int) -> bool:  # noqa: ARG001 - is_enabled_for's signature
+    """Say yes: a logger that cannot tell its level gets every event."""
+    return True
 
 
 def log_decision(log: Any, decision: Decision) -> None:
     """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial).
 
-    The fields are built only for an event the logger's level lets through: a production
-    logger filtering at WARNING costs a check no field building.
+    The fields are built only for an event the logger's level lets through
+    (``is_enabled_for``): a production logger filtering at WARNING costs an allowed check no
+    field building. A logger that cannot tell its level gets every event.
     """
+    enabled = getattr(log, "is_enabled_for", _every_level)
     would_deny = not decision.allowed and decision.mode == "dry_run"
-    info = _enabled(log, logging.INFO)
-    if not info and not (would_deny and _enabled(log, logging.WARNING)):
+    info = enabled(logging.INFO)
+    if not info and not (would_deny and enabled(logging.WARNING)):
         return
     fields = decision.log_fields()
     if info:

@@ -195,7 +195,7 @@ def combine(
             high = cap
         if kept is not None and (keep is None or kept > keep):
             keep = kept
-        if held > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
+        if held is not _ZERO and held > reserve:  # most rules keep no reserve: no compare
             reserve = held
         if explain:
             clean = False
