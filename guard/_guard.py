@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -13,20 +14,34 @@ import structlog
 from guard import _judge
 from guard._cache import BalanceCache
 from guard._capture import record
-from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode
+from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._money import parse_currency, smallest_unit
-from guard._request import Request, optional_text, parse_request, pick_account, seconds
-from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
+from guard._protect import Decorator, make_decorator
+from guard._request import (
+    Request,
+    optional_text,
+    parse_payout_id,
+    parse_request,
+    pick_account,
+    seconds,
+)
+from guard._reservation import DEFAULT_UNCERTAIN_ON, Reservation, uncertain_on_option
+from guard._threads import BlockingPool
+from guard.errors import (
+    ConfigurationError,
+    GuardError,
+    InvalidPayoutRequest,
+    PayoutDenied,
+    StoreUnavailable,
+)
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
-from guard.stores._protocol import total_held
+from guard.stores._common import MAX_SECONDS
 from rules import Clearance, Facts, Rule, RuleSet, SufficientFunds, Verdict
 from rules.money import money_context
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource
-    from guard._protect import Decorator
-    from guard._reservation import Reservation
 
 __all__ = ["Clock", "PayoutGuard"]
 
@@ -35,6 +50,10 @@ _ZERO = Decimal(0)
 _SHOWN_HOLDS = 20
 # After a commit, a balance older than this is fetched again (see BalanceCache.refresh_soon).
 _COMMIT_REFRESH = 1.0
+# How often a payout is re-judged after concurrent payouts took the room it was judged with.
+_ATTEMPTS = 5
+# The room given to a hold taken without a balance (fail_open): counted, never capped.
+_NO_CEILING = Decimal(10) ** 12
 
 
 class PayoutGuard:
@@ -51,7 +70,15 @@ class PayoutGuard:
             provider outage denies with ``balance_unavailable``.
         settle_lag: Seconds a submitted payout keeps counting against a balance fetched
             before it could show there.
-        hold_ttl: Default seconds a pending hold lives before it stops counting.
+        hold_ttl: Default seconds a pending hold lives before it stops counting (at most 30
+            days).
+        uncertain_on: Exceptions that, raised inside a guarded payout, mean the money may
+            have left: the hold is marked ``uncertain`` instead of released (default
+            ``OSError``, which covers timeouts and every ``requests`` exception, and
+            ``PayoutOutcomeUnknown``). ``PayoutNotSent`` always releases.
+        uncertain_ttl: Seconds an uncertain hold keeps counting when nobody resolves it
+            (default one hour, at most 30 days); its payout id stays taken afterwards.
+        max_workers: Threads the guard runs blocking calls in for ``async def`` payouts.
         clock: Seconds since the epoch (default ``time.time``); tests pass a fake.
 
     Raises:
@@ -69,6 +96,11 @@ class PayoutGuard:
         fail_open: bool = False,
         settle_lag: float = 30.0,
         hold_ttl: float = 300.0,
+        uncertain_on: type[BaseException] | tuple[type[BaseException], ...] = (
+            DEFAULT_UNCERTAIN_ON
+        ),
+        uncertain_ttl: float = 3600.0,
+        max_workers: int = 32,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(fetcher, BalanceFetcher):
@@ -91,7 +123,15 @@ class PayoutGuard:
         self.mode: Mode = mode
         self.fail_open = bool(fail_open)
         self.settle_lag = seconds(settle_lag, "settle_lag")
-        self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True)
+        self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True, most=MAX_SECONDS)
+        self.uncertain_on = uncertain_on_option(uncertain_on)
+        self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True,
+                                     most=MAX_SECONDS)
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ConfigurationError(
+                f"must be a whole number >= 1, got {str(max_workers)[:40]}", path="max_workers"
+            )
+        self.threads = BlockingPool(max_workers)
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
         )
@@ -138,6 +178,7 @@ class PayoutGuard:
 
     def close(self) -> None:
         """Close the fetcher's HTTP session and the reservation store, where they have one."""
+        self.threads.close()
         for part in (self.fetcher, self.reservations):
             close = getattr(part, "close", None)
             if callable(close):
@@ -183,10 +224,9 @@ class PayoutGuard:
             amount: Major units, as ``Decimal``, ``str`` or ``int`` (never ``float``).
             currency: ISO 4217 code.
             account: Account to check, for providers that report several.
-            payout_id: Your id for the payout, carried into the decision and logs. A payout
-                that already holds funds (``reserve``) is not denied for its own hold: it is
-                judged against the other holds, with a ``duplicate_payout`` warning; another
-                request under the same id is denied as ``duplicate_payout``.
+            payout_id: Your id for the payout, carried into the decision and logs. An id
+                that ``reserve`` would refuse (it is being sent, was sent, or may have been
+                sent) is denied as ``duplicate_payout``: this costs one store read.
             fee: What the provider charges on top (default 0).
 
         Raises:
@@ -195,11 +235,9 @@ class PayoutGuard:
                 ``rule_error`` one.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
-        decision, snapshot = self._decide(request)
-        if not decision.allowed and request.payout_id and decision.reserved and snapshot:
-            from guard._reservation import without_own_hold  # noqa: PLC0415 - mutual imports
-
-            decision = without_own_hold(self, request, decision, snapshot)
+        decision, _ = self._decide(request)
+        if request.payout_id is not None:
+            decision = self._unless_duplicate(request, decision)
         self._emit(decision)
         return decision
 
@@ -226,18 +264,74 @@ class PayoutGuard:
     ) -> Reservation:
         """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
 
+        By what the store holds for *payout_id*: nothing, a released hold or a pending hold
+        past its ttl: the payout is judged and held. A live pending hold (being sent now), a
+        committed one (sent) or an uncertain one (may have been sent): ``duplicate_payout``
+        (retryable only for the pending one), and nothing is held.
+
         Raises:
             InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
             PayoutDenied: the payout is denied and the guard enforces.
         """
-        from guard._reservation import reserve  # noqa: PLC0415 - the two modules refer to each other
-
         if payout_id is None:
             raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
-        hold_ttl = self.hold_ttl if ttl is None else seconds(ttl, "ttl", positive=True)
+        hold_ttl = (
+            self.hold_ttl if ttl is None
+            else seconds(ttl, "ttl", positive=True, most=MAX_SECONDS)
+        )
         with money_context():
             request = parse_request(amount, currency, account, payout_id, fee)
-            return reserve(self, request, hold_ttl)
+            return self._reserve(request, hold_ttl)
+
+    def hold(self, payout_id: str) -> Hold | None:
+        """Return what the store records for *payout_id* (without its owner token), if any.
+
+        ``state`` is ``pending``, ``committed`` or ``uncertain``; a pending hold past its
+        ``expires_at`` has expired (``hold.expired(now)``).
+
+        Raises:
+            InvalidPayoutRequest: *payout_id* cannot be a payout id.
+            StoreUnavailable: the store did not answer.
+        """
+        found = self.reservations.get(parse_payout_id(payout_id))
+        return None if found is None else found.public()
+
+    def resolve(self, payout_id: str, *, sent: bool) -> Hold | None:
+        """End an uncertain hold once you know whether its payout left.
+
+        Args:
+            payout_id: The payout whose outcome was unknown.
+            sent: ``True``: it left (the hold becomes committed now and counts until a
+                balance can show it). ``False``: it did not (the hold is released).
+
+        Returns:
+            The committed hold, or ``None`` when it was released.
+
+        Raises:
+            GuardError: no hold is recorded for *payout_id*, or its hold is not uncertain.
+            InvalidPayoutRequest: *payout_id* cannot be a payout id.
+            StoreUnavailable: the store did not answer.
+        """
+        payout_id = parse_payout_id(payout_id)
+        if not isinstance(sent, bool):
+            raise InvalidPayoutRequest(f"sent must be True or False, got {str(sent)[:40]}")
+        found = self.reservations.resolve(payout_id, sent=sent, now=self._clock())
+        if found is None:
+            raise GuardError(f"no hold is recorded for payout {payout_id[:40]!r}; nothing to "
+                             f"resolve")
+        if found.state != "uncertain":
+            raise GuardError(
+                f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
+                f"outcome is unknown is resolved"
+            )
+        self._log.warning(
+            "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
+            amount=str(found.held), currency=found.currency,
+        )
+        if not sent:
+            return None
+        self._cache.refresh_soon(found.currency, _COMMIT_REFRESH)
+        return self.hold(payout_id)
 
     def protect(
         self,
@@ -247,25 +341,118 @@ class PayoutGuard:
         payout_id: str | Callable[[dict[str, Any]], Any] | None = None,
         account: str | Callable[[dict[str, Any]], Any] | None = None,
         fee: str | Callable[[dict[str, Any]], Any] | None = None,
+        uncertain_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Decorator:
         """Return a decorator that guards every call of a payout function.
 
         Each option names a parameter of the decorated function, or is a callable taking the
-        bound arguments (a dict). With a ``payout_id``, funds are held while the body runs,
-        committed when it returns and released when it raises. In ``enforce`` mode a denial
-        raises ``PayoutDenied`` before the body runs; in ``dry_run`` mode the body always runs.
+        bound arguments (a dict). With a ``payout_id``, every call must carry one (``None``
+        or ``""`` is ``InvalidPayoutRequest``), and it is reserved while the body runs: a
+        duplicate id is refused before the body runs, so a body never runs twice for one id.
+        The hold is committed when the body returns, and on an exception released or marked
+        uncertain as :class:`Reservation` explains (*uncertain_on* replaces the guard's
+        ``uncertain_on`` for this function). In ``enforce`` mode a denial raises
+        ``PayoutDenied`` before the body runs; in ``dry_run`` mode the body always runs.
         Works on functions, methods and ``async def`` functions.
 
         Raises:
             ConfigurationError: an option names a parameter the function does not have.
         """
-        from guard._protect import make_decorator  # noqa: PLC0415 - the two modules refer to each other
-
         return make_decorator(
-            self, amount=amount, currency=currency, payout_id=payout_id, account=account, fee=fee
+            self, amount=amount, currency=currency, payout_id=payout_id, account=account, fee=fee,
+            uncertain_on=None if uncertain_on is None else uncertain_on_option(
+                uncertain_on, "protect(uncertain_on=...)"
+            ),
         )
 
-    # -- internals shared with _reservation and _protect ---------------------------------
+    # -- internals --------------------------------------------------------------------------
+
+    def _reserve(self, request: Request, ttl: float) -> Reservation:
+        """Judge *request* and hold its funds atomically; judge again when others took room."""
+        payout_id = request.payout_id or ""
+        owner = secrets.token_hex(16)
+        decision: Decision | None = None
+        for _ in range(_ATTEMPTS):
+            decision, snapshot = self._decide(request)
+            try:
+                if not decision.allowed or self.mode == "dry_run":
+                    return self._refuse(self._unless_duplicate(request, decision))
+                # Hold on the account that was judged, however the caller named it.
+                account = request.account if snapshot is None else snapshot.account
+                now = self._clock()
+                if snapshot is None:  # allowed without a balance: fail_open was chosen
+                    ceiling, since = _NO_CEILING, now - self.settle_lag
+                else:
+                    # Caps fall at most one for one as holds grow, so judged with `reserved`
+                    # held, the payout stays allowed while the counting holds stay within this.
+                    ceiling = decision.reserved + decision.max_payable + request.fee
+                    since = snapshot.as_of.timestamp() - self.settle_lag
+                wanted = Hold(
+                    payout_id=payout_id, key=balance_key(self.provider, account, request.currency),
+                    currency=request.currency, amount=request.amount, fee=request.fee,
+                    state="pending", created_at=now, expires_at=now + ttl, owner=owner,
+                )
+                outcome = self.reservations.try_hold(
+                    wanted, ceiling=ceiling, counted_since=since, now=now
+                )
+            except StoreUnavailable as exc:
+                return self._refuse(_denied(decision, _judge.store_reason(request.currency, exc)))
+            for lapsed in outcome.lapsed:
+                self._log.warning(
+                    "payout_guard.hold", change="uncertain_expired", payout_id=lapsed.payout_id,
+                    amount=str(lapsed.held), currency=lapsed.currency,
+                )
+            if outcome.status == "held":
+                try:
+                    self._emit(decision)
+                    return Reservation(
+                        decision, wanted, store=self.reservations, clock=self._clock,
+                        uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
+                        on_commit=self._after_commit,
+                    )
+                except BaseException:
+                    # Nobody would hold the handle: give the hold back in this same call.
+                    self.reservations.release(payout_id, owner=owner)
+                    raise
+            if outcome.status == "duplicate" and outcome.hold is not None:
+                return self._refuse(_duplicate(decision, outcome.hold))
+            # over_ceiling: concurrent payouts took the room; judge again with their holds.
+        assert decision is not None  # noqa: S101 - the loop runs at least once
+        reason = Reason.model_construct(
+            code="insufficient_funds",
+            message=(
+                f"concurrent payouts kept claiming the {request.currency} funds this payout was "
+                f"judged with ({_ATTEMPTS} attempts); retry"
+            ),
+            rule="guard", retryable=True, details={},
+        )
+        return self._refuse(_denied(decision, reason))
+
+    def _refuse(self, decision: Decision) -> Reservation:
+        """Log a refused reservation; raise it when enforcing, else hand back an empty one."""
+        self._emit(decision)
+        if self.mode == "dry_run":
+            return Reservation(
+                decision, None, store=self.reservations, clock=self._clock,
+                uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
+                on_commit=self._after_commit,
+            )
+        raise PayoutDenied(decision)
+
+    def _unless_duplicate(self, request: Request, decision: Decision) -> Decision:
+        """Return *decision*, or a ``duplicate_payout`` denial when the id is taken."""
+        try:
+            existing = self.reservations.get(request.payout_id or "")
+        except StoreUnavailable as exc:
+            return _denied(decision, _judge.store_reason(request.currency, exc))
+        if existing is None or existing.expired(self._clock()):
+            return decision
+        return _duplicate(decision, existing)
+
+    def _after_commit(self, currency: str) -> None:
+        """Refresh *currency*'s balance after a commit, at most once per ``_COMMIT_REFRESH``."""
+        self._cache.refresh_soon(currency, _COMMIT_REFRESH)
+
 
     def _decide(
         self, request: Request, *, clear: bool = True
@@ -282,9 +469,9 @@ class PayoutGuard:
         return decision, snapshot
 
     def _judge_once(
-        self, request: Request, *, force: bool, clear: bool, counted: list[Hold] | None = None
+        self, request: Request, *, force: bool, clear: bool
     ) -> tuple[Decision, BalanceSnapshot | None]:
-        """Judge *request* once; *counted*, when given, are the holds to count, already read."""
+        """Judge *request* once."""
         provider = self.fetcher.name
         try:
             by_account = self._cache.get(request.currency, force=force)
@@ -312,10 +499,7 @@ class PayoutGuard:
         as_of = snapshot.as_of.timestamp()
         since = as_of - self.settle_lag
         try:
-            reserved = (
-                self.reservations.reserved(key, counted_since=since, now=now)
-                if counted is None else total_held(counted)
-            )
+            reserved = self.reservations.reserved(key, counted_since=since, now=now)
         except StoreUnavailable as exc:
             self._log.warning("payout_guard.store_unavailable", store=exc.store,
                               currency=request.currency)
@@ -348,7 +532,7 @@ class PayoutGuard:
             # Only a denial explains itself with the holds; listing them costs a store read,
             # so ask for one more than is shown, just to know whether there are more.
             try:
-                listed = counted if counted is not None else self.reservations.holds(
+                listed = self.reservations.holds(
                     key, counted_since=since, now=now, limit=_SHOWN_HOLDS + 1
                 )
             except StoreUnavailable:
@@ -379,9 +563,13 @@ class PayoutGuard:
         record(decision)
         _judge.log_decision(self._log, decision)
 
-    def _now(self) -> float:
-        return self._clock()
 
-    def _invalidate(self, currency: str) -> None:
-        """Refresh *currency*'s balance after a commit, at most once per ``_COMMIT_REFRESH``."""
-        self._cache.refresh_soon(currency, _COMMIT_REFRESH)
+def _denied(decision: Decision, reason: Reason) -> Decision:
+    """Return *decision* denied for *reason* alone."""
+    return decision.model_copy(update={"allowed": False, "reasons": (reason,), "warnings": ()})
+
+
+def _duplicate(decision: Decision, held: Hold) -> Decision:
+    """Return *decision* denied because its payout id already has *held*."""
+    reason = _judge.duplicate_reason(decision.payout_id or held.payout_id, held)
+    return decision.model_copy(update={"allowed": False, "reasons": (reason,)})

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
 from guard.errors import ProviderError, StoreUnavailable
+from guard.stores import Hold
 from rules import Clearance, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
@@ -321,15 +322,30 @@ def not_held_reason(provider: str, currency: str, account: str | None) -> Reason
     )
 
 
-def duplicate_reason(payout_id: str, held: str, asked: str) -> Reason:
-    """Return the ``duplicate_payout`` reason for a payout id reused for another request."""
+def duplicate_reason(payout_id: str, held: Hold) -> Reason:
+    """Return the ``duplicate_payout`` reason for a payout id that already has *held*.
+
+    Only a live pending hold is retryable (its payout may still fail and release it); a sent
+    or possibly sent payout is never sent again under the same id.
+    """
+    amount = f"{held.held} {held.currency}"
+    shown = payout_id[:40]
+    if held.state == "pending":
+        message = (
+            f"payout id {shown!r} is being sent now ({amount} held by another reservation); "
+            f"it is not sent twice at once, retry after that attempt ends"
+        )
+    elif held.state == "committed":
+        message = f"payout id {shown!r} was already sent ({amount}); it is never sent twice"
+    else:
+        message = (
+            f"payout id {shown!r} may already have been sent ({amount}, outcome unknown); "
+            f"find out at the provider, then call guard.resolve({shown!r}, sent=...)"
+        )
     return Reason.model_construct(
         code="duplicate_payout",
-        message=(
-            f"payout id {payout_id!r} already holds {held}; the same id cannot be used for "
-            f"{asked}"
-        ),
+        message=message,
         rule="guard",
-        retryable=False,
-        details={},
+        retryable=held.state == "pending",
+        details={"state": held.state, "held": held.held},
     )

@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     field_validator,
     model_validator,
 )
@@ -47,6 +48,9 @@ def _currency(value: str) -> str:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 Money = Annotated[Decimal, BeforeValidator(_refuse_float)]
 Currency = Annotated[str, AfterValidator(_currency)]
+# A detail is an amount, or a word such as a hold's state. Amounts are tried first, so an amount
+# read back from JSON (a string there) is a Decimal again; a word never parses as one.
+Detail = Annotated[Money | str, Field(union_mode="left_to_right")]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False, ser_json_inf_nan="strings")
 
@@ -97,7 +101,8 @@ class Reason(BaseModel):
         message: What a person should read, with the numbers.
         rule: The rule that produced it (``"guard"`` for the guard's own reasons).
         retryable: Whether the same payout may be allowed later.
-        details: Observed and required amounts.
+        details: Observed and required amounts, and words such as ``state`` for the guard's
+            own reasons (``duplicate_payout`` gives the state of the hold under the id).
     """
 
     model_config = _FROZEN
@@ -106,7 +111,7 @@ class Reason(BaseModel):
     message: str
     rule: str
     retryable: bool = False
-    details: dict[str, Money] = {}
+    details: dict[str, Detail] = {}
 
 
 class HoldSummary(BaseModel):
@@ -116,7 +121,7 @@ class HoldSummary(BaseModel):
 
     payout_id: str
     amount: Money
-    state: Literal["pending", "committed"]
+    state: Literal["pending", "committed", "uncertain"]
 
 
 class Decision(BaseModel):

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
+from guard._reservation import ExceptionTypes, Reservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 
 if TYPE_CHECKING:
     from guard._guard import PayoutGuard
-    from guard._reservation import Reservation
 
 __all__ = ["Decorator", "make_decorator"]
 
@@ -25,9 +24,12 @@ Getter = Callable[[dict[str, Any]], Any]
 class Decorator:
     """What ``protect(...)`` returns: call it on a payout function."""
 
-    def __init__(self, guard: PayoutGuard, specs: dict[str, Spec]) -> None:
+    def __init__(
+        self, guard: PayoutGuard, specs: dict[str, Spec], uncertain_on: ExceptionTypes | None
+    ) -> None:
         self._guard = guard
         self._specs = specs
+        self._uncertain_on = uncertain_on
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Return *func* guarded.
@@ -42,27 +44,43 @@ class Decorator:
             if spec is not None
         }
         guard = self._guard
+        uncertain_on = self._uncertain_on
+        needs_id = "payout_id" in getters
 
         def ask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = dict(bound.arguments)
-            return {option: get(arguments) for option, get in getters.items()}
+            request = {option: get(arguments) for option, get in getters.items()}
+            if needs_id and request["payout_id"] in (None, ""):
+                name = getattr(func, "__qualname__", "the function")
+                raise InvalidPayoutRequest(
+                    f"{name}() was called without a payout id ({request['payout_id']!r}); "
+                    f"protect(payout_id=...) reserves every call under its id, so one is "
+                    f"required"
+                )
+            return request
 
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
                 request = ask(args, kwargs)
-                reservation = await asyncio.to_thread(_admit, guard, request)
+                # Cancelled while the hold is being taken: the hold, once taken, is released.
+                reservation = await guard.threads.run_keeping(
+                    _give_back, _admit, guard, request
+                )
                 if reservation is None:
                     return await func(*args, **kwargs)
                 try:
                     result = await func(*args, **kwargs)
-                except BaseException:
-                    await asyncio.to_thread(reservation.release)
+                except BaseException as exc:
+                    # Cancelled during the body: the money may have left, so it is uncertain.
+                    await guard.threads.run_shielded(
+                        reservation.settle, exc, uncertain_on=uncertain_on
+                    )
                     raise
-                await asyncio.to_thread(reservation.commit)
+                await guard.threads.run_shielded(reservation.settle, None)
                 return result
 
             return cast("Callable[P, R]", async_guarded)
@@ -72,8 +90,13 @@ class Decorator:
             reservation = _admit(guard, ask(args, kwargs))
             if reservation is None:
                 return func(*args, **kwargs)
-            with reservation:
-                return func(*args, **kwargs)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                reservation.settle(exc, uncertain_on=uncertain_on)
+                raise
+            reservation.settle(None)
+            return result
 
         return guarded
 
@@ -84,9 +107,8 @@ def _admit(guard: PayoutGuard, request: dict[str, Any]) -> Reservation | None:
     Raises:
         PayoutDenied: denied while enforcing.
     """
-    if request.get("payout_id") is not None:
+    if "payout_id" in request:
         return guard.reserve(**request)
-    request.pop("payout_id", None)
     decision = guard.check(**request)
     if not decision.allowed and guard.mode == "enforce":
         raise PayoutDenied(decision)
@@ -127,6 +149,14 @@ def _getter(option: str, spec: Spec, signature: inspect.Signature, func: object)
     return from_kwargs
 
 
-def make_decorator(guard: PayoutGuard, **specs: Spec) -> Decorator:
+def _give_back(reservation: Reservation | None) -> None:
+    """Release a hold taken for a call whose task was cancelled before its body ran."""
+    if reservation is not None:
+        reservation.release()
+
+
+def make_decorator(
+    guard: PayoutGuard, *, uncertain_on: ExceptionTypes | None, **specs: Spec
+) -> Decorator:
     """Return the decorator for ``PayoutGuard.protect``."""
-    return Decorator(guard, specs)
+    return Decorator(guard, specs, uncertain_on)

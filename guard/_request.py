@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -10,9 +11,19 @@ from guard._models import BalanceSnapshot
 from guard._money import parse_amount, parse_currency, zero
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
-__all__ = ["Request", "optional_text", "parse_request", "pick_account", "seconds"]
+__all__ = [
+    "Request",
+    "optional_text",
+    "parse_payout_id",
+    "parse_request",
+    "pick_account",
+    "seconds",
+]
 
 _MAX_ID = 200
+_SHOWN = 40
+# C0 and C1 control characters and DEL: they corrupt logs, keys and terminals.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class Request(NamedTuple):
@@ -43,19 +54,59 @@ def parse_request(
         code,
         zero(code) if fee is None else parse_amount(fee, code, field="fee", allow_zero=True),
         optional_text(account, "account"),
-        optional_text(payout_id, "payout_id"),
+        None if payout_id is None else parse_payout_id(payout_id),
     )
 
 
-def seconds(value: object, name: str, *, positive: bool = False) -> float:
-    """Return *value* as finite seconds (> 0 with *positive*), or raise naming *name*."""
+def parse_payout_id(value: object) -> str:
+    """Return *value* if it can be a payout id: a ``str`` of 1 to 200 characters.
+
+    No control characters, and it must encode as UTF-8 (no lone surrogates): ids become store
+    keys and log fields.
+
+    Raises:
+        InvalidPayoutRequest: it cannot; the message quotes at most its first 40 characters.
+    """
+    if not isinstance(value, str):
+        raise InvalidPayoutRequest(
+            f"payout_id must be a string of 1 to {_MAX_ID} characters, got "
+            f"{type(value).__name__}"
+        )
+    problem = ""
+    if not value:
+        problem = "is empty"
+    elif len(value) > _MAX_ID:
+        problem = f"has {len(value)} characters"
+    elif _CONTROL.search(value):
+        problem = "contains a control character"
+    else:
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            problem = "contains a lone surrogate (it does not encode as UTF-8)"
+    if problem:
+        shown = value[:_SHOWN].encode("utf-8", "backslashreplace").decode()
+        more = "..." if len(value) > _SHOWN else ""
+        raise InvalidPayoutRequest(
+            f"payout_id {problem}; expected 1 to {_MAX_ID} characters, no control characters "
+            f"(got {shown!r}{more})"
+        )
+    return value
+
+
+def seconds(
+    value: object, name: str, *, positive: bool = False, most: float = math.inf
+) -> float:
+    """Return *value* as finite seconds (> 0 if *positive*, <= *most*); raise naming *name*."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
     seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0) or (
+        seconds > most
+    ):
+        bounds = f"{'> 0' if positive else '>= 0'}{f' and <= {most:g}' if most < math.inf else ''}"
         raise ConfigurationError(
-            f"must be a finite number of seconds {'> 0' if positive else '>= 0'}, got {value!r}",
-            path=name,
+            f"must be a finite number of seconds {bounds}, got {str(value)[:40]}", path=name
         )
     return seconds
 
@@ -65,8 +116,9 @@ def optional_text(value: object, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_ID:
+        shown = repr(value)[:_SHOWN]
         raise InvalidPayoutRequest(
-            f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {value!r}"
+            f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {shown}"
         )
     return value
 

@@ -6,6 +6,8 @@
      +-- InvalidPayoutRequest (also ValueError)   bad amount, currency, fee or payout id
      +-- ConfigurationError (also ValueError)     bad rule, guard or provider configuration
      +-- PayoutDenied                             .decision: raised only when asked to
+     +-- PayoutNotSent                            you raise it: the provider refused, no money left
+     +-- PayoutOutcomeUnknown                     you raise it: the money may or may not have left
      +-- StoreUnavailable                         .store: the reservation store did not answer
      +-- ProviderError                            .provider .status .code .attempts
           +-- ProviderAuthError                   credentials, signature, permission, IP list
@@ -31,6 +33,8 @@ __all__ = [
     "GuardError",
     "InvalidPayoutRequest",
     "PayoutDenied",
+    "PayoutNotSent",
+    "PayoutOutcomeUnknown",
     "ProviderAuthError",
     "ProviderError",
     "ProviderRateLimited",
@@ -64,6 +68,23 @@ class PayoutDenied(GuardError):
         # The default pickling would call PayoutDenied(message): a worker's denial must reach
         # the parent process with its decision.
         return (type(self), (self.decision,))
+
+
+class PayoutNotSent(GuardError):
+    """Raise it in a guarded payout when the provider refused: the money did not leave.
+
+    Leaving ``with guard.reserve(...)`` (or a ``protect``-ed function) with it releases the
+    hold, whatever ``uncertain_on`` says, so the funds are free for other payouts.
+    """
+
+
+class PayoutOutcomeUnknown(GuardError):
+    """Raise it in a guarded payout when you cannot tell whether the money left.
+
+    Leaving ``with guard.reserve(...)`` (or a ``protect``-ed function) with it marks the hold
+    ``uncertain``: it keeps counting and its payout id is not sent again until
+    ``guard.resolve(payout_id, sent=...)`` says what happened (or ``uncertain_ttl`` passes).
+    """
 
 
 class StoreUnavailable(GuardError):

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-__all__ = ["RedisServer", "free_port", "shared_redis", "start_redis"]
+__all__ = ["RedisServer", "free_port", "redis_binary", "shared_redis", "start_redis"]
 
 
 @dataclass
@@ -29,6 +31,8 @@ class RedisServer:
 
     process: subprocess.Popen[bytes]
     port: int
+    binary: str = "redis-server"
+    extra: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -44,6 +48,18 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
 
+    def restart(self) -> None:
+        """Stop the server and start it again, empty, on the same port with the same options.
+
+        Raises:
+            RuntimeError: it did not come back.
+        """
+        self.stop()
+        self.process = _launch(self.binary, self.port, self.extra)
+        if not _answers(self.process, self.port):
+            self.stop()
+            raise RuntimeError(f"redis-server did not restart on port {self.port}")
+
 
 def free_port() -> int:
     """Return a loopback port that was free a moment ago."""
@@ -51,6 +67,11 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def redis_binary() -> str:
+    """Return the redis-server binary, or skip the test (fail it when ``CI`` is set)."""
+    return _binary()
 
 
 def _binary() -> str:
@@ -66,31 +87,51 @@ def _binary() -> str:
     return binary
 
 
-def start_redis(binary: str, *, attempts: int = 3) -> RedisServer:
+def _launch(binary: str, port: int, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # the binary comes from PATH, the arguments are fixed
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--loglevel", "warning", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _answers(process: subprocess.Popen[bytes], port: int) -> bool:
+    """Return whether the server on *port* answers PING within 10 s (False if it exited)."""
+    deadline = time.monotonic() + 10.0
+    while process.poll() is None and time.monotonic() < deadline:
+        # No retries: redis-py's default backs off for seconds on an authentication error.
+        client = redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0,
+                             retry=Retry(NoBackoff(), 0))
+        try:
+            if client.ping():
+                return True
+        except (redis.AuthenticationError, redis.ResponseError):
+            return True  # it answers, asking for a password (--requirepass)
+        except redis.ConnectionError:
+            time.sleep(0.02)
+        finally:
+            client.close()
+    return False
+
+
+def start_redis(
+    binary: str, *, attempts: int = 3, extra: tuple[str, ...] = (), port: int | None = None
+) -> RedisServer:
     """Start ``redis-server`` on a free loopback port and wait until it answers PING.
+
+    It keeps nothing on disk (no RDB snapshots, no AOF). *extra* adds options, which win over
+    those defaults, such as ``("--maxmemory-policy", "allkeys-lru")``. With *port*, that port
+    is tried once.
 
     Raises:
         RuntimeError: it did not start after *attempts* ports.
     """
-    for _ in range(attempts):
-        port = free_port()
-        process = subprocess.Popen(  # the binary comes from PATH, the arguments are fixed
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = RedisServer(process, port)
-        deadline = time.monotonic() + 10.0
-        while process.poll() is None and time.monotonic() < deadline:
-            client = redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
-            try:
-                if client.ping():
-                    return server
-            except redis.ConnectionError:
-                time.sleep(0.02)
-            finally:
-                client.close()
+    for _ in range(1 if port is not None else attempts):
+        chosen = port or free_port()
+        server = RedisServer(_launch(binary, chosen, extra), chosen, binary, extra)
+        if _answers(server.process, chosen):
+            return server
         server.stop()
     raise RuntimeError(f"redis-server did not start after {attempts} attempts")
 

@@ -78,7 +78,7 @@ def _hold(payout_id: str, amount: Decimal, ttl: float) -> Hold:
     now = time.time()
     return Hold(
         payout_id=payout_id, key=HOLD_KEY, currency="BRL", amount=amount, fee=Decimal("0.00"),
-        state="pending", created_at=now, expires_at=now + ttl,
+        state="pending", created_at=now, expires_at=now + ttl, owner=f"owner-of-{payout_id}",
     )
 
 
@@ -102,10 +102,10 @@ def hammer(target: str, worker: int, attempts: int, ceiling: str) -> list[tuple[
                 continue
             roll = rng.random()
             if roll < 0.3:
-                store.release(hold.payout_id)
+                store.release(hold.payout_id, owner=hold.owner)
                 fate = "released"
             elif roll < 0.6:
-                store.commit(hold.payout_id, now=time.time())
+                store.commit(hold.payout_id, owner=hold.owner, now=time.time())
                 fate = "committed"
             else:
                 fate = "pending"

@@ -1,4 +1,4 @@
-"""Shared test configuration: the hypothesis settings profiles.
+"""Shared test configuration: the hypothesis settings profiles and the store fixtures.
 
 ``dev`` (the default) and ``ci`` both run without a per-example deadline, because tests must not
 depend on wall-clock speed. ``ci`` is chosen when the ``CI`` environment variable is set, and is
@@ -8,8 +8,20 @@ then derandomized so that a failure reproduces; ``HYPOTHESIS_PROFILE`` overrides
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
+
+from guard.stores import (
+    InMemoryReservations,
+    RedisReservations,
+    ReservationStore,
+    SqliteReservations,
+)
+from tests._redis_server import shared_redis
 
 settings.register_profile(
     "ci", deadline=None, max_examples=100, derandomize=bool(os.environ.get("CI"))
@@ -18,3 +30,44 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
+
+STORES = ["memory", "sqlite", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Yield the URL of the session's redis-server."""
+    with shared_redis() as server:
+        yield server.url
+
+
+@pytest.fixture(params=STORES)
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., ReservationStore]]:
+    """Yield a factory of fresh stores of one kind; every store made is closed afterwards."""
+    made: list[ReservationStore] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    namespace = f"test-{uuid.uuid4().hex}"
+
+    def make(*, retention: float = 86_400.0) -> ReservationStore:
+        store: ReservationStore
+        if request.param == "memory":
+            store = InMemoryReservations(retention=retention)
+        elif request.param == "sqlite":
+            store = SqliteReservations(tmp_path / f"holds-{len(made)}.db", retention=retention)
+        else:
+            store = RedisReservations(url, namespace=f"{namespace}-{len(made)}",
+                                      retention=retention)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[..., ReservationStore]) -> ReservationStore:
+    """Return a fresh store with the default retention."""
+    return make_store()

@@ -39,7 +39,7 @@ from tests._guard_workers import (
     pay_through_luxcore,
     set_barrier,
 )
-from tests._holds import KEY, hold
+from tests._holds import KEY, hold, owner_of
 from tests._redis_server import shared_redis
 from tests._store_workers import kill_while_holding, open_store
 
@@ -100,7 +100,7 @@ class TestReadsDuringWrites:
                 payout_id = f"w{n}-{i}"
                 store.try_hold(hold(payout_id, "1.00", at=now), ceiling=Decimal(10**6),
                                counted_since=0, now=now)
-                store.commit(payout_id, now=now)
+                store.commit(payout_id, owner=owner_of(payout_id), now=now)
 
         def reader() -> None:
             while not done.is_set():

@@ -167,8 +167,8 @@ class TestCheck:
             ({"fee": 0.5}, "float"),
             ({"account": ""}, "account must be a non-empty string"),
             ({"account": 7}, "account must be a non-empty string"),
-            ({"payout_id": "x" * 201}, "payout_id must be a non-empty string"),
-            ({"payout_id": b"po"}, "payout_id must be a non-empty string"),
+            ({"payout_id": "x" * 201}, "payout_id has 201 characters"),
+            ({"payout_id": b"po"}, "payout_id must be a string of 1 to 200 characters"),
         ],
     )
     def test_a_malformed_request_raises_invalid_payout_request(

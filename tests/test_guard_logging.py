@@ -70,14 +70,16 @@ class TestDecisionEvent:
             guard.reserve(amount, "BRL", payout_id="po_1")
         assert [amount + ".00"] == [entry["amount"] for entry in decisions_in(logs)]
 
-    def test_an_idempotent_reserve_logs_its_own_event(self) -> None:
-        """Asking again for the same payout is a decision too, with the duplicate noted."""
+    def test_a_duplicate_reserve_logs_its_own_event(self) -> None:
+        """Asking again for the same payout is a decision too: a duplicate_payout denial."""
         guard = make_guard()
         first = guard.reserve("10", "BRL", payout_id="po_1")
-        with capture_logs() as logs:
-            again = guard.reserve("10", "BRL", payout_id="po_1")
-        assert [again.decision.decision_id] == [e["decision_id"] for e in decisions_in(logs)]
-        assert first.decision.decision_id != again.decision.decision_id
+        with capture_logs() as logs, pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10", "BRL", payout_id="po_1")
+        again = denied.value.decision
+        assert [(again.decision_id, ["duplicate_payout"])] == [
+            (e["decision_id"], e["codes"]) for e in decisions_in(logs)]
+        assert first.decision.decision_id != again.decision_id
 
     def test_protect_logs_one_event_per_call(self) -> None:
         """Each guarded call is one decision event."""

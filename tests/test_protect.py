@@ -162,9 +162,9 @@ class TestDryRun:
             calls.append((amount, currency, ref))
 
         with capture_decisions() as decisions:
-            pay("150", "BRL")
             pay("150", "BRL", ref="po_1")
-        assert [("150", "BRL", None), ("150", "BRL", "po_1")] == calls
+            pay("150", "BRL", ref="po_1")
+        assert [("150", "BRL", "po_1"), ("150", "BRL", "po_1")] == calls
         assert [False, False] == [d.allowed for d in decisions]
         assert None is guard.reservations.get("po_1")
 
@@ -183,8 +183,20 @@ class TestWithPayoutId:
         pay("60", "BRL", reference="po_1")
         assert (["pending"], "committed") == (during, state_of(guard, "po_1"))
 
-    def test_an_exception_releases_the_hold(self) -> None:
-        """The body raised: the funds come back and the exception propagates."""
+    def test_an_exception_outside_uncertain_on_releases_the_hold(self) -> None:
+        """The body raised a plain error: the funds come back and the exception propagates."""
+        guard = make_guard()
+
+        @guard.protect(payout_id="reference")
+        def pay(amount: str, currency: str, reference: str) -> None:
+            raise KeyError(amount, currency, reference)
+
+        with pytest.raises(KeyError):
+            pay("60", "BRL", reference="po_1")
+        assert (None, True) == (state_of(guard, "po_1"), guard.check("100", "BRL").allowed)
+
+    def test_a_timeout_keeps_the_hold_as_uncertain(self) -> None:
+        """The body timed out: the payout may have left, so its funds stay held."""
         guard = make_guard()
 
         @guard.protect(payout_id="reference")
@@ -193,7 +205,8 @@ class TestWithPayoutId:
 
         with pytest.raises(TimeoutError):
             pay("60", "BRL", reference="po_1")
-        assert (None, True) == (state_of(guard, "po_1"), guard.check("100", "BRL").allowed)
+        assert ("uncertain", False) == (
+            state_of(guard, "po_1"), guard.check("100", "BRL").allowed)
 
     def test_held_funds_deny_a_concurrent_second_payout(self) -> None:
         """While one payout is in flight its funds are held from the next call."""
@@ -211,8 +224,9 @@ class TestWithPayoutId:
         pay("60", "BRL", reference="po_1")
         assert [("insufficient_funds",)] == inner
 
-    def test_a_none_payout_id_is_a_plain_check(self) -> None:
-        """Without an id for this call nothing is held."""
+    @pytest.mark.parametrize("reference", [None, ""])
+    def test_a_missing_payout_id_is_refused_before_the_body(self, reference: str | None) -> None:
+        """A configured payout id is required: None or "" never falls back to a plain check."""
         guard = make_guard()
         calls: list[str | None] = []
 
@@ -221,8 +235,9 @@ class TestWithPayoutId:
             calls.append(reference)
             return amount + currency
 
-        pay("60", "BRL")
-        assert ([None], Decimal("0.00")) == (calls, guard.check("1", "BRL").reserved)
+        with pytest.raises(InvalidPayoutRequest, match="called without a payout id"):
+            pay("60", "BRL", reference=reference)
+        assert ([], Decimal("0.00")) == (calls, guard.check("1", "BRL").reserved)
 
 
 class TestAsync:
@@ -252,7 +267,19 @@ class TestAsync:
         assert [] == calls
 
     def test_a_failing_coroutine_releases(self) -> None:
-        """An exception inside the coroutine releases the hold and propagates."""
+        """A plain exception inside the coroutine releases the hold and propagates."""
+        guard = make_guard()
+
+        @guard.protect(payout_id="reference")
+        async def pay(amount: str, currency: str, reference: str) -> None:
+            raise ValueError(amount, currency, reference)
+
+        with pytest.raises(ValueError, match="po_1"):
+            asyncio.run(pay("60", "BRL", reference="po_1"))
+        assert None is state_of(guard, "po_1")
+
+    def test_a_connection_reset_in_a_coroutine_is_uncertain(self) -> None:
+        """An OSError inside the coroutine keeps the hold, marked uncertain."""
         guard = make_guard()
 
         @guard.protect(payout_id="reference")
@@ -261,7 +288,7 @@ class TestAsync:
 
         with pytest.raises(ConnectionResetError):
             asyncio.run(pay("60", "BRL", reference="po_1"))
-        assert None is state_of(guard, "po_1")
+        assert "uncertain" == state_of(guard, "po_1")
 
     def test_keeps_metadata_and_stays_a_coroutine_function(self) -> None:
         """The wrapper is still an async def, with the original's name and docstring."""

@@ -131,13 +131,22 @@ class TestReservationContext:
         stored = guard.reservations.get("po_1")
         assert ("committed", "committed") == (hold.state, stored.state if stored else None)
 
-    def test_an_exception_releases_and_propagates(self) -> None:
-        """The payout was not sent: its funds come back and the error goes on."""
+    def test_an_exception_outside_uncertain_on_releases_and_propagates(self) -> None:
+        """A plain error (not OSError): the payout was not sent, its funds come back."""
+        guard, _, _ = make_guard()
+        with pytest.raises(LookupError), guard.reserve("600", "BRL", payout_id="po_1") as h:
+            raise LookupError
+        assert ("released", None) == (h.state, guard.reservations.get("po_1"))
+        assert guard.check("1000", "BRL").allowed
+
+    def test_a_connection_error_keeps_the_funds_held_as_uncertain(self) -> None:
+        """An OSError may have come after the provider took the payout: the hold stays."""
         guard, _, _ = make_guard()
         with pytest.raises(ConnectionError), guard.reserve("600", "BRL", payout_id="po_1") as h:
             raise ConnectionError
-        assert ("released", None) == (h.state, guard.reservations.get("po_1"))
-        assert guard.check("1000", "BRL").allowed
+        stored = guard.hold("po_1")
+        assert ("uncertain", "uncertain") == (h.state, stored.state if stored else None)
+        assert Decimal("600.00") == guard.check("1", "BRL").reserved
 
     def test_commit_and_release_act_once(self) -> None:
         """A committed payout cannot be released; a released one cannot be committed."""
@@ -162,36 +171,42 @@ class TestReservationContext:
 
 
 class TestIdempotency:
-    @pytest.mark.parametrize("commit", [False, True])
-    def test_the_same_payout_returns_the_existing_hold(self, commit: bool) -> None:
-        """Asking again holds nothing more; the decision notes the duplicate as a warning."""
+    @pytest.mark.parametrize(
+        ("settle", "state", "retryable"),
+        [("keep", "pending", True), ("commit", "committed", False),
+         ("mark_uncertain", "uncertain", False)],
+    )
+    def test_a_payout_id_with_a_hold_is_a_duplicate(
+        self, settle: str, state: str, retryable: bool
+    ) -> None:
+        """Pending, committed or uncertain: a second reserve is refused and holds nothing."""
         guard, _, _ = make_guard()
         first = guard.reserve("600", "BRL", payout_id="po_1")
-        if commit:
-            first.commit()
-        again = guard.reserve("600.00", "BRL", payout_id="po_1")
-        assert (first.hold, True, (), ("duplicate_payout",)) == (
-            again.hold, again.decision.allowed, again.decision.reasons,
-            tuple(w.code for w in again.decision.warnings),
-        )
+        if settle != "keep":
+            getattr(first, settle)()
+        with pytest.raises(PayoutDenied) as info:
+            guard.reserve("600.00", "BRL", payout_id="po_1")
+        decision = info.value.decision
+        assert (("duplicate_payout",), retryable, state) == (
+            decision.codes, decision.retryable, decision.reasons[0].details["state"])
         assert Decimal("600.00") == guard.check("1", "BRL").reserved
 
     @pytest.mark.parametrize(
         ("amount", "currency", "fee"),
         [("601", "BRL", None), ("600", "ARS", None), ("600", "BRL", "1.00")],
     )
-    def test_a_different_request_under_the_same_id_is_a_duplicate(
+    def test_a_different_request_under_the_same_id_is_a_duplicate_too(
         self, amount: str, currency: str, fee: str | None
     ) -> None:
-        """Another amount, currency or fee under a used id: duplicate_payout, not retryable."""
+        """Another amount, currency or fee under a used id: duplicate_payout as well."""
         guard, fetcher, _ = make_guard()
         fetcher.set("ARS", "9000.00")
-        guard.reserve("600", "BRL", payout_id="po_1")
+        guard.reserve("600", "BRL", payout_id="po_1").commit()
         with pytest.raises(PayoutDenied) as info:
             guard.reserve(amount, currency, payout_id="po_1", fee=fee)
         decision = info.value.decision
         assert (("duplicate_payout",), False) == (decision.codes, decision.retryable)
-        assert "payout id 'po_1' already holds 600.00 BRL" in decision.reasons[0].message
+        assert "payout id 'po_1' was already sent (600.00 BRL)" in decision.reasons[0].message
         assert Decimal("600.00") == guard.check("1", "BRL").reserved
 
     def test_a_released_id_can_be_used_again(self) -> None:
@@ -201,42 +216,25 @@ class TestIdempotency:
         assert "pending" == guard.reserve("700", "BRL", payout_id="po_1").state
 
 
-class TestCheckingAPayoutThatHolds:
-    """check(payout_id=...) of a payout already holding funds does not count them against it."""
+class TestCheckingAPayoutIdThatHolds:
+    """check(payout_id=...) answers what reserve would: a taken id is a duplicate."""
 
-    def test_the_same_request_is_judged_against_the_other_holds_only(self) -> None:
+    @pytest.mark.parametrize(("settle", "retryable"), [("keep", True), ("commit", False)])
+    def test_a_taken_id_is_denied_as_a_duplicate(self, settle: str, retryable: bool) -> None:
         guard, _, _ = make_guard("1000.00")
-        guard.reserve("850", "BRL", payout_id="po_1")
-        decision = guard.check("850", "BRL", payout_id="po_1")
-        assert (True, Decimal("0.00"), ("duplicate_payout",)) == (
-            decision.allowed, decision.reserved, tuple(w.code for w in decision.warnings))
-        assert "payout id 'po_1' already holds 850.00 BRL (pending)" in decision.warnings[0].message
+        reservation = guard.reserve("100", "BRL", payout_id="po_1")
+        if settle == "commit":
+            reservation.commit()
+        decision = guard.check("100", "BRL", payout_id="po_1")
+        assert (("duplicate_payout",), retryable) == (decision.codes, decision.retryable)
 
     def test_without_the_payout_id_the_hold_counts(self) -> None:
         guard, _, _ = make_guard("1000.00")
         guard.reserve("850", "BRL", payout_id="po_1")
         assert ("insufficient_funds",) == guard.check("850", "BRL").codes
 
-    def test_the_other_holds_still_count(self) -> None:
-        """Short even without its own hold: denied, listing only the others' holds."""
-        guard, fetcher, clock = make_guard("1000.00")
-        guard.reserve("700", "BRL", payout_id="po_1")
-        guard.reserve("250", "BRL", payout_id="po_2")
-        fetcher.set("BRL", "900.00")  # 900 - 250 leaves 650, short of 700
-        clock.advance(10)  # past the balance cache, well within the holds' ttl
-        decision = guard.check("700", "BRL", payout_id="po_1")
-        assert (("insufficient_funds",), Decimal("250.00"), ("po_2",)) == (
-            decision.codes, decision.reserved, tuple(h.payout_id for h in decision.holds))
-        assert ("duplicate_payout",) == tuple(w.code for w in decision.warnings)
-
-    def test_another_request_under_the_id_is_a_duplicate(self) -> None:
-        guard, _, _ = make_guard("1000.00")
-        guard.reserve("850", "BRL", payout_id="po_1")
-        decision = guard.check("900", "BRL", payout_id="po_1")
-        assert (("duplicate_payout",), False) == (decision.codes, decision.retryable)
-
-    def test_an_expired_hold_is_not_its_own_any_more(self) -> None:
-        """Once the hold stops counting, the payout is judged like any other."""
+    def test_an_expired_hold_frees_the_id(self) -> None:
+        """Once the pending hold is past its ttl, the payout is judged like any other."""
         guard, _, clock = make_guard("1000.00", hold_ttl=60)
         guard.reserve("850", "BRL", payout_id="po_1")
         clock.advance(61)
@@ -248,7 +246,7 @@ class TestCheckingAPayoutThatHolds:
         guard, _, _ = make_guard("1000.00")
         held = guard.reserve("850", "BRL", payout_id="po_1").hold
         guard.check("850", "BRL", payout_id="po_1")
-        assert held == guard.reservations.get("po_1")
+        assert held == guard.hold("po_1")
         assert Decimal("850.00") == guard.check("1", "BRL").reserved
 
 

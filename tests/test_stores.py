@@ -1,65 +1,23 @@
-"""The reservation store contract, held by the in-memory, SQLite and Redis stores alike."""
+"""Counting, commits, releases, exact money and retention, in every reservation store.
+
+The hold state machine itself (duplicates, owners, uncertain holds) is in
+``test_store_contract.py``; the ``store`` and ``make_store`` fixtures are in ``conftest.py``.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal, localcontext
-from pathlib import Path
 
 import pytest
 
 from guard.stores import (
-    Hold,
-    InMemoryReservations,
-    RedisReservations,
     ReservationStore,
-    SqliteReservations,
     balance_key,
 )
-from tests._holds import KEY, T0, hold
-from tests._redis_server import shared_redis
-
-STORES = ["memory", "sqlite", "redis"]
+from tests._holds import KEY, T0, hold, owner_of
 
 MakeStore = Callable[..., ReservationStore]
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """Yield the URL of the session's redis-server."""
-    with shared_redis() as server:
-        yield server.url
-
-
-@pytest.fixture(params=STORES)
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
-    """Yield a factory of fresh stores of one kind; every store made is closed afterwards."""
-    made: list[ReservationStore] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
-    namespace = f"test-{uuid.uuid4().hex}"
-
-    def make(*, retention: float = 86_400.0) -> ReservationStore:
-        store: ReservationStore
-        if request.param == "memory":
-            store = InMemoryReservations(retention=retention)
-        elif request.param == "sqlite":
-            store = SqliteReservations(tmp_path / f"holds-{len(made)}.db", retention=retention)
-        else:
-            store = RedisReservations(url, namespace=f"{namespace}-{len(made)}",
-                                      retention=retention)
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
-
-
-@pytest.fixture
-def store(make_store: MakeStore) -> ReservationStore:
-    """Return a fresh store with the default retention."""
-    return make_store()
 
 
 def reserved(store: ReservationStore, *, now: float = T0, since: float = T0 - 30) -> Decimal:
@@ -118,51 +76,6 @@ class TestTryHold:
         assert ("held", Decimal(0)) == (outcome.status, outcome.counted)
 
 
-class TestIdempotency:
-    def test_same_request_is_existing(self, store: ReservationStore) -> None:
-        """Asking again for the same payout returns the existing hold and holds nothing more."""
-        store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        again = store.try_hold(hold("po_1", "60.00", at=T0 + 1), ceiling=Decimal(100),
-                               counted_since=0, now=T0 + 1)
-        assert ("existing", hold("po_1", "60.00")) == (again.status, again.hold)
-        assert Decimal("60.00") == reserved(store, now=T0 + 1)
-
-    def test_existing_even_when_full(self, store: ReservationStore) -> None:
-        """A repeated request is recognised even when no room is left."""
-        store.try_hold(hold("po_1", "100.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        again = store.try_hold(hold("po_1", "100.00"), ceiling=Decimal(100), counted_since=0,
-                               now=T0)
-        assert "existing" == again.status
-
-    def test_committed_same_request_is_existing(self, store: ReservationStore) -> None:
-        """A committed payout asked for again is ``existing``, with its commit."""
-        store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        store.commit("po_1", now=T0 + 1)
-        again = store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0,
-                               now=T0 + 2)
-        assert again.hold is not None
-        assert ("existing", "committed", T0 + 1) == (
-            again.status, again.hold.state, again.hold.committed_at
-        )
-
-    @pytest.mark.parametrize(
-        "changed",
-        [
-            hold("po_1", "60.01"),
-            hold("po_1", "60.00", fee="0.50"),
-            hold("po_1", "60.00", currency="USD"),
-            hold("po_1", "60.00", key=balance_key("luxcore", "acct-2", "BRL")),
-        ],
-        ids=["amount", "fee", "currency", "key"],
-    )
-    def test_different_request_is_conflict(self, store: ReservationStore, changed: Hold) -> None:
-        """The same payout id asking for something else is a conflict; the first hold stays."""
-        store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        outcome = store.try_hold(changed, ceiling=Decimal(1000), counted_since=0, now=T0)
-        assert ("conflict", hold("po_1", "60.00")) == (outcome.status, outcome.hold)
-        assert hold("po_1", "60.00") == store.get("po_1")
-
-
 class TestExpiry:
     def test_expired_pending_stops_counting(self, store: ReservationStore) -> None:
         """A pending hold counts until its expiry, not at or after it."""
@@ -195,7 +108,7 @@ class TestExpiry:
                        now=T0)
         moved = hold("po_1", "60.00", key=balance_key("luxcore", "acct-2", "BRL"), at=T0 + 11)
         store.try_hold(moved, ceiling=Decimal(100), counted_since=0, now=T0 + 11)
-        store.commit("po_1", now=T0 + 12)
+        store.commit("po_1", owner=owner_of("po_1"), now=T0 + 12)
         assert [] == store.holds(KEY, counted_since=0, now=T0 + 12)
         assert Decimal("60.00") == store.reserved(moved.key, counted_since=0, now=T0 + 12)
 
@@ -205,21 +118,21 @@ class TestCommit:
         """A committed hold counts while the balance was fetched before the commit (+lag)."""
         store.try_hold(hold("po_1", "60.00", ttl=10), ceiling=Decimal(100), counted_since=0,
                        now=T0)
-        committed = store.commit("po_1", now=T0 + 5)
+        committed = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 5)
         assert committed == hold("po_1", "60.00", ttl=10).committed(T0 + 5)
         assert Decimal("60.00") == reserved(store, now=T0 + 500, since=T0 + 4.999)
         assert Decimal(0) == reserved(store, now=T0 + 500, since=T0 + 5)
 
     def test_commit_unknown_is_none(self, store: ReservationStore) -> None:
         """Committing a payout id nobody holds returns None and records nothing."""
-        assert store.commit("po_missing", now=T0) is None
+        assert store.commit("po_missing", owner=owner_of("po_missing"), now=T0) is None
         assert store.get("po_missing") is None
 
     def test_double_commit_keeps_first_time(self, store: ReservationStore) -> None:
         """Committing twice returns and keeps the first commit."""
         store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        first = store.commit("po_1", now=T0 + 1)
-        second = store.commit("po_1", now=T0 + 2)
+        first = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
+        second = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 2)
         assert first == second == store.get("po_1")
         assert second is not None
         assert T0 + 1 == second.committed_at
@@ -228,7 +141,7 @@ class TestCommit:
         """An expired hold that is committed anyway counts: the money has left."""
         store.try_hold(hold("po_1", "60.00", ttl=10), ceiling=Decimal(100), counted_since=0,
                        now=T0)
-        committed = store.commit("po_1", now=T0 + 20)
+        committed = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 20)
         assert committed is not None
         assert "committed" == committed.state
         assert Decimal("60.00") == reserved(store, now=T0 + 21)
@@ -238,26 +151,26 @@ class TestRelease:
     def test_release_pending(self, store: ReservationStore) -> None:
         """Releasing a pending hold drops it and frees its funds, once."""
         store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        assert store.release("po_1") is True
-        assert store.release("po_1") is False
+        assert store.release("po_1", owner=owner_of("po_1")) is True
+        assert store.release("po_1", owner=owner_of("po_1")) is False
         assert store.get("po_1") is None
         assert Decimal(0) == reserved(store)
 
     def test_release_committed_keeps_it(self, store: ReservationStore) -> None:
         """A committed hold cannot be released: the money has left."""
         store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        store.commit("po_1", now=T0)
-        assert store.release("po_1") is False
+        store.commit("po_1", owner=owner_of("po_1"), now=T0)
+        assert store.release("po_1", owner=owner_of("po_1")) is False
         assert Decimal("60.00") == reserved(store)
 
     def test_release_unknown(self, store: ReservationStore) -> None:
         """Releasing a payout id nobody holds returns False."""
-        assert store.release("po_missing") is False
+        assert store.release("po_missing", owner=owner_of("po_missing")) is False
 
     def test_released_id_can_hold_again(self, store: ReservationStore) -> None:
         """After a release the payout id is free for a new request."""
         store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        store.release("po_1")
+        store.release("po_1", owner=owner_of("po_1"))
         outcome = store.try_hold(hold("po_1", "80.00"), ceiling=Decimal(100), counted_since=0,
                                  now=T0)
         assert "held" == outcome.status
@@ -270,9 +183,9 @@ class TestReservedAndHolds:
                                            ("40.00", 300), ("50.00", 300)]):
             store.try_hold(hold(f"po_{n}", amount, ttl=ttl, at=T0 + n), ceiling=Decimal(1000),
                            counted_since=0, now=T0 + n)
-        store.commit("po_0", now=T0 + 6)  # counts: after since
-        store.commit("po_3", now=T0 + 6)
-        store.release("po_4")
+        store.commit("po_0", owner=owner_of("po_0"), now=T0 + 6)  # counts: after since
+        store.commit("po_3", owner=owner_of("po_3"), now=T0 + 6)
+        store.release("po_4", owner=owner_of("po_4"))
         listed = store.holds(KEY, counted_since=T0 + 5, now=T0 + 7)
         assert ["po_0", "po_2", "po_3"] == [h.payout_id for h in listed]
         assert ["committed", "pending", "committed"] == [h.state for h in listed]
@@ -285,7 +198,7 @@ class TestReservedAndHolds:
             store.try_hold(hold(f"po_{n}", "1.00", at=T0 + n), ceiling=Decimal(1000),
                            counted_since=0, now=T0 + n)
             if n % 2:
-                store.commit(f"po_{n}", now=T0 + n)
+                store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=T0 + n)
         listed = store.holds(KEY, counted_since=0, now=T0 + 30, limit=7)
         assert 7 == len(listed)
         assert len({h.payout_id for h in listed}) == 7
@@ -301,7 +214,7 @@ class TestReservedAndHolds:
         for n, amount in enumerate(amounts):
             store.try_hold(hold(f"po_{n}", str(amount), at=T0 + n), ceiling=Decimal(10**6),
                            counted_since=T0 + n - 30, now=T0 + n)
-            store.commit(f"po_{n}", now=T0 + n)
+            store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=T0 + n)
         for since in (0, T0 + 10, T0 + 150.5, T0 + 298, T0 + 299):
             expected = sum((a for n, a in enumerate(amounts) if T0 + n > since), Decimal(0))
             assert expected == reserved(store, now=T0 + 300, since=since)
@@ -328,7 +241,7 @@ class TestExactMoney:
         assert (amount, fee) == (str(got.amount), str(got.fee))
         counted = store.reserved(taken.key, counted_since=0, now=T0)
         assert Decimal(total) == counted
-        store.commit("po_1", now=T0)
+        store.commit("po_1", owner=owner_of("po_1"), now=T0)
         assert Decimal(total) == store.reserved(taken.key, counted_since=0, now=T0)
 
     def test_the_callers_decimal_context_changes_nothing(self, make_store: MakeStore) -> None:
@@ -339,7 +252,7 @@ class TestExactMoney:
             for n, (amount, at) in enumerate([("1234567.89", T0), ("7654321.98", T0 + 2)]):
                 store.try_hold(hold(f"po_{n}", amount, fee="0.01", at=at),
                                ceiling=Decimal(10**9), counted_since=0, now=at)
-                store.commit(f"po_{n}", now=at + 1)
+                store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=at + 1)
             store.try_hold(hold("po_2", "1111111.11", at=T0 + 101.5), ceiling=Decimal(10**9),
                            counted_since=0, now=T0 + 101.5)  # purges po_0, past the retention
             counted = store.reserved(KEY, counted_since=0, now=T0 + 101.5)
@@ -351,7 +264,7 @@ class TestRetention:
         """A committed hold older than the retention is pruned and its id can be used again."""
         store = make_store(retention=100.0)
         store.try_hold(hold("po_old", "10.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        store.commit("po_old", now=T0 + 1)
+        store.commit("po_old", owner=owner_of("po_old"), now=T0 + 1)
         store.try_hold(hold("po_new", "10.00", at=T0 + 101.5), ceiling=Decimal(100),
                        counted_since=0, now=T0 + 101.5)
         assert store.get("po_old") is None
@@ -377,7 +290,7 @@ class TestRetention:
         """Within the retention a committed hold is still known."""
         store = make_store(retention=100.0)
         store.try_hold(hold("po_old", "10.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-        store.commit("po_old", now=T0 + 1)
+        store.commit("po_old", owner=owner_of("po_old"), now=T0 + 1)
         store.try_hold(hold("po_new", "10.00", at=T0 + 100), ceiling=Decimal(100),
                        counted_since=0, now=T0 + 100)
         assert store.get("po_old") is not None

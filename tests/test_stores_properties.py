@@ -29,7 +29,7 @@ from guard.stores import (
     ReservationStore,
     SqliteReservations,
 )
-from tests._holds import KEY, T0, hold
+from tests._holds import KEY, T0, hold, owner_of
 from tests._redis_server import shared_redis
 
 _ZERO = Decimal(0)
@@ -103,8 +103,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert counted == outcome.counted
         known = self.model.get(payout_id)
         if known is not None and (known.committed_at is not None or self.now < known.expires_at):
-            same = (known.amount, known.fee) == (taken.amount, taken.fee)
-            assert ("existing" if same else "conflict") == outcome.status
+            assert "duplicate" == outcome.status
         elif counted + taken.held > ceiling:
             assert "over_ceiling" == outcome.status
         else:
@@ -121,10 +120,10 @@ class StoreMachine(RuleBasedStateMachine):
             if h.committed_at is not None or self.now < h.expires_at
         )
         if not live:
-            assert self.store.commit("po_unknown", now=self.now) is None
+            assert self.store.commit("po_unknown", owner="x", now=self.now) is None
             return
         payout_id = data.draw(st.sampled_from(live))
-        got = self.store.commit(payout_id, now=self.now)
+        got = self.store.commit(payout_id, owner=owner_of(payout_id), now=self.now)
         known = self.model[payout_id]
         if known.committed_at is None:
             known = self.model[payout_id] = replace(known, committed_at=self.now)
@@ -135,11 +134,11 @@ class StoreMachine(RuleBasedStateMachine):
     def release(self, data: st.DataObject) -> None:
         """Release any known payout id: only pending ones go."""
         if not self.model:
-            assert self.store.release("po_unknown") is False
+            assert self.store.release("po_unknown", owner="x") is False
             return
         payout_id = data.draw(st.sampled_from(sorted(self.model)))
         pending = self.model[payout_id].committed_at is None
-        assert pending == self.store.release(payout_id)
+        assert pending == self.store.release(payout_id, owner=owner_of(payout_id))
         if pending:
             del self.model[payout_id]
 

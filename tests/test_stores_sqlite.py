@@ -13,7 +13,7 @@ import pytest
 
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import SqliteReservations, StoreUnavailable, balance_key
-from tests._holds import KEY, T0, hold
+from tests._holds import KEY, T0, hold, owner_of
 
 
 class TestSqliteFile:
@@ -23,7 +23,7 @@ class TestSqliteFile:
         with SqliteReservations(path) as store:
             store.try_hold(hold("po_1", "60.00"), ceiling=Decimal(100), counted_since=0, now=T0)
             store.try_hold(hold("po_2", "30.00"), ceiling=Decimal(100), counted_since=0, now=T0)
-            store.commit("po_1", now=T0 + 1)
+            store.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
         with SqliteReservations(path) as reopened:
             assert hold("po_1", "60.00").committed(T0 + 1) == reopened.get("po_1")
             assert Decimal("90.00") == reopened.reserved(KEY, counted_since=0, now=T0 + 2)

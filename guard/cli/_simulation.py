@@ -30,8 +30,9 @@ from guard.testing import FailingFetcher, StaticFetcher
 __all__ = ["Outcome", "Simulation", "Summary", "summarize", "write_report"]
 
 Status = Literal["allowed", "denied", "duplicate", "invalid"]
-# Committed payouts must keep counting for the whole run: ten years of "lag".
-_FOREVER = 10 * 365 * 86_400.0
+# Committed payouts must keep counting for the whole run. The simulation's clock stands still,
+# so the longest ttl and retention a store accepts (30 days) never pass.
+_FOREVER = 30 * 86_400.0
 REPORT_COLUMNS = ("line", "payout_id", "provider", "amount", "currency", "fee", "status",
                   "codes", "max_payable", "message")
 
@@ -167,6 +168,10 @@ class Simulation:
                                         fee=row.fee)
         except PayoutDenied as denied:
             decision = denied.decision
+            if "duplicate_payout" in decision.codes:
+                return Outcome(row.line, "duplicate", row.payout_id, provider, row.amount,
+                               row.currency, row.fee, ("duplicate_payout",),
+                               decision.max_payable, decision.reasons[0].message)
             return Outcome(
                 row.line, "denied", row.payout_id, provider, row.amount, row.currency, row.fee,
                 decision.codes, decision.max_payable,
@@ -175,11 +180,6 @@ class Simulation:
         except InvalidPayoutRequest as exc:  # pragma: no cover - rows are checked when read
             return _invalid(InvalidRow(row.line, "(row)", str(exc), row.payout_id))
         decision = reservation.decision
-        duplicate = [w for w in decision.warnings if w.code == "duplicate_payout"]
-        if duplicate:
-            return Outcome(row.line, "duplicate", row.payout_id, provider, row.amount,
-                           row.currency, row.fee, ("duplicate_payout",), decision.max_payable,
-                           duplicate[0].message)
         reservation.commit()
         return Outcome(row.line, "allowed", row.payout_id, provider, row.amount, row.currency,
                        row.fee, (), decision.max_payable)

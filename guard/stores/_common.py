@@ -14,6 +14,7 @@ from guard.stores._protocol import Hold
 from rules.money import MONEY_CONTEXT, currency_exponent, quantize_exact
 
 __all__ = [
+    "MAX_SECONDS",
     "StoreUnavailable",
     "ceiling_to_minor",
     "check_seconds",
@@ -22,6 +23,10 @@ __all__ = [
     "mixed_currencies",
     "to_minor",
 ]
+
+# The longest ttl, uncertain_ttl or retention a store accepts: long enough for any payout,
+# short enough that every store can express it (Redis EXPIRE, float seconds).
+MAX_SECONDS = 30 * 86_400.0
 
 
 def to_minor(value: Decimal, currency: str, *, limit: int, store: str) -> int:
@@ -91,7 +96,8 @@ def check_time(name: str, value: float) -> float:
 def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:
     """Return the error for a hold whose currency differs from its key's holds."""
     return InvalidPayoutRequest(
-        f"balance key {hold.key!r} holds {held_currency}, so payout {hold.payout_id!r} in "
+        f"balance key {hold.key[:60]!r} holds {held_currency}, so payout "
+        f"{hold.payout_id[:40]!r} in "
         f"{hold.currency} cannot hold on it; build keys with balance_key(), which ends in the "
         f"currency"
     )
@@ -99,6 +105,8 @@ def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:
 
 def check_seconds(name: str, value: object, *, positive: bool) -> float:
     """Return *value* as seconds if it is a finite number (> 0 when *positive*, else >= 0).
+
+    At most ``MAX_SECONDS`` (30 days) is accepted.
 
     Raises:
         ConfigurationError: it is not.
@@ -109,7 +117,12 @@ def check_seconds(name: str, value: object, *, positive: bool) -> float:
         or not math.isfinite(value)
         or value < 0
         or (positive and value == 0)
+        or value > MAX_SECONDS
     ):
         wanted = "a positive" if positive else "a non-negative"
-        raise ConfigurationError(f"must be {wanted} number of seconds, got {value!r}", path=name)
+        raise ConfigurationError(
+            f"must be {wanted} number of seconds up to {MAX_SECONDS:g} (30 days), got "
+            f"{str(value)[:40]}",
+            path=name,
+        )
     return float(value)  # money-ok: seconds

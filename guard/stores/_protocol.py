@@ -3,9 +3,16 @@
 A *hold* is a payout that has been allowed but that the provider's balance may not show yet.
 It counts against spendable funds while it is
 
-- ``pending`` (allowed, not yet submitted) and not past ``expires_at``, or
-- ``committed`` (submitted) after ``counted_since`` = ``snapshot.as_of - settle_lag``: a
-  balance fetched before that moment cannot reflect it yet.
+- ``pending`` (allowed, being sent) and not past ``expires_at`` (its ttl),
+- ``uncertain`` (the payout may or may not have left) and not past ``expires_at`` (set to
+  ``uncertain_ttl`` after it became uncertain; ``settle_lag`` never drops it), or
+- ``committed`` (sent) after ``counted_since`` = ``snapshot.as_of - settle_lag``: a balance
+  fetched before that moment cannot reflect it yet.
+
+Each hold carries the secret ``owner`` token of the reservation that took it: ``commit``,
+``release`` and ``mark_uncertain`` act only when the caller presents that token, checked inside
+the same atomic step as the change. What every operation does to a hold is written once, in
+``guard.stores._machine``; the memory and SQLite stores call it, the Redis scripts mirror it.
 
 ``try_hold`` is the atomic check-and-hold that stops twenty workers spending the same funds:
 the store adds the hold only if the holds that count, plus this one, stay within ``ceiling``.
@@ -15,7 +22,7 @@ All times are seconds since the epoch on the guard's clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
@@ -23,7 +30,7 @@ from rules.money import ADD
 
 __all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key", "total_held"]
 
-HoldState = Literal["pending", "committed"]
+HoldState = Literal["pending", "committed", "uncertain"]
 
 
 def balance_key(provider: str, account: str | None, currency: str) -> str:
@@ -48,10 +55,13 @@ class Hold:
         key: The balance it draws on (:func:`balance_key`).
         currency: ISO 4217 code.
         amount: The payout amount; fee: the provider fee (both major units).
-        state: ``"pending"`` until committed.
+        state: ``"pending"`` until committed, ``"uncertain"`` when the outcome is unknown.
         created_at: When the hold was taken.
-        expires_at: When a pending hold stops counting (a crashed worker frees its funds).
-        committed_at: When the payout was submitted, for committed holds.
+        expires_at: When a pending hold stops counting (a crashed worker frees its funds), or,
+            for an uncertain hold, when its ``uncertain_ttl`` ends.
+        committed_at: When the payout was sent, for committed holds.
+        owner: The secret token of the reservation that took the hold (never shown in
+            ``repr``; ``PayoutGuard.hold`` returns holds without it).
     """
 
     payout_id: str
@@ -63,6 +73,7 @@ class Hold:
     created_at: float
     expires_at: float
     committed_at: float | None = None
+    owner: str = field(default="", repr=False)
 
     @property
     def held(self) -> Decimal:
@@ -71,9 +82,13 @@ class Hold:
 
     def counts(self, *, now: float, counted_since: float) -> bool:
         """Return whether this hold still reduces spendable (see the module docstring)."""
-        if self.state == "pending":
-            return now < self.expires_at
-        return self.committed_at is not None and self.committed_at > counted_since
+        if self.state == "committed":
+            return self.committed_at is not None and self.committed_at > counted_since
+        return now < self.expires_at
+
+    def expired(self, now: float) -> bool:
+        """Return whether this is a pending hold past its ttl (its payout id is free again)."""
+        return self.state == "pending" and self.expires_at <= now
 
     def same_request(self, other: Hold) -> bool:
         """Return whether *other* asks for exactly what this hold holds."""
@@ -82,8 +97,16 @@ class Hold:
         )
 
     def committed(self, now: float) -> Hold:
-        """Return this hold marked as submitted at *now*."""
+        """Return this hold marked as sent at *now*."""
         return replace(self, state="committed", committed_at=now)
+
+    def uncertain(self, until: float) -> Hold:
+        """Return this hold marked as of unknown outcome, counting until *until*."""
+        return replace(self, state="uncertain", expires_at=until)
+
+    def public(self) -> Hold:
+        """Return this hold without its owner token, for showing outside its reservation."""
+        return replace(self, owner="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,42 +114,68 @@ class HoldOutcome:
     """What ``try_hold`` did.
 
     Attributes:
-        status: ``"held"`` (new hold written), ``"existing"`` (the same payout already holds;
-            nothing written), ``"conflict"`` (the payout id holds a *different* request),
+        status: ``"held"`` (new hold written), ``"duplicate"`` (the payout id already has a
+            live pending, a committed or an uncertain hold; nothing written),
             ``"over_ceiling"`` (not enough room; nothing written).
-        hold: The new hold, or the existing one for ``existing``/``conflict``.
+        hold: The new hold, or the existing one for ``duplicate``.
         counted: The total of counting holds on the key when the store decided (before adding).
+        lapsed: Uncertain holds on the key whose ``uncertain_ttl`` this call found ended (each
+            reported once, so the guard can log it).
     """
 
-    status: Literal["held", "existing", "conflict", "over_ceiling"]
+    status: Literal["held", "duplicate", "over_ceiling"]
     hold: Hold | None
     counted: Decimal
+    lapsed: tuple[Hold, ...] = ()
 
 
 @runtime_checkable
 class ReservationStore(Protocol):
-    """Where holds live: in memory, in SQLite, in Redis. Every method is atomic."""
+    """Where holds live: in memory, in SQLite, in Redis. Every method is atomic.
+
+    A store that finds it has lost its holds (Redis restarted empty, a database file replaced)
+    raises ``StoreUnavailable`` from every method until ``rearm()`` is called.
+    """
 
     def try_hold(
         self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
     ) -> HoldOutcome:
         """Add *hold* if the counting holds on its key plus ``hold.held`` stay <= *ceiling*.
 
-        A pending hold with the same payout id that has expired is replaced; any other hold with
-        the same payout id makes the outcome ``existing`` (same request) or ``conflict``.
+        A pending hold with the same payout id that has expired is replaced; any other hold
+        with the same payout id (live pending, committed, uncertain) makes it ``duplicate``.
         """
         ...
 
-    def commit(self, payout_id: str, *, now: float) -> Hold | None:
-        """Mark a hold as submitted at *now* and return it; ``None`` if there is no such hold.
+    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent at *now* and return it.
 
-        Committing a hold that already expired still records it: the money has left.
-        Committing twice keeps the first commit time.
+        Returns ``None`` (changing nothing) when the id has no hold or its hold belongs to
+        another owner. Committing an expired pending hold still records it (the money left);
+        committing an uncertain one makes it committed; committing twice keeps the first time.
         """
         ...
 
-    def release(self, payout_id: str) -> bool:
-        """Drop a pending hold; return whether one was dropped. Committed holds stay."""
+    def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold; return whether it did. Other holds stay."""
+        ...
+
+    def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold as of unknown outcome, counting until *until*.
+
+        Returns the hold, or ``None`` (changing nothing) when the id has no hold of *owner*'s.
+        A hold already committed or uncertain is returned unchanged.
+        """
+        ...
+
+    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold: committed at *now* if *sent*, else dropped.
+
+        Returns the hold as it was found (``None`` if there was none); only an uncertain hold
+        is changed.
+        """
         ...
 
     def get(self, payout_id: str) -> Hold | None:
@@ -145,6 +194,10 @@ class ReservationStore(Protocol):
         With *limit*, at most that many (which ones, when there are more, is the store's
         choice: listing must stay cheap however many holds a key has).
         """
+        ...
+
+    def rearm(self) -> None:
+        """Accept the store as it is now, after it lost its holds (an operator's decision)."""
         ...
 
     def close(self) -> None:

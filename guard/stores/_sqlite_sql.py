@@ -15,22 +15,48 @@ from pathlib import Path
 __all__ = [
     "COMMITTED_DELETE",
     "COUNTED",
+    "DROP",
     "GET",
     "HOLDS",
     "INSERT",
+    "LAPSED",
     "LEDGER",
     "LEDGER_INSERT",
     "LEDGER_UPDATE",
+    "LIVE_DELETE",
     "MARK_COMMITTED",
-    "PENDING_DELETE",
-    "RELEASE",
+    "MARK_UNCERTAIN",
     "connect",
 ]
 
-VERSION = 1
+VERSION = 2
 _COLUMNS = (
     "payout_id, key, currency, amount_minor, fee_minor, state, created_at, expires_at, "
-    "committed_at"
+    "committed_at, owner"
+)
+_HOLDS_TABLE = """CREATE TABLE {name} (
+        payout_id     TEXT PRIMARY KEY,
+        key           TEXT NOT NULL,
+        currency      TEXT NOT NULL,
+        amount_minor  INTEGER NOT NULL,
+        fee_minor     INTEGER NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'uncertain')),
+        created_at    REAL NOT NULL,
+        expires_at    REAL NOT NULL,
+        committed_at  REAL,
+        running_minor INTEGER,
+        owner         TEXT NOT NULL DEFAULT '',
+        reported      INTEGER NOT NULL DEFAULT 0
+    )"""
+# Covering indexes: counting the holds on a key never reads the table itself. Pending and
+# uncertain holds ("live") both count while expires_at is ahead.
+_INDEXES = (
+    """CREATE INDEX IF NOT EXISTS holds_live
+        ON holds (key, expires_at, amount_minor, fee_minor)
+        WHERE state != 'committed'""",
+    """CREATE INDEX IF NOT EXISTS holds_committed
+        ON holds (key, committed_at, running_minor, amount_minor, fee_minor)
+        WHERE state = 'committed'""",
 )
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS ledgers (
@@ -39,25 +65,21 @@ _SCHEMA = (
         committed_minor INTEGER NOT NULL,
         last_commit     REAL
     )""",
-    """CREATE TABLE IF NOT EXISTS holds (
-        payout_id     TEXT PRIMARY KEY,
-        key           TEXT NOT NULL,
-        currency      TEXT NOT NULL,
-        amount_minor  INTEGER NOT NULL,
-        fee_minor     INTEGER NOT NULL,
-        state         TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
-        created_at    REAL NOT NULL,
-        expires_at    REAL NOT NULL,
-        committed_at  REAL,
-        running_minor INTEGER
-    )""",
-    # Covering indexes: counting the holds on a key never reads the table itself.
-    """CREATE INDEX IF NOT EXISTS holds_pending
-        ON holds (key, expires_at, amount_minor, fee_minor)
-        WHERE state = 'pending'""",
-    """CREATE INDEX IF NOT EXISTS holds_committed
-        ON holds (key, committed_at, running_minor, amount_minor, fee_minor)
-        WHERE state = 'committed'""",
+    _HOLDS_TABLE.format(name="holds"),
+    *_INDEXES,
+    f"PRAGMA user_version = {VERSION}",
+)
+# Version 1 had no owner tokens and no uncertain state: its holds keep an empty owner (no
+# reservation can act on them; they expire or stay committed as before).
+_UPGRADE_FROM_1 = (
+    _HOLDS_TABLE.format(name="holds_v2"),
+    """INSERT INTO holds_v2 (payout_id, key, currency, amount_minor, fee_minor, state,
+        created_at, expires_at, committed_at, running_minor)
+        SELECT payout_id, key, currency, amount_minor, fee_minor, state, created_at,
+        expires_at, committed_at, running_minor FROM holds""",
+    "DROP TABLE holds",
+    "ALTER TABLE holds_v2 RENAME TO holds",
+    *_INDEXES,
     f"PRAGMA user_version = {VERSION}",
 )
 
@@ -65,34 +87,44 @@ _SCHEMA = (
 COUNTED = """
     SELECT l.currency,
         COALESCE((SELECT SUM(amount_minor + fee_minor) FROM holds
-            WHERE state = 'pending' AND key = ?1 AND expires_at > ?2), 0)
+            WHERE state != 'committed' AND key = ?1 AND expires_at > ?2), 0)
         + COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
             FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
             ORDER BY committed_at, running_minor LIMIT 1), 0)
     FROM ledgers AS l WHERE l.key = ?1
 """
 HOLDS = f"""
-    SELECT {_COLUMNS} FROM holds WHERE state = 'pending' AND key = ?1 AND expires_at > ?2
+    SELECT {_COLUMNS} FROM holds WHERE state != 'committed' AND key = ?1 AND expires_at > ?2
     UNION ALL
     SELECT {_COLUMNS} FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
     ORDER BY created_at, payout_id
     LIMIT ?4
 """  # noqa: S608 - built from constants only; values are bound parameters
 GET = f"SELECT {_COLUMNS} FROM holds WHERE payout_id = ?"  # noqa: S608 - constants only
+# ?1 key, ?2 now: the uncertain holds whose uncertain_ttl ended, each returned once.
+# "state != 'committed'" repeats the live index's condition so that SQLite uses that index (it
+# cannot tell that state = 'uncertain' implies it): without it every hold is scanned.
+LAPSED = f"""
+    UPDATE holds SET reported = 1
+    WHERE key = ?1 AND state != 'committed' AND state = 'uncertain' AND reported = 0
+        AND expires_at <= ?2
+    RETURNING {_COLUMNS}
+"""  # noqa: S608 - constants only
 LEDGER = "SELECT currency, committed_minor, last_commit FROM ledgers WHERE key = ?"
 LEDGER_INSERT = "INSERT INTO ledgers (key, currency, committed_minor) VALUES (?, ?, 0)"
 LEDGER_UPDATE = "UPDATE ledgers SET committed_minor = ?, last_commit = ? WHERE key = ?"
 INSERT = """
     INSERT OR REPLACE INTO holds (payout_id, key, currency, amount_minor, fee_minor, state,
-        created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)
+        created_at, expires_at, owner) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)
 """
 MARK_COMMITTED = """
     UPDATE holds SET state = 'committed', committed_at = ?, running_minor = ?
     WHERE payout_id = ?
 """
-RELEASE = "DELETE FROM holds WHERE payout_id = ? AND state = 'pending'"
+MARK_UNCERTAIN = "UPDATE holds SET state = 'uncertain', expires_at = ? WHERE payout_id = ?"
+DROP = "DELETE FROM holds WHERE payout_id = ?"
 # Forget holds past the retention window (?1 key, ?2 horizon): what memory.py purges too.
-PENDING_DELETE = "DELETE FROM holds WHERE state = 'pending' AND key = ?1 AND expires_at <= ?2"
+LIVE_DELETE = "DELETE FROM holds WHERE state != 'committed' AND key = ?1 AND expires_at <= ?2"
 COMMITTED_DELETE = (
     "DELETE FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at <= ?2"
 )
@@ -113,14 +145,17 @@ def connect(path: Path, timeout: float) -> sqlite3.Connection:
         # A committed transaction survives a crash of the process without an fsync per write.
         conn.execute("PRAGMA synchronous = NORMAL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in {0, VERSION}:
+        if version not in {0, 1, VERSION}:
             raise sqlite3.DatabaseError(
-                f"schema version {version} is not the one this version uses ({VERSION})"
+                f"schema version {version} is not one this version reads (1 or {VERSION})"
             )
-        if version == 0:
+        if version != VERSION:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA:
+                # Another process may have created or upgraded the tables meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                steps = {0: _SCHEMA, 1: _UPGRADE_FROM_1}.get(version, ())
+                for statement in steps:
                     conn.execute(statement)
             except BaseException:
                 conn.execute("ROLLBACK")

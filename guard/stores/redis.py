@@ -1,23 +1,42 @@
 """Reservations in Redis: shared by every host that pays out from the same balances.
 
-``try_hold``, ``commit`` and ``release`` are each one Lua script, so Redis runs the check and
-the hold as one step whatever the number of workers. Amounts are integers in the currency's
-minor unit (exact in Lua below 2**53). Expiry follows the guard's clock values (``now``,
-``expires_at``); Redis TTLs (the retention plus an hour) only collect what nobody touches
-any more. ``reserved`` costs one sorted-set seek and the live pending holds of the key, however
-many committed holds the retention keeps. Every key lives under ``{namespace}:`` (one cluster
-slot). Needs the ``redis`` package: ``pip install payout-guard[redis]``.
+Every operation is one Lua script (``guard/stores/_redis_lua.py``), so Redis runs the check and
+the change as one step whatever the number of workers; the scripts mirror the hold state
+machine of ``guard/stores/_machine.py``. Amounts are integers in the currency's minor unit
+(exact in Lua below 2**53). Expiry follows the guard's clock values (``now``,
+``expires_at``); Redis TTLs (the retention plus an hour past a hold's life) only collect what
+nobody touches any more. ``reserved`` costs one sorted-set seek and the live holds of the key,
+however many committed holds the retention keeps. Every key lives under ``{namespace}:`` (one
+cluster slot). Needs the ``redis`` package: ``pip install payout-guard[redis]``.
+
+Losing holds is detected, never ignored:
+
+- At first contact the store refuses a server whose ``maxmemory-policy`` may evict keys (unless
+  ``allow_eviction=True``) and warns (``payout_guard.store_not_durable``) when the server keeps
+  neither an AOF nor RDB snapshots.
+- It writes an epoch marker (``{namespace}:epoch``) if there is none and remembers it; every
+  script checks it. When the marker is gone or another one (Redis restarted empty, ``FLUSHALL``,
+  eviction), every call raises ``StoreUnavailable`` ("lost its holds") until ``rearm()``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
 import json
 import math
+import secrets
+import weakref
+from collections.abc import Generator
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+
+import structlog
 
 from guard.errors import ConfigurationError, InvalidPayoutRequest
+from guard.stores import _machine as machine
 from guard.stores import _redis_lua as lua
 from guard.stores._common import (
     StoreUnavailable,
@@ -28,17 +47,50 @@ from guard.stores._common import (
     mixed_currencies,
     to_minor,
 )
-from guard.stores._protocol import Hold, HoldOutcome
+from guard.stores._protocol import Hold, HoldOutcome, HoldState
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+    from redis.commands.core import AsyncScript
 
-__all__ = ["RedisReservations"]
+__all__ = ["AsyncRedisReservations", "RedisReservations"]
+
+T = TypeVar("T")
 
 _ZERO = Decimal(0)
 _LIMIT = 2**53  # Lua numbers are doubles: integers are exact below this
 _GC_MARGIN = 3600  # seconds Redis keeps a record past the retention before collecting it
-_FIELDS = ("k", "cur", "amt", "fee", "st", "ca", "ea", "cm")
+_STATES: dict[str, HoldState] = {
+    "pending": "pending", "committed": "committed", "uncertain": "uncertain"
+}
+_LOST = (
+    "the reservation store lost its holds ({}); checks and reserves deny until an operator "
+    "calls rearm()"
+)
+_log = structlog.get_logger("payout_guard")
+_SCRIPTS = (
+    ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
+    ("mark_uncertain", lua.MARK_UNCERTAIN), ("resolve", lua.RESOLVE), ("get", lua.GET),
+    ("reserved", lua.RESERVED), ("holds", lua.HOLDS), ("repair", lua.REPAIR),
+)
+_SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, key, argv)
+
+
+class _Call(NamedTuple):
+    """One Redis call an operation asks for: a client method (or a script) and its arguments.
+
+    Each operation is written once as a generator of these (a *flow*); ``RedisReservations``
+    makes the calls with its blocking client, ``AsyncRedisReservations`` awaits them with an
+    asyncio client. A Redis error is thrown back into the flow, which translates it.
+    """
+
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}  # noqa: RUF012 - never mutated: a NamedTuple default
+
+
+Flow = Generator[_Call, Any, T]
 
 
 def _text(value: object) -> str:
@@ -46,17 +98,19 @@ def _text(value: object) -> str:
 
 
 def _hold(payout_id: str, fields: list[Any]) -> Hold:
-    key, cur, amt, fee, state, created, expires, committed = map(_text, fields)
+    """Return the hold a script replied as ``{k, cur, amt, fee, st, ca, ea, cm, o}``."""
+    key, cur, amt, fee, state, created, expires, committed, owner = map(_text, fields)
     return Hold(
         payout_id=payout_id,
         key=key,
         currency=cur,
         amount=from_minor(int(amt), cur),
         fee=from_minor(int(fee), cur),
-        state="committed" if state == "committed" else "pending",
+        state=_STATES[state],
         created_at=float(created),  # money-ok: a time
         expires_at=float(expires),  # money-ok: a time
         committed_at=float(committed) if committed else None,  # money-ok: a time
+        owner=owner,
     )
 
 
@@ -65,20 +119,34 @@ def _seconds(value: float) -> str:
     return repr(float(value))  # money-ok: a time
 
 
+def _life(now: float, until: float, gc: int) -> int:
+    """Return the Redis ttl of something that counts until *until*: that, plus *gc*."""
+    return math.ceil(max(until - now, 0.0)) + gc
+
+
 class RedisReservations:
     """A reservation store in Redis, safe across threads, processes and hosts.
+
+    The first contact with the server (at construction, or at first use when Redis cannot be
+    reached then) checks its eviction policy and persistence and takes the store's epoch
+    marker (see the module docstring).
 
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://``, ``unix://``) or a
             ``redis.Redis`` client. A client built here from a URL is closed by ``close``; one
             passed in belongs to the caller.
         namespace: Prefix of every key, so several guards can share one Redis.
-        retention: Seconds a committed hold is remembered for idempotency (default one day).
+        retention: Seconds a finished hold is remembered for idempotency (default one day; at
+            most 30 days).
         timeout: Socket timeout in seconds for a client built from a URL (default 5).
+        allow_eviction: Accept a server whose ``maxmemory-policy`` is not ``noeviction``
+            (evicted holds are then noticed only through the epoch marker, if at all).
 
     Raises:
         ConfigurationError: the ``redis`` package is missing, the URL or client is not one,
-            the namespace is empty or contains ``{``/``}``, or a number is out of range.
+            the namespace is empty or contains ``{``/``}``, a number is out of range, or the
+            server may evict keys (``maxmemory-policy`` other than ``noeviction``) and
+            *allow_eviction* is not set.
     """
 
     def __init__(
@@ -88,6 +156,7 @@ class RedisReservations:
         namespace: str = "payout_guard",
         retention: float = 86_400.0,
         timeout: float = 5.0,
+        allow_eviction: bool = False,
     ) -> None:
         try:
             import redis  # noqa: PLC0415 - optional dependency, imported only when used
@@ -99,7 +168,7 @@ class RedisReservations:
             raise ConfigurationError(
                 f"must be a non-empty string without braces, got {namespace!r}", path="namespace"
             )
-        self._retention = check_seconds("retention", retention, positive=False)
+        self._retention = check_seconds("retention", retention, positive=True)
         seconds = check_seconds("timeout", timeout, positive=True)
         self._owned = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
@@ -122,17 +191,21 @@ class RedisReservations:
                 path="url_or_client",
             )
         self._client: Redis | None = client
+        # Kept to open asyncio clients on the same server (asyncio()); never shown anywhere.
+        self._url = url_or_client if isinstance(url_or_client, str) else None
+        self._timeout = seconds
         self._errors = redis.RedisError
+        self._response_error = redis.ResponseError
         self._prefix = f"{{{namespace}}}:"
         self._namespace = namespace
+        self._allow_eviction = bool(allow_eviction)
         self._gc = math.ceil(self._retention) + _GC_MARGIN
-        self._scripts = {
-            name: client.register_script(text)
-            for name, text in (
-                ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
-                ("reserved", lua.RESERVED), ("holds", lua.HOLDS),
-            )
-        }
+        self._epoch: str | None = None
+        self._warned = False
+        self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
+        # Redis cannot be reached now: the first use tries again.
+        with contextlib.suppress(StoreUnavailable):
+            self._drive(self._contacted())
 
     def __repr__(self) -> str:
         return f"RedisReservations(namespace={self._namespace!r})"
@@ -151,110 +224,207 @@ class RedisReservations:
         """Add *hold* atomically if it fits under *ceiling* (see ``ReservationStore``).
 
         Raises:
+            ValueError: a time is not finite or the hold would live more than 30 days.
             InvalidPayoutRequest: an amount is negative or not exact at its currency's
                 exponent; the hold or the key's counted total reaches 2**53 minor units (the
                 largest exact integer in Lua); or *hold* is in another currency than the holds
                 already on its key.
-            StoreUnavailable: Redis could not be reached or refused the script.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
         """
-        for name, value in (("created_at", hold.created_at), ("expires_at", hold.expires_at)):
-            check_time(name, value)
-        cur = hold.currency
-        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="redis")
-        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="redis")
-        held = to_minor(hold.held, cur, limit=_LIMIT, store="redis")
-        limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
-        horizon = check_time("now", now) - self._retention
-        life = math.ceil(max(hold.expires_at - now, 0.0)) + self._gc
-        numbers = " ".join((
-            str(amount), str(fee), str(held), _seconds(hold.created_at),
-            _seconds(hold.expires_at), str(limit),
-            _seconds(check_time("counted_since", counted_since)), _seconds(now),
-            _seconds(horizon), str(life), str(self._gc),
-        ))
-        reply = self._run(
-            "try_hold", [self._record(hold.payout_id)],
-            [self._prefix, hold.payout_id, hold.key, cur, numbers], hold,
-        )
-        status = _text(reply[0])
-        counted = from_minor(int(reply[1]), cur)
-        if status == "held":
-            return HoldOutcome(status="held", hold=hold, counted=counted)
-        if status == "over_ceiling":
-            return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
-        existing = _hold(hold.payout_id, reply[2:])
-        if status == "existing":
-            return HoldOutcome(status="existing", hold=existing, counted=counted)
-        return HoldOutcome(status="conflict", hold=existing, counted=counted)
+        return self._drive(self._try_hold(hold, ceiling, counted_since, now))
 
-    def commit(self, payout_id: str, *, now: float) -> Hold | None:
-        """Mark the hold as submitted (see ``ReservationStore.commit``).
+    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
 
         A commit time earlier than the key's last one (a clock stepping back) is recorded as
         that last time: the hold then counts a little longer, which is the safe side.
 
         Raises:
-            StoreUnavailable: Redis could not be reached or refused the script.
+            ValueError: *now* is not finite.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
         """
-        reply = self._run(
-            "commit", [self._record(payout_id)],
-            [self._prefix, payout_id, _seconds(check_time("now", now)), self._gc, self._gc],
-        )
-        return None if reply is None else _hold(payout_id, reply)
+        return self._drive(self._commit(payout_id, owner, now))
 
-    def release(self, payout_id: str) -> bool:
-        """Drop a pending hold (see ``ReservationStore.release``).
+    def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (see ``ReservationStore.release``).
 
         Raises:
-            StoreUnavailable: Redis could not be reached or refused the script.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
         """
-        return bool(self._run("release", [self._record(payout_id)], [self._prefix, payout_id]))
+        return self._drive(self._release(payout_id, owner))
+
+    def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (see ``ReservationStore.mark_uncertain``).
+
+        Raises:
+            ValueError: a time is not finite, or *until* is more than 30 days after *now*.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._mark_uncertain(payout_id, owner, now, until))
+
+    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (see ``ReservationStore.resolve``).
+
+        Raises:
+            ValueError: *now* is not finite.
+            StoreUnavailable: Redis could not be reached, refused the script, or lost its
+                holds.
+        """
+        return self._drive(self._resolve(payout_id, sent, now))
 
     def get(self, payout_id: str) -> Hold | None:
         """Return the hold recorded under *payout_id*, if any.
 
         Raises:
-            StoreUnavailable: Redis could not be reached.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
         """
-        client = self._live()
-        try:
-            fields = client.hmget(self._record(payout_id), list(_FIELDS))
-        except self._errors as exc:
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}", store="redis") from exc
-        if fields[0] is None:
-            return None
-        return _hold(payout_id, [b"" if f is None else f for f in fields])
+        return self._drive(self._get(payout_id))
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
 
         Raises:
-            StoreUnavailable: Redis could not be reached.
+            ValueError: a time is not finite.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
         """
-        reply = self._run(
-            "reserved", [f"{self._prefix}t:{key}"],
-            [self._prefix, key, _seconds(check_time("counted_since", counted_since)),
-             _seconds(check_time("now", now))],
-        )
-        return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
+        return self._drive(self._reserved(key, counted_since, now))
 
     def holds(
         self, key: str, *, counted_since: float, now: float, limit: int | None = None
     ) -> list[Hold]:
         """Return the holds on *key* that count, oldest first.
 
-        With *limit*, at most that many: the pending ones first, then the earliest commits.
+        With *limit*, at most that many: the live ones first, then the earliest commits.
 
         Raises:
-            StoreUnavailable: Redis could not be reached.
+            ValueError: a time is not finite.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
         """
-        reply = self._run(
-            "holds", [f"{self._prefix}t:{key}"],
-            [self._prefix, key, _seconds(check_time("counted_since", counted_since)),
+        return self._drive(self._holds(key, counted_since, now, limit))
+
+    def asyncio(self) -> AsyncRedisReservations:
+        """Return this store on ``redis.asyncio``: the same holds, scripts and epoch.
+
+        ``AsyncPayoutGuard`` uses it, so its holds never wait for a thread. It talks to the
+        server this store was built for (the URL, or the client's connection settings).
+        """
+        return AsyncRedisReservations(self)
+
+    # -- each operation, written once as a flow of Redis calls (see _Call) -----------------
+
+    def _try_hold(
+        self, hold: Hold, ceiling: Decimal, counted_since: float, now: float
+    ) -> Flow[HoldOutcome]:
+        machine.check_hold(hold, now)
+        check_time("counted_since", counted_since)
+        cur = hold.currency
+        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="redis")
+        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="redis")
+        held = to_minor(hold.held, cur, limit=_LIMIT, store="redis")
+        limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
+        numbers = " ".join((
+            str(amount), str(fee), str(held), _seconds(hold.created_at),
+            _seconds(hold.expires_at), str(limit), _seconds(counted_since), _seconds(now),
+            _seconds(now - self._retention), str(_life(now, hold.expires_at, self._gc)),
+        ))
+        reply = yield from self._script(
+            "try_hold", self._record(hold.payout_id),
+            [hold.payout_id, hold.key, cur, hold.owner, numbers], hold,
+        )
+        status = _text(reply[0])
+        counted = from_minor(int(reply[1]), cur)
+        lapsed = tuple(_hold(_text(row[0]), row[1:]) for row in reply[3])
+        if status == "held":
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+        if status == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
+        existing = _hold(hold.payout_id, reply[2])
+        return HoldOutcome(status="duplicate", hold=existing, counted=counted, lapsed=lapsed)
+
+    def _commit(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        reply = yield from self._script(
+            "commit", self._record(payout_id), [payout_id, owner, _seconds(now), self._gc]
+        )
+        return None if reply is None else _hold(payout_id, reply)
+
+    def _release(self, payout_id: str, owner: str) -> Flow[bool]:
+        reply = yield from self._script("release", self._record(payout_id), [payout_id, owner])
+        return bool(reply)
+
+    def _mark_uncertain(
+        self, payout_id: str, owner: str, now: float, until: float
+    ) -> Flow[Hold | None]:
+        machine.check_life(now, until)
+        reply = yield from self._script(
+            "mark_uncertain", self._record(payout_id),
+            [payout_id, owner, _seconds(until), _life(now, until, self._gc)],
+        )
+        return None if reply is None else _hold(payout_id, reply)
+
+    def _resolve(self, payout_id: str, sent: bool, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        reply = yield from self._script(
+            "resolve", self._record(payout_id),
+            [payout_id, "1" if sent else "0", _seconds(now), self._gc],
+        )
+        return None if reply is None else _hold(payout_id, reply)
+
+    def _get(self, payout_id: str) -> Flow[Hold | None]:
+        reply = yield from self._script("get", self._record(payout_id), [])
+        return None if reply is None else _hold(payout_id, reply)
+
+    def _reserved(self, key: str, counted_since: float, now: float) -> Flow[Decimal]:
+        reply = yield from self._script(
+            "reserved", f"{self._prefix}t:{key}",
+            [key, _seconds(check_time("counted_since", counted_since)),
+             _seconds(check_time("now", now))],
+        )
+        return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
+
+    def _holds(
+        self, key: str, counted_since: float, now: float, limit: int | None
+    ) -> Flow[list[Hold]]:
+        reply = yield from self._script(
+            "holds", f"{self._prefix}t:{key}",
+            [key, _seconds(check_time("counted_since", counted_since)),
              _seconds(check_time("now", now)), -1 if limit is None else limit],
         )
         found = [_hold(row[0], row[1:]) for row in json.loads(reply)]
         return sorted(found, key=lambda h: (h.created_at, h.payout_id))
+
+    def rearm(self) -> None:
+        """Accept what Redis holds now, after the store lost its holds (an operator's decision).
+
+        Checks the server again (eviction policy, persistence), then adopts the epoch marker
+        Redis has (another store's ``rearm`` or first contact may have written it) or writes a
+        new one. Keys whose ledger was lost while some of their holds stayed (evicted or
+        deleted keys) get it rebuilt from the commits kept, or are forgotten when no hold
+        left says which currency they held. Costs a ``SCAN`` of the namespace.
+
+        Raises:
+            ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
+            StoreUnavailable: Redis could not be reached.
+        """
+        self._epoch = None
+        self._drive(self._contacted())
+        client = self._live()
+        pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
+        keys: set[str] = set()
+        try:
+            for kind in ("c", "p"):
+                for name in client.scan_iter(match=f"{pattern}{kind}:*", count=1000):
+                    keys.add(_text(name)[len(self._prefix) + 2:])
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        for key in sorted(keys):
+            self._drive(self._script("repair", f"{self._prefix}t:{key}", [key, self._gc]))
 
     def close(self) -> None:
         """Close the client if this store built it; the holds stay in Redis."""
@@ -270,12 +440,59 @@ class RedisReservations:
             raise StoreUnavailable("the store was closed", store="redis")
         return self._client
 
-    def _run(self, name: str, keys: list[str], args: list[Any], hold: Hold | None = None) -> Any:
-        self._live()
+    def _async_client(self) -> AsyncRedis:
+        """Return a new asyncio client on this store's server."""
+        from redis import asyncio as aioredis  # noqa: PLC0415 - optional dependency
+
+        if self._url is not None:
+            return aioredis.Redis.from_url(
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+            )
+        settings = dict(self._live().connection_pool.connection_kwargs)
+        if "path" in settings:  # a unix socket
+            settings["unix_socket_path"] = settings.pop("path")
+        accepted = inspect.signature(aioredis.Redis).parameters
+        return aioredis.Redis(**{k: v for k, v in settings.items() if k in accepted})
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        # redis-py messages name host and port, never the URL's password.
+        return StoreUnavailable(f"{type(exc).__name__}: {exc}", store="redis")
+
+    def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*, making each call it asks for with the blocking client."""
+        client = self._live()
         try:
-            return self._scripts[name](keys=keys, args=args)
+            call = next(flow)
+            while True:
+                try:
+                    if call.method == _SCRIPT:
+                        name, key, args = call.args
+                        reply = self._scripts[name](keys=[key], args=args, client=client)
+                    else:
+                        reply = getattr(client, call.method)(*call.args, **call.kwargs)
+                except self._errors as exc:
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(reply)
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+    def _script(
+        self, name: str, key: str, args: list[Any], hold: Hold | None = None
+    ) -> Flow[Any]:
+        """Run script *name* on *key* with the store's prefix and epoch before *args*."""
+        try:
+            epoch = yield from self._contacted()
+        except ConfigurationError as exc:
+            # Found only now (Redis was unreachable at construction): a use must deny.
+            raise StoreUnavailable(str(exc), store="redis") from None
+        try:
+            return (yield _Call(_SCRIPT, (name, key, [self._prefix, epoch, *args])))
         except self._errors as exc:
             text = str(exc)
+            if "PAYOUT_GUARD_LOST" in text:
+                detail = text.split("PAYOUT_GUARD_LOST", 1)[1].strip()
+                raise StoreUnavailable(_LOST.format(detail), store="redis") from None
             if hold is not None and "PAYOUT_GUARD_CURRENCY" in text:
                 raise mixed_currencies(hold, text.rsplit(maxsplit=1)[-1]) from None
             if "PAYOUT_GUARD_TOO_LARGE" in text:
@@ -284,4 +501,164 @@ class RedisReservations:
                     f"redis reservation store counts exactly; use SqliteReservations for "
                     f"balances this large ({text})"
                 ) from None
-            raise StoreUnavailable(f"{type(exc).__name__}: {exc}", store="redis") from exc
+            raise self._unavailable(exc) from exc
+
+    def _contacted(self) -> Flow[str]:
+        """Return the remembered epoch, making the first contact with Redis if not yet done.
+
+        Two first contacts at once (threads, tasks) agree: the marker is set only if missing.
+
+        Raises:
+            ConfigurationError: the server may evict keys and *allow_eviction* is not set.
+            StoreUnavailable: Redis could not be reached.
+        """
+        if self._epoch is not None:
+            return self._epoch
+        try:
+            yield from self._check_server()
+            marker = f"{self._prefix}epoch"
+            yield _Call("set", (marker, secrets.token_hex(16)), {"nx": True})
+            epoch = yield _Call("get", (marker,))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        if epoch is None:  # deleted between the two calls: try again at the next call
+            raise StoreUnavailable(_LOST.format("the epoch marker vanished"), store="redis")
+        self._epoch = _text(epoch)
+        return self._epoch
+
+    def _check_server(self) -> Flow[None]:
+        """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
+        policy = yield from self._config("maxmemory-policy")
+        if policy is None:
+            policy = yield from self._info("memory", "maxmemory_policy")
+        if policy != "noeviction" and not self._allow_eviction:
+            found = "cannot be read" if policy is None else f"is {policy[:40]!r}"
+            raise ConfigurationError(
+                f"the Redis server's maxmemory-policy {found}, so it may evict holds under "
+                f"memory pressure; set maxmemory-policy noeviction on the server (or pass "
+                f"allow_eviction=True)",
+                path="maxmemory-policy",
+            )
+        if self._warned:
+            return
+        aof = yield from self._info("persistence", "aof_enabled")
+        save = yield from self._config("save")
+        # Without CONFIG (managed Redis) the snapshot setting is unknown: no warning then.
+        if save is not None and not save.strip() and aof == "0":
+            self._warned = True
+            _log.warning(
+                "payout_guard.store_not_durable", store="redis", namespace=self._namespace,
+                detail="Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
+                "hold (the store then denies until rearm())",
+            )
+
+    def _info(self, section: str, name: str) -> Flow[str | None]:
+        """Return one INFO field as text, or None when it or INFO is unavailable."""
+        try:
+            found = yield _Call("info", (section,))
+        except self._response_error:
+            return None
+        value = found.get(name)
+        return None if value is None else _text(value)
+
+    def _config(self, name: str) -> Flow[str | None]:
+        """Return a CONFIG GET value, or None when CONFIG is disabled (as on managed Redis)."""
+        try:
+            found = yield _Call("config_get", (name,))
+        except self._response_error:
+            return None
+        for key, value in found.items():
+            if _text(key) == name:
+                return _text(value)
+        return None
+
+
+class AsyncRedisReservations:
+    """A ``RedisReservations`` store driven through ``redis.asyncio``: no thread per call.
+
+    Built by ``RedisReservations.asyncio()``; it shares the store's scripts, epoch marker and
+    settings, and runs each operation's flow of Redis calls with an asyncio client (one per
+    event loop, made on first use in that loop).
+    """
+
+    def __init__(self, store: RedisReservations) -> None:
+        self._store = store
+        self._clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[AsyncRedis, dict[str, AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        return f"AsyncRedisReservations({self._store!r})"
+
+    async def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (``RedisReservations.try_hold``)."""
+        return await self._drive(self._store._try_hold(hold, ceiling, counted_since, now))
+
+    async def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (``RedisReservations.commit``)."""
+        return await self._drive(self._store._commit(payout_id, owner, now))
+
+    async def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (``RedisReservations.release``)."""
+        return await self._drive(self._store._release(payout_id, owner))
+
+    async def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (``RedisReservations.mark_uncertain``)."""
+        return await self._drive(self._store._mark_uncertain(payout_id, owner, now, until))
+
+    async def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (``RedisReservations.resolve``)."""
+        return await self._drive(self._store._resolve(payout_id, sent, now))
+
+    async def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any."""
+        return await self._drive(self._store._get(payout_id))
+
+    async def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count."""
+        return await self._drive(self._store._reserved(key, counted_since, now))
+
+    async def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (``RedisReservations.holds``)."""
+        return await self._drive(self._store._holds(key, counted_since, now, limit))
+
+    async def aclose(self) -> None:
+        """Close the asyncio client of the running loop; the blocking store stays open."""
+        found = self._clients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].aclose()
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*, awaiting each call it asks for with this loop's asyncio client."""
+        client, scripts = self._client()
+        errors = self._store._errors
+        try:
+            call = next(flow)
+            while True:
+                try:
+                    if call.method == _SCRIPT:
+                        name, key, args = call.args
+                        reply = await scripts[name](keys=[key], args=args)
+                    else:
+                        reply = await getattr(client, call.method)(*call.args, **call.kwargs)
+                except errors as exc:
+                    call = flow.throw(exc)
+                else:
+                    call = flow.send(reply)
+        except StopIteration as stop:
+            return cast("T", stop.value)
+
+    def _client(self) -> tuple[AsyncRedis, dict[str, AsyncScript]]:
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            client = self._store._async_client()
+            scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
+            found = self._clients[loop] = (client, scripts)
+        return found

@@ -23,17 +23,10 @@ from types import TracebackType
 from typing import Any
 
 from guard.errors import ConfigurationError
+from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
-from guard.stores._common import (
-    StoreUnavailable,
-    check_seconds,
-    check_time,
-    from_minor,
-    mixed_currencies,
-    to_minor,
-)
-from guard.stores._protocol import Hold, HoldOutcome
-from rules.money import ADD
+from guard.stores._common import StoreUnavailable, check_seconds, check_time, from_minor, to_minor
+from guard.stores._protocol import Hold, HoldOutcome, HoldState
 
 __all__ = ["SqliteReservations"]
 
@@ -42,19 +35,30 @@ _ZERO = Decimal(0)
 _LIMIT = 2**53
 
 
+_STATES: dict[str, HoldState] = {
+    "pending": "pending", "committed": "committed", "uncertain": "uncertain"
+}
+
+
 def _hold(row: tuple[Any, ...]) -> Hold:
-    payout_id, key, currency, amount, fee, state, created, expires, committed = row
+    payout_id, key, currency, amount, fee, state, created, expires, committed, owner = row
     return Hold(
         payout_id=payout_id,
         key=key,
         currency=currency,
         amount=from_minor(amount, currency),
         fee=from_minor(fee, currency),
-        state="committed" if state == "committed" else "pending",
+        state=_STATES[state],
         created_at=created,
         expires_at=expires,
         committed_at=committed,
+        owner=owner,
     )
+
+
+def _get(conn: sqlite3.Connection, payout_id: str) -> Hold | None:
+    row = conn.execute(sql.GET, (payout_id,)).fetchone()
+    return None if row is None else _hold(row)
 
 
 def _counted(conn: sqlite3.Connection, key: str, counted_since: float, now: float) -> Decimal:
@@ -74,12 +78,17 @@ class SqliteReservations:
         path: The database file; created with its tables when missing.
         timeout: Seconds to wait for the store's lock, and then again for another process's
             writer, before giving up with ``StoreUnavailable`` (default 5): never forever.
-        retention: Seconds a committed hold is remembered for idempotency (default one day).
+        retention: Seconds a finished hold is remembered for idempotency (default one day;
+            at most 30 days).
+
+    The store remembers which file it opened: when that file is deleted or replaced while the
+    store is open, every call raises ``StoreUnavailable`` (its holds are gone from the file
+    other processes see) until ``rearm()`` opens the file at *path* again.
 
     Raises:
         ConfigurationError: *path* cannot be a SQLite database (missing directory, a directory,
-            not a database, a newer schema), or *timeout*/*retention* is not a finite number
-            (timeout > 0, retention >= 0).
+            not a database, a newer schema), or *timeout*/*retention* is not a positive number
+            of seconds up to 30 days.
         StoreUnavailable: the file stayed locked by another process for *timeout* seconds.
     """
 
@@ -88,9 +97,10 @@ class SqliteReservations:
     ) -> None:
         self._path = _check_path(path)
         self._timeout = check_seconds("timeout", timeout, positive=True)
-        self._retention = check_seconds("retention", retention, positive=False)
+        self._retention = check_seconds("retention", retention, positive=True)
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._identity: tuple[int, int] | None = None
         self._conn: sqlite3.Connection | None = self._open()
 
     def __repr__(self) -> str:
@@ -115,40 +125,37 @@ class SqliteReservations:
                 already on its key.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        for name, value in (("now", now), ("counted_since", counted_since),
-                            ("created_at", hold.created_at), ("expires_at", hold.expires_at)):
-            check_time(name, value)
+        machine.check_hold(hold, now)
+        check_time("counted_since", counted_since)
         values = (
             hold.payout_id, hold.key, hold.currency,
             to_minor(hold.amount, hold.currency, limit=_LIMIT, store="sqlite"),
             to_minor(hold.fee, hold.currency, limit=_LIMIT, store="sqlite"),
-            hold.created_at, hold.expires_at,
+            hold.created_at, hold.expires_at, hold.owner,
         )
         to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
         with self._write() as conn:
             ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
+            counted = _counted(conn, hold.key, counted_since, now)
+            existing = _get(conn, hold.payout_id)
+            admission = machine.admit(
+                existing, hold, key_currency=None if ledger is None else ledger[0],
+                counted=counted, ceiling=ceiling, now=now,
+            )
+            lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
+            if admission != "held":
+                found = existing if admission == "duplicate" else None
+                return HoldOutcome(status=admission, hold=found, counted=counted, lapsed=lapsed)
             if ledger is None:
                 conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-            elif ledger[0] != hold.currency:
-                raise mixed_currencies(hold, ledger[0])
-            counted = _counted(conn, hold.key, counted_since, now)
-            row = conn.execute(sql.GET, (hold.payout_id,)).fetchone()
-            if row is not None:
-                existing = _hold(row)
-                if not (existing.state == "pending" and existing.expires_at <= now):
-                    if existing.same_request(hold):
-                        return HoldOutcome(status="existing", hold=existing, counted=counted)
-                    return HoldOutcome(status="conflict", hold=existing, counted=counted)
-            if ADD(counted, hold.held) > ceiling:
-                return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
             horizon = now - self._retention
-            conn.execute(sql.PENDING_DELETE, (hold.key, horizon))
+            conn.execute(sql.LIVE_DELETE, (hold.key, horizon))
             conn.execute(sql.COMMITTED_DELETE, (hold.key, horizon))
             conn.execute(sql.INSERT, values)
-            return HoldOutcome(status="held", hold=hold, counted=counted)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
 
-    def commit(self, payout_id: str, *, now: float) -> Hold | None:
-        """Mark the hold as submitted (see ``ReservationStore.commit``).
+    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
 
         A commit time earlier than the key's last one (a clock stepping back) is recorded as
         that last time: the hold then counts a little longer, which is the safe side.
@@ -158,31 +165,60 @@ class SqliteReservations:
         """
         check_time("now", now)
         with self._write() as conn:
-            row = conn.execute(sql.GET, (payout_id,)).fetchone()
-            if row is None:
-                return None
-            hold = _hold(row)
-            if hold.state == "committed":
-                return hold
-            ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
-            if ledger is None:  # a hold always creates its ledger; be safe with old files
-                conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-                ledger = (hold.currency, 0, None)
-            _, total, last = ledger
-            at = now if last is None or now >= last else last
-            running = total + row[3] + row[4]
-            conn.execute(sql.LEDGER_UPDATE, (running, at, hold.key))
-            conn.execute(sql.MARK_COMMITTED, (at, running, payout_id))
-            return hold.committed(at)
+            existing = _get(conn, payout_id)
+            done = machine.to_commit(existing, owner, now)
+            if done is None or done is existing:
+                return done
+            return _record_commit(conn, done, now)
 
-    def release(self, payout_id: str) -> bool:
-        """Drop a pending hold (see ``ReservationStore.release``).
+    def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (see ``ReservationStore.release``).
 
         Raises:
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         with self._write() as conn:
-            return conn.execute(sql.RELEASE, (payout_id,)).rowcount > 0
+            existing = _get(conn, payout_id)
+            if existing is None or existing.state != "pending" or not machine.owned(
+                existing, owner
+            ):
+                return False
+            conn.execute(sql.DROP, (payout_id,))
+            return True
+
+    def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (see ``ReservationStore.mark_uncertain``).
+
+        Raises:
+            ValueError: *until* is not finite or more than 30 days after *now*.
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        machine.check_life(now, until)
+        with self._write() as conn:
+            existing = _get(conn, payout_id)
+            marked = machine.to_uncertain(existing, owner, until)
+            if marked is not None and marked is not existing:
+                conn.execute(sql.MARK_UNCERTAIN, (until, payout_id))
+            return marked
+
+    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (see ``ReservationStore.resolve``).
+
+        Raises:
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        check_time("now", now)
+        with self._write() as conn:
+            existing = _get(conn, payout_id)
+            if existing is None or existing.state != "uncertain":
+                return existing
+            if sent:
+                _record_commit(conn, existing.committed(now), now)
+            else:
+                conn.execute(sql.DROP, (payout_id,))
+            return existing
 
     def get(self, payout_id: str) -> Hold | None:
         """Return the hold recorded under *payout_id*, if any.
@@ -191,8 +227,7 @@ class SqliteReservations:
             StoreUnavailable: the database failed.
         """
         with self._read() as conn:
-            row = conn.execute(sql.GET, (payout_id,)).fetchone()
-        return None if row is None else _hold(row)
+            return _get(conn, payout_id)
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
@@ -218,6 +253,19 @@ class SqliteReservations:
             ).fetchall()
         return [_hold(row) for row in rows]
 
+    def rearm(self) -> None:
+        """Open the file at the store's path again, after it was deleted or replaced.
+
+        Raises:
+            ConfigurationError: the path cannot be a SQLite database any more.
+            StoreUnavailable: the file stayed locked by another process for ``timeout``.
+        """
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._pid = os.getpid()
+            self._conn = self._open()
+
     def close(self) -> None:
         """Close the database connection; the file and its holds stay."""
         with self._lock:
@@ -230,7 +278,9 @@ class SqliteReservations:
         deadline = time.monotonic() + self._timeout
         while True:
             try:
-                return sql.connect(self._path, self._timeout)
+                conn = sql.connect(self._path, self._timeout)
+                self._identity = _identity(self._path)
+                return conn
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise _bad_path(self._path, exc) from None
@@ -243,6 +293,12 @@ class SqliteReservations:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreUnavailable("the store was closed", store="sqlite")
+        if _identity(self._path) != self._identity:
+            raise StoreUnavailable(
+                f"the reservation store lost its holds: {str(self._path)!r} was deleted or "
+                f"replaced while open; checks and reserves deny until an operator calls rearm()",
+                store="sqlite",
+            )
         if self._pid != os.getpid():
             # A connection inherited through fork must not be used (nor closed) in the child.
             self._pid = os.getpid()
@@ -282,6 +338,30 @@ class SqliteReservations:
             f"(the timeout); nothing was held",
             store="sqlite",
         )
+
+
+def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
+    """Write *hold*'s commit into its key's running total; return it as recorded."""
+    ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
+    if ledger is None:  # a hold always creates its ledger; be safe with old files
+        conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
+        ledger = (hold.currency, 0, None)
+    _, total, last = ledger
+    at = machine.commit_time(now, last)
+    minor = to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
+    running = total + minor
+    conn.execute(sql.LEDGER_UPDATE, (running, at, hold.key))
+    conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
+    return hold.committed(at)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Return what identifies the file at *path* (device, inode), or ``None`` if it is gone."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:

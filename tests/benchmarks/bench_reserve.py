@@ -85,11 +85,12 @@ def direct(store: ReservationStore, prefix: str, seconds: float) -> int:
             hold = Hold(
                 payout_id=f"{prefix}-{done}", key=KEY, currency="BRL", amount=AMOUNT,
                 fee=Decimal("0.00"), state="pending", created_at=now, expires_at=now + 300,
+                owner=f"{prefix}-owner",
             )
             outcome = store.try_hold(hold, ceiling=CEILING, counted_since=now - 30, now=now)
             if outcome.status != "held":
                 raise RuntimeError(f"benchmark hold refused: {outcome}")
-            store.commit(hold.payout_id, now=now)
+            store.commit(hold.payout_id, owner=hold.owner, now=now)
             done += 1
     return done
 

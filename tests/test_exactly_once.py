@@ -1,0 +1,408 @@
+"""Exactly once: each way a payout used to leave twice, or a hold went missing, as a regression.
+
+The scenarios are the ones measured before the fix (issue 9): a retried job ran its body twice,
+a second handle released the first one's hold, a provider timeout released a hold on money
+that had left, a cancelled ``async def`` leaked its hold, ``payout_id=None`` skipped the hold,
+and a store that lost its holds carried on as if nothing was in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import MutableMapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from guard import (
+    ConfigurationError,
+    GuardError,
+    InvalidPayoutRequest,
+    PayoutDenied,
+    PayoutGuard,
+    PayoutNotSent,
+    PayoutOutcomeUnknown,
+)
+from guard.stores import InMemoryReservations, SqliteReservations
+from guard.testing import StaticFetcher
+from tests._guard_strategies import BlockingFetcher, FakeClock
+
+
+def make_guard(balance: str = "100.00", **options: Any) -> tuple[PayoutGuard, FakeClock]:
+    """Return a guard over a fixed BRL balance and its fake clock."""
+    clock = FakeClock()
+    fetcher = StaticFetcher({"BRL": balance}, clock=clock)
+    return PayoutGuard(fetcher, clock=clock, cache_ttl=0, **options), clock
+
+
+class TestARetriedJobSendsOnce:
+    def test_the_body_runs_once_for_one_payout_id(self) -> None:
+        """A job retried with the same id: 80.00 leaves once, the retry is a duplicate."""
+        guard, _ = make_guard()
+        sent: list[tuple[str, str, str]] = []
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str) -> None:
+            sent.append((ref, amount, currency))
+
+        send("80.00", "BRL", ref="X")
+        with pytest.raises(PayoutDenied) as retry:
+            send("80.00", "BRL", ref="X")
+        reason = retry.value.decision.reasons[0]
+        assert [("X", "80.00", "BRL")] == sent
+        assert ("duplicate_payout", False, "committed") == (
+            reason.code, reason.retryable, reason.details["state"])
+
+    def test_a_retry_while_the_first_attempt_is_sending_is_retryable(self) -> None:
+        """The id is pending (someone is sending it now): refused, but worth retrying later."""
+        guard, _ = make_guard()
+        refused: list[PayoutDenied] = []
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str) -> None:
+            try:
+                send(amount, currency, ref=ref)  # the same job, started again meanwhile
+            except PayoutDenied as exc:
+                refused.append(exc)
+
+        send("80.00", "BRL", ref="X")
+        decision = refused[0].decision
+        assert (("duplicate_payout",), True, "pending") == (
+            decision.codes, decision.retryable, decision.reasons[0].details["state"])
+
+
+class TestAHoldBelongsToItsReservation:
+    def test_a_second_reserve_gets_no_handle_on_the_first_hold(self) -> None:
+        """reserve(X) twice: the second is refused, so nobody else can release X's hold."""
+        guard, _ = make_guard()
+        first = guard.reserve("80.00", "BRL", payout_id="X")
+        with pytest.raises(PayoutDenied):
+            guard.reserve("80.00", "BRL", payout_id="X")
+        assert ("pending", Decimal("80.00")) == (first.state, guard.check("1", "BRL").reserved)
+
+    def test_a_stale_handle_cannot_commit_or_release_the_hold_a_retry_took(self) -> None:
+        """After its ttl the id was reserved again: the old handle touches nothing."""
+        guard, clock = make_guard(hold_ttl=60)
+        stale = guard.reserve("80.00", "BRL", payout_id="X")
+        clock.advance(61)
+        retry = guard.reserve("50.00", "BRL", payout_id="X")
+        with pytest.raises(GuardError, match="now belongs to another reservation"):
+            stale.commit()
+        assert stale.release() is False
+        held = guard.hold("X")
+        assert ("pending", Decimal("50.00")) == (
+            held.state if held else None, held.amount if held else None)
+        retry.commit()
+        assert "committed" == retry.state
+
+
+class TestAnUnknownOutcomeKeepsItsHold:
+    def test_a_timeout_after_the_provider_took_the_payout_keeps_the_money_held(self) -> None:
+        """The HTTP call timed out: the hold turns uncertain and the next payout is denied."""
+        guard, _ = make_guard()
+        with pytest.raises(TimeoutError), guard.reserve("80.00", "BRL", payout_id="X"):
+            raise TimeoutError("read timed out")  # the provider may have accepted it
+        decision = guard.check("80.00", "BRL")
+        assert (("insufficient_funds",), Decimal("80.00")) == (decision.codes, decision.reserved)
+        with pytest.raises(PayoutDenied) as again:
+            guard.reserve("80.00", "BRL", payout_id="X")
+        assert ("uncertain", False) == (
+            again.value.decision.reasons[0].details["state"], again.value.decision.retryable)
+
+    @pytest.mark.parametrize(
+        ("raised", "state"),
+        [(PayoutNotSent("refused"), None), (ValueError("bad input"), None),
+         (PayoutOutcomeUnknown("no answer"), "uncertain"), (ConnectionError(), "uncertain"),
+         (KeyboardInterrupt(), "uncertain")],
+        ids=["not-sent", "plain-error", "outcome-unknown", "oserror", "interrupt"],
+    )
+    def test_how_the_body_fails_decides_the_hold(
+        self, raised: BaseException, state: str | None
+    ) -> None:
+        """PayoutNotSent and plain errors release; OSError, unknown outcome, interrupts keep."""
+        guard, _ = make_guard()
+        with pytest.raises(type(raised)), guard.reserve("80.00", "BRL", payout_id="X"):
+            raise raised
+        held = guard.hold("X")
+        assert state == (held.state if held else None)
+
+    def test_payout_not_sent_releases_even_when_it_is_in_uncertain_on(self) -> None:
+        """Saying the payout did not leave is stronger than any uncertain_on class."""
+        guard, _ = make_guard(uncertain_on=GuardError)
+        with pytest.raises(PayoutNotSent), guard.reserve("80.00", "BRL", payout_id="X"):
+            raise PayoutNotSent("provider refused: insufficient balance")
+        assert None is guard.hold("X")
+
+    def test_uncertain_on_can_be_changed_per_function(self) -> None:
+        """protect(uncertain_on=...) replaces the guard's classes for that function."""
+        guard, _ = make_guard()
+
+        @guard.protect(payout_id="ref", uncertain_on=LookupError)
+        def send(amount: str, currency: str, ref: str) -> None:
+            raise {"X": KeyError, "Y": TimeoutError}[ref](amount, currency)
+
+        for ref, raised in (("X", KeyError), ("Y", TimeoutError)):
+            with pytest.raises(raised):
+                send("10.00", "BRL", ref=ref)
+        held = guard.hold("X")
+        assert ("uncertain", None) == (held.state if held else None, guard.hold("Y"))
+
+    def test_uncertain_on_must_be_exception_classes(self) -> None:
+        """Anything else is refused when the guard is built."""
+        with pytest.raises(ConfigurationError, match="uncertain_on"):
+            make_guard(uncertain_on=("OSError",))
+
+    def test_resolve_sent_commits_and_keeps_the_id_taken(self) -> None:
+        """The operator learned it left: committed now, counted until a balance shows it."""
+        guard, _ = make_guard(settle_lag=30)
+        guard.reserve("80.00", "BRL", payout_id="X").mark_uncertain()
+        resolved = guard.resolve("X", sent=True)
+        assert "committed" == (resolved.state if resolved else None)
+        assert ("insufficient_funds",) == guard.check("80.00", "BRL").codes
+        assert ("duplicate_payout",) == guard.check("80.00", "BRL", payout_id="X").codes
+
+    def test_resolve_not_sent_frees_the_funds_and_the_id(self) -> None:
+        """The operator learned it did not leave: the hold goes, the id may be sent."""
+        guard, _ = make_guard()
+        guard.reserve("80.00", "BRL", payout_id="X").mark_uncertain()
+        assert None is guard.resolve("X", sent=False)
+        assert "pending" == guard.reserve("80.00", "BRL", payout_id="X").state
+
+    def test_only_an_uncertain_hold_is_resolved(self) -> None:
+        """Resolving a pending hold, or an id with no hold, says why it cannot."""
+        guard, _ = make_guard()
+        guard.reserve("80.00", "BRL", payout_id="X")
+        with pytest.raises(GuardError, match="'X' is pending, not uncertain"):
+            guard.resolve("X", sent=False)
+        with pytest.raises(GuardError, match="no hold is recorded for payout 'Y'"):
+            guard.resolve("Y", sent=True)
+
+    def test_an_uncertain_hold_lapses_after_uncertain_ttl_with_a_warning(self) -> None:
+        """It stops counting after uncertain_ttl, is logged once, and still blocks its id."""
+        guard, clock = make_guard(uncertain_ttl=3600)
+        guard.reserve("80.00", "BRL", payout_id="X").mark_uncertain()
+        clock.advance(3600)
+        with capture_logs() as logs:
+            guard.reserve("90.00", "BRL", payout_id="Y").release()
+            guard.reserve("90.00", "BRL", payout_id="Z").release()
+        lapsed = [e for e in logs if e.get("change") == "uncertain_expired"]
+        assert [("payout_guard.hold", "warning", "X")] == [
+            (e["event"], e["log_level"], e["payout_id"]) for e in lapsed]
+        assert ("duplicate_payout",) == guard.check("1", "BRL", payout_id="X").codes
+
+
+class TestAsyncCancellation:
+    def test_cancelled_while_holding_releases_the_hold(self) -> None:
+        """A task cancelled while its hold is taken in a thread leaves no hold behind."""
+        clock = FakeClock()
+        fetcher = BlockingFetcher({"BRL": "100.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, clock=clock, cache_ttl=0)
+        ran: list[str] = []
+
+        @guard.protect(payout_id="ref")
+        async def send(amount: str, currency: str, ref: str) -> None:
+            ran.append(f"{ref} {amount} {currency}")
+
+        async def scenario() -> None:
+            task = asyncio.create_task(send("80.00", "BRL", ref="X"))
+            while fetcher.calls == 0:  # the guard is now judging, in its own thread
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            fetcher.release.set()  # the judging thread goes on and takes the hold
+
+        asyncio.run(scenario())
+        guard.threads.close()
+        # The thread that took the hold released it as soon as it finished.
+        for _ in range(400):
+            if guard.hold("X") is None:
+                break
+            threading.Event().wait(0.01)
+        assert ([], None, Decimal("0.00")) == (
+            ran, guard.hold("X"), guard.check("1", "BRL").reserved)
+
+    def test_cancelled_during_the_body_keeps_the_hold_as_uncertain(self) -> None:
+        """Cancelled while sending: the money may have left, so the hold turns uncertain."""
+        guard, _ = make_guard()
+        started = asyncio.Event()
+
+        @guard.protect(payout_id="ref")
+        async def send(amount: str, currency: str, ref: str) -> None:
+            started.set()
+            await asyncio.sleep(60, f"{ref} {amount} {currency}")
+
+        async def scenario() -> None:
+            task = asyncio.create_task(send("80.00", "BRL", ref="X"))
+            await started.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(scenario())
+        held = guard.hold("X")
+        assert "uncertain" == (held.state if held else None)
+
+    def test_async_calls_do_not_use_the_loops_default_executor(self) -> None:
+        """The guard's blocking work runs in its own pool, named payout_guard."""
+        guard, _ = make_guard()
+        names: list[str] = []
+
+        class Named(StaticFetcher):
+            def fetch(self, currency: str | None = None) -> Any:
+                names.append(threading.current_thread().name)
+                return super().fetch(currency)
+
+        guard = PayoutGuard(Named({"BRL": "100.00"}), cache_ttl=0)
+
+        @guard.protect(payout_id="ref")
+        async def send(amount: str, currency: str, ref: str) -> None:
+            pass
+
+        asyncio.run(send("1.00", "BRL", ref="X"))
+        assert names
+        assert all(name.startswith("payout_guard") for name in names)
+
+
+class TestAConfiguredPayoutIdIsRequired:
+    @pytest.mark.parametrize("ref", [None, ""])
+    def test_five_concurrent_sends_without_an_id_are_all_refused(self, ref: str | None) -> None:
+        """No id is never a plain check: nothing is sent, nothing is held."""
+        guard, _ = make_guard()
+        sent: list[str] = []
+        refused: list[BaseException] = []
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str | None) -> None:
+            sent.append(f"{ref} {amount} {currency}")
+
+        def worker() -> None:
+            try:
+                send("80.00", "BRL", ref=ref)
+            except InvalidPayoutRequest as exc:
+                refused.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert ([], 5) == (sent, len(refused))
+
+    def test_five_concurrent_sends_with_ids_send_what_fits(self) -> None:
+        """Five 80.00 payouts on 100.00 with their own ids: exactly one leaves."""
+        guard, _ = make_guard()
+        sent: list[str] = []
+        start = threading.Barrier(5)
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str) -> None:
+            sent.append(f"{ref} {amount} {currency}")
+
+        def worker(n: int) -> None:
+            start.wait()
+            with contextlib.suppress(PayoutDenied):
+                send("80.00", "BRL", ref=f"po_{n}")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert 1 == len(sent)
+
+
+class TestPayoutIdsAreValidated:
+    @pytest.mark.parametrize(
+        ("payout_id", "problem"),
+        [("", "is empty"), ("x" * 201, "has 201 characters"),
+         ("po\n1", "contains a control character"), ("po\x7f", "contains a control character"),
+         ("po\ud800", "lone surrogate")],
+        ids=["empty", "too-long", "newline", "del", "surrogate"],
+    )
+    def test_a_bad_id_is_refused_before_anything_is_held(
+        self, payout_id: str, problem: str
+    ) -> None:
+        """The message says what was wrong and what is accepted."""
+        guard, _ = make_guard()
+        with pytest.raises(InvalidPayoutRequest, match=problem) as info:
+            guard.reserve("1.00", "BRL", payout_id=payout_id)
+        assert "expected 1 to 200 characters" in str(info.value)
+        assert Decimal("0.00") == guard.check("1", "BRL").reserved
+
+    def test_a_huge_id_is_quoted_short(self) -> None:
+        """A 10 MB id is not echoed: the message quotes its first 40 characters."""
+        guard, _ = make_guard()
+        with pytest.raises(InvalidPayoutRequest) as info:
+            guard.check("1.00", "BRL", payout_id="y" * 10_000_000)
+        assert len(str(info.value)) < 200
+        assert "y" * 40 + "'..." in str(info.value)
+
+    def test_two_hundred_characters_are_accepted(self) -> None:
+        """The longest id accepted is 200 characters, any printable text."""
+        guard, _ = make_guard()
+        assert "pending" == guard.reserve("1.00", "BRL", payout_id="é" * 200).state
+
+
+class TestNoHoldWithoutAHandle:
+    def test_a_failure_after_the_hold_is_written_releases_it(self) -> None:
+        """If logging the decision fails, the hold taken a moment before is given back."""
+        guard, _ = make_guard()
+
+        def explode(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+            if event.get("event") == "payout_guard.decision":
+                raise RuntimeError("log sink down")
+            return event
+
+        old = structlog.get_config()
+        structlog.configure(processors=[explode, structlog.testing.LogCapture()],
+                            cache_logger_on_first_use=False)
+        try:
+            with pytest.raises(RuntimeError, match="log sink down"):
+                guard.reserve("80.00", "BRL", payout_id="X")
+        finally:
+            structlog.configure(**old)
+        assert (None, Decimal("0.00")) == (guard.hold("X"), guard.check("1", "BRL").reserved)
+
+
+class TestLostHoldsDeny:
+    def test_a_deleted_sqlite_file_denies_until_rearmed(self, tmp_path: Path) -> None:
+        """The file nobody else sees any more is not carried on with: checks deny."""
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path)
+        guard, _ = make_guard(reservations=store)
+        guard.reserve("80.00", "BRL", payout_id="X")
+        path.unlink()
+        decision = guard.check("10.00", "BRL")
+        assert (("balance_unavailable",), True) == (decision.codes, decision.retryable)
+        assert "lost its holds" in decision.reasons[0].message
+        with pytest.raises(PayoutDenied):
+            guard.reserve("10.00", "BRL", payout_id="Y")
+        store.rearm()
+        assert guard.check("10.00", "BRL").allowed
+        store.close()
+
+    def test_a_replaced_sqlite_file_denies_too(self, tmp_path: Path) -> None:
+        """Another file moved into the path is not the one the store was using."""
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path)
+        guard, _ = make_guard(reservations=store)
+        guard.reserve("80.00", "BRL", payout_id="X")
+        SqliteReservations(tmp_path / "other.db").close()
+        (tmp_path / "other.db").replace(path)
+        assert ("balance_unavailable",) == guard.check("10.00", "BRL").codes
+        store.close()
+
+    def test_the_memory_store_cannot_lose_its_holds(self) -> None:
+        """rearm() exists on every store; the memory store has nothing to re-arm."""
+        store = InMemoryReservations()
+        guard, _ = make_guard(reservations=store)
+        guard.reserve("80.00", "BRL", payout_id="X")
+        store.rearm()
+        assert Decimal("80.00") == guard.check("1", "BRL").reserved
