@@ -27,7 +27,7 @@ from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
 from guard.errors import ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
-from rules._money import money_context
+from rules.money import money_context
 
 __all__ = ["SKEW_WARNING", "BalanceCache", "Fetched"]
 

@@ -1,19 +1,17 @@
 """``load_config``: read a TOML/YAML/JSON file (or a mapping) into a checked ``GuardConfig``.
 
-Numbers with a fraction are read as ``Decimal`` (TOML and JSON ``parse_float=Decimal``, a YAML
-loader whose floats are ``Decimal``), so no amount ever passes through ``float``. Every error
-is a :class:`~guard.errors.ConfigurationError` naming the file, the key path and what is
-accepted; an error about a credential never shows the value.
+Files are read by the one reader rules files use (``rules.config.read_document``): numbers never
+pass through ``float``, a key given twice is refused, and in YAML money must be a string or a
+plain integer. Every error is a :class:`~guard.errors.ConfigurationError` naming the file, the
+key path and what is accepted (``rules.config.configuration_error``); an error about a
+credential never shows the value.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +30,15 @@ from guard._config_schema import (
     RetryConfig,
 )
 from guard.errors import ConfigurationError
+from rules.config import configuration_error, parse_document, read_document
 
-__all__ = ["ConfigSource", "load_config", "load_text", "parse_text"]
+__all__ = ["ConfigSource", "load_config", "load_text"]
 
 ConfigSource = str | os.PathLike[str] | Mapping[str, Any] | GuardConfig
-_FORMATS = {".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
 _BY_KIND: dict[str, type[BaseModel]] = {
     "luxtak": LuxtakProvider, "luxcore": LuxCoreProvider, "pagsmile": PagsmileProvider,
 }
 _SECRETISH = re.compile(r"(key|secret|password|token)", re.IGNORECASE)
-_MAX_SHOWN = 3
 
 
 def load_config(source: ConfigSource) -> GuardConfig:
@@ -53,7 +50,7 @@ def load_config(source: ConfigSource) -> GuardConfig:
 
     Returns:
         The checked configuration. Credentials are not read here: they are looked up in the
-        environment when a guard is built.
+        environment when a guard is built (``PayoutGuard.from_config``).
 
     Raises:
         ConfigurationError: the file cannot be read or parsed, or a value is invalid; the
@@ -62,24 +59,13 @@ def load_config(source: ConfigSource) -> GuardConfig:
     if isinstance(source, GuardConfig):
         return source
     if isinstance(source, Mapping):
-        return _validated(dict(source), "", Path.cwd())
+        return _validated(source, "", Path.cwd())
     if not isinstance(source, str | os.PathLike):
         raise ConfigurationError(
             f"must be a file path, a mapping or a GuardConfig, got {type(source).__name__}"
         )
     path = Path(source)
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigurationError(
-            f"unknown file type {path.suffix or '(none)'!r}; accepted: .toml, .yaml, .yml, .json",
-            source=str(path),
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigurationError(f"cannot read the file: {reason}", source=str(path)) from None
-    return _validated(parse_text(text, fmt, str(path)), str(path), path.parent)
+    return _validated(read_document(path), str(path), path.parent)
 
 
 def load_text(text: str, fmt: str = "toml", *, source: str = "") -> GuardConfig:
@@ -88,69 +74,24 @@ def load_text(text: str, fmt: str = "toml", *, source: str = "") -> GuardConfig:
     Raises:
         ConfigurationError: as :func:`load_config`; *source* names the text in messages.
     """
-    return _validated(parse_text(text, fmt, source), source, Path.cwd())
+    return _validated(parse_document(text, fmt, source=source), source, Path.cwd())
 
 
-def parse_text(text: str, fmt: str, source: str = "") -> dict[str, Any]:
-    """Return the document in *text* (``"toml"``, ``"yaml"`` or ``"json"``), numbers as Decimal.
-
-    Raises:
-        ConfigurationError: the text is not valid in that format, or is not a table/mapping.
-    """
-    try:
-        if fmt == "toml":
-            data: object = tomllib.loads(text, parse_float=Decimal)
-        elif fmt == "json":
-            data = json.loads(text, parse_float=Decimal)
-        elif fmt == "yaml":
-            data = _yaml(text, source)
-        else:
-            raise ConfigurationError(f"unknown format {fmt!r}; accepted: toml, yaml, json")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"not valid {fmt.upper()}: {exc}", source=source) from None
-    if not isinstance(data, dict):
+def _validated(document: object, source: str, base_dir: Path) -> GuardConfig:
+    if not isinstance(document, Mapping):
         raise ConfigurationError(
-            f"the document must be a table of settings, got {type(data).__name__}",
+            f"the document must be a table of settings, got {type(document).__name__}",
             source=source,
         )
-    return data
-
-
-def _yaml(text: str, source: str) -> object:
-    try:
-        import yaml  # noqa: PLC0415 - optional dependency, only needed for YAML files
-    except ImportError:  # pragma: no cover - the dev environment has pyyaml
-        raise ConfigurationError(
-            "YAML configuration needs PyYAML: pip install 'payout-guard[yaml]'", source=source
-        ) from None
-
-    class _Loader(yaml.SafeLoader):
-        """A safe loader whose floats are Decimals (an amount never passes through float)."""
-
-    def _decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-        raw = str(loader.construct_scalar(node)).replace("_", "")
-        special = {".inf": "Infinity", "+.inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}
-        try:
-            return Decimal(special.get(raw.lower(), raw))
-        except InvalidOperation:
-            raise ConfigurationError(
-                f"line {node.start_mark.line + 1}: {raw!r} is not a decimal number",
-                source=source,
-            ) from None
-
-    _Loader.add_constructor("tag:yaml.org,2002:float", _decimal)
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"not valid YAML: {exc}", source=source) from None
-
-
-def _validated(data: dict[str, Any], source: str, base_dir: Path) -> GuardConfig:
+    data = dict(document)
     _refuse_secrets(data, source)
     try:
         config = GuardConfig.model_validate(data)
     except ValidationError as exc:
-        raise _translate(exc, source) from None
+        raise configuration_error(
+            # providers.<name>.<kind>.…: pydantic puts the kind third.
+            exc, source=source, keys=_keys_at, tags=KINDS, tag_at=2, hidden=_hidden
+        ) from None
     config._source = source
     config._ruleset = _ruleset(config, source, base_dir)
     return config
@@ -187,82 +128,22 @@ def _ruleset(config: GuardConfig, source: str, base_dir: Path) -> rules.RuleSet:
         raise ConfigurationError(exc.message, path=exc.path or "rules", source=source) from None
 
 
-# -- pydantic errors -> ConfigurationError ---------------------------------------------------
+def _hidden(key: str) -> bool:
+    """Return whether the value of *key* may be a credential, never to be shown."""
+    # URLs may carry user:password@; *_env values may be a pasted key.
+    return key.endswith(("_env", "url")) or bool(_SECRETISH.search(key))
 
 
-def _translate(exc: ValidationError, source: str) -> ConfigurationError:
-    problems = [_problem(error) for error in exc.errors(include_url=False)]
-    path, message = problems[0]
-    if len(problems) > 1:
-        more = "; ".join(f"{p or '(top level)'}: {m}" for p, m in problems[1:1 + _MAX_SHOWN])
-        left = len(problems) - 1 - _MAX_SHOWN
-        message += f" (also {more}{f'; and {left} more' if left > 0 else ''})"
-    return ConfigurationError(message, path=path, source=source)
-
-
-def _problem(error: Any) -> tuple[str, str]:
-    raw = tuple(error["loc"])
-    loc = _clean_loc(raw)
-    path = _dotted(loc)
-    kind, msg, value = error["type"], error["msg"], error.get("input")
-    last = str(loc[-1]) if loc else ""
-    # URLs may carry user:password@; *_env values may be a pasted key: never echo them.
-    secret = last.endswith(("_env", "url")) or bool(_SECRETISH.search(last))
-    if kind == "extra_forbidden":
-        model = _model_at(raw[:-1])
-        keys = sorted(model.model_fields, key=lambda key: key != "kind") if model else []
-        accepted = ", ".join(keys)
-        return path, f"unknown key{f'; accepted here: {accepted}' if accepted else ''}"
-    if kind == "union_tag_invalid":
-        got = value.get("kind") if isinstance(value, dict) else None
-        return f"{path}.kind", f"must be one of {', '.join(KINDS)}; got {got!r}"
-    if kind == "union_tag_not_found":
-        return f"{path}.kind", f"required: one of {', '.join(KINDS)}"
-    if kind == "missing":
-        hint = ""
-        if last.endswith("_env"):
-            hint = f" (the name of the environment variable holding it, e.g. \"{_example(loc)}\")"
-        return path, f"required{hint}"
-    if kind == "string_pattern_mismatch" and last.endswith("_env"):
-        return path, ("must be an environment variable name: upper-case letters, digits and _ "
-                      "(the value itself is not shown)")
-    if kind == "string_pattern_mismatch":
-        return path, "must be letters, digits, '_', '.' or '-' (at most 64), starting with one"
-    if msg.startswith("Value error, "):
-        msg = msg.removeprefix("Value error, ")
-    shown = "" if secret or isinstance(value, dict | list) else f"; got {value!r}"
-    return path, f"{msg[:1].lower()}{msg[1:]}{shown}"
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    # A tagged union adds the tag to the path (providers.x.luxtak.app_id); users never wrote it.
-    if len(loc) >= 3 and loc[0] == "providers" and loc[2] in KINDS:
-        return loc[:2] + loc[3:]
-    return loc
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _model_at(raw: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Return the model whose keys live at *raw* (a pydantic location, tag included)."""
-    if not raw:
-        return GuardConfig
-    if raw[0] in {"cache", "reservations"} and len(raw) == 1:
-        return CacheConfig if raw[0] == "cache" else ReservationsConfig
-    if raw[0] == "providers" and len(raw) >= 3 and raw[2] in _BY_KIND:
-        if len(raw) == 3:
-            return _BY_KIND[raw[2]]
-        if raw[3:] == ("retry",):
-            return RetryConfig
-    return None
-
-
-def _example(loc: tuple[Any, ...]) -> str:
-    name = str(loc[1]) if len(loc) > 1 else "PROVIDER"
-    field = str(loc[-1]).removesuffix("_env")
-    return re.sub(r"[^A-Z0-9_]", "_", f"{name}_{field}".upper())
+def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
+    """Return the keys accepted at *loc* (a pydantic location, provider kind included)."""
+    model: type[BaseModel] | None = None
+    if not loc:
+        model = GuardConfig
+    elif loc in {("cache",), ("reservations",)}:
+        model = CacheConfig if loc[0] == "cache" else ReservationsConfig
+    elif loc[0] == "providers" and len(loc) >= 3 and loc[2] in _BY_KIND:
+        if len(loc) == 3:
+            model = _BY_KIND[str(loc[2])]
+        elif loc[3:] == ("retry",):
+            model = RetryConfig
+    return sorted(model.model_fields, key=lambda key: key != "kind") if model else []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from guard._config import ConfigSource, load_config
 from guard._config_schema import (
@@ -35,14 +35,9 @@ from guard.stores import InMemoryReservations, ReservationStore
 if TYPE_CHECKING:
     from guard.fetchers._http import Timeout
 
-__all__ = [
-    "NamedFetcher",
-    "build_fetcher",
-    "build_guard",
-    "build_reservations",
-    "close_guard",
-    "guard_from_config",
-]
+__all__ = ["NamedFetcher", "build_fetcher", "build_reservations", "configured_guard"]
+
+GuardT = TypeVar("GuardT", bound=PayoutGuard)
 
 
 class NamedFetcher:
@@ -215,29 +210,21 @@ def _redis(config: GuardConfig, env: Mapping[str, str]) -> ReservationStore:
                                  source=config.source) from None
 
 
-def build_guard(
-    config: GuardConfig,
-    provider: str | None = None,
+def configured_guard(
+    guard_class: type[GuardT],
+    source: ConfigSource,
     *,
+    provider: str | None = None,
     env: Mapping[str, str] | None = None,
     reservations: ReservationStore | None = None,
     clock: Clock | None = None,
-    guard_class: type[PayoutGuard] = PayoutGuard,
-) -> PayoutGuard:
-    """Return a guard for one configured provider (see :meth:`GuardConfig.pick_provider`).
-
-    Args:
-        config: A loaded configuration.
-        provider: The provider name; default ``default_provider``, else the only one.
-        env: Where credentials are looked up (default ``os.environ``).
-        reservations: A store to use instead of the configured one (to share one store
-            between the guards of several providers).
-        clock: Seconds since the epoch, for tests.
-        guard_class: The class to instantiate (``PayoutGuard`` or a subclass).
+) -> GuardT:
+    """Return the guard of one configured provider: what ``PayoutGuard.from_config`` does.
 
     Raises:
-        ConfigurationError: no provider can be picked, or one of its settings is unusable.
+        ConfigurationError: see :meth:`PayoutGuard.from_config`.
     """
+    config = load_config(source)
     name = config.pick_provider(provider)
     fetcher = build_fetcher(config, name, env=env)
     try:
@@ -258,38 +245,7 @@ def build_guard(
     )
 
 
-def guard_from_config(
-    source: ConfigSource,
-    *,
-    provider: str | None = None,
-    env: Mapping[str, str] | None = None,
-    reservations: ReservationStore | None = None,
-    clock: Clock | None = None,
-    guard_class: type[PayoutGuard] = PayoutGuard,
-) -> PayoutGuard:
-    """Load *source* (a file, a mapping or a ``GuardConfig``) and build one provider's guard.
-
-    With several providers, *provider* names the one; otherwise ``default_provider`` is used,
-    or the only provider. Call ``guard.close()`` (or use it in a ``with`` block) when done to
-    close its HTTP session and store.
-
-    Raises:
-        ConfigurationError: the configuration is invalid, a credential variable is missing,
-            or no provider can be picked.
-    """
-    return build_guard(load_config(source), provider, env=env, reservations=reservations,
-                       clock=clock, guard_class=guard_class)
-
-
 def _close(thing: object) -> None:
     close = getattr(thing, "close", None)
     if callable(close):
         close()
-
-
-def close_guard(guard: PayoutGuard) -> None:
-    """Close what a configured guard opened: its fetcher's HTTP session and its store.
-
-    The same as ``guard.close()``; kept so ``guard.config`` offers it beside the builders.
-    """
-    guard.close()

@@ -8,10 +8,12 @@ in ``rules`` (the ``rules.load`` format) and are read as ``Decimal``.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from guard._models import Mode
 from guard.errors import ConfigurationError
@@ -51,10 +54,29 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
 }
 """Per kind, the credentials that must come from the environment (``<name>_env``)."""
 
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")]
+def _matching(pattern: str, kind: str, wording: str) -> AfterValidator:
+    """Return a check that a string matches *pattern*, refused in *wording* (value unshown)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError(kind, wording)
+        return value
+
+    return AfterValidator(check)
+
+
+EnvName = Annotated[str, _matching(
+    r"[A-Z_][A-Z0-9_]{0,127}", "env_name",
+    "must be an environment variable name: upper-case letters, digits and _ (the value "
+    "itself is not shown)",
+)]
 """An environment variable name: upper case letters, digits and ``_`` (never a secret value)."""
 
-ProviderName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ProviderName = Annotated[str, _matching(
+    r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", "provider_name",
+    "must be letters, digits, '_', '.' or '-' (at most 64), starting with one",
+)]
 Seconds = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 PositiveSeconds = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200)]

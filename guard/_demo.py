@@ -3,7 +3,7 @@
 The demo starts the Luxtak, LuxCore and Pagsmile emulators on 127.0.0.1 with sample balances,
 puts their test credentials in environment variables of this process, loads the built-in TOML
 configuration below (which names those variables, as a user's file would) and runs one payout
-per scenario through guards built by ``guard_from_config``'s own path.
+per scenario through guards built by ``PayoutGuard.from_config``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from guard._config import load_text
-from guard._config_build import build_guard, build_reservations
+from guard._config_build import build_reservations
 from guard._config_schema import GuardConfig
 from guard._guard import PayoutGuard
 from guard._models import Decision
@@ -128,7 +128,7 @@ def _concurrent(guard: PayoutGuard, amount: str, currency: str) -> list[Decision
 
 def _scenarios(config: GuardConfig, luxtak: LuxtakEmulator) -> list[DemoResult]:
     store = build_reservations(config)
-    guards = {name: build_guard(config, name, reservations=store)
+    guards = {name: PayoutGuard.from_config(config, provider=name, reservations=store)
               for name in config.provider_names}
     try:
         results = [

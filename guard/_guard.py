@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
@@ -39,7 +39,7 @@ from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import Hold, InMemoryReservations, ReservationStore, balance_key
 from guard.stores._common import MAX_SECONDS
 from rules import Clearance, Facts, Rule, RuleSet, SufficientFunds, Verdict
-from rules._money import money_context
+from rules.money import money_context
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource
@@ -157,28 +157,31 @@ class PayoutGuard:
         env: Mapping[str, str] | None = None,
         reservations: ReservationStore | None = None,
         clock: Clock | None = None,
-    ) -> PayoutGuard:
+    ) -> Self:
         """Build the guard of one provider of a configuration (file, mapping or ``GuardConfig``).
 
         With several providers, *provider* names the one; otherwise the configuration's
         ``default_provider``, or its only provider. Credentials are read from the environment
-        variables the configuration names.
+        variables the configuration names. This is the one way to build a guard from a
+        configuration; ``guard.load_config`` gives the validated configuration itself. Close
+        the guard (``close()``, or a ``with`` block) to close its HTTP session and store.
 
         Args:
             source: A ``.toml`` (``.yaml``/``.yml``, ``.json``) path, a mapping or a config.
             provider: The configured provider name to build.
             env: Where credential variables are looked up (default ``os.environ``).
-            reservations: A store to use instead of the configured one.
+            reservations: A store to use instead of the configured one (to share one store
+                between the guards of several providers).
             clock: Seconds since the epoch, for tests.
 
         Raises:
             ConfigurationError: the configuration is invalid (naming file and key path), a
                 credential variable is missing, or no provider can be picked.
         """
-        from guard._config_build import guard_from_config  # noqa: PLC0415 - it imports this module
+        from guard._config_build import configured_guard  # noqa: PLC0415 - it imports this module
 
-        return guard_from_config(source, provider=provider, env=env, reservations=reservations,
-                                 clock=clock, guard_class=cls)
+        return configured_guard(cls, source, provider=provider, env=env,
+                                reservations=reservations, clock=clock)
 
     def close(self) -> None:
         """Close the fetcher's HTTP session and the reservation store, where they have one."""
@@ -576,9 +579,7 @@ class PayoutGuard:
 
     def _emit(self, decision: Decision) -> None:
         record(decision)
-        self._log.info("payout_guard.decision", **decision.log_fields())
-        if not decision.allowed and decision.mode == "dry_run":
-            self._log.warning("payout_guard.would_deny", **decision.log_fields())
+        _judge.log_decision(self._log, decision)
 
 
 def _wait_timeout(fetcher: BalanceFetcher) -> float:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -15,9 +16,16 @@ from guard._text import printable
 from guard.errors import ProviderAuthError, ProviderError, StoreUnavailable
 from guard.stores import Hold
 from rules import Clearance, Verdict
-from rules._money import MONEY_CONTEXT, SUBTRACT, quantize_down, smallest_unit, zero
+from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
-__all__ = ["denial", "from_clearance", "from_verdict", "max_payable_of", "new_decision_id"]
+__all__ = [
+    "denial",
+    "from_clearance",
+    "from_verdict",
+    "log_decision",
+    "max_payable_of",
+    "new_decision_id",
+]
 
 _ZERO = Decimal(0)
 
@@ -28,25 +36,27 @@ def new_decision_id() -> str:
     Not a secret, so no system call per decision: ``random`` is reseeded in every forked
     child, so ids stay unique across worker processes.
     """
-    return f"{random.getrandbits(128):032x}"
+    # The bytes' hex, not a 032x format: the same 32 digits in half the time.
+    return random.getrandbits(128).to_bytes(16, "big").hex()
 
 
 def _reason(verdict: Verdict) -> Reason:
-    return Reason.model_construct(
-        code=verdict.code,
-        message=verdict.message,
-        rule=verdict.rule,
-        retryable=verdict.retryable,
-        details=dict(verdict.details),
-    )
+    return _trusted(Reason, _REASON_FIELDS, {
+        "code": verdict.code,
+        "message": verdict.message,
+        "rule": verdict.rule,
+        "retryable": verdict.retryable,
+        "details": dict(verdict.details),
+    })
 
 
 def max_payable_of(floor: Decimal | None, cap: Decimal | None, currency: str) -> Decimal:
-    """Return the largest amount rules bounded by *floor* and *cap* allow; 0 when none is."""
-    if cap is not None:
-        best = quantize_down(cap, currency)
-        if best > 0 and (floor is None or best >= floor):
-            return best
+    """Return the largest amount rules bounded by *floor* and *cap* allow; 0 when none is.
+
+    *floor* and *cap* are on the currency's grid, as a ``RuleSet`` reports them.
+    """
+    if cap is not None and cap > 0 and (floor is None or cap >= floor):
+        return cap
     return zero(currency)
 
 
@@ -73,22 +83,29 @@ _SET_DICT = BaseModel.__dict__["__dict__"].__set__
 _SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
-_DECISION_FIELDS = set(Decision.model_fields)
+_DECISION_FIELDS = frozenset(Decision.model_fields)
+_REASON_FIELDS = frozenset(Reason.model_fields)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _decision(values: dict[str, Any]) -> Decision:
-    """Return a decision from trusted, complete *values*, skipping validation.
+def _trusted(cls: type[ModelT], fields: frozenset[str], values: dict[str, Any]) -> ModelT:
+    """Return a *cls* from trusted, complete *values*, skipping validation.
 
     What ``model_construct`` does for a model without extras or private attributes, without
     its generic per-field loop: a tenth of its cost, on the hot path of every check. Every
     field must be given; the decision tests round-trip these decisions through JSON.
     """
-    decision = object.__new__(Decision)
-    _SET_DICT(decision, values)
-    _SET_FIELDS_SET(decision, _DECISION_FIELDS.copy())
-    _SET_EXTRA(decision, None)
-    _SET_PRIVATE(decision, None)
-    return decision
+    model = object.__new__(cls)
+    _SET_DICT(model, values)
+    _SET_FIELDS_SET(model, set(fields))
+    _SET_EXTRA(model, None)
+    _SET_PRIVATE(model, None)
+    return model
+
+
+def _decision(values: dict[str, Any]) -> Decision:
+    """Return a decision from trusted, complete *values* (see :func:`_trusted`)."""
+    return _trusted(Decision, _DECISION_FIELDS, values)
 
 
 def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
@@ -102,17 +119,18 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
     max_payable: Decimal,
 ) -> dict[str, Any]:
     """Return the fields of an allowed decision without reasons, warnings or holds."""
-    reserved = reserved.quantize(smallest_unit(request.currency), None, MONEY_CONTEXT)
+    amount, currency, fee, account, payout_id = request
+    reserved = reserved.quantize(smallest_unit(currency), None, MONEY_CONTEXT)
     return {
-        "decision_id": new_decision_id(),
+        "decision_id": random.getrandbits(128).to_bytes(16, "big").hex(),  # new_decision_id()
         "allowed": True,
         "mode": mode,
-        "amount": request.amount,
-        "currency": request.currency,
-        "fee": request.fee,
+        "amount": amount,
+        "currency": currency,
+        "fee": fee,
         "provider": provider,
-        "account": request.account,
-        "payout_id": request.payout_id,
+        "account": account,
+        "payout_id": payout_id,
         "reasons": (),
         "warnings": (),
         "balance": balance,
@@ -137,9 +155,10 @@ def from_clearance(
     now: float,
 ) -> Decision:
     """Return the decision for *request*, which every rule passed without a warning."""
-    max_payable = max_payable_of(clearance.floor, clearance.cap, request.currency)
-    return _decision(_allowed_values(
-        request, mode, provider, balance, reserved, now, clearance.reserve, max_payable
+    floor, cap, reserve = clearance
+    max_payable = max_payable_of(floor, cap, request.currency)
+    return _trusted(Decision, _DECISION_FIELDS, _allowed_values(
+        request, mode, provider, balance, reserved, now, reserve, max_payable
     ))
 
 
@@ -168,6 +187,30 @@ def from_verdict(
     values["holds"] = holds
     values["more_holds"] = more_holds
     return _decision(values)
+
+
+def _every_level(level: int) -> bool:  # noqa: ARG001 - is_enabled_for's signature
+    """Say yes: a logger that cannot tell its level gets every event."""
+    return True
+
+
+def log_decision(log: Any, decision: Decision) -> None:
+    """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial).
+
+    The fields are built only for an event the logger's level lets through
+    (``is_enabled_for``): a production logger filtering at WARNING costs an allowed check no
+    field building. A logger that cannot tell its level gets every event.
+    """
+    enabled = getattr(log, "is_enabled_for", _every_level)
+    would_deny = not decision.allowed and decision.mode == "dry_run"
+    info = enabled(logging.INFO)
+    if not info and not (would_deny and enabled(logging.WARNING)):
+        return
+    fields = decision.log_fields()
+    if info:
+        log.info("payout_guard.decision", **fields)
+    if would_deny:
+        log.warning("payout_guard.would_deny", **fields)
 
 
 def denial(

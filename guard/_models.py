@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from guard.errors import PayoutDenied
-from rules._money import normalize_currency, quantize_exact
+from rules.money import normalize_currency, quantize_exact
 
 __all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason"]
 

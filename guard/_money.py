@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from guard._text import quoted
 from guard.errors import InvalidPayoutRequest
-from rules._money import (
+from rules.money import (
     currency_exponent,
     normalize_currency,
     quantize_exact,
@@ -50,7 +50,7 @@ def parse_amount(
     """Return *value* as a ``Decimal`` exact at *currency*'s exponent.
 
     Accepts ``Decimal``, ``int`` and ``str`` in major units, a string in the one amount
-    grammar (ASCII digits with at most one ``.``: see ``rules._money.AMOUNT_GRAMMAR``).
+    grammar (ASCII digits with at most one ``.``: see ``rules.money.AMOUNT_GRAMMAR``).
     ``"10"`` BRL becomes ``Decimal("10.00")``.
 
     Raises:

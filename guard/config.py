@@ -3,23 +3,16 @@
 A configuration file (TOML; YAML with the ``yaml`` extra; JSON) describes providers, rules,
 the balance cache, the reservation store and the mode::
 
-    from guard.config import load_config, guard_from_config
+    from guard import PayoutGuard, load_config
 
-    config = load_config("guard.toml")
-    guard = guard_from_config(config, provider="luxcore")   # credentials from the environment
+    config = load_config("guard.toml")                       # validated, rules loaded
+    guard = PayoutGuard.from_config(config, provider="luxcore")   # credentials from the env
 
 See ``examples/guard.toml`` for every key.
 """
 
 from guard._config import ConfigSource, load_config
-from guard._config_build import (
-    NamedFetcher,
-    build_fetcher,
-    build_guard,
-    build_reservations,
-    close_guard,
-    guard_from_config,
-)
+from guard._config_build import NamedFetcher, build_fetcher, build_reservations
 from guard._config_schema import (
     CacheConfig,
     GuardConfig,
@@ -43,9 +36,6 @@ __all__ = [
     "ReservationsConfig",
     "RetryConfig",
     "build_fetcher",
-    "build_guard",
     "build_reservations",
-    "close_guard",
-    "guard_from_config",
     "load_config",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rules._errors import ConfigurationError, GuardError
+from rules import ConfigurationError, GuardError
 
 if TYPE_CHECKING:
     from guard._models import Decision

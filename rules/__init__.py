@@ -1,14 +1,16 @@
 """The pure rule engine of payout-guard: facts in, verdicts out.
 
 No clock, no logging, and this package never imports ``guard``. Its only I/O is
-:func:`load` reading a rules file at a path it is given.
+:func:`load` reading a rules file at a path it is given. :func:`register` makes a rule class of
+your own loadable from data like a built-in.
 """
 
-from rules._clearance import Clearance
+from rules._bounds import Clearance
 from rules._describe import describe
 from rules._engine import AnyOf, Rule, RuleSet, When, all_of, any_of, when
-from rules._errors import ConfigurationError
+from rules._errors import ConfigurationError, GuardError
 from rules._facts import Facts, Severity, Verdict
+from rules._registry import DataRule, register, registered, unregister
 from rules.builtin import (
     CurrencyMinimums,
     FrozenFunds,
@@ -24,8 +26,10 @@ __all__ = [
     "Clearance",
     "ConfigurationError",
     "CurrencyMinimums",
+    "DataRule",
     "Facts",
     "FrozenFunds",
+    "GuardError",
     "MaxBalanceAge",
     "MaxPayout",
     "ReserveMargin",
@@ -40,5 +44,8 @@ __all__ = [
     "describe",
     "dump",
     "load",
+    "register",
+    "registered",
+    "unregister",
     "when",
 ]

@@ -3,72 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from decimal import Decimal
 
 from rules._engine import AnyOf, Rule, RuleSet, When
-from rules._funds import FrozenFunds, ReserveMargin, SufficientFunds
-from rules._limits import CurrencyMinimums, MaxBalanceAge, MaxPayout
-from rules._params import table_text
+from rules._registry import DataRule, type_name_of
 
 __all__ = ["describe"]
 
 _INDENT = "  "
 
 
-def _percent(value: Decimal) -> str:
-    return f"{value.normalize():f}%"
-
-
-def _reserve(rule: ReserveMargin) -> str:
-    basis = "available" if rule.basis == "available" else "total (available if not reported)"
-    share = None if rule.percent is None else f"{_percent(rule.percent)} of {basis}"
-    if not rule.minimum:
-        return f"keep {share} untouched"
-    floor = table_text(rule.minimum)
-    if len(rule.minimum) > 1:
-        floor = f"by currency {floor}"
-    if share is None:
-        return f"keep {floor} untouched"
-    return f"keep max({share}, {floor}) untouched"
-
-
-def _frozen(rule: FrozenFunds) -> str:
-    unknown = {
-        "allow": "allow",
-        "warn": "allow with a warning",
-        "deny": "deny every payout",
-    }[rule.when_unknown]
-    if rule.max_ratio is None:
-        return f"when the provider does not report frozen funds: {unknown}"
-    return (
-        f"deny every payout while frozen / total is above {rule.max_ratio:f} "
-        f"({_percent(rule.max_ratio * 100)}); when frozen funds are not reported: {unknown}"
-    )
-
-
-def _minimums(rule: CurrencyMinimums) -> str:
-    parts = []
-    if rule.min_payout:
-        parts.append(f"deny payouts below {table_text(rule.min_payout)}")
-    if rule.min_remaining:
-        parts.append(f"leave at least {table_text(rule.min_remaining)} after each payout")
-    return "; ".join(parts)
-
-
 def _leaf(rule: Rule) -> str:
     """Return what a single rule does, without its name."""
-    if isinstance(rule, SufficientFunds):
-        return "deny when amount + fee is more than available - held"
-    if isinstance(rule, ReserveMargin):
-        return _reserve(rule)
-    if isinstance(rule, FrozenFunds):
-        return _frozen(rule)
-    if isinstance(rule, CurrencyMinimums):
-        return _minimums(rule)
-    if isinstance(rule, MaxPayout):
-        return f"deny payouts above {table_text(rule.limits)}"
-    if isinstance(rule, MaxBalanceAge):
-        return f"deny when the balance is more than {rule.seconds:f}s old"
+    if type_name_of(rule) is not None and isinstance(rule, DataRule):
+        return rule.describe()
     return f"custom rule {rule!r}"
 
 
@@ -112,7 +59,8 @@ def describe(rule: Rule | RuleSet) -> str:
         when provider is luxtak: max_payout: deny payouts above 5000.00 BRL
 
     Args:
-        rule: Any rule; rules that are not built-in are shown by their ``repr``.
+        rule: Any rule; registered rules describe themselves (``describe()``), others are
+            shown by their ``repr``.
 
     Returns:
         The description, one line per rule, without a trailing newline.

@@ -18,7 +18,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Iterator
 from decimal import Decimal
 
-from rules._clearance import Bounds, Clearance, clear_of, combine, tighten
+from rules._bounds import (
+    EXPLAIN,
+    Bounds,
+    Clearance,
+    bounds_method,
+    bounds_of,
+    combine,
+)
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._protocol import Rule
@@ -78,7 +85,8 @@ def _combined(
     floor: Decimal | None
     cap: Decimal | None
     if isinstance(rule, RuleSet) and rule.intervals:
-        floor, cap = _intersect(facts, children)
+        # Without any_of inside, every member allows one range: their bounds combine.
+        _, floor, cap, _ = combine([bounds_of(child, facts) for child in children], facts)
     else:
         floor, cap = _fold(rule, facts, children).bounds()
     if passed:
@@ -103,35 +111,6 @@ def _combined(
         floor=floor,
         children=children,
     )
-
-
-def _intersect(
-    facts: Facts, children: tuple[Verdict, ...]
-) -> tuple[Decimal | None, Decimal | None]:
-    """Return ``(floor, cap)`` of an ``all_of`` whose members each allow one range.
-
-    The same answer as ``_fold(...).bounds()`` without building unions of ranges: with no
-    ``any_of`` inside, the intersection of single ranges is a single range. This is the hot
-    path of every ``check``.
-    """
-    currency, amount = facts.currency, facts.amount
-    low: Decimal | None = None
-    high: Decimal | None = None
-    for verdict in children:
-        floor, cap = verdict.floor, verdict.cap
-        if verdict.denies and (floor is None or floor <= amount) and (
-            cap is None or amount <= cap
-        ):
-            # The rule broke the contract (it denies an amount within its own bounds): trust
-            # the denial rather than the bounds, so that max_payable fails closed.
-            return None, _ZERO
-        if floor is not None and (low is None or floor > low):
-            low = floor
-        if cap is not None and (high is None or cap < high):
-            high = cap
-    # Rounding to the currency unit is monotone, so rounding the tightest bounds once is the
-    # same as rounding every bound and taking the tightest.
-    return tighten(low, high, currency)
 
 
 def _has_any_of(rule: Rule) -> bool:
@@ -159,7 +138,7 @@ class RuleSet:
         ConfigurationError: a member is not a rule.
     """
 
-    __slots__ = ("_clears", "_name", "intervals", "rules")
+    __slots__ = ("_name", "_parts", "intervals", "rules")
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
@@ -169,7 +148,7 @@ class RuleSet:
         # Without any_of inside, every member allows one range: bounds are simple arithmetic.
         self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
         self._name = f"all_of({', '.join(self.names)})"
-        self._clears = tuple(clear_of(rule) for rule in flat)
+        self._parts = tuple(bounds_method(rule) for rule in flat)
 
     @property
     def name(self) -> str:
@@ -199,11 +178,12 @@ class RuleSet:
         ``floor`` and ``cap`` are those :meth:`evaluate` reports, and ``reserve`` is the
         largest ``details["reserve"]`` of its verdicts.
         """
-        found = combine(self._clears, facts)
-        return None if found is None else Clearance(*found)
+        clean, floor, cap, reserve = combine([part(facts) for part in self._parts], facts)
+        return Clearance(floor, cap, reserve) if clean else None
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        return combine(self._clears, facts)
+    def _bounds(self, facts: Facts) -> Bounds:
+        clean, floor, cap, reserve = combine([part(facts) for part in self._parts], facts)
+        return Bounds(floor, cap, None, reserve) if clean else EXPLAIN
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -250,9 +230,9 @@ class AnyOf:
         children = tuple(rule.evaluate(facts) for rule in self.rules)
         return _combined(self, facts, children, passed=any(not c.denies for c in children))
 
-    def _clear(self, facts: Facts) -> Bounds | None:  # noqa: ARG002 - a twin
-        # A union of ranges may have holes, which a clearance cannot describe: explain it.
-        return None
+    def _bounds(self, facts: Facts) -> Bounds:  # noqa: ARG002 - the Bounded protocol
+        # A union of ranges may have holes, which one range cannot describe: explain it.
+        return EXPLAIN
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AnyOf) and self.rules == other.rules

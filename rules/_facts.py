@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Literal, NamedTuple
@@ -51,6 +51,8 @@ class Facts:
     age_seconds: float = 0.0
     provider: str = ""
     account: str | None = None
+    # available - reserved, worked out once: every rule that keeps part of it reads it.
+    _spendable: Decimal = field(default=Decimal(0), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Fail here, naming the field, rather than deep inside a rule comparing str to Decimal.
@@ -75,6 +77,7 @@ class Facts:
         ):
             # An unknown age is judged as infinitely old (MaxBalanceAge denies), never as fresh.
             object.__setattr__(self, "age_seconds", math.inf)
+        _set_spendable(self, _SUBTRACT(self.available, self.reserved))
 
     @classmethod
     def trusted(  # noqa: PLR0917 - positional on purpose: the hot path of every check
@@ -107,6 +110,7 @@ class Facts:
         _set_age_seconds(facts, age_seconds)
         _set_provider(facts, provider)
         _set_account(facts, account)
+        _set_spendable(facts, _SUBTRACT(available, reserved))
         return facts
 
     @property
@@ -116,8 +120,8 @@ class Facts:
 
     @property
     def spendable(self) -> Decimal:
-        """Return what is left to spend: ``available - reserved``."""
-        return MONEY_CONTEXT.subtract(self.available, self.reserved)
+        """Return what is left to spend: ``available - reserved`` (worked out once)."""
+        return self._spendable
 
 
 def _setter(name: str) -> Callable[[Facts, object], None]:
@@ -135,6 +139,8 @@ _set_reserved = _setter("reserved")
 _set_age_seconds = _setter("age_seconds")
 _set_provider = _setter("provider")
 _set_account = _setter("account")
+_set_spendable = _setter("_spendable")
+_SUBTRACT = MONEY_CONTEXT.subtract
 
 
 class Verdict(NamedTuple):
@@ -197,3 +203,20 @@ class Verdict(NamedTuple):
             elif not verdict.passed and verdict.severity == "warn":
                 found.append(verdict)
         return iter(found)
+
+
+_new_tuple = tuple.__new__
+
+
+def passing(
+    rule: str,
+    cap: Decimal | None = None,
+    floor: Decimal | None = None,
+    details: Mapping[str, Decimal] = _NO_DETAILS,
+) -> Verdict:
+    """Return the verdict of *rule* passing: ``Verdict(rule=rule, passed=True, ...)``, faster.
+
+    Every rule passes far more often than it denies, and the keyword form of a ``NamedTuple``
+    costs twice as much.
+    """
+    return _new_tuple(Verdict, (rule, True, "", "", "deny", False, details, cap, floor, ()))

@@ -9,83 +9,81 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Literal
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, ClassVar, Literal
 
-from rules._clearance import NO_BOUNDS, Bounds
-from rules._errors import ConfigurationError
-from rules._facts import Facts, Verdict
-from rules._money import (
-    ADD,
-    DIVIDE,
-    MONEY_CONTEXT,
-    MULTIPLY,
-    SUBTRACT,
-    money_context,
-    quantize_up,
-    smallest_unit,
+from rules._bounds import (
+    BLOCKED,
+    EXPLAIN,
+    NO_BOUNDS,
+    SPENDABLE,
+    BoundedRule,
+    Bounds,
+    keeping,
+    settle,
 )
+from rules._errors import ConfigurationError
+from rules._facts import Facts, Verdict, passing
+from rules._money import ADD, DIVIDE, MULTIPLY, money_context, quantize_up
 from rules._params import (
     AmountLike,
     Table,
     amounts,
+    as_data,
     money,
     number,
+    percent_text,
     required_text,
     spendable_text,
+    table_text,
 )
+from rules._schema import AmountTable, Number, RuleConfig
 
-__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds", "cap_keeping", "payable_cap"]
+__all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 
 _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _RATIO_UNIT = Decimal("0.0001")
-
-
-def payable_cap(limit: Decimal, currency: str) -> Decimal:
-    """Return the largest whole-unit amount ``<= limit``, or 0 when even that is negative."""
-    cap = limit.quantize(smallest_unit(currency), ROUND_FLOOR, MONEY_CONTEXT)
-    return cap if cap >= 0 else _ZERO  # what max(cap, 0) returns, without the call
-
-
-def cap_keeping(facts: Facts, keep: Decimal) -> Decimal | None:
-    """Return the cap of a payout that leaves *keep* of spendable untouched, for the twins.
-
-    ``None`` when this payout would eat into *keep*. Computed with MONEY_CONTEXT's methods
-    (see ``rules._clearance``).
-    """
-    spendable = SUBTRACT(facts.available, facts.reserved)
-    if SUBTRACT(spendable, ADD(facts.amount, facts.fee)) < keep:
-        return None
-    return payable_cap(SUBTRACT(SUBTRACT(spendable, keep), facts.fee), facts.currency)
+_FROZEN_PASSES = passing("frozen_funds")
 
 
 @dataclass(frozen=True, slots=True)
-class SufficientFunds:
+class SufficientFunds(BoundedRule):
     """Deny (``insufficient_funds``, retryable) when ``amount + fee > available - reserved``.
 
     The guard always applies this rule. Example: available 1000.00 BRL, held 300.00, payout
     800.00 -> denied, short by 100.00 BRL; ``cap`` is 700.00.
     """
 
+    type_name: ClassVar[str] = "sufficient_funds"
+
+    class Config(RuleConfig):
+        """``{type = "sufficient_funds"}``: no keys of its own."""
+
+    def describe(self) -> str:
+        """Return what the rule does, in words."""
+        return "deny when amount + fee is more than available - held"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys (none)."""
+        return {}
+
     @property
     def name(self) -> str:
         """Return ``"sufficient_funds"``."""
         return "sufficient_funds"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        cap = cap_keeping(facts, _ZERO)
-        return None if cap is None else (None, cap, _ZERO)
+    def _bounds(self, facts: Facts) -> Bounds:  # noqa: ARG002 - the same whatever the facts
+        return SPENDABLE
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        passed, _, cap = settle(self._bounds(facts), facts)
+        if passed:
+            return passing("sufficient_funds", cap)
         with money_context():
             spendable = facts.spendable
-            cap = payable_cap(spendable - facts.fee, facts.currency)
             required = facts.required
-            if required <= spendable:
-                return Verdict(rule="sufficient_funds", passed=True, cap=cap)
             shortfall = required - spendable
         return Verdict(
             rule="sufficient_funds",
@@ -108,7 +106,7 @@ class SufficientFunds:
 
 
 @dataclass(frozen=True, slots=True)
-class ReserveMargin:
+class ReserveMargin(BoundedRule):
     """Keep a reserve untouched: deny (``reserve_margin``, retryable) when a payout would eat it.
 
     The reserve is ``max(percent% of the basis, minimum[currency])``, rounded up to the currency
@@ -129,6 +127,11 @@ class ReserveMargin:
     percent: Decimal | None = None
     minimum: Mapping[str, Decimal] = field(default_factory=Table)
     basis: Literal["available", "total"] = "available"
+    # percent / 100 and the minimums as a plain dict: worked out once, for the hot path.
+    _share: Decimal | None = field(default=None, init=False, repr=False, compare=False)
+    _floors: Mapping[str, Decimal] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -146,6 +149,35 @@ class ReserveMargin:
         object.__setattr__(self, "percent", pct)
         object.__setattr__(self, "minimum", amounts(minimum, "minimum"))
         object.__setattr__(self, "basis", basis)
+        # Dividing by 100 only moves the exponent: base * (percent / 100) is the same number.
+        object.__setattr__(self, "_share", None if pct is None else DIVIDE(pct, _HUNDRED))
+        object.__setattr__(self, "_floors", dict(self.minimum))
+
+    type_name: ClassVar[str] = "reserve_margin"
+
+    class Config(RuleConfig):
+        """``{type = "reserve_margin", percent = "5", minimum = {ARS = "1000.00"}}``."""
+
+        percent: Number | None = None
+        minimum: AmountTable | None = None
+        basis: Literal["available", "total"] = "available"
+
+    def describe(self) -> str:
+        """Return what the rule keeps, in words with its numbers."""
+        basis = "available" if self.basis == "available" else "total (available if not reported)"
+        share = None if self.percent is None else f"{percent_text(self.percent)} of {basis}"
+        if not self.minimum:
+            return f"keep {share} untouched"
+        floor = table_text(self.minimum)
+        if len(self.minimum) > 1:
+            floor = f"by currency {floor}"
+        if share is None:
+            return f"keep {floor} untouched"
+        return f"keep max({share}, {floor}) untouched"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(percent=self.percent, minimum=self.minimum, basis=self.basis)
 
     @property
     def name(self) -> str:
@@ -154,33 +186,33 @@ class ReserveMargin:
 
     def reserve_for(self, facts: Facts) -> Decimal:
         """Return the reserve this rule keeps for *facts* (never negative)."""
-        reserve = self.minimum.get(facts.currency, _ZERO)
-        if self.percent is not None:
+        reserve = self._floors.get(facts.currency, _ZERO)
+        if self._share is not None:
             base = facts.total if self.basis == "total" and facts.total is not None else (
                 facts.available
             )
-            share = DIVIDE(MULTIPLY(base, self.percent), _HUNDRED)
-            reserve = max(reserve, quantize_up(share, facts.currency))
+            share = quantize_up(MULTIPLY(base, self._share), facts.currency)
+            if share > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
+                reserve = share
         return reserve
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        reserve = self.reserve_for(facts)
-        if not reserve:
-            return NO_BOUNDS
-        cap = cap_keeping(facts, reserve)
-        return None if cap is None else (None, cap, reserve)
-
-    def evaluate(self, facts: Facts) -> Verdict:
-        """Judge *facts*."""
+    def _bounds(self, facts: Facts) -> Bounds:
         reserve = self.reserve_for(facts)
         if not reserve:
             # Nothing to keep for this currency: whether the funds suffice is SufficientFunds'
             # question, and a second reason saying the same thing would only confuse.
-            return Verdict(rule="reserve_margin", passed=True, details={"reserve": reserve})
+            return NO_BOUNDS
+        return keeping(reserve)
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        """Judge *facts*."""
+        bounds = self._bounds(facts)
+        reserve = bounds.reserve
+        if bounds.keep is None:
+            return passing("reserve_margin", details={"reserve": reserve})
+        passed, _, cap = settle(bounds, facts)
         with money_context():
             spendable = facts.spendable
-            cap = payable_cap(spendable - reserve - facts.fee, facts.currency)
             remaining = spendable - facts.required
             details = {
                 "spendable": spendable,
@@ -188,9 +220,9 @@ class ReserveMargin:
                 "remaining": remaining,
                 "reserve": reserve,
             }
-            if remaining >= reserve:
+            if passed:
                 # The details say what was kept even when nothing was eaten into.
-                return Verdict(rule="reserve_margin", passed=True, details=details, cap=cap)
+                return passing("reserve_margin", cap, details=details)
             shortfall = reserve - remaining
         return Verdict(
             rule="reserve_margin",
@@ -208,7 +240,7 @@ class ReserveMargin:
 
 
 @dataclass(frozen=True, slots=True)
-class FrozenFunds:
+class FrozenFunds(BoundedRule):
     """Be wary of funds the provider has frozen for pending withdrawals.
 
     Denies (``frozen_funds``, retryable) when ``frozen / total`` exceeds *max_ratio*: a high
@@ -243,26 +275,52 @@ class FrozenFunds:
         object.__setattr__(self, "max_ratio", ratio)
         object.__setattr__(self, "when_unknown", when_unknown)
 
+    type_name: ClassVar[str] = "frozen_funds"
+
+    class Config(RuleConfig):
+        """``{type = "frozen_funds", max_ratio = "0.5", when_unknown = "warn"}``."""
+
+        max_ratio: Number | None = None
+        when_unknown: Literal["allow", "warn", "deny"] = "allow"
+
+    def describe(self) -> str:
+        """Return when the rule denies or warns, in words with its numbers."""
+        unknown = {
+            "allow": "allow",
+            "warn": "allow with a warning",
+            "deny": "deny every payout",
+        }[self.when_unknown]
+        if self.max_ratio is None:
+            return f"when the provider does not report frozen funds: {unknown}"
+        return (
+            f"deny every payout while frozen / total is above {self.max_ratio:f} "
+            f"({percent_text(self.max_ratio * 100)}); when frozen funds are not reported: "
+            f"{unknown}"
+        )
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, numbers as strings."""
+        return as_data(max_ratio=self.max_ratio, when_unknown=self.when_unknown)
+
     @property
     def name(self) -> str:
         """Return ``"frozen_funds"``."""
         return "frozen_funds"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
+    def _bounds(self, facts: Facts) -> Bounds:
         frozen = facts.frozen
         if frozen is None:
-            return NO_BOUNDS if self.when_unknown == "allow" else None
-        if self.max_ratio is None:
+            return _UNKNOWN[self.when_unknown]
+        if self.max_ratio is None or _frozen_ratio(facts, frozen)[0] <= self.max_ratio:
             return NO_BOUNDS
-        return NO_BOUNDS if _frozen_ratio(facts, frozen)[0] <= self.max_ratio else None
+        return BLOCKED
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        if self._bounds(facts) is NO_BOUNDS:
+            return _FROZEN_PASSES
         where = facts.provider or "the provider"
         if facts.frozen is None:
-            if self.when_unknown == "allow":
-                return Verdict(rule="frozen_funds", passed=True)
             return Verdict(
                 rule="frozen_funds",
                 passed=False,
@@ -275,12 +333,11 @@ class FrozenFunds:
                 retryable=False,
                 cap=None if self.when_unknown == "warn" else _ZERO,
             )
-        if self.max_ratio is None:
-            return Verdict(rule="frozen_funds", passed=True)
+        limit = self.max_ratio
+        if limit is None:  # pragma: no cover - _bounds passes every payout then
+            return _FROZEN_PASSES
         with money_context():
             ratio, total = _frozen_ratio(facts, facts.frozen)
-            if ratio <= self.max_ratio:
-                return Verdict(rule="frozen_funds", passed=True)
             # Rounded up, so that the shown ratio never looks equal to the limit it exceeds.
             shown = ratio.quantize(_RATIO_UNIT, rounding=ROUND_CEILING)
         return Verdict(
@@ -289,7 +346,7 @@ class FrozenFunds:
             code="frozen_funds",
             message=(
                 f"{money(facts.frozen, facts.currency)} of {money(total, facts.currency)} "
-                f"is frozen (ratio {shown} > {self.max_ratio}); withdrawals may be stuck "
+                f"is frozen (ratio {shown} > {limit}); withdrawals may be stuck "
                 f"at {where}"
             ),
             retryable=True,
@@ -297,10 +354,14 @@ class FrozenFunds:
                 "frozen": facts.frozen,
                 "total": total,
                 "ratio": shown,
-                "max_ratio": self.max_ratio,
+                "max_ratio": limit,
             },
             cap=_ZERO,
         )
+
+
+# What FrozenFunds does when the provider does not report frozen funds.
+_UNKNOWN = {"allow": NO_BOUNDS, "warn": EXPLAIN, "deny": BLOCKED}
 
 
 def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:

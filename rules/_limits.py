@@ -6,25 +6,38 @@ and ``floor`` as the engine's contract asks (see ``rules._engine``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
+from typing import Any, ClassVar
 
-from rules._clearance import NO_BOUNDS, Bounds
+from rules._bounds import BLOCKED, NO_BOUNDS, BoundedRule, Bounds, settle
 from rules._errors import ConfigurationError
-from rules._facts import Facts, Verdict
-from rules._funds import cap_keeping, payable_cap
+from rules._facts import Facts, Verdict, passing
 from rules._money import MONEY_CONTEXT, money_context
-from rules._params import AmountLike, Table, amounts, money, number, required_text
+from rules._params import (
+    AmountLike,
+    Table,
+    amounts,
+    as_data,
+    money,
+    number,
+    required_text,
+    table_text,
+)
+from rules._schema import AmountTable, Number, RuleConfig
 
 __all__ = ["CurrencyMinimums", "MaxBalanceAge", "MaxPayout"]
 
 _ZERO = Decimal(0)
 _MILLISECOND = Decimal("0.001")
+_FRESH = passing("max_balance_age")
+_SHOWN_DIGITS = 30  # whole digits of an age shown to the millisecond, within MONEY_CONTEXT
 
 
 @dataclass(frozen=True, slots=True)
-class CurrencyMinimums:
+class CurrencyMinimums(BoundedRule):
     """Per-currency floors: the smallest payout, and the smallest balance left after it.
 
     Denies with ``below_minimum_payout`` (not retryable) when ``amount < min_payout[currency]``,
@@ -42,6 +55,9 @@ class CurrencyMinimums:
 
     min_payout: Mapping[str, Decimal] = field(default_factory=Table)
     min_remaining: Mapping[str, Decimal] = field(default_factory=Table)
+    _by_currency: Mapping[str, Bounds] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(
         self,
@@ -52,28 +68,49 @@ class CurrencyMinimums:
             raise ConfigurationError("currency_minimums needs min_payout, min_remaining or both")
         object.__setattr__(self, "min_payout", amounts(min_payout, "min_payout"))
         object.__setattr__(self, "min_remaining", amounts(min_remaining, "min_remaining"))
+        # Bounds depend only on the currency: worked out once, here.
+        by_currency = {
+            code: Bounds(floor=self.min_payout.get(code), keep=self.min_remaining.get(code))
+            for code in {*self.min_payout, *self.min_remaining}
+        }
+        object.__setattr__(self, "_by_currency", by_currency)
+
+    type_name: ClassVar[str] = "currency_minimums"
+
+    class Config(RuleConfig):
+        """``{type = "currency_minimums", min_payout = {...}, min_remaining = {...}}``."""
+
+        min_payout: AmountTable | None = None
+        min_remaining: AmountTable | None = None
+
+    def describe(self) -> str:
+        """Return the floors, in words with their numbers."""
+        parts = []
+        if self.min_payout:
+            parts.append(f"deny payouts below {table_text(self.min_payout)}")
+        if self.min_remaining:
+            parts.append(f"leave at least {table_text(self.min_remaining)} after each payout")
+        return "; ".join(parts)
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(min_payout=self.min_payout, min_remaining=self.min_remaining)
 
     @property
     def name(self) -> str:
         """Return ``"currency_minimums"``."""
         return "currency_minimums"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        floor = self.min_payout.get(facts.currency)
-        if floor is not None and facts.amount < floor:
-            return None
-        keep = self.min_remaining.get(facts.currency)
-        if keep is None:
-            return floor, None, _ZERO
-        # Passing both, floor <= amount <= cap: the cap needs no "nothing allowed" check.
-        cap = cap_keeping(facts, keep)
-        return None if cap is None else (floor, cap, _ZERO)
+    def _bounds(self, facts: Facts) -> Bounds:
+        return self._by_currency.get(facts.currency, NO_BOUNDS)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        bounds = self._bounds(facts)
+        passed, floor, cap = settle(bounds, facts)
+        if passed:
+            return passing("currency_minimums", cap, floor)
         leaves: list[Verdict] = []
-        floor = self.min_payout.get(facts.currency)
         if floor is not None and facts.amount < floor:
             leaves.append(Verdict(
                 rule="currency_minimums",
@@ -86,12 +123,10 @@ class CurrencyMinimums:
                 details={"amount": facts.amount, "min_payout": floor},
                 floor=floor,
             ))
-        keep = self.min_remaining.get(facts.currency)
-        cap = None
+        keep = bounds.keep
         if keep is not None:
             with money_context():
                 spendable = facts.spendable
-                cap = payable_cap(spendable - keep - facts.fee, facts.currency)
                 remaining = spendable - facts.required
             if remaining < keep:
                 leaves.append(Verdict(
@@ -113,10 +148,6 @@ class CurrencyMinimums:
                     },
                     cap=cap,
                 ))
-        if floor is not None and cap is not None and floor > cap:
-            cap = _ZERO  # the balance cannot cover even the minimum payout: nothing is allowed
-        if not leaves:
-            return Verdict(rule="currency_minimums", passed=True, cap=cap, floor=floor)
         if len(leaves) == 1:
             only = leaves[0]
             return Verdict(
@@ -136,7 +167,7 @@ class CurrencyMinimums:
 
 
 @dataclass(frozen=True, slots=True)
-class MaxPayout:
+class MaxPayout(BoundedRule):
     """Deny (``above_maximum_payout``, not retryable) when ``amount > limits[currency]``.
 
     Currencies not listed are not limited. Example: ``MaxPayout({"BRL": "5000"})`` denies a
@@ -147,29 +178,46 @@ class MaxPayout:
     """
 
     limits: Mapping[str, Decimal] = field(default_factory=Table)
+    _by_currency: Mapping[str, Bounds] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __init__(self, limits: Mapping[str, AmountLike]) -> None:
         if not limits:
             raise ConfigurationError("max_payout needs at least one currency limit", path="limits")
         object.__setattr__(self, "limits", amounts(limits, "limits"))
+        # Bounds depend only on the currency: worked out once, here.
+        by_currency = {code: Bounds(cap=limit) for code, limit in self.limits.items()}
+        object.__setattr__(self, "_by_currency", by_currency)
+
+    type_name: ClassVar[str] = "max_payout"
+
+    class Config(RuleConfig):
+        """``{type = "max_payout", limits = {BRL = "5000.00"}}``."""
+
+        limits: AmountTable
+
+    def describe(self) -> str:
+        """Return the limits, in words with their numbers."""
+        return f"deny payouts above {table_text(self.limits)}"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, amounts as strings."""
+        return as_data(limits=self.limits)
 
     @property
     def name(self) -> str:
         """Return ``"max_payout"``."""
         return "max_payout"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        limit = self.limits.get(facts.currency)
-        if limit is None:
-            return NO_BOUNDS
-        return (None, limit, _ZERO) if facts.amount <= limit else None
+    def _bounds(self, facts: Facts) -> Bounds:
+        return self._by_currency.get(facts.currency, NO_BOUNDS)
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
-        limit = self.limits.get(facts.currency)
+        limit = self._bounds(facts).cap
         if limit is None or facts.amount <= limit:
-            return Verdict(rule="max_payout", passed=True, cap=limit)
+            return passing("max_payout", limit)
         return Verdict(
             rule="max_payout",
             passed=False,
@@ -191,7 +239,7 @@ def _age(value: float | Decimal) -> Decimal:
 
 
 @dataclass(frozen=True, slots=True)
-class MaxBalanceAge:
+class MaxBalanceAge(BoundedRule):
     """Deny (``stale_balance``, retryable) when the balance is older than *seconds*.
 
     An age that is not known (NaN) counts as infinitely old. Example: ``MaxBalanceAge(30)``
@@ -203,26 +251,53 @@ class MaxBalanceAge:
     """
 
     seconds: Decimal = Decimal(60)
+    # Float ages below this are within the limit, however they are read (see _bounds).
+    _surely_fresh: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def __init__(self, seconds: AmountLike = 60) -> None:
         object.__setattr__(self, "seconds", number(seconds, "seconds", low=_ZERO))
+        # Two floats below the largest float <= seconds: a float age under it, even read as
+        # its shortest decimal (what _age does), is below seconds.
+        below = float(self.seconds)
+        while Decimal(below) > self.seconds:
+            below = math.nextafter(below, -math.inf)
+        object.__setattr__(self, "_surely_fresh", math.nextafter(below, -math.inf))
+
+    type_name: ClassVar[str] = "max_balance_age"
+
+    class Config(RuleConfig):
+        """``{type = "max_balance_age", seconds = 30}``."""
+
+        seconds: Number | None = None
+
+    def describe(self) -> str:
+        """Return the age limit, in words."""
+        return f"deny when the balance is more than {self.seconds:f}s old"
+
+    def to_data(self) -> dict[str, Any]:
+        """Return the entry's keys, seconds as a string."""
+        return as_data(seconds=self.seconds)
 
     @property
     def name(self) -> str:
         """Return ``"max_balance_age"``."""
         return "max_balance_age"
 
-    def _clear(self, facts: Facts) -> Bounds | None:
-        # The twin of evaluate (see rules._clearance).
-        return NO_BOUNDS if _age(facts.age_seconds) <= self.seconds else None
+    def _bounds(self, facts: Facts) -> Bounds:
+        age = facts.age_seconds
+        if type(age) is float and age < self._surely_fresh:
+            return NO_BOUNDS  # the common case, without making a Decimal of the age
+        return NO_BOUNDS if _age(age) <= self.seconds else BLOCKED
 
     def evaluate(self, facts: Facts) -> Verdict:
         """Judge *facts*."""
+        if self._bounds(facts) is NO_BOUNDS:
+            return _FRESH
         age = _age(facts.age_seconds)
-        if age <= self.seconds:
-            return Verdict(rule="max_balance_age", passed=True)
         # Rounded up, so that the shown age never looks equal to the limit it exceeds.
-        shown = age.quantize(_MILLISECOND, ROUND_CEILING, MONEY_CONTEXT) if age.is_finite() else age
+        # (An age of more digits than the money context holds is shown as it is.)
+        exact = age.is_finite() and age.adjusted() < _SHOWN_DIGITS
+        shown = age.quantize(_MILLISECOND, ROUND_CEILING, MONEY_CONTEXT) if exact else age
         old = f"{shown}s old" if age.is_finite() else "of unknown age"
         return Verdict(
             rule="max_balance_age",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 from rules._errors import ConfigurationError
 from rules._facts import Facts
@@ -127,3 +128,26 @@ def required_text(facts: Facts) -> str:
 def table_text(table: Mapping[str, Decimal]) -> str:
     """Return ``"1000.00 ARS, 50.00 BRL"``."""
     return ", ".join(money(amount, code) for code, amount in table.items())
+
+
+def percent_text(value: Decimal) -> str:
+    """Return ``"2.5%"``."""
+    return f"{value.normalize():f}%"
+
+
+def as_data(**values: object) -> dict[str, Any]:
+    """Return a rule's entry keys: amounts as strings, empty tables and ``None`` left out.
+
+    Amounts are strings (``"1000.00"``), so that the entry can be written as TOML, YAML or JSON
+    without ever passing through ``float``.
+    """
+    entry: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Decimal):
+            entry[key] = format(value, "f")
+        elif isinstance(value, Mapping):
+            if value:
+                entry[key] = {code: format(amount, "f") for code, amount in value.items()}
+        elif value is not None:
+            entry[key] = value
+    return entry

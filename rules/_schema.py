@@ -1,39 +1,47 @@
-"""The shape of rules as data, as pydantic models discriminated on ``type``.
+"""The pieces a rule's config model is made of: :class:`RuleConfig` and its field types.
 
-pydantic checks the structure (known types and keys, tables, lists, no floats); the rule
-constructors then check the values (ranges, currencies, decimal places), so each check lives
-in one place. :func:`build_all` turns validated entries into rules, prefixing the constructors'
-error paths with the entry's place (``rules[2].minimum.BRL``).
+pydantic checks the structure (known keys, tables, lists, no floats); the rule constructors
+then check the values (ranges, currencies, decimal places), so each check lives in one place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from rules._engine import AnyOf, Rule, RuleSet, When
+from rules._documents import YamlFloat
 from rules._errors import ConfigurationError
-from rules._funds import FrozenFunds, ReserveMargin, SufficientFunds
-from rules._limits import CurrencyMinimums, MaxBalanceAge, MaxPayout
 from rules._money import float_refusal, to_decimal
+from rules._protocol import Rule
 
-__all__ = ["TYPES", "Document", "RuleSpec", "build_all"]
+__all__ = ["Amount", "AmountTable", "Number", "RuleConfig", "Scope", "at"]
 
 
-def _amount(value: object) -> Decimal:
+def _number(value: object) -> Decimal:
     if isinstance(value, float):
         raise PydanticCustomError("float_amount", "{reason}", {"reason": float_refusal(value)})
     try:
-        return to_decimal(value)
+        return Decimal(value) if isinstance(value, YamlFloat) else to_decimal(value)
     except (TypeError, ValueError) as exc:
         raise PydanticCustomError(
             "amount", "{reason}; expected a number such as '100.00' (a string, an integer or "
-            "a TOML/YAML decimal)", {"reason": str(exc)}
+            "a TOML/JSON decimal)", {"reason": str(exc)}
         ) from None
+
+
+def _money(value: object) -> Decimal:
+    if isinstance(value, YamlFloat):
+        raise PydanticCustomError(
+            "yaml_float",
+            "YAML reads {text} as a float; write money in YAML as a string ('{text}') or a "
+            "plain integer, which every YAML reader reads alike",
+            {"text": value.text},
+        )
+    return _number(value)
 
 
 def _scope(value: object) -> str | tuple[str, ...]:
@@ -47,10 +55,26 @@ def _scope(value: object) -> str | tuple[str, ...]:
     )
 
 
-Amount = Annotated[Decimal, PlainValidator(_amount)]
-Scope = Annotated[str | tuple[str, ...], PlainValidator(_scope)]
+Number = Annotated[Decimal, PlainValidator(_number)]
+"""A number that is not money (a percent, a ratio, seconds): never a Python ``float``."""
+Amount = Annotated[Decimal, PlainValidator(_money)]
+"""An amount of money: a string, an integer or a TOML/JSON decimal; in YAML never a float."""
 AmountTable = dict[str, Amount]
-_SCOPE = ("currency", "provider")
+"""A table of currency -> amount, such as ``{BRL = "100.00"}``."""
+Scope = Annotated[str | tuple[str, ...], PlainValidator(_scope)]
+"""A currency or provider, or a list of them."""
+
+
+class RuleConfig(BaseModel):
+    """Base of a rule's config model: its fields are the keys of the rule's entry.
+
+    Unknown keys are refused. The registry calls the rule class with the keys an entry gives
+    as keyword arguments, so the fields are named after the constructor's parameters. Use
+    :data:`Amount` and :data:`AmountTable` for money and :data:`Number` for other numbers:
+    they refuse floats the way the built-ins do.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def at(path: str, make: Callable[[], Rule]) -> Rule:
@@ -62,161 +86,3 @@ def at(path: str, make: Callable[[], Rule]) -> Rule:
             path + exc.path
         )
         raise ConfigurationError(exc.message, path=where) from None
-
-
-class _Spec(BaseModel):
-    """What every entry may carry: a scope that wraps it in ``when(...)``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    currency: Scope | None = None
-    provider: Scope | None = None
-
-    def to_rule(self) -> Rule:
-        """Return the rule this entry describes, without its scope."""
-        raise NotImplementedError  # pragma: no cover - every entry type overrides it
-
-    def make(self, path: str) -> Rule:
-        """Return :meth:`to_rule`'s rule, its errors naming *path*."""
-        return at(path, self.to_rule)
-
-    def build(self, path: str) -> Rule:
-        """Return the rule, scoped when the entry names a currency or provider."""
-        rule = self.make(path)
-        if self.currency is None and self.provider is None:
-            return rule
-        return at(path, lambda: When(rule, currency=self.currency, provider=self.provider))
-
-
-class SufficientFundsSpec(_Spec):
-    """``{type = "sufficient_funds"}``."""
-
-    type: Literal["sufficient_funds"]
-
-    def to_rule(self) -> Rule:
-        return SufficientFunds()
-
-
-class ReserveMarginSpec(_Spec):
-    """``{type = "reserve_margin", percent = "5", minimum = {ARS = "1000.00"}}``."""
-
-    type: Literal["reserve_margin"]
-    percent: Amount | None = None
-    minimum: AmountTable | None = None
-    basis: Literal["available", "total"] = "available"
-
-    def to_rule(self) -> Rule:
-        return ReserveMargin(percent=self.percent, minimum=self.minimum, basis=self.basis)
-
-
-class FrozenFundsSpec(_Spec):
-    """``{type = "frozen_funds", max_ratio = "0.5", when_unknown = "warn"}``."""
-
-    type: Literal["frozen_funds"]
-    max_ratio: Amount | None = None
-    when_unknown: Literal["allow", "warn", "deny"] = "allow"
-
-    def to_rule(self) -> Rule:
-        return FrozenFunds(max_ratio=self.max_ratio, when_unknown=self.when_unknown)
-
-
-class CurrencyMinimumsSpec(_Spec):
-    """``{type = "currency_minimums", min_payout = {...}, min_remaining = {...}}``."""
-
-    type: Literal["currency_minimums"]
-    min_payout: AmountTable | None = None
-    min_remaining: AmountTable | None = None
-
-    def to_rule(self) -> Rule:
-        return CurrencyMinimums(min_payout=self.min_payout, min_remaining=self.min_remaining)
-
-
-class MaxPayoutSpec(_Spec):
-    """``{type = "max_payout", limits = {BRL = "5000.00"}}``."""
-
-    type: Literal["max_payout"]
-    limits: AmountTable
-
-    def to_rule(self) -> Rule:
-        return MaxPayout(self.limits)
-
-
-class MaxBalanceAgeSpec(_Spec):
-    """``{type = "max_balance_age", seconds = 30}``."""
-
-    type: Literal["max_balance_age"]
-    seconds: Amount | None = None
-
-    def to_rule(self) -> Rule:
-        return MaxBalanceAge() if self.seconds is None else MaxBalanceAge(self.seconds)
-
-
-class AllOfSpec(_Spec):
-    """``{type = "all_of", rules = [...]}``: every nested rule must pass."""
-
-    type: Literal["all_of"]
-    rules: list[RuleSpec]
-
-    def make(self, path: str) -> Rule:
-        members = build_all(self.rules, f"{path}.rules")
-        return at(f"{path}.rules", lambda: RuleSet(members))
-
-
-class AnyOfSpec(_Spec):
-    """``{type = "any_of", rules = [...]}``: at least one nested rule must pass."""
-
-    type: Literal["any_of"]
-    rules: list[RuleSpec]
-
-    def make(self, path: str) -> Rule:
-        members = build_all(self.rules, f"{path}.rules")
-        return at(f"{path}.rules", lambda: AnyOf(members))
-
-
-RuleSpec = Annotated[
-    SufficientFundsSpec
-    | ReserveMarginSpec
-    | FrozenFundsSpec
-    | CurrencyMinimumsSpec
-    | MaxPayoutSpec
-    | MaxBalanceAgeSpec
-    | AllOfSpec
-    | AnyOfSpec,
-    Field(discriminator="type"),
-]
-
-AllOfSpec.model_rebuild()
-AnyOfSpec.model_rebuild()
-
-
-class Document(BaseModel):
-    """``{"rules": [...]}``: the whole of a rules file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rules: list[RuleSpec]
-
-
-SPECS: dict[str, type[_Spec]] = {
-    "all_of": AllOfSpec,
-    "any_of": AnyOfSpec,
-    "currency_minimums": CurrencyMinimumsSpec,
-    "frozen_funds": FrozenFundsSpec,
-    "max_balance_age": MaxBalanceAgeSpec,
-    "max_payout": MaxPayoutSpec,
-    "reserve_margin": ReserveMarginSpec,
-    "sufficient_funds": SufficientFundsSpec,
-}
-TYPES: tuple[str, ...] = tuple(sorted(SPECS))
-
-
-def keys_of(type_name: str) -> tuple[str, ...]:
-    """Return the keys an entry of *type_name* accepts: ``type``, its own, then the scope."""
-    own = [key for key in SPECS[type_name].model_fields if key not in ("type", *_SCOPE)]
-    return ("type", *own, *_SCOPE)
-
-
-def build_all(specs: list[Any], path: str) -> list[Rule]:
-    """Return the rules of validated *specs*, errors naming ``<path>[i]``."""
-    return [spec.build(f"{path}[{index}]") for index, spec in enumerate(specs)]
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from rules._clearance import NO_BOUNDS, Bounds, Clear, clear_of
+from rules._bounds import NO_BOUNDS, Bounds, BoundsOf, bounds_method
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._money import normalize_currency
@@ -50,7 +50,7 @@ class When:
         self.rule: Rule = rule
         self.currencies: frozenset[str] | None = currencies
         self.providers: frozenset[str] | None = providers
-        self._inner: Clear = clear_of(rule)
+        self._inner: BoundsOf = bounds_method(rule)
 
     @property
     def name(self) -> str:
@@ -69,7 +69,7 @@ class When:
             return self.rule.evaluate(facts)
         return Verdict(rule=self.rule.name, passed=True)
 
-    def _clear(self, facts: Facts) -> Bounds | None:
+    def _bounds(self, facts: Facts) -> Bounds:
         return self._inner(facts) if self.applies(facts) else NO_BOUNDS
 
     def __eq__(self, other: object) -> bool:

@@ -1,4 +1,4 @@
-"""Rules as data: :func:`load` them from a mapping, a TOML or a YAML file; :func:`dump` them back.
+"""Rules as data: :func:`load` them from a mapping or a file; :func:`dump` them back.
 
 A rules document is a list of entries, each a table with a ``type``::
 
@@ -12,39 +12,292 @@ A rules document is a list of entries, each a table with a ``type``::
     provider = "luxtak"              # any entry may carry currency and/or provider
     limits = { BRL = "5000.00" }
 
-Amounts are strings, integers, or decimals read by the TOML/YAML loader as ``Decimal``; a
-Python ``float`` is refused. Every error is a :class:`~rules.ConfigurationError` whose ``path``
+A ``type`` names a registered rule class (the built-ins, and yours: see
+:func:`rules.register`) or ``all_of``/``any_of`` with a ``rules`` list. Each class's ``Config``
+model says which keys its entry takes; this module reads the registry for them.
+
+Amounts are strings, integers, or decimals read by the TOML/JSON reader as ``Decimal``; a Python
+``float`` is refused, and in YAML money must be a string or a plain integer (see
+:func:`read_document`). Every error is a :class:`~rules.ConfigurationError` whose ``path``
 names the place (``rules[2].minimum.BRL``) and whose message says what is accepted.
 
-Reading a file given by path is the only I/O in the ``rules`` package.
+This module also holds what ``guard``'s configuration shares with rules files: the one
+document reader (:func:`read_document`, :func:`parse_document`) and the one translation of
+pydantic validation errors (:func:`configuration_error`).
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import fields
-from decimal import Decimal
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import ValidationError, create_model
 from pydantic_core import ErrorDetails
+from pydantic_core.core_schema import ErrorType
 
+from rules._documents import parse_document, plain, read_document
 from rules._engine import AnyOf, Rule, RuleSet, When
 from rules._errors import ConfigurationError
-from rules._funds import FrozenFunds, ReserveMargin, SufficientFunds
-from rules._limits import CurrencyMinimums, MaxBalanceAge, MaxPayout
-from rules._schema import TYPES, Document, build_all, keys_of
-from rules._yaml import read_yaml
+from rules._registry import COMBINATORS, DataRule, config_of, rule_types, type_name_of
+from rules._schema import Amount, AmountTable, Number, RuleConfig, Scope, at
 
-__all__ = ["RulesData", "dump", "load"]
+__all__ = [
+    "Amount",
+    "AmountTable",
+    "Number",
+    "RuleConfig",
+    "RulesData",
+    "configuration_error",
+    "dump",
+    "load",
+    "parse_document",
+    "read_document",
+]
 
 RulesData = Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | os.PathLike[str]
-_SUFFIXES = (".toml", ".yaml", ".yml")
 _MORE = 5  # further problems listed after the first one
-_OURS = frozenset({"amount", "float_amount", "scope"})  # raised by rules._schema, worded there
+# pydantic's own kinds of error; any other kind is a PydanticCustomError, worded by us.
+_PYDANTIC_KINDS = frozenset(get_args(ErrorType))
+
+
+# -- pydantic errors -> ConfigurationError ----------------------------------------------------
+
+
+def _never(key: str) -> bool:  # noqa: ARG001 - the default of configuration_error's hidden
+    return False
+
+
+def _dotted(loc: Sequence[str | int], prefix: str = "") -> str:
+    """Return *loc* as a key path: list indices as ``[i]``, keys (``[key]`` after) dotted."""
+    path = prefix
+    for index, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        is_key = index + 1 < len(loc) and loc[index + 1] == "[key]"
+        if isinstance(part, int) and not is_key:
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _problem(
+    error: ErrorDetails,
+    *,
+    prefix: str,
+    keys: Callable[[tuple[str | int, ...]], Sequence[str]],
+    where: str,
+    tags: Collection[str],
+    tag_at: int,
+    hidden: Callable[[str], bool],
+) -> tuple[str, str]:
+    raw = error["loc"]
+    # pydantic puts a tagged union's tag into the location; nobody wrote it in the file.
+    loc = tuple(
+        item for index, item in enumerate(raw) if not (index == tag_at and item in tags)
+    )
+    path = _dotted(loc, prefix)
+    kind, got, msg = error["type"], error.get("input"), error["msg"]
+    named = [item for item in loc if item != "[key]"]
+    last = str(named[-1]) if named else ""
+    place = f" {where}" if where else ""
+    if kind == "extra_forbidden":
+        accepted = ", ".join(keys(tuple(item for item in raw if item != "[key]")[:-1]))
+        return path, f"unknown key {last!r}{place}" + (
+            f"; accepted keys: {accepted}" if accepted else ""
+        )
+    if kind == "missing":
+        return path, f"missing required key {last!r}{place}"
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        tag = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        value = got.get(tag) if isinstance(got, dict) else None
+        found = "required" if kind == "union_tag_not_found" else f"got {value!r}"
+        return _dotted((*named, tag), prefix), f"must be one of {', '.join(tags)}; {found}"
+    shown = "" if hidden(last) else repr(got)
+    messages = {
+        "literal_error": f"must be {error.get('ctx', {}).get('expected')}, got {shown}",
+        "list_type": f"expected a list, got {type(got).__name__} {shown}",
+        "dict_type": "expected a table of currency -> amount such as {BRL = '100.00'}, got "
+        f"{type(got).__name__} {shown}",
+        "string_type": f"expected a string, got {type(got).__name__} {shown}",
+    }
+    if kind in messages:
+        return path, messages[kind]
+    if kind == "value_error" or kind not in _PYDANTIC_KINDS:
+        # Our own words: a model validator's ValueError, or a PydanticCustomError.
+        return path, msg.removeprefix("Value error, ")
+    if not shown or isinstance(got, dict | list):
+        return path, f"{msg[:1].lower()}{msg[1:]}"
+    return path, f"{msg[:1].lower()}{msg[1:]}; got {shown}"
+
+
+def _no_keys(loc: tuple[str | int, ...]) -> Sequence[str]:  # noqa: ARG001 - the default keys
+    return ()
+
+
+def _joined(problems: Sequence[tuple[str, str]], source: str = "") -> ConfigurationError:
+    """Return one error for *problems*: the first sets ``.path``, up to five more follow."""
+    path, message = problems[0]
+    more = "".join(f"; also {where}: {what}" for where, what in problems[1 : 1 + _MORE])
+    if len(problems) > 1 + _MORE:
+        more += f"; and {len(problems) - 1 - _MORE} more"
+    return ConfigurationError(message + more, path=path, source=source)
+
+
+def configuration_error(
+    exc: ValidationError,
+    *,
+    source: str = "",
+    prefix: str = "",
+    keys: Callable[[tuple[str | int, ...]], Sequence[str]] = _no_keys,
+    where: str = "",
+    tags: Collection[str] = (),
+    tag_at: int = -1,
+    hidden: Callable[[str], bool] = _never,
+) -> ConfigurationError:
+    """Return *exc* as one :class:`~rules.ConfigurationError`: file, key path and our words.
+
+    The first problem sets ``.path``; up to five more follow in the message.
+
+    Args:
+        exc: What pydantic raised.
+        source: The file the document came from.
+        prefix: The path in front of every location (``rules[2]``).
+        keys: The keys accepted at a pydantic location (tags included), for an unknown
+            key's message.
+        where: How messages name the place (``for max_payout``).
+        tags: The tags of a tagged union, listed when one is wrong.
+        tag_at: Where in a location pydantic puts the tag (left out of paths).
+        hidden: Whether the value of a key must never be shown (a credential).
+    """
+    return _joined([
+        _problem(error, prefix=prefix, keys=keys, where=where, tags=tags, tag_at=tag_at,
+                 hidden=hidden)
+        for error in exc.errors(include_url=False)
+    ], source)
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+class _Members(RuleConfig):
+    """``{type = "all_of", rules = [...]}`` and ``any_of``: the nested rules."""
+
+    rules: list[Any]
+
+
+@lru_cache(maxsize=128)
+def _entry_model(config: type[RuleConfig]) -> type[RuleConfig]:
+    """Return *config* with the keys every entry may carry: its scope."""
+    return create_model(
+        f"{config.__name__}Entry",
+        __base__=config,
+        currency=(Scope | None, None),
+        provider=(Scope | None, None),
+    )
+
+
+def _valid_types() -> str:
+    return ", ".join(sorted([*COMBINATORS, *rule_types()]))
+
+
+def _keys_of(config: type[RuleConfig]) -> tuple[str, ...]:
+    return ("type", *config.model_fields, "currency", "provider")
+
+
+@dataclass
+class _Entry:
+    """One validated entry, before its rule is built."""
+
+    type_name: str
+    config: RuleConfig
+    members: list[_Entry] = field(default_factory=list)
+
+
+def _validate(entry: object, path: str, problems: list[tuple[str, str]]) -> _Entry | None:
+    if not isinstance(entry, Mapping):
+        got = f"{type(entry).__name__} {entry!r}"
+        problems.append((path, f"expected a rule entry (a table with a 'type' key), got {got}"))
+        return None
+    name = entry.get("type")
+    if name is None:
+        problems.append((path, f"each rule needs a 'type'; valid types: {_valid_types()}"))
+        return None
+    cls = rule_types().get(name) if isinstance(name, str) else None
+    if cls is None and name not in COMBINATORS:
+        problems.append((path, f"unknown rule type {name!r}; valid types: {_valid_types()}"))
+        return None
+    base = _Members if cls is None else config_of(cls)
+    given = {key: value for key, value in entry.items() if key != "type"}
+    try:
+        config = _entry_model(base).model_validate(given)
+    except ValidationError as exc:
+        keys = _keys_of(base)
+        problems.extend(
+            _problem(error, prefix=path, keys=lambda _: keys, where=f"for {name}", tags=(),
+                     tag_at=-1, hidden=_never)
+            for error in exc.errors(include_url=False)
+        )
+        return None
+    found = _Entry(str(name), config)
+    if isinstance(config, _Members):
+        for index, member in enumerate(config.rules):
+            valid = _validate(member, f"{path}.rules[{index}]", problems)
+            if valid is not None:
+                found.members.append(valid)
+    return found
+
+
+def _build(entry: _Entry, path: str) -> Rule:
+    config = entry.config
+    rule: Rule
+    if entry.type_name in COMBINATORS:
+        members = [_build(member, f"{path}.rules[{i}]") for i, member in enumerate(entry.members)]
+        combine = RuleSet if entry.type_name == "all_of" else AnyOf
+        rule = at(f"{path}.rules", lambda: combine(members))
+    else:
+        cls = rule_types()[entry.type_name]
+        given = config.model_fields_set - {"currency", "provider"}
+        rule = at(path, lambda: cls(**{key: getattr(config, key) for key in given}))
+    currency, provider = getattr(config, "currency", None), getattr(config, "provider", None)
+    if currency is None and provider is None:
+        return rule
+    return at(path, lambda: When(rule, currency=currency, provider=provider))
+
+
+def _from_data(data: object) -> RuleSet:
+    if isinstance(data, Mapping):
+        document = plain(data)
+    elif isinstance(data, list | tuple):
+        document = {"rules": plain(data, "rules")}
+    else:
+        got = "an empty document" if data is None else type(data).__name__
+        raise ConfigurationError(
+            f"expected a table with a 'rules' list, or a list of rule entries; got {got}"
+        )
+    assert isinstance(document, dict)  # noqa: S101 - plain() keeps a mapping a mapping
+    problems: list[tuple[str, str]] = [
+        (str(key), f"unknown key {key!r} at the top level; accepted keys: rules")
+        for key in document if key != "rules"
+    ]
+    entries = document.get("rules")
+    if "rules" not in document:
+        problems.insert(0, ("rules", "missing required key 'rules' at the top level"))
+    elif not isinstance(entries, list):
+        problems.insert(0, ("rules", f"expected a list, got {type(entries).__name__} {entries!r}"))
+    valid = [
+        _validate(entry, f"rules[{index}]", problems)
+        for index, entry in enumerate(entries if isinstance(entries, list) else ())
+    ]
+    if problems:
+        raise _joined(problems)
+    return RuleSet([
+        _build(entry, f"rules[{index}]") for index, entry in enumerate(valid) if entry is not None
+    ])
 
 
 def load(data: RulesData) -> RuleSet:
@@ -52,8 +305,8 @@ def load(data: RulesData) -> RuleSet:
 
     Args:
         data: ``{"rules": [...]}``, a bare list of rule entries, or a path (``str`` or
-            ``os.PathLike``) to a ``.toml``, ``.yaml`` or ``.yml`` file holding either.
-            YAML needs PyYAML (``pip install 'payout-guard[yaml]'``).
+            ``os.PathLike``) to a ``.toml``, ``.yaml``/``.yml`` or ``.json`` file holding
+            either. YAML needs PyYAML (``pip install 'payout-guard[yaml]'``).
 
     Returns:
         A :class:`~rules.RuleSet`; an empty document gives an empty set, which allows all.
@@ -65,116 +318,15 @@ def load(data: RulesData) -> RuleSet:
     """
     if isinstance(data, str | os.PathLike):
         path = Path(data)
+        document = read_document(path, what="rules file")
         try:
-            return _from_data(_read(path))
+            return _from_data(document)
         except ConfigurationError as exc:
             raise ConfigurationError(exc.message, path=exc.path, source=str(path)) from None
     return _from_data(data)
 
 
-def _read(path: Path) -> object:
-    suffix = path.suffix.lower()
-    if suffix not in _SUFFIXES:
-        hint = " (to load rules from text, parse it and pass the mapping)" if "\n" in str(
-            path
-        ) else ""
-        raise ConfigurationError(
-            f"expected a path to a .toml, .yaml or .yml rules file, got {str(path)!r}{hint}"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"the file is not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the rules file: {exc.strerror or exc}") from None
-    if suffix == ".toml":
-        try:
-            return tomllib.loads(text, parse_float=Decimal)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"invalid TOML: {exc}") from None
-    return read_yaml(text, path.name)
-
-
-def _plain(value: object) -> object:
-    """Return *value* with every mapping turned into a dict (tomlkit, MappingProxyType...)."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
-def _from_data(data: object) -> RuleSet:
-    if isinstance(data, Mapping):
-        document = _plain(data)
-    elif isinstance(data, list | tuple):
-        document = {"rules": _plain(data)}
-    else:
-        got = "an empty document" if data is None else type(data).__name__
-        raise ConfigurationError(
-            f"expected a table with a 'rules' list, or a list of rule entries; got {got}"
-        )
-    try:
-        validated = Document.model_validate(document)
-    except ValidationError as exc:
-        problems = [_problem(error) for error in exc.errors(include_url=False)]
-        path, message = problems[0]
-        more = "".join(f"; also {where}: {what}" for where, what in problems[1 : 1 + _MORE])
-        if len(problems) > 1 + _MORE:
-            more += f"; and {len(problems) - 1 - _MORE} more"
-        raise ConfigurationError(message + more, path=path) from None
-    return RuleSet(build_all(validated.rules, "rules"))
-
-
-def _problem(error: ErrorDetails) -> tuple[str, str]:
-    """Return ``(path, message)`` for one pydantic error, in this package's words."""
-    parts: list[str] = []
-    entry_type = ""
-    loc = error["loc"]
-    for index, item in enumerate(loc):
-        is_key = index + 1 < len(loc) and loc[index + 1] == "[key]"
-        if item == "[key]":
-            continue
-        if isinstance(item, int) and not is_key:
-            parts.append(f"[{item}]")
-        elif index and isinstance(loc[index - 1], int) and item in TYPES:
-            entry_type = str(item)  # the discriminator's tag, not a key of the document
-        else:
-            parts.append(f".{item}" if parts else str(item))
-    path = "".join(parts)
-    kind, got, key = error["type"], error.get("input"), loc[-1]
-    where = f"for {entry_type}" if entry_type else "at the top level"
-    accepted = ", ".join(keys_of(entry_type)) if entry_type else "rules"
-    messages = {
-        "union_tag_invalid": f"unknown rule type {got.get('type')!r}; valid types: "
-        f"{', '.join(TYPES)}" if isinstance(got, dict) else "",
-        "union_tag_not_found": f"each rule needs a 'type'; valid types: {', '.join(TYPES)}",
-        "model_attributes_type": "expected a rule entry (a table with a 'type' key), got "
-        f"{type(got).__name__} {got!r}",
-        "extra_forbidden": f"unknown key {key!r} {where}; accepted keys: {accepted}",
-        "missing": f"missing required key {key!r} {where}",
-        "literal_error": f"must be {error.get('ctx', {}).get('expected')}, got {got!r}",
-        "list_type": f"expected a list, got {type(got).__name__} {got!r}",
-        "dict_type": "expected a table of currency -> amount such as {BRL = '100.00'}, got "
-        f"{type(got).__name__} {got!r}",
-        "string_type": f"expected a string, got {type(got).__name__} {got!r}",
-    }
-    if kind in _OURS:
-        return path, error["msg"]
-    return path, messages.get(kind) or f"{error['msg']} (got {got!r})"
-
-
-def _amount(value: Decimal) -> str:
-    return format(value, "f")
-
-
-def _table(table: Mapping[str, Decimal]) -> dict[str, str]:
-    return {code: _amount(amount) for code, amount in table.items()}
-
-
-_BUILTINS = (
-    CurrencyMinimums, FrozenFunds, MaxBalanceAge, MaxPayout, ReserveMargin, SufficientFunds,
-)
+# -- dump -------------------------------------------------------------------------------------
 
 
 def _entry(rule: Rule) -> dict[str, Any]:
@@ -187,23 +339,13 @@ def _entry(rule: Rule) -> dict[str, Any]:
     if isinstance(rule, RuleSet | AnyOf):
         kind = "all_of" if isinstance(rule, RuleSet) else "any_of"
         return {"type": kind, "rules": [_entry(member) for member in rule.rules]}
-    if type(rule) not in _BUILTINS:
+    name = type_name_of(rule)
+    if name is None or not isinstance(rule, DataRule):
         raise ConfigurationError(
-            f"cannot write {rule.name!r} ({type(rule).__name__}) as data: only the built-in "
-            f"rules, all_of, any_of and when can be"
+            f"cannot write {rule.name!r} ({type(rule).__name__}) as data: only registered "
+            f"rules (see rules.register), all_of, any_of and when can be"
         )
-    # A built-in's dataclass fields are exactly its constructor's (and its entry's) keys.
-    entry = {"type": rule.name}
-    for field in fields(rule):  # type: ignore[arg-type] # every built-in is a dataclass
-        value = getattr(rule, field.name)
-        if isinstance(value, Decimal):
-            entry[field.name] = _amount(value)
-        elif isinstance(value, Mapping):
-            if value:
-                entry[field.name] = _table(value)
-        elif value is not None:
-            entry[field.name] = value
-    return entry
+    return {"type": name, **rule.to_data()}
 
 
 def dump(ruleset: Rule) -> dict[str, list[dict[str, Any]]]:
@@ -216,7 +358,8 @@ def dump(ruleset: Rule) -> dict[str, list[dict[str, Any]]]:
         ruleset: A ``RuleSet`` (its members become the entries) or any single rule.
 
     Raises:
-        ConfigurationError: a rule is not a built-in or a combinator of them.
+        ConfigurationError: a rule is neither registered nor a combinator of registered ones.
     """
     members = ruleset.rules if isinstance(ruleset, RuleSet) else (ruleset,)
     return {"rules": [_entry(rule) for rule in members]}
+

@@ -6,7 +6,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 from rules import Facts, Rule, Verdict
-from rules._money import smallest_unit
+from rules.money import smallest_unit
 
 
 def bounds_in(verdict: Verdict) -> set[Decimal]:

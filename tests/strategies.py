@@ -25,7 +25,7 @@ from rules import (
     any_of,
     when,
 )
-from rules._money import currency_exponent
+from rules.money import currency_exponent
 
 __all__ = [
     "CURRENCIES",

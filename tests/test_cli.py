@@ -78,7 +78,7 @@ class TestCheck:
         path.write_text('mode = "shadow"\n', encoding="utf-8")
         result = run_cli("check", "10", "ARS", "-c", str(path))
         assert 2 == result.returncode
-        assert f"{path}: mode: input should be 'enforce' or 'dry_run'" in result.stderr
+        assert f"{path}: mode: must be 'enforce' or 'dry_run', got 'shadow'" in result.stderr
 
     def test_an_unknown_provider_lists_the_configured_ones(self) -> None:
         """--provider naming no configured provider is exit 2, listing the configured ones."""

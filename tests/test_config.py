@@ -17,10 +17,7 @@ from guard.config import (
     GuardConfig,
     NamedFetcher,
     build_fetcher,
-    build_guard,
     build_reservations,
-    close_guard,
-    guard_from_config,
     load_config,
 )
 from guard.stores import InMemoryReservations
@@ -89,15 +86,17 @@ class TestFormats:
         assert isinstance(rule, MaxPayout)
         assert Decimal("1234567890123.10") == rule.limits["BRL"]
 
-    def test_yaml_floats_are_read_as_decimals(self, tmp_path: Path) -> None:
-        """A YAML file loads, its floats read as Decimal."""
+    def test_yaml_loads_with_money_as_strings_and_seconds_as_decimals(
+        self, tmp_path: Path
+    ) -> None:
+        """A YAML file loads: money as a string, seconds as a YAML float read as Decimal."""
         path = _write(tmp_path, "g.yaml", "mode: dry_run\nproviders:\n  luxcore:\n"
-                      "    api_key_env: LUXCORE_API_KEY\nrules:\n"
-                      "  - type: currency_minimums\n    min_payout: {BRL: 0.10}\n")
+                      "    api_key_env: LUXCORE_API_KEY\ncache: {ttl: 0.5}\nrules:\n"
+                      "  - type: currency_minimums\n    min_payout: {BRL: '0.10'}\n")
         config = load_config(path)
         rule = next(iter(config.ruleset))
         assert isinstance(rule, CurrencyMinimums)
-        assert Decimal("0.10") == rule.min_payout["BRL"]
+        assert (Decimal("0.10"), Decimal("0.5")) == (rule.min_payout["BRL"], config.cache.ttl)
         assert "dry_run" == config.mode
 
     def test_json_file_loads(self, tmp_path: Path) -> None:
@@ -136,7 +135,7 @@ class TestErrors:
         error = _error(path)
         assert str(path) == error.source
         assert "providers.luxcore.base_ulr" == error.path
-        assert "accepted here: kind, " in error.message
+        assert "accepted keys: kind, " in error.message
         assert "base_url" in error.message
 
     def test_a_secret_in_the_file_is_refused_without_showing_it(self) -> None:
@@ -171,7 +170,7 @@ class TestErrors:
         path = _write(tmp_path, "g.toml", 'mode = "enforce"\nmode = \n')
         error = _error(path)
         assert str(path) == error.source
-        assert "not valid TOML" in error.message
+        assert "invalid TOML" in error.message
         assert "line 2" in error.message
 
     def test_wrong_mode_says_what_is_accepted(self) -> None:
@@ -182,7 +181,7 @@ class TestErrors:
 
     @pytest.mark.parametrize(("suffix", "expected"), [
         (".ini", "accepted: .toml, .yaml, .yml, .json"),
-        (".toml", "cannot read the file"),
+        (".toml", "cannot read the configuration file"),
     ])
     def test_unreadable_sources_are_configuration_errors(
         self, tmp_path: Path, suffix: str, expected: str
@@ -297,11 +296,8 @@ class TestBuildGuard:
         expected = {"luxtak": ("BRL", "900.00"), "luxcore": ("ARS", "4500.00"),
                     "pagsmile": ("BRL", "270.00")}
         for name, (currency, max_payable) in expected.items():
-            guard = build_guard(config, name, env=env)
-            try:
+            with PayoutGuard.from_config(config, provider=name, env=env) as guard:
                 decision = guard.check("100", currency)
-            finally:
-                close_guard(guard)
             assert (True, name, Decimal(max_payable)) == (
                 decision.allowed, decision.provider, decision.max_payable)
 
@@ -310,8 +306,9 @@ class TestBuildGuard:
     ) -> None:
         """mode, settle_lag and hold_ttl come from the file."""
         data, env = _emulated(*emulators)
-        guard = guard_from_config({**data, "mode": "dry_run"}, provider="luxcore", env=env)
-        close_guard(guard)
+        with PayoutGuard.from_config({**data, "mode": "dry_run"}, provider="luxcore",
+                                     env=env) as guard:
+            pass
         assert ("dry_run", 12.0, 34.0) == (guard.mode, guard.settle_lag, guard.hold_ttl)
 
     def test_a_second_account_of_one_kind_keeps_its_own_name_and_holds(
@@ -321,14 +318,15 @@ class TestBuildGuard:
         data, env = _emulated(*emulators)
         config = load_config(data)
         store = InMemoryReservations()
-        first = build_guard(config, "luxcore", env=env, reservations=store)
-        second = build_guard(config, "luxcore_mx", env=env, reservations=store)
+        first = PayoutGuard.from_config(config, provider="luxcore", env=env, reservations=store)
+        second = PayoutGuard.from_config(config, provider="luxcore_mx", env=env,
+                                         reservations=store)
         try:
             first.reserve("4000.00", "ARS", payout_id="po-1")
             decision = second.check("4000.00", "ARS")
         finally:
-            close_guard(first)
-            close_guard(second)
+            first.close()
+            second.close()
         assert isinstance(second.fetcher, NamedFetcher)
         assert ("luxcore_mx", True, Decimal("0.00")) == (
             decision.provider, decision.allowed, decision.reserved)
@@ -368,16 +366,15 @@ class TestBuildGuard:
         store.close()
         assert isinstance(store, SqliteReservations)
 
-    def test_guard_class_is_honoured(self) -> None:
-        """guard_class lets PayoutGuard.from_config build subclasses."""
+    def test_a_subclass_builds_its_own_kind_of_guard(self) -> None:
+        """MyGuard.from_config(...) returns a MyGuard."""
 
         class MyGuard(PayoutGuard):
             pass
 
-        guard = guard_from_config({"providers": {"luxcore": {"api_key_env": "K"}}},
-                                  env={"K": "qp_test_sk_x"}, guard_class=MyGuard)
-        close_guard(guard)
-        assert isinstance(guard, MyGuard)
+        with MyGuard.from_config({"providers": {"luxcore": {"api_key_env": "K"}}},
+                                 env={"K": "qp_test_sk_x"}) as guard:
+            assert isinstance(guard, MyGuard)
 
     def test_an_empty_configuration_has_no_rules_and_no_providers(self) -> None:
         """{} is a valid configuration; building a guard from it says why it cannot."""
@@ -385,7 +382,7 @@ class TestBuildGuard:
         assert isinstance(config, GuardConfig)
         assert 0 == len(config.ruleset)
         with pytest.raises(ConfigurationError, match="no providers configured"):
-            build_guard(config)
+            PayoutGuard.from_config(config)
 
 
 class TestPublicNames:
@@ -401,11 +398,17 @@ class TestPublicNames:
         data = {"providers": {"luxcore": {"api_key_env": "K"},
                               "luxtak": {"app_id": "A", "app_key_env": "K"}},
                 "rules": [{"type": "max_payout", "limits": {"BRL": "10"}}]}
-        made = PayoutGuard.from_config(data, provider="luxtak",
-                                       env={"K": "secret"})
-        close_guard(made)
+        with PayoutGuard.from_config(data, provider="luxtak", env={"K": "secret"}) as made:
+            pass
         assert ("luxtak", ("sufficient_funds", "max_payout")) == (made.provider,
                                                                   made.rules.names)
+
+    @pytest.mark.parametrize("name", ["build_guard", "close_guard", "guard_from_config"])
+    def test_there_is_one_way_to_build_a_guard_from_a_configuration(self, name: str) -> None:
+        """PayoutGuard.from_config is it: the older builders are gone from guard.config."""
+        import guard.config
+
+        assert not hasattr(guard.config, name)
 
     def test_guard_package_exports_load_config(self) -> None:
         """load_config and GuardConfig are importable from guard."""

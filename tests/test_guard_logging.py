@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import MutableMapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from structlog.testing import capture_logs
 
-from guard import PayoutDenied, PayoutGuard
+from guard import Decision, PayoutDenied, PayoutGuard
+from guard._judge import log_decision
 from guard.testing import FailingFetcher, StaticFetcher
 from rules import MaxBalanceAge, MaxPayout
 from tests._guard_strategies import FakeClock
@@ -98,3 +100,69 @@ class TestDecisionEvent:
             PayoutGuard(FailingFetcher(RuntimeError("api_key=sk_live_123"))).check("1", "BRL")
         assert "sk_live_123" not in repr(logs)
         assert ["balance_unavailable"] == decisions_in(logs)[0]["codes"]
+
+
+class LevelLogger:
+    """A logger that emits from *level* up and keeps what it emitted."""
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+        self.events: list[str] = []
+
+    def is_enabled_for(self, level: int) -> bool:
+        return level >= self.level
+
+    def info(self, event: str, **fields: object) -> None:  # noqa: ARG002 - a logger's signature
+        self.events.append(event)
+
+    def warning(self, event: str, **fields: object) -> None:  # noqa: ARG002 - a logger's signature
+        self.events.append(event)
+
+
+class CountedDecision(Decision):
+    """A decision that counts how often its log fields are built."""
+
+    built: ClassVar[list[str]] = []
+
+    def log_fields(self) -> dict[str, Any]:
+        self.built.append(self.decision_id)
+        return super().log_fields()
+
+
+def counted(decision: Decision) -> CountedDecision:
+    CountedDecision.built.clear()
+    return CountedDecision.model_construct(**dict(decision))
+
+
+class TestLevels:
+    @pytest.mark.parametrize(
+        ("level", "mode", "amount", "events", "built"),
+        [
+            (logging.WARNING, "enforce", "10", [], 0),
+            (logging.WARNING, "enforce", "90", [], 0),
+            (logging.WARNING, "dry_run", "90", ["payout_guard.would_deny"], 1),
+            (logging.INFO, "enforce", "10", ["payout_guard.decision"], 1),
+            (logging.INFO, "dry_run", "90",
+             ["payout_guard.decision", "payout_guard.would_deny"], 1),
+        ],
+    )
+    def test_fields_are_built_only_for_events_the_level_lets_through(
+        self, level: int, mode: str, amount: str, events: list[str], built: int
+    ) -> None:
+        """A logger filtering at WARNING costs an allowed check no log fields at all."""
+        decision = counted(make_guard(mode=mode).check(amount, "BRL"))
+        log = LevelLogger(level)
+        log_decision(log, decision)
+        assert (events, built) == (log.events, len(CountedDecision.built))
+
+    def test_a_logger_that_cannot_say_its_level_gets_every_event(self) -> None:
+        """Without is_enabled_for, the decision is logged: nothing is dropped by guessing."""
+
+        class Plain:
+            events: ClassVar[list[str]] = []
+
+            def info(self, event: str, **fields: object) -> None:  # noqa: ARG002 - a logger's signature
+                self.events.append(event)
+
+        log_decision(Plain(), make_guard().check("10", "BRL"))
+        assert ["payout_guard.decision"] == Plain.events

@@ -1,7 +1,8 @@
 """Tests for RuleSet.clearance: the verdict-free answer for payouts every rule allows.
 
 A clearance must never allow what ``evaluate`` denies or warns about, and must report the same
-bounds and reserve; these tests hold every built-in's twin (and the combinators) to that.
+bounds and reserve. Both read each rule's one ``_bounds``; these tests hold every built-in (and
+the combinators) to that.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from rules import (
     Clearance,
     Facts,
     FrozenFunds,
+    MaxBalanceAge,
     MaxPayout,
     ReserveMargin,
     Rule,
@@ -75,7 +77,7 @@ def one_rule(draw: st.DrawFn) -> tuple[Facts, RuleSet]:
 
 class TestAgreesWithEvaluate:
     @given(one_rule())
-    def test_each_builtin_twin_clears_exactly_what_its_evaluate_passes_cleanly(
+    def test_each_builtin_clears_exactly_what_its_evaluate_passes_cleanly(
         self, case: tuple[Facts, RuleSet]
     ) -> None:
         assert_clears_exactly_clean_passes(*case)
@@ -139,7 +141,7 @@ class TestBuiltins:
 
 @dataclass(frozen=True)
 class AtMost:
-    """A rule of one's own: no twin, so the clearance comes from its verdict."""
+    """A rule of one's own: no ``_bounds``, so the clearance comes from its verdict."""
 
     limit: Decimal
 
@@ -154,13 +156,13 @@ class AtMost:
 
 
 class StrictFunds(SufficientFunds):
-    """A built-in whose evaluate is overridden: its inherited twin must not be used."""
+    """A built-in whose evaluate is overridden: its inherited ``_bounds`` must not be used."""
 
     def evaluate(self, facts: Facts) -> Verdict:  # noqa: ARG002 - denies whatever the facts
         return Verdict(rule="strict_funds", passed=False, code="never", cap=D(0))
 
 
-class TestRulesWithoutTwins:
+class TestRulesWithoutBounds:
     def test_a_custom_rule_is_cleared_from_its_verdict(self) -> None:
         rules: RuleSet = all_of(SufficientFunds(), AtMost(D("20.00")))
         assert Clearance(None, D("20.00"), D("7.00")) == rules.clearance(brl("10.00"))
@@ -175,6 +177,28 @@ class TestRulesWithoutTwins:
         rules = all_of(SufficientFunds(), AtMost(D("20.00")), when(AtMost(D("5")), provider="x"))
         again = pickle.loads(pickle.dumps(rules))
         assert (rules, rules.clearance(brl("10.00"))) == (again, again.clearance(brl("10.00")))
+
+
+class TestMaxBalanceAge:
+    @given(
+        st.decimals(min_value=0, max_value=10**6, places=3),
+        st.floats(min_value=0, max_value=2e6, allow_nan=False)
+        | st.floats(allow_nan=True, allow_infinity=True),
+    )
+    def test_a_float_age_is_judged_alike_by_bounds_and_evaluate(
+        self, seconds: Decimal, age: float
+    ) -> None:
+        """The float shortcut of _bounds never passes an age that evaluate finds too old."""
+        rule = MaxBalanceAge(seconds)
+        fact = replace(brl("10.00"), age_seconds=age)
+        assert rule.evaluate(fact).passed == (all_of(rule).clearance(fact) is not None)
+
+    @given(st.decimals(min_value=0, max_value=10**6, places=3))
+    def test_an_age_equal_to_the_limit_passes(self, seconds: Decimal) -> None:
+        """Exactly as old as allowed is fresh enough, on both paths."""
+        fact = replace(brl("10.00"), age_seconds=float(seconds))
+        rule = MaxBalanceAge(seconds)
+        assert rule.evaluate(fact).passed == (all_of(rule).clearance(fact) is not None)
 
 
 @given(judged(any_of_ok=True))

@@ -28,7 +28,7 @@ from rules import (
     any_of,
     when,
 )
-from rules._money import smallest_unit
+from rules.money import smallest_unit
 from tests._facts import brl
 from tests.rules_contract import check_contract
 from tests.strategies import CURRENCIES, builtin_rules, currencies, facts, rule_trees

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 import types
@@ -14,13 +15,16 @@ import rules
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "rules"
+GUARD_DIR = ROOT / "guard"
+PUBLIC_MODULES = ["rules", "rules.builtin", "rules.config", "rules.money"]
 
 # Modules the pure engine may import. No clock (time, datetime), no logging, no network, no
-# randomness, and never guard. pathlib/os/tomllib serve rules.load reading the file it is given.
+# randomness, and never guard. pathlib/os/tomllib/json serve rules.load reading the file it is
+# given; threading is the registry's lock.
 ALLOWED_IMPORTS = {
     "__future__", "collections", "contextlib", "contextvars", "dataclasses", "decimal",
-    "functools", "io", "iso4217", "math", "os", "pathlib", "pydantic", "pydantic_core", "re",
-    "rules", "tomllib", "types", "typing", "yaml",
+    "functools", "io", "iso4217", "json", "math", "os", "pathlib", "pydantic", "pydantic_core",
+    "re", "rules", "threading", "tomllib", "types", "typing", "yaml",
 }
 
 
@@ -56,11 +60,56 @@ class TestExports:
         """The data functions are part of the public API."""
         assert {"describe", "dump", "load"} <= set(rules.__all__)
 
-    @pytest.mark.parametrize("module", ["rules.builtin", "rules.config"])
+    @pytest.mark.parametrize("module", PUBLIC_MODULES[1:])
     def test_public_submodules_have_sorted_all(self, module: str) -> None:
         """The public submodules list their names sorted too."""
         names = __import__(module, fromlist=["__all__"]).__all__
         assert sorted(names) == names
+
+    def test_money_lists_exactly_its_public_names(self) -> None:
+        """rules.money's __all__ is every public name it has, and each resolves."""
+        money = importlib.import_module("rules.money")
+        public = {
+            name for name, value in vars(money).items()
+            if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        }
+        assert public == set(money.__all__)
+
+
+def rules_names_used(path: Path) -> list[str]:
+    """Return every ``rules`` module and name that *path* imports, as ``module:name``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    used: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            used += [f"{alias.name}:" for alias in node.names if alias.name.startswith("rules")]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.module and not node.level
+            and node.module.split(".")[0] == "rules"
+        ):
+            used += [f"{node.module}:{alias.name}" for alias in node.names]
+        elif (
+            isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "rules"
+        ):
+            used.append(f"rules:{node.attr}")
+    return used
+
+
+class TestGuardUsesOnlyPublicRules:
+    @pytest.mark.parametrize(
+        "path", sorted(GUARD_DIR.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+    )
+    def test_every_rules_name_guard_imports_is_public(self, path: Path) -> None:
+        """Guard imports only public rules modules, and from them only names in __all__."""
+        private = []
+        for used in rules_names_used(path):
+            module, _, name = used.partition(":")
+            if module not in PUBLIC_MODULES or (
+                name and name not in importlib.import_module(module).__all__
+            ):
+                private.append(used)
+        assert [] == private
 
 
 class TestPurity:

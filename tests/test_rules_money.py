@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules._money import (
+from rules.money import (
     MONEY_CONTEXT,
     currency_exponent,
     is_currency,

@@ -8,8 +8,8 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from guard._config_build import build_guard, close_guard
 from guard._config_schema import GuardConfig
+from guard._guard import PayoutGuard
 from guard.cli._app import (
     EXIT_CONFIG,
     EXIT_DENIED,
@@ -48,13 +48,12 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
     or configuration error (the provider rejected the credentials too), 3 provider
     unavailable (the balance could not be read).
     """
-    guard = build_guard(load(config_path), provider)
-    try:
-        decision = guard.check(amount, currency, fee=fee, payout_id=payout_id, account=account)
-    except InvalidPayoutRequest as exc:
-        raise click.BadParameter(str(exc), param_hint="AMOUNT/CURRENCY/--fee") from None
-    finally:
-        close_guard(guard)
+    with PayoutGuard.from_config(load(config_path), provider=provider) as guard:
+        try:
+            decision = guard.check(amount, currency, fee=fee, payout_id=payout_id,
+                                   account=account)
+        except InvalidPayoutRequest as exc:
+            raise click.BadParameter(str(exc), param_hint="AMOUNT/CURRENCY/--fee") from None
     if as_json:
         click.echo(decision.model_dump_json(indent=2))
     else:

@@ -43,7 +43,7 @@ from guard.fetchers._checks import (
 from guard.fetchers._parse import BodyError, loads, shown
 from guard.fetchers._retry import AttemptFailed, RetryPolicy, run_with_retry
 from guard.fetchers._transport import DeadlineAdapter, Watch
-from rules._money import money_context
+from rules.money import money_context
 
 __all__ = [
     "DEFAULT_TIMEOUT",

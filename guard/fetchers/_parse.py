@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
 from guard._money import minor_to_major
-from rules._money import AMOUNT_GRAMMAR, money_context, normalize_currency, quantize_exact
+from rules.money import AMOUNT_GRAMMAR, money_context, normalize_currency, quantize_exact
 
 __all__ = [
     "BodyError",
@@ -33,7 +33,7 @@ __all__ = [
     "unique",
 ]
 
-# The one amount grammar (rules._money), with a sign so that a negative balance is refused
+# The one amount grammar (rules.money), with a sign so that a negative balance is refused
 # as negative rather than as unreadable.
 _MAJOR = re.compile(r"-?" + AMOUNT_GRAMMAR.pattern, re.ASCII)
 _MINOR = re.compile(r"-?[0-9]+", re.ASCII)

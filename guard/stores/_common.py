@@ -11,7 +11,7 @@ from decimal import ROUND_FLOOR, Decimal, localcontext
 
 from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
 from guard.stores._protocol import Hold
-from rules._money import MONEY_CONTEXT, currency_exponent, quantize_exact
+from rules.money import MONEY_CONTEXT, currency_exponent, quantize_exact
 
 __all__ = [
     "MAX_SECONDS",

@@ -24,7 +24,7 @@ from typing import Literal
 
 from guard.stores._common import MAX_SECONDS, mixed_currencies
 from guard.stores._protocol import Hold
-from rules._money import ADD
+from rules.money import ADD
 
 __all__ = [
     "MAX_SECONDS",

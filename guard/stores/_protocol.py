@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Literal, Protocol, runtime_checkable
 
-from rules._money import ADD
+from rules.money import ADD
 
 __all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key", "total_held"]
 

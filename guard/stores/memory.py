@@ -10,7 +10,7 @@ from decimal import Decimal
 from guard.stores import _machine as machine
 from guard.stores._common import check_seconds
 from guard.stores._protocol import Hold, HoldOutcome, total_held
-from rules._money import ADD, SUBTRACT
+from rules.money import ADD, SUBTRACT
 
 __all__ = ["InMemoryReservations"]
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
 from guard.errors import ConfigurationError, ProviderError, ProviderUnavailable
-from rules._money import normalize_currency, quantize_exact, to_decimal
+from rules.money import normalize_currency, quantize_exact, to_decimal
 
 __all__ = ["FailingFetcher", "StaticFetcher"]
 

@@ -20,7 +20,7 @@ from guard.testing.emulators._base import (
     Reply,
     parse_json,
 )
-from rules._money import normalize_currency, quantize_exact, to_decimal
+from rules.money import normalize_currency, quantize_exact, to_decimal
 
 __all__ = ["LuxCoreEmulator"]
 

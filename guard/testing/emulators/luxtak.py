@@ -22,7 +22,7 @@ from guard.testing.emulators._base import (
     parse_json,
     render_json,
 )
-from rules._money import to_decimal
+from rules.money import to_decimal
 
 __all__ = ["LuxtakEmulator", "luxtak_signature"]
 

@@ -22,7 +22,7 @@ from guard.testing.emulators._base import (
     Reply,
     parse_json,
 )
-from rules._money import to_decimal
+from rules.money import to_decimal
 
 __all__ = ["PagsmileEmulator"]
 
