@@ -14,12 +14,14 @@ counting and never grow old.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -123,6 +125,45 @@ class BalanceCache:
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
+            raise ProviderUnavailable(
+                f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
+                provider=self._fetcher.name,
+            ) from None
+        return found[currency]
+
+    async def aget_fetched(
+        self, currency: str, *, force: bool, submit: Callable[..., Future[Any]]
+    ) -> Fetched:
+        """Await *currency*'s snapshots without blocking the loop (see :meth:`get_fetched`).
+
+        A fresh entry is returned at once; otherwise the fetch already in flight (started by a
+        thread or a task) is joined, or one is started with *submit* (the guard's thread
+        pool). Awaiting tasks share one fetch, and give up after ``wait_timeout`` with
+        ``ProviderUnavailable``; a cancelled task leaves the fetch running for the others.
+        """
+        if not force:
+            entry = self._entries.get(currency)
+            if entry is not None and self._clock() < entry.expires:
+                return entry.found
+        if self._ttl <= 0:
+            future: Future[dict[str, Fetched]] = submit(self._fetch, currency)
+        else:
+            with self._lock:
+                entry = self._entries.get(currency)
+                if entry is not None and not force and self._clock() < entry.expires:
+                    return entry.found
+                found_future = self._inflight.get(currency)
+                leader = found_future is None
+                if found_future is None:
+                    found_future = self._inflight[currency] = Future()
+            future = found_future
+            if leader:
+                submit(self._lead, currency, future)
+        try:
+            found = await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
+            )
+        except TimeoutError:
             raise ProviderUnavailable(
                 f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
                 provider=self._fetcher.name,

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from guard._config_schema import GuardConfig
-from guard._guard import PayoutGuard
+from guard._sync import PayoutGuard
 from guard.cli._app import (
     EXIT_CONFIG,
     EXIT_DENIED,
