@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from guard.stores import (
     ReservationStore,
     SqliteReservations,
 )
-from guard.testing import FakeClock
+from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import LuxtakEmulator
 from rules import MaxBalanceAge, Rule
 from tests._redis_server import shared_redis
@@ -205,3 +206,15 @@ class TestProviderClockSkew:
         guard.check("1.00", "USD")
         assert 2 == emulator.balance_requests
         guard.close()
+
+    def test_a_static_balance_stamped_120_s_ahead_does_not_drop_holds(
+        self, store: ReservationStore
+    ) -> None:
+        """A StaticFetcher balance stamped 120 s in the future: one 80.00 of three goes out."""
+        clock = FakeClock(time.time())
+        ahead = datetime.fromtimestamp(clock.time() + 120, UTC)
+        fetcher = StaticFetcher({"USD": {"available": "100.00", "as_of": ahead}}, clock=clock)
+        guard = PayoutGuard(fetcher, reservations=store, clock=clock, cache_ttl=60)
+        assert 1 == _pay_80_three_times(guard)
+        assert "clock_skew" in {w.code for w in guard.check("1.00", "USD").warnings}
+

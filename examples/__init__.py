@@ -1,0 +1,1 @@
+"""Runnable examples; the test suite runs each of them."""
