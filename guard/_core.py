@@ -169,6 +169,17 @@ _STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
 }
 
 
+_FETCH_STEPS: dict[tuple[str, bool], FetchBalances] = {}
+
+
+def _fetch_step(currency: str, fresh: bool) -> FetchBalances:
+    """Return the (immutable, so shared) step that fetches *currency*: one less tuple a check."""
+    step = _FETCH_STEPS.get((currency, fresh))
+    if step is None:
+        step = _FETCH_STEPS[currency, fresh] = FetchBalances(currency, fresh)
+    return step
+
+
 def store_call(store: Any, step: StoreStep) -> Any:
     """Ask *store* for *step*: its answer, or an awaitable of it from an asyncio store."""
     return _STORE_CALLS[type(step)](store, step)
@@ -182,6 +193,7 @@ def run(flow: Flow[T], perform: Callable[[Step], Any]) -> T:
 
     An ``Exception`` from *perform* is thrown into the flow, which decides what it means.
     """
+    send = flow.send
     try:
         step = next(flow)
         while True:
@@ -190,7 +202,7 @@ def run(flow: Flow[T], perform: Callable[[Step], Any]) -> T:
             except Exception as exc:  # noqa: BLE001 - the flow decides what each failure means
                 step = flow.throw(exc)
             else:
-                step = flow.send(answer)
+                step = send(answer)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return] # the flow's declared return type
 
@@ -260,7 +272,10 @@ class Core:
 
     def check(self, request: Request) -> Flow[Decision]:
         """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``."""
-        decision, _ = yield from self.judge(request)
+        # judge(request), one generator level less: every step of every check passes here.
+        decision, _ = yield from self._judge_once(request, fresh=False, clear=True)
+        if not decision.allowed and "stale_balance" in decision.codes:
+            decision, _ = yield from self._judge_once(request, fresh=True, clear=True)
         if request.payout_id is not None:
             decision = yield from self._unless_taken(request.payout_id, decision)
         return decision
@@ -362,11 +377,11 @@ class Core:
         (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
         judged once more, on a fresh one.
         """
-        decision, snapshot = yield from self._judge_once(request, fresh=False, clear=clear)
-        if not decision.allowed and "stale_balance" in decision.codes:
+        judged = yield from self._judge_once(request, fresh=False, clear=clear)
+        if not judged[0].allowed and "stale_balance" in judged[0].codes:
             # The cache may hold an old answer: judge a stale balance once more, fresh.
-            decision, snapshot = yield from self._judge_once(request, fresh=True, clear=clear)
-        return decision, snapshot
+            judged = yield from self._judge_once(request, fresh=True, clear=clear)
+        return judged
 
     def emit(self, decision: Decision) -> None:
         """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
@@ -386,7 +401,7 @@ class Core:
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         provider = self.provider
         try:
-            fetched: Fetched = yield FetchBalances(request.currency, fresh)
+            fetched: Fetched = yield _fetch_step(request.currency, fresh)
         except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
             return self._unavailable(request, exc), None
         now = self.clocks.time()

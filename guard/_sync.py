@@ -11,7 +11,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any
 
-from guard._core import FetchBalances, Flow, Release, Reserved, Step, run, store_call
+from guard._core import FetchBalances, Flow, ReadHeld, Release, Reserved, Step, run, store_call
 from guard._guard import GuardBase
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles, SyncAdmit
@@ -166,6 +166,9 @@ class PayoutGuard(GuardBase):
         """Do *step*: read the balance cache or ask the store."""
         if isinstance(step, FetchBalances):
             return self.cache.get_fetched(step.currency, force=step.fresh)
+        if isinstance(step, ReadHeld):  # every check: asked directly, not through store_call
+            return self.reservations.reserved(step.key, counted_since=step.counted_since,
+                                              now=step.now)
         return store_call(self.reservations, step)
 
     def _run(self, flow: Flow[Any]) -> Any:
