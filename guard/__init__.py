@@ -1,11 +1,13 @@
 """payout-guard: decide, with reasons, whether the money for a payout is really there."""
 
+from guard._async import AsyncPayoutGuard, Reserving
+from guard._clock import Clock, Clocks
 from guard._config import load_config
 from guard._config_schema import GuardConfig
-from guard._guard import Clock, PayoutGuard
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
-from guard._reservation import Reservation
+from guard._reservation import AsyncReservation, Reservation
+from guard._sync import PayoutGuard
 from guard.errors import (
     ConfigurationError,
     GuardError,
@@ -22,8 +24,11 @@ from guard.errors import (
 )
 
 __all__ = [
+    "AsyncPayoutGuard",
+    "AsyncReservation",
     "BalanceSnapshot",
     "Clock",
+    "Clocks",
     "ConfigurationError",
     "Decision",
     "Decorator",
@@ -43,6 +48,7 @@ __all__ = [
     "ProviderUnavailable",
     "Reason",
     "Reservation",
+    "Reserving",
     "StoreUnavailable",
     "load_config",
 ]

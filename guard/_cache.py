@@ -1,59 +1,96 @@
 """A short-lived balance cache in which concurrent misses share one provider request.
 
 A payout run of thousands must cost a handful of balance calls (LuxCore allows about 100 a
-minute per key). Entries live ``ttl`` seconds on the guard's clock; while one thread fetches a
+minute per key). Entries live ``ttl`` seconds on the guard's monotonic clock (a wall clock
+stepping neither keeps a balance forever nor drops it early); while one thread fetches a
 currency, the others asking for it wait for that same fetch (single flight), bounded by
 ``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
+
+Each fetch is stamped with its local receive time. A snapshot stamped later than that (a
+provider clock ahead of ours) is kept at the receive time, and the skew is remembered for the
+decision's ``clock_skew`` warning: a balance from the future would otherwise stop holds
+counting and never grow old.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
+import structlog
+
+from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
 from guard.errors import ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
 from rules.money import money_context
 
-__all__ = ["BalanceCache"]
+__all__ = ["SKEW_WARNING", "BalanceCache", "Fetched"]
 
 # currency -> account -> snapshot; an empty inner dict records "currency not held".
-_Found = dict[str, dict[str | None, BalanceSnapshot]]
+_ByAccount = dict[str | None, BalanceSnapshot]
+_Found = dict[str, _ByAccount]
+
+SKEW_WARNING = 30.0
+"""Seconds a provider's clock may run ahead of ours before decisions warn ``clock_skew``."""
+
+_log = structlog.get_logger("payout_guard")
+
+
+class Fetched(NamedTuple):
+    """One currency's snapshots and when they arrived here.
+
+    Attributes:
+        by_account: Account -> snapshot (``as_of`` never later than ``received_at``).
+        received_at: Wall time of arrival, seconds since the epoch.
+        received_mono: Monotonic time of arrival (for the balance's age).
+        skew: Seconds the provider's stamp was ahead of ``received_at`` (0 when not ahead).
+    """
+
+    by_account: _ByAccount
+    received_at: float
+    received_mono: float
+    skew: float
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     fetched: float
     expires: float
-    by_account: dict[str | None, BalanceSnapshot]
+    found: Fetched
 
 
 class BalanceCache:
-    """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time."""
+    """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time.
+
+    *clock* gives the monotonic time entries expire on and the wall time they arrived at;
+    *wait_timeout* bounds how long a check waits for another thread's fetch.
+    """
 
     def __init__(
         self,
         fetcher: BalanceFetcher,
         *,
         ttl: float,
-        clock: Callable[[], float],
+        clock: Clock | None = None,
         wait_timeout: float = 60.0,
     ) -> None:
         self._fetcher = fetcher
         self._ttl = ttl
-        self._clock = clock
+        self._clocks = clocks_of(clock)
+        self._clock = self._clocks.monotonic
         self._wait_timeout = wait_timeout
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
-        self._inflight: dict[str, Future[_Found]] = {}
+        self._inflight: dict[str, Future[dict[str, Fetched]]] = {}
 
-    def get(
-        self, currency: str, *, force: bool = False
-    ) -> dict[str | None, BalanceSnapshot]:
+    def get(self, currency: str, *, force: bool = False) -> _ByAccount:
         """Return *currency*'s snapshots by account (empty if the provider does not hold it).
 
         Args:
@@ -63,6 +100,10 @@ class BalanceCache:
         Raises:
             Exception: whatever the fetcher raised (the guard turns it into a denial).
         """
+        return self.get_fetched(currency, force=force).by_account
+
+    def get_fetched(self, currency: str, *, force: bool = False) -> Fetched:
+        """Return *currency*'s snapshots with their arrival time (see :meth:`get`)."""
         if self._ttl <= 0:
             return self._fetch(currency)[currency]
         if not force:
@@ -70,11 +111,11 @@ class BalanceCache:
             # and a lock taken on every check costs threads more than the check itself.
             entry = self._entries.get(currency)
             if entry is not None and self._clock() < entry.expires:
-                return entry.by_account
+                return entry.found
         with self._lock:
             entry = self._entries.get(currency)
             if entry is not None and not force and self._clock() < entry.expires:
-                return entry.by_account
+                return entry.found
             future = self._inflight.get(currency)
             leader = future is None
             if future is None:
@@ -84,6 +125,45 @@ class BalanceCache:
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
+            raise ProviderUnavailable(
+                f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
+                provider=self._fetcher.name,
+            ) from None
+        return found[currency]
+
+    async def aget_fetched(
+        self, currency: str, *, force: bool, submit: Callable[..., Future[Any]]
+    ) -> Fetched:
+        """Await *currency*'s snapshots without blocking the loop (see :meth:`get_fetched`).
+
+        A fresh entry is returned at once; otherwise the fetch already in flight (started by a
+        thread or a task) is joined, or one is started with *submit* (the guard's thread
+        pool). Awaiting tasks share one fetch, and give up after ``wait_timeout`` with
+        ``ProviderUnavailable``; a cancelled task leaves the fetch running for the others.
+        """
+        if not force:
+            entry = self._entries.get(currency)
+            if entry is not None and self._clock() < entry.expires:
+                return entry.found
+        if self._ttl <= 0:
+            future: Future[dict[str, Fetched]] = submit(self._fetch, currency)
+        else:
+            with self._lock:
+                entry = self._entries.get(currency)
+                if entry is not None and not force and self._clock() < entry.expires:
+                    return entry.found
+                found_future = self._inflight.get(currency)
+                leader = found_future is None
+                if found_future is None:
+                    found_future = self._inflight[currency] = Future()
+            future = found_future
+            if leader:
+                submit(self._lead, currency, future)
+        try:
+            found = await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
+            )
+        except TimeoutError:
             raise ProviderUnavailable(
                 f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
                 provider=self._fetcher.name,
@@ -102,10 +182,10 @@ class BalanceCache:
             entry = self._entries.get(currency)
             if entry is not None and entry.expires > entry.fetched + within:
                 self._entries[currency] = _Entry(
-                    entry.fetched, entry.fetched + within, entry.by_account
+                    entry.fetched, entry.fetched + within, entry.found
                 )
 
-    def _lead(self, currency: str, future: Future[_Found]) -> _Found:
+    def _lead(self, currency: str, future: Future[dict[str, Fetched]]) -> dict[str, Fetched]:
         try:
             found = self._fetch(currency)
         except BaseException as exc:
@@ -115,17 +195,34 @@ class BalanceCache:
             raise
         fetched = self._clock()
         with self._lock:
-            for code, by_account in found.items():
-                self._entries[code] = _Entry(fetched, fetched + self._ttl, by_account)
+            for code, one in found.items():
+                self._entries[code] = _Entry(fetched, fetched + self._ttl, one)
             del self._inflight[currency]
         future.set_result(found)
         return found
 
-    def _fetch(self, currency: str) -> _Found:
+    def _fetch(self, currency: str) -> dict[str, Fetched]:
         # Fetchers parse amounts: in the money context, never in whatever the caller set.
         with money_context():
             snapshots = self._fetcher.fetch(currency)
-        found: _Found = {currency: {}}
+        wall, mono = self._clocks.time(), self._clocks.monotonic()
+        received = datetime.fromtimestamp(wall, UTC)
+        grouped: _Found = {currency: {}}
+        skews: dict[str, float] = {}
         for snap in snapshots:
-            found.setdefault(snap.currency, {})[snap.account] = snap
-        return found
+            ahead = snap.as_of.timestamp() - wall
+            if ahead > 0:
+                # Stamped in our future: use it as of its arrival, and say by how much.
+                skews[snap.currency] = max(skews.get(snap.currency, 0.0), ahead)
+                snap = snap.model_copy(update={"as_of": received})  # noqa: PLW2901 - clamped
+            grouped.setdefault(snap.currency, {})[snap.account] = snap
+        worst = max(skews.values(), default=0.0)
+        if worst > SKEW_WARNING:
+            _log.warning(
+                "payout_guard.clock_skew", provider=self._fetcher.name,
+                skew_seconds=round(worst, 3), currencies=sorted(skews),
+            )
+        return {
+            code: Fetched(by_account, wall, mono, skews.get(code, 0.0))
+            for code, by_account in grouped.items()
+        }

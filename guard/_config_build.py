@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from guard._clock import Clock
 from guard._config import ConfigSource, load_config
 from guard._config_schema import (
     GuardConfig,
@@ -20,7 +21,6 @@ from guard._config_schema import (
     PagsmileProvider,
     ProviderConfig,
 )
-from guard._guard import Clock, PayoutGuard
 from guard._models import BalanceSnapshot
 from guard.errors import ConfigurationError
 from guard.fetchers import (
@@ -33,11 +33,12 @@ from guard.fetchers import (
 from guard.stores import InMemoryReservations, ReservationStore
 
 if TYPE_CHECKING:
+    from guard._guard import GuardBase
     from guard.fetchers._http import Timeout
 
 __all__ = ["NamedFetcher", "build_fetcher", "build_reservations", "configured_guard"]
 
-GuardT = TypeVar("GuardT", bound=PayoutGuard)
+GuardT = TypeVar("GuardT", bound="GuardBase")
 
 
 class NamedFetcher:

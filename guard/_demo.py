@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from guard._config import load_text
 from guard._config_build import build_reservations
 from guard._config_schema import GuardConfig
-from guard._guard import PayoutGuard
 from guard._models import Decision
+from guard._sync import PayoutGuard
 from guard.errors import PayoutDenied
 from guard.testing.emulators import Fault, LuxCoreEmulator, LuxtakEmulator, PagsmileEmulator
 

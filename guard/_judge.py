@@ -12,7 +12,8 @@ from pydantic import BaseModel
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._request import Request
-from guard.errors import ProviderError, StoreUnavailable
+from guard._text import printable
+from guard.errors import ProviderAuthError, ProviderError, StoreUnavailable
 from guard.stores import Hold
 from rules import Clearance, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
@@ -259,7 +260,9 @@ def unavailable_reason(
     """
     what = type(exc).__name__
     # Only our own errors are known to carry no secrets in their text.
-    detail = f": {exc}" if isinstance(exc, ProviderError) else ""
+    detail = f": {printable(str(exc), 400)}" if isinstance(exc, ProviderError) else ""
+    if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
+        return credentials_reason(provider, currency, detail, allowed=allowed)
     outcome = (
         "allowed without a balance check because fail_open=True" if allowed
         else "the payout was not sent and can be retried later"
@@ -272,6 +275,29 @@ def unavailable_reason(
         rule="guard",
         retryable=True,
         details={},
+    )
+
+
+def credentials_reason(provider: str, currency: str, detail: str, *, allowed: bool) -> Reason:
+    """Return the ``balance_unavailable`` reason for credentials the provider rejected.
+
+    Not retryable: the same request fails the same way until someone fixes the credentials,
+    so it says so, and says nothing about trying again. ``details["cause"]`` is
+    ``"credentials"`` so that alerts can tell it from an outage.
+    """
+    outcome = (
+        "allowed without a balance check because fail_open=True" if allowed
+        else "the payout was not sent; fix the credentials (key, permissions, IP allow-list)"
+    )
+    return Reason.model_construct(
+        code="balance_unavailable",
+        message=(
+            f"{provider} rejected the credentials used to read the {currency} balance"
+            f"{detail}; {outcome}"
+        ),
+        rule="guard",
+        retryable=False,
+        details={"cause": "credentials"},
     )
 
 
@@ -348,4 +374,22 @@ def duplicate_reason(payout_id: str, held: Hold) -> Reason:
         rule="guard",
         retryable=held.state == "pending",
         details={"state": held.state, "held": held.held},
+    )
+
+
+def skew_reason(provider: str, skew: float) -> Reason:
+    """Return the ``clock_skew`` warning for a balance stamped *skew* seconds in our future.
+
+    The balance was used as of its arrival here; the warning says which clock to check.
+    """
+    seconds_ahead = Decimal(round(skew)) if skew < 1e9 else Decimal(10**9)
+    return Reason.model_construct(
+        code="clock_skew",
+        message=(
+            f"{provider} stamped the balance {seconds_ahead} s ahead of the local clock; it was "
+            f"used as of its arrival here (check NTP on this host, or tell the provider)"
+        ),
+        rule="guard",
+        retryable=False,
+        details={"skew_seconds": seconds_ahead},
     )

@@ -101,8 +101,10 @@ class Reason(BaseModel):
         message: What a person should read, with the numbers.
         rule: The rule that produced it (``"guard"`` for the guard's own reasons).
         retryable: Whether the same payout may be allowed later.
-        details: Observed and required amounts, and words such as ``state`` for the guard's
-            own reasons (``duplicate_payout`` gives the state of the hold under the id).
+        details: Observed and required amounts, and words for the guard's own reasons:
+            ``state`` on a ``duplicate_payout`` (the state of the hold under the id),
+            ``"cause": "credentials"`` on a ``balance_unavailable`` whose credentials were
+            rejected.
     """
 
     model_config = _FROZEN

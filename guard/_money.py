@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from guard._text import quoted
 from guard.errors import InvalidPayoutRequest
 from rules.money import (
     currency_exponent,
@@ -48,12 +49,15 @@ def parse_amount(
 ) -> Decimal:
     """Return *value* as a ``Decimal`` exact at *currency*'s exponent.
 
-    Accepts ``Decimal``, ``str`` and ``int`` in major units. ``"10"`` BRL becomes
-    ``Decimal("10.00")``.
+    Accepts ``Decimal``, ``int`` and ``str`` in major units, a string in the one amount
+    grammar (ASCII digits with at most one ``.``: see ``rules.money.AMOUNT_GRAMMAR``).
+    ``"10"`` BRL becomes ``Decimal("10.00")``.
 
     Raises:
-        InvalidPayoutRequest: *value* is a float, not a number, NaN, infinite, zero (unless
+        InvalidPayoutRequest: *value* is a float, a string outside the grammar (a sign,
+            spaces, ``_``, an exponent, non-ASCII digits), NaN, infinite, zero (unless
             *allow_zero*), negative, or has more decimal places than the currency allows.
+            The message quotes at most 60 characters of *value*.
     """
     try:
         number = to_decimal(value)
@@ -61,7 +65,7 @@ def parse_amount(
         raise InvalidPayoutRequest(f"{field}: {exc}") from None
     if number < 0 or (number == 0 and not allow_zero):
         raise InvalidPayoutRequest(
-            f"{field} must be {'zero or ' if allow_zero else ''}positive, got {value!r}"
+            f"{field} must be {'zero or ' if allow_zero else ''}positive, got {quoted(value)}"
         )
     try:
         return quantize_exact(number, currency)

@@ -1,19 +1,21 @@
-"""``PayoutGuard.protect``: the guard as a decorator on the function that sends payouts."""
+"""``protect``: the guard as a decorator on the function that sends payouts.
+
+The decorator only binds arguments and runs the body; how a call is admitted (reserved or
+checked) and how its hold ends is the guard's (``PayoutGuard`` for plain and ``async def``
+functions, ``AsyncPayoutGuard`` for ``async def`` ones).
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from guard._reservation import ExceptionTypes, Reservation
-from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
+from guard.errors import ConfigurationError, InvalidPayoutRequest
 
-if TYPE_CHECKING:
-    from guard._guard import PayoutGuard
-
-__all__ = ["Decorator", "make_decorator"]
+__all__ = ["AsyncAdmit", "Decorator", "Settles", "SyncAdmit"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -21,21 +23,54 @@ Spec = str | Callable[[dict[str, Any]], Any] | None
 Getter = Callable[[dict[str, Any]], Any]
 
 
+class Settles(Protocol):
+    """A hold an ``async def`` payout ends when it returns or raises."""
+
+    async def settle(
+        self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
+    ) -> None:
+        """End the hold as leaving the payout with *exc* says (see ``Reservation.settle``)."""
+        ...
+
+
+SyncAdmit = Callable[[dict[str, Any]], Reservation | None]
+"""Judge one call (reserve with a payout id, else check); raise ``PayoutDenied`` to refuse."""
+AsyncAdmit = Callable[[dict[str, Any]], Awaitable[Settles | None]]
+"""The same for an ``async def`` call."""
+
+
 class Decorator:
-    """What ``protect(...)`` returns: call it on a payout function."""
+    """What ``protect(...)`` returns: call it on a payout function.
+
+    Args:
+        specs: Option -> parameter name or getter (``None``: not asked for).
+        uncertain_on: Replaces the guard's ``uncertain_on`` for this function.
+        admit: How a plain function's call is admitted (``None``: the guard cannot).
+        aadmit: How an ``async def`` function's call is admitted.
+        guard_name: The guard's class, for messages.
+    """
 
     def __init__(
-        self, guard: PayoutGuard, specs: dict[str, Spec], uncertain_on: ExceptionTypes | None
+        self,
+        specs: dict[str, Spec],
+        *,
+        uncertain_on: ExceptionTypes | None,
+        admit: SyncAdmit | None,
+        aadmit: AsyncAdmit,
+        guard_name: str,
     ) -> None:
-        self._guard = guard
         self._specs = specs
         self._uncertain_on = uncertain_on
+        self._admit = admit
+        self._aadmit = aadmit
+        self._guard_name = guard_name
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Return *func* guarded.
 
         Raises:
-            ConfigurationError: an option names a parameter *func* does not have.
+            ConfigurationError: an option names a parameter *func* does not have, or *func*
+                is a plain function and the guard only runs ``async def`` ones.
         """
         signature = inspect.signature(func)
         getters = {
@@ -43,8 +78,8 @@ class Decorator:
             for option, spec in self._specs.items()
             if spec is not None
         }
-        guard = self._guard
         uncertain_on = self._uncertain_on
+        admit, aadmit = self._admit, self._aadmit
         needs_id = "payout_id" in getters
 
         def ask(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -65,29 +100,33 @@ class Decorator:
 
             @functools.wraps(func)
             async def async_guarded(*args: P.args, **kwargs: P.kwargs) -> Any:
-                request = ask(args, kwargs)
                 # Cancelled while the hold is being taken: the hold, once taken, is released.
-                reservation = await guard.threads.run_keeping(
-                    _give_back, _admit, guard, request
-                )
+                reservation = await aadmit(ask(args, kwargs))
                 if reservation is None:
                     return await func(*args, **kwargs)
                 try:
                     result = await func(*args, **kwargs)
                 except BaseException as exc:
                     # Cancelled during the body: the money may have left, so it is uncertain.
-                    await guard.threads.run_shielded(
-                        reservation.settle, exc, uncertain_on=uncertain_on
-                    )
+                    await reservation.settle(exc, uncertain_on=uncertain_on)
                     raise
-                await guard.threads.run_shielded(reservation.settle, None)
+                await reservation.settle(None)
                 return result
 
             return cast("Callable[P, R]", async_guarded)
 
+        if admit is None:
+            raise ConfigurationError(
+                f"{self._guard_name}.protect guards async def functions; "
+                f"{getattr(func, '__qualname__', 'this function')} is a plain function (use "
+                f"PayoutGuard for it)",
+                path="protect",
+            )
+        blocking_admit = admit
+
         @functools.wraps(func)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            reservation = _admit(guard, ask(args, kwargs))
+            reservation = blocking_admit(ask(args, kwargs))
             if reservation is None:
                 return func(*args, **kwargs)
             try:
@@ -99,20 +138,6 @@ class Decorator:
             return result
 
         return guarded
-
-
-def _admit(guard: PayoutGuard, request: dict[str, Any]) -> Reservation | None:
-    """Judge one call; return the reservation to hold during it, or ``None`` for a plain check.
-
-    Raises:
-        PayoutDenied: denied while enforcing.
-    """
-    if "payout_id" in request:
-        return guard.reserve(**request)
-    decision = guard.check(**request)
-    if not decision.allowed and guard.mode == "enforce":
-        raise PayoutDenied(decision)
-    return None
 
 
 def _getter(option: str, spec: Spec, signature: inspect.Signature, func: object) -> Getter:
@@ -147,16 +172,3 @@ def _getter(option: str, spec: Spec, signature: inspect.Signature, func: object)
         return extra[spec]
 
     return from_kwargs
-
-
-def _give_back(reservation: Reservation | None) -> None:
-    """Release a hold taken for a call whose task was cancelled before its body ran."""
-    if reservation is not None:
-        reservation.release()
-
-
-def make_decorator(
-    guard: PayoutGuard, *, uncertain_on: ExceptionTypes | None, **specs: Spec
-) -> Decorator:
-    """Return the decorator for ``PayoutGuard.protect``."""
-    return Decorator(guard, specs, uncertain_on)

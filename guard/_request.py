@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from guard._models import BalanceSnapshot
 from guard._money import parse_amount, parse_currency, zero
+from guard._text import quoted
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 __all__ = [
@@ -116,9 +117,10 @@ def optional_text(value: object, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_ID:
-        shown = repr(value)[:_SHOWN]
+        shown = quoted(value) if isinstance(value, str) else type(value).__name__
         raise InvalidPayoutRequest(
             f"{name} must be a non-empty string of at most {_MAX_ID} characters, got {shown}"
+            + (f" ({len(value)} characters)" if isinstance(value, str) else "")
         )
     return value
 

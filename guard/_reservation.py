@@ -1,4 +1,4 @@
-"""The handle of one payout's hold: ``Reservation``, and the rules for leaving it.
+"""The handle of one payout's hold: ``Reservation`` and ``AsyncReservation``, and how they end.
 
 A reservation knows the secret owner token of the hold it took; the store acts on that hold
 only when the token matches, so a stale or duplicated handle can never commit or release a
@@ -10,17 +10,23 @@ hold another reservation took. How the payout ends decides what happens to the h
   which covers timeouts, connection errors and every ``requests`` exception), or a
   ``BaseException`` that is not an ``Exception`` (cancellation, ``KeyboardInterrupt``):
   **uncertain**, so it keeps counting and its id is not sent again until resolved.
+
+What each ending asks of the store is written once, as flows of core steps (``Commit``,
+``Release``, ``MarkUncertain``) in ``_Handle``; ``Reservation`` runs them with blocking calls
+and ``AsyncReservation`` awaits them, each with the driver of the guard that made it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import structlog
 
+from guard._core import Commit, Flow, MarkUncertain, Release
 from guard._models import Decision
 from guard.errors import (
     ConfigurationError,
@@ -28,9 +34,21 @@ from guard.errors import (
     PayoutNotSent,
     PayoutOutcomeUnknown,
 )
-from guard.stores import Hold, ReservationStore
+from guard.stores import Hold
 
-__all__ = ["DEFAULT_UNCERTAIN_ON", "Ending", "Reservation", "ending", "uncertain_on_option"]
+__all__ = [
+    "DEFAULT_UNCERTAIN_ON",
+    "AsyncReservation",
+    "Ending",
+    "Reservation",
+    "ending",
+    "uncertain_on_option",
+]
+
+T = TypeVar("T")
+
+# Endings that outlived a cancelled task run on as tasks: asyncio keeps only weak references.
+_finishing: set[asyncio.Future[Any]] = set()
 
 State = Literal["pending", "committed", "released", "uncertain", "none"]
 Ending = Literal["commit", "release", "uncertain"]
@@ -68,7 +86,127 @@ def ending(exc: BaseException | None, uncertain_on: ExceptionTypes) -> Ending:
     return "release"
 
 
-class Reservation:
+class _Handle:
+    """What both reservations share: their state, and a flow for each way a hold ends.
+
+    Attributes:
+        decision: The decision that allowed (or, in dry-run mode, would have denied) the payout.
+        payout_id: The idempotency key.
+        hold: The hold in the store (without its owner token), or ``None`` when nothing is
+            held (dry-run mode).
+    """
+
+    def __init__(
+        self,
+        decision: Decision,
+        hold: Hold | None,
+        *,
+        clock: Callable[[], float],
+        uncertain_ttl: float,
+        uncertain_on: ExceptionTypes,
+        on_commit: Callable[[str], None],
+    ) -> None:
+        self.decision = decision
+        self.payout_id = decision.payout_id or ""
+        self.hold = None if hold is None else hold.public()
+        self._owner = "" if hold is None else hold.owner
+        self._clock = clock
+        self._uncertain_ttl = uncertain_ttl
+        self._uncertain_on = uncertain_on
+        self._on_commit = on_commit
+        self._state: State = "none" if hold is None else hold.state
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(payout_id={self.payout_id[:40]!r}, "
+            f"amount={self.decision.amount}, currency={self.decision.currency!r}, "
+            f"state={self._state!r})"
+        )
+
+    @property
+    def state(self) -> State:
+        """Return ``pending``, ``committed``, ``released``, ``uncertain`` or ``none``."""
+        return self._state
+
+    def _commit(self) -> Flow[None]:
+        if self._state in ("none", "committed"):
+            return
+        if self._state == "released":
+            raise GuardError(
+                f"payout {self.payout_id[:40]!r} was released; it cannot be committed"
+            )
+        hold = yield Commit(self.payout_id, self._owner, self._clock())
+        if hold is None:
+            raise self._lost("the commit was not recorded")
+        self.hold = hold.public()
+        self._state = "committed"
+        _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id)
+        self._on_commit(self.decision.currency)
+
+    def _release(self) -> Flow[bool]:
+        if self._state != "pending":
+            return False
+        released: bool = yield Release(self.payout_id, self._owner)
+        self._state = "released"
+        if released:
+            _log.debug("payout_guard.hold", change="released", payout_id=self.payout_id)
+        return released
+
+    def _mark_uncertain(self) -> Flow[Hold | None]:
+        if self._state in ("none", "committed", "uncertain"):
+            return self.hold
+        if self._state == "released":
+            raise GuardError(
+                f"payout {self.payout_id[:40]!r} was released; it cannot be marked uncertain"
+            )
+        now = self._clock()
+        hold = yield MarkUncertain(self.payout_id, self._owner, now, now + self._uncertain_ttl)
+        if hold is None:
+            raise self._lost("it could not be marked uncertain")
+        self.hold = hold.public()
+        self._state = hold.state
+        _log.warning(
+            "payout_guard.hold", change="uncertain", payout_id=self.payout_id,
+            amount=str(hold.held), currency=hold.currency,
+        )
+        return self.hold
+
+    def _settle(self, exc: BaseException | None, uncertain_on: ExceptionTypes | None) -> Flow[None]:
+        how = ending(exc, self._uncertain_on if uncertain_on is None else uncertain_on)
+        if how == "commit":
+            yield from self._commit()
+            return
+        try:
+            if how == "release":
+                yield from self._release()
+            else:
+                yield from self._mark_uncertain()
+        except GuardError as trouble:
+            _log.error(
+                "payout_guard.hold_not_settled", payout_id=self.payout_id, wanted=how,
+                error=type(trouble).__name__, message=str(trouble),
+            )
+
+    def _lost(self, what: str) -> GuardError:
+        return GuardError(
+            f"the hold for payout {self.payout_id[:40]!r} is gone from the store or now belongs "
+            f"to another reservation (its ttl passed and the id was reserved again); {what}. "
+            f"Check the provider for this payout"
+        )
+
+
+_SETTLE_DOC = """End the hold the way leaving the payout with *exc* (``None``: normally) says.
+
+        Used when a ``with`` block or a ``protect``-ed call ends. When the payout failed,
+        trouble ending the hold is logged (``payout_guard.hold_not_settled``) rather than
+        raised, so the payout's own exception is the one the caller sees.
+
+        Raises:
+            GuardError: *exc* is ``None`` and the commit failed (see ``commit``).
+        """
+
+
+class Reservation(_Handle):
     """Funds held for one payout between the check and the provider's answer.
 
     Use it as a context manager: on normal exit the hold is committed; on an exception it is
@@ -83,38 +221,12 @@ class Reservation:
     """
 
     def __init__(
-        self,
-        decision: Decision,
-        hold: Hold | None,
-        *,
-        store: ReservationStore,
-        clock: Callable[[], float],
-        uncertain_ttl: float,
-        uncertain_on: ExceptionTypes,
-        on_commit: Callable[[str], None],
+        self, decision: Decision, hold: Hold | None, *, run: Callable[[Flow[Any]], Any],
+        **options: Any,
     ) -> None:
-        self.decision = decision
-        self.payout_id = decision.payout_id or ""
-        self.hold = None if hold is None else hold.public()
-        self._owner = "" if hold is None else hold.owner
-        self._store = store
-        self._clock = clock
-        self._uncertain_ttl = uncertain_ttl
-        self._uncertain_on = uncertain_on
-        self._on_commit = on_commit
+        super().__init__(decision, hold, **options)
+        self._run = run
         self._lock = threading.Lock()
-        self._state: State = "none" if hold is None else hold.state
-
-    def __repr__(self) -> str:
-        return (
-            f"Reservation(payout_id={self.payout_id[:40]!r}, amount={self.decision.amount}, "
-            f"currency={self.decision.currency!r}, state={self._state!r})"
-        )
-
-    @property
-    def state(self) -> State:
-        """Return ``pending``, ``committed``, ``released``, ``uncertain`` or ``none``."""
-        return self._state
 
     def commit(self) -> None:
         """Record that the payout was sent. Does nothing when nothing is held.
@@ -128,19 +240,7 @@ class Reservation:
             StoreUnavailable: the store did not answer; the hold stays pending until its ttl.
         """
         with self._lock:
-            if self._state in ("none", "committed"):
-                return
-            if self._state == "released":
-                raise GuardError(
-                    f"payout {self.payout_id[:40]!r} was released; it cannot be committed"
-                )
-            hold = self._store.commit(self.payout_id, owner=self._owner, now=self._clock())
-            if hold is None:
-                raise self._lost("the commit was not recorded")
-            self.hold = hold.public()
-            self._state = "committed"
-        _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id)
-        self._on_commit(self.decision.currency)
+            self._run(self._commit())
 
     def release(self) -> bool:
         """Give the held funds back (the payout was not sent); return whether it did.
@@ -149,72 +249,31 @@ class Reservation:
         payout may have left, and a hold another reservation took is not this one's.
         """
         with self._lock:
-            if self._state != "pending":
-                return False
-            released = self._store.release(self.payout_id, owner=self._owner)
-            self._state = "released"
-        if released:
-            _log.debug("payout_guard.hold", change="released", payout_id=self.payout_id)
-        return released
+            released: bool = self._run(self._release())
+            return released
 
     def mark_uncertain(self) -> Hold | None:
         """Keep the funds held because the payout may or may not have left; return the hold.
 
         The hold counts like a committed one, and its payout id is not sent again, until
         ``guard.resolve(payout_id, sent=...)`` or until ``uncertain_ttl`` passes. Does nothing
-        (returns ``None``) when nothing is held; a committed hold stays committed.
+        (returns the hold as it is) when nothing is held or it is committed already.
 
         Raises:
             GuardError: the hold was released, or it is gone or belongs to another reservation.
             StoreUnavailable: the store did not answer; the hold stays pending until its ttl.
         """
         with self._lock:
-            if self._state in ("none", "committed", "uncertain"):
-                return self.hold
-            if self._state == "released":
-                raise GuardError(
-                    f"payout {self.payout_id[:40]!r} was released; it cannot be marked uncertain"
-                )
-            now = self._clock()
-            hold = self._store.mark_uncertain(
-                self.payout_id, owner=self._owner, now=now, until=now + self._uncertain_ttl
-            )
-            if hold is None:
-                raise self._lost("it could not be marked uncertain")
-            self.hold = hold.public()
-            self._state = hold.state
-        _log.warning(
-            "payout_guard.hold", change="uncertain", payout_id=self.payout_id,
-            amount=str(hold.held), currency=hold.currency,
-        )
-        return self.hold
+            hold: Hold | None = self._run(self._mark_uncertain())
+            return hold
 
     def settle(
         self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
     ) -> None:
-        """End the hold the way leaving the payout with *exc* (``None``: normally) says.
+        with self._lock:
+            self._run(self._settle(exc, uncertain_on))
 
-        Used by ``__exit__`` and by ``protect``. When the payout failed, trouble ending the
-        hold is logged (``payout_guard.hold_not_settled``) rather than raised, so the
-        payout's own exception is the one the caller sees.
-
-        Raises:
-            GuardError: *exc* is ``None`` and the commit failed (see ``commit``).
-        """
-        how = ending(exc, self._uncertain_on if uncertain_on is None else uncertain_on)
-        if how == "commit":
-            self.commit()
-            return
-        try:
-            if how == "release":
-                self.release()
-            else:
-                self.mark_uncertain()
-        except GuardError as trouble:
-            _log.error(
-                "payout_guard.hold_not_settled", payout_id=self.payout_id, wanted=how,
-                error=type(trouble).__name__, message=str(trouble),
-            )
+    settle.__doc__ = _SETTLE_DOC
 
     def __enter__(self) -> Reservation:
         return self
@@ -227,9 +286,69 @@ class Reservation:
     ) -> None:
         self.settle(exc)
 
-    def _lost(self, what: str) -> GuardError:
-        return GuardError(
-            f"the hold for payout {self.payout_id[:40]!r} is gone from the store or now belongs "
-            f"to another reservation (its ttl passed and the id was reserved again); {what}. "
-            f"Check the provider for this payout"
-        )
+
+class AsyncReservation(_Handle):
+    """``Reservation`` for ``AsyncPayoutGuard``: the same rules, every ending awaited.
+
+    Use it as ``async with``: on normal exit the hold is committed; on an exception it is
+    released or marked uncertain, and a cancellation inside the block marks it uncertain.
+    Ending a hold is shielded from a second cancellation: it finishes in the background.
+
+    Attributes:
+        decision: The decision that allowed (or, in dry-run mode, would have denied) the payout.
+        payout_id: The idempotency key.
+        hold: The hold in the store, or ``None`` when nothing is held (dry-run mode).
+    """
+
+    def __init__(
+        self, decision: Decision, hold: Hold | None,
+        *, run: Callable[[Flow[Any]], Awaitable[Any]], **options: Any,
+    ) -> None:
+        super().__init__(decision, hold, **options)
+        self._run = run
+        self._lock = asyncio.Lock()
+
+    async def commit(self) -> None:
+        """Record that the payout was sent (see ``Reservation.commit``)."""
+        await self._shielded(self._commit())
+
+    async def release(self) -> bool:
+        """Give the held funds back; return whether it did (see ``Reservation.release``)."""
+        released: bool = await self._shielded(self._release())
+        return released
+
+    async def mark_uncertain(self) -> Hold | None:
+        """Keep the funds held, outcome unknown (see ``Reservation.mark_uncertain``)."""
+        hold: Hold | None = await self._shielded(self._mark_uncertain())
+        return hold
+
+    async def settle(
+        self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
+    ) -> None:
+        await self._shielded(self._settle(exc, uncertain_on))
+
+    settle.__doc__ = _SETTLE_DOC
+
+    async def __aenter__(self) -> AsyncReservation:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.settle(exc)
+
+    async def _shielded(self, flow: Generator[Any, Any, T]) -> T:
+        """Run *flow* under the lock, to its end even if the awaiting task is cancelled."""
+
+        async def locked() -> T:
+            async with self._lock:
+                result: T = await self._run(flow)
+                return result
+
+        task = asyncio.ensure_future(locked())
+        _finishing.add(task)
+        task.add_done_callback(_finishing.discard)
+        return await asyncio.shield(task)

@@ -159,7 +159,20 @@ def _rebuild(cls: type[ProviderError], message: str, provider: str) -> ProviderE
 
 
 class ProviderAuthError(ProviderError):
-    """The provider refused our credentials, signature, permissions or IP address."""
+    """The provider refused our credentials, signature, permissions or IP address.
+
+    Attributes:
+        expired: The provider refused the request as expired (its timestamp too old for the
+            provider's clock), not the credentials themselves: a clock or a slow network,
+            which may pass, rather than a key someone must fix.
+    """
+
+    expired: bool = False
+
+    @property
+    def credentials_rejected(self) -> bool:
+        """Return whether the credentials themselves were refused (not an expired request)."""
+        return not self.expired
 
 
 class ProviderRateLimited(ProviderError):

@@ -5,6 +5,7 @@ Pure functions over :class:`decimal.Decimal`; nothing here ever touches ``float`
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from decimal import (
@@ -25,6 +26,7 @@ from iso4217 import Currency
 
 __all__ = [
     "ADD",
+    "AMOUNT_GRAMMAR",
     "DIVIDE",
     "MONEY_CONTEXT",
     "MULTIPLY",
@@ -34,6 +36,7 @@ __all__ = [
     "is_currency",
     "money_context",
     "normalize_currency",
+    "parse_amount_text",
     "quantize_down",
     "quantize_exact",
     "quantize_up",
@@ -53,6 +56,30 @@ MONEY_CONTEXT = Context(
     Emax=999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
+
+
+AMOUNT_GRAMMAR = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
+"""The one grammar of amount strings: ASCII digits, optionally one ``.`` and more digits.
+
+No sign, no whitespace, no ``_`` separators, no exponent, no ``NaN``/``Infinity`` and no
+digits of other scripts (``"١٢٣"``): ``"2500"``, ``"2500.00"`` and ``"0.5"`` only. The
+payout requests, the rules and configuration, the CLI and the provider fetchers all read
+amounts with it.
+"""
+
+_CURRENCY = re.compile(r"[A-Za-z]{3}", re.ASCII)
+_QUOTE_LIMIT = 60
+
+
+def _quoted(value: object) -> str:
+    """Return ``repr(value)`` cut to 60 characters: input is quoted back, never in full."""
+    if isinstance(value, str):
+        text = repr(value[: _QUOTE_LIMIT + 1])
+    elif isinstance(value, Decimal):
+        text = str(value) if len(value.as_tuple().digits) <= _QUOTE_LIMIT else "a Decimal"
+    else:
+        text = repr(value)
+    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
 
 
 # Arithmetic in MONEY_CONTEXT whatever the caller's context, for code outside money blocks.
@@ -135,11 +162,13 @@ def normalize_currency(code: object) -> str:
             f"currency must be a 3-letter ISO 4217 code string such as 'BRL', "
             f"not {type(code).__name__}"
         )
-    upper = code.strip().upper()
-    if len(upper) != 3 or not upper.isalpha() or _lookup(upper) is None:
+    # Three ASCII letters before any case folding: a dotless i or a long s would otherwise
+    # upper-case into INR or SEK.
+    upper = code.upper() if _CURRENCY.fullmatch(code) else ""
+    if not upper or _lookup(upper) is None:
         raise ValueError(
-            f"unknown currency {code!r}: expected an active ISO 4217 code with a minor unit, "
-            f"such as 'BRL', 'ARS', 'MXN', 'CLP' or 'KWD'"
+            f"unknown currency {_quoted(code)}: expected an active ISO 4217 code with a minor "
+            f"unit (three ASCII letters), such as 'BRL', 'ARS', 'MXN', 'CLP' or 'KWD'"
         )
     return upper
 
@@ -153,7 +182,7 @@ def currency_exponent(code: str) -> int:
     exponent = _lookup(code) if isinstance(code, str) else None
     if exponent is not None:
         return exponent
-    # Lower case or padded codes are accepted; anything else raises with the full message.
+    # Lower case codes are accepted; anything else raises with the full message.
     exponent = _lookup(normalize_currency(code))
     if exponent is None:  # pragma: no cover - normalize_currency accepts only known codes
         raise ValueError(f"unknown currency {code!r}")
@@ -187,11 +216,11 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
     try:
         exact = value.quantize(unit, None, MONEY_CONTEXT)
     except InvalidOperation as exc:
-        raise ValueError(f"amount {value} has too many digits for {code}") from exc
+        raise ValueError(f"amount {_quoted(value)} has too many digits for {code}") from exc
     if exact != value:
         places = currency_exponent(code)
         raise ValueError(
-            f"amount {value} has more decimal places than {code} allows ({places}); "
+            f"amount {_quoted(value)} has more decimal places than {code} allows ({places}); "
             f"payout-guard never rounds money silently"
         )
     return exact
@@ -215,12 +244,33 @@ def float_refusal(value: float) -> str:
     )
 
 
+def parse_amount_text(text: str) -> Decimal:
+    """Return the amount string *text* as a ``Decimal``, read by :data:`AMOUNT_GRAMMAR`.
+
+    Raises:
+        ValueError: *text* is not ASCII digits with at most one ``.`` (the message quotes
+            at most 60 characters of it).
+    """
+    if AMOUNT_GRAMMAR.fullmatch(text) is None:
+        raise ValueError(
+            f"{_quoted(text)} is not an amount: write ASCII digits with at most one '.', "
+            f"such as '2500' or '2500.00' (no sign, spaces, '_' or exponent)"
+        )
+    try:
+        return Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the grammar admits only decimal literals
+        raise ValueError(f"{_quoted(text)} is not a decimal number") from None
+
+
 def to_decimal(value: object) -> Decimal:
     """Return *value* (``Decimal``, ``str`` or ``int``) as a finite ``Decimal``.
 
+    A string must follow :data:`AMOUNT_GRAMMAR` (``"2500.00"``); ``int`` and ``Decimal``
+    are taken as they are (a negative one is the caller's to refuse).
+
     Raises:
         TypeError: *value* is a ``float`` (it may already have lost digits) or another type.
-        ValueError: *value* is not a number, or is NaN or infinite.
+        ValueError: *value* is not a number in the grammar, or is NaN or infinite.
     """
     if isinstance(value, bool):
         raise TypeError("expected an amount as a Decimal, str or int, not bool")
@@ -231,14 +281,11 @@ def to_decimal(value: object) -> Decimal:
     elif isinstance(value, int):
         result = Decimal(value)
     elif isinstance(value, str):
-        try:
-            result = Decimal(value.strip())
-        except InvalidOperation:
-            raise ValueError(f"{value!r} is not a decimal number") from None
+        result = parse_amount_text(value)
     else:
         raise TypeError(
             f"expected an amount as a Decimal, str or int, not {type(value).__name__}"
         )
     if not result.is_finite():
-        raise ValueError(f"{value!r} is not a finite number")
+        raise ValueError(f"{_quoted(value)} is not a finite number")
     return result

@@ -47,7 +47,8 @@ class TestExports:
                        "PayoutDenied", "InvalidPayoutRequest", "ConfigurationError",
                        "GuardError", "ProviderError", "ProviderAuthError",
                        "ProviderRateLimited", "ProviderUnavailable", "ProviderResponseError"}),
-            ("guard.testing", {"StaticFetcher", "FailingFetcher", "capture_decisions"}),
+            ("guard.testing", {"StaticFetcher", "FailingFetcher", "FakeClock",
+                               "capture_decisions"}),
             ("guard.stores", {"InMemoryReservations", "ReservationStore"}),
         ],
     )

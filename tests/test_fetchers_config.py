@@ -205,12 +205,13 @@ def tls_server(certificate: tuple[Path, Path]) -> Iterator[Canned]:
 
 class TestTls:
     def test_verification_cannot_be_switched_off_later(self, tls_server: Canned) -> None:
-        """Setting session.verify = False after construction still verifies."""
+        """Setting session.verify = False after construction is refused before any request."""
         with requests.Session() as session:
             fetcher = LuxCoreFetcher("k", base_url=tls_server.url, session=session)
             session.verify = False
-            with fetcher, pytest.raises(ProviderUnavailable, match="TLS"):
+            with fetcher, pytest.raises(ConfigurationError, match="TLS verification"):
                 fetcher.fetch("ARS")
+        assert [] == tls_server.received
 
     def test_untrusted_certificate_refused(self, tls_server: Canned) -> None:
         """TLS verification is on: a self-signed certificate fails at once, not retried."""

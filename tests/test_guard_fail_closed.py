@@ -12,7 +12,6 @@ from guard import (
     BalanceSnapshot,
     PayoutDenied,
     PayoutGuard,
-    ProviderAuthError,
     ProviderRateLimited,
     ProviderResponseError,
     ProviderUnavailable,
@@ -41,7 +40,6 @@ class TestFailClosed:
         "exc",
         [
             ProviderUnavailable("connect timeout", provider="luxcore", attempts=3),
-            ProviderAuthError("invalid key", provider="luxcore", status=401),
             ProviderRateLimited("too many requests", provider="luxcore", status=429),
             ProviderResponseError("malformed body", provider="luxcore", status=200),
         ],

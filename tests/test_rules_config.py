@@ -208,7 +208,9 @@ class TestLoadErrors:
             ([{"type": "reserve_margin", "percent": 5.5}], "rules[0].percent",
              r"5\.5 is a float, which cannot hold decimal amounts exactly; quote it \('5\.5'\)"),
             ([{"type": "reserve_margin", "minimum": {"BRL": "ten"}}], "rules[0].minimum.BRL",
-             "'ten' is not a decimal number; expected a number such as '100.00'"),
+             ("'ten' is not an amount: write ASCII digits with at most one '.', such as '2500' "
+              "or '2500.00' (no sign, spaces, '_' or exponent); expected a number such as "
+              "'100.00'")),
             ([{"type": "reserve_margin", "minimum": {"BRL": True}}], "rules[0].minimum.BRL",
              "not bool"),
             ([{"type": "all_of", "rules": [{"type": "sufficient_funds"}, {

@@ -1,9 +1,9 @@
 """The ``payout-guard`` command (``python -m guard`` too).
 
 Commands: ``demo``, ``check``, ``balances``, ``simulate``, ``emulate`` and ``rules validate``.
-Exit codes: 0 allowed / done, 1 denied, 2 usage or configuration error, 3 provider
-unavailable. The command needs the ``cli`` extra (click and rich); without it, :func:`main`
-says how to install it.
+Exit codes: 0 allowed / done, 1 denied, 2 usage or configuration error (rejected
+credentials too), 3 provider unavailable. The command needs the ``cli`` extra (click and
+rich); without it, :func:`main` says how to install it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from guard._config import load_config
 from guard._config_schema import GuardConfig
-from guard.errors import ConfigurationError, GuardError, ProviderError
+from guard.errors import ConfigurationError, GuardError, ProviderAuthError, ProviderError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -81,7 +81,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except ProviderError as exc:
-            fail(str(exc), EXIT_UNAVAILABLE)
+            rejected = isinstance(exc, ProviderAuthError) and exc.credentials_rejected
+            # Rejected credentials are configuration, not an outage.
+            fail(str(exc), EXIT_CONFIG if rejected else EXIT_UNAVAILABLE)
         except GuardError as exc:  # ConfigurationError, InvalidPayoutRequest
             fail(str(exc), EXIT_CONFIG)
 
@@ -157,7 +159,7 @@ def cli(log_format: str, log_level: str) -> None:
 
     Start with `payout-guard demo`: it needs no credentials.
 
-    Exit codes: 0 allowed (or done), 1 denied, 2 usage or configuration error, 3 provider
-    unavailable.
+    Exit codes: 0 allowed (or done), 1 denied, 2 usage or configuration error (rejected
+    credentials too), 3 provider unavailable.
     """
     configure_logging(log_format, log_level)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from guard._config_schema import GuardConfig
-from guard._guard import PayoutGuard
+from guard._sync import PayoutGuard
 from guard.cli._app import (
+    EXIT_CONFIG,
     EXIT_DENIED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -43,7 +45,8 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
     """Decide whether a payout of AMOUNT CURRENCY may go out now, and say why.
 
     Prints the decision's explanation (or --json). Exit codes: 0 allowed, 1 denied, 2 usage
-    or configuration error, 3 provider unavailable (the balance could not be read).
+    or configuration error (the provider rejected the credentials too), 3 provider
+    unavailable (the balance could not be read).
     """
     with PayoutGuard.from_config(load(config_path), provider=provider) as guard:
         try:
@@ -57,6 +60,8 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
         click.echo(decision.explain())
     if decision.allowed:
         raise SystemExit(EXIT_OK)
+    if any(r.details.get("cause") == "credentials" for r in decision.reasons):
+        raise SystemExit(EXIT_CONFIG)  # rejected credentials: configuration, not an outage
     raise SystemExit(EXIT_UNAVAILABLE if "balance_unavailable" in decision.codes
                      else EXIT_DENIED)
 
@@ -97,7 +102,11 @@ def balances(*, config_path: str, providers: tuple[str, ...], as_json: bool) -> 
                 table.add_row(name, "-", "-", "-", "-", "(no balances reported)")
         out_console().print(table)
     for name in failed:
-        err_console().print(f"[red]{name}: unavailable[/red]: {snapshot.providers[name].error}")
+        # The error quotes the provider: its text must not be read as rich markup.
+        error = escape(snapshot.providers[name].error or "")
+        err_console().print(f"[red]{name}: unavailable[/red]: {error}")
+    if any(snapshot.providers[name].cause == "credentials" for name in failed):
+        raise SystemExit(EXIT_CONFIG)  # rejected credentials: configuration, not an outage
     if failed:
         raise SystemExit(EXIT_UNAVAILABLE)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from guard._config_schema import GuardConfig
-from guard._guard import PayoutGuard
+from guard._sync import PayoutGuard
 from guard.cli._batch import InvalidRow, Row
 from guard.cli._snapshot import Snapshot
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied, ProviderUnavailable

@@ -33,12 +33,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from guard._config_build import build_fetcher
 from guard._config_schema import GuardConfig
 from guard._models import BalanceSnapshot, UtcDatetime
-from guard.errors import ConfigurationError, ProviderError
+from guard.errors import ConfigurationError, ProviderAuthError, ProviderError
 
 __all__ = ["FORMAT", "ProviderBalances", "Snapshot", "fetch_snapshot", "read_snapshot"]
 
@@ -53,6 +53,8 @@ class ProviderBalances(BaseModel):
     kind: str | None = None
     balances: tuple[BalanceSnapshot, ...] = ()
     error: str | None = None
+    # "credentials" when the provider rejected them; not part of the document.
+    cause: str | None = Field(default=None, exclude=True)
 
 
 class Snapshot(BaseModel):
@@ -93,7 +95,10 @@ def fetch_snapshot(
         try:
             balances = tuple(fetcher.fetch())
         except ProviderError as exc:
-            providers[name] = ProviderBalances(kind=kind, error=str(exc))
+            rejected = isinstance(exc, ProviderAuthError) and exc.credentials_rejected
+            providers[name] = ProviderBalances(
+                kind=kind, error=str(exc), cause="credentials" if rejected else None
+            )
         else:
             providers[name] = ProviderBalances(kind=kind, balances=balances)
         finally:

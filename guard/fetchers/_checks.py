@@ -7,14 +7,24 @@ shows a credential's value.
 from __future__ import annotations
 
 import math
+import os
+import re
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from guard.errors import ConfigurationError
 
-__all__ = ["check_base_url", "check_secret", "check_timeout", "parse_retry_after"]
+__all__ = [
+    "check_base_url",
+    "check_secret",
+    "check_timeout",
+    "check_verify",
+    "parse_retry_after",
+]
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+# Delay-seconds is ASCII digits only (RFC 9110); str.isdigit() would also take "²" or "٣".
+_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
 def check_base_url(url: object, *, allow_insecure: bool) -> str:
@@ -80,17 +90,44 @@ def check_secret(name: str, value: object) -> str:
     return value
 
 
+def check_verify(value: object, *, path: str = "session.verify") -> bool | str:
+    """Return *value* if TLS verification stays on: ``True``, or an existing CA file or directory.
+
+    ``requests`` skips verification for any false value (``False``, ``""``, ``0``, ``None``), and
+    a CA path that does not exist fails only at the first request; both are refused here.
+
+    Raises:
+        ConfigurationError: *value* would turn verification off, or names no file or directory.
+    """
+    if value is True:
+        return True
+    if isinstance(value, str) and value and os.path.exists(value):  # noqa: PTH110 - str paths
+        return value
+    if isinstance(value, str) and value:
+        problem = f"names no CA file or directory: {value[:60]!r}"
+    else:
+        problem = f"is {value!r}, which turns TLS verification off"
+    raise ConfigurationError(
+        f"{problem}; payout-guard never disables TLS verification (leave it True, or give the "
+        f"path of a CA bundle for a private CA)", path=path,
+    )
+
+
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP-date form)."""
+    """Return the seconds a ``Retry-After`` header asks for (seconds or HTTP-date form).
+
+    ``None`` when there is no header or it cannot be read (``"²"``, ``"soon"``, a date without
+    a zone): an unreadable header is ignored, never raised.
+    """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)  # money-ok: seconds
+    if _SECONDS.fullmatch(text):
+        return float(int(text))  # money-ok: seconds
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            return None
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)

@@ -9,6 +9,9 @@ A provider module subclasses :class:`HttpFetcher` and supplies only its specific
 
 from __future__ import annotations
 
+import http.client
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,10 +20,12 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 import requests
+import structlog
 import urllib3
 
 from guard._models import BalanceSnapshot
 from guard._money import parse_currency
+from guard._text import printable
 from guard.errors import (
     ConfigurationError,
     ProviderAuthError,
@@ -29,19 +34,58 @@ from guard.errors import (
     ProviderResponseError,
     ProviderUnavailable,
 )
-from guard.fetchers._checks import check_base_url, check_timeout, parse_retry_after
+from guard.fetchers._checks import (
+    check_base_url,
+    check_timeout,
+    check_verify,
+    parse_retry_after,
+)
 from guard.fetchers._parse import BodyError, loads, shown
 from guard.fetchers._retry import AttemptFailed, RetryPolicy, run_with_retry
+from guard.fetchers._transport import DeadlineAdapter, Watch
+from rules.money import money_context
 
-__all__ = ["DEFAULT_TIMEOUT", "Answer", "Call", "HttpFetcher", "Timeout", "safe_detail"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Answer",
+    "Call",
+    "HttpFetcher",
+    "Timeout",
+    "TransportFailure",
+    "safe_detail",
+]
 
 Timeout = float | tuple[float, float]
 DEFAULT_TIMEOUT: tuple[float, float] = (3.0, 5.0)
 """Seconds to connect and to wait for the answer, per attempt (the deadline may cut them)."""
 
 _MAX_BODY = 1 << 20
+_CHUNK = 16384
+_log = structlog.get_logger("payout_guard")
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 _REDACTED = "[redacted]"
+
+
+class TransportFailure(Exception):
+    """What the transport raised, as text: the ``__cause__`` of a ``ProviderError``.
+
+    The transport's own exception (``requests``, ``urllib3``) holds the request, its headers
+    (credentials) and the session. This stand-in keeps only its class name and its message,
+    with the fetcher's secrets redacted, so a traceback rendered with locals, a pickled error
+    or an error reporter walking ``__cause__`` finds nothing to leak.
+
+    Args:
+        kind: The original exception's class name (``"ConnectionError"``).
+        message: Its message, secrets redacted.
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(kind, message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}" if self.message else self.kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,18 +202,21 @@ class HttpFetcher(ABC):
         if not callable(clock):
             raise ConfigurationError("must be a callable returning Unix seconds", path="clock")
         self._clock = clock
-        if session is not None and session.verify is False:
-            raise ConfigurationError(
-                "session.verify is False; payout-guard never disables TLS verification "
-                "(use a CA bundle path for private CAs)", path="session",
-            )
+        if session is not None:
+            check_verify(session.verify)
         self._owns_session = session is None
-        self._session = session if session is not None else requests.Session()
+        self._session = session if session is not None else _new_session()
+        self._pid = os.getpid()
 
     @property
     def name(self) -> str:
         """Return the provider name used in decisions, logs and errors."""
         return self.provider
+
+    @property
+    def deadline(self) -> float:
+        """Return the seconds one ``fetch`` may take in all (the retry policy's deadline)."""
+        return self._retry.deadline
 
     @property
     def base_url(self) -> str:
@@ -206,9 +253,11 @@ class HttpFetcher(ABC):
             ProviderError: the subclass saying why no trustworthy balance could be had.
         """
         wanted = parse_currency(currency) if currency is not None else None
-        snapshots = run_with_retry(
-            self._retry, self.provider, lambda remaining: self._attempt(wanted, remaining)
-        )
+        # Amounts are read in the money context, whatever the caller's decimal context says.
+        with money_context():
+            snapshots = run_with_retry(
+                self._retry, self.provider, lambda remaining: self._attempt(wanted, remaining)
+            )
         return [s for s in snapshots if wanted is None or s.currency == wanted]
 
     def _attempt(self, currency: str | None, remaining: float) -> list[BalanceSnapshot]:
@@ -218,43 +267,87 @@ class HttpFetcher(ABC):
                 return self._interpret(answer, currency)
             except BodyError as exc:
                 raise answer.fail(ProviderResponseError, str(exc), reason="bad_body") from None
+            except AttemptFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - only ProviderError may leave fetch()
+                # Reading the answer failed in a way no BodyError names: still the answer's
+                # fault, never an exception of another kind for the caller.
+                raise answer.fail(
+                    ProviderResponseError,
+                    f"could not read the answer ({type(exc).__name__})", reason="bad_body",
+                ) from None
         except AttemptFailed as failure:
             failure.message = self._redact(failure.message)
+            if isinstance(failure.cause, TransportFailure):
+                failure.cause = TransportFailure(failure.cause.kind,
+                                                 self._redact(failure.cause.message)[:300])
+            # Nothing that held the request (its headers, the session) may stay reachable.
+            failure.__context__ = None
+            failure.__cause__ = None
             raise
 
     def _send(self, call: Call, remaining: float) -> Answer:
         left = max(remaining, 0.001)
         timeout = (min(self._timeout[0], left), min(self._timeout[1], left))
         label = f"{call.method} {call.path}"
-        # Never False, even if the session was changed after construction. A CA bundle path
-        # set on the session is passed explicitly, or requests lets REQUESTS_CA_BUNDLE win.
-        verify = self._session.verify if isinstance(self._session.verify, str) else True
-        try:
-            with self._session.request(
-                call.method, self._base_url + call.path, params=call.params, data=call.body,
-                headers=dict(call.headers), timeout=timeout, stream=True,
-                allow_redirects=False, verify=verify,
-            ) as response:
-                raw = _read_body(response, label)
-                return Answer(
-                    label=label,
-                    status=response.status_code,
-                    content_type=response.headers.get("Content-Type", ""),
-                    raw=raw,
-                    received_at=datetime.fromtimestamp(self._clock(), UTC),
-                    retry_after=parse_retry_after(response.headers.get("Retry-After"),
-                                                  self._clock()),
-                )
-        except requests.exceptions.SSLError as exc:
-            raise _transport(label, "TLS verification failed", "tls", exc, retry=False) from None
-        except requests.Timeout as exc:
-            raise _transport(label, "timed out", "timeout", exc) from None
-        except requests.ConnectionError as exc:
-            timed_out = exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
-            reason = "timeout" if timed_out else "connection_error"
-            raise _transport(label, "connection failed", reason, exc) from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise _transport(label, "request failed", "connection_error", exc) from None
+        # Checked before every request, not only at construction: a session changed later
+        # must not send credentials to a server nobody verified. A CA bundle path is passed
+        # explicitly, or requests lets REQUESTS_CA_BUNDLE win.
+        verify = check_verify(self._session.verify)
+        session = self._own_session()
+        ends = time.monotonic() + left
+        # The read timeout bounds each socket read; the watch bounds the whole request, headers
+        # and body, by cutting the connection when the attempt's time is up.
+        with Watch(left) as watch:
+            try:
+                with session.request(
+                    call.method, self._base_url + call.path, params=call.params, data=call.body,
+                    headers=dict(call.headers), timeout=timeout, stream=True,
+                    allow_redirects=False, verify=verify,
+                ) as response:
+                    watch.track(getattr(response.raw, "connection", None))
+                    raw = _read_body(response, label, ends)
+                    watch.finish()
+                    if watch.fired:  # what was read ended where the cut did
+                        raise _transport(label, f"timed out: no complete answer within "
+                                         f"{left:.3g} s", "timeout", TimeoutError())
+                    return Answer(
+                        label=label,
+                        status=response.status_code,
+                        content_type=response.headers.get("Content-Type", ""),
+                        raw=raw,
+                        received_at=datetime.fromtimestamp(self._clock(), UTC),
+                        retry_after=self._retry_after(response, label),
+                    )
+            except AttemptFailed:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever the transport raised, mapped
+                if watch.fired:
+                    raise _transport(label, f"timed out: no complete answer within {left:.3g} s",
+                                     "timeout", exc) from None
+                raise _transport_failure(label, exc) from None
+
+    def _retry_after(self, response: requests.Response, label: str) -> float | None:
+        header = response.headers.get("Retry-After")
+        seconds = parse_retry_after(header, self._clock())
+        if header is not None and seconds is None:
+            _log.warning("payout_guard.retry_after_ignored", provider=self.provider,
+                         request=label, header=printable(header, 60))
+        return seconds
+
+    def _own_session(self) -> requests.Session:
+        """Return the session, renewed in a forked child: a parent's sockets are not ours."""
+        pid = os.getpid()
+        if pid != self._pid:
+            self._pid = pid
+            if self._owns_session:
+                # Not closed: closing could disturb the parent's TLS state on shared sockets.
+                self._session = _new_session()
+            else:
+                # The caller's session keeps its settings; only the pooled connections go
+                # (closing them in the child leaves the parent's sockets open).
+                self._session.close()
+        return self._session
 
     def _redact(self, text: str) -> str:
         for secret in self._secrets():
@@ -278,10 +371,19 @@ class HttpFetcher(ABC):
         """Return the balances in *answer*, or raise ``AttemptFailed`` / ``BodyError``."""
 
 
-def _read_body(response: requests.Response, label: str) -> bytes:
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    adapter = DeadlineAdapter()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _read_body(response: requests.Response, label: str, ends: float) -> bytes:
+    """Return the body, read in chunks against the monotonic time *ends* (at most 1 MiB)."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_content(chunk_size=65536):
+    for chunk in response.iter_content(chunk_size=_CHUNK):
         size += len(chunk)
         if size > _MAX_BODY:
             raise AttemptFailed(
@@ -289,18 +391,41 @@ def _read_body(response: requests.Response, label: str) -> bytes:
                 reason="bad_body", status=response.status_code,
             )
         chunks.append(chunk)
+        if time.monotonic() > ends:
+            raise AttemptFailed(
+                ProviderUnavailable, f"{label}: timed out reading the answer body",
+                reason="timeout", status=response.status_code, retryable=True,
+            )
     return b"".join(chunks)
+
+
+def _transport_failure(label: str, exc: BaseException) -> AttemptFailed:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return _transport(label, "TLS verification failed", "tls", exc, retry=False)
+    if isinstance(exc, requests.Timeout):
+        return _transport(label, "timed out", "timeout", exc)
+    if isinstance(exc, requests.ConnectionError):
+        timed_out = exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError)
+        return _transport(label, "connection failed", "timeout" if timed_out else
+                          "connection_error", exc)
+    if isinstance(exc, requests.RequestException | urllib3.exceptions.HTTPError | OSError
+                  | http.client.HTTPException):
+        return _transport(label, "request failed", "connection_error", exc)
+    return _transport(label, "request failed", "connection_error", exc, retry=False)
 
 
 def _transport(label: str, what: str, reason: str, exc: BaseException, *,
                retry: bool = True) -> AttemptFailed:
+    # The transport's exception itself holds the request, its headers (credentials) and the
+    # session: only its class name and text travel on, redacted by the fetcher.
     return AttemptFailed(
         ProviderUnavailable, f"{label}: {what} ({type(exc).__name__})", reason=reason,
-        retryable=retry, cause=exc,
+        retryable=retry, cause=TransportFailure(type(exc).__name__, str(exc)),
     )
 
 
 def safe_detail(*parts: object) -> str | None:
     """Return the provider's own error text (``msg``, ``data.err``) joined, or ``None``."""
     texts = [p if isinstance(p, str) else shown(p) for p in parts if p not in (None, "", {})]
-    return "; ".join(texts)[:300] or None
+    # The provider's words reach reasons, explain() and logs: one line, 200 characters.
+    return printable("; ".join(texts)) or None

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
 from guard._money import minor_to_major
-from rules.money import normalize_currency, quantize_exact
+from rules.money import AMOUNT_GRAMMAR, money_context, normalize_currency, quantize_exact
 
 __all__ = [
     "BodyError",
@@ -33,7 +33,9 @@ __all__ = [
     "unique",
 ]
 
-_MAJOR = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
+# The one amount grammar (rules.money), with a sign so that a negative balance is refused
+# as negative rather than as unreadable.
+_MAJOR = re.compile(r"-?" + AMOUNT_GRAMMAR.pattern, re.ASCII)
 _MINOR = re.compile(r"-?[0-9]+", re.ASCII)
 _MAX_SHOWN = 40
 
@@ -169,6 +171,15 @@ def amount(value: object, code: str, path: str, *, minor: bool = False) -> Decim
         BodyError: wrong type, not a number, negative, not whole (minor units), or with
             non-zero digits below the currency's smallest unit.
     """
+    try:
+        with money_context():
+            return _amount(value, code, path, minor=minor)
+    except ArithmeticError:
+        # Digits beyond what money arithmetic holds (34), or an exponent such as 1e999.
+        raise BodyError(path, f"{shown(value)} is not an amount a balance can have") from None
+
+
+def _amount(value: object, code: str, path: str, *, minor: bool) -> Decimal:
     grammar = _MINOR if minor else _MAJOR
     expected = "a whole number of minor units" if minor else "a decimal amount such as '551.38'"
     if isinstance(value, str):

@@ -28,7 +28,13 @@ from typing import TypeVar
 import structlog
 import tenacity
 
-from guard.errors import ConfigurationError, ProviderError, ProviderRateLimited
+from guard._text import printable
+from guard.errors import (
+    ConfigurationError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+)
 
 __all__ = ["AttemptFailed", "RetryPolicy", "run_with_retry"]
 
@@ -216,7 +222,7 @@ class _Run:
             wait=round(state.upcoming_sleep, 3),
             reason=failure.reason,
             status=failure.status,
-            code=failure.code,
+            code=None if failure.code is None else printable(failure.code, 60),
         )
 
     def final_error(self, failure: AttemptFailed) -> ProviderError:
@@ -227,11 +233,13 @@ class _Run:
             message,
             provider=self.provider,
             status=failure.status,
-            code=failure.code,
+            code=None if failure.code is None else printable(failure.code, 60),
             attempts=self.requests,
         )
         if isinstance(error, ProviderRateLimited):
             error.retry_after = failure.retry_after
+        if isinstance(error, ProviderAuthError) and failure.reason == "expired":
+            error.expired = True
         return error
 
 
@@ -270,6 +278,9 @@ def run_with_retry(
     try:
         return retrying(one_attempt)
     except AttemptFailed as failure:
-        last = failure
+        error, cause = run.final_error(failure), failure.cause
+        # Its traceback holds the attempt's frames (the request, its headers): let it go.
+        failure.__traceback__ = None
+        del failure
     # Raised outside the except block so that the private signal is not left as __context__.
-    raise run.final_error(last) from last.cause
+    raise error from cause

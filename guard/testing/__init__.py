@@ -6,6 +6,7 @@ The emulators (``LuxtakEmulator``, ``LuxCoreEmulator``, ``PagsmileEmulator``) li
 """
 
 from guard._capture import capture_decisions
+from guard.testing._clock import FakeClock
 from guard.testing._fakes import FailingFetcher, StaticFetcher
 
-__all__ = ["FailingFetcher", "StaticFetcher", "capture_decisions"]
+__all__ = ["FailingFetcher", "FakeClock", "StaticFetcher", "capture_decisions"]

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 import pytest
 
 from guard._capture import capture_decisions
-from guard._guard import PayoutGuard
 from guard._models import Decision
+from guard._sync import PayoutGuard
 from guard.testing._fakes import BalanceSpec, StaticFetcher
 from rules import Rule
 

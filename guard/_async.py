@@ -1,0 +1,270 @@
+"""``AsyncPayoutGuard``: the decision core driven on an event loop.
+
+Every decision line is in ``guard/_core.py``, shared with ``PayoutGuard``; this module only
+awaits the I/O each step asks for. Nothing blocks the loop:
+
+- balances: the shared balance cache; a miss joins the fetch in flight (1,000 concurrent
+  checks cost one request) or starts one in the guard's own thread pool (``max_workers``),
+  never in the loop's default executor;
+- holds: natively on asyncio when the store offers it (``RedisReservations`` on
+  ``redis.asyncio``), directly for ``InMemoryReservations`` (no I/O), and in the guard's
+  thread pool for any other store (``SqliteReservations``).
+
+A task cancelled while its hold is being taken has that hold released as soon as the store
+answers: nothing is left held without an owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable, Callable, Generator
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+from guard._core import (
+    FetchBalances,
+    Flow,
+    GetHold,
+    Release,
+    Reserved,
+    Step,
+    StoreStep,
+    TryHold,
+    arun,
+    store_call,
+)
+from guard._guard import GuardBase
+from guard._models import Decision
+from guard._protect import AsyncAdmit, Settles
+from guard._request import Request, parse_payout_id, parse_request
+from guard._reservation import AsyncReservation
+from guard.errors import InvalidPayoutRequest, PayoutDenied
+from guard.stores import Hold, HoldOutcome, InMemoryReservations
+from guard.stores._async import AsyncReservationStore
+from rules.money import money_context
+
+__all__ = ["AsyncPayoutGuard"]
+
+# Holds given back after their task was cancelled: asyncio keeps only weak references.
+_giving_back: set[asyncio.Future[Any]] = set()
+
+
+class AsyncPayoutGuard(GuardBase):
+    """Decide, with reasons, whether a payout may go out now; every call awaitable.
+
+    Takes the options of ``GuardBase`` (see there) and ``from_config`` like ``PayoutGuard``.
+    Use it as ``async with AsyncPayoutGuard(...) as guard:`` or call ``await guard.aclose()``.
+
+    Example:
+        >>> import asyncio
+        >>> from guard.testing import StaticFetcher
+        >>> async def main() -> bool:
+        ...     async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"})) as guard:
+        ...         async with guard.reserve("80.00", "BRL", payout_id="po_1"):
+        ...             pass  # await send_to_provider(...)
+        ...         return (await guard.check("30.00", "BRL")).allowed
+        >>> asyncio.run(main())
+        False
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        native = getattr(self.reservations, "asyncio", None)
+        made = native() if callable(native) else None
+        self._astore = made if isinstance(made, AsyncReservationStore) else None
+        self._inline = self._astore is None and isinstance(
+            self.reservations, InMemoryReservations
+        )
+
+    async def aclose(self) -> None:
+        """Close the fetcher's HTTP session and the store (in the guard's thread pool)."""
+        aclose = getattr(self._astore, "aclose", None)
+        if callable(aclose):
+            await aclose()
+        for part in (self.fetcher, self.reservations):
+            close = getattr(part, "close", None)
+            if callable(close):
+                await asyncio.wrap_future(self.threads.submit(close))
+        self.threads.close()
+
+    async def __aenter__(self) -> AsyncPayoutGuard:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def check(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        account: str | None = None,
+        payout_id: str | None = None,
+        fee: object = None,
+    ) -> Decision:
+        """Return whether a payout may go out now, with reasons (``PayoutGuard.check``).
+
+        Raises:
+            InvalidPayoutRequest: the request itself is malformed.
+        """
+        request = parse_request(amount, currency, account, payout_id, fee)
+        decision = await arun(self.core.check(request), self._perform)
+        self.core.emit(decision)
+        return decision
+
+    async def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
+        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
+        flow = self.core.max_payable(self.probe(currency, account))
+        with money_context():
+            return await arun(flow, self._perform)
+
+    def reserve(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        payout_id: str,
+        account: str | None = None,
+        fee: object = None,
+        ttl: float | None = None,
+    ) -> Reserving:
+        """Check and hold the funds for one payout, atomically (``PayoutGuard.reserve``).
+
+        Await it for the ``AsyncReservation``, or use it directly as ``async with
+        guard.reserve(...) as reservation:``. The request is checked at once.
+
+        Raises:
+            InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
+            PayoutDenied: (when awaited) the payout is denied and the guard enforces.
+        """
+        request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
+        return Reserving(self._reserve, request, hold_ttl)
+
+    async def hold(self, payout_id: str) -> Hold | None:
+        """Return what the store records for *payout_id* (``PayoutGuard.hold``)."""
+        found = await self._store(GetHold(parse_payout_id(payout_id)))
+        return None if found is None else found.public()
+
+    async def resolve(self, payout_id: str, *, sent: bool) -> Hold | None:
+        """End an uncertain hold once you know whether its payout left (see ``PayoutGuard``)."""
+        if not isinstance(sent, bool):
+            raise InvalidPayoutRequest(f"sent must be True or False, got {str(sent)[:40]}")
+        found = await arun(self.core.resolve(parse_payout_id(payout_id), sent=sent),
+                           self._perform)
+        if found is not None:
+            self.after_commit(found.currency)
+        return found
+
+    def async_admission(self) -> AsyncAdmit:
+        """Return how ``protect`` admits an ``async def`` call: reserve or check, awaited."""
+        return self._admit
+
+    async def _reserve(self, request: Request, hold_ttl: float) -> AsyncReservation:
+        owner = secrets.token_hex(16)
+        reserved = await arun(self.core.reserve(request, ttl=hold_ttl, owner=owner),
+                              self._perform)
+        return await self._handle(reserved)
+
+    def _perform(self, step: Step) -> Awaitable[Any]:
+        """Return the awaitable that does *step*."""
+        if isinstance(step, FetchBalances):
+            return self.cache.aget_fetched(step.currency, force=step.fresh,
+                                           submit=self.threads.submit)
+        if isinstance(step, TryHold):
+            return self._try_hold(step)
+        return self._store(step)
+
+    async def _store(self, step: StoreStep) -> Any:
+        if self._astore is not None:
+            return await store_call(self._astore, step)
+        if self._inline:
+            return store_call(self.reservations, step)
+        return await asyncio.wrap_future(self.threads.submit(store_call, self.reservations, step))
+
+    async def _try_hold(self, step: TryHold) -> HoldOutcome:
+        """Take a hold; if the awaiting task is cancelled meanwhile, give it back once taken."""
+        taking = asyncio.ensure_future(self._store(step))
+        try:
+            outcome: HoldOutcome = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(lambda done: self._give_back(done, step.hold))
+            raise
+        return outcome
+
+    def _give_back(self, done: asyncio.Future[Any], hold: Hold) -> None:
+        if done.cancelled() or done.exception() is not None or done.result().status != "held":
+            return
+        task = asyncio.ensure_future(self._store(Release(hold.payout_id, hold.owner)))
+        _giving_back.add(task)
+        task.add_done_callback(_giving_back.discard)
+
+    async def _run(self, flow: Flow[Any]) -> Any:
+        return await arun(flow, self._perform)
+
+    async def _handle(self, reserved: Reserved) -> AsyncReservation:
+        """Log *reserved*'s decision and return its handle, or raise its denial."""
+        self.core.note_lapsed(reserved.lapsed)
+        decision, hold = reserved.decision, reserved.hold
+        if hold is not None:
+            try:
+                self.core.emit(decision)
+                return self._reservation(decision, hold)
+            except BaseException:
+                # Nobody would hold the handle: give the hold back before the error goes on.
+                await asyncio.shield(self._store(Release(hold.payout_id, hold.owner)))
+                raise
+        self.core.emit(decision)
+        if not decision.allowed and self.mode == "enforce":
+            raise PayoutDenied(decision)
+        return self._reservation(decision, None)
+
+    def _reservation(self, decision: Decision, hold: Hold | None) -> AsyncReservation:
+        return AsyncReservation(
+            decision, hold, run=self._run, clock=self.clocks.time,
+            uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
+            on_commit=self.after_commit,
+        )
+
+    async def _admit(self, request: dict[str, Any]) -> Settles | None:
+        if "payout_id" in request:
+            return await self.reserve(**request)
+        decision = await self.check(**request)
+        if not decision.allowed and self.mode == "enforce":
+            raise PayoutDenied(decision)
+        return None
+
+
+class Reserving:
+    """What ``AsyncPayoutGuard.reserve`` returns: await it, or use it as ``async with``."""
+
+    def __init__(
+        self, reserve: Callable[[Request, float], Awaitable[AsyncReservation]], request: Request,
+        ttl: float,
+    ) -> None:
+        self._reserve = reserve
+        self._args = (request, ttl)
+        self._reservation: AsyncReservation | None = None
+
+    def __await__(self) -> Generator[Any, None, AsyncReservation]:
+        return self._reserve(*self._args).__await__()
+
+    async def __aenter__(self) -> AsyncReservation:
+        self._reservation = await self._reserve(*self._args)
+        return self._reservation
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._reservation is not None:
+            await self._reservation.settle(exc)
+

@@ -1,0 +1,513 @@
+"""The decision core: what ``check``, ``max_payable`` and ``reserve`` do, step by step, no I/O.
+
+Each operation is a *flow*: a generator that yields the I/O it needs as a *step* (a small
+named tuple: ``FetchBalances``, ``ReadHeld``, ``TryHold``, ...) and receives the answer, or
+has the error thrown in where the I/O failed. It never performs a step itself. ``PayoutGuard``
+(``guard/_sync.py``) runs flows with blocking calls and ``AsyncPayoutGuard``
+(``guard/_async.py``) awaits them, so the two front doors share every decision line, the way
+httpx's ``Auth.auth_flow`` serves its sync and async clients. ::
+
+    check      FetchBalances -> ReadHeld -> rules -> [ListHolds: a denial names the holds]
+               -> [GetHold: with a payout id, is it taken?]                  -> Decision
+    max_payable  FetchBalances -> ReadHeld -> every rule's bounds           -> Decimal
+    reserve    judge (as check) -> GetHold if denied | TryHold if allowed
+               -> over the ceiling (others took the room): judge again, at most 5 times
+                                                                            -> Reserved
+    a reservation ending: Commit | Release | MarkUncertain (guard/_reservation.py)
+
+A stale balance is judged once more on a fresh one (``FetchBalances(fresh=True)``). Provider
+trouble, a store that cannot answer and a rule that raises all end as denials with their own
+reasons: a flow never lets them out, so ``check`` never raises for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple, TypeVar
+
+import structlog
+
+from guard import _judge
+from guard._cache import SKEW_WARNING, Fetched
+from guard._capture import record
+from guard._clock import Clocks, counted_since
+from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._request import Request, pick_account
+from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
+from guard.stores import Hold, balance_key
+from rules import Clearance, Facts, RuleSet, Verdict
+from rules.money import money_context
+
+__all__ = [
+    "Commit",
+    "Core",
+    "FetchBalances",
+    "Flow",
+    "GetHold",
+    "ListHolds",
+    "MarkUncertain",
+    "ReadHeld",
+    "Release",
+    "Reserved",
+    "Resolve",
+    "Step",
+    "TryHold",
+    "arun",
+    "run",
+    "store_call",
+]
+
+T = TypeVar("T")
+
+_SHOWN_HOLDS = 20
+# How often a payout is judged again after concurrent payouts took the room it was judged with.
+_ATTEMPTS = 5
+# The room given to a hold taken without a balance (fail_open): counted, never capped.
+_NO_CEILING = Decimal(10) ** 12
+
+
+# -- the steps a flow asks for -------------------------------------------------------------
+
+
+class FetchBalances(NamedTuple):
+    """Read *currency*'s balances by account (cached); *fresh* skips the cached entry.
+
+    Answer: a ``Fetched``.
+    """
+
+    currency: str
+    fresh: bool
+
+
+class ReadHeld(NamedTuple):
+    """Read what the holds counting on *key* take (``ReservationStore.reserved``)."""
+
+    key: str
+    counted_since: float
+    now: float
+
+
+class ListHolds(NamedTuple):
+    """List up to *limit* holds counting on *key* (``ReservationStore.holds``)."""
+
+    key: str
+    counted_since: float
+    now: float
+    limit: int
+
+
+class GetHold(NamedTuple):
+    """Read the hold recorded under *payout_id* (``ReservationStore.get``)."""
+
+    payout_id: str
+
+
+class TryHold(NamedTuple):
+    """Add *hold* if it fits under *ceiling* (``ReservationStore.try_hold``)."""
+
+    hold: Hold
+    ceiling: Decimal
+    counted_since: float
+    now: float
+
+
+class Commit(NamedTuple):
+    """Mark *owner*'s hold as sent (``ReservationStore.commit``)."""
+
+    payout_id: str
+    owner: str
+    now: float
+
+
+class Release(NamedTuple):
+    """Drop *owner*'s pending hold (``ReservationStore.release``)."""
+
+    payout_id: str
+    owner: str
+
+
+class MarkUncertain(NamedTuple):
+    """Mark *owner*'s pending hold uncertain until *until* (``ReservationStore.mark_uncertain``)."""
+
+    payout_id: str
+    owner: str
+    now: float
+    until: float
+
+
+class Resolve(NamedTuple):
+    """End an uncertain hold (``ReservationStore.resolve``)."""
+
+    payout_id: str
+    sent: bool
+    now: float
+
+
+StoreStep = ReadHeld | ListHolds | GetHold | TryHold | Commit | Release | MarkUncertain | Resolve
+Step = FetchBalances | StoreStep
+Flow = Generator[Step, Any, T]
+
+# How each store step is asked of a store: the same call for a blocking store (an answer) and
+# for one on asyncio (an awaitable answer).
+_STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
+    ReadHeld: lambda store, s: store.reserved(s.key, counted_since=s.counted_since, now=s.now),
+    ListHolds: lambda store, s: store.holds(
+        s.key, counted_since=s.counted_since, now=s.now, limit=s.limit
+    ),
+    GetHold: lambda store, s: store.get(s.payout_id),
+    TryHold: lambda store, s: store.try_hold(
+        s.hold, ceiling=s.ceiling, counted_since=s.counted_since, now=s.now
+    ),
+    Commit: lambda store, s: store.commit(s.payout_id, owner=s.owner, now=s.now),
+    Release: lambda store, s: store.release(s.payout_id, owner=s.owner),
+    MarkUncertain: lambda store, s: store.mark_uncertain(
+        s.payout_id, owner=s.owner, now=s.now, until=s.until
+    ),
+    Resolve: lambda store, s: store.resolve(s.payout_id, sent=s.sent, now=s.now),
+}
+
+
+def store_call(store: Any, step: StoreStep) -> Any:
+    """Ask *store* for *step*: its answer, or an awaitable of it from an asyncio store."""
+    return _STORE_CALLS[type(step)](store, step)
+
+
+# -- the two drivers -----------------------------------------------------------------------
+
+
+def run(flow: Flow[T], perform: Callable[[Step], Any]) -> T:
+    """Run *flow* to its end, doing each step with *perform*; return what the flow returns.
+
+    An ``Exception`` from *perform* is thrown into the flow, which decides what it means.
+    """
+    try:
+        step = next(flow)
+        while True:
+            try:
+                answer = perform(step)
+            except Exception as exc:  # noqa: BLE001 - the flow decides what each failure means
+                step = flow.throw(exc)
+            else:
+                step = flow.send(answer)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return] # the flow's declared return type
+
+
+async def arun(flow: Flow[T], perform: Callable[[Step], Awaitable[Any]]) -> T:
+    """Run *flow* to its end, awaiting each step with *perform* (see :func:`run`)."""
+    try:
+        step = next(flow)
+        while True:
+            try:
+                answer = await perform(step)
+            except Exception as exc:  # noqa: BLE001 - the flow decides what each failure means
+                step = flow.throw(exc)
+            else:
+                step = flow.send(answer)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return] # the flow's declared return type
+
+
+# -- the decision --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """What a reserve flow ends with.
+
+    Attributes:
+        decision: The decision to log and return (or raise, when it denies and enforcing).
+        hold: The hold taken, or ``None`` when nothing was held (denied, or dry-run).
+        lapsed: Uncertain holds the store reported as past their ``uncertain_ttl``.
+    """
+
+    decision: Decision
+    hold: Hold | None
+    lapsed: tuple[Hold, ...] = ()
+
+
+class Core:
+    """The guard's decisions, for one provider, written once for both front doors.
+
+    Args:
+        provider: The provider name decisions carry and holds are keyed by.
+        rules: The rules (``SufficientFunds`` among them).
+        mode: ``"enforce"`` or ``"dry_run"``.
+        fail_open: Allow, with a warning, when no balance can be read.
+        settle_lag: Seconds a sent payout keeps counting against an older balance.
+        clocks: Wall time for timestamps, monotonic time for ages.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        rules: RuleSet,
+        mode: Mode,
+        fail_open: bool,
+        settle_lag: float,
+        clocks: Clocks,
+    ) -> None:
+        self.provider = provider
+        self.rules = rules
+        self.mode: Mode = mode
+        self.fail_open = fail_open
+        self.settle_lag = settle_lag
+        self.clocks = clocks
+        self.log = structlog.get_logger("payout_guard")
+
+    def check(self, request: Request) -> Flow[Decision]:
+        """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``."""
+        decision, _ = yield from self.judge(request)
+        if request.payout_id is not None:
+            decision = yield from self._unless_taken(request.payout_id, decision)
+        return decision
+
+    def max_payable(self, request: Request) -> Flow[Decimal]:
+        """Return the largest amount the rules allow now (*request* is a probe, fee 0)."""
+        # Its bounds are the answer, not this probe amount's clearance (which a minimum payout
+        # would refuse anyway): have every rule explain itself.
+        decision, _ = yield from self.judge(request, clear=False)
+        return decision.max_payable
+
+    def reserve(self, request: Request, *, ttl: float, owner: str) -> Flow[Reserved]:
+        """Judge *request* and hold its funds atomically, for the reservation owning *owner*.
+
+        By what the store holds for the payout id: nothing, a released or an expired pending
+        hold: judged and held. A live pending, a committed or an uncertain hold: refused as
+        ``duplicate_payout``. When concurrent payouts took the room between the judging and
+        the hold, the payout is judged again with their holds counted.
+        """
+        payout_id = request.payout_id or ""
+        decision: Decision | None = None
+        lapsed: tuple[Hold, ...] = ()
+        for _ in range(_ATTEMPTS):
+            decision, snapshot = yield from self.judge(request)
+            if not decision.allowed or self.mode == "dry_run":
+                decision = yield from self._unless_taken(payout_id, decision)
+                return Reserved(decision, None, lapsed)
+            # Hold on the account that was judged, however the caller named it.
+            account = request.account if snapshot is None else snapshot.account
+            now = self.clocks.time()
+            if snapshot is None:  # allowed without a balance: fail_open was chosen
+                ceiling, since = _NO_CEILING, now - self.settle_lag
+            else:
+                # Caps fall at most one for one as holds grow, so judged with `reserved` held,
+                # the payout stays allowed while the counting holds stay within this.
+                ceiling = decision.reserved + decision.max_payable + request.fee
+                since = counted_since(snapshot.as_of.timestamp(), now, self.settle_lag)
+            wanted = Hold(
+                payout_id=payout_id, key=balance_key(self.provider, account, request.currency),
+                currency=request.currency, amount=request.amount, fee=request.fee,
+                state="pending", created_at=now, expires_at=now + ttl, owner=owner,
+            )
+            try:
+                outcome = yield TryHold(wanted, ceiling, since, now)
+            except StoreUnavailable as exc:
+                reason = _judge.store_reason(request.currency, exc)
+                return Reserved(_denied(decision, reason), None, lapsed)
+            lapsed += outcome.lapsed
+            if outcome.status == "held":
+                return Reserved(decision, wanted, lapsed)
+            if outcome.status == "duplicate" and outcome.hold is not None:
+                return Reserved(_duplicate(decision, outcome.hold), None, lapsed)
+            # over_ceiling: concurrent payouts took the room; judge again with their holds.
+        assert decision is not None  # noqa: S101 - the loop runs at least once
+        reason = Reason.model_construct(
+            code="insufficient_funds",
+            message=(
+                f"concurrent payouts kept claiming the {request.currency} funds this payout was "
+                f"judged with ({_ATTEMPTS} attempts); retry"
+            ),
+            rule="guard", retryable=True, details={},
+        )
+        return Reserved(_denied(decision, reason), None, lapsed)
+
+    def resolve(self, payout_id: str, *, sent: bool) -> Flow[Hold | None]:
+        """End an uncertain hold: committed now when *sent*, released otherwise.
+
+        Returns the committed hold (without its owner token), or ``None`` once released.
+
+        Raises:
+            GuardError: no hold is recorded for *payout_id*, or it is not uncertain.
+            StoreUnavailable: the store did not answer.
+        """
+        found = yield Resolve(payout_id, sent, self.clocks.time())
+        if found is None:
+            raise GuardError(
+                f"no hold is recorded for payout {payout_id[:40]!r}; nothing to resolve"
+            )
+        if found.state != "uncertain":
+            raise GuardError(
+                f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
+                f"outcome is unknown is resolved"
+            )
+        self.log.warning(
+            "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
+            amount=str(found.held), currency=found.currency,
+        )
+        if not sent:
+            return None
+        now_held = yield GetHold(payout_id)
+        return None if now_held is None else now_held.public()
+
+    def judge(
+        self, request: Request, *, clear: bool = True
+    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        """Judge *request*; return the decision and the balance it was judged on.
+
+        With *clear* (the default), a payout every rule allows is decided without verdicts
+        (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
+        judged once more, on a fresh one.
+        """
+        decision, snapshot = yield from self._judge_once(request, fresh=False, clear=clear)
+        if not decision.allowed and "stale_balance" in decision.codes:
+            # The cache may hold an old answer: judge a stale balance once more, fresh.
+            decision, snapshot = yield from self._judge_once(request, fresh=True, clear=clear)
+        return decision, snapshot
+
+    def emit(self, decision: Decision) -> None:
+        """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
+        record(decision)
+        _judge.log_decision(self.log, decision)
+
+    def note_lapsed(self, lapsed: tuple[Hold, ...]) -> None:
+        """Log each uncertain hold whose ``uncertain_ttl`` ended (warning level)."""
+        for hold in lapsed:
+            self.log.warning(
+                "payout_guard.hold", change="uncertain_expired", payout_id=hold.payout_id,
+                amount=str(hold.held), currency=hold.currency,
+            )
+
+    def _judge_once(
+        self, request: Request, *, fresh: bool, clear: bool
+    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        provider = self.provider
+        try:
+            fetched: Fetched = yield FetchBalances(request.currency, fresh)
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
+            return self._unavailable(request, exc), None
+        now = self.clocks.time()
+        snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
+        if snapshot is None:
+            reason = _judge.not_held_reason(provider, request.currency, request.account)
+            return _judge.denial(
+                request, reason, mode=self.mode, provider=provider, now=now
+            ), None
+        # Holds live under the account actually judged, however the caller named it.
+        key = balance_key(provider, snapshot.account, request.currency)
+        as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
+        since = counted_since(as_of, now, self.settle_lag)
+        # Its age on the monotonic clock: how old it was on arrival, plus the time since.
+        age = max(0.0, fetched.received_at - as_of) + max(
+            0.0, self.clocks.monotonic() - fetched.received_mono
+        )
+        try:
+            reserved: Decimal = yield ReadHeld(key, since, now)
+        except StoreUnavailable as exc:
+            self.log.warning("payout_guard.store_unavailable", store=exc.store,
+                             currency=request.currency)
+            return _judge.denial(
+                request, _judge.store_reason(request.currency, exc), mode=self.mode,
+                provider=provider, now=now, balance=snapshot,
+            ), None
+        facts = Facts.trusted(
+            request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
+            snapshot.total, reserved, age, provider, request.account,
+        )
+        try:
+            verdict = self._apply_rules(facts, clear=clear)
+        except Exception as exc:
+            self.log.exception("payout_guard.rule_error", error=type(exc).__name__,
+                               currency=request.currency)
+            return _judge.denial(
+                request, _judge.rule_error_reason(exc), mode=self.mode, provider=provider,
+                now=now, balance=snapshot,
+            ), snapshot
+        if isinstance(verdict, Clearance):
+            return _skewed(_judge.from_clearance(
+                request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+                reserved=reserved, now=now,
+            ), provider, fetched.skew), snapshot
+        holds: tuple[HoldSummary, ...] = ()
+        more_holds = False
+        if verdict.denies and reserved:
+            # Only a denial explains itself with the holds; listing them costs a store read,
+            # so ask for one more than is shown, just to know whether there are more.
+            try:
+                listed: list[Hold] = yield ListHolds(key, since, now, _SHOWN_HOLDS + 1)
+            except StoreUnavailable:
+                listed = []  # the denial stands; only its list of holds is missing
+            more_holds = len(listed) > _SHOWN_HOLDS
+            holds = tuple(
+                HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
+                for h in listed[:_SHOWN_HOLDS]
+            )
+        return _skewed(_judge.from_verdict(
+            request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+            reserved=reserved, now=now, holds=holds, more_holds=more_holds,
+        ), provider, fetched.skew), snapshot
+
+    def _apply_rules(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
+        """Return the clearance of *facts*, or every rule's verdict when there is none.
+
+        There is a clearance when *clear* asks for one and every rule allows *facts* without
+        a warning. Raises whatever a rule raises.
+        """
+        clearance = self.rules.clearance(facts) if clear else None
+        if clearance is not None:
+            return clearance  # nothing to explain: no verdicts built
+        with money_context():  # rules, yours among them, compute in the money context
+            return self.rules.evaluate(facts)
+
+    def _unavailable(self, request: Request, exc: Exception) -> Decision:
+        """Return the denial (or, with ``fail_open``, the warning) for a failed fetch."""
+        provider = self.provider
+        if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
+            # Not an outage: nothing gets better by waiting, so someone must be told.
+            self.log.error(
+                "payout_guard.credentials_rejected", provider=provider,
+                currency=request.currency, status=exc.status, code=exc.code,
+            )
+        else:
+            self.log.warning(
+                "payout_guard.balance_unavailable", provider=provider,
+                currency=request.currency, error=type(exc).__name__,
+            )
+        reason = _judge.unavailable_reason(provider, request.currency, exc,
+                                           allowed=self.fail_open)
+        return _judge.denial(
+            request, reason, mode=self.mode, provider=provider, now=self.clocks.time(),
+            allowed=self.fail_open,
+        )
+
+    def _unless_taken(self, payout_id: str, decision: Decision) -> Flow[Decision]:
+        """Return *decision*, or a ``duplicate_payout`` denial when *payout_id* is taken."""
+        try:
+            existing: Hold | None = yield GetHold(payout_id)
+        except StoreUnavailable as exc:
+            return _denied(decision, _judge.store_reason(decision.currency, exc))
+        if existing is None or existing.expired(self.clocks.time()):
+            return decision
+        return _duplicate(decision, existing)
+
+
+def _skewed(decision: Decision, provider: str, skew: float) -> Decision:
+    """Return *decision* with a ``clock_skew`` warning when the provider's clock ran ahead."""
+    if skew <= SKEW_WARNING:
+        return decision
+    warning = _judge.skew_reason(provider, skew)
+    return decision.model_copy(update={"warnings": (*decision.warnings, warning)})
+
+
+def _denied(decision: Decision, reason: Reason) -> Decision:
+    """Return *decision* denied for *reason* alone."""
+    return decision.model_copy(update={"allowed": False, "reasons": (reason,), "warnings": ()})
+
+
+def _duplicate(decision: Decision, held: Hold) -> Decision:
+    """Return *decision* denied because its payout id already has *held*."""
+    reason = _judge.duplicate_reason(decision.payout_id or held.payout_id, held)
+    return decision.model_copy(update={"allowed": False, "reasons": (reason,)})

@@ -1,0 +1,235 @@
+"""``PayoutGuard``: the decision core driven with blocking calls.
+
+Every decision line is in ``guard/_core.py``; this module only does the I/O each step asks for
+(the balance cache, the reservation store) in the calling thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+from guard._core import FetchBalances, Flow, Release, Reserved, Step, run, store_call
+from guard._guard import GuardBase
+from guard._models import Decision
+from guard._protect import AsyncAdmit, Settles, SyncAdmit
+from guard._request import parse_payout_id, parse_request
+from guard._reservation import ExceptionTypes, Reservation
+from guard.errors import InvalidPayoutRequest, PayoutDenied
+from guard.stores import Hold
+from rules.money import money_context
+
+__all__ = ["PayoutGuard"]
+
+
+class PayoutGuard(GuardBase):
+    """Decide, with reasons, whether a payout may go out now; blocking calls.
+
+    Takes the options of ``GuardBase`` (see there). Use ``AsyncPayoutGuard`` in an event
+    loop: this guard's ``check`` would block the loop for the whole fetch.
+    """
+
+    def close(self) -> None:
+        """Close the fetcher's HTTP session and the reservation store, where they have one."""
+        self.threads.close()
+        for part in (self.fetcher, self.reservations):
+            close = getattr(part, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> PayoutGuard:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def check(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        account: str | None = None,
+        payout_id: str | None = None,
+        fee: object = None,
+    ) -> Decision:
+        """Return whether a payout of *amount* *currency* may go out now, with reasons.
+
+        Reads the (cached) balance and the holds, applies the rules and logs the decision;
+        changes nothing. A denial is a return value: call ``raise_for_denial()`` to raise.
+
+        Args:
+            amount: Major units, as ``Decimal``, ``str`` or ``int`` (never ``float``).
+            currency: ISO 4217 code.
+            account: Account to check, for providers that report several.
+            payout_id: Your id for the payout, carried into the decision and logs. An id
+                that ``reserve`` would refuse (it is being sent, was sent, or may have been
+                sent) is denied as ``duplicate_payout``: this costs one store read.
+            fee: What the provider charges on top (default 0).
+
+        Raises:
+            InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
+                trouble is a ``balance_unavailable`` denial, a rule that raises a
+                ``rule_error`` one.
+        """
+        request = parse_request(amount, currency, account, payout_id, fee)
+        decision = run(self.core.check(request), self._perform)
+        self.core.emit(decision)
+        return decision
+
+    def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
+        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
+        with money_context():
+            return run(self.core.max_payable(self.probe(currency, account)), self._perform)
+
+    def reserve(
+        self,
+        amount: object,
+        currency: object,
+        *,
+        payout_id: str,
+        account: str | None = None,
+        fee: object = None,
+        ttl: float | None = None,
+    ) -> Reservation:
+        """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
+
+        By what the store holds for *payout_id*: nothing, a released hold or a pending hold
+        past its ttl: the payout is judged and held. A live pending hold (being sent now), a
+        committed one (sent) or an uncertain one (may have been sent): ``duplicate_payout``
+        (retryable only for the pending one), and nothing is held.
+
+        Raises:
+            InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
+            PayoutDenied: the payout is denied and the guard enforces.
+        """
+        request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
+        owner = secrets.token_hex(16)
+        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner), self._perform)
+        return self._handle(reserved)
+
+    def hold(self, payout_id: str) -> Hold | None:
+        """Return what the store records for *payout_id* (without its owner token), if any.
+
+        ``state`` is ``pending``, ``committed`` or ``uncertain``; a pending hold past its
+        ``expires_at`` has expired (``hold.expired(now)``).
+
+        Raises:
+            InvalidPayoutRequest: *payout_id* cannot be a payout id.
+            StoreUnavailable: the store did not answer.
+        """
+        found = self.reservations.get(parse_payout_id(payout_id))
+        return None if found is None else found.public()
+
+    def resolve(self, payout_id: str, *, sent: bool) -> Hold | None:
+        """End an uncertain hold once you know whether its payout left.
+
+        Args:
+            payout_id: The payout whose outcome was unknown.
+            sent: ``True``: it left (the hold becomes committed now and counts until a
+                balance can show it). ``False``: it did not (the hold is released).
+
+        Returns:
+            The committed hold, or ``None`` when it was released.
+
+        Raises:
+            GuardError: no hold is recorded for *payout_id*, or its hold is not uncertain.
+            InvalidPayoutRequest: *payout_id* cannot be a payout id.
+            StoreUnavailable: the store did not answer.
+        """
+        if not isinstance(sent, bool):
+            raise InvalidPayoutRequest(f"sent must be True or False, got {str(sent)[:40]}")
+        found = run(self.core.resolve(parse_payout_id(payout_id), sent=sent), self._perform)
+        if found is not None:
+            self.after_commit(found.currency)
+        return found
+
+    def blocking_admission(self) -> SyncAdmit:
+        """Return how ``protect`` admits a call: reserve (with a payout id) or check."""
+        return self._admit
+
+    def async_admission(self) -> AsyncAdmit:
+        """Return how ``protect`` admits an ``async def`` call: in the guard's thread pool.
+
+        A task cancelled while its hold is being taken has that hold released when the
+        thread finishes, so nothing is left held without an owner.
+        """
+        return self._admit_in_pool
+
+    def _perform(self, step: Step) -> Any:
+        """Do *step*: read the balance cache or ask the store."""
+        if isinstance(step, FetchBalances):
+            return self.cache.get_fetched(step.currency, force=step.fresh)
+        return store_call(self.reservations, step)
+
+    def _run(self, flow: Flow[Any]) -> Any:
+        return run(flow, self._perform)
+
+    def _handle(self, reserved: Reserved) -> Reservation:
+        """Log *reserved*'s decision and return its handle, or raise its denial."""
+        self.core.note_lapsed(reserved.lapsed)
+        decision, hold = reserved.decision, reserved.hold
+        if hold is not None:
+            try:
+                self.core.emit(decision)
+                return self._reservation(decision, hold)
+            except BaseException:
+                # Nobody would hold the handle: give the hold back in this same call.
+                self._run(_release(hold))
+                raise
+        self.core.emit(decision)
+        if not decision.allowed and self.mode == "enforce":
+            raise PayoutDenied(decision)
+        return self._reservation(decision, None)
+
+    def _reservation(self, decision: Decision, hold: Hold | None) -> Reservation:
+        return Reservation(
+            decision, hold, run=self._run, clock=self.clocks.time,
+            uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
+            on_commit=self.after_commit,
+        )
+
+    def _admit(self, request: dict[str, Any]) -> Reservation | None:
+        if "payout_id" in request:
+            return self.reserve(**request)
+        decision = self.check(**request)
+        if not decision.allowed and self.mode == "enforce":
+            raise PayoutDenied(decision)
+        return None
+
+    async def _admit_in_pool(self, request: dict[str, Any]) -> Settles | None:
+        reservation = await self.threads.run_keeping(_give_back, self._admit, request)
+        return None if reservation is None else _InPool(reservation, self)
+
+
+def _release(hold: Hold) -> Flow[bool]:
+    released: bool = yield Release(hold.payout_id, hold.owner)
+    return released
+
+
+def _give_back(reservation: Reservation | None) -> None:
+    """Release a hold taken for a call whose task was cancelled before its body ran."""
+    if reservation is not None:
+        reservation.release()
+
+
+class _InPool:
+    """A blocking reservation ended from an event loop, in the guard's thread pool."""
+
+    def __init__(self, reservation: Reservation, guard: PayoutGuard) -> None:
+        self._reservation = reservation
+        self._guard = guard
+
+    async def settle(
+        self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
+    ) -> None:
+        # Shielded: a second cancellation must not stop the hold from ending.
+        await self._guard.threads.run_shielded(
+            self._reservation.settle, exc, uncertain_on=uncertain_on
+        )

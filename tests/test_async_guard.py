@@ -1,0 +1,386 @@
+"""AsyncPayoutGuard: the same decisions as PayoutGuard, awaited, without freezing the loop.
+
+Every test runs a real event loop (``asyncio.run``); providers are real loopback emulators
+where timing matters, stores are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from guard import (
+    AsyncPayoutGuard,
+    AsyncReservation,
+    ConfigurationError,
+    Decision,
+    GuardError,
+    PayoutDenied,
+    PayoutGuard,
+)
+from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.stores import (
+    Hold,
+    HoldOutcome,
+    InMemoryReservations,
+    RedisReservations,
+    ReservationStore,
+    SqliteReservations,
+)
+from guard.testing import FailingFetcher, FakeClock, StaticFetcher
+from guard.testing.emulators import LuxCoreEmulator
+from rules import CurrencyMinimums, MaxPayout, ReserveMargin
+
+START = 1_700_000_000.0
+
+
+def both(**options: Any) -> tuple[PayoutGuard, AsyncPayoutGuard]:
+    """Return a blocking and an async guard over equal fixed balances, clocks and rules."""
+    made = []
+    for kind in (PayoutGuard, AsyncPayoutGuard):
+        clock = FakeClock(START)
+        fetcher = StaticFetcher({"BRL": "1000.00", "ARS": {"available": "500.00",
+                                                          "frozen": "100.00"}}, clock=clock)
+        made.append(kind(fetcher, [ReserveMargin(percent="10"), MaxPayout({"BRL": "700"}),
+                                   CurrencyMinimums(min_payout={"BRL": "5"})],
+                         clock=clock, **options))
+    return made[0], made[1]  # type: ignore[return-value] # built in this order
+
+
+def comparable(decision: Decision) -> dict[str, Any]:
+    """Return what two guards deciding the same payout must agree on (all but the id)."""
+    return decision.model_dump(exclude={"decision_id"})
+
+
+class TestTheSameDecisions:
+    """One scenario, both front doors: every decision is equal but for its id."""
+
+    def test_checks_reserves_and_max_payable_agree(self) -> None:
+        """A mixed sequence gives equal decisions through PayoutGuard and AsyncPayoutGuard."""
+        sync_guard, async_guard = both()
+
+        def sync_run() -> list[Any]:
+            out: list[Any] = [sync_guard.check("600", "BRL"), sync_guard.check("800", "BRL"),
+                              sync_guard.check("1", "BRL"), sync_guard.check("50", "USD"),
+                              sync_guard.max_payable("BRL"), sync_guard.max_payable("ARS")]
+            held = sync_guard.reserve("500", "BRL", payout_id="po_1")
+            out.append(held.decision)
+            out.append(sync_guard.check("450", "BRL"))
+            with pytest.raises(PayoutDenied) as dup:
+                sync_guard.reserve("500", "BRL", payout_id="po_1")
+            out.append(dup.value.decision)
+            held.commit()
+            out.append(sync_guard.check("10", "BRL", payout_id="po_1"))
+            with pytest.raises(PayoutDenied) as short:
+                sync_guard.reserve("450", "BRL", payout_id="po_2")
+            out.append(short.value.decision)
+            out.append(sync_guard.max_payable("BRL"))
+            return out
+
+        async def async_run() -> list[Any]:
+            g = async_guard
+            out: list[Any] = [await g.check("600", "BRL"), await g.check("800", "BRL"),
+                              await g.check("1", "BRL"), await g.check("50", "USD"),
+                              await g.max_payable("BRL"), await g.max_payable("ARS")]
+            held = await g.reserve("500", "BRL", payout_id="po_1")
+            out.append(held.decision)
+            out.append(await g.check("450", "BRL"))
+            with pytest.raises(PayoutDenied) as dup:
+                await g.reserve("500", "BRL", payout_id="po_1")
+            out.append(dup.value.decision)
+            await held.commit()
+            out.append(await g.check("10", "BRL", payout_id="po_1"))
+            with pytest.raises(PayoutDenied) as short:
+                await g.reserve("450", "BRL", payout_id="po_2")
+            out.append(short.value.decision)
+            out.append(await g.max_payable("BRL"))
+            return out
+
+        expected = sync_run()
+        actual = asyncio.run(async_run())
+        assert [comparable(d) if isinstance(d, Decision) else d for d in expected] == [
+            comparable(d) if isinstance(d, Decision) else d for d in actual]
+
+    def test_an_outage_denies_alike(self) -> None:
+        """Fail closed through both doors with the same reason."""
+        failing = FailingFetcher()
+        sync_decision = PayoutGuard(failing).check("10", "BRL")
+        async_decision = asyncio.run(AsyncPayoutGuard(failing).check("10", "BRL"))
+        assert (("balance_unavailable",), comparable(sync_decision)["reasons"]) == (
+            async_decision.codes, comparable(async_decision)["reasons"])
+
+
+class TestReservations:
+    def test_async_with_commits_on_normal_exit(self) -> None:
+        """``async with guard.reserve(...)`` holds, then commits when the block ends."""
+        async def scenario() -> tuple[str, str, Decimal]:
+            async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"})) as guard:
+                async with guard.reserve("80.00", "BRL", payout_id="X") as reservation:
+                    during = reservation.state
+                held = await guard.hold("X")
+                assert held is not None
+                return during, held.state, (await guard.check("1", "BRL")).reserved
+
+        assert ("pending", "committed", Decimal("80.00")) == asyncio.run(scenario())
+
+    @pytest.mark.parametrize(
+        ("raised", "state"), [(ValueError("bad"), None), (TimeoutError(), "uncertain")],
+        ids=["plain-error-releases", "timeout-is-uncertain"],
+    )
+    def test_an_exception_ends_the_hold_by_the_same_rules(
+        self, raised: BaseException, state: str | None
+    ) -> None:
+        """The exactly-once exit rules hold for async blocks too."""
+        async def scenario() -> str | None:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            with pytest.raises(type(raised)):
+                async with guard.reserve("80.00", "BRL", payout_id="X"):
+                    raise raised
+            held = await guard.hold("X")
+            return None if held is None else held.state
+
+        assert state == asyncio.run(scenario())
+
+    def test_a_cancelled_block_keeps_the_hold_uncertain(self) -> None:
+        """Cancelled while sending: the money may have left."""
+        async def scenario() -> str | None:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            inside = asyncio.Event()
+
+            async def send() -> None:
+                async with guard.reserve("80.00", "BRL", payout_id="X"):
+                    inside.set()
+                    await asyncio.sleep(60)
+
+            task = asyncio.create_task(send())
+            await inside.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            held = await guard.hold("X")
+            return None if held is None else held.state
+
+        assert "uncertain" == asyncio.run(scenario())
+
+    def test_methods_are_awaitable_and_act_once(self) -> None:
+        """commit, release and mark_uncertain are awaited; a released hold cannot commit."""
+        async def scenario() -> None:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            dropped = await guard.reserve("10", "BRL", payout_id="A")
+            assert isinstance(dropped, AsyncReservation)
+            assert (True, False) == (await dropped.release(), await dropped.release())
+            with pytest.raises(GuardError, match="was released"):
+                await dropped.commit()
+            unsure = await guard.reserve("10", "BRL", payout_id="B")
+            marked = await unsure.mark_uncertain()
+            assert marked is not None
+            assert "uncertain" == marked.state
+            assert None is await guard.resolve("B", sent=False)
+
+        asyncio.run(scenario())
+
+
+class SlowTakingStore(SqliteReservations):
+    """A SQLite store whose ``try_hold`` waits for a signal first (a slow store)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.taking = threading.Event()
+        self.go_on = threading.Event()
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        self.taking.set()
+        self.go_on.wait(10)
+        return super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+
+
+class TestCancellation:
+    def test_cancelled_while_the_hold_is_taken_gives_it_back(self, tmp_path: Path) -> None:
+        """The task is cancelled while the store writes the hold: it is released after."""
+        store = SlowTakingStore(tmp_path / "holds.db")
+
+        async def scenario() -> None:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            task = asyncio.ensure_future(guard.reserve("80.00", "BRL", payout_id="X"))
+            while not store.taking.is_set():
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            store.go_on.set()
+            for _ in range(400):  # the hold is written, then given back
+                if store.get("X") is None and store.reserved(
+                    "static||BRL", counted_since=0, now=time.time()
+                ) == 0:
+                    break
+                await asyncio.sleep(0.01)
+
+        asyncio.run(scenario())
+        assert (None, Decimal(0)) == (
+            store.get("X"), store.reserved("static||BRL", counted_since=0, now=time.time()))
+        store.close()
+
+
+class TestProtect:
+    def test_an_async_function_is_guarded_natively(self) -> None:
+        """Protect on AsyncPayoutGuard: the body runs once per payout id."""
+        async def scenario() -> list[str]:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            sent: list[str] = []
+
+            @guard.protect(payout_id="ref")
+            async def send(amount: str, currency: str, ref: str) -> None:
+                sent.append(f"{ref} {amount} {currency}")
+
+            await send("80.00", "BRL", ref="X")
+            with pytest.raises(PayoutDenied):
+                await send("80.00", "BRL", ref="X")
+            return sent
+
+        assert ["X 80.00 BRL"] == asyncio.run(scenario())
+
+    def test_a_plain_function_is_refused_when_decorated(self) -> None:
+        """AsyncPayoutGuard guards coroutines; a plain function is a configuration error."""
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+
+        def send(amount: str, currency: str) -> str:
+            return amount + currency
+
+        with pytest.raises(ConfigurationError, match="guards async def functions"):
+            guard.protect()(send)
+
+
+class CountingFetcher(StaticFetcher):
+    """A static provider that takes *delay* seconds per request and counts them."""
+
+    def __init__(self, balances: dict[str, str], delay: float) -> None:
+        super().__init__(balances)
+        self.delay = delay
+        self.started = 0
+        self._count_lock = threading.Lock()
+
+    def fetch(self, currency: str | None = None) -> Any:
+        with self._count_lock:
+            self.started += 1
+        time.sleep(self.delay)
+        return super().fetch(currency)
+
+
+class TestSingleFlight:
+    def test_a_thousand_cold_checks_cost_one_fetch(self) -> None:
+        """1,000 concurrent awaits on a cold cache share one provider request."""
+        fetcher = CountingFetcher({"BRL": "100.00"}, delay=0.2)
+
+        async def scenario() -> list[bool]:
+            guard = AsyncPayoutGuard(fetcher)
+            decisions = await asyncio.gather(*(guard.check("1", "BRL") for _ in range(1000)))
+            return [d.allowed for d in decisions]
+
+        allowed = asyncio.run(scenario())
+        assert (1, 1000) == (fetcher.started, sum(allowed))
+
+
+@pytest.fixture
+def slow_luxcore() -> Iterator[LuxCoreEmulator]:
+    """Yield a LuxCore emulator that takes 2 s over every balance answer."""
+    with LuxCoreEmulator(balances={"ARS": "1000000.00"}) as emulator:
+        emulator.slow_seconds = 2.0
+        emulator.fail_next("slow", times=1000)
+        yield emulator
+
+
+class TestTheLoopKeepsRunning:
+    def test_a_slow_provider_never_freezes_the_loop(self, slow_luxcore: LuxCoreEmulator) -> None:
+        """64 checks and 64 reserves wait 2 s for the balance; a 5 ms ticker never stalls."""
+        fetcher = LuxCoreFetcher(slow_luxcore.api_key, base_url=slow_luxcore.url,
+                                 retry=RetryPolicy(attempts=1, deadline=10))
+
+        async def scenario() -> tuple[float, int, int]:
+            guard = AsyncPayoutGuard(fetcher, max_workers=4)
+            gaps: list[float] = []
+            stop = asyncio.Event()
+
+            async def ticker() -> None:
+                last = time.perf_counter()
+                while not stop.is_set():
+                    await asyncio.sleep(0.005)
+                    now = time.perf_counter()
+                    gaps.append(now - last)
+                    last = now
+
+            async def reserve(n: int) -> None:
+                async with guard.reserve("1.00", "ARS", payout_id=f"po_{n}"):
+                    pass
+
+            ticking = asyncio.create_task(ticker())
+            checks = [guard.check("1.00", "ARS") for _ in range(64)]
+            results = await asyncio.gather(*checks, *(reserve(n) for n in range(64)))
+            stop.set()
+            await ticking
+            await guard.aclose()
+            allowed = sum(1 for r in results if isinstance(r, Decision) and r.allowed)
+            return max(gaps), allowed, slow_luxcore.balance_requests
+
+        worst, allowed, requests = asyncio.run(scenario())
+        assert 64 == allowed
+        assert requests <= 2  # one shared fetch (a commit may ask for one more)
+        assert worst < 0.2, f"the loop stalled {worst * 1000:.0f} ms"
+
+
+class TestStores:
+    @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+    def test_every_store_works_under_the_async_guard(
+        self, kind: str, tmp_path: Path, redis_url: str
+    ) -> None:
+        """Memory inline, SQLite in the guard's threads, Redis on redis.asyncio."""
+        makers: dict[str, Callable[[], ReservationStore]] = {
+            "memory": InMemoryReservations,
+            "sqlite": lambda: SqliteReservations(tmp_path / "holds.db"),
+            "redis": lambda: RedisReservations(redis_url, namespace=f"a-{uuid.uuid4().hex}"),
+        }
+        store = makers[kind]()
+
+        async def scenario() -> tuple[str, list[str]]:
+            async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}),
+                                        reservations=store) as guard:
+                async with guard.reserve("60.00", "BRL", payout_id="A"):
+                    pass
+                outcomes = []
+                for payout_id in ("B", "A"):
+                    try:
+                        await guard.reserve("60.00", "BRL", payout_id=payout_id)
+                        outcomes.append("held")
+                    except PayoutDenied as denied:
+                        outcomes.append(denied.decision.codes[0])
+                held = await guard.hold("A")
+                return (held.state if held else "none"), outcomes
+
+        assert ("committed", ["insufficient_funds", "duplicate_payout"]) == asyncio.run(
+            scenario())
+
+
+class TestConfiguration:
+    def test_from_config_builds_an_async_guard(self, tmp_path: Path) -> None:
+        """The same configuration file builds either guard."""
+        path = tmp_path / "guard.toml"
+        path.write_text('[providers.luxcore]\napi_key_env = "KEY"\n', encoding="utf-8")
+        guard = AsyncPayoutGuard.from_config(path, env={"KEY": "qp_test_sk_x"})
+        assert ("AsyncPayoutGuard", "luxcore") == (type(guard).__name__, guard.provider)
+        asyncio.run(guard.aclose())
+
+    def test_the_clock_is_shared_by_both(self) -> None:
+        """A FakeClock drives the async guard's timestamps too."""
+        clock = FakeClock(START)
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "1.00"}, clock=clock), clock=clock)
+        decision = asyncio.run(guard.check("1", "BRL"))
+        assert START == decision.evaluated_at.timestamp()
