@@ -218,9 +218,10 @@ def bounds_of(verdict: Verdict, facts: Facts) -> Bounds:
     closed.
     """
     floor, cap = verdict.floor, verdict.cap
-    amount = facts.amount
-    if verdict.denies and (floor is None or floor <= amount) and (cap is None or amount <= cap):
-        return BLOCKED
+    if not verdict.passed and verdict.severity == "deny":  # verdict.denies, without the call
+        amount = facts.amount
+        if (floor is None or floor <= amount) and (cap is None or amount <= cap):
+            return BLOCKED
     if floor is None and cap is None:
         return NO_BOUNDS
     return _new_tuple(Bounds, (floor, cap, None, _ZERO, False, False))

@@ -56,9 +56,9 @@ class _LeadingZero:
 
     def message(self) -> str:
         digits = self.text.replace("_", "").lstrip("+-")
-        octal = f"octal {int(digits, 8)}" if set(digits) <= set("01234567") else "not a number"
+        old = f"as octal {int(digits, 8)}" if set(digits) <= set("01234567") else "otherwise"
         return (
-            f"{self.text} has a leading zero, which YAML 1.1 reads as {octal} and YAML 1.2 as "
+            f"{self.text} has a leading zero, which YAML 1.1 reads {old} and YAML 1.2 as "
             f"{int(digits)}; write money in YAML as a string ('{self.text}') or a plain "
             f"integer without the zero"
         )

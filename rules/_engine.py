@@ -95,17 +95,15 @@ def _combined(
         )
     denying = [child for child in children if child.denies]
     leaves = [leaf for child in denying for leaf in child.denials()]
-    if isinstance(rule, RuleSet):
-        # Retrying helps an all_of only if every denial can clear by itself.
-        retryable = bool(denying) and all(child.retryable for child in denying)
-    else:
-        # Retrying helps an any_of as soon as one alternative can clear.
-        retryable = any(child.retryable for child in denying)
+    retrying = [child.retryable for child in denying]
+    # Retrying helps an all_of only if every denial can clear by itself, and an any_of as
+    # soon as one alternative can.
+    retryable = (bool(denying) and all(retrying)) if isinstance(rule, RuleSet) else any(retrying)
     return Verdict(
         rule=rule.name,
         passed=False,
         code=leaves[0].code if leaves else "",
-        message="; ".join(leaf.message for leaf in leaves),
+        message="; ".join([leaf.message for leaf in leaves]),
         retryable=retryable,
         cap=cap,
         floor=floor,

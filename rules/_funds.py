@@ -24,7 +24,7 @@ from rules._bounds import (
 )
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict, passing
-from rules._money import ADD, DIVIDE, MULTIPLY, money_context, quantize_up
+from rules._money import ADD, DIVIDE, MULTIPLY, SUBTRACT, money_context, quantize_up
 from rules._params import (
     AmountLike,
     Table,
@@ -81,10 +81,8 @@ class SufficientFunds(BoundedRule):
         passed, _, cap = settle(self._bounds(facts), facts)
         if passed:
             return passing("sufficient_funds", cap)
-        with money_context():
-            spendable = facts.spendable
-            required = facts.required
-            shortfall = required - spendable
+        spendable, required = facts.spendable, facts.required
+        shortfall = SUBTRACT(required, spendable)
         return Verdict(
             rule="sufficient_funds",
             passed=False,
@@ -211,19 +209,18 @@ class ReserveMargin(BoundedRule):
         if bounds.keep is None:
             return passing("reserve_margin", details={"reserve": reserve})
         passed, _, cap = settle(bounds, facts)
-        with money_context():
-            spendable = facts.spendable
-            remaining = spendable - facts.required
-            details = {
-                "spendable": spendable,
-                "required": facts.required,
-                "remaining": remaining,
-                "reserve": reserve,
-            }
-            if passed:
-                # The details say what was kept even when nothing was eaten into.
-                return passing("reserve_margin", cap, details=details)
-            shortfall = reserve - remaining
+        spendable, required = facts.spendable, facts.required
+        remaining = SUBTRACT(spendable, required)
+        details = {
+            "spendable": spendable,
+            "required": required,
+            "remaining": remaining,
+            "reserve": reserve,
+        }
+        if passed:
+            # The details say what was kept even when nothing was eaten into.
+            return passing("reserve_margin", cap, details=details)
+        shortfall = SUBTRACT(reserve, remaining)
         return Verdict(
             rule="reserve_margin",
             passed=False,

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from rules._bounds import BLOCKED, NO_BOUNDS, BoundedRule, Bounds, settle
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict, passing
-from rules._money import MONEY_CONTEXT, money_context
+from rules._money import MONEY_CONTEXT
 from rules._params import (
     AmountLike,
     Table,
@@ -125,9 +125,8 @@ class CurrencyMinimums(BoundedRule):
             ))
         keep = bounds.keep
         if keep is not None:
-            with money_context():
-                spendable = facts.spendable
-                remaining = spendable - facts.required
+            spendable = facts.spendable
+            remaining = MONEY_CONTEXT.subtract(spendable, facts.required)
             if remaining < keep:
                 leaves.append(Verdict(
                     rule="currency_minimums",
