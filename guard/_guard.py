@@ -258,6 +258,7 @@ class PayoutGuard:
         account: str | None = None,
         fee: object = None,
         ttl: float | None = None,
+        connection: Any = None,
     ) -> Reservation:
         """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
 
@@ -266,7 +267,14 @@ class PayoutGuard:
         committed one (sent) or an uncertain one (may have been sent): ``duplicate_payout``
         (retryable only for the pending one), and nothing is held.
 
+        With *connection* (an open ``psycopg.Connection``, for ``PostgresReservations``), the
+        hold is written in that connection's transaction, and the reservation's ``commit()``
+        and ``release()`` act in it too: the hold commits or rolls back with the caller's own
+        rows (``examples/postgres_outbox.py``).
+
         Raises:
+            ConfigurationError: *connection* is given but the store cannot work inside a
+                caller's transaction (it has no ``bound``).
             InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
             PayoutDenied: the payout is denied and the guard enforces.
         """
@@ -276,9 +284,10 @@ class PayoutGuard:
             self.hold_ttl if ttl is None
             else seconds(ttl, "ttl", positive=True, most=MAX_SECONDS)
         )
+        store = self.reservations if connection is None else self._bound(connection)
         with money_context():
             request = parse_request(amount, currency, account, payout_id, fee)
-            return self._reserve(request, hold_ttl)
+            return self._reserve(request, hold_ttl, store)
 
     def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (without its owner token), if any.
@@ -364,8 +373,28 @@ class PayoutGuard:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _reserve(self, request: Request, ttl: float) -> Reservation:
-        """Judge *request* and hold its funds atomically; judge again when others took room."""
+    def _bound(self, connection: object) -> ReservationStore:
+        """Return the store's view working inside *connection*'s transaction."""
+        bound = getattr(self.reservations, "bound", None)
+        if not callable(bound):
+            raise ConfigurationError(
+                f"reserve(connection=...) needs a store that can work inside the caller's "
+                f"transaction (PostgresReservations); this guard's is "
+                f"{type(self.reservations).__name__}",
+                path="connection",
+            )
+        store: ReservationStore = bound(connection)
+        return store
+
+    def _reserve(
+        self, request: Request, ttl: float, store: ReservationStore | None = None
+    ) -> Reservation:
+        """Judge *request* and hold its funds atomically; judge again when others took room.
+
+        *store* is where the hold goes (default: the guard's store; a bound view of it to
+        hold inside a caller's transaction).
+        """
+        store = self.reservations if store is None else store
         payout_id = request.payout_id or ""
         owner = secrets.token_hex(16)
         decision: Decision | None = None
@@ -373,7 +402,7 @@ class PayoutGuard:
             decision, snapshot = self._decide(request)
             try:
                 if not decision.allowed or self.mode == "dry_run":
-                    return self._refuse(self._unless_duplicate(request, decision))
+                    return self._refuse(self._unless_duplicate(request, decision, store))
                 # Hold on the account that was judged, however the caller named it.
                 account = request.account if snapshot is None else snapshot.account
                 now = self._clock()
@@ -389,7 +418,7 @@ class PayoutGuard:
                     currency=request.currency, amount=request.amount, fee=request.fee,
                     state="pending", created_at=now, expires_at=now + ttl, owner=owner,
                 )
-                outcome = self.reservations.try_hold(
+                outcome = store.try_hold(
                     wanted, ceiling=ceiling, counted_since=since, now=now
                 )
             except StoreUnavailable as exc:
@@ -403,13 +432,13 @@ class PayoutGuard:
                 try:
                     self._emit(decision)
                     return Reservation(
-                        decision, wanted, store=self.reservations, clock=self._clock,
+                        decision, wanted, store=store, clock=self._clock,
                         uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
                         on_commit=self._after_commit,
                     )
                 except BaseException:
                     # Nobody would hold the handle: give the hold back in this same call.
-                    self.reservations.release(payout_id, owner=owner)
+                    store.release(payout_id, owner=owner)
                     raise
             if outcome.status == "duplicate" and outcome.hold is not None:
                 return self._refuse(_duplicate(decision, outcome.hold))
@@ -436,10 +465,12 @@ class PayoutGuard:
             )
         raise PayoutDenied(decision)
 
-    def _unless_duplicate(self, request: Request, decision: Decision) -> Decision:
+    def _unless_duplicate(
+        self, request: Request, decision: Decision, store: ReservationStore | None = None
+    ) -> Decision:
         """Return *decision*, or a ``duplicate_payout`` denial when the id is taken."""
         try:
-            existing = self.reservations.get(request.payout_id or "")
+            existing = (store or self.reservations).get(request.payout_id or "")
         except StoreUnavailable as exc:
             return _denied(decision, _judge.store_reason(request.currency, exc))
         if existing is None or existing.expired(self._clock()):

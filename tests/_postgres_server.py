@@ -14,7 +14,6 @@ skipped loudly, unless ``CI`` is set: CI must run them, so there they fail.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
@@ -36,7 +35,7 @@ from tests._redis_server import free_port
 
 __all__ = ["PASSWORD", "PostgresServer", "postgres_bin", "shared_postgres", "start_postgres"]
 
-PASSWORD = "s3cret-pg-pass"  # noqa: S105 - a throwaway password of a throwaway test server
+PASSWORD = "s3cret-pg-pass"  # a throwaway password of a throwaway test server
 _NOBODY = 65534
 
 
@@ -120,7 +119,7 @@ def postgres_bin() -> Path:
     """Return the directory of ``initdb`` and ``postgres``, or skip (fail when ``CI`` is set)."""
     found = shutil.which("initdb")
     candidates = [Path(found).parent] if found else []
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     for folder in candidates:
         if (folder / "initdb").is_file() and (folder / "postgres").is_file():
             return folder

@@ -25,6 +25,7 @@ Needs ``psycopg`` 3 and ``psycopg-pool``: ``pip install payout-guard[postgres]``
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -315,10 +316,9 @@ class PostgresReservations:
         self._home = self._source
         self._ready_lock = threading.Lock()
         self._ready = False
-        try:
+        # The server cannot be reached now: the first use tries again.
+        with contextlib.suppress(StoreUnavailable):
             self._contact()
-        except StoreUnavailable:
-            pass  # the server cannot be reached now: the first use tries again
 
     def __repr__(self) -> str:
         view = ", bound" if self._source.bound else ""
@@ -523,7 +523,7 @@ class PostgresReservations:
                     for statement in sql.functions(self._quoted):
                         conn.execute(statement)
                     conn.execute(
-                        f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",
+                        f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
                         (sql.VERSION,),
                     )
         except self._errors as exc:
