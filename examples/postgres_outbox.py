@@ -41,7 +41,7 @@ def record_payout(
     with conn.transaction():
         with guard.reserve(amount, "BRL", payout_id=payout_id, connection=conn):
             conn.execute(
-                f"INSERT INTO {DEMO}.payouts (id, amount, currency) VALUES (%s, %s, 'BRL')",  # noqa: S608 - a constant
+                f"INSERT INTO {DEMO}.payouts (id, amount, currency) VALUES (%s, %s, 'BRL')",
                 (payout_id, Decimal(amount)),
             )
         if crash:
@@ -51,7 +51,7 @@ def record_payout(
 def show(guard: PayoutGuard, conn: psycopg.Connection, payout_id: str) -> None:
     """Print what the store and the payouts table hold for *payout_id*."""
     hold = guard.hold(payout_id)
-    row = conn.execute(f"SELECT amount FROM {DEMO}.payouts WHERE id = %s",  # noqa: S608 - a constant
+    row = conn.execute(f"SELECT amount FROM {DEMO}.payouts WHERE id = %s",
                        (payout_id,)).fetchone()
     print(f"{payout_id}: hold={hold.state if hold else None} payout_row={row is not None}")
 

@@ -236,6 +236,8 @@ class PostgresReservations:
             transaction mode requires.
         create_schema: Create or upgrade the schema at first contact (tests, demos). Without it
             nothing is created: a missing or older schema raises ``ConfigurationError``.
+        check_schema: Check the schema version at first contact (default). ``False`` skips
+            the check, for a store made only to call ``migrate()``.
         keep: Idle connections kept between calls for a DSN or a factory (default 4).
 
     The first contact with the server (at construction, or at first use when the server cannot
@@ -256,6 +258,7 @@ class PostgresReservations:
         timeout: float = 5.0,
         prepare_threshold: int | None = 5,
         create_schema: bool = False,
+        check_schema: bool = True,
         keep: int = 4,
     ) -> None:
         try:
@@ -315,10 +318,14 @@ class PostgresReservations:
             )
         self._home = self._source
         self._ready_lock = threading.Lock()
-        self._ready = False
-        # The server cannot be reached now: the first use tries again.
-        with contextlib.suppress(StoreUnavailable):
-            self._contact()
+        self._ready = not check_schema and not self._create
+        try:
+            # The server cannot be reached now: the first use tries again.
+            with contextlib.suppress(StoreUnavailable):
+                self._contact()
+        except BaseException:
+            self._source.close()  # a store that raised is never used: leave no connection
+            raise
 
     def __repr__(self) -> str:
         view = ", bound" if self._source.bound else ""
