@@ -46,6 +46,7 @@ class PostgresServer:
     bin_dir: Path
     folder: Path
     port: int
+    durable: bool = False
     process: subprocess.Popen[bytes] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -72,11 +73,11 @@ class PostgresServer:
         Raises:
             RuntimeError: it did not answer within 30 s.
         """
+        relaxed = () if self.durable else ("-c", "fsync=off", "-c", "full_page_writes=off")
         self.process = _run_as_owner(
             [str(self.bin_dir / "postgres"), "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-             "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200",
-             "-c", "shared_buffers=32MB"],
+             *relaxed, "-c", "max_connections=200", "-c", "shared_buffers=32MB"],
             popen=True,
         )
         deadline = time.monotonic() + 30
@@ -148,8 +149,10 @@ def _run_as_owner(args: list[str], *, popen: bool = False) -> subprocess.Popen[b
     return process
 
 
-def start_postgres() -> PostgresServer:
+def start_postgres(*, durable: bool = False) -> PostgresServer:
     """Create a cluster in a temporary directory and start a server on a free port.
+
+    With *durable*, the server keeps PostgreSQL's default ``fsync=on`` (for benchmarks).
 
     Raises:
         RuntimeError: initdb failed or the server did not start.
@@ -166,7 +169,7 @@ def start_postgres() -> PostgresServer:
             "--pwfile", str(folder / "pw"), "--auth-host=scram-sha-256", "--auth-local=trust",
             "-E", "UTF8", "--no-sync", "--no-instructions",
         ])
-        server = PostgresServer(bin_dir, folder, free_port())
+        server = PostgresServer(bin_dir, folder, free_port(), durable)
         server.start()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -68,8 +68,11 @@ def kill_while_holding(process: SpawnProcess, held: Event) -> None:
 
 
 def open_store(target: str) -> ReservationStore:
-    """Open the store named by *target*: ``redis://...#namespace``, ``postgresql://...#schema``
-    (created when missing) or a SQLite file path."""
+    """Open the store named by *target*.
+
+    ``redis://...#namespace``, ``postgresql://...#schema`` (created when missing) or a SQLite
+    file path.
+    """
     if target.startswith("postgresql://"):
         dsn, schema = target.split("#", 1)
         return PostgresReservations(dsn, schema=schema, create_schema=True, timeout=30.0)

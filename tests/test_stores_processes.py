@@ -50,7 +50,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.mark.slow
 class TestProcesses:
     def test_four_processes_never_overspend(self, target: str) -> None:
-        """Four processes racing 200 try_holds each on one store never hold more than the ceiling."""
+        """Four processes racing 200 try_holds each on one store never exceed the ceiling."""
         ceiling = Decimal("500.00")
         open_store(target).close()  # create the file first, as a deployment would
         barrier = SPAWN.Barrier(WORKERS)
