@@ -20,10 +20,10 @@ from structlog.testing import capture_logs
 
 from guard import PayoutDenied, PayoutGuard, load_config
 from guard._config_build import build_reservations
-from guard.cli import main
 from guard.errors import ConfigurationError, StoreUnavailable
 from guard.stores import InMemoryReservations, PostgresReservations
 from guard.testing import StaticFetcher
+from tests._cli import run_cli
 from tests._holds import KEY, T0, hold, owner_of
 from tests._postgres_server import PASSWORD, PostgresServer
 from tests._redis_server import free_port
@@ -118,9 +118,7 @@ class TestSchema:
         with pytest.raises(ConfigurationError, match="schema"):
             PostgresReservations(server.dsn(), schema=schema)
 
-    def test_cli_migrate(self, server: PostgresServer, tmp_path: Path,
-                         monkeypatch: pytest.MonkeyPatch,
-                         capsys: pytest.CaptureFixture[str]) -> None:
+    def test_cli_migrate(self, server: PostgresServer, tmp_path: Path) -> None:
         """`payout-guard store migrate --config FILE` makes the schema the config names, once."""
         schema = server.fresh_schema()
         config = tmp_path / "guard.toml"
@@ -128,18 +126,29 @@ class TestSchema:
             '[providers.luxcore]\napi_key_env = "LUXCORE_KEY"\n\n'
             f'[reservations]\nstore = "postgres"\ndsn_env = "PG_DSN"\nnamespace = "{schema}"\n'
         )
-        monkeypatch.setenv("PG_DSN", server.dsn())
-        assert 0 == main(["store", "migrate", "--config", str(config)])
-        assert 0 == main(["store", "migrate", "--config", str(config)])
-        out = capsys.readouterr().out
-        assert f"schema '{schema}' migrated from version 0 to 1" in out
-        assert f"schema '{schema}' is at version 1: nothing to do" in out
-        store = build_reservations(load_config(config))
+        env = {"PG_DSN": server.dsn()}
+        first = run_cli("store", "migrate", "--config", str(config), env=env)
+        again = run_cli("store", "migrate", "--config", str(config), env=env)
+        assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
+        assert f"schema '{schema}' migrated from version 0 to 1" in first.stdout
+        assert f"schema '{schema}' is at version 1: nothing to do" in again.stdout
+        store = build_reservations(load_config(config), env=env)
         try:
             assert isinstance(store, PostgresReservations)
             assert "held" == take(store, "po_1")
         finally:
             store.close()
+
+    def test_cli_migrate_without_a_server_exits_3(self, tmp_path: Path) -> None:
+        """No database to reach: exit code 3, and the password is not printed."""
+        config = tmp_path / "guard.toml"
+        config.write_text('[providers.luxcore]\napi_key_env = "LUXCORE_KEY"\n\n'
+                          '[reservations]\nstore = "postgres"\ndsn_env = "PG_DSN"\n')
+        dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
+        result = run_cli("store", "migrate", "--config", str(config), env={"PG_DSN": dsn})
+        assert 3 == result.returncode
+        assert "postgres reservation store" in result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
 
 
 class TestTargets:
