@@ -33,7 +33,6 @@ import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -178,27 +177,23 @@ class _Connections(_Source):
 
 
 class _Pool(_Source):
-    """A ``psycopg_pool.ConnectionPool`` of the caller's; each connection set up on first sight."""
+    """A ``psycopg_pool.ConnectionPool`` of the caller's, used as the caller set it up.
+
+    The store changes no session setting on the caller's connections: their statement timeout
+    is the pool's (its ``configure`` callback) or the database role's.
+    """
 
     label = "pool"
 
-    def __init__(
-        self, pool: psycopg_pool.ConnectionPool[Any], *, setup: Callable[..., None],
-        timeout: float,
-    ) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, timeout: float) -> None:
         self._pool = pool
-        self._setup = setup
         self._timeout = timeout
-        self._seen: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         # The pool commits at the end of the block (or rolls back on error) when the
         # connection is not in autocommit mode.
         with self._pool.connection(timeout=self._timeout) as conn:
-            if conn not in self._seen:
-                self._setup(conn)
-                self._seen.add(conn)
             yield conn
 
 
@@ -228,9 +223,10 @@ class PostgresReservations:
             ``payout_guard``; lower-case letters, digits and ``_``).
         retention: Seconds a finished hold is remembered for idempotency (default one day;
             at most 30 days).
-        timeout: Seconds any call may take: the ``statement_timeout`` the store sets on its
-            connections, the wait for a pooled connection and (rounded up) the connect
-            timeout of a DSN (default 5; at most 30 days).
+        timeout: Seconds any call may take: the ``statement_timeout`` the store sets on the
+            connections it makes (from a DSN or a factory; a caller's pool and a caller's
+            bound connection keep their own), the wait for a pooled connection and (rounded
+            up) the connect timeout of a DSN (default 5; at most 30 days).
         prepare_threshold: After how many runs a statement is prepared on a connection (psycopg's
             ``prepare_threshold``, default 5); ``None`` never prepares, as PgBouncer in
             transaction mode requires.
@@ -306,7 +302,7 @@ class PostgresReservations:
             self._source = self._from_dsn(target, keep)
         elif isinstance(target, psycopg_pool.ConnectionPool):
             self._where = "a connection pool"
-            self._source = _Pool(target, setup=self._setup, timeout=self._timeout)
+            self._source = _Pool(target, timeout=self._timeout)
         elif callable(target):
             self._source = _Connections(target, setup=self._setup, keep=keep,
                                         label="factory")
