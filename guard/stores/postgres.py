@@ -93,7 +93,6 @@ class _Source:
     """Where a store gets a connection for one call, and what it does with it afterwards."""
 
     bound = False
-    label = "connection"
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:  # pragma: no cover - abstract
@@ -113,7 +112,7 @@ class _Connections(_Source):
 
     def __init__(
         self, factory: Callable[[], psycopg.Connection[Any]], *, setup: Callable[..., None],
-        keep: int, label: str,
+        keep: int,
     ) -> None:
         self._factory = factory
         self._setup = setup
@@ -121,7 +120,6 @@ class _Connections(_Source):
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self.label = label
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -183,8 +181,6 @@ class _Pool(_Source):
     is the pool's (its ``configure`` callback) or the database role's.
     """
 
-    label = "pool"
-
     def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, timeout: float) -> None:
         self._pool = pool
         self._timeout = timeout
@@ -201,7 +197,6 @@ class _Bound(_Source):
     """The caller's open connection: every call runs inside the caller's transaction."""
 
     bound = True
-    label = "the caller's connection"
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
@@ -304,8 +299,7 @@ class PostgresReservations:
             self._where = "a connection pool"
             self._source = _Pool(target, timeout=self._timeout)
         elif callable(target):
-            self._source = _Connections(target, setup=self._setup, keep=keep,
-                                        label="factory")
+            self._source = _Connections(target, setup=self._setup, keep=keep)
         else:
             raise ConfigurationError(
                 f"must be a PostgreSQL DSN, a psycopg_pool.ConnectionPool or a function "
@@ -581,7 +575,7 @@ class PostgresReservations:
         def connect() -> psycopg.Connection[Any]:
             return psycopg.connect(dsn, **options)
 
-        return _Connections(connect, setup=self._setup, keep=keep, label="dsn")
+        return _Connections(connect, setup=self._setup, keep=keep)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
         """Set the store's statement timeout (and prepare threshold) on a new connection."""
