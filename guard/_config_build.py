@@ -251,6 +251,8 @@ def _redis(config: GuardConfig, env: Mapping[str, str]) -> ReservationStore:
         options["namespace"] = spec.namespace
     if spec.timeout is not None:
         options["timeout"] = _seconds(spec.timeout)
+    if spec.allow_eviction is not None:
+        options["allow_eviction"] = spec.allow_eviction
     try:
         return RedisReservations(url, **options)
     except ConfigurationError as exc:
@@ -290,6 +292,7 @@ def configured_guard(
         fail_open=config.fail_open,
         settle_lag=_seconds(config.reservations.settle_lag),
         hold_ttl=_seconds(config.reservations.hold_ttl),
+        uncertain_ttl=_seconds(config.reservations.uncertain_ttl),
         clock=clock,
     )
 

@@ -160,7 +160,7 @@ class CacheConfig(BaseModel):
 _STORE_OPTIONS: dict[str, frozenset[str]] = {
     "memory": frozenset(),
     "sqlite": frozenset({"path", "timeout"}),
-    "redis": frozenset({"url", "url_env", "namespace", "timeout"}),
+    "redis": frozenset({"url", "url_env", "namespace", "timeout", "allow_eviction"}),
     "postgres": frozenset({"dsn_env", "namespace", "timeout"}),
 }
 
@@ -173,8 +173,10 @@ class ReservationsConfig(BaseModel):
     ``"postgres"`` (``dsn_env``: the variable holding the DSN, a secret never written in the
     file; optional ``namespace``: the schema, default ``payout_guard``).
     ``settle_lag``: seconds a submitted payout keeps counting after a balance could show it;
-    ``hold_ttl``: seconds a pending hold lives; ``retention``: seconds a committed payout id
-    is remembered.
+    ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a hold whose
+    outcome is unknown keeps counting when nobody resolves it; ``retention``: seconds a
+    finished payout id is remembered. ``allow_eviction`` (Redis only) accepts a server whose
+    ``maxmemory-policy`` may evict holds.
     """
 
     model_config = _STRICT
@@ -189,11 +191,14 @@ class ReservationsConfig(BaseModel):
     retention: Seconds = Decimal(86_400)
     settle_lag: Seconds = Decimal(30)
     hold_ttl: PositiveSeconds = Decimal(300)
+    uncertain_ttl: PositiveSeconds = Decimal(3600)
+    allow_eviction: bool | None = None
 
     @model_validator(mode="after")
     def _options_fit_store(self) -> ReservationsConfig:
         allowed = _STORE_OPTIONS[self.store]
-        given = {name for name in ("path", "url", "url_env", "dsn_env", "namespace", "timeout")
+        given = {name for name in ("path", "url", "url_env", "dsn_env", "namespace", "timeout",
+                                   "allow_eviction")
                  if getattr(self, name) is not None}
         if extra := sorted(given - allowed):
             raise ValueError(
