@@ -92,8 +92,6 @@ class _Handle:
     Attributes:
         decision: The decision that allowed (or, in dry-run mode, would have denied) the payout.
         payout_id: The idempotency key.
-        hold: The hold in the store (without its owner token), or ``None`` when nothing is
-            held (dry-run mode).
     """
 
     def __init__(
@@ -108,7 +106,7 @@ class _Handle:
     ) -> None:
         self.decision = decision
         self.payout_id = decision.payout_id or ""
-        self.hold = None if hold is None else hold.public()
+        self._hold = hold
         self._owner = "" if hold is None else hold.owner
         self._clock = clock
         self._uncertain_ttl = uncertain_ttl
@@ -128,6 +126,14 @@ class _Handle:
         """Return ``pending``, ``committed``, ``released``, ``uncertain`` or ``none``."""
         return self._state
 
+    @property
+    def hold(self) -> Hold | None:
+        """Return the hold as this reservation last saw it, without its owner token.
+
+        ``None`` when nothing is held (dry-run mode).
+        """
+        return None if self._hold is None else self._hold.public()
+
     def _commit(self) -> Flow[None]:
         if self._state in ("none", "committed"):
             return
@@ -138,7 +144,7 @@ class _Handle:
         hold = yield Commit(self.payout_id, self._owner, self._clock())
         if hold is None:
             raise self._lost("the commit was not recorded")
-        self.hold = hold.public()
+        self._hold = hold
         self._state = "committed"
         _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id)
         self._on_commit(self.decision.currency)
@@ -163,7 +169,7 @@ class _Handle:
         hold = yield MarkUncertain(self.payout_id, self._owner, now, now + self._uncertain_ttl)
         if hold is None:
             raise self._lost("it could not be marked uncertain")
-        self.hold = hold.public()
+        self._hold = hold
         self._state = hold.state
         _log.warning(
             "payout_guard.hold", change="uncertain", payout_id=self.payout_id,
