@@ -221,7 +221,7 @@ class AsyncPayoutGuard(GuardBase):
                 await asyncio.shield(self._store(Release(hold.payout_id, hold.owner)))
                 raise
         self.core.emit(decision)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None)
 
@@ -236,7 +236,7 @@ class AsyncPayoutGuard(GuardBase):
         if "payout_id" in request:
             return await self.reserve(**request)
         decision = await self.check(**request)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return None
 

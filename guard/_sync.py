@@ -187,7 +187,7 @@ class PayoutGuard(GuardBase):
                 self._run(_release(hold))
                 raise
         self.core.emit(decision)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None)
 
@@ -202,7 +202,7 @@ class PayoutGuard(GuardBase):
         if "payout_id" in request:
             return self.reserve(**request)
         decision = self.check(**request)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return None
 
