@@ -233,7 +233,8 @@ class Decision(BaseModel):
         width = max(len(label) for label, _ in rows)
         lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)
         for reason in self.reasons:
-            retry = " (retry later)" if reason.retryable else ""
+            # A message that already speaks of retrying is not told "(retry later)" again.
+            retry = " (retry later)" if reason.retryable and "retr" not in reason.message else ""
             lines.append(f"  x {reason.code}: {reason.message}{retry}")
         lines.extend(f"  ! {w.code}: {w.message}" for w in self.warnings)
         return "\n".join(lines)

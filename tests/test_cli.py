@@ -72,6 +72,15 @@ class TestCheck:
         assert 2 == result.returncode
         assert "10.001" in result.stderr
 
+    def test_an_outage_says_retry_once(self, config: Path, luxcore: LuxCoreEmulator) -> None:
+        """The explanation says the payout can be retried later, without '(retry later)' too."""
+        luxcore.fail_next(Fault.HTTP_503)
+        result = run_cli("check", "10", "ARS", "-c", str(config),
+                         env=emulator_env(luxcore=luxcore))
+        reason = result.stdout.splitlines()[-1]
+        assert (True, False) == (reason.endswith("can be retried later"),
+                                 "(retry later)" in reason)
+
     def test_bad_configuration_exits_2_naming_file_and_key(self, tmp_path: Path) -> None:
         """A configuration error names the file, the key path and what is accepted."""
         path = tmp_path / "bad.toml"
@@ -89,6 +98,47 @@ class TestCheck:
     def test_missing_config_option_is_a_usage_error(self) -> None:
         """Leaving out --config is click's usage error, exit code 2."""
         assert 2 == run_cli("check", "10", "ARS").returncode
+
+
+class TestCheckArguments:
+    def test_a_negative_amount_must_be_positive(self, config: Path) -> None:
+        """`check -5 ARS` says the amount must be positive, not that -5 is an unknown option."""
+        result = run_cli("check", "-5", "ARS", "-c", str(config))
+        assert 2 == result.returncode
+        assert ("Error: Invalid value for 'AMOUNT': must be positive, got '-5' (amounts are "
+                "written without a sign)") in result.stderr
+        assert "No such option" not in result.stderr
+
+    def test_a_negative_amount_with_decimals_is_quoted_whole(self, config: Path) -> None:
+        """`check -5.50 ARS` quotes what was typed."""
+        result = run_cli("check", "-5.50", "ARS", "-c", str(config))
+        assert "Invalid value for 'AMOUNT': must be positive, got '-5.50'" in result.stderr
+
+    @pytest.mark.parametrize(("args", "hint", "expected"), [
+        (("1e3", "ARS"), "'AMOUNT'", "'1e3' is not an amount: write ASCII digits"),
+        (("1_000", "ARS"), "'AMOUNT'", "'1_000' is not an amount"),
+        (("0", "ARS"), "'AMOUNT'", "must be positive, got '0'"),
+        (("10.001", "ARS"), "'AMOUNT'", "10.001 has more decimal places than ARS allows (2)"),
+        (("10", "XYZ"), "'CURRENCY'", "unknown currency 'XYZ': expected an active ISO 4217"),
+        (("10", "ARS", "--fee", "1e3"), "'--fee'", "'1e3' is not an amount"),
+        (("10", "ARS", "--fee", "-1"), "'--fee'", "must be zero or positive, got '-1'"),
+        (("10", "ARS", "--payout-id", "x" * 300), "'--payout-id'", "has 300 characters;"),
+        (("10", "ARS", "--account", " "), "'--account'", "must be a non-empty string"),
+    ])
+    def test_an_error_names_the_argument_and_what_was_wrong(
+        self, config: Path, args: tuple[str, ...], hint: str, expected: str
+    ) -> None:
+        """Each refusal names its argument and says what was wrong, in the library's words."""
+        result = run_cli("check", *args, "-c", str(config))
+        assert 2 == result.returncode
+        assert f"Error: Invalid value for {hint}: {expected}" in result.stderr
+
+    def test_a_long_amount_is_quoted_at_most_60_characters(self, config: Path) -> None:
+        """A 10,000-character amount is quoted cut to 60 characters, not echoed whole."""
+        result = run_cli("check", "9" * 10_000 + "x", "ARS", "-c", str(config))
+        error = result.stderr.splitlines()[-1]
+        quoted = error.split("'AMOUNT': ")[1].split(" is not an amount")[0]
+        assert (2, 60) == (result.returncode, len(quoted))
 
 
 class TestBalances:

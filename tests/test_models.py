@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from guard import BalanceSnapshot, Decision, PayoutDenied, PayoutGuard, Reason
-from guard.testing import StaticFetcher
+from guard.testing import FailingFetcher, StaticFetcher
 from rules import FrozenFunds, MaxPayout, ReserveMargin, Rule
 from tests._guard_strategies import START, FakeClock
 
@@ -168,6 +168,14 @@ class TestExplain:
         ]
         assert "below the reserve of 100.00 BRL (retry later)" in reasons[0]
         assert "above the maximum payout of 500.00 BRL" in reasons[1]
+
+    def test_a_message_that_says_retry_is_not_told_retry_later_again(self) -> None:
+        """An outage reads 'can be retried later', once: no '(retry later)' after it."""
+        decision = PayoutGuard(FailingFetcher()).check("10", "BRL")
+        line = decision.explain().splitlines()[-1]
+        assert (True, True, False) == (
+            decision.retryable, line.endswith("can be retried later"), "(retry later)" in line
+        )
 
     def test_an_allowed_payout_reads_allowed(self) -> None:
         """The first line says ALLOWED; there are no reason lines."""
