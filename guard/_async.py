@@ -36,6 +36,7 @@ from guard._core import (
     store_call,
 )
 from guard._guard import GuardBase
+from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles
 from guard._request import Request, parse_payout_id, parse_request
@@ -161,6 +162,19 @@ class AsyncPayoutGuard(GuardBase):
         if found is not None:
             self.after_commit(found.currency)
         return found
+
+    async def health(self, *, probe: bool = False) -> Health:
+        """Return whether the provider and the store answer (``PayoutGuard.health``).
+
+        With *probe*, the balance request is made in the guard's thread pool.
+        """
+        if probe:
+            await asyncio.wrap_future(self.threads.submit(self.cache.probe))
+        try:
+            await self._store(GetHold(HEALTH_PROBE_ID))
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported
+            return self.health_report(exc)
+        return self.health_report(None)
 
     def async_admission(self) -> AsyncAdmit:
         """Return how ``protect`` admits an ``async def`` call: reserve or check, awaited."""

@@ -13,6 +13,7 @@ import pytest
 from guard.config import load_config
 from guard.testing.emulators import Fault, LuxCoreEmulator, LuxtakEmulator, PagsmileEmulator
 from tests._cli import EXAMPLE, ROOT, emulator_env, parse_json, run_cli, write_config
+from tests._redis_server import free_port
 
 RESERVE = '[[rules]]\ntype = "reserve_margin"\npercent = "10"\n'
 
@@ -175,6 +176,68 @@ class TestBalances:
         document = parse_json(result.stdout)
         assert 3 == result.returncode
         assert "HTTP 503" in document["providers"]["luxcore"]["error"]
+
+
+class TestHealth:
+    def test_every_part_answering_exits_0(self, tmp_path: Path) -> None:
+        """Two providers up and the store answering: healthy, exit 0, one request each."""
+        with LuxCoreEmulator() as luxcore, LuxtakEmulator() as luxtak:
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore, luxtak=luxtak)
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore, luxtak=luxtak))
+            requests = (luxcore.balance_requests, luxtak.balance_requests)
+        report = parse_json(result.stdout)
+        assert (0, True, (1, 1)) == (result.returncode, report["healthy"], requests)
+        assert {"luxcore": (True, None), "luxtak": (True, None)} == {
+            name: (part["ok"], part["last_error"]) for name, part in report["providers"].items()
+        }
+        assert {"store": "InMemoryReservations", "ok": True, "error": None} == report["store"]
+
+    def test_a_down_provider_exits_1_naming_its_error(self, tmp_path: Path) -> None:
+        """A provider answering 503 (fault injected) is unhealthy: exit 1, its error class."""
+        with LuxCoreEmulator() as luxcore, LuxtakEmulator() as luxtak:
+            luxtak.fail_next(Fault.HTTP_503)
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore, luxtak=luxtak)
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore, luxtak=luxtak))
+        report = parse_json(result.stdout)
+        assert (1, False) == (result.returncode, report["healthy"])
+        assert {"luxcore": (True, None), "luxtak": (False, "ProviderUnavailable")} == {
+            name: (part["ok"], part["last_error"]) for name, part in report["providers"].items()
+        }
+
+    def test_the_table_shows_each_part_and_the_verdict(self, tmp_path: Path) -> None:
+        """Without --json: a row per provider and the store, then UNHEALTHY."""
+        with LuxCoreEmulator() as luxcore:
+            luxcore.fail_next(Fault.DROP)
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore)
+            result = run_cli("health", "-c", str(path), env=emulator_env(luxcore=luxcore))
+        lines = result.stdout.splitlines()
+        assert 1 == result.returncode
+        assert any("luxcore" in line and "FAILING" in line and "ProviderUnavailable" in line
+                   for line in lines)
+        assert any("store (InMemoryReservations)" in line and " ok " in line for line in lines)
+        assert "UNHEALTHY" == lines[-1]
+
+    def test_a_store_that_does_not_answer_exits_1(self, tmp_path: Path) -> None:
+        """A Redis store nobody listens for is reported failing (StoreUnavailable), exit 1."""
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        with LuxCoreEmulator() as luxcore:
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore,
+                                head=f'[reservations]\nstore = "redis"\nurl = "{url}"\n')
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore))
+        report = parse_json(result.stdout)
+        assert (1, True) == (result.returncode, report["providers"]["luxcore"]["ok"])
+        assert {"store": "RedisReservations", "ok": False, "error": "StoreUnavailable"} == (
+            report["store"]
+        )
+
+    def test_a_missing_credential_is_a_configuration_error(self, config: Path) -> None:
+        """An unset credential variable is exit code 2, naming it, as for check."""
+        result = run_cli("health", "-c", str(config))
+        assert 2 == result.returncode
+        assert "TEST_LUXCORE_API_KEY is not set" in result.stderr
 
 
 class TestRulesValidate:
