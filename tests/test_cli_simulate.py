@@ -231,6 +231,21 @@ class TestSimulateRows:
             "invalid row: line 2, field amount: missing (amount and currency are required)",
         ] == result.stderr.splitlines()
 
+    def test_a_negative_amount_must_be_positive_as_in_check(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A signed amount or fee reads as it does for `check`: it must be positive."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount,currency,fee\n-5,ARS,\n150,ARS,-1\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert [
+            ("invalid row: line 2, field amount: must be positive, got '-5' (amounts are "
+            "written without a sign)"),
+            ("invalid row: line 3, field fee: must be zero or positive, got '-1' (amounts are "
+            "written without a sign)"),
+        ] == result.stderr.splitlines()
+
     @pytest.mark.parametrize("number", ["1e3", "1E+3", "100.0e0"])
     def test_a_json_number_is_read_by_the_one_amount_grammar(
         self, tmp_path: Path, config: Path, snapshot: Path, number: str

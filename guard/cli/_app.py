@@ -53,6 +53,7 @@ __all__ = [
     "handle_errors",
     "load",
     "money",
+    "negative_amount",
     "out_console",
 ]
 
@@ -99,8 +100,11 @@ def bad_parameter(hint: str, exc: InvalidPayoutRequest, field: str) -> click.Bad
     return click.BadParameter(message, param_hint=hint)
 
 
-def _signed(text: str, currency: str, *, allow_zero: bool) -> str | None:
-    """Return the "must be positive" message when *text* is an amount written with a ``-``."""
+def negative_amount(text: str, currency: str, *, allow_zero: bool = False) -> str | None:
+    """Return the "must be positive" message when *text* is an amount written with a ``-``.
+
+    ``None`` for anything else: the library's own message then says what is wrong.
+    """
     if not text.startswith("-"):
         return None
     try:
@@ -135,7 +139,7 @@ def amount_argument(value: str, currency: str, hint: str = "'AMOUNT'", *, field:
     try:
         return parse_amount(value, currency, field=field, allow_zero=allow_zero)
     except InvalidPayoutRequest as exc:
-        signed = _signed(value, currency, allow_zero=allow_zero)
+        signed = negative_amount(value, currency, allow_zero=allow_zero)
         if signed is not None:
             raise click.BadParameter(signed, param_hint=hint) from None
         raise bad_parameter(hint, exc, field) from None

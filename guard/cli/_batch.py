@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from guard._money import parse_amount, parse_currency
+from guard._text import quoted
+from guard.cli._app import negative_amount
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 __all__ = ["COLUMNS", "ROW", "Batch", "InvalidRow", "Row", "read_batch"]
@@ -101,12 +103,15 @@ def parse_row(line: int, raw: dict[str, Any], providers: Collection[str]) -> Row
         fee = None if fee_raw is None else parse_amount(fee_raw, currency, field="fee",
                                                         allow_zero=True)
     except InvalidPayoutRequest as exc:
-        message = str(exc).removeprefix(f"{step}: ")
+        signed = None if step == "currency" else negative_amount(
+            _text(raw.get(step)) or "", currency, allow_zero=step == "fee"
+        )
+        message = signed or str(exc).removeprefix(f"{step}: ")
         return InvalidRow(line, step, message, payout_id)
     provider = _text(raw.get("provider"))
     if provider is not None and provider not in providers:
         known = ", ".join(providers) or "none"
-        return InvalidRow(line, "provider", f"{provider!r} is not a configured provider "
+        return InvalidRow(line, "provider", f"{quoted(provider)} is not a configured provider "
                           f"({known})", payout_id)
     return Row(line, amount, currency, payout_id or f"line-{line}", provider, fee)
 
