@@ -44,6 +44,8 @@ SKEW_WARNING = 30.0
 """Seconds a provider's clock may run ahead of ours before decisions warn ``clock_skew``."""
 
 _log = structlog.get_logger("payout_guard")
+# What _join hands back beside a fresh entry: no fetch to wait for.
+_DONE: Future[dict[str, Fetched]] = Future()
 
 
 class Fetched(NamedTuple):
@@ -128,19 +130,14 @@ class BalanceCache:
         if self._ttl <= 0:
             return self._fetch(currency)[currency]
         if not force:
-            # A fresh entry is read without the lock: entries are replaced whole, never changed,
-            # and a lock taken on every check costs threads more than the check itself.
+            # A fresh entry is read without the lock (see _join), here without even a call:
+            # this is every cached check.
             entry = self._entries.get(currency)
             if entry is not None and self._clock() < entry.expires:
                 return entry.found
-        with self._lock:
-            entry = self._entries.get(currency)
-            if entry is not None and not force and self._clock() < entry.expires:
-                return entry.found
-            future = self._inflight.get(currency)
-            leader = future is None
-            if future is None:
-                future = self._inflight[currency] = Future()
+        fresh, future, leader = self._join(currency, force=force)
+        if fresh is not None:
+            return fresh
         if leader:
             return self._lead(currency, future)[currency]
         try:
@@ -162,22 +159,12 @@ class BalanceCache:
         pool). Awaiting tasks share one fetch, and give up after ``wait_timeout`` with
         ``ProviderUnavailable``; a cancelled task leaves the fetch running for the others.
         """
-        if not force:
-            entry = self._entries.get(currency)
-            if entry is not None and self._clock() < entry.expires:
-                return entry.found
         if self._ttl <= 0:
             future: Future[dict[str, Fetched]] = submit(self._fetch, currency)
         else:
-            with self._lock:
-                entry = self._entries.get(currency)
-                if entry is not None and not force and self._clock() < entry.expires:
-                    return entry.found
-                found_future = self._inflight.get(currency)
-                leader = found_future is None
-                if found_future is None:
-                    found_future = self._inflight[currency] = Future()
-            future = found_future
+            fresh, future, leader = self._join(currency, force=force)
+            if fresh is not None:
+                return fresh
             if leader:
                 submit(self._lead, currency, future)
         try:
@@ -190,6 +177,29 @@ class BalanceCache:
                 provider=self._fetcher.name,
             ) from None
         return found[currency]
+
+    def _join(
+        self, currency: str, *, force: bool
+    ) -> tuple[Fetched | None, Future[dict[str, Fetched]], bool]:
+        """Return a fresh entry, or else the fetch in flight and whether the caller leads it.
+
+        A fresh entry is read without the lock first: entries are replaced whole, never
+        changed, and a lock taken on every check costs threads more than the check itself.
+        A leader must run (or start) :meth:`_lead` with the future returned.
+        """
+        if not force:
+            entry = self._entries.get(currency)
+            if entry is not None and self._clock() < entry.expires:
+                return entry.found, _DONE, False
+        with self._lock:
+            entry = self._entries.get(currency)
+            if entry is not None and not force and self._clock() < entry.expires:
+                return entry.found, _DONE, False
+            future = self._inflight.get(currency)
+            if future is not None:
+                return None, future, False
+            future = self._inflight[currency] = Future()
+            return None, future, True
 
     def refresh_soon(self, currency: str, within: float) -> None:
         """Let *currency*'s cached balance live at most *within* seconds after its fetch.

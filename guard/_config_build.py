@@ -35,8 +35,15 @@ from guard.stores import InMemoryReservations, ReservationStore
 if TYPE_CHECKING:
     from guard._guard import GuardBase
     from guard.fetchers._http import Timeout
+    from guard.stores.postgres import PostgresReservations
 
-__all__ = ["NamedFetcher", "build_fetcher", "build_reservations", "configured_guard"]
+__all__ = [
+    "NamedFetcher",
+    "build_fetcher",
+    "build_reservations",
+    "configured_guard",
+    "postgres_store",
+]
 
 GuardT = TypeVar("GuardT", bound="GuardBase")
 
@@ -176,6 +183,8 @@ def build_reservations(
     retention = _seconds(spec.retention)
     if spec.store == "redis":
         return _redis(config, env)
+    if spec.store == "postgres":
+        return postgres_store(config, env=env)
     if spec.store == "sqlite":
         from guard.stores.sqlite import SqliteReservations  # noqa: PLC0415 - only when chosen
 
@@ -187,6 +196,45 @@ def build_reservations(
             raise ConfigurationError(exc.message, path="reservations.path",
                                      source=source) from None
     return InMemoryReservations(retention=retention)
+
+
+def postgres_store(
+    config: GuardConfig, *, env: Mapping[str, str] | None = None, to_migrate: bool = False
+) -> PostgresReservations:
+    """Return the ``PostgresReservations`` of a ``store = "postgres"`` configuration.
+
+    Args:
+        config: A loaded configuration whose store is ``postgres``.
+        env: Where ``dsn_env`` is looked up (default ``os.environ``).
+        to_migrate: Skip the schema check (the ``store migrate`` command, which makes it).
+
+    Raises:
+        ConfigurationError: the store is not ``postgres``, the variable is not set, or the
+            store cannot be set up; the path names the key.
+    """
+    from guard.stores.postgres import PostgresReservations  # noqa: PLC0415 - postgres extra
+
+    env = os.environ if env is None else env
+    spec = config.reservations
+    if spec.store != "postgres" or spec.dsn_env is None:
+        raise ConfigurationError(
+            f"the reservation store is {spec.store!r}; this needs store = 'postgres'",
+            path="reservations.store", source=config.source,
+        )
+    dsn = _env_value(env, spec.dsn_env, "reservations.dsn_env", "PostgreSQL DSN",
+                     config.source)
+    options: dict[str, Any] = {"retention": _seconds(spec.retention),
+                               "check_schema": not to_migrate}
+    if spec.namespace is not None:
+        options["schema"] = spec.namespace
+    if spec.timeout is not None:
+        options["timeout"] = _seconds(spec.timeout)
+    try:
+        return PostgresReservations(dsn, **options)
+    except ConfigurationError as exc:
+        where = {"dsn": "dsn_env", "schema": "namespace"}.get(exc.path or "", exc.path or "store")
+        raise ConfigurationError(exc.message, path=f"reservations.{where}",
+                                 source=config.source) from None
 
 
 def _redis(config: GuardConfig, env: Mapping[str, str]) -> ReservationStore:
@@ -203,6 +251,8 @@ def _redis(config: GuardConfig, env: Mapping[str, str]) -> ReservationStore:
         options["namespace"] = spec.namespace
     if spec.timeout is not None:
         options["timeout"] = _seconds(spec.timeout)
+    if spec.allow_eviction is not None:
+        options["allow_eviction"] = spec.allow_eviction
     try:
         return RedisReservations(url, **options)
     except ConfigurationError as exc:
@@ -242,6 +292,7 @@ def configured_guard(
         fail_open=config.fail_open,
         settle_lag=_seconds(config.reservations.settle_lag),
         hold_ttl=_seconds(config.reservations.hold_ttl),
+        uncertain_ttl=_seconds(config.reservations.uncertain_ttl),
         clock=clock,
     )
 

@@ -160,7 +160,8 @@ class CacheConfig(BaseModel):
 _STORE_OPTIONS: dict[str, frozenset[str]] = {
     "memory": frozenset(),
     "sqlite": frozenset({"path", "timeout"}),
-    "redis": frozenset({"url", "url_env", "namespace", "timeout"}),
+    "redis": frozenset({"url", "url_env", "namespace", "timeout", "allow_eviction"}),
+    "postgres": frozenset({"dsn_env", "namespace", "timeout"}),
 }
 
 
@@ -168,28 +169,36 @@ class ReservationsConfig(BaseModel):
     """Where in-flight payouts hold funds, and how long holds count.
 
     ``store`` is ``"memory"`` (one process), ``"sqlite"`` (``path``: processes on one host) or
-    ``"redis"`` (``url`` or ``url_env``, optional ``namespace``: several hosts).
+    ``"redis"`` (``url`` or ``url_env``, optional ``namespace``: several hosts) or
+    ``"postgres"`` (``dsn_env``: the variable holding the DSN, a secret never written in the
+    file; optional ``namespace``: the schema, default ``payout_guard``).
     ``settle_lag``: seconds a submitted payout keeps counting after a balance could show it;
-    ``hold_ttl``: seconds a pending hold lives; ``retention``: seconds a committed payout id
-    is remembered.
+    ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a hold whose
+    outcome is unknown keeps counting when nobody resolves it; ``retention``: seconds a
+    finished payout id is remembered. ``allow_eviction`` (Redis only) accepts a server whose
+    ``maxmemory-policy`` may evict holds.
     """
 
     model_config = _STRICT
 
-    store: Literal["memory", "sqlite", "redis"] = "memory"
+    store: Literal["memory", "sqlite", "redis", "postgres"] = "memory"
     path: Text | None = None
     url: Text | None = None
     url_env: EnvName | None = None
+    dsn_env: EnvName | None = None
     namespace: Text | None = None
     timeout: PositiveSeconds | None = None
     retention: Seconds = Decimal(86_400)
     settle_lag: Seconds = Decimal(30)
     hold_ttl: PositiveSeconds = Decimal(300)
+    uncertain_ttl: PositiveSeconds = Decimal(3600)
+    allow_eviction: bool | None = None
 
     @model_validator(mode="after")
     def _options_fit_store(self) -> ReservationsConfig:
         allowed = _STORE_OPTIONS[self.store]
-        given = {name for name in ("path", "url", "url_env", "namespace", "timeout")
+        given = {name for name in ("path", "url", "url_env", "dsn_env", "namespace", "timeout",
+                                   "allow_eviction")
                  if getattr(self, name) is not None}
         if extra := sorted(given - allowed):
             raise ValueError(
@@ -202,6 +211,11 @@ class ReservationsConfig(BaseModel):
             raise ValueError(
                 "store = 'redis' needs exactly one of url = \"redis://host:6379/0\" or "
                 "url_env = \"REDIS_URL\" (use url_env when the URL carries a password)"
+            )
+        if self.store == "postgres" and self.dsn_env is None:
+            raise ValueError(
+                "store = 'postgres' needs dsn_env = \"PAYOUT_GUARD_PG_DSN\": the DSN carries a "
+                "password, so it comes from the environment only"
             )
         if self.url is not None and "@" in self.url:
             raise ValueError(

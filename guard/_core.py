@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
-from guard import _judge
+from guard import _judge, _reasons
 from guard._cache import SKEW_WARNING, Fetched
 from guard._capture import record
 from guard._clock import Clocks, counted_since
@@ -321,7 +321,7 @@ class Core:
             try:
                 outcome = yield TryHold(wanted, ceiling, since, now)
             except StoreUnavailable as exc:
-                reason = _judge.store_reason(request.currency, exc)
+                reason = _reasons.store_reason(request.currency, exc)
                 return Reserved(_denied(decision, reason), None, lapsed)
             lapsed += outcome.lapsed
             if outcome.status == "held":
@@ -330,14 +330,7 @@ class Core:
                 return Reserved(_duplicate(decision, outcome.hold), None, lapsed)
             # over_ceiling: concurrent payouts took the room; judge again with their holds.
         assert decision is not None  # noqa: S101 - the loop runs at least once
-        reason = Reason.model_construct(
-            code="insufficient_funds",
-            message=(
-                f"concurrent payouts kept claiming the {request.currency} funds this payout was "
-                f"judged with ({_ATTEMPTS} attempts); retry"
-            ),
-            rule="guard", retryable=True, details={},
-        )
+        reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
 
     def resolve(self, payout_id: str, *, sent: bool) -> Flow[Hold | None]:
@@ -407,7 +400,7 @@ class Core:
         now = self.clocks.time()
         snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
         if snapshot is None:
-            reason = _judge.not_held_reason(provider, request.currency, request.account)
+            reason = _reasons.not_held_reason(provider, request.currency, request.account)
             return _judge.denial(
                 request, reason, mode=self.mode, provider=provider, now=now
             ), None
@@ -425,7 +418,7 @@ class Core:
             self.log.warning("payout_guard.store_unavailable", store=exc.store,
                              currency=request.currency)
             return _judge.denial(
-                request, _judge.store_reason(request.currency, exc), mode=self.mode,
+                request, _reasons.store_reason(request.currency, exc), mode=self.mode,
                 provider=provider, now=now, balance=snapshot,
             ), None
         facts = Facts.trusted(
@@ -438,7 +431,7 @@ class Core:
             self.log.exception("payout_guard.rule_error", error=type(exc).__name__,
                                currency=request.currency)
             return _judge.denial(
-                request, _judge.rule_error_reason(exc), mode=self.mode, provider=provider,
+                request, _reasons.rule_error_reason(exc), mode=self.mode, provider=provider,
                 now=now, balance=snapshot,
             ), snapshot
         if isinstance(verdict, Clearance):
@@ -491,7 +484,7 @@ class Core:
                 "payout_guard.balance_unavailable", provider=provider,
                 currency=request.currency, error=type(exc).__name__,
             )
-        reason = _judge.unavailable_reason(provider, request.currency, exc,
+        reason = _reasons.unavailable_reason(provider, request.currency, exc,
                                            allowed=self.fail_open)
         return _judge.denial(
             request, reason, mode=self.mode, provider=provider, now=self.clocks.time(),
@@ -503,7 +496,7 @@ class Core:
         try:
             existing: Hold | None = yield GetHold(payout_id)
         except StoreUnavailable as exc:
-            return _denied(decision, _judge.store_reason(decision.currency, exc))
+            return _denied(decision, _reasons.store_reason(decision.currency, exc))
         if existing is None or existing.expired(self.clocks.time()):
             return decision
         return _duplicate(decision, existing)
@@ -513,7 +506,7 @@ def _skewed(decision: Decision, provider: str, skew: float) -> Decision:
     """Return *decision* with a ``clock_skew`` warning when the provider's clock ran ahead."""
     if skew <= SKEW_WARNING:
         return decision
-    warning = _judge.skew_reason(provider, skew)
+    warning = _reasons.skew_reason(provider, skew)
     return decision.model_copy(update={"warnings": (*decision.warnings, warning)})
 
 
@@ -524,5 +517,5 @@ def _denied(decision: Decision, reason: Reason) -> Decision:
 
 def _duplicate(decision: Decision, held: Hold) -> Decision:
     """Return *decision* denied because its payout id already has *held*."""
-    reason = _judge.duplicate_reason(decision.payout_id or held.payout_id, held)
+    reason = _reasons.duplicate_reason(decision.payout_id or held.payout_id, held)
     return decision.model_copy(update={"allowed": False, "reasons": (reason,)})

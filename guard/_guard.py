@@ -18,13 +18,13 @@ from guard._health import Health, health_of
 from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
 from guard._protect import AsyncAdmit, Decorator, SyncAdmit
-from guard._request import Request, optional_text, parse_request, seconds
+from guard._request import Request, optional_text, parse_request
 from guard._reservation import DEFAULT_UNCERTAIN_ON, uncertain_on_option
+from guard._seconds import seconds
 from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import InMemoryReservations, ReservationStore
-from guard.stores._common import MAX_SECONDS
 from rules import Rule, RuleSet, SufficientFunds
 from rules.money import money_context
 
@@ -118,10 +118,9 @@ class GuardBase:
         self.mode: Mode = mode
         self.fail_open = bool(fail_open)
         self.settle_lag = seconds(settle_lag, "settle_lag")
-        self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True, most=MAX_SECONDS)
+        self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True)
         self.uncertain_on = uncertain_on_option(uncertain_on)
-        self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True,
-                                     most=MAX_SECONDS)
+        self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True)
         self.threads = BlockingPool(max_workers)
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
@@ -235,10 +234,7 @@ class GuardBase:
         """
         if payout_id is None:
             raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
-        hold_ttl = (
-            self.hold_ttl if ttl is None
-            else seconds(ttl, "ttl", positive=True, most=MAX_SECONDS)
-        )
+        hold_ttl = self.hold_ttl if ttl is None else seconds(ttl, "ttl", positive=True)
         with money_context():
             return parse_request(amount, currency, account, payout_id, fee), hold_ttl
 

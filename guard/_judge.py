@@ -6,15 +6,10 @@ import logging
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
-
-from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request
-from guard._text import printable
-from guard.errors import ProviderAuthError, ProviderError, StoreUnavailable
-from guard.stores import Hold
 from rules import Clearance, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
@@ -41,7 +36,7 @@ def new_decision_id() -> str:
 
 
 def _reason(verdict: Verdict) -> Reason:
-    return _trusted(Reason, _REASON_FIELDS, {
+    return built(Reason, {
         "code": verdict.code,
         "message": verdict.message,
         "rule": verdict.rule,
@@ -78,34 +73,9 @@ def _scan(verdict: Verdict) -> tuple[list[Verdict], Decimal]:
     return warnings, largest
 
 
-# The slots every pydantic model has, set directly: what model_construct sets, minus its loop.
-_SET_DICT = BaseModel.__dict__["__dict__"].__set__
-_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
-_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
-_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
-_DECISION_FIELDS = frozenset(Decision.model_fields)
-_REASON_FIELDS = frozenset(Reason.model_fields)
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def _trusted(cls: type[ModelT], fields: frozenset[str], values: dict[str, Any]) -> ModelT:
-    """Return a *cls* from trusted, complete *values*, skipping validation.
-
-    What ``model_construct`` does for a model without extras or private attributes, without
-    its generic per-field loop: a tenth of its cost, on the hot path of every check. Every
-    field must be given; the decision tests round-trip these decisions through JSON.
-    """
-    model = object.__new__(cls)
-    _SET_DICT(model, values)
-    _SET_FIELDS_SET(model, set(fields))
-    _SET_EXTRA(model, None)
-    _SET_PRIVATE(model, None)
-    return model
-
-
 def _decision(values: dict[str, Any]) -> Decision:
-    """Return a decision from trusted, complete *values* (see :func:`_trusted`)."""
-    return _trusted(Decision, _DECISION_FIELDS, values)
+    """Return a decision from trusted, complete *values* (see ``guard._models.built``)."""
+    return built(Decision, values)
 
 
 def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
@@ -157,7 +127,7 @@ def from_clearance(
     """Return the decision for *request*, which every rule passed without a warning."""
     floor, cap, reserve = clearance
     max_payable = max_payable_of(floor, cap, request.currency)
-    return _trusted(Decision, _DECISION_FIELDS, _allowed_values(
+    return built(Decision, _allowed_values(
         request, mode, provider, balance, reserved, now, reserve, max_payable
     ))
 
@@ -228,7 +198,7 @@ def denial(
     With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead.
     """
     none = zero(request.currency)
-    return Decision.model_construct(
+    return built(Decision, dict(  # noqa: C408 - the fields, named as the model names them
         decision_id=new_decision_id(),
         allowed=allowed,
         mode=mode,
@@ -248,148 +218,4 @@ def denial(
         holds=(),
         more_holds=False,
         evaluated_at=datetime.fromtimestamp(now, UTC),
-    )
-
-
-def unavailable_reason(
-    provider: str, currency: str, exc: BaseException, *, allowed: bool = False
-) -> Reason:
-    """Return the ``balance_unavailable`` reason for a fetch that raised *exc*.
-
-    With *allowed* (``fail_open``) it words the reason as the warning it then is.
-    """
-    what = type(exc).__name__
-    # Only our own errors are known to carry no secrets in their text.
-    detail = f": {printable(str(exc), 400)}" if isinstance(exc, ProviderError) else ""
-    if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
-        return credentials_reason(provider, currency, detail, allowed=allowed)
-    outcome = (
-        "allowed without a balance check because fail_open=True" if allowed
-        else "the payout was not sent and can be retried later"
-    )
-    return Reason.model_construct(
-        code="balance_unavailable",
-        message=(
-            f"could not read the {currency} balance from {provider} ({what}{detail}); {outcome}"
-        ),
-        rule="guard",
-        retryable=True,
-        details={},
-    )
-
-
-def credentials_reason(provider: str, currency: str, detail: str, *, allowed: bool) -> Reason:
-    """Return the ``balance_unavailable`` reason for credentials the provider rejected.
-
-    Not retryable: the same request fails the same way until someone fixes the credentials,
-    so it says so, and says nothing about trying again. ``details["cause"]`` is
-    ``"credentials"`` so that alerts can tell it from an outage.
-    """
-    outcome = (
-        "allowed without a balance check because fail_open=True" if allowed
-        else "the payout was not sent; fix the credentials (key, permissions, IP allow-list)"
-    )
-    return Reason.model_construct(
-        code="balance_unavailable",
-        message=(
-            f"{provider} rejected the credentials used to read the {currency} balance"
-            f"{detail}; {outcome}"
-        ),
-        rule="guard",
-        retryable=False,
-        details={"cause": "credentials"},
-    )
-
-
-def store_reason(currency: str, exc: StoreUnavailable) -> Reason:
-    """Return the ``balance_unavailable`` reason for a reservation store that did not answer.
-
-    Without the holds, what is spendable is unknown: the guard fails closed, never open.
-    """
-    return Reason.model_construct(
-        code="balance_unavailable",
-        message=(
-            f"could not read the holds on the {currency} balance ({exc}); the payout was not "
-            f"sent and can be retried later"
-        ),
-        rule="guard",
-        retryable=True,
-        details={},
-    )
-
-
-def rule_error_reason(exc: BaseException) -> Reason:
-    """Return the ``rule_error`` reason for a rule that raised *exc* instead of judging.
-
-    Only the exception's class is shown: a rule's own message may carry anything. The log
-    event ``payout_guard.rule_error`` has the traceback.
-    """
-    return Reason.model_construct(
-        code="rule_error",
-        message=(
-            f"a rule raised {type(exc).__name__} instead of judging; the payout was not sent "
-            f"(see the payout_guard.rule_error log event)"
-        ),
-        rule="guard",
-        retryable=False,
-        details={},
-    )
-
-
-def not_held_reason(provider: str, currency: str, account: str | None) -> Reason:
-    """Return the ``currency_not_held`` reason."""
-    where = f"{provider} account {account}" if account else provider
-    return Reason.model_construct(
-        code="currency_not_held",
-        message=f"{where} reports no {currency} balance",
-        rule="guard",
-        retryable=False,
-        details={},
-    )
-
-
-def duplicate_reason(payout_id: str, held: Hold) -> Reason:
-    """Return the ``duplicate_payout`` reason for a payout id that already has *held*.
-
-    Only a live pending hold is retryable (its payout may still fail and release it); a sent
-    or possibly sent payout is never sent again under the same id.
-    """
-    amount = f"{held.held} {held.currency}"
-    shown = payout_id[:40]
-    if held.state == "pending":
-        message = (
-            f"payout id {shown!r} is being sent now ({amount} held by another reservation); "
-            f"it is not sent twice at once, retry after that attempt ends"
-        )
-    elif held.state == "committed":
-        message = f"payout id {shown!r} was already sent ({amount}); it is never sent twice"
-    else:
-        message = (
-            f"payout id {shown!r} may already have been sent ({amount}, outcome unknown); "
-            f"find out at the provider, then call guard.resolve({shown!r}, sent=...)"
-        )
-    return Reason.model_construct(
-        code="duplicate_payout",
-        message=message,
-        rule="guard",
-        retryable=held.state == "pending",
-        details={"state": held.state, "held": held.held},
-    )
-
-
-def skew_reason(provider: str, skew: float) -> Reason:
-    """Return the ``clock_skew`` warning for a balance stamped *skew* seconds in our future.
-
-    The balance was used as of its arrival here; the warning says which clock to check.
-    """
-    seconds_ahead = Decimal(round(skew)) if skew < 1e9 else Decimal(10**9)
-    return Reason.model_construct(
-        code="clock_skew",
-        message=(
-            f"{provider} stamped the balance {seconds_ahead} s ahead of the local clock; it was "
-            f"used as of its arrival here (check NTP on this host, or tell the provider)"
-        ),
-        rule="guard",
-        retryable=False,
-        details={"skew_seconds": seconds_ahead},
-    )
+    ))

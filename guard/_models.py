@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,7 @@ from pydantic import (
 from guard.errors import PayoutDenied
 from rules.money import normalize_currency, quantize_exact
 
-__all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason"]
+__all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason", "built"]
 
 Mode = Literal["enforce", "dry_run"]
 
@@ -258,3 +258,30 @@ def _holds_text(holds: tuple[HoldSummary, ...], *, more: bool) -> str:
     count = f"more than {len(holds)}" if more else str(len(holds))
     rest = f", +{len(holds) - 3}{' and more' if more else ''} more" if len(holds) > 3 else ""
     return f"{count} in-flight: {shown}{rest}"
+
+
+# The slots every pydantic model has, set directly: what model_construct sets, minus its loop.
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+_FIELDS: dict[type[BaseModel], frozenset[str]] = {
+    cls: frozenset(cls.model_fields) for cls in (Decision, Reason, HoldSummary)
+}
+ModelT = TypeVar("ModelT", Decision, Reason, HoldSummary)
+
+
+def built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
+    """Return a *cls* (``Decision``, ``Reason``) from trusted, complete *values*, unvalidated.
+
+    The guard's one fast constructor: what ``model_construct`` does for a model without extras
+    or private attributes, without its generic per-field loop (a tenth of its cost, on the hot
+    path of every check). Every field must be given, already valid; the decision tests
+    round-trip such models through JSON.
+    """
+    model = object.__new__(cls)
+    _SET_DICT(model, values)
+    _SET_FIELDS_SET(model, set(_FIELDS[cls]))
+    _SET_EXTRA(model, None)
+    _SET_PRIVATE(model, None)
+    return model

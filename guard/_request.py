@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from decimal import Decimal
 from typing import NamedTuple
@@ -10,7 +9,7 @@ from typing import NamedTuple
 from guard._models import BalanceSnapshot
 from guard._money import parse_amount, parse_currency, zero
 from guard._text import quoted
-from guard.errors import ConfigurationError, InvalidPayoutRequest
+from guard.errors import InvalidPayoutRequest
 
 __all__ = [
     "Request",
@@ -18,7 +17,6 @@ __all__ = [
     "parse_payout_id",
     "parse_request",
     "pick_account",
-    "seconds",
 ]
 
 _MAX_ID = 200
@@ -93,23 +91,6 @@ def parse_payout_id(value: object) -> str:
             f"(got {shown!r}{more})"
         )
     return value
-
-
-def seconds(
-    value: object, name: str, *, positive: bool = False, most: float = math.inf
-) -> float:
-    """Return *value* as finite seconds (> 0 if *positive*, <= *most*); raise naming *name*."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0) or (
-        seconds > most
-    ):
-        bounds = f"{'> 0' if positive else '>= 0'}{f' and <= {most:g}' if most < math.inf else ''}"
-        raise ConfigurationError(
-            f"must be a finite number of seconds {bounds}, got {str(value)[:40]}", path=name
-        )
-    return seconds
 
 
 def optional_text(value: object, name: str) -> str | None:

@@ -7,6 +7,7 @@ Every decision line is in ``guard/_core.py``; this module only does the I/O each
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
@@ -18,11 +19,13 @@ from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles, SyncAdmit
 from guard._request import parse_payout_id, parse_request
 from guard._reservation import ExceptionTypes, Reservation
-from guard.errors import InvalidPayoutRequest, PayoutDenied
-from guard.stores import Hold
+from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
+from guard.stores import Hold, ReservationStore
 from rules.money import money_context
 
 __all__ = ["PayoutGuard"]
+
+Perform = Callable[[Step], Any]
 
 
 class PayoutGuard(GuardBase):
@@ -98,6 +101,7 @@ class PayoutGuard(GuardBase):
         account: str | None = None,
         fee: object = None,
         ttl: float | None = None,
+        connection: object = None,
     ) -> Reservation:
         """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
 
@@ -106,14 +110,24 @@ class PayoutGuard(GuardBase):
         committed one (sent) or an uncertain one (may have been sent): ``duplicate_payout``
         (retryable only for the pending one), and nothing is held.
 
+        With *connection* (an open ``psycopg.Connection``, for ``PostgresReservations``), the
+        hold is written in that connection's transaction, and the reservation's ``commit()``
+        and ``release()`` act in it too: the hold commits or rolls back with the caller's own
+        rows (``examples/postgres_outbox.py``).
+
         Raises:
+            ConfigurationError: *connection* is given but the store cannot work inside a
+                caller's transaction (it has no ``bound``).
             InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
             PayoutDenied: the payout is denied and the guard enforces.
         """
         request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
+        perform = self._perform if connection is None else self._performer(
+            self._bound(connection)
+        )
         owner = secrets.token_hex(16)
-        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner), self._perform)
-        return self._handle(reserved)
+        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner), perform)
+        return self._handle(reserved, perform)
 
     def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (without its owner token), if any.
@@ -187,7 +201,7 @@ class PayoutGuard(GuardBase):
         return self._admit_in_pool
 
     def _perform(self, step: Step) -> Any:
-        """Do *step*: read the balance cache or ask the store."""
+        """Do *step*: read the balance cache or ask the guard's store."""
         if isinstance(step, FetchBalances):
             return self.cache.get_fetched(step.currency, force=step.fresh)
         if isinstance(step, ReadHeld):  # every check: asked directly, not through store_call
@@ -195,29 +209,51 @@ class PayoutGuard(GuardBase):
                                               now=step.now)
         return store_call(self.reservations, step)
 
-    def _run(self, flow: Flow[Any]) -> Any:
-        return run(flow, self._perform)
+    def _performer(self, store: ReservationStore) -> Perform:
+        """Return how steps are done with *store* in place of the guard's store."""
 
-    def _handle(self, reserved: Reserved) -> Reservation:
+        def perform(step: Step) -> Any:
+            if isinstance(step, FetchBalances):
+                return self.cache.get_fetched(step.currency, force=step.fresh)
+            return store_call(store, step)
+
+        return perform
+
+    def _bound(self, connection: object) -> ReservationStore:
+        """Return the store's view working inside *connection*'s transaction."""
+        bound = getattr(self.reservations, "bound", None)
+        if not callable(bound):
+            raise ConfigurationError(
+                f"reserve(connection=...) needs a store that can work inside the caller's "
+                f"transaction (PostgresReservations); this guard's is "
+                f"{type(self.reservations).__name__}",
+                path="connection",
+            )
+        store: ReservationStore = bound(connection)
+        return store
+
+    def _handle(self, reserved: Reserved, perform: Perform) -> Reservation:
         """Log *reserved*'s decision and return its handle, or raise its denial."""
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
         if hold is not None:
             try:
                 self.core.emit(decision)
-                return self._reservation(decision, hold)
+                return self._reservation(decision, hold, perform)
             except BaseException:
                 # Nobody would hold the handle: give the hold back in this same call.
-                self._run(_release(hold))
+                run(_release(hold), perform)
                 raise
         self.core.emit(decision)
         if decision.blocks:
             raise PayoutDenied(decision)
-        return self._reservation(decision, None)
+        return self._reservation(decision, None, perform)
 
-    def _reservation(self, decision: Decision, hold: Hold | None) -> Reservation:
+    def _reservation(
+        self, decision: Decision, hold: Hold | None, perform: Perform
+    ) -> Reservation:
         return Reservation(
-            decision, hold, run=self._run, clock=self.clocks.time,
+            decision, hold, run=lambda flow: run(flow, perform), clock=self.clocks.time,
             uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
             on_commit=self.after_commit,
         )

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from guard.stores import (
     Hold,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     SqliteReservations,
@@ -67,7 +68,14 @@ def kill_while_holding(process: SpawnProcess, held: Event) -> None:
 
 
 def open_store(target: str) -> ReservationStore:
-    """Open the store named by *target*: ``redis://...#namespace`` or a SQLite file path."""
+    """Open the store named by *target*.
+
+    ``redis://...#namespace``, ``postgresql://...#schema`` (created when missing) or a SQLite
+    file path.
+    """
+    if target.startswith("postgresql://"):
+        dsn, schema = target.split("#", 1)
+        return PostgresReservations(dsn, schema=schema, create_schema=True, timeout=30.0)
     if target.startswith("redis://"):
         url, namespace = target.split("#", 1)
         return RedisReservations(url, namespace=namespace)

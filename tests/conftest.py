@@ -17,10 +17,12 @@ from hypothesis import settings
 
 from guard.stores import (
     InMemoryReservations,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     SqliteReservations,
 )
+from tests._postgres_server import PostgresServer, shared_postgres
 from tests._redis_server import shared_redis
 
 settings.register_profile(
@@ -31,7 +33,7 @@ settings.load_profile(
     os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
 )
 
-STORES = ["memory", "sqlite", "redis"]
+STORES = ["memory", "sqlite", "redis", "postgres"]
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,13 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Yield the session's PostgreSQL server."""
+    with shared_postgres() as server:
+        yield server
+
+
 @pytest.fixture(params=STORES)
 def make_store(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -48,6 +57,9 @@ def make_store(
     """Yield a factory of fresh stores of one kind; every store made is closed afterwards."""
     made: list[ReservationStore] = []
     url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    postgres: PostgresServer | None = (
+        request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    )
     namespace = f"test-{uuid.uuid4().hex}"
 
     def make(*, retention: float = 86_400.0) -> ReservationStore:
@@ -56,6 +68,10 @@ def make_store(
             store = InMemoryReservations(retention=retention)
         elif request.param == "sqlite":
             store = SqliteReservations(tmp_path / f"holds-{len(made)}.db", retention=retention)
+        elif postgres is not None:
+            # A schema of its own per store: tests never see each other's holds.
+            store = PostgresReservations(postgres.dsn(), schema=postgres.fresh_schema(),
+                                         retention=retention, create_schema=True)
         else:
             store = RedisReservations(url, namespace=f"{namespace}-{len(made)}",
                                       retention=retention)

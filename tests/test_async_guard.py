@@ -195,13 +195,17 @@ class SlowTakingStore(SqliteReservations):
         super().__init__(path)
         self.taking = threading.Event()
         self.go_on = threading.Event()
+        self.taken = threading.Event()
 
     def try_hold(
         self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
     ) -> HoldOutcome:
         self.taking.set()
         self.go_on.wait(10)
-        return super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+        try:
+            return super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+        finally:
+            self.taken.set()
 
 
 class TestCancellation:
@@ -219,11 +223,10 @@ class TestCancellation:
                 await task
             store.go_on.set()
             for _ in range(400):  # the hold is written, then given back
-                if store.get("X") is None and store.reserved(
-                    "static||BRL", counted_since=0, now=time.time()
-                ) == 0:
+                if store.taken.is_set() and store.get("X") is None:
                     break
                 await asyncio.sleep(0.01)
+            assert store.taken.is_set()
 
         asyncio.run(scenario())
         assert (None, Decimal(0)) == (

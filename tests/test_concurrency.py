@@ -24,6 +24,7 @@ from guard import PayoutDenied, PayoutGuard
 from guard.fetchers import LuxCoreFetcher
 from guard.stores import (
     InMemoryReservations,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     SqliteReservations,
@@ -40,6 +41,7 @@ from tests._guard_workers import (
     set_barrier,
 )
 from tests._holds import KEY, hold, owner_of
+from tests._postgres_server import PostgresServer
 from tests._redis_server import shared_redis
 from tests._store_workers import kill_while_holding, open_store
 
@@ -56,7 +58,7 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReservationStore]:
     """Yield a fresh store of each kind."""
     made: ReservationStore
@@ -64,6 +66,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reservatio
         made = InMemoryReservations()
     elif request.param == "sqlite":
         made = SqliteReservations(tmp_path / "holds.db")
+    elif request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        made = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
+                                    create_schema=True)
     else:
         made = RedisReservations(request.getfixturevalue("redis_url"),
                                  namespace=f"conc-{uuid.uuid4().hex}")
@@ -71,13 +77,18 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Reservatio
     made.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def shared_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Return a store that processes can share: a SQLite file or a Redis namespace."""
+    """Return a store that processes can share: a SQLite file, a Redis namespace or a schema."""
     if request.param == "sqlite":
         path = str(tmp_path / "holds.db")
         open_store(path).close()
         return path
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        target = f"{server.dsn()}#{server.fresh_schema()}"
+        open_store(target).close()
+        return target
     return f"{request.getfixturevalue('redis_url')}#conc-{uuid.uuid4().hex}"
 
 

@@ -278,7 +278,7 @@ def _emulated(luxtak: LuxtakEmulator, luxcore: LuxCoreEmulator,
                          "security_key_env": "PS_KEY"},
         },
         "cache": {"ttl": 0},
-        "reservations": {"settle_lag": 12, "hold_ttl": 34},
+        "reservations": {"settle_lag": 12, "hold_ttl": 34, "uncertain_ttl": 56},
         "rules": [{"type": "reserve_margin", "percent": "10"}],
     }
     env = {"LT_ID": luxtak.app_id, "LT_KEY": luxtak.app_key, "LC_KEY": luxcore.api_key,
@@ -304,12 +304,24 @@ class TestBuildGuard:
     def test_options_reach_the_guard(
         self, emulators: tuple[LuxtakEmulator, LuxCoreEmulator, PagsmileEmulator]
     ) -> None:
-        """mode, settle_lag and hold_ttl come from the file."""
+        """mode, settle_lag, hold_ttl and uncertain_ttl come from the file."""
         data, env = _emulated(*emulators)
         with PayoutGuard.from_config({**data, "mode": "dry_run"}, provider="luxcore",
                                      env=env) as guard:
             pass
-        assert ("dry_run", 12.0, 34.0) == (guard.mode, guard.settle_lag, guard.hold_ttl)
+        assert ("dry_run", 12.0, 34.0, 56.0) == (
+            guard.mode, guard.settle_lag, guard.hold_ttl, guard.uncertain_ttl)
+
+    def test_allow_eviction_is_a_redis_option_only(self) -> None:
+        """Accepting an evicting Redis is said for Redis; for another store it is refused."""
+        redis = load_config({"providers": {"luxcore": {"api_key_env": "K"}},
+                             "reservations": {"store": "redis", "url_env": "R",
+                                              "allow_eviction": True}})
+        assert redis.reservations.allow_eviction is True
+        with pytest.raises(ConfigurationError, match="allow_eviction not used by store"):
+            load_config({"providers": {"luxcore": {"api_key_env": "K"}},
+                         "reservations": {"store": "sqlite", "path": "h.db",
+                                          "allow_eviction": True}})
 
     def test_a_second_account_of_one_kind_keeps_its_own_name_and_holds(
         self, emulators: tuple[LuxtakEmulator, LuxCoreEmulator, PagsmileEmulator]

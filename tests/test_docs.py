@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests._postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -49,10 +52,11 @@ class TestReadme:
             assert f"`{name}(" in README
 
 
-def _run(script: str) -> str:
+def _run(script: str, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / script)],
         capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
     )
     return result.stdout
 
@@ -74,3 +78,14 @@ class TestExamples:
 
         assert "po_3 not sent: insufficient_funds, reserve_margin" in out
         assert "sent: ['po_1', 'po_2']" in out
+
+    def test_postgres_outbox_holds_and_records_in_one_transaction(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """examples/postgres_outbox.py: a commit keeps hold and row, a rollback neither."""
+        out = _run("postgres_outbox.py", {"PAYOUT_GUARD_PG_DSN": postgres_server.dsn()})
+
+        assert "po_1: hold=committed payout_row=True" in out
+        assert "po_2: hold=None payout_row=False" in out
+        assert "po_3 denied: insufficient_funds" in out
+        assert "po_3: hold=None payout_row=False" in out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._postgres_server import PostgresServer
 from tests._redis_server import shared_redis
 from tests._store_workers import (
     HOLD_KEY,
@@ -34,11 +35,14 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Return where the workers meet: a SQLite file or a fresh Redis namespace."""
+    """Return where the workers meet: a SQLite file, a fresh Redis namespace or Postgres schema."""
     if request.param == "sqlite":
         return str(tmp_path / "holds.db")
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return f"{server.dsn()}#{server.fresh_schema()}"
     url = request.getfixturevalue("redis_url")
     return f"{url}#procs-{uuid.uuid4().hex}"
 
@@ -46,14 +50,14 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.mark.slow
 class TestProcesses:
     def test_four_processes_never_overspend(self, target: str) -> None:
-        """Four processes racing try_hold on one store never hold more than the ceiling."""
+        """Four processes racing 200 try_holds each on one store never exceed the ceiling."""
         ceiling = Decimal("500.00")
         open_store(target).close()  # create the file first, as a deployment would
         barrier = SPAWN.Barrier(WORKERS)
         with ProcessPoolExecutor(
             WORKERS, mp_context=SPAWN, initializer=set_barrier, initargs=(barrier,)
         ) as pool:
-            futures = [pool.submit(hammer, target, n, 150, str(ceiling)) for n in range(WORKERS)]
+            futures = [pool.submit(hammer, target, n, 200, str(ceiling)) for n in range(WORKERS)]
             taken = [row for future in futures for row in future.result(timeout=120)]
         kept = [Decimal(held) for _, held, fate in taken if fate != "released"]
         store = open_store(target)

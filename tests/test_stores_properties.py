@@ -25,11 +25,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from guard.stores import (
     InMemoryReservations,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     SqliteReservations,
 )
 from tests._holds import KEY, T0, hold, owner_of
+from tests._postgres_server import shared_postgres
 from tests._redis_server import shared_redis
 
 _ZERO = Decimal(0)
@@ -179,10 +181,19 @@ def _sqlite() -> tuple[ReservationStore, Callable[[], None]]:
 
 
 class TestStoreInvariant:
-    @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+    @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis", "postgres"])
     def test_counted_holds_never_exceed_the_ceiling(self, kind: str) -> None:
         """Random operations keep each store equal to the model and within its ceilings."""
-        if kind == "redis":
+        if kind == "postgres":
+            with shared_postgres() as pg:
+
+                def make_pg() -> tuple[ReservationStore, Callable[[], None]]:
+                    store = PostgresReservations(pg.dsn(), schema=pg.fresh_schema(),
+                                                 create_schema=True)
+                    return store, lambda: None
+
+                self._run(make_pg)
+        elif kind == "redis":
             with shared_redis() as server:
                 url = server.url
 

@@ -23,7 +23,7 @@ from guard.cli._app import (
 )
 
 if TYPE_CHECKING:
-    from guard._demo import DemoResult
+    from guard.cli._demo import DemoResult
     from guard.testing.emulators._base import EmulatorBase
 
 __all__ = ["demo", "emulate"]
@@ -61,7 +61,7 @@ def demo(*, details: bool, show_config: bool) -> None:
     environment variables), and shows one decision per scenario with its reasons.
     """
     # The emulators start threads and servers: import them only for the commands using them.
-    from guard._demo import demo_config_text, run_demo  # noqa: PLC0415
+    from guard.cli._demo import demo_config_text, run_demo  # noqa: PLC0415
 
     if show_config:
         click.echo(demo_config_text(), nl=False)

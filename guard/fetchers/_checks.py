@@ -6,12 +6,12 @@ shows a credential's value.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
+from guard._seconds import seconds
 from guard.errors import ConfigurationError
 
 __all__ = [
@@ -65,15 +65,13 @@ def check_timeout(timeout: object) -> tuple[float, float]:
         ConfigurationError: not a positive finite number or a pair of them.
     """
     pair = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-    if len(pair) != 2 or not all(
-        isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) and t > 0
-        for t in pair
-    ):
+    if len(pair) != 2:
         raise ConfigurationError(
-            f"must be positive finite seconds or a (connect, read) pair of them, "
-            f"got {timeout!r}", path="timeout",
+            f"must be seconds or a (connect, read) pair of them, got {str(timeout)[:60]}",
+            path="timeout",
         )
-    return float(pair[0]), float(pair[1])  # money-ok: seconds
+    return (seconds(pair[0], "timeout", positive=True, most=3600),
+            seconds(pair[1], "timeout", positive=True, most=3600))
 
 
 def check_secret(name: str, value: object) -> str:

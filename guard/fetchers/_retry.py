@@ -18,7 +18,6 @@ message, HTTP status, provider code) and whether it may be retried. The loop
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import TypeVar
 import structlog
 import tenacity
 
+from guard._seconds import seconds
 from guard._text import printable
 from guard.errors import (
     ConfigurationError,
@@ -78,9 +78,10 @@ class RetryPolicy:
             raise ConfigurationError(
                 f"must be between 1 and 100, got {self.attempts}", path="attempts"
             )
-        _check_seconds("deadline", self.deadline, allow_zero=False)
-        _check_seconds("backoff", self.backoff, allow_zero=True)
-        _check_seconds("max_backoff", self.max_backoff, allow_zero=True)
+        # An hour at most: a balance fetch that needs longer is an outage.
+        seconds(self.deadline, "deadline", positive=True, most=3600)
+        seconds(self.backoff, "backoff", most=3600)
+        seconds(self.max_backoff, "max_backoff", most=3600)
         if self.max_backoff < self.backoff:
             raise ConfigurationError(
                 f"must be >= backoff ({self.backoff}), got {self.max_backoff}", path="max_backoff"
@@ -101,16 +102,6 @@ class RetryPolicy:
         if self.jitter and base > 0:
             return random.uniform(base / 2, base)  # noqa: S311 - jitter needs no secure random
         return base
-
-
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"must be a number of seconds, got {value!r}", path=name)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > 3600:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(
-            f"must be finite, {bound} and at most 3600 seconds, got {value!r}", path=name
-        )
 
 
 class AttemptFailed(Exception):

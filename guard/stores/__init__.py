@@ -3,6 +3,7 @@
 from guard.stores._common import StoreUnavailable
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, ReservationStore, balance_key
 from guard.stores.memory import InMemoryReservations
+from guard.stores.postgres import PostgresReservations
 from guard.stores.redis import RedisReservations
 from guard.stores.sqlite import SqliteReservations
 
@@ -11,6 +12,7 @@ __all__ = [
     "HoldOutcome",
     "HoldState",
     "InMemoryReservations",
+    "PostgresReservations",
     "RedisReservations",
     "ReservationStore",
     "SqliteReservations",

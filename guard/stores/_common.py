@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from decimal import ROUND_FLOOR, Decimal, localcontext
 
-from guard.errors import ConfigurationError, InvalidPayoutRequest, StoreUnavailable
+from guard._seconds import MAX_SECONDS
+from guard.errors import InvalidPayoutRequest, StoreUnavailable
 from guard.stores._protocol import Hold
 from rules.money import MONEY_CONTEXT, currency_exponent, quantize_exact
 
@@ -17,16 +18,12 @@ __all__ = [
     "MAX_SECONDS",
     "StoreUnavailable",
     "ceiling_to_minor",
-    "check_seconds",
     "check_time",
     "from_minor",
     "mixed_currencies",
     "to_minor",
 ]
 
-# The longest ttl, uncertain_ttl or retention a store accepts: long enough for any payout,
-# short enough that every store can express it (Redis EXPIRE, float seconds).
-MAX_SECONDS = 30 * 86_400.0
 
 
 def to_minor(value: Decimal, currency: str, *, limit: int, store: str) -> int:
@@ -101,28 +98,3 @@ def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:
         f"{hold.currency} cannot hold on it; build keys with balance_key(), which ends in the "
         f"currency"
     )
-
-
-def check_seconds(name: str, value: object, *, positive: bool) -> float:
-    """Return *value* as seconds if it is a finite number (> 0 when *positive*, else >= 0).
-
-    At most ``MAX_SECONDS`` (30 days) is accepted.
-
-    Raises:
-        ConfigurationError: it is not.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (positive and value == 0)
-        or value > MAX_SECONDS
-    ):
-        wanted = "a positive" if positive else "a non-negative"
-        raise ConfigurationError(
-            f"must be {wanted} number of seconds up to {MAX_SECONDS:g} (30 days), got "
-            f"{str(value)[:40]}",
-            path=name,
-        )
-    return float(value)  # money-ok: seconds

@@ -7,8 +7,8 @@ from bisect import bisect_right
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from guard._seconds import seconds
 from guard.stores import _machine as machine
-from guard.stores._common import check_seconds
 from guard.stores._protocol import Hold, HoldOutcome, total_held
 from rules.money import ADD, SUBTRACT
 
@@ -101,7 +101,7 @@ class InMemoryReservations:
         self._lock = threading.Lock()
         self._by_id: dict[str, Hold] = {}
         self._ledgers: dict[str, _Ledger] = {}
-        self._retention = check_seconds("retention", retention, positive=True)
+        self._retention = seconds(retention, "retention", positive=True)
 
     def __repr__(self) -> str:
         return f"InMemoryReservations(holds={len(self._by_id)})"

@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import structlog
 
+from guard._seconds import seconds
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import _machine as machine
 from guard.stores import _redis_lua as lua
 from guard.stores._common import (
     StoreUnavailable,
     ceiling_to_minor,
-    check_seconds,
     check_time,
     from_minor,
     mixed_currencies,
@@ -168,13 +168,14 @@ class RedisReservations:
             raise ConfigurationError(
                 f"must be a non-empty string without braces, got {namespace!r}", path="namespace"
             )
-        self._retention = check_seconds("retention", retention, positive=True)
-        seconds = check_seconds("timeout", timeout, positive=True)
+        self._retention = seconds(retention, "retention", positive=True)
+        socket_timeout = seconds(timeout, "timeout", positive=True)
         self._owned = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             try:
                 client = redis.Redis.from_url(
-                    url_or_client, socket_timeout=seconds, socket_connect_timeout=seconds
+                    url_or_client, socket_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout,
                 )
             except ValueError:
                 # The URL is not repeated: it may carry a password.
@@ -193,7 +194,7 @@ class RedisReservations:
         self._client: Redis | None = client
         # Kept to open asyncio clients on the same server (asyncio()); never shown anywhere.
         self._url = url_or_client if isinstance(url_or_client, str) else None
-        self._timeout = seconds
+        self._timeout = socket_timeout
         self._errors = redis.RedisError
         self._response_error = redis.ResponseError
         self._prefix = f"{{{namespace}}}:"

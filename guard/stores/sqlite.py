@@ -22,10 +22,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from guard._seconds import seconds
 from guard.errors import ConfigurationError
 from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
-from guard.stores._common import StoreUnavailable, check_seconds, check_time, from_minor, to_minor
+from guard.stores._common import StoreUnavailable, check_time, from_minor, to_minor
 from guard.stores._protocol import Hold, HoldOutcome, HoldState
 
 __all__ = ["SqliteReservations"]
@@ -96,8 +97,8 @@ class SqliteReservations:
         self, path: str | os.PathLike[str], *, timeout: float = 5.0, retention: float = 86_400.0
     ) -> None:
         self._path = _check_path(path)
-        self._timeout = check_seconds("timeout", timeout, positive=True)
-        self._retention = check_seconds("retention", retention, positive=True)
+        self._timeout = seconds(timeout, "timeout", positive=True)
+        self._retention = seconds(retention, "retention", positive=True)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._identity: tuple[int, int] | None = None

@@ -1,8 +1,10 @@
 """Measure reserve+commit operations per second for each reservation store.
 
-Run: ``.venv/bin/python tests/benchmarks/bench_reserve.py [--seconds 2]`` (not part of the test
-suite). It starts its own ``redis-server`` on a free loopback port (skipping Redis when there is
-none) and uses a fresh SQLite file in a temporary directory.
+Run: ``.venv/bin/python tests/benchmarks/bench_reserve.py [--seconds 2] [--pg-durable]`` (not
+part of the test suite). It starts its own ``redis-server`` on a free loopback port (skipping
+Redis when there is none), its own PostgreSQL server (``initdb`` in a temporary directory, as
+the tests do: ``fsync=off`` unless ``--pg-durable``; skipped without the binaries) and uses a
+fresh SQLite file in a temporary directory.
 
 Each operation is one ``try_hold`` plus one ``commit`` on the same balance key, with the
 committed window of a guard (``counted_since = now - 30``), so every operation also counts what
@@ -11,6 +13,10 @@ the earlier ones hold. 1 client, then 4 clients: threads sharing one store objec
 through ``PayoutGuard.reserve`` (a ``with`` block: check, hold, commit) with a fixed balance.
 The table gives each figure against the in-memory single-client one.
 Targets: in-memory >= 20,000/s, SQLite >= 1,000/s, Redis >= 3,000/s (loopback).
+
+For PostgreSQL it also measures, in the same run, two raw ``SELECT 1`` round trips on one
+connection (target: reserve+commit with 1 client at >= 40% of that rate), and ``guard.check``
+on a key with 5,000 live holds against one with none.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psycopg
 import redis
 import structlog
 
@@ -42,6 +49,7 @@ from guard.fetchers import LuxCoreFetcher
 from guard.stores import (
     Hold,
     InMemoryReservations,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     SqliteReservations,
@@ -72,6 +80,9 @@ def open_store(target: str) -> ReservationStore:
     if target.startswith("redis://"):
         url, namespace = target.split("#", 1)
         return RedisReservations(url, namespace=namespace)
+    if target.startswith("postgresql://"):
+        dsn, schema = target.split("#", 1)
+        return PostgresReservations(dsn, schema=schema, create_schema=True, timeout=30.0)
     return SqliteReservations(target, timeout=30.0)
 
 
@@ -190,6 +201,86 @@ def redis_server() -> Iterator[str | None]:
         process.wait(timeout=10)
 
 
+@contextmanager
+def postgres_server(*, durable: bool) -> Iterator[str | None]:
+    """Yield the DSN of a fresh PostgreSQL server (the tests' helper), or None without one."""
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)  # run as a script: make the test kit importable
+    from tests._postgres_server import start_postgres
+
+    try:
+        server = start_postgres(durable=durable)
+    except BaseException:  # noqa: BLE001 - pytest's skip too: PostgreSQL is not installed
+        yield None
+        return
+    try:
+        yield server.dsn()
+    finally:
+        server.remove()
+
+
+def raw_round_trips(dsn: str, seconds: float) -> float:
+    """Return how many times per second one connection runs two ``SELECT 1`` round trips."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        done = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(20):
+                conn.execute("SELECT 1").fetchone()
+                conn.execute("SELECT 1").fetchone()
+                done += 1
+    return done / seconds
+
+
+def checks_with_holds(dsn: str, holds: int, seconds: float) -> float:
+    """Return ``guard.check`` calls per second on a key holding *holds* live pending holds."""
+    store = open_store(f"{dsn}#checks_{holds}")
+    guard = PayoutGuard(StaticFetcher({"BRL": str(CEILING)}), cache_ttl=3600,
+                        reservations=store)
+    now = time.time()
+    for n in range(holds):
+        taken = Hold(payout_id=f"live-{n}", key=KEY, currency="BRL", amount=AMOUNT,
+                     fee=Decimal("0.00"), state="pending", created_at=now,
+                     expires_at=now + 3600, owner="bench")
+        store.try_hold(taken, ceiling=CEILING, counted_since=now - 30, now=now)
+    guard.check(AMOUNT, "BRL")
+    done = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            guard.check(AMOUNT, "BRL")
+            done += 1
+    store.close()
+    return done / seconds
+
+
+def postgres_figures(dsn: str, seconds: float) -> list[tuple[str, float]]:
+    """Return the raw round-trip rate and the check rates with 0 and 5,000 live holds."""
+    figures = [("2 x SELECT 1, 1 connection", raw_round_trips(dsn, seconds))]
+    figures += [(f"guard.check, {holds:,} live holds on the key",
+                 checks_with_holds(dsn, holds, seconds)) for holds in (0, 5000)]
+    return figures
+
+
+def print_postgres(
+    rows: list[tuple[str, str, str, float]], figures: list[tuple[str, float]], *, durable: bool
+) -> None:
+    """Print the PostgreSQL figures against their targets."""
+    if not figures:
+        print("PostgreSQL not found: it was not measured")
+        return
+    print()
+    print(f"postgres ({'fsync=on' if durable else 'fsync=off'}), same run:")
+    raw = figures[0][1]
+    one = next(r for n, p, c, r in rows if (n, p, c) == ("postgres", "direct", "1"))
+    for label, rate in figures:
+        print(f"  {label:<38} {rate:>10,.0f}/s")
+    print(f"  reserve+commit (1 client) / raw round trips: {one / raw:.0%} (target >= 40%)")
+    print(f"  check with 5,000 holds / with none: {figures[1][1] / figures[2][1]:.2f}x slower "
+          f"(target <= 1.5x)")
+
+
 def provider_requests(checks: int, cache_ttl: float, workers: int = 16) -> int:
     """Return how many balance requests *checks* concurrent checks cost a LuxCore emulator."""
     with LuxCoreEmulator() as emulator:
@@ -206,13 +297,16 @@ def provider_requests(checks: int, cache_ttl: float, workers: int = 16) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
+    parser.add_argument("--pg-durable", action="store_true",
+                        help="PostgreSQL with fsync=on (the default is the tests' fsync=off)")
     args = parser.parse_args()
     seconds: float = args.seconds
     quiet()
     folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
     rows: list[tuple[str, str, str, float]] = []
+    pg_figures: list[tuple[str, float]] = []
     try:
-        with redis_server() as url:
+        with redis_server() as url, postgres_server(durable=args.pg_durable) as dsn:
             for runner in ("direct", "guard"):
                 memory = InMemoryReservations()
                 rows.append(("memory", runner, "1", in_threads(runner, memory, 1, seconds)))
@@ -223,6 +317,8 @@ def main() -> None:
                 }
                 if url is not None:
                     targets["redis"] = lambda n: f"{url}#bench-{n}"
+                if dsn is not None:
+                    targets["postgres"] = lambda n: f"{dsn}#bench_{n.replace('-', '_')}"
                 for name, make in targets.items():
                     store = open_store(make(f"{runner}-1"))
                     rows.append((name, runner, "1", in_threads(runner, store, 1, seconds)))
@@ -235,6 +331,8 @@ def main() -> None:
                 rows.append(("sqlite", runner, "4 threads, 1 store",
                              in_threads(runner, store, 4, seconds)))
                 store.close()
+            if dsn is not None:
+                pg_figures = postgres_figures(dsn, seconds)
     finally:
         shutil.rmtree(folder)
     base = rows[0][3]
@@ -245,6 +343,7 @@ def main() -> None:
         print(f"{store_name:<8} {runner:<7} {clients:<20} {rate:>10,.0f} {rate / base:>12.2f}")
     if not any(name == "redis" for name, *_ in rows):
         print("redis-server not found: Redis was not measured")
+    print_postgres(rows, pg_figures, durable=args.pg_durable)
     print()
     print("provider (LuxCore emulator) requests per 1,000 concurrent checks, 16 threads:")
     for ttl in (5.0, 0.0):

@@ -1,0 +1,437 @@
+"""The SQL of ``PostgresReservations``: the versioned schema, its functions and the queries.
+
+Everything lives in one schema of the operator's choice (``{s}`` below, default
+``payout_guard``), created and upgraded by ``migrate`` only. Amounts are integers in the
+currency's minor unit (``bigint`` per hold, ``numeric`` for running totals, which never
+overflow). As in SQLite, each key has a ledger row: ``committed_minor`` is the running total of
+every hold ever committed on it, and each committed hold records that running total after
+itself (``running_minor``), so "committed after t" is one index seek however many commits the
+retention keeps. The ledger also keeps the live (pending and uncertain) total, settled as
+holds expire (see ``ledgers``), so counting costs O(1) index work however many holds a key has.
+
+Every change is one PL/pgSQL function call: one round trip, atomic under READ COMMITTED from
+any number of hosts, because each function first locks its key's ledger row (``FOR UPDATE``),
+and every writer on a key takes that lock before it reads or changes the key's holds. Locks are
+always taken ledger first, then hold (only a hold re-taken on another key after it expired
+locks a second ledger: a deadlock there is SQLSTATE 40P01, which the store retries).
+The functions mirror the hold state machine of ``guard/stores/_machine.py`` (``admit``,
+``to_commit``, ``commit_time``, ``to_uncertain``); each says which part. A race only between
+payouts with the same id on two different keys raises SQLSTATE 40001, which the store retries.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "COUNTED",
+    "GET",
+    "HOLDS",
+    "MIGRATION_LOCK",
+    "RELEASE",
+    "STEPS",
+    "VERSION",
+    "VERSION_READ",
+    "functions",
+]
+
+VERSION = 1
+
+# A constant advisory lock id: migrations of any schema by any host take turns.
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7161102016)"
+
+COLUMNS = (
+    "payout_id, key, currency, amount_minor, fee_minor, state, created_at, expires_at, "
+    "committed_at, owner"
+)
+
+VERSION_READ = "SELECT max(version) FROM {s}.schema_version"
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}.schema_version (
+    version     integer PRIMARY KEY,
+    migrated_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+# Schema steps: STEPS[n] takes a schema at version n to version n + 1.
+STEPS: tuple[tuple[str, ...], ...] = (
+    (
+        # live_minor is the sum over the key's pending and uncertain holds that expire after
+        # settled_until (the latest "now" a hold was taken at): what counts now is live_minor
+        # corrected by the holds expiring between settled_until and now, a short index range
+        # however many holds the key has (the clock may step back: the range then adds).
+        """CREATE TABLE {s}.ledgers (
+            key             text PRIMARY KEY,
+            currency        text NOT NULL,
+            committed_minor numeric NOT NULL DEFAULT 0,
+            last_commit     double precision,
+            live_minor      numeric NOT NULL DEFAULT 0,
+            settled_until   double precision NOT NULL DEFAULT '-Infinity',
+            purged_at       double precision
+        )""",
+        """CREATE TABLE {s}.holds (
+            payout_id     text PRIMARY KEY,
+            key           text NOT NULL,
+            currency      text NOT NULL,
+            amount_minor  bigint NOT NULL CHECK (amount_minor >= 0),
+            fee_minor     bigint NOT NULL CHECK (fee_minor >= 0),
+            state         text NOT NULL CHECK (state IN ('pending', 'committed', 'uncertain')),
+            created_at    double precision NOT NULL,
+            expires_at    double precision NOT NULL,
+            committed_at  double precision,
+            running_minor numeric,
+            owner         text NOT NULL DEFAULT '',
+            reported      boolean NOT NULL DEFAULT false
+        )""",
+        # Pending and uncertain holds ("live") both count while expires_at is ahead.
+        """CREATE INDEX holds_live ON {s}.holds (key, expires_at)
+            INCLUDE (amount_minor, fee_minor) WHERE state <> 'committed'""",
+        """CREATE INDEX holds_committed ON {s}.holds (key, committed_at, running_minor)
+            INCLUDE (amount_minor, fee_minor) WHERE state = 'committed'""",
+        # Uncertain holds not yet reported as lapsed: few, looked at by every try_hold.
+        """CREATE INDEX holds_unreported ON {s}.holds (key, expires_at)
+            WHERE state = 'uncertain' AND NOT reported""",
+    ),
+)
+
+# What the holds on a key take now: the live total corrected by the holds expiring between
+# the ledger's settled_until (l) and now, plus the commits after counted_since. Arguments:
+# ledger alias l, now, counted_since.
+_COUNT = """
+    l.live_minor
+    + CASE WHEN {now} > l.settled_until THEN -1 ELSE 1 END * COALESCE((
+        SELECT sum(amount_minor + fee_minor) FROM {s}.holds
+        WHERE state <> 'committed' AND key = l.key
+        AND expires_at > least(l.settled_until, {now})
+        AND expires_at <= greatest(l.settled_until, {now})), 0)
+    + COALESCE((
+        SELECT l.committed_minor - running_minor + amount_minor + fee_minor FROM {s}.holds
+        WHERE state = 'committed' AND key = l.key AND committed_at > {since}
+        ORDER BY committed_at, running_minor LIMIT 1), 0)"""
+
+# Lock the ledger of the key the hold under p_id is on (nothing found: return), then read the
+# hold: every function that changes a hold holds its key's ledger lock, so e stays as read.
+_LOCK_HOLD = """
+    SELECT * INTO l FROM {s}.ledgers
+        WHERE key = (SELECT h.key FROM {s}.holds AS h WHERE h.payout_id = p_id)
+        FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT * INTO e FROM {s}.holds AS h WHERE h.payout_id = p_id AND h.key = l.key;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM {s}.holds AS h WHERE h.payout_id = p_id) THEN
+            -- Re-taken on another key meanwhile: start again.
+            RAISE EXCEPTION 'hold % moved between keys', p_id USING ERRCODE = '40001';
+        END IF;
+        RETURN;  -- dropped meanwhile
+    END IF;
+"""
+
+# machine.commit_time: commit times never go backwards on a key.
+_COMMIT_TIME = """
+CREATE OR REPLACE FUNCTION {s}.commit_time(p_now double precision, p_last double precision)
+RETURNS double precision LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_last IS NULL OR p_now >= p_last THEN p_now ELSE p_last END
+$$"""
+
+# Mark e committed at commit_time(p_now) and add it to the running total, leaving the live
+# total; returns the hold as recorded. The caller holds the ledger lock (l is fresh).
+_RECORD_COMMIT = """
+CREATE OR REPLACE FUNCTION {s}.record_commit(e {s}.holds, l {s}.ledgers, p_now double precision)
+RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY WITH done AS (
+        UPDATE {s}.holds SET state = 'committed',
+            committed_at = {s}.commit_time(p_now, l.last_commit),
+            running_minor = l.committed_minor + e.amount_minor + e.fee_minor
+        WHERE payout_id = e.payout_id
+        RETURNING *
+    ), ledger AS (
+        UPDATE {s}.ledgers AS lg SET committed_minor = done.running_minor,
+            last_commit = done.committed_at,
+            live_minor = lg.live_minor - CASE WHEN e.expires_at > l.settled_until
+                                              THEN e.amount_minor + e.fee_minor ELSE 0 END
+        FROM done WHERE lg.key = l.key
+    )
+    SELECT * FROM done;
+END $$"""
+
+# machine.admit, then write: returns the status, what counted, the key's currency when it
+# differs, the existing hold (duplicate) and the uncertain holds found lapsed, as JSON.
+_TRY_HOLD = """
+CREATE OR REPLACE FUNCTION {s}.try_hold(
+    p_id text, p_key text, p_currency text, p_amount bigint, p_fee bigint,
+    p_created double precision, p_expires double precision, p_owner text,
+    p_ceiling numeric, p_since double precision, p_now double precision,
+    p_horizon double precision,
+    OUT status text, OUT counted numeric, OUT key_currency text, OUT existing json,
+    OUT lapsed json)
+LANGUAGE plpgsql AS $$
+DECLARE
+    l {s}.ledgers%ROWTYPE;
+    o {s}.holds%ROWTYPE;
+    other {s}.ledgers%ROWTYPE;
+    v_new boolean := false;
+    v_range numeric;
+    v_committed numeric;
+    v_lapsing boolean;
+    v_old json;
+BEGIN
+    SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        -- Two first holds on a key: the second waits here for the first to commit.
+        INSERT INTO {s}.ledgers (key, currency) VALUES (p_key, p_currency)
+            ON CONFLICT (key) DO NOTHING;
+        v_new := FOUND;
+        SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+    END IF;
+    IF l.currency <> p_currency THEN  -- machine.admit: one currency per key
+        status := 'mixed';
+        key_currency := l.currency;
+        RETURN;
+    END IF;
+    SELECT
+        COALESCE((SELECT sum(amount_minor + fee_minor) FROM {s}.holds
+            WHERE state <> 'committed' AND key = p_key
+            AND expires_at > least(l.settled_until, p_now)
+            AND expires_at <= greatest(l.settled_until, p_now)), 0),
+        COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+            FROM {s}.holds WHERE state = 'committed' AND key = p_key
+            AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
+        EXISTS (SELECT 1 FROM {s}.holds WHERE key = p_key AND state = 'uncertain'
+            AND NOT reported AND expires_at <= p_now),
+        (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id)
+    INTO v_range, v_committed, v_lapsing, v_old;
+    IF p_now > l.settled_until THEN
+        -- Settle the holds that expired since the mark: each crosses it once.
+        l.live_minor := l.live_minor - v_range;
+        l.settled_until := p_now;
+        counted := l.live_minor + v_committed;
+    ELSE
+        counted := l.live_minor + v_range + v_committed;  -- the clock stepped back
+    END IF;
+    IF v_old IS NOT NULL AND NOT (v_old->>'state' = 'pending'
+                                  AND (v_old->>'expires_at')::double precision <= p_now) THEN
+        status := 'duplicate';  -- being sent, sent, or maybe sent
+        existing := v_old;
+    ELSIF counted + p_amount + p_fee > p_ceiling THEN
+        status := 'over_ceiling';
+    ELSE
+        status := 'held';
+    END IF;
+    IF v_lapsing THEN
+        WITH gone AS (
+            UPDATE {s}.holds SET reported = true
+            WHERE key = p_key AND state = 'uncertain' AND NOT reported AND expires_at <= p_now
+            RETURNING {columns}
+        ) SELECT json_agg(row_to_json(gone)) INTO lapsed FROM gone;
+    END IF;
+    IF status <> 'held' THEN
+        IF v_new THEN
+            DELETE FROM {s}.ledgers WHERE key = p_key;  -- nothing was held: leave no trace
+        END IF;
+        RETURN;  -- the settled mark is not kept: the ledger stays as it was, consistent
+    END IF;
+    IF v_old IS NOT NULL AND v_old->>'key' <> p_key THEN
+        -- The id's expired hold sits on another key: take it out of that key's live total,
+        -- under that key's lock (two keys at once may deadlock: 40P01, retried).
+        SELECT * INTO other FROM {s}.ledgers WHERE key = v_old->>'key' FOR NO KEY UPDATE;
+        SELECT * INTO o FROM {s}.holds AS h WHERE h.payout_id = p_id FOR UPDATE;
+        IF FOUND THEN
+            IF o.key <> other.key OR o.state <> 'pending' OR o.expires_at > p_now THEN
+                RAISE EXCEPTION 'hold % changed concurrently', p_id USING ERRCODE = '40001';
+            END IF;
+            IF o.expires_at > other.settled_until THEN
+                UPDATE {s}.ledgers SET live_minor = live_minor - o.amount_minor - o.fee_minor
+                    WHERE key = other.key;
+            END IF;
+        END IF;
+    END IF;
+    IF l.purged_at IS NULL OR p_now >= l.purged_at + 1 OR p_now < l.purged_at THEN
+        -- Forget holds past the retention window (at most once a second per key); none of
+        -- them is in the live total (they expired before the settled mark).
+        DELETE FROM {s}.holds WHERE key = p_key AND (
+            (state <> 'committed' AND expires_at <= p_horizon)
+            OR (state = 'committed' AND committed_at <= p_horizon));
+        l.purged_at := p_now;
+    END IF;
+    IF p_expires > l.settled_until THEN
+        l.live_minor := l.live_minor + p_amount + p_fee;
+    END IF;
+    WITH taken AS (
+        INSERT INTO {s}.holds AS h (payout_id, key, currency, amount_minor, fee_minor, state,
+                                    created_at, expires_at, owner)
+        VALUES (p_id, p_key, p_currency, p_amount, p_fee, 'pending', p_created, p_expires,
+                p_owner)
+        ON CONFLICT (payout_id) DO UPDATE SET
+            key = EXCLUDED.key, currency = EXCLUDED.currency,
+            amount_minor = EXCLUDED.amount_minor, fee_minor = EXCLUDED.fee_minor,
+            state = 'pending', created_at = EXCLUDED.created_at,
+            expires_at = EXCLUDED.expires_at, committed_at = NULL, running_minor = NULL,
+            owner = EXCLUDED.owner, reported = false
+        WHERE h.state = 'pending' AND h.expires_at <= p_now
+        RETURNING 1
+    )
+    UPDATE {s}.ledgers SET live_minor = l.live_minor, settled_until = l.settled_until,
+        purged_at = l.purged_at
+    WHERE key = p_key AND EXISTS (SELECT 1 FROM taken);
+    IF NOT FOUND THEN
+        -- The same payout id was taken on another key since we looked: start again, and
+        -- the next attempt reports it as a duplicate.
+        RAISE EXCEPTION 'hold % taken concurrently', p_id USING ERRCODE = '40001';
+    END IF;
+END $$"""
+
+# machine.to_commit: only the owner commits; a committed hold keeps its first commit time.
+# The hot path is one statement after the lock (record_commit, inlined).
+_COMMIT = """
+CREATE OR REPLACE FUNCTION {s}.commit(p_id text, p_owner text, p_now double precision)
+RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
+DECLARE
+    l {s}.ledgers%ROWTYPE;
+BEGIN
+    SELECT * INTO l FROM {s}.ledgers
+        WHERE key = (SELECT h.key FROM {s}.holds AS h WHERE h.payout_id = p_id)
+        FOR NO KEY UPDATE;
+    IF NOT FOUND OR p_owner = '' THEN
+        RETURN;
+    END IF;
+    RETURN QUERY WITH done AS (
+        UPDATE {s}.holds AS h SET state = 'committed',
+            committed_at = {s}.commit_time(p_now, l.last_commit),
+            running_minor = l.committed_minor + h.amount_minor + h.fee_minor
+        WHERE h.payout_id = p_id AND h.key = l.key AND h.owner = p_owner
+            AND h.state <> 'committed'
+        RETURNING h.*
+    ), ledger AS (
+        UPDATE {s}.ledgers AS lg SET committed_minor = done.running_minor,
+            last_commit = done.committed_at,
+            live_minor = lg.live_minor - CASE WHEN done.expires_at > l.settled_until
+                                              THEN done.amount_minor + done.fee_minor
+                                              ELSE 0 END
+        FROM done WHERE lg.key = l.key
+    )
+    SELECT * FROM done;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- Not changed: already committed (returned as it is), another owner's, or moved.
+    RETURN QUERY SELECT * FROM {s}.holds AS h
+        WHERE h.payout_id = p_id AND h.key = l.key AND h.owner = p_owner
+        AND h.state = 'committed';
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM {s}.holds AS h
+                                 WHERE h.payout_id = p_id AND h.key = l.key) THEN
+        IF EXISTS (SELECT 1 FROM {s}.holds AS h WHERE h.payout_id = p_id) THEN
+            RAISE EXCEPTION 'hold % moved between keys', p_id USING ERRCODE = '40001';
+        END IF;
+    END IF;
+END $$"""
+
+# ReservationStore.release: only the owner's pending hold is dropped.
+_RELEASE = """
+CREATE OR REPLACE FUNCTION {s}.release(p_id text, p_owner text)
+RETURNS SETOF boolean LANGUAGE plpgsql AS $$
+DECLARE
+    l {s}.ledgers%ROWTYPE;
+    e {s}.holds%ROWTYPE;
+BEGIN
+""" + _LOCK_HOLD + """
+    IF p_owner = '' OR e.owner <> p_owner OR e.state <> 'pending' THEN
+        RETURN;
+    END IF;
+    DELETE FROM {s}.holds WHERE payout_id = p_id;
+    IF e.expires_at > l.settled_until THEN
+        UPDATE {s}.ledgers SET live_minor = live_minor - e.amount_minor - e.fee_minor
+            WHERE key = l.key;
+    END IF;
+    RETURN NEXT true;
+END $$"""
+
+# machine.to_uncertain: only the owner's pending hold becomes uncertain, counting until p_until.
+_MARK_UNCERTAIN = """
+CREATE OR REPLACE FUNCTION {s}.mark_uncertain(p_id text, p_owner text,
+                                             p_until double precision)
+RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
+DECLARE
+    l {s}.ledgers%ROWTYPE;
+    e {s}.holds%ROWTYPE;
+BEGIN
+""" + _LOCK_HOLD + """
+    IF p_owner = '' OR e.owner <> p_owner THEN
+        RETURN;
+    END IF;
+    IF e.state = 'pending' THEN
+        UPDATE {s}.ledgers SET live_minor = live_minor
+            - CASE WHEN e.expires_at > l.settled_until THEN e.amount_minor + e.fee_minor
+                   ELSE 0 END
+            + CASE WHEN p_until > l.settled_until THEN e.amount_minor + e.fee_minor ELSE 0 END
+            WHERE key = l.key;
+        UPDATE {s}.holds SET state = 'uncertain', expires_at = p_until WHERE payout_id = p_id
+            RETURNING * INTO e;
+    END IF;
+    RETURN NEXT e;
+END $$"""
+
+# ReservationStore.resolve: an uncertain hold becomes committed at p_now (sent) or is
+# dropped; the hold is returned as it was found.
+_RESOLVE = """
+CREATE OR REPLACE FUNCTION {s}.resolve(p_id text, p_sent boolean, p_now double precision)
+RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
+DECLARE
+    l {s}.ledgers%ROWTYPE;
+    e {s}.holds%ROWTYPE;
+BEGIN
+""" + _LOCK_HOLD + """
+    RETURN NEXT e;
+    IF e.state <> 'uncertain' THEN
+        RETURN;
+    END IF;
+    IF p_sent THEN
+        PERFORM {s}.record_commit(e, l, p_now);
+    ELSE
+        DELETE FROM {s}.holds WHERE payout_id = p_id;
+        IF e.expires_at > l.settled_until THEN
+            UPDATE {s}.ledgers SET live_minor = live_minor - e.amount_minor - e.fee_minor
+                WHERE key = l.key;
+        END IF;
+    END IF;
+END $$"""
+
+_FUNCTIONS = (_COMMIT_TIME, _RECORD_COMMIT, _TRY_HOLD, _COMMIT, _RELEASE, _MARK_UNCERTAIN,
+              _RESOLVE)
+
+# %s parameters are bound by psycopg; {s} is the schema (a checked, quoted identifier).
+TRY_HOLD = (
+    "SELECT status, counted, key_currency, existing, lapsed FROM {s}.try_hold("
+    "%s, %s, %s, %s::bigint, %s::bigint, %s::float8, %s::float8, %s, %s::numeric, "
+    "%s::float8, %s::float8, %s::float8)"
+)
+COMMIT = "SELECT " + COLUMNS + " FROM {s}.commit(%s, %s, %s::float8)"
+MARK_UNCERTAIN = "SELECT " + COLUMNS + " FROM {s}.mark_uncertain(%s, %s, %s::float8)"
+RESOLVE = "SELECT " + COLUMNS + " FROM {s}.resolve(%s, %s, %s::float8)"
+RELEASE = "SELECT * FROM {s}.release(%s, %s)"
+GET = "SELECT " + COLUMNS + " FROM {s}.holds WHERE payout_id = %s"
+# (key, now, counted_since) -> (currency, counted minor units); no row: nothing held.
+COUNTED = (
+    "SELECT l.currency, "
+    + _COUNT.format(s="{s}", now="%(now)s::float8", since="%(since)s::float8")
+    + " FROM {s}.ledgers AS l WHERE l.key = %(key)s"
+)
+HOLDS = (
+    "SELECT * FROM ("
+    "SELECT " + COLUMNS + " FROM {s}.holds WHERE state <> 'committed' AND key = %(key)s "
+    "AND expires_at > %(now)s::float8 "
+    "UNION ALL "
+    "SELECT " + COLUMNS + " FROM {s}.holds WHERE state = 'committed' AND key = %(key)s "
+    "AND committed_at > %(since)s::float8) AS counting "
+    "ORDER BY created_at, payout_id LIMIT %(limit)s"
+)
+
+
+def functions(schema: str) -> tuple[str, ...]:
+    """Return the statements that (re)create the store's functions in *schema*."""
+    return tuple(text.format(s=schema, columns=COLUMNS) for text in _FUNCTIONS)
+
+
+def version_table(schema: str) -> str:
+    """Return the statement that creates *schema*'s version table when missing."""
+    return _VERSION_TABLE.format(s=schema)

@@ -1,0 +1,644 @@
+"""Reservations in PostgreSQL: the database payout services already run, shared by every host.
+
+Every change is one call of a PL/pgSQL function (``guard/stores/_postgres_sql.py``), so the
+check and the hold are one round trip and one atomic step under READ COMMITTED, however many
+workers on however many hosts: each function locks its key's ledger row first. The functions
+mirror the hold state machine of ``guard/stores/_machine.py``; bounds (times, amounts) are
+checked here, before anything is sent. Serialization failures and deadlocks (SQLSTATE 40001,
+40P01) are retried a bounded number of times, then raise ``StoreUnavailable``; so does every
+other database or connection error (refused, dropped, a server restart, ``statement_timeout``),
+so the guard denies ``balance_unavailable``: faults fail closed.
+
+Holds are timed by the guard's clock (the ``now`` and ``counted_since`` the protocol passes),
+like the memory and SQLite stores. Committed transactions are durable: a server restart keeps
+every acknowledged hold.
+
+The schema is the operator's: ``migrate()`` (or ``payout-guard store migrate --config FILE``)
+creates or upgrades it, versioned; a store finding it missing or older raises
+``ConfigurationError`` naming that command, and creates nothing unless ``create_schema=True``.
+
+``bound(connection)`` returns a view of the store that works through the caller's open psycopg
+connection and never commits: the hold and the caller's own rows commit or roll back together.
+
+Needs ``psycopg`` 3 and ``psycopg-pool``: ``pip install payout-guard[postgres]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from guard._seconds import seconds
+from guard.errors import ConfigurationError
+from guard.stores import _machine as machine
+from guard.stores import _postgres_sql as sql
+from guard.stores._common import (
+    StoreUnavailable,
+    ceiling_to_minor,
+    check_time,
+    from_minor,
+    mixed_currencies,
+    to_minor,
+)
+from guard.stores._protocol import Hold, HoldOutcome, HoldState
+
+if TYPE_CHECKING:
+    import psycopg
+    import psycopg_pool
+
+__all__ = ["MIGRATE_COMMAND", "PostgresReservations"]
+
+MIGRATE_COMMAND = "payout-guard store migrate --config FILE"
+_ZERO = Decimal(0)
+_LIMIT = 2**62  # per hold, in minor units: amount + fee stays within bigint
+_ATTEMPTS = 5  # tries of one call when the server reports 40001 or 40P01
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_STATES: dict[str, HoldState] = {
+    "pending": "pending", "committed": "committed", "uncertain": "uncertain"
+}
+
+def _hold(row: Sequence[Any]) -> Hold:
+    payout_id, key, currency, amount, fee, state, created, expires, committed, owner = row
+    return Hold(
+        payout_id=payout_id,
+        key=key,
+        currency=currency,
+        amount=from_minor(int(amount), currency),
+        fee=from_minor(int(fee), currency),
+        state=_STATES[state],
+        # JSON writes whole seconds without a fraction: times are floats all the same.
+        created_at=float(created),  # money-ok: a time
+        expires_at=float(expires),  # money-ok: a time
+        committed_at=None if committed is None else float(committed),  # money-ok: a time
+        owner=owner,
+    )
+
+
+def _json_hold(data: Mapping[str, Any]) -> Hold:
+    return _hold([data[name] for name in sql.COLUMNS.split(", ")])
+
+
+class _Source:
+    """Where a store gets a connection for one call, and what it does with it afterwards."""
+
+    bound = False
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+        yield
+
+    def close(self) -> None:
+        """Give back what the source holds."""
+
+
+class _Connections(_Source):
+    """Connections the store makes itself (from a DSN or a factory), kept idle between calls.
+
+    Each is set up once: autocommit, the prepare threshold and ``statement_timeout``. One
+    inherited through ``fork`` is never used (nor closed) in the child.
+    """
+
+    def __init__(
+        self, factory: Callable[[], psycopg.Connection[Any]], *, setup: Callable[..., None],
+        keep: int,
+    ) -> None:
+        self._factory = factory
+        self._setup = setup
+        self._keep = keep
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        conn = self._take()
+        try:
+            yield conn
+        except BaseException:
+            self._give_back(conn, failed=True)
+            raise
+        self._give_back(conn, failed=False)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+            if self._pid != os.getpid():
+                return
+        for conn in idle:
+            conn.close()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid, self._idle = os.getpid(), []
+            if self._idle:
+                return self._idle.pop()
+        conn = self._factory()
+        try:
+            if not conn.autocommit:
+                conn.autocommit = True
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _give_back(self, conn: psycopg.Connection[Any], *, failed: bool) -> None:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        idle = psycopg.pq.TransactionStatus.IDLE
+        healthy = not conn.closed and not conn.broken
+        if healthy and failed and conn.info.transaction_status != idle:
+            try:
+                conn.rollback()
+            except psycopg.Error:
+                healthy = False
+        with self._lock:
+            if (healthy and conn.info.transaction_status == idle
+                    and self._pid == os.getpid() and len(self._idle) < self._keep):
+                self._idle.append(conn)
+                return
+        if self._pid == os.getpid():
+            conn.close()
+
+
+class _Pool(_Source):
+    """A ``psycopg_pool.ConnectionPool`` of the caller's, used as the caller set it up.
+
+    The store changes no session setting on the caller's connections: their statement timeout
+    is the pool's (its ``configure`` callback) or the database role's.
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        # The pool commits at the end of the block (or rolls back on error) when the
+        # connection is not in autocommit mode.
+        with self._pool.connection(timeout=self._timeout) as conn:
+            yield conn
+
+
+class _Bound(_Source):
+    """The caller's open connection: every call runs inside the caller's transaction."""
+
+    bound = True
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        yield self._conn
+
+
+class PostgresReservations:
+    """A reservation store in PostgreSQL, safe across threads, processes and hosts.
+
+    Args:
+        target: Where the database is: a DSN (``postgresql://user:pw@host/db`` or
+            ``host=... dbname=...``), a ``psycopg_pool.ConnectionPool`` (the caller's: not
+            closed by ``close``), or a function returning a new ``psycopg.Connection`` (the
+            store keeps up to *keep* of them idle and closes them on ``close``).
+        schema: The PostgreSQL schema holding the store's tables and functions (default
+            ``payout_guard``; lower-case letters, digits and ``_``).
+        retention: Seconds a finished hold is remembered for idempotency (default one day;
+            at most 30 days).
+        timeout: Seconds any call may take: the ``statement_timeout`` the store sets on the
+            connections it makes (from a DSN or a factory; a caller's pool and a caller's
+            bound connection keep their own), the wait for a pooled connection and (rounded
+            up) the connect timeout of a DSN (default 5; at most 30 days).
+        prepare_threshold: After how many runs a statement is prepared on a connection (psycopg's
+            ``prepare_threshold``, default 5); ``None`` never prepares, as PgBouncer in
+            transaction mode requires.
+        create_schema: Create or upgrade the schema at first contact (tests, demos). Without it
+            nothing is created: a missing or older schema raises ``ConfigurationError``.
+        check_schema: Check the schema version at first contact (default). ``False`` skips
+            the check, for a store made only to call ``migrate()``.
+        keep: Idle connections kept between calls for a DSN or a factory (default 4).
+
+    The first contact with the server (at construction, or at first use when the server cannot
+    be reached then) checks the schema version.
+
+    Raises:
+        ConfigurationError: psycopg is missing; *target* is not a DSN, pool or factory; the
+            schema name or a number is out of range; or the schema is missing or at another
+            version (the message names ``payout-guard store migrate --config FILE``).
+    """
+
+    def __init__(
+        self,
+        target: str | psycopg_pool.ConnectionPool[Any] | Callable[[], psycopg.Connection[Any]],
+        *,
+        schema: str = "payout_guard",
+        retention: float = 86_400.0,
+        timeout: float = 5.0,
+        prepare_threshold: int | None = 5,
+        create_schema: bool = False,
+        check_schema: bool = True,
+        keep: int = 4,
+    ) -> None:
+        try:
+            import psycopg  # noqa: PLC0415 - optional dependency, imported only when used
+            import psycopg_pool  # noqa: PLC0415 - same
+        except ImportError:
+            raise ConfigurationError(
+                "PostgresReservations needs psycopg and psycopg-pool: "
+                "pip install payout-guard[postgres]"
+            ) from None
+        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(
+                f"must be a lower-case identifier (letters, digits, _), got {str(schema)[:70]!r}",
+                path="schema",
+            )
+        if prepare_threshold is not None and (
+            isinstance(prepare_threshold, bool) or not isinstance(prepare_threshold, int)
+            or prepare_threshold < 0
+        ):
+            raise ConfigurationError(
+                f"must be a non-negative integer or None, got {prepare_threshold!r}",
+                path="prepare_threshold",
+            )
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ConfigurationError(f"must be a non-negative integer, got {keep!r}",
+                                     path="keep")
+        self._retention = seconds(retention, "retention", positive=True)
+        self._timeout = seconds(timeout, "timeout", positive=True)
+        self._schema = schema
+        self._quoted = f'"{schema}"'
+        self._prepare: bool | None = False if prepare_threshold is None else None
+        self._threshold = prepare_threshold
+        self._create = bool(create_schema)
+        self._secret = ""
+        self._where = "a connection factory"
+        self._errors = psycopg.Error
+        self._retryable = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+        self._statements = {
+            name: getattr(sql, name).format(s=self._quoted)
+            for name in ("TRY_HOLD", "COMMIT", "MARK_UNCERTAIN", "RESOLVE", "RELEASE", "GET",
+                         "COUNTED", "HOLDS")
+        }
+        self._source: _Source
+        if isinstance(target, str):
+            self._source = self._from_dsn(target, keep)
+        elif isinstance(target, psycopg_pool.ConnectionPool):
+            self._where = "a connection pool"
+            self._source = _Pool(target, timeout=self._timeout)
+        elif callable(target):
+            self._source = _Connections(target, setup=self._setup, keep=keep)
+        else:
+            raise ConfigurationError(
+                f"must be a PostgreSQL DSN, a psycopg_pool.ConnectionPool or a function "
+                f"returning a psycopg.Connection, not {type(target).__name__}",
+                path="target",
+            )
+        self._home = self._source
+        self._ready_lock = threading.Lock()
+        self._ready = not check_schema and not self._create
+        try:
+            # The server cannot be reached now: the first use tries again.
+            with contextlib.suppress(StoreUnavailable):
+                self._contact()
+        except BaseException:
+            self._source.close()  # a store that raised is never used: leave no connection
+            raise
+
+    def __repr__(self) -> str:
+        view = ", bound" if self._source.bound else ""
+        return f"PostgresReservations({self._where}, schema={self._schema!r}{view})"
+
+    def __enter__(self) -> PostgresReservations:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def schema(self) -> str:
+        """Return the name of the schema holding the store's tables."""
+        return self._schema
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (see ``ReservationStore``).
+
+        Raises:
+            ValueError: a time is not finite, or the hold would live more than 30 days.
+            InvalidPayoutRequest: an amount is negative, not exact at its currency's exponent,
+                or 2**62 minor units or more; or *hold* is in another currency than the holds
+                already on its key.
+            StoreUnavailable: the server could not be reached or failed, the call outlasted
+                ``timeout``, or 40001/40P01 persisted.
+        """
+        machine.check_hold(hold, now)
+        check_time("counted_since", counted_since)
+        cur = hold.currency
+        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
+        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
+        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
+        limit = ceiling_to_minor(ceiling, cur)
+        rows = self._run("TRY_HOLD", (
+            hold.payout_id, hold.key, cur, amount, fee, hold.created_at, hold.expires_at,
+            hold.owner, limit, counted_since, now, now - self._retention,
+        ))
+        status, counted_minor, key_currency, existing, lapsed_rows = rows[0]
+        if status == "mixed":
+            raise mixed_currencies(hold, key_currency)
+        counted = from_minor(int(counted_minor), cur)
+        lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
+        if status == "held":
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+        if status == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
+        return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
+                           lapsed=lapsed)
+
+    def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
+
+        A commit time earlier than the key's last one (a clock stepping back) is recorded as
+        that last time: the hold then counts a little longer, which is the safe side.
+
+        Raises:
+            ValueError: *now* is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        check_time("now", now)
+        rows = self._run("COMMIT", (payout_id, owner, now))
+        return _hold(rows[0]) if rows else None
+
+    def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (see ``ReservationStore.release``).
+
+        Raises:
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return bool(self._run("RELEASE", (payout_id, owner)))
+
+    def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (see ``ReservationStore.mark_uncertain``).
+
+        Raises:
+            ValueError: a time is not finite, or *until* is more than 30 days after *now*.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        machine.check_life(now, until)
+        rows = self._run("MARK_UNCERTAIN", (payout_id, owner, until))
+        return _hold(rows[0]) if rows else None
+
+    def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (see ``ReservationStore.resolve``).
+
+        Raises:
+            ValueError: *now* is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        check_time("now", now)
+        rows = self._run("RESOLVE", (payout_id, bool(sent), now))
+        return _hold(rows[0]) if rows else None
+
+    def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any.
+
+        Raises:
+            StoreUnavailable: as for ``try_hold``.
+        """
+        rows = self._run("GET", (payout_id,))
+        return _hold(rows[0]) if rows else None
+
+    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count.
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        rows = self._run("COUNTED", {
+            "key": key, "now": check_time("now", now),
+            "since": check_time("counted_since", counted_since),
+        })
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (at most *limit* of them).
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        rows = self._run("HOLDS", {
+            "key": key, "now": check_time("now", now),
+            "since": check_time("counted_since", counted_since), "limit": limit,
+        })
+        return [_hold(row) for row in rows]
+
+    def rearm(self) -> None:
+        """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
+        with self._ready_lock:
+            self._ready = False
+
+    def close(self) -> None:
+        """Close the connections this store made; a caller's pool or connection stays open."""
+        if not self._source.bound:
+            self._source.close()
+
+    # -- PostgreSQL's own -----------------------------------------------------------------
+
+    def bound(self, connection: psycopg.Connection[Any]) -> PostgresReservations:
+        """Return a view of this store that works inside *connection*'s transaction.
+
+        Every call of the view runs through *connection* and never commits or rolls back: the
+        caller's ``COMMIT`` keeps the holds written with its own rows, a ``ROLLBACK`` drops
+        both. A hold taken this way keeps its key's ledger row locked until the caller's
+        transaction ends, so other payouts on the same balance wait for it: keep it short.
+        A database error in the view aborts the caller's transaction (raised as
+        ``StoreUnavailable``, never retried): roll it back. ``close()`` of the view does nothing.
+
+        Raises:
+            ConfigurationError: *connection* is not a ``psycopg.Connection``.
+        """
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        if not isinstance(connection, psycopg.Connection):
+            raise ConfigurationError(
+                f"must be a psycopg.Connection, not {type(connection).__name__}",
+                path="connection",
+            )
+        view = copy.copy(self)
+        view._source = _Bound(connection)
+        return view
+
+    def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the store's schema, tables and functions; safe to run again.
+
+        Concurrent migrations (several hosts starting at once) take turns on an advisory lock.
+
+        Returns:
+            The schema version found (0: none) and the version now.
+
+        Raises:
+            ConfigurationError: the schema is newer than this version of payout-guard reads.
+            StoreUnavailable: the server could not be reached or refused (for instance for lack
+                of the ``CREATE`` privilege on the database).
+        """
+        try:
+            with self._home.connection() as conn, conn.transaction():
+                conn.execute(sql.MIGRATION_LOCK)
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
+                conn.execute(sql.version_table(self._quoted))
+                row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+                found = int(row[0]) if row and row[0] is not None else 0
+                if found > sql.VERSION:
+                    raise self._newer(found)
+                for step in sql.STEPS[found:]:
+                    for statement in step:
+                        conn.execute(statement.format(s=self._quoted))
+                if found < sql.VERSION:
+                    for statement in sql.functions(self._quoted):
+                        conn.execute(statement)
+                    conn.execute(
+                        f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
+                        (sql.VERSION,),
+                    )
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        with self._ready_lock:
+            self._ready = True
+        return found, sql.VERSION
+
+    def schema_version(self) -> int:
+        """Return the version of the store's schema in the database (0: there is none).
+
+        Raises:
+            StoreUnavailable: the server could not be reached.
+        """
+        try:
+            with self._home.connection() as conn:
+                row = conn.execute("SELECT to_regclass(%s)",
+                                   (f"{self._quoted}.schema_version",)).fetchone()
+                if row is None or row[0] is None:
+                    return 0
+                row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+                return int(row[0]) if row and row[0] is not None else 0
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _from_dsn(self, dsn: str, keep: int) -> _Source:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - same
+
+        try:
+            params = conninfo_to_dict(dsn)
+        except psycopg.Error:
+            # The DSN is not repeated: it may carry a password.
+            raise ConfigurationError(
+                "is not a PostgreSQL connection string (postgresql://user@host/db or "
+                "'host=... dbname=...')", path="dsn",
+            ) from None
+        self._secret = str(params.get("password") or "")
+        shown = " ".join(
+            f"{name}={params[name]}" for name in ("host", "port", "dbname", "user")
+            if params.get(name)
+        )
+        self._where = f"dsn '{shown}'" if shown else "dsn"
+        options: dict[str, Any] = {"autocommit": True, "prepare_threshold": self._threshold}
+        if "connect_timeout" not in params:
+            options["connect_timeout"] = max(2, math.ceil(self._timeout))
+        if "application_name" not in params:
+            options["application_name"] = "payout-guard"
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(dsn, **options)
+
+        return _Connections(connect, setup=self._setup, keep=keep)
+
+    def _setup(self, conn: psycopg.Connection[Any]) -> None:
+        """Set the store's statement timeout (and prepare threshold) on a new connection."""
+        conn.prepare_threshold = self._threshold
+        millis = max(1, math.ceil(self._timeout * 1000))
+        conn.execute(f"SET statement_timeout = {millis}")
+
+    def _contact(self) -> None:
+        """Check (or, with ``create_schema``, make) the schema at the first contact.
+
+        Raises:
+            ConfigurationError: the schema is missing, older or newer.
+            StoreUnavailable: the server could not be reached.
+        """
+        with self._ready_lock:
+            if self._ready:
+                return
+        if self._create:
+            self.migrate()
+            return
+        found = self.schema_version()
+        if found > sql.VERSION:
+            raise self._newer(found)
+        if found < sql.VERSION:
+            state = "does not exist" if found == 0 else f"is at version {found}"
+            raise ConfigurationError(
+                f"the reservation schema {self._schema!r} {state}; this payout-guard needs "
+                f"version {sql.VERSION}: run `{MIGRATE_COMMAND}` (or call store.migrate())",
+                path="schema",
+            )
+        with self._ready_lock:
+            self._ready = True
+
+    def _newer(self, found: int) -> ConfigurationError:
+        return ConfigurationError(
+            f"the reservation schema {self._schema!r} is at version {found}, newer than this "
+            f"payout-guard reads ({sql.VERSION}); upgrade payout-guard",
+            path="schema",
+        )
+
+    def _run(
+        self, name: str, params: Sequence[Any] | Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Run statement *name*, retrying 40001/40P01 a few times; return its rows."""
+        if not self._ready:
+            self._contact()
+        statement = self._statements[name]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self._source.connection() as conn:
+                    return conn.execute(statement, params, prepare=self._prepare).fetchall()
+            except self._retryable as exc:
+                if self._source.bound or attempt == _ATTEMPTS:
+                    raise self._unavailable(exc) from exc
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - jitter
+            except self._errors as exc:
+                raise self._unavailable(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        text = f"{type(exc).__name__}: {str(exc).strip()}"
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        if self._source.bound:
+            text += " (the caller's transaction is aborted: roll it back)"
+        return StoreUnavailable(text[:500], store="postgres")

@@ -1,0 +1,367 @@
+"""What only the PostgreSQL store does: its schema, its targets, the caller's transaction, faults.
+
+The protocol itself (holds, duplicates, ownership, uncertain, retention) is checked by the
+contract suites, which run against this store too (``make_store`` in ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+from structlog.testing import capture_logs
+
+from guard import PayoutDenied, PayoutGuard, load_config
+from guard._config_build import build_reservations
+from guard.errors import ConfigurationError, StoreUnavailable
+from guard.stores import InMemoryReservations, PostgresReservations
+from guard.testing import StaticFetcher
+from tests._cli import run_cli
+from tests._holds import KEY, T0, hold, owner_of
+from tests._postgres_server import PASSWORD, PostgresServer
+from tests._redis_server import free_port
+
+CEILING = Decimal(1000)
+
+
+@pytest.fixture
+def server(postgres_server: PostgresServer) -> PostgresServer:
+    """Return the session's server (a shorter name)."""
+    return postgres_server
+
+
+@pytest.fixture
+def make(server: PostgresServer) -> Iterator[Callable[..., PostgresReservations]]:
+    """Yield a factory of stores in fresh schemas (created); each is closed afterwards."""
+    made: list[PostgresReservations] = []
+
+    def build(target: Any = None, **options: Any) -> PostgresReservations:
+        options.setdefault("schema", server.fresh_schema())
+        options.setdefault("create_schema", True)
+        store = PostgresReservations(server.dsn() if target is None else target, **options)
+        made.append(store)
+        return store
+
+    yield build
+    for store in made:
+        store.close()
+
+
+def take(store: PostgresReservations, payout_id: str, amount: str = "10.00") -> str:
+    """Hold *amount* for *payout_id* now-ish (T0); return the outcome's status."""
+    return store.try_hold(hold(payout_id, amount), ceiling=CEILING, counted_since=0,
+                          now=T0).status
+
+
+def schemas(server: PostgresServer) -> set[str]:
+    """Return the names of the schemas in the server's database."""
+    with server.connect() as conn:
+        return {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
+
+
+class TestSchema:
+    def test_missing_schema_names_the_migrate_command(self, server: PostgresServer) -> None:
+        """Without the schema the store refuses to start and says which command makes it."""
+        schema = server.fresh_schema()
+        with pytest.raises(ConfigurationError, match="does not exist") as raised:
+            PostgresReservations(server.dsn(), schema=schema)
+        assert "payout-guard store migrate --config FILE" in str(raised.value)
+        assert schema not in schemas(server)  # nothing was created
+
+    def test_migrate_creates_then_does_nothing(self, server: PostgresServer) -> None:
+        """migrate() creates the schema at the current version; running it again changes nothing."""
+        store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
+                                     check_schema=False)
+        try:
+            assert ((0, 1), (1, 1)) == (store.migrate(), store.migrate())
+            assert 1 == store.schema_version()
+            assert "held" == take(store, "po_1")
+        finally:
+            store.close()
+
+    def test_concurrent_migrations_take_turns(self, server: PostgresServer) -> None:
+        """Four hosts migrating the same schema at once all succeed; one of them created it."""
+        schema = server.fresh_schema()
+        results: list[tuple[int, int]] = []
+
+        def migrate() -> None:
+            with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as store:
+                results.append(store.migrate())
+
+        threads = [threading.Thread(target=migrate) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [(0, 1), (1, 1), (1, 1), (1, 1)] == sorted(results)
+
+    def test_a_newer_schema_is_refused(self, make: Callable[..., PostgresReservations],
+                                       server: PostgresServer) -> None:
+        """A schema migrated by a newer payout-guard is not used by this one."""
+        store = make()
+        with server.connect() as conn:
+            conn.execute(f'INSERT INTO "{store.schema}".schema_version (version) VALUES (99)')
+        with pytest.raises(ConfigurationError, match="upgrade payout-guard"):
+            PostgresReservations(server.dsn(), schema=store.schema)
+
+    @pytest.mark.parametrize("schema", ["", "Payouts", "a-b", "x" * 64, 'a"; drop'])
+    def test_schema_must_be_a_plain_identifier(self, server: PostgresServer,
+                                               schema: str) -> None:
+        """The schema name is checked before it is ever put into SQL."""
+        with pytest.raises(ConfigurationError, match="schema"):
+            PostgresReservations(server.dsn(), schema=schema)
+
+    def test_cli_migrate(self, server: PostgresServer, tmp_path: Path) -> None:
+        """`payout-guard store migrate --config FILE` makes the schema the config names, once."""
+        schema = server.fresh_schema()
+        config = tmp_path / "guard.toml"
+        config.write_text(
+            '[providers.luxcore]\napi_key_env = "LUXCORE_KEY"\n\n'
+            f'[reservations]\nstore = "postgres"\ndsn_env = "PG_DSN"\nnamespace = "{schema}"\n'
+        )
+        env = {"PG_DSN": server.dsn()}
+        first = run_cli("store", "migrate", "--config", str(config), env=env)
+        again = run_cli("store", "migrate", "--config", str(config), env=env)
+        assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
+        assert f"schema '{schema}' migrated from version 0 to 1" in first.stdout
+        assert f"schema '{schema}' is at version 1: nothing to do" in again.stdout
+        store = build_reservations(load_config(config), env=env)
+        try:
+            assert isinstance(store, PostgresReservations)
+            assert "held" == take(store, "po_1")
+        finally:
+            store.close()
+
+    def test_cli_migrate_without_a_server_exits_3(self, tmp_path: Path) -> None:
+        """No database to reach: exit code 3, and the password is not printed."""
+        config = tmp_path / "guard.toml"
+        config.write_text('[providers.luxcore]\napi_key_env = "LUXCORE_KEY"\n\n'
+                          '[reservations]\nstore = "postgres"\ndsn_env = "PG_DSN"\n')
+        dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
+        result = run_cli("store", "migrate", "--config", str(config), env={"PG_DSN": dsn})
+        assert 3 == result.returncode
+        assert "postgres reservation store" in result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+class TestTargets:
+    def test_a_callers_pool_is_used_and_left_open(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A psycopg_pool.ConnectionPool works as the target; close() leaves it to its owner."""
+        with ConnectionPool(server.dsn(), min_size=1, max_size=2, open=True) as pool:
+            store = make(pool)
+            assert "held" == take(store, "po_1")
+            store.close()
+            assert not pool.closed
+            with pool.connection() as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    @pytest.mark.parametrize(("threshold", "prepared"), [(0, True), (None, False)])
+    def test_prepared_statements_can_be_switched_off(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer,
+        threshold: int | None, prepared: bool,
+    ) -> None:
+        """prepare_threshold=None never prepares a statement (PgBouncer in transaction mode)."""
+        connections: list[psycopg.Connection[Any]] = []
+
+        def connect() -> psycopg.Connection[Any]:
+            conn = psycopg.connect(server.dsn())
+            connections.append(conn)
+            return conn
+
+        store = make(connect, prepare_threshold=threshold)
+        for n in range(8):
+            take(store, f"po_{n}")
+            store.get(f"po_{n}")
+        assert 1 == len(connections)
+        count = connections[0].execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        assert prepared == bool(count and count[0])
+
+    def test_the_target_must_be_a_dsn_pool_or_factory(self) -> None:
+        """Anything else is refused at construction."""
+        with pytest.raises(ConfigurationError, match="DSN"):
+            PostgresReservations(42)  # type: ignore[arg-type]  # the wrong type is the test
+
+
+class TestCallersTransaction:
+    def test_a_rollback_drops_the_hold(self, make: Callable[..., PostgresReservations],
+                                       server: PostgresServer) -> None:
+        """A hold taken in the caller's transaction disappears when it rolls back."""
+        store = make()
+        with server.connect() as conn:
+            with conn.transaction(force_rollback=True):
+                assert "held" == take(store.bound(conn), "po_1")
+                assert store.bound(conn).get("po_1") is not None
+                assert store.get("po_1") is None  # not committed: others do not see it
+            assert store.get("po_1") is None
+
+    def test_a_commit_keeps_the_hold_and_the_callers_rows(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The guard's hold and the caller's payout row commit together."""
+        store = make()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        with server.connect() as conn:
+            conn.execute(f'CREATE TABLE "{store.schema}".payouts (id text PRIMARY KEY)')
+            with conn.transaction():
+                reservation = guard.reserve("60.00", "BRL", payout_id="po_1", connection=conn)
+                conn.execute(f'INSERT INTO "{store.schema}".payouts VALUES (%s)', ("po_1",))
+                reservation.commit()
+                assert store.get("po_1") is None  # still inside the transaction
+            found = store.get("po_1")
+            rows = conn.execute(f'SELECT id FROM "{store.schema}".payouts').fetchall()
+        assert ("committed", [("po_1",)]) == (found.state if found else None, rows)
+        with pytest.raises(PayoutDenied, match="insufficient_funds"):
+            guard.reserve("60.00", "BRL", payout_id="po_2")
+
+    def test_a_store_without_bound_is_refused(self, server: PostgresServer) -> None:
+        """reserve(connection=...) on a store that cannot join a transaction is an error."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}),
+                            reservations=InMemoryReservations())
+        with server.connect() as conn, pytest.raises(ConfigurationError, match="connection"):
+            guard.reserve("10.00", "BRL", payout_id="po_1", connection=conn)
+
+    def test_bound_needs_a_psycopg_connection(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Binding to something that is not a connection is refused."""
+        with pytest.raises(ConfigurationError, match=r"psycopg\.Connection"):
+            make().bound(object())  # type: ignore[arg-type]  # the wrong type is the test
+
+
+class TestFaults:
+    def test_connection_refused_is_unavailable(self) -> None:
+        """Nothing listening: every call raises StoreUnavailable, and the guard denies."""
+        dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
+        store = PostgresReservations(dsn, timeout=1.0)
+        try:
+            with pytest.raises(StoreUnavailable) as raised:
+                take(store, "po_1")
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            with capture_logs() as logs, pytest.raises(PayoutDenied) as denied:
+                guard.reserve("10.00", "BRL", payout_id="po_1")
+        finally:
+            store.close()
+        assert ("balance_unavailable",) == denied.value.decision.codes
+        assert PASSWORD not in f"{raised.value} {denied.value} {logs} {store!r}"
+
+    def test_statement_timeout_is_unavailable(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A call stuck behind a lock ends at the store's timeout with StoreUnavailable."""
+        store = make(timeout=0.3)
+        take(store, "po_1")
+        with server.connect() as other, other.transaction():
+            other.execute(f'SELECT 1 FROM "{store.schema}".ledgers FOR UPDATE')
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                take(store, "po_2")
+            assert time.monotonic() - started < 2.0
+        assert "held" == take(store, "po_2")  # the store goes on once the lock is gone
+
+    def test_a_connection_dropped_mid_statement_is_unavailable(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The server ending the store's connection during a call: StoreUnavailable, then on."""
+        store = make()
+        take(store, "po_1")
+        errors: list[BaseException] = []
+
+        def blocked() -> None:
+            try:
+                take(store, "po_2")
+            except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+                errors.append(exc)
+
+        with server.connect() as other:
+            with other.transaction():
+                other.execute(f'SELECT 1 FROM "{store.schema}".ledgers FOR UPDATE')
+                worker = threading.Thread(target=blocked)
+                worker.start()
+                pid = _waiting_backend(other)
+                other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                worker.join(timeout=10)
+            assert [StoreUnavailable] == [type(e) for e in errors]
+        assert store.get("po_2") is None
+        assert "held" == take(store, "po_2")
+
+    def test_holds_survive_a_server_crash_and_restart(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """Every acknowledged hold is still there after the server crashed and came back."""
+        store = make()
+        for n in range(5):
+            take(store, f"po_{n}")
+        store.commit("po_0", owner=owner_of("po_0"), now=T0 + 1)
+        server.restart(crash=True)
+        with pytest.raises(StoreUnavailable):
+            store.get("po_0")  # its idle connection died with the server: fail closed
+        for _ in range(4):  # each idle connection fails once, then the store reconnects
+            try:
+                store.get("po_0")
+                break
+            except StoreUnavailable:
+                continue
+        fresh = make(schema=store.schema, create_schema=False)
+        for each in (store, fresh):
+            assert Decimal("50.00") == each.reserved(KEY, counted_since=0, now=T0 + 2)
+            assert ["committed", "pending", "pending", "pending", "pending"] == [
+                h.state for h in each.holds(KEY, counted_since=0, now=T0 + 2)
+            ]
+
+
+def _waiting_backend(conn: psycopg.Connection[Any]) -> int:
+    """Return the pid of the payout-guard backend waiting for a lock (waits up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'payout-guard' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+        if row is not None:
+            return int(row[0])
+        time.sleep(0.02)
+    raise AssertionError("no payout-guard backend waited for the lock")
+
+
+class TestSecrets:
+    def test_the_password_is_never_shown(self, make: Callable[..., PostgresReservations],
+                                         server: PostgresServer) -> None:
+        """repr, errors and the logs of a failing guard never contain the DSN's password."""
+        store = make()
+        wrong = server.dsn().replace(PASSWORD, "not-" + PASSWORD)
+        with pytest.raises(ConfigurationError) as bad_dsn:
+            PostgresReservations(f"postgresql://postgres:{PASSWORD}@h/db?bogus=1")
+        refused = PostgresReservations(wrong, schema=store.schema, timeout=1.0)
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=refused)
+        with capture_logs() as logs, pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10.00", "BRL", payout_id="po_1")
+        with pytest.raises(StoreUnavailable) as auth:
+            refused.get("po_1")
+        refused.close()
+        assert "password authentication failed" in str(auth.value)
+        shown = f"{store!r} {refused!r} {bad_dsn.value} {auth.value} {denied.value} {logs}"
+        assert PASSWORD not in shown
+        assert "host=127.0.0.1" in repr(store)
+
+    def test_the_dsn_comes_from_the_environment_only(self, server: PostgresServer) -> None:
+        """The configuration names the variable; a DSN written in the file is refused."""
+        with pytest.raises(ConfigurationError, match="dsn"):
+            load_config({"providers": {"luxcore": {"api_key_env": "K"}},
+                         "reservations": {"store": "postgres", "dsn": server.dsn()}})
+        with pytest.raises(ConfigurationError, match="needs dsn_env"):
+            load_config({"providers": {"luxcore": {"api_key_env": "K"}},
+                         "reservations": {"store": "postgres"}})
+        config = load_config({"providers": {"luxcore": {"api_key_env": "K"}},
+                              "reservations": {"store": "postgres", "dsn_env": "PG_DSN"}})
+        with pytest.raises(ConfigurationError, match="PG_DSN is not set") as missing:
+            build_reservations(config, env={})
+        assert "reservations.dsn_env" == missing.value.path
