@@ -4,6 +4,7 @@ from guard._async import AsyncPayoutGuard, Reserving
 from guard._clock import Clock, Clocks
 from guard._config import load_config
 from guard._config_schema import GuardConfig
+from guard._health import Health, ProviderHealth, StoreHealth
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
 from guard._reservation import AsyncReservation, Reservation
@@ -34,6 +35,7 @@ __all__ = [
     "Decorator",
     "GuardConfig",
     "GuardError",
+    "Health",
     "HoldSummary",
     "InvalidPayoutRequest",
     "Mode",
@@ -43,12 +45,14 @@ __all__ = [
     "PayoutOutcomeUnknown",
     "ProviderAuthError",
     "ProviderError",
+    "ProviderHealth",
     "ProviderRateLimited",
     "ProviderResponseError",
     "ProviderUnavailable",
     "Reason",
     "Reservation",
     "Reserving",
+    "StoreHealth",
     "StoreUnavailable",
     "load_config",
 ]

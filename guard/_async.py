@@ -36,6 +36,7 @@ from guard._core import (
     store_call,
 )
 from guard._guard import GuardBase
+from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles
 from guard._request import Request, parse_payout_id, parse_request
@@ -162,6 +163,19 @@ class AsyncPayoutGuard(GuardBase):
             self.after_commit(found.currency)
         return found
 
+    async def health(self, *, probe: bool = False) -> Health:
+        """Return whether the provider and the store answer (``PayoutGuard.health``).
+
+        With *probe*, the balance request is made in the guard's thread pool.
+        """
+        if probe:
+            await asyncio.wrap_future(self.threads.submit(self.cache.probe))
+        try:
+            await self._store(GetHold(HEALTH_PROBE_ID))
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported
+            return self.health_report(exc)
+        return self.health_report(None)
+
     def async_admission(self) -> AsyncAdmit:
         """Return how ``protect`` admits an ``async def`` call: reserve or check, awaited."""
         return self._admit
@@ -221,7 +235,7 @@ class AsyncPayoutGuard(GuardBase):
                 await asyncio.shield(self._store(Release(hold.payout_id, hold.owner)))
                 raise
         self.core.emit(decision)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None)
 
@@ -236,7 +250,7 @@ class AsyncPayoutGuard(GuardBase):
         if "payout_id" in request:
             return await self.reserve(**request)
         decision = await self.check(**request)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return None
 

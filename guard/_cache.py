@@ -6,6 +6,8 @@ stepping neither keeps a balance forever nor drops it early); while one thread f
 currency, the others asking for it wait for that same fetch (single flight), bounded by
 ``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
 
+The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``.
+
 Each fetch is stamped with its local receive time. A snapshot stamped later than that (a
 provider clock ahead of ours) is kept at the receive time, and the skew is remembered for the
 decision's ``clock_skew`` warning: a balance from the future would otherwise stop holds
@@ -15,6 +17,7 @@ counting and never grow old.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -31,7 +34,7 @@ from guard.errors import ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
 from rules.money import money_context
 
-__all__ = ["SKEW_WARNING", "BalanceCache", "Fetched"]
+__all__ = ["SKEW_WARNING", "BalanceCache", "FetchOutcome", "Fetched"]
 
 # currency -> account -> snapshot; an empty inner dict records "currency not held".
 _ByAccount = dict[str | None, BalanceSnapshot]
@@ -59,6 +62,20 @@ class Fetched(NamedTuple):
     received_at: float
     received_mono: float
     skew: float
+
+
+class FetchOutcome(NamedTuple):
+    """How one request to the provider ended.
+
+    Attributes:
+        ok: Whether balances came back.
+        at: Monotonic time it ended (for its age).
+        error: The class name of what the fetcher raised (``None`` when ``ok``).
+    """
+
+    ok: bool
+    at: float
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +108,10 @@ class BalanceCache:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, Future[dict[str, Fetched]]] = {}
+        self.last_fetch: FetchOutcome | None = None
+        """How the last request to the provider ended (``None`` before the first)."""
+        self.last_failure: FetchOutcome | None = None
+        """How the last failed request to the provider ended (``None`` if none failed)."""
 
     def get(self, currency: str, *, force: bool = False) -> _ByAccount:
         """Return *currency*'s snapshots by account (empty if the provider does not hold it).
@@ -211,10 +232,30 @@ class BalanceCache:
         future.set_result(found)
         return found
 
+    def probe(self) -> None:
+        """Ask the provider for every balance once, only to record whether it answers.
+
+        Nothing is cached, and a failure is recorded, not raised.
+        """
+        with contextlib.suppress(Exception):
+            self._recorded(None)
+
+    def _recorded(self, currency: str | None) -> list[BalanceSnapshot]:
+        """Return the fetcher's snapshots of *currency*, recording how the request ended."""
+        try:
+            # Fetchers parse amounts: in the money context, never in whatever the caller set.
+            with money_context():
+                snapshots = self._fetcher.fetch(currency)
+        except Exception as exc:
+            self.last_fetch = self.last_failure = FetchOutcome(
+                ok=False, at=self._clocks.monotonic(), error=type(exc).__name__
+            )
+            raise
+        self.last_fetch = FetchOutcome(ok=True, at=self._clocks.monotonic())
+        return snapshots
+
     def _fetch(self, currency: str) -> dict[str, Fetched]:
-        # Fetchers parse amounts: in the money context, never in whatever the caller set.
-        with money_context():
-            snapshots = self._fetcher.fetch(currency)
+        snapshots = self._recorded(currency)
         wall, mono = self._clocks.time(), self._clocks.monotonic()
         received = datetime.fromtimestamp(wall, UTC)
         grouped: _Found = {currency: {}}

@@ -14,6 +14,7 @@ from guard._cache import BalanceCache
 from guard._clock import Clock, clocks_of
 from guard._config_build import configured_guard
 from guard._core import Core
+from guard._health import Health, health_of
 from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
 from guard._protect import AsyncAdmit, Decorator, SyncAdmit
@@ -242,6 +243,11 @@ class GuardBase:
         code = parse_currency(currency)
         return Request(smallest_unit(code), code, _ZERO, optional_text(account, "account"),
                        None)
+
+    def health_report(self, store_error: BaseException | None) -> Health:
+        """Return the guard's health, given what reading the store raised (``None``: nothing)."""
+        return health_of(self.provider, self.cache, self.reservations, store_error,
+                         monotonic=self.clocks.monotonic(), wall=self.clocks.time())
 
     def after_commit(self, currency: str) -> None:
         """Refresh *currency*'s balance after a commit, at most once per ``COMMIT_REFRESH``."""

@@ -132,6 +132,7 @@ class Decision(BaseModel):
     Attributes:
         decision_id: Unique id, for logs and audit.
         allowed: Whether the payout may go out now (in dry-run mode: whether it would).
+            ``blocks`` says whether it is stopped: only an enforced denial is.
         mode: ``"enforce"`` or ``"dry_run"``.
         amount: Requested amount; fee: the provider's fee, both in major units.
         reasons: Why it was denied (empty when allowed).
@@ -177,13 +178,23 @@ class Decision(BaseModel):
         """Return the reason codes, in order."""
         return tuple(r.code for r in self.reasons)
 
+    @property
+    def blocks(self) -> bool:
+        """Return whether the payout must not go out: a denial the guard enforces.
+
+        Always ``False`` in ``dry_run`` mode, where ``allowed`` still says what the rules said.
+        """
+        return not self.allowed and self.mode == "enforce"
+
     def raise_for_denial(self) -> Decision:
-        """Raise :class:`~guard.errors.PayoutDenied` if denied; return ``self`` otherwise.
+        """Raise :class:`~guard.errors.PayoutDenied` if the decision blocks; return ``self``.
+
+        A dry-run decision never raises, allowed or not (see :attr:`blocks`).
 
         Raises:
-            PayoutDenied: the decision is a denial (whatever the mode).
+            PayoutDenied: the decision is a denial in ``enforce`` mode.
         """
-        if not self.allowed:
+        if self.blocks:
             raise PayoutDenied(self)
         return self
 
@@ -222,7 +233,8 @@ class Decision(BaseModel):
         width = max(len(label) for label, _ in rows)
         lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)
         for reason in self.reasons:
-            retry = " (retry later)" if reason.retryable else ""
+            # A message that already speaks of retrying is not told "(retry later)" again.
+            retry = " (retry later)" if reason.retryable and "retr" not in reason.message else ""
             lines.append(f"  x {reason.code}: {reason.message}{retry}")
         lines.extend(f"  ! {w.code}: {w.message}" for w in self.warnings)
         return "\n".join(lines)

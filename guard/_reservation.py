@@ -113,6 +113,10 @@ class _Handle:
         self._uncertain_on = uncertain_on
         self._on_commit = on_commit
         self._state: State = "none" if hold is None else hold.state
+        if hold is not None:
+            _log.debug("payout_guard.hold", change="reserved", payout_id=self.payout_id,
+                       amount=str(hold.held), currency=hold.currency,
+                       expires_at=hold.expires_at)
 
     def __repr__(self) -> str:
         return (
@@ -146,7 +150,8 @@ class _Handle:
             raise self._lost("the commit was not recorded")
         self._hold = hold
         self._state = "committed"
-        _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id)
+        _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id,
+                   amount=str(hold.held), currency=hold.currency)
         self._on_commit(self.decision.currency)
 
     def _release(self) -> Flow[bool]:
@@ -154,8 +159,9 @@ class _Handle:
             return False
         released: bool = yield Release(self.payout_id, self._owner)
         self._state = "released"
-        if released:
-            _log.debug("payout_guard.hold", change="released", payout_id=self.payout_id)
+        if released and self.hold is not None:
+            _log.debug("payout_guard.hold", change="released", payout_id=self.payout_id,
+                       amount=str(self.hold.held), currency=self.hold.currency)
         return released
 
     def _mark_uncertain(self) -> Flow[Hold | None]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from guard._core import FetchBalances, Flow, ReadHeld, Release, Reserved, Step, run, store_call
 from guard._guard import GuardBase
+from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles, SyncAdmit
 from guard._request import parse_payout_id, parse_request
@@ -164,6 +165,29 @@ class PayoutGuard(GuardBase):
             self.after_commit(found.currency)
         return found
 
+    def health(self, *, probe: bool = False) -> Health:
+        """Return whether the provider answered the last balance request and the store answers.
+
+        The provider's part is what the guard recorded of its last balance request (its
+        outcome, age and the class of the last error): no request is made unless *probe*.
+        The store is asked one cheap read. Never raises for an outage: it reports it.
+
+        Args:
+            probe: Ask the provider for its balances now (one request, nothing cached), so
+                that a guard that has not fetched yet, or not lately, reports the present.
+
+        Returns:
+            ``Health``; ``health.healthy`` is ``True`` when the last balance request
+            succeeded and the store answered.
+        """
+        if probe:
+            self.cache.probe()
+        try:
+            self.reservations.get(HEALTH_PROBE_ID)
+        except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported
+            return self.health_report(exc)
+        return self.health_report(None)
+
     def blocking_admission(self) -> SyncAdmit:
         """Return how ``protect`` admits a call: reserve (with a payout id) or check."""
         return self._admit
@@ -221,7 +245,7 @@ class PayoutGuard(GuardBase):
                 run(_release(hold), perform)
                 raise
         self.core.emit(decision)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None, perform)
 
@@ -238,7 +262,7 @@ class PayoutGuard(GuardBase):
         if "payout_id" in request:
             return self.reserve(**request)
         decision = self.check(**request)
-        if not decision.allowed and self.mode == "enforce":
+        if decision.blocks:
             raise PayoutDenied(decision)
         return None
 

@@ -13,6 +13,7 @@ import pytest
 from guard.config import load_config
 from guard.testing.emulators import Fault, LuxCoreEmulator, LuxtakEmulator, PagsmileEmulator
 from tests._cli import EXAMPLE, ROOT, emulator_env, parse_json, run_cli, write_config
+from tests._redis_server import free_port
 
 RESERVE = '[[rules]]\ntype = "reserve_margin"\npercent = "10"\n'
 
@@ -72,6 +73,15 @@ class TestCheck:
         assert 2 == result.returncode
         assert "10.001" in result.stderr
 
+    def test_an_outage_says_retry_once(self, config: Path, luxcore: LuxCoreEmulator) -> None:
+        """The explanation says the payout can be retried later, without '(retry later)' too."""
+        luxcore.fail_next(Fault.HTTP_503)
+        result = run_cli("check", "10", "ARS", "-c", str(config),
+                         env=emulator_env(luxcore=luxcore))
+        reason = result.stdout.splitlines()[-1]
+        assert (True, False) == (reason.endswith("can be retried later"),
+                                 "(retry later)" in reason)
+
     def test_bad_configuration_exits_2_naming_file_and_key(self, tmp_path: Path) -> None:
         """A configuration error names the file, the key path and what is accepted."""
         path = tmp_path / "bad.toml"
@@ -89,6 +99,47 @@ class TestCheck:
     def test_missing_config_option_is_a_usage_error(self) -> None:
         """Leaving out --config is click's usage error, exit code 2."""
         assert 2 == run_cli("check", "10", "ARS").returncode
+
+
+class TestCheckArguments:
+    def test_a_negative_amount_must_be_positive(self, config: Path) -> None:
+        """`check -5 ARS` says the amount must be positive, not that -5 is an unknown option."""
+        result = run_cli("check", "-5", "ARS", "-c", str(config))
+        assert 2 == result.returncode
+        assert ("Error: Invalid value for 'AMOUNT': must be positive, got '-5' (amounts are "
+                "written without a sign)") in result.stderr
+        assert "No such option" not in result.stderr
+
+    def test_a_negative_amount_with_decimals_is_quoted_whole(self, config: Path) -> None:
+        """`check -5.50 ARS` quotes what was typed."""
+        result = run_cli("check", "-5.50", "ARS", "-c", str(config))
+        assert "Invalid value for 'AMOUNT': must be positive, got '-5.50'" in result.stderr
+
+    @pytest.mark.parametrize(("args", "hint", "expected"), [
+        (("1e3", "ARS"), "'AMOUNT'", "'1e3' is not an amount: write ASCII digits"),
+        (("1_000", "ARS"), "'AMOUNT'", "'1_000' is not an amount"),
+        (("0", "ARS"), "'AMOUNT'", "must be positive, got '0'"),
+        (("10.001", "ARS"), "'AMOUNT'", "10.001 has more decimal places than ARS allows (2)"),
+        (("10", "XYZ"), "'CURRENCY'", "unknown currency 'XYZ': expected an active ISO 4217"),
+        (("10", "ARS", "--fee", "1e3"), "'--fee'", "'1e3' is not an amount"),
+        (("10", "ARS", "--fee", "-1"), "'--fee'", "must be zero or positive, got '-1'"),
+        (("10", "ARS", "--payout-id", "x" * 300), "'--payout-id'", "has 300 characters;"),
+        (("10", "ARS", "--account", " "), "'--account'", "must be a non-empty string"),
+    ])
+    def test_an_error_names_the_argument_and_what_was_wrong(
+        self, config: Path, args: tuple[str, ...], hint: str, expected: str
+    ) -> None:
+        """Each refusal names its argument and says what was wrong, in the library's words."""
+        result = run_cli("check", *args, "-c", str(config))
+        assert 2 == result.returncode
+        assert f"Error: Invalid value for {hint}: {expected}" in result.stderr
+
+    def test_a_long_amount_is_quoted_at_most_60_characters(self, config: Path) -> None:
+        """A 10,000-character amount is quoted cut to 60 characters, not echoed whole."""
+        result = run_cli("check", "9" * 10_000 + "x", "ARS", "-c", str(config))
+        error = result.stderr.splitlines()[-1]
+        quoted = error.split("'AMOUNT': ")[1].split(" is not an amount")[0]
+        assert (2, 60) == (result.returncode, len(quoted))
 
 
 class TestBalances:
@@ -125,6 +176,68 @@ class TestBalances:
         document = parse_json(result.stdout)
         assert 3 == result.returncode
         assert "HTTP 503" in document["providers"]["luxcore"]["error"]
+
+
+class TestHealth:
+    def test_every_part_answering_exits_0(self, tmp_path: Path) -> None:
+        """Two providers up and the store answering: healthy, exit 0, one request each."""
+        with LuxCoreEmulator() as luxcore, LuxtakEmulator() as luxtak:
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore, luxtak=luxtak)
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore, luxtak=luxtak))
+            requests = (luxcore.balance_requests, luxtak.balance_requests)
+        report = parse_json(result.stdout)
+        assert (0, True, (1, 1)) == (result.returncode, report["healthy"], requests)
+        assert {"luxcore": (True, None), "luxtak": (True, None)} == {
+            name: (part["ok"], part["last_error"]) for name, part in report["providers"].items()
+        }
+        assert {"store": "InMemoryReservations", "ok": True, "error": None} == report["store"]
+
+    def test_a_down_provider_exits_1_naming_its_error(self, tmp_path: Path) -> None:
+        """A provider answering 503 (fault injected) is unhealthy: exit 1, its error class."""
+        with LuxCoreEmulator() as luxcore, LuxtakEmulator() as luxtak:
+            luxtak.fail_next(Fault.HTTP_503)
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore, luxtak=luxtak)
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore, luxtak=luxtak))
+        report = parse_json(result.stdout)
+        assert (1, False) == (result.returncode, report["healthy"])
+        assert {"luxcore": (True, None), "luxtak": (False, "ProviderUnavailable")} == {
+            name: (part["ok"], part["last_error"]) for name, part in report["providers"].items()
+        }
+
+    def test_the_table_shows_each_part_and_the_verdict(self, tmp_path: Path) -> None:
+        """Without --json: a row per provider and the store, then UNHEALTHY."""
+        with LuxCoreEmulator() as luxcore:
+            luxcore.fail_next(Fault.DROP)
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore)
+            result = run_cli("health", "-c", str(path), env=emulator_env(luxcore=luxcore))
+        lines = result.stdout.splitlines()
+        assert 1 == result.returncode
+        assert any("luxcore" in line and "FAILING" in line and "ProviderUnavailable" in line
+                   for line in lines)
+        assert any("store (InMemoryReservations)" in line and " ok " in line for line in lines)
+        assert "UNHEALTHY" == lines[-1]
+
+    def test_a_store_that_does_not_answer_exits_1(self, tmp_path: Path) -> None:
+        """A Redis store nobody listens for is reported failing (StoreUnavailable), exit 1."""
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        with LuxCoreEmulator() as luxcore:
+            path = write_config(tmp_path / "g.toml", luxcore=luxcore,
+                                head=f'[reservations]\nstore = "redis"\nurl = "{url}"\n')
+            result = run_cli("health", "-c", str(path), "--json",
+                             env=emulator_env(luxcore=luxcore))
+        report = parse_json(result.stdout)
+        assert (1, True) == (result.returncode, report["providers"]["luxcore"]["ok"])
+        assert {"store": "RedisReservations", "ok": False, "error": "StoreUnavailable"} == (
+            report["store"]
+        )
+
+    def test_a_missing_credential_is_a_configuration_error(self, config: Path) -> None:
+        """An unset credential variable is exit code 2, naming it, as for check."""
+        result = run_cli("health", "-c", str(config))
+        assert 2 == result.returncode
+        assert "TEST_LUXCORE_API_KEY is not set" in result.stderr
 
 
 class TestRulesValidate:

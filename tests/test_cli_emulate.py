@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
 
-from guard.fetchers import LuxCoreFetcher, LuxtakFetcher, PagsmileFetcher
+from guard.errors import ProviderError, ProviderRateLimited, ProviderUnavailable
+from guard.fetchers import LuxCoreFetcher, LuxtakFetcher, PagsmileFetcher, RetryPolicy
 from guard.fetchers._http import HttpFetcher
 from tests._cli import ROOT, run_cli
 
@@ -29,13 +32,30 @@ def _read_details(proc: subprocess.Popen[str]) -> dict[str, str]:
     raise AssertionError(f"the emulator exited early: {proc.wait()}")
 
 
-def _fetcher(provider: str, details: dict[str, str]) -> HttpFetcher:
+def _fetcher(provider: str, details: dict[str, str], retry: RetryPolicy | None = None
+             ) -> HttpFetcher:
     url = details["url"]
+    policy = retry or RetryPolicy()
     if provider == "luxtak":
-        return LuxtakFetcher(details["app_id"], details["app_key"], base_url=url)
+        return LuxtakFetcher(details["app_id"], details["app_key"], base_url=url, retry=policy)
     if provider == "luxcore":
-        return LuxCoreFetcher(details["api_key"], base_url=url)
-    return PagsmileFetcher(details["app_id"], details["security_key"], base_url=url)
+        return LuxCoreFetcher(details["api_key"], base_url=url, retry=policy)
+    return PagsmileFetcher(details["app_id"], details["security_key"], base_url=url,
+                           retry=policy)
+
+
+@contextmanager
+def _emulating(*args: str) -> Iterator[dict[str, str]]:
+    """Run `payout-guard emulate ARGS`; yield its banner's details; stop it with SIGINT."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUT_GUARD_")}
+    command = [sys.executable, "-m", "guard", "emulate", *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=ROOT, env=env) as proc:
+        try:
+            yield _read_details(proc)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=20)
 
 
 class TestEmulate:
@@ -74,6 +94,56 @@ class TestEmulate:
     ])
     def test_bad_options_exit_2(self, args: list[str], message: str) -> None:
         """Options that make no sense for the provider are usage errors."""
+        result = run_cli("emulate", *args)
+        assert 2 == result.returncode
+        assert message in result.stderr
+
+
+class TestEmulateFaults:
+    @pytest.mark.timeout(60)
+    def test_the_next_requests_fail_as_asked_then_it_answers(self) -> None:
+        """--fail http_503 --times 2: two requests get a 503, the third the balances."""
+        with _emulating("luxcore", "--balance", "ARS=10.00", "--fail", "http_503",
+                        "--times", "2") as details:
+            outcomes: list[object] = []
+            with _fetcher("luxcore", details, RetryPolicy(attempts=1)) as fetcher:
+                for _ in range(3):
+                    try:
+                        outcomes.append([s.available for s in fetcher.fetch()])
+                    except ProviderError as exc:
+                        outcomes.append(type(exc))
+        assert [ProviderUnavailable, ProviderUnavailable, [Decimal("10.00")]] == outcomes
+        assert ("the next balance requests get http_503 x2; then it answers normally"
+                == details["faults"])
+
+    @pytest.mark.timeout(60)
+    def test_faults_queue_in_the_order_given(self) -> None:
+        """Each --fail is used up in turn: a rate limit, then a 503, then the balances."""
+        with _emulating("luxtak", "--balance", "BRL=5", "--fail", "RATE_LIMIT",
+                        "--fail", "http_503") as details:
+            outcomes: list[object] = []
+            with _fetcher("luxtak", details, RetryPolicy(attempts=1)) as fetcher:
+                for _ in range(3):
+                    try:
+                        outcomes.append([s.available for s in fetcher.fetch()])
+                    except ProviderError as exc:
+                        outcomes.append(type(exc))
+        assert [ProviderRateLimited, ProviderUnavailable, [Decimal("5.00")]] == outcomes
+
+    @pytest.mark.parametrize(("args", "message"), [
+        (["luxcore", "--fail", "expired"], ("Invalid value for '--fail': LuxCoreEmulator does "
+                                           "not model fault 'expired'; accepted: drop,")),
+        (["luxcore", "--times", "3"], "Invalid value for '--times': needs a fault to repeat"),
+        (["luxcore", "--fail", "http_503", "--times", "0"], "Invalid value for '--times'"),
+        (["luxcore", "--balance", "ARS=-5"], ("Invalid value for '--balance': must be zero or "
+                                             "positive, got '-5'")),
+        (["luxcore", "--balance", "ARS=1e3"], ("Invalid value for '--balance': '1e3' is not "
+                                              "an amount")),
+    ])
+    def test_bad_fault_and_amount_options_name_the_option(
+        self, args: list[str], message: str
+    ) -> None:
+        """Unknown faults list the accepted ones; amounts are read by the library's grammar."""
         result = run_cli("emulate", *args)
         assert 2 == result.returncode
         assert message in result.stderr

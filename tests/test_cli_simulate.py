@@ -190,6 +190,106 @@ class TestSimulateCommand:
             summary["allowed_rows"], summary["denied"])
 
 
+class TestSimulateRows:
+    def test_a_row_with_fewer_fields_than_the_header_is_refused_like_one_with_more(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A short row names its line and the first field it lacks; a long row its line."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount,currency,payout_id,provider,fee\n"
+                         "100.00,ARS,ok-1,,\n"
+                         "100.00,ARS\n"
+                         "100.00,ARS,long,,,\n"
+                         "100.00\n"
+                         "100.00,ARS,ok-2,,\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert (1, 2) == (result.returncode, parse_json(result.stdout)["allowed_rows"])
+        assert [
+            ("invalid row: line 3, field payout_id: missing: the row has 2 fields, the header "
+            "has 5 (leave a field empty rather than dropping it)"),
+            "invalid row: line 4: has 6 fields, the header has 5",
+            ("invalid row: line 5, field currency: missing: the row has 1 field, the header "
+            "has 5 (leave a field empty rather than dropping it)"),
+        ] == result.stderr.splitlines()
+
+    def test_a_json_line_missing_a_required_field_is_named(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """JSON lines: a missing required field is named; extra fields are ignored, noted once."""
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text('{"amount": "10.00"}\n'
+                         '{"currency": "ARS", "payout_id": "p"}\n'
+                         '{"amount": "100.00", "currency": "ARS", "note": "x"}\n',
+                         encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert (1, 1) == (result.returncode, parse_json(result.stdout)["allowed_rows"])
+        assert [
+            "note: ignoring columns note",
+            "invalid row: line 1, field currency: missing (amount and currency are required)",
+            "invalid row: line 2, field amount: missing (amount and currency are required)",
+        ] == result.stderr.splitlines()
+
+    def test_a_negative_amount_must_be_positive_as_in_check(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A signed amount or fee reads as it does for `check`: it must be positive."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount,currency,fee\n-5,ARS,\n150,ARS,-1\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert [
+            ("invalid row: line 2, field amount: must be positive, got '-5' (amounts are "
+            "written without a sign)"),
+            ("invalid row: line 3, field fee: must be zero or positive, got '-1' (amounts are "
+            "written without a sign)"),
+        ] == result.stderr.splitlines()
+
+    @pytest.mark.parametrize("number", ["1e3", "1E+3", "100.0e0"])
+    def test_a_json_number_is_read_by_the_one_amount_grammar(
+        self, tmp_path: Path, config: Path, snapshot: Path, number: str
+    ) -> None:
+        """A JSON number with an exponent is refused, quoted as it was written."""
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text(f'{{"amount": {number}, "currency": "ARS"}}\n', encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert 1 == result.returncode
+        assert (f"invalid row: line 1, field amount: {number!r} is not an amount: write ASCII "
+                "digits") in result.stderr
+
+    @pytest.mark.parametrize(("delimiter", "shown"), [(";", "';'"), ("\t", "tab")])
+    def test_the_delimiter_is_read_from_the_header(
+        self, tmp_path: Path, config: Path, snapshot: Path, delimiter: str, shown: str
+    ) -> None:
+        """A CSV separated by ';' (Excel in Latin America) or tabs is read, and says so."""
+        batch = tmp_path / "batch.csv"
+        rows = [["amount", "currency", "payout_id"], ["150.00", "ARS", "a"],
+                ["150,00", "ARS", "b"]]
+        batch.write_text("".join(delimiter.join(row) + "\n" for row in rows), encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert {"ARS": {"count": 1, "total": "150.00"}} == parse_json(result.stdout)["allowed"]
+        assert [
+            f"note: reading {batch} with {shown} as the delimiter",
+            ("invalid row: line 3, field amount: '150,00' is not an amount: write ASCII digits "
+            "with at most one '.', such as '2500' or '2500.00' (no sign, spaces, '_' or "
+            "exponent)"),
+        ] == result.stderr.splitlines()
+
+    def test_a_header_no_delimiter_splits_names_the_delimiters_tried(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A header that no delimiter splits into amount and currency says what was tried."""
+        batch = tmp_path / "batch.csv"
+        batch.write_text("amount|currency\n1|ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(snapshot))
+        assert 2 == result.returncode
+        assert ("the CSV header lacks amount, currency (read with ',' as the delimiter; ';' and "
+                "tab were tried too)") in result.stderr
+
+
 class TestSimulationEngine:
     @given(available=st.integers(min_value=0, max_value=10_000_00),
            amounts=st.lists(st.integers(min_value=1, max_value=3_000_00), max_size=30))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from structlog.testing import capture_logs
 
-from guard import PayoutGuard
+from guard import AsyncPayoutGuard, Decision, PayoutGuard
+from guard.stores import InMemoryReservations
 from guard.testing import FailingFetcher, StaticFetcher, capture_decisions
 from rules import MaxPayout
 from tests._guard_strategies import FakeClock
@@ -79,3 +82,67 @@ class TestDryRunReserve:
         assert [("po_1", True), ("po_2", False)] == [
             (d.payout_id, d.allowed) for d in decisions
         ]
+
+
+def committed_elsewhere(store: InMemoryReservations, payout_id: str, clock: FakeClock) -> None:
+    """Record *payout_id* as sent by an enforcing guard sharing *store*."""
+    enforcing = PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), reservations=store,
+                            clock=clock)
+    enforcing.reserve("10", "BRL", payout_id=payout_id).commit()
+
+
+class TestDryRunNeverBlocks:
+    def test_raise_for_denial_returns_a_would_be_denial(self) -> None:
+        """The explicit-check pattern: raise_for_denial() does nothing in shadow mode."""
+        decision = dry_guard().check("120", "BRL")
+        assert (decision, False, False) == (
+            decision.raise_for_denial(), decision.allowed, decision.blocks
+        )
+
+    def test_an_outage_does_not_block(self) -> None:
+        """A balance_unavailable would-be denial neither raises nor blocks."""
+        decision = PayoutGuard(FailingFetcher(), mode="dry_run").check("1", "BRL")
+        assert (False, decision) == (decision.blocks, decision.raise_for_denial())
+
+    def test_a_taken_payout_id_does_not_block(self) -> None:
+        """Both reserve and check of an id already sent report duplicate_payout without raising."""
+        clock = FakeClock()
+        store = InMemoryReservations()
+        committed_elsewhere(store, "po_1", clock)
+        shadow = PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), reservations=store,
+                             mode="dry_run", clock=clock)
+        reserved = shadow.reserve("10", "BRL", payout_id="po_1").decision
+        checked = shadow.check("10", "BRL", payout_id="po_1")
+        assert [(("duplicate_payout",), False)] * 2 == [
+            (d.codes, d.blocks) for d in (reserved, checked)
+        ]
+        assert (reserved, checked) == (reserved.raise_for_denial(), checked.raise_for_denial())
+
+    def test_the_async_guard_never_blocks_either(self) -> None:
+        """AsyncPayoutGuard in shadow mode: check, reserve and protect all let the payout go."""
+        sent: list[str] = []
+
+        async def main() -> list[Decision]:
+            clock = FakeClock()
+            async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock),
+                                        mode="dry_run", clock=clock) as shadow:
+
+                @shadow.protect(payout_id="ref")
+                async def pay(amount: str, currency: str, ref: str) -> None:
+                    sent.append(f"{ref} {amount} {currency}")
+
+                checked = await shadow.check("120", "BRL")
+                reservation = await shadow.reserve("120", "BRL", payout_id="po_1")
+                await pay("120", "BRL", ref="po_2")
+                return [checked.raise_for_denial(), reservation.decision.raise_for_denial()]
+
+        decisions = asyncio.run(main())
+        assert [(False, False)] * 2 == [(d.allowed, d.blocks) for d in decisions]
+        assert ["po_2 120 BRL"] == sent
+
+    def test_an_enforced_denial_blocks(self) -> None:
+        """The same payout in enforce mode is a denial that blocks."""
+        clock = FakeClock()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), clock=clock)
+        decision = guard.check("120", "BRL")
+        assert (False, True) == (decision.allowed, decision.blocks)

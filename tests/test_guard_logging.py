@@ -166,3 +166,53 @@ class TestLevels:
 
         log_decision(Plain(), make_guard().check("10", "BRL"))
         assert ["payout_guard.decision"] == Plain.events
+
+
+def hold_changes(logs: Sequence[MutableMapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return [(e["change"], e["payout_id"], e["amount"], e["currency"])
+            for e in logs if e["event"] == "payout_guard.hold"]
+
+
+class TestHoldEvents:
+    def test_a_sent_payout_is_reserved_then_committed(self) -> None:
+        """Each change of a hold is one payout_guard.hold event, with amount and currency."""
+        with capture_logs() as logs, make_guard().reserve("50", "BRL", payout_id="po_1"):
+            pass
+        assert [("reserved", "po_1", "50.00", "BRL"), ("committed", "po_1", "50.00", "BRL")] == (
+            hold_changes(logs)
+        )
+
+    def test_a_payout_not_sent_is_reserved_then_released(self) -> None:
+        """A release is logged with what it gave back."""
+        with capture_logs() as logs:
+            make_guard().reserve("50", "BRL", payout_id="po_1", fee="1").release()
+        assert [("reserved", "po_1", "51.00", "BRL"), ("released", "po_1", "51.00", "BRL")] == (
+            hold_changes(logs)
+        )
+
+    def test_an_unknown_outcome_is_uncertain_then_resolved(self) -> None:
+        """Marked uncertain, then resolved by an operator: both logged, at warning level."""
+        guard = make_guard()
+        with capture_logs() as logs:
+            guard.reserve("50", "BRL", payout_id="po_1").mark_uncertain()
+            guard.resolve("po_1", sent=False)
+        assert [("reserved", "debug"), ("uncertain", "warning"), ("resolved", "warning")] == [
+            (e["change"], e["log_level"]) for e in logs if e["event"] == "payout_guard.hold"
+        ]
+
+    def test_the_reserved_event_says_when_the_hold_expires(self) -> None:
+        """A pending hold's expires_at is logged, so a lapsed hold can be traced."""
+        guard = make_guard(hold_ttl=60)
+        with capture_logs() as logs:
+            reservation = guard.reserve("50", "BRL", payout_id="po_1")
+        (reserved,) = [e for e in logs if e["event"] == "payout_guard.hold"]
+        assert reservation.hold is not None
+        assert reservation.hold.expires_at == reserved["expires_at"]
+
+    def test_nothing_is_held_nothing_is_logged_in_dry_run(self) -> None:
+        """A dry-run reservation holds nothing, so no hold event is logged."""
+        with capture_logs() as logs, make_guard(mode="dry_run").reserve(
+            "50", "BRL", payout_id="po_1"
+        ):
+            pass
+        assert [] == hold_changes(logs)

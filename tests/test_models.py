@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from guard import BalanceSnapshot, Decision, PayoutDenied, PayoutGuard, Reason
-from guard.testing import StaticFetcher
+from guard.testing import FailingFetcher, StaticFetcher
 from rules import FrozenFunds, MaxPayout, ReserveMargin, Rule
 from tests._guard_strategies import START, FakeClock
 
@@ -169,6 +169,14 @@ class TestExplain:
         assert "below the reserve of 100.00 BRL (retry later)" in reasons[0]
         assert "above the maximum payout of 500.00 BRL" in reasons[1]
 
+    def test_a_message_that_says_retry_is_not_told_retry_later_again(self) -> None:
+        """An outage reads 'can be retried later', once: no '(retry later)' after it."""
+        decision = PayoutGuard(FailingFetcher()).check("10", "BRL")
+        line = decision.explain().splitlines()[-1]
+        assert (True, True, False) == (
+            decision.retryable, line.endswith("can be retried later"), "(retry later)" in line
+        )
+
     def test_an_allowed_payout_reads_allowed(self) -> None:
         """The first line says ALLOWED; there are no reason lines."""
         text = make_guard({"CLP": "90000"}).check("1500", "CLP").explain()
@@ -202,13 +210,36 @@ class TestRaiseForDenial:
         decision = make_guard({"BRL": "10.00"}).check("1", "BRL")
         assert decision is decision.raise_for_denial()
 
-    @pytest.mark.parametrize("mode", ["enforce", "dry_run"])
-    def test_raises_payout_denied_carrying_the_decision(self, mode: str) -> None:
-        """A denial raises PayoutDenied whatever the mode, with the decision attached."""
-        decision = make_guard({"BRL": "10.00"}, mode=mode).check("11", "BRL")
+    def test_raises_payout_denied_carrying_the_decision(self) -> None:
+        """An enforced denial raises PayoutDenied with the decision attached."""
+        decision = make_guard({"BRL": "10.00"}).check("11", "BRL")
         with pytest.raises(PayoutDenied) as info:
             decision.raise_for_denial()
         assert decision is info.value.decision
+
+    def test_a_dry_run_denial_does_not_raise(self) -> None:
+        """Dry-run never blocks: a would-be denial returns itself, still not allowed."""
+        decision = make_guard({"BRL": "10.00"}, mode="dry_run").check("11", "BRL")
+        assert decision is decision.raise_for_denial()
+        assert (False, ("insufficient_funds",)) == (decision.allowed, decision.codes)
+
+
+class TestBlocks:
+    @pytest.mark.parametrize(
+        ("mode", "amount", "expected"),
+        [("enforce", "11", True), ("enforce", "1", False),
+         ("dry_run", "11", False), ("dry_run", "1", False)],
+    )
+    def test_only_an_enforced_denial_blocks(self, mode: str, amount: str,
+                                            expected: bool) -> None:
+        """A denial in enforce mode blocks; an allowed or dry-run decision does not."""
+        decision = make_guard({"BRL": "10.00"}, mode=mode).check(amount, "BRL")
+        assert expected == decision.blocks
+
+    def test_blocks_is_not_part_of_the_json(self) -> None:
+        """The property is derived from allowed and mode: the JSON form is unchanged."""
+        decision = make_guard({"BRL": "10.00"}).check("11", "BRL")
+        assert "blocks" not in json.loads(decision.model_dump_json())
 
     def test_retryable_and_codes(self) -> None:
         """The codes are listed in order; retryable holds when every reason is retryable."""

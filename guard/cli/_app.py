@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from decimal import Decimal
@@ -22,23 +23,37 @@ from rich.console import Console
 
 from guard._config import load_config
 from guard._config_schema import GuardConfig
-from guard.errors import ConfigurationError, GuardError, ProviderAuthError, ProviderError
+from guard._money import parse_amount, parse_currency
+from guard._text import quoted
+from guard.errors import (
+    ConfigurationError,
+    GuardError,
+    InvalidPayoutRequest,
+    ProviderAuthError,
+    ProviderError,
+)
+from rules.money import to_decimal
 
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_DENIED",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
+    "AmountCommand",
     "CliError",
     "UnavailableError",
+    "amount_argument",
+    "bad_parameter",
     "cli",
     "config_option",
     "configure_logging",
+    "currency_argument",
     "err_console",
     "fail",
     "handle_errors",
     "load",
     "money",
+    "negative_amount",
     "out_console",
 ]
 
@@ -71,6 +86,102 @@ def fail(message: str, exit_code: int = EXIT_CONFIG) -> NoReturn:
     if exit_code == EXIT_UNAVAILABLE:
         raise UnavailableError(message)
     raise CliError(message)
+
+
+def bad_parameter(hint: str, exc: InvalidPayoutRequest, field: str) -> click.BadParameter:
+    """Return the usage error "Invalid value for *hint*: ..." for the library's refusal *exc*.
+
+    The library's message starts with the field it refused (``amount: ...``, ``fee must
+    be ...``); *hint* already names it, so that word is not said twice.
+    """
+    message = str(exc)
+    for prefix in (f"{field}: ", f"{field} ", "amount "):
+        message = message.removeprefix(prefix)
+    return click.BadParameter(message, param_hint=hint)
+
+
+def negative_amount(text: str, currency: str, *, allow_zero: bool = False) -> str | None:
+    """Return the "must be positive" message when *text* is an amount written with a ``-``.
+
+    ``None`` for anything else: the library's own message then says what is wrong.
+    """
+    if not text.startswith("-"):
+        return None
+    try:
+        parse_amount(text[1:], currency, allow_zero=True)
+    except InvalidPayoutRequest:
+        return None  # not an amount with a sign: the library's own message says what is wrong
+    return (f"must be {'zero or ' if allow_zero else ''}positive, got {quoted(text)} "
+            "(amounts are written without a sign)")
+
+
+def currency_argument(value: str, hint: str = "'CURRENCY'") -> str:
+    """Return *value* as an ISO 4217 code, read as the library reads it.
+
+    Raises:
+        click.BadParameter: it is not one, naming *hint* and what is accepted.
+    """
+    try:
+        return parse_currency(value)
+    except InvalidPayoutRequest as exc:
+        raise bad_parameter(hint, exc, "currency") from None
+
+
+def amount_argument(value: str, currency: str, hint: str = "'AMOUNT'", *, field: str = "amount",
+                    allow_zero: bool = False) -> Decimal:
+    """Return *value* as an exact amount of *currency*, read by the library's one grammar.
+
+    Raises:
+        click.BadParameter: it is not one (a sign, an exponent, too many decimals, ...),
+            naming *hint*, quoting at most 60 characters of *value*, and saying what is
+            accepted.
+    """
+    try:
+        return parse_amount(value, currency, field=field, allow_zero=allow_zero)
+    except InvalidPayoutRequest as exc:
+        signed = negative_amount(value, currency, allow_zero=allow_zero)
+        if signed is not None:
+            raise click.BadParameter(signed, param_hint=hint) from None
+        raise bad_parameter(hint, exc, field) from None
+
+
+_NEGATIVE = re.compile(r"-[0-9.]")
+
+
+class AmountCommand(click.Command):
+    """A command whose ``AMOUNT`` argument may be typed with a sign.
+
+    Click reads ``check -5 ARS`` as the unknown option ``-5``; this command answers that the
+    amount must be positive instead.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse *args*; a negative number where an option was expected is a bad AMOUNT."""
+        given = list(args)  # click's parser consumes the list it is handed
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as exc:
+            if not _NEGATIVE.match(exc.option_name):
+                raise
+            token = next((arg for arg in given if arg.startswith(exc.option_name)),
+                         exc.option_name)
+            try:
+                to_decimal(token[1:])
+            except ValueError:
+                message = _refusal(token)  # not a number with a sign: say what is accepted
+            else:
+                message = (f"must be positive, got {quoted(token)} (amounts are written "
+                           "without a sign)")
+            raise click.BadParameter(message, ctx=ctx, param_hint="'AMOUNT'") from None
+
+
+def _refusal(text: str) -> str:
+    """Return the library's message refusing the amount string *text*."""
+    try:
+        to_decimal(text)
+    except ValueError as exc:
+        return str(exc)
+    return f"{quoted(text)} is not an amount"  # pragma: no cover - only called on a refusal
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -1,9 +1,12 @@
 """Reading a batch of payouts to simulate: CSV with a header, or JSON lines.
 
 Each row has ``amount`` and ``currency``, and optionally ``payout_id``, ``provider`` and
-``fee``. Amounts are read as ``Decimal`` (JSON numbers too). A bad row does not stop the
-batch: it becomes an :class:`InvalidRow` naming its line and field, and the other rows are
-simulated as usual.
+``fee``. Amounts are read by the library's one amount grammar, JSON numbers too (as written:
+``1e3`` is refused). A CSV file may be separated by ``,``, ``;`` (Excel where the decimal
+separator is a comma) or tabs: the header says which. A bad row does not stop the batch: it
+becomes an :class:`InvalidRow` naming its line and field (a row with more or fewer fields than
+the header is one), and the other rows are simulated as usual. Columns besides these are
+ignored, and listed in :attr:`Batch.ignored_columns`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from guard._money import parse_amount, parse_currency
+from guard._text import quoted
+from guard.cli._app import negative_amount
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
-__all__ = ["COLUMNS", "Batch", "InvalidRow", "Row", "read_batch"]
+__all__ = ["COLUMNS", "ROW", "Batch", "InvalidRow", "Row", "read_batch"]
 
 COLUMNS = ("amount", "currency", "payout_id", "provider", "fee")
+ROW = "(row)"
+"""The ``field`` of an invalid row that is wrong as a whole (its shape, its JSON)."""
 _REQUIRED = ("amount", "currency")
+_DELIMITERS = (",", ";", "\t")
 _MAX_ID = 200
 _CSV = {".csv"}
 _JSON_LINES = {".jsonl", ".ndjson", ".json"}
@@ -50,6 +58,8 @@ class InvalidRow:
     payout_id: str | None = None
 
     def __str__(self) -> str:
+        if self.field == ROW:
+            return f"line {self.line}: {self.message}"
         return f"line {self.line}, field {self.field}: {self.message}"
 
 
@@ -59,6 +69,8 @@ class Batch:
 
     rows: tuple[Row | InvalidRow, ...]
     ignored_columns: tuple[str, ...] = ()
+    delimiter: str | None = None
+    """The CSV delimiter found in the header (``None`` for JSON lines)."""
 
 
 def _text(value: Any) -> str | None:
@@ -91,46 +103,80 @@ def parse_row(line: int, raw: dict[str, Any], providers: Collection[str]) -> Row
         fee = None if fee_raw is None else parse_amount(fee_raw, currency, field="fee",
                                                         allow_zero=True)
     except InvalidPayoutRequest as exc:
-        message = str(exc).removeprefix(f"{step}: ")
+        signed = None if step == "currency" else negative_amount(
+            _text(raw.get(step)) or "", currency, allow_zero=step == "fee"
+        )
+        message = signed or str(exc).removeprefix(f"{step}: ")
         return InvalidRow(line, step, message, payout_id)
     provider = _text(raw.get("provider"))
     if provider is not None and provider not in providers:
         known = ", ".join(providers) or "none"
-        return InvalidRow(line, "provider", f"{provider!r} is not a configured provider "
+        return InvalidRow(line, "provider", f"{quoted(provider)} is not a configured provider "
                           f"({known})", payout_id)
     return Row(line, amount, currency, payout_id or f"line-{line}", provider, fee)
 
 
-def _csv_rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    reader = csv.DictReader(text.splitlines())
+def _header(line: str, delimiter: str) -> list[str]:
+    return [name.strip() for name in next(csv.reader([line], delimiter=delimiter), [])]
+
+
+def _delimiter(path: Path, text: str) -> str:
+    """Return the delimiter whose header has the required columns (``,``, ``;`` or tab).
+
+    Excel writes ``;`` where the decimal separator is a comma (most of Latin America).
+
+    Raises:
+        ConfigurationError: no delimiter gives a header with amount and currency.
+    """
+    first = text.splitlines()[0] if text.strip() else ""
+    for delimiter in _DELIMITERS:
+        if all(name in _header(first, delimiter) for name in _REQUIRED):
+            return delimiter
+    missing = [name for name in _REQUIRED if name not in _header(first, ",")]
+    raise ConfigurationError(
+        f"the CSV header lacks {', '.join(missing)} (read with ',' as the delimiter; ';' and "
+        "tab were tried too); columns: amount, currency (required), payout_id, provider, fee",
+        source=str(path),
+    )
+
+
+def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
     header = [name.strip() for name in reader.fieldnames or []]
-    missing = [name for name in _REQUIRED if name not in header]
-    if missing:
-        raise ConfigurationError(
-            f"the CSV header lacks {', '.join(missing)}; columns: amount, currency (required), "
-            "payout_id, provider, fee", source=str(path),
-        )
     reader.fieldnames = header
     for record in reader:
         line = reader.line_num
         if None in record:
             count = len(header) + len(record[None])
-            yield line, f"has {count} fields, the header has {len(header)}"
+            yield line, InvalidRow(line, ROW, f"has {count} fields, the header has {len(header)}")
+            continue
+        absent = [name for name, value in record.items() if value is None]
+        if absent:
+            # A short row is as malformed as a long one (a field may have slid into another's
+            # column): refused too, naming the first field it lacks.
+            count = len(header) - len(absent)
+            yield line, InvalidRow(
+                line, absent[0], f"missing: the row has {count} field{'s' * (count != 1)}, "
+                f"the header has {len(header)} (leave a field empty rather than dropping it)",
+            )
             continue
         yield line, dict(record)
 
 
-def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
     for line, content in enumerate(text.splitlines(), start=1):
         if not content.strip():
             continue
         try:
-            record = json.loads(content, parse_float=Decimal)
+            # A JSON number is kept as written, and read by the one amount grammar like a
+            # string: 1e3 is refused as "1e3", whatever a float parser would make of it.
+            record = json.loads(content, parse_float=str)
         except json.JSONDecodeError as exc:
-            yield line, f"not valid JSON: {exc.msg} (column {exc.colno})"
+            yield line, InvalidRow(line, ROW, f"not valid JSON: {exc.msg} (column {exc.colno})")
             continue
         if not isinstance(record, dict):
-            yield line, f"expected a JSON object, got {type(record).__name__}"
+            yield line, InvalidRow(line, ROW,
+                                   f"expected a JSON object, got {type(record).__name__}")
             continue
         yield line, record
 
@@ -158,13 +204,14 @@ def read_batch(path: str | Path, providers: Collection[str]) -> Batch:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConfigurationError(f"cannot read the file: {reason}", source=str(path)) from None
-    records = _csv_rows(path, text) if suffix in _CSV else _json_rows(text)
+    delimiter = _delimiter(path, text) if suffix in _CSV else None
+    records = _json_rows(text) if delimiter is None else _csv_rows(text, delimiter)
     rows: list[Row | InvalidRow] = []
     extra: set[str] = set()
     for line, record in records:
-        if isinstance(record, str):
-            rows.append(InvalidRow(line, "(row)", record))
+        if isinstance(record, InvalidRow):
+            rows.append(record)
             continue
         extra.update(key for key in record if key not in COLUMNS)
         rows.append(parse_row(line, record, providers))
-    return Batch(tuple(rows), tuple(sorted(str(key) for key in extra)))
+    return Batch(tuple(rows), tuple(sorted(str(key) for key in extra)), delimiter)

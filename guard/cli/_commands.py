@@ -9,13 +9,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from guard._config_schema import GuardConfig
+from guard._request import optional_text, parse_payout_id
 from guard._sync import PayoutGuard
 from guard.cli._app import (
     EXIT_CONFIG,
     EXIT_DENIED,
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    AmountCommand,
+    amount_argument,
+    bad_parameter,
     config_option,
+    currency_argument,
     err_console,
     handle_errors,
     load,
@@ -29,7 +34,7 @@ from rules import describe
 __all__ = ["balances", "check", "rules_group"]
 
 
-@click.command()
+@click.command(cls=AmountCommand)
 @click.argument("amount")
 @click.argument("currency")
 @config_option
@@ -48,12 +53,22 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
     or configuration error (the provider rejected the credentials too), 3 provider
     unavailable (the balance could not be read).
     """
+    # Each argument is read by the library's own parsers, before anything is loaded or fetched,
+    # so that an error names the argument it is about.
+    code = currency_argument(currency)
+    value = amount_argument(amount, code)
+    fee_value = None if fee is None else amount_argument(fee, code, "'--fee'", field="fee",
+                                                         allow_zero=True)
+    try:
+        payout_id = None if payout_id is None else parse_payout_id(payout_id)
+    except InvalidPayoutRequest as exc:
+        raise bad_parameter("'--payout-id'", exc, "payout_id") from None
+    try:
+        account = optional_text(account, "account")
+    except InvalidPayoutRequest as exc:
+        raise bad_parameter("'--account'", exc, "account") from None
     with PayoutGuard.from_config(load(config_path), provider=provider) as guard:
-        try:
-            decision = guard.check(amount, currency, fee=fee, payout_id=payout_id,
-                                   account=account)
-        except InvalidPayoutRequest as exc:
-            raise click.BadParameter(str(exc), param_hint="AMOUNT/CURRENCY/--fee") from None
+        decision = guard.check(value, code, fee=fee_value, payout_id=payout_id, account=account)
     if as_json:
         click.echo(decision.model_dump_json(indent=2))
     else:

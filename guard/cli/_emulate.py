@@ -10,9 +10,17 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from guard._money import parse_amount, parse_currency
-from guard.cli._app import EXIT_DENIED, EXIT_OK, err_console, fail, handle_errors, out_console
-from guard.errors import InvalidPayoutRequest
+from guard._text import quoted
+from guard.cli._app import (
+    EXIT_DENIED,
+    EXIT_OK,
+    amount_argument,
+    currency_argument,
+    err_console,
+    fail,
+    handle_errors,
+    out_console,
+)
 
 if TYPE_CHECKING:
     from guard.cli._demo import DemoResult
@@ -80,17 +88,18 @@ def demo(*, details: bool, show_config: bool) -> None:
 
 
 def _amounts(specs: tuple[str, ...], option: str) -> dict[str, str]:
+    hint = f"'{option}'"
     amounts: dict[str, str] = {}
     for spec in specs:
         currency, sep, amount = spec.partition("=")
         if not sep:
-            fail(f"{option} {spec!r}: expected CURRENCY=AMOUNT, such as BRL=1000.00")
-        try:
-            code = parse_currency(currency)
-            amounts[code] = format(parse_amount(amount, code, allow_zero=True), "f")
-        except InvalidPayoutRequest as exc:
-            fail(f"{option} {spec!r}: {exc}")
+            raise click.BadParameter(
+                f"{quoted(spec)}: expected CURRENCY=AMOUNT, such as BRL=1000.00", param_hint=hint
+            )
+        code = currency_argument(currency, hint)
+        amounts[code] = format(amount_argument(amount, code, hint, allow_zero=True), "f")
     return amounts
+
 
 
 def _emulator(provider: str, balances: dict[str, str], frozen: dict[str, str],
@@ -115,11 +124,15 @@ _CREDENTIALS = {"luxtak": ("app_id", "app_key"), "luxcore": ("api_key",),
                 "pagsmile": ("app_id", "security_key")}
 
 
-def _describe(provider: str, emulator: EmulatorBase) -> str:
+def _describe(provider: str, emulator: EmulatorBase, faults: tuple[str, ...],
+              times: int) -> str:
     prefix = f"PAYOUT_GUARD_{provider.upper()}"
     secrets = {key: str(getattr(emulator, key)) for key in _CREDENTIALS[provider]}
     lines = [f"{provider} emulator running", f"url: {emulator.url}"]
     lines += [f"{key}: {value}" for key, value in secrets.items()]
+    if faults:
+        each = ", then ".join(f"{kind.lower()} x{times}" for kind in faults)
+        lines.append(f"faults: the next balance requests get {each}; then it answers normally")
     lines += ["", "# for your shell:"]
     lines += [f"export {prefix}_{key.upper()}={value}" for key, value in secrets.items()]
     lines += ["", "# for your configuration file:", f"[providers.{provider}]",
@@ -137,18 +150,34 @@ def _describe(provider: str, emulator: EmulatorBase) -> str:
               help="Available balance, major units (repeatable), e.g. --balance BRL=1000.00.")
 @click.option("--frozen", "frozen_specs", multiple=True, metavar="CUR=AMOUNT",
               help="Frozen funds (LuxCore only; repeatable).")
+@click.option("--fail", "faults", multiple=True, metavar="KIND",
+              help="Make the next balance request fail this way (repeatable, in order), such as "
+                   "http_503, rate_limit, slow, drop or malformed_json; a wrong KIND lists all.")
+@click.option("--times", type=click.IntRange(min=1), default=None, metavar="N",
+              help="How many balance requests each --fail fault answers  [default: 1].")
 @handle_errors
 def emulate(*, provider: str, port: int, balance_specs: tuple[str, ...],
-            frozen_specs: tuple[str, ...]) -> None:
+            frozen_specs: tuple[str, ...], faults: tuple[str, ...], times: int | None) -> None:
     """Run a provider emulator in the foreground for your own integration tests.
 
-    Prints its URL and test credentials; stops cleanly on Ctrl-C or SIGTERM.
+    Prints its URL and test credentials; stops cleanly on Ctrl-C or SIGTERM. With --fail, the
+    next balance requests that pass authentication fail as asked (an HTTP 503, a rate limit,
+    a dropped connection, malformed JSON, ...), then it answers normally again:
+    `emulate luxcore --fail http_503 --times 3` makes the next three requests get a 503.
     """
     balances = _amounts(balance_specs, "--balance") or dict(_DEFAULT_BALANCES[provider])
     frozen = _amounts(frozen_specs, "--frozen")
     if frozen and provider != "luxcore":
         fail("--frozen is only reported by LuxCore; Luxtak and Pagsmile send no frozen amount")
+    if times is not None and not faults:
+        raise click.BadParameter("needs a fault to repeat: add --fail KIND",
+                                 param_hint="'--times'")
     emulator = _emulator(provider, balances, frozen, port)
+    for kind in faults:
+        try:
+            emulator.fail_next(kind.strip().lower(), times or 1)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--fail'") from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
@@ -160,7 +189,7 @@ def emulate(*, provider: str, port: int, balance_specs: tuple[str, ...],
             emulator.start()
         except OSError as exc:
             fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
-        click.echo(_describe(provider, emulator))
+        click.echo(_describe(provider, emulator, faults, times or 1))
         while not stop.wait(0.2):
             pass
     finally:

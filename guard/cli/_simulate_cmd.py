@@ -20,7 +20,7 @@ from guard.cli._app import (
     money,
     out_console,
 )
-from guard.cli._batch import InvalidRow, Row, read_batch
+from guard.cli._batch import ROW, InvalidRow, Row, read_batch
 from guard.cli._simulation import Outcome, Simulation, Summary, summarize, write_report
 from guard.cli._snapshot import Snapshot, fetch_snapshot, read_snapshot
 from guard.errors import ConfigurationError
@@ -119,6 +119,9 @@ def simulate(*, payouts: str, config_path: str, snapshot_path: str | None, provi
     if provider is not None:
         config.pick_provider(provider)
     batch = read_batch(payouts, config.provider_names)
+    if batch.delimiter not in {None, ","}:
+        shown = "tab" if batch.delimiter == "\t" else repr(batch.delimiter)
+        click.echo(f"note: reading {payouts} with {shown} as the delimiter", err=True)
     if batch.ignored_columns:
         err_console().print(f"note: ignoring columns {', '.join(batch.ignored_columns)}")
     snapshot: Snapshot
@@ -154,7 +157,10 @@ def simulate(*, payouts: str, config_path: str, snapshot_path: str | None, provi
 def _report_invalid(summary: Summary) -> None:
     # Plain lines (not rich): one per row, never wrapped, easy to grep.
     for outcome in summary.invalid[:_SHOWN_INVALID]:
-        click.echo(f"invalid row: line {outcome.line}, field {outcome.message}", err=True)
+        field = outcome.codes[0] if outcome.codes else ROW
+        where = "" if field == ROW else f", field {field}"
+        message = outcome.message.removeprefix(f"{field}: ")
+        click.echo(f"invalid row: line {outcome.line}{where}: {message}", err=True)
     if len(summary.invalid) > _SHOWN_INVALID:
         click.echo(f"... and {len(summary.invalid) - _SHOWN_INVALID} more invalid rows "
                    "(all are in --report)", err=True)

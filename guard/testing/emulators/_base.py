@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, Self, cast
 from urllib.parse import parse_qsl, urlsplit
 
+from guard._text import quoted
+
 __all__ = ["EmulatorBase", "Fault", "ReceivedRequest", "Reply", "parse_json", "render_json"]
 
 
@@ -292,7 +294,8 @@ class EmulatorBase(ABC):
         if kind not in self._supported_faults:  # a Fault is a str, so "http_503" matches too
             supported = ", ".join(sorted(fault.value for fault in self._supported_faults))
             raise ValueError(
-                f"{type(self).__name__} does not model fault {str(kind)!r}; accepted: {supported}"
+                f"{type(self).__name__} does not model fault {quoted(str(kind))}; accepted: "
+                f"{supported}"
             )
         if isinstance(times, bool) or not isinstance(times, int) or times < 1:
             raise ValueError(f"times must be a positive int, got {times!r}")

@@ -1,0 +1,116 @@
+"""Health: whether each provider answered the last balance request, and whether the store answers.
+
+``guard.health()`` reads what the balance cache recorded of the last requests (no provider
+request, unless ``probe=True``) and asks the reservation store one cheap question (does it
+hold the payout id ``HEALTH_PROBE_ID``?). What it returns is a frozen value, like a decision.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from guard._cache import BalanceCache, FetchOutcome
+from guard._models import UtcDatetime
+
+__all__ = ["HEALTH_PROBE_ID", "Health", "ProviderHealth", "StoreHealth", "health_of"]
+
+HEALTH_PROBE_ID = "payout-guard-health-probe"
+"""The payout id ``health()`` asks the store about: a read that never finds a hold."""
+
+# Unknown keys are ignored (not forbidden): the JSON form carries the computed ``healthy``.
+_FROZEN = ConfigDict(frozen=True)
+
+
+class ProviderHealth(BaseModel):
+    """One provider's balance requests, as this guard last saw them.
+
+    Attributes:
+        provider: The provider name.
+        ok: Whether the last balance request succeeded; ``None`` before the first.
+        age_seconds: Seconds since the last balance request ended; ``None`` before the first.
+        last_error: The error class of the last failed request (``ProviderUnavailable``,
+            ``ProviderAuthError``, ...), even if a later one succeeded; ``None`` if none failed.
+        last_error_age_seconds: Seconds since that failure.
+    """
+
+    model_config = _FROZEN
+
+    provider: str
+    ok: bool | None
+    age_seconds: float | None = None
+    last_error: str | None = None
+    last_error_age_seconds: float | None = None
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented way to serialize a property
+    @property
+    def healthy(self) -> bool:
+        """Return whether the last balance request succeeded (unknown is not healthy)."""
+        return self.ok is True
+
+
+class StoreHealth(BaseModel):
+    """Whether the reservation store answered a read.
+
+    Attributes:
+        store: The store's class name (``SqliteReservations``, ...).
+        ok: Whether it answered.
+        error: The error class when it did not (``StoreUnavailable``, ...).
+    """
+
+    model_config = _FROZEN
+
+    store: str
+    ok: bool
+    error: str | None = None
+
+
+class Health(BaseModel):
+    """What ``guard.health()`` returns: every provider, the store, and when it was checked."""
+
+    model_config = _FROZEN
+
+    providers: dict[str, ProviderHealth]
+    store: StoreHealth
+    checked_at: UtcDatetime
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented way to serialize a property
+    @property
+    def healthy(self) -> bool:
+        """Return whether every provider's last request succeeded and the store answered."""
+        return self.store.ok and all(p.healthy for p in self.providers.values())
+
+
+def _age(outcome: FetchOutcome | None, now: float) -> float | None:
+    return None if outcome is None else round(max(now - outcome.at, 0.0), 3)
+
+
+def health_of(
+    provider: str, cache: BalanceCache, store: object, store_error: BaseException | None, *,
+    monotonic: float, wall: float,
+) -> Health:
+    """Return the health of *provider* (from its balance cache's record) and of *store*.
+
+    Args:
+        provider: The provider name.
+        cache: The balance cache that made the provider's requests.
+        store: The reservation store.
+        store_error: What the store raised when read (``None``: it answered).
+        monotonic: The monotonic time now (ages are measured on it).
+        wall: Seconds since the epoch now.
+    """
+    last, failed = cache.last_fetch, cache.last_failure
+    return Health(
+        providers={provider: ProviderHealth(
+            provider=provider, ok=None if last is None else last.ok,
+            age_seconds=_age(last, monotonic),
+            last_error=None if failed is None else failed.error,
+            last_error_age_seconds=_age(failed, monotonic),
+        )},
+        store=StoreHealth(
+            store=type(store).__name__, ok=store_error is None,
+            error=None if store_error is None else type(store_error).__name__,
+        ),
+        checked_at=datetime.fromtimestamp(wall, UTC),
+    )

@@ -1,0 +1,158 @@
+"""guard.health(): whether each provider answered its last balance request, and the store answers.
+
+Providers are real loopback emulators with injected faults; stores are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from guard import AsyncPayoutGuard, Health, PayoutGuard, ProviderHealth, StoreHealth
+from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.stores import SqliteReservations
+from guard.testing import FakeClock, StaticFetcher
+from guard.testing.emulators import Fault, LuxCoreEmulator
+
+START = 1_700_000_000.0
+
+
+@pytest.fixture
+def luxcore() -> Iterator[LuxCoreEmulator]:
+    with LuxCoreEmulator(balances={"ARS": "1000.00"}) as emulator:
+        yield emulator
+
+
+def fetcher(emulator: LuxCoreEmulator) -> LuxCoreFetcher:
+    return LuxCoreFetcher(emulator.api_key, base_url=emulator.url,
+                          retry=RetryPolicy(attempts=1, deadline=5))
+
+
+def provider(health: Health) -> ProviderHealth:
+    (only,) = health.providers.values()
+    return only
+
+
+class TestHealth:
+    def test_before_any_request_the_provider_is_unknown_and_not_healthy(self) -> None:
+        """No balance request yet: ok and ages are None, and that is not healthy."""
+        health = PayoutGuard(StaticFetcher({"BRL": "1.00"})).health()
+        assert ProviderHealth(provider="static", ok=None) == provider(health)
+        assert (False, True) == (health.healthy, health.store.ok)
+
+    def test_after_a_check_the_last_request_succeeded_and_has_an_age(self) -> None:
+        """Ages are measured on the guard's monotonic clock, from the end of the request."""
+        clock = FakeClock(START)
+        guard = PayoutGuard(StaticFetcher({"BRL": "1.00"}, clock=clock), clock=clock)
+        guard.check("1", "BRL")
+        clock.advance(7)
+        health = guard.health()
+        assert ProviderHealth(provider="static", ok=True, age_seconds=7.0) == provider(health)
+        assert StoreHealth(store="InMemoryReservations", ok=True) == health.store
+        assert health.healthy
+
+    def test_a_down_provider_is_not_healthy_and_names_the_error_class(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """A check against a failing emulator leaves ok False and the error's class."""
+        luxcore.fail_next(Fault.HTTP_503)
+        with PayoutGuard(fetcher(luxcore), cache_ttl=0) as guard:
+            assert ("balance_unavailable",) == guard.check("1", "ARS").codes
+            health = guard.health()
+        assert (False, "ProviderUnavailable", False) == (
+            provider(health).ok, provider(health).last_error, health.healthy
+        )
+
+    def test_a_recovered_provider_is_healthy_and_keeps_its_last_error(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """After a failure then a success: healthy, and the failure is still reported."""
+        luxcore.fail_next(Fault.RATE_LIMIT)
+        with PayoutGuard(fetcher(luxcore), cache_ttl=0) as guard:
+            guard.check("1", "ARS")
+            guard.check("1", "ARS")
+            health = guard.health()
+        assert (True, "ProviderRateLimited", True) == (
+            provider(health).ok, provider(health).last_error, health.healthy
+        )
+
+    def test_health_alone_sends_no_request(self, luxcore: LuxCoreEmulator) -> None:
+        """Without probe, health reads what was recorded: the provider is not asked."""
+        with PayoutGuard(fetcher(luxcore)) as guard:
+            guard.health()
+        assert 0 == luxcore.balance_requests
+
+    def test_probe_asks_the_provider_once_and_caches_nothing(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """probe=True makes one request; the next check still fetches its own balance."""
+        with PayoutGuard(fetcher(luxcore)) as guard:
+            probed = guard.health(probe=True)
+            after_probe = luxcore.balance_requests
+            guard.check("1", "ARS")
+        assert (True, 1, 2) == (probed.healthy, after_probe, luxcore.balance_requests)
+
+    def test_probe_of_a_down_provider_reports_it_without_raising(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """probe=True against an emulator answering 503 reports the failure."""
+        luxcore.fail_next(Fault.HTTP_503)
+        with PayoutGuard(fetcher(luxcore)) as guard:
+            health = guard.health(probe=True)
+        assert (False, "ProviderUnavailable") == (provider(health).ok,
+                                                  provider(health).last_error)
+
+    def test_a_store_that_lost_its_file_does_not_answer(self, tmp_path: Path) -> None:
+        """A SQLite file deleted while open: the store part fails with StoreUnavailable."""
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path)
+        guard = PayoutGuard(StaticFetcher({"BRL": "1.00"}), reservations=store)
+        guard.check("1", "BRL")
+        path.unlink()
+        health = guard.health()
+        store.close()
+        assert (StoreHealth(store="SqliteReservations", ok=False, error="StoreUnavailable"),
+                True, False) == (health.store, provider(health).healthy, health.healthy)
+
+    def test_the_json_form_says_whether_it_is_healthy(self) -> None:
+        """The JSON form carries healthy, at the top and per provider."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "1.00"}))
+        guard.check("1", "BRL")
+        document = guard.health().model_dump(mode="json")
+        assert (True, True) == (document["healthy"], document["providers"]["static"]["healthy"])
+
+
+class TestAsyncHealth:
+    def test_a_down_then_up_provider_awaited(self, luxcore: LuxCoreEmulator) -> None:
+        """AsyncPayoutGuard.health reports a 503 as the sync guard does, then the recovery."""
+        luxcore.fail_next(Fault.HTTP_503)
+
+        async def main() -> tuple[Health, Health]:
+            async with AsyncPayoutGuard(fetcher(luxcore), cache_ttl=0) as guard:
+                await guard.check("1", "ARS")
+                down = await guard.health()
+                up = await guard.health(probe=True)
+                return down, up
+
+        down, up = asyncio.run(main())
+        assert [(False, "ProviderUnavailable"), (True, "ProviderUnavailable")] == [
+            (h.healthy, provider(h).last_error) for h in (down, up)
+        ]
+
+    def test_the_store_is_read_through_the_guard(self, tmp_path: Path) -> None:
+        """An async guard over a SQLite store that lost its file reports the store failing."""
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path)
+
+        async def main() -> Health:
+            async with AsyncPayoutGuard(StaticFetcher({"BRL": "1.00"}),
+                                        reservations=store) as guard:
+                await guard.check("1", "BRL")
+                path.unlink()
+                return await guard.health()
+
+        health = asyncio.run(main())
+        assert (False, "StoreUnavailable") == (health.store.ok, health.store.error)
