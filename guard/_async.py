@@ -17,7 +17,6 @@ answers: nothing is left held without an owner.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Awaitable, Callable, Generator
 from decimal import Decimal
 from types import TracebackType
@@ -35,7 +34,7 @@ from guard._core import (
     arun,
     store_call,
 )
-from guard._guard import GuardBase
+from guard._guard import GuardBase, owner_token
 from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles
@@ -181,7 +180,7 @@ class AsyncPayoutGuard(GuardBase):
         return self._admit
 
     async def _reserve(self, request: Request, hold_ttl: float) -> AsyncReservation:
-        owner = secrets.token_hex(16)
+        owner = owner_token()
         reserved = await arun(self.core.reserve(request, ttl=hold_ttl, owner=owner),
                               self._perform)
         return await self._handle(reserved)
@@ -219,6 +218,10 @@ class AsyncPayoutGuard(GuardBase):
         _giving_back.add(task)
         task.add_done_callback(_giving_back.discard)
 
+    def runner(self) -> Callable[[Flow[Any]], Awaitable[Any]]:
+        """Return how this guard runs a flow: each step awaited on the loop."""
+        return self._run
+
     async def _run(self, flow: Flow[Any]) -> Any:
         return await arun(flow, self._perform)
 
@@ -240,11 +243,7 @@ class AsyncPayoutGuard(GuardBase):
         return self._reservation(decision, None)
 
     def _reservation(self, decision: Decision, hold: Hold | None) -> AsyncReservation:
-        return AsyncReservation(
-            decision, hold, run=self._run, clock=self.clocks.time,
-            uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
-            on_commit=self.after_commit,
-        )
+        return AsyncReservation(decision, hold, self._handling)
 
     async def _admit(self, request: dict[str, Any]) -> Settles | None:
         if "payout_id" in request:

@@ -6,6 +6,9 @@ The decisions themselves live in ``guard/_core.py``; each front door only runs i
 
 from __future__ import annotations
 
+import itertools
+import os
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
@@ -19,25 +22,42 @@ from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
 from guard._protect import AsyncAdmit, Decorator, SyncAdmit
 from guard._request import Request, optional_text, parse_request
-from guard._reservation import DEFAULT_UNCERTAIN_ON, uncertain_on_option
+from guard._reservation import DEFAULT_UNCERTAIN_ON, Handling, uncertain_on_option
 from guard._seconds import seconds
 from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.fetchers._protocol import BalanceFetcher
 from guard.stores import InMemoryReservations, ReservationStore
 from rules import Rule, RuleSet, SufficientFunds
-from rules.money import money_context
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource
 
-__all__ = ["COMMIT_REFRESH", "Clock", "GuardBase"]
+__all__ = ["COMMIT_REFRESH", "Clock", "GuardBase", "owner_token"]
 
 _ZERO = Decimal(0)
 COMMIT_REFRESH = 1.0
 """After a commit, a balance older than this many seconds is fetched again."""
 
 Spec = str | Callable[[dict[str, Any]], Any]
+
+# Owner tokens: a secret random prefix per process (made again in a forked child, so two
+# processes never share one) and a counter. Unique and unguessable to other processes, and a
+# fraction of a system call for random bytes on every reserve.
+_token = {"prefix": secrets.token_hex(8)}
+_counter = itertools.count()
+
+
+def _new_prefix() -> None:
+    _token["prefix"] = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
+
+
+def owner_token() -> str:
+    """Return a new owner token for a reservation's hold (see ``ReservationStore``)."""
+    return f"{_token['prefix']}{next(_counter):x}"
 
 
 class GuardBase:
@@ -132,6 +152,7 @@ class GuardBase:
             fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=clocks,
             wait_timeout=_wait_timeout(fetcher),
         )
+        self._handling = self.handling(self.runner())
 
     @classmethod
     def from_config(
@@ -235,8 +256,8 @@ class GuardBase:
         if payout_id is None:
             raise InvalidPayoutRequest("reserve() needs a payout_id: it is the idempotency key")
         hold_ttl = self.hold_ttl if ttl is None else seconds(ttl, "ttl", positive=True)
-        with money_context():
-            return parse_request(amount, currency, account, payout_id, fee), hold_ttl
+        # parse_request computes in the money context itself, as check() relies on.
+        return parse_request(amount, currency, account, payout_id, fee), hold_ttl
 
     def probe(self, currency: object, account: str | None) -> Request:
         """Return the smallest payout in *currency*: what ``max_payable`` judges."""
@@ -248,6 +269,15 @@ class GuardBase:
         """Return the guard's health, given what reading the store raised (``None``: nothing)."""
         return health_of(self.provider, self.cache, self.reservations, store_error,
                          monotonic=self.clocks.monotonic(), wall=self.clocks.time())
+
+    def runner(self) -> Callable[[Any], Any]:
+        """Return how this guard runs a flow of the core (blocking, or as an awaitable)."""
+        raise NotImplementedError
+
+    def handling(self, run: Callable[[Any], Any]) -> Handling:
+        """Return what this guard's reservations share, with *run* to end their holds."""
+        return Handling(run=run, clock=self.clocks.time, uncertain_ttl=self.uncertain_ttl,
+                        uncertain_on=self.uncertain_on, on_commit=self.after_commit)
 
     def after_commit(self, currency: str) -> None:
         """Refresh *currency*'s balance after a commit, at most once per ``COMMIT_REFRESH``."""

@@ -19,8 +19,10 @@ and ``AsyncReservation`` awaits them, each with the driver of the guard that mad
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_UNCERTAIN_ON",
     "AsyncReservation",
     "Ending",
+    "Handling",
     "Reservation",
     "ending",
     "uncertain_on_option",
@@ -57,6 +60,17 @@ ExceptionTypes = tuple[type[BaseException], ...]
 DEFAULT_UNCERTAIN_ON: ExceptionTypes = (OSError, PayoutOutcomeUnknown)
 
 _log = structlog.get_logger("payout_guard")
+
+
+def _hold_event(level: int, change: str, hold: Hold, **extra: object) -> None:
+    """Log ``payout_guard.hold`` with *change*, building its fields only if *level* is on."""
+    logger = _log.bind()  # resolved once: each attribute of the lazy proxy binds again
+    enabled = getattr(logger, "is_enabled_for", None)
+    if enabled is not None and not enabled(level):
+        return  # every reserve and commit passes here: no fields for a dropped event
+    method = getattr(logger, logging.getLevelName(level).lower())
+    method("payout_guard.hold", change=change, payout_id=hold.payout_id,
+           amount=str(hold.held), currency=hold.currency, **extra)
 
 
 def uncertain_on_option(value: object, path: str = "uncertain_on") -> ExceptionTypes:
@@ -86,6 +100,25 @@ def ending(exc: BaseException | None, uncertain_on: ExceptionTypes) -> Ending:
     return "release"
 
 
+@dataclass(frozen=True, slots=True)
+class Handling:
+    """What every reservation of one guard shares: made once per guard, not per payout.
+
+    Attributes:
+        run: Runs a flow of store steps (blocking, or awaitable for ``AsyncReservation``).
+        clock: Wall time, for commit and uncertain times.
+        uncertain_ttl: Seconds an uncertain hold keeps counting.
+        uncertain_on: Exceptions that mark a hold uncertain.
+        on_commit: Called with the currency after a commit (the balance is refreshed soon).
+    """
+
+    run: Callable[[Flow[Any]], Any]
+    clock: Callable[[], float]
+    uncertain_ttl: float
+    uncertain_on: ExceptionTypes
+    on_commit: Callable[[str], None]
+
+
 class _Handle:
     """What both reservations share: their state, and a flow for each way a hold ends.
 
@@ -94,29 +127,15 @@ class _Handle:
         payout_id: The idempotency key.
     """
 
-    def __init__(
-        self,
-        decision: Decision,
-        hold: Hold | None,
-        *,
-        clock: Callable[[], float],
-        uncertain_ttl: float,
-        uncertain_on: ExceptionTypes,
-        on_commit: Callable[[str], None],
-    ) -> None:
+    def __init__(self, decision: Decision, hold: Hold | None, handling: Handling) -> None:
         self.decision = decision
         self.payout_id = decision.payout_id or ""
         self._hold = hold
         self._owner = "" if hold is None else hold.owner
-        self._clock = clock
-        self._uncertain_ttl = uncertain_ttl
-        self._uncertain_on = uncertain_on
-        self._on_commit = on_commit
+        self._handling = handling
         self._state: State = "none" if hold is None else hold.state
         if hold is not None:
-            _log.debug("payout_guard.hold", change="reserved", payout_id=self.payout_id,
-                       amount=str(hold.held), currency=hold.currency,
-                       expires_at=hold.expires_at)
+            _hold_event(logging.DEBUG, "reserved", hold, expires_at=hold.expires_at)
 
     def __repr__(self) -> str:
         return (
@@ -145,23 +164,21 @@ class _Handle:
             raise GuardError(
                 f"payout {self.payout_id[:40]!r} was released; it cannot be committed"
             )
-        hold = yield Commit(self.payout_id, self._owner, self._clock())
+        hold = yield Commit(self.payout_id, self._owner, self._handling.clock())
         if hold is None:
             raise self._lost("the commit was not recorded")
         self._hold = hold
         self._state = "committed"
-        _log.debug("payout_guard.hold", change="committed", payout_id=self.payout_id,
-                   amount=str(hold.held), currency=hold.currency)
-        self._on_commit(self.decision.currency)
+        _hold_event(logging.DEBUG, "committed", hold)
+        self._handling.on_commit(self.decision.currency)
 
     def _release(self) -> Flow[bool]:
         if self._state != "pending":
             return False
         released: bool = yield Release(self.payout_id, self._owner)
         self._state = "released"
-        if released and self.hold is not None:
-            _log.debug("payout_guard.hold", change="released", payout_id=self.payout_id,
-                       amount=str(self.hold.held), currency=self.hold.currency)
+        if released and self._hold is not None:
+            _hold_event(logging.DEBUG, "released", self._hold)
         return released
 
     def _mark_uncertain(self) -> Flow[Hold | None]:
@@ -171,20 +188,18 @@ class _Handle:
             raise GuardError(
                 f"payout {self.payout_id[:40]!r} was released; it cannot be marked uncertain"
             )
-        now = self._clock()
-        hold = yield MarkUncertain(self.payout_id, self._owner, now, now + self._uncertain_ttl)
+        now = self._handling.clock()
+        hold = yield MarkUncertain(self.payout_id, self._owner, now,
+                                   now + self._handling.uncertain_ttl)
         if hold is None:
             raise self._lost("it could not be marked uncertain")
         self._hold = hold
         self._state = hold.state
-        _log.warning(
-            "payout_guard.hold", change="uncertain", payout_id=self.payout_id,
-            amount=str(hold.held), currency=hold.currency,
-        )
+        _hold_event(logging.WARNING, "uncertain", hold)
         return self.hold
 
     def _settle(self, exc: BaseException | None, uncertain_on: ExceptionTypes | None) -> Flow[None]:
-        how = ending(exc, self._uncertain_on if uncertain_on is None else uncertain_on)
+        how = ending(exc, self._handling.uncertain_on if uncertain_on is None else uncertain_on)
         if how == "commit":
             yield from self._commit()
             return
@@ -232,12 +247,9 @@ class Reservation(_Handle):
         hold: The hold in the store, or ``None`` when nothing is held (dry-run mode).
     """
 
-    def __init__(
-        self, decision: Decision, hold: Hold | None, *, run: Callable[[Flow[Any]], Any],
-        **options: Any,
-    ) -> None:
-        super().__init__(decision, hold, **options)
-        self._run = run
+    def __init__(self, decision: Decision, hold: Hold | None, handling: Handling) -> None:
+        super().__init__(decision, hold, handling)
+        self._run = handling.run
         self._lock = threading.Lock()
 
     def commit(self) -> None:
@@ -283,7 +295,7 @@ class Reservation(_Handle):
         self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
     ) -> None:
         with self._lock:
-            self._run(self._settle(exc, uncertain_on))
+            self._run(self._commit() if exc is None else self._settle(exc, uncertain_on))
 
     settle.__doc__ = _SETTLE_DOC
 
@@ -312,12 +324,9 @@ class AsyncReservation(_Handle):
         hold: The hold in the store, or ``None`` when nothing is held (dry-run mode).
     """
 
-    def __init__(
-        self, decision: Decision, hold: Hold | None,
-        *, run: Callable[[Flow[Any]], Awaitable[Any]], **options: Any,
-    ) -> None:
-        super().__init__(decision, hold, **options)
-        self._run = run
+    def __init__(self, decision: Decision, hold: Hold | None, handling: Handling) -> None:
+        super().__init__(decision, hold, handling)
+        self._run = handling.run
         self._lock = asyncio.Lock()
 
     async def commit(self) -> None:

@@ -6,14 +6,23 @@ Every decision line is in ``guard/_core.py``; this module only does the I/O each
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
-from guard._core import FetchBalances, Flow, ReadHeld, Release, Reserved, Step, run, store_call
-from guard._guard import GuardBase
+from guard._core import (
+    FetchBalances,
+    Flow,
+    ReadHeld,
+    Release,
+    Reserved,
+    Step,
+    StoreStep,
+    run,
+    store_call,
+)
+from guard._guard import GuardBase, owner_token
 from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles, SyncAdmit
@@ -125,7 +134,7 @@ class PayoutGuard(GuardBase):
         perform = self._perform if connection is None else self._performer(
             self._bound(connection)
         )
-        owner = secrets.token_hex(16)
+        owner = owner_token()
         reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner), perform)
         return self._handle(reserved, perform)
 
@@ -200,14 +209,24 @@ class PayoutGuard(GuardBase):
         """
         return self._admit_in_pool
 
+    def runner(self) -> Callable[[Flow[Any]], Any]:
+        """Return how this guard runs a flow: its steps done with blocking calls."""
+        return self._run
+
+    def _run(self, flow: Flow[Any]) -> Any:
+        return run(flow, self._perform)
+
     def _perform(self, step: Step) -> Any:
         """Do *step*: read the balance cache or ask the guard's store."""
-        if isinstance(step, FetchBalances):
-            return self.cache.get_fetched(step.currency, force=step.fresh)
-        if isinstance(step, ReadHeld):  # every check: asked directly, not through store_call
-            return self.reservations.reserved(step.key, counted_since=step.counted_since,
-                                              now=step.now)
-        return store_call(self.reservations, step)
+        kind = type(step)
+        if kind is FetchBalances:
+            fetch = cast("FetchBalances", step)
+            return self.cache.get_fetched(fetch.currency, force=fetch.fresh)
+        if kind is ReadHeld:  # every check: asked directly, not through store_call
+            read = cast("ReadHeld", step)
+            return self.reservations.reserved(read.key, counted_since=read.counted_since,
+                                              now=read.now)
+        return store_call(self.reservations, cast("StoreStep", step))
 
     def _performer(self, store: ReservationStore) -> Perform:
         """Return how steps are done with *store* in place of the guard's store."""
@@ -252,11 +271,9 @@ class PayoutGuard(GuardBase):
     def _reservation(
         self, decision: Decision, hold: Hold | None, perform: Perform
     ) -> Reservation:
-        return Reservation(
-            decision, hold, run=lambda flow: run(flow, perform), clock=self.clocks.time,
-            uncertain_ttl=self.uncertain_ttl, uncertain_on=self.uncertain_on,
-            on_commit=self.after_commit,
-        )
+        if perform is self._perform:
+            return Reservation(decision, hold, self._handling)
+        return Reservation(decision, hold, self.handling(lambda flow: run(flow, perform)))
 
     def _admit(self, request: dict[str, Any]) -> Reservation | None:
         if "payout_id" in request:
