@@ -20,6 +20,8 @@ __all__ = [
     "HOLDS",
     "INSERT",
     "LAPSED",
+    "LAPSE_AT_NEXT",
+    "LAPSE_AT_SOONER",
     "LEDGER",
     "LEDGER_INSERT",
     "LEDGER_UPDATE",
@@ -63,7 +65,8 @@ _SCHEMA = (
         key             TEXT PRIMARY KEY,
         currency        TEXT NOT NULL,
         committed_minor INTEGER NOT NULL,
-        last_commit     REAL
+        last_commit     REAL,
+        lapse_at        REAL
     )""",
     _HOLDS_TABLE.format(name="holds"),
     *_INDEXES,
@@ -72,6 +75,7 @@ _SCHEMA = (
 # Version 1 had no owner tokens and no uncertain state: its holds keep an empty owner (no
 # reservation can act on them; they expire or stay committed as before).
 _UPGRADE_FROM_1 = (
+    "ALTER TABLE ledgers ADD COLUMN lapse_at REAL",
     _HOLDS_TABLE.format(name="holds_v2"),
     """INSERT INTO holds_v2 (payout_id, key, currency, amount_minor, fee_minor, state,
         created_at, expires_at, committed_at, running_minor)
@@ -110,7 +114,15 @@ LAPSED = f"""
         AND expires_at <= ?2
     RETURNING {_COLUMNS}
 """  # noqa: S608 - constants only
-LEDGER = "SELECT currency, committed_minor, last_commit FROM ledgers WHERE key = ?"
+LEDGER = "SELECT currency, committed_minor, last_commit, lapse_at FROM ledgers WHERE key = ?"
+# A key's lapse_at is at or before the earliest expiry of its unreported uncertain holds (NULL:
+# none), so that try_hold looks for lapsed ones only when one may have lapsed.
+LAPSE_AT_SOONER = "UPDATE ledgers SET lapse_at = min(coalesce(lapse_at, ?1), ?1) WHERE key = ?2"
+LAPSE_AT_NEXT = """
+    UPDATE ledgers SET lapse_at = (SELECT MIN(expires_at) FROM holds
+        WHERE key = ?1 AND state != 'committed' AND state = 'uncertain' AND reported = 0)
+    WHERE key = ?1
+"""
 LEDGER_INSERT = "INSERT INTO ledgers (key, currency, committed_minor) VALUES (?, ?, 0)"
 LEDGER_UPDATE = "UPDATE ledgers SET committed_minor = ?, last_commit = ? WHERE key = ?"
 INSERT = """

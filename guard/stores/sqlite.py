@@ -143,7 +143,10 @@ class SqliteReservations:
                 existing, hold, key_currency=None if ledger is None else ledger[0],
                 counted=counted, ceiling=ceiling, now=now,
             )
-            lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
+            lapsed: tuple[Hold, ...] = ()
+            if ledger is not None and ledger[3] is not None and ledger[3] <= now:
+                lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
+                conn.execute(sql.LAPSE_AT_NEXT, (hold.key,))
             if admission != "held":
                 found = existing if admission == "duplicate" else None
                 return HoldOutcome(status=admission, hold=found, counted=counted, lapsed=lapsed)
@@ -202,6 +205,7 @@ class SqliteReservations:
             marked = machine.to_uncertain(existing, owner, until)
             if marked is not None and marked is not existing:
                 conn.execute(sql.MARK_UNCERTAIN, (until, payout_id))
+                conn.execute(sql.LAPSE_AT_SOONER, (until, marked.key))
             return marked
 
     def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
@@ -346,8 +350,8 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
     if ledger is None:  # a hold always creates its ledger; be safe with old files
         conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-        ledger = (hold.currency, 0, None)
-    _, total, last = ledger
+        ledger = (hold.currency, 0, None, None)
+    _, total, last, _ = ledger
     at = machine.commit_time(now, last)
     minor = to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
     running = total + minor
@@ -359,7 +363,7 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
 def _identity(path: Path) -> tuple[int, int] | None:
     """Return what identifies the file at *path* (device, inode), or ``None`` if it is gone."""
     try:
-        stat = path.stat()
+        stat = os.stat(path)  # not Path.stat: this runs on every call of the store
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
