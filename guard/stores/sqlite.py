@@ -363,7 +363,7 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
 def _identity(path: Path) -> tuple[int, int] | None:
     """Return what identifies the file at *path* (device, inode), or ``None`` if it is gone."""
     try:
-        stat = os.stat(path)  # not Path.stat: this runs on every call of the store
+        stat = os.stat(path)  # noqa: PTH116 - not Path.stat: this runs on every store call
     except OSError:
         return None
     return stat.st_dev, stat.st_ino
