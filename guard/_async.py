@@ -17,6 +17,7 @@ answers: nothing is left held without an owner.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Generator
 from decimal import Decimal
 from types import TracebackType
@@ -69,14 +70,17 @@ class AsyncPayoutGuard(GuardBase):
         False
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    @functools.cached_property
+    def _astore(self) -> AsyncReservationStore | None:
+        """Return the store's own asyncio form (``RedisReservations.asyncio()``), if it has one."""
         native = getattr(self.reservations, "asyncio", None)
         made = native() if callable(native) else None
-        self._astore = made if isinstance(made, AsyncReservationStore) else None
-        self._inline = self._astore is None and isinstance(
-            self.reservations, InMemoryReservations
-        )
+        return made if isinstance(made, AsyncReservationStore) else None
+
+    @functools.cached_property
+    def _inline(self) -> bool:
+        """Return whether the store is called directly on the loop (it does no I/O)."""
+        return self._astore is None and isinstance(self.reservations, InMemoryReservations)
 
     async def aclose(self) -> None:
         """Close the fetcher's HTTP session and the store (in the guard's thread pool)."""
