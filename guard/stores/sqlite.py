@@ -357,6 +357,8 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     running = total + minor
     conn.execute(sql.LEDGER_UPDATE, (running, at, hold.key))
     conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
+    if hold.state == "committed" and hold.committed_at == at:
+        return hold  # machine.to_commit made it already, at this time
     return hold.committed(at)
 
 
