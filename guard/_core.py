@@ -273,9 +273,9 @@ class Core:
     def check(self, request: Request) -> Flow[Decision]:
         """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``."""
         # judge(request), one generator level less: every step of every check passes here.
-        decision, _ = yield from self._judge_once(request, fresh=False, clear=True)
+        decision, _ = yield from self._judge_balance(request, fresh=False, clear=True)
         if not decision.allowed and "stale_balance" in decision.codes:
-            decision, _ = yield from self._judge_once(request, fresh=True, clear=True)
+            decision, _ = yield from self._judge_balance(request, fresh=True, clear=True)
         if request.payout_id is not None:
             decision = yield from self._unless_taken(request.payout_id, decision)
         return decision
@@ -370,10 +370,10 @@ class Core:
         (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
         judged once more, on a fresh one.
         """
-        judged = yield from self._judge_once(request, fresh=False, clear=clear)
+        judged = yield from self._judge_balance(request, fresh=False, clear=clear)
         if not judged[0].allowed and "stale_balance" in judged[0].codes:
             # The cache may hold an old answer: judge a stale balance once more, fresh.
-            judged = yield from self._judge_once(request, fresh=True, clear=clear)
+            judged = yield from self._judge_balance(request, fresh=True, clear=clear)
         return judged
 
     def emit(self, decision: Decision) -> None:
@@ -389,7 +389,7 @@ class Core:
                 amount=str(hold.held), currency=hold.currency,
             )
 
-    def _judge_once(
+    def _judge_balance(
         self, request: Request, *, fresh: bool, clear: bool
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         provider = self.provider
@@ -426,7 +426,7 @@ class Core:
             snapshot.total, reserved, age, provider, request.account,
         )
         try:
-            verdict = self._apply_rules(facts, clear=clear)
+            verdict = self._ruling(facts, clear=clear)
         except Exception as exc:
             self.log.exception("payout_guard.rule_error", error=type(exc).__name__,
                                currency=request.currency)
@@ -458,7 +458,7 @@ class Core:
             reserved=reserved, now=now, holds=holds, more_holds=more_holds,
         ), provider, fetched.skew), snapshot
 
-    def _apply_rules(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
+    def _ruling(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
         """Return the clearance of *facts*, or every rule's verdict when there is none.
 
         There is a clearance when *clear* asks for one and every rule allows *facts* without
