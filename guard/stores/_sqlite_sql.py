@@ -22,9 +22,8 @@ __all__ = [
     "LAPSED",
     "LAPSE_AT_NEXT",
     "LAPSE_AT_SOONER",
-    "LEDGER",
+    "LEDGER_COMMIT",
     "LEDGER_INSERT",
-    "LEDGER_UPDATE",
     "LIVE_DELETE",
     "MARK_COMMITTED",
     "MARK_UNCERTAIN",
@@ -88,13 +87,15 @@ _UPGRADE_FROM_1 = (
 )
 
 # ?1 key, ?2 now, ?3 counted_since -> (currency, counted minor units); no row: nothing held.
+# The third column, the key's lapse_at, spares try_hold reading the ledger on its own.
 COUNTED = """
     SELECT l.currency,
         COALESCE((SELECT SUM(amount_minor + fee_minor) FROM holds
             WHERE state != 'committed' AND key = ?1 AND expires_at > ?2), 0)
         + COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
             FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
-            ORDER BY committed_at, running_minor LIMIT 1), 0)
+            ORDER BY committed_at, running_minor LIMIT 1), 0),
+        l.lapse_at
     FROM ledgers AS l WHERE l.key = ?1
 """
 HOLDS = f"""
@@ -114,7 +115,6 @@ LAPSED = f"""
         AND expires_at <= ?2
     RETURNING {_COLUMNS}
 """  # noqa: S608 - constants only
-LEDGER = "SELECT currency, committed_minor, last_commit, lapse_at FROM ledgers WHERE key = ?"
 # A key's lapse_at is at or before the earliest expiry of its unreported uncertain holds (NULL:
 # none), so that try_hold looks for lapsed ones only when one may have lapsed.
 LAPSE_AT_SOONER = "UPDATE ledgers SET lapse_at = min(coalesce(lapse_at, ?1), ?1) WHERE key = ?2"
@@ -124,7 +124,15 @@ LAPSE_AT_NEXT = """
     WHERE key = ?1
 """
 LEDGER_INSERT = "INSERT INTO ledgers (key, currency, committed_minor) VALUES (?, ?, 0)"
-LEDGER_UPDATE = "UPDATE ledgers SET committed_minor = ?, last_commit = ? WHERE key = ?"
+# ?1 the hold's minor units, ?2 now, ?3 key -> (running total, commit time). Commit times never
+# go backwards on a key: max(last, now) is guard.stores._machine.commit_time, in SQL so that
+# reading and writing the ledger is one statement.
+LEDGER_COMMIT = """
+    UPDATE ledgers SET committed_minor = committed_minor + ?1,
+        last_commit = max(coalesce(last_commit, ?2), ?2)
+    WHERE key = ?3
+    RETURNING committed_minor, last_commit
+"""
 INSERT = """
     INSERT OR REPLACE INTO holds (payout_id, key, currency, amount_minor, fee_minor, state,
         created_at, expires_at, owner) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)

@@ -67,6 +67,14 @@ def _counted(conn: sqlite3.Connection, key: str, counted_since: float, now: floa
     return _ZERO if row is None else from_minor(row[1], row[0])
 
 
+def _ledger(
+    conn: sqlite3.Connection, key: str, counted_since: float, now: float
+) -> tuple[str, Decimal, float | None] | None:
+    """Return the key's currency, what counts on it and its lapse_at; ``None``: no ledger."""
+    row = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
+    return None if row is None else (row[0], from_minor(row[1], row[0]), row[2])
+
+
 class SqliteReservations:
     """A reservation store in a SQLite file, safe across the threads and processes of a host.
 
@@ -97,6 +105,7 @@ class SqliteReservations:
         self, path: str | os.PathLike[str], *, timeout: float = 5.0, retention: float = 86_400.0
     ) -> None:
         self._path = _check_path(path)
+        self._path_text = os.fspath(self._path)  # stat on every call: no Path on that path
         self._timeout = seconds(timeout, "timeout", positive=True)
         self._retention = seconds(retention, "retention", positive=True)
         self._lock = threading.Lock()
@@ -136,15 +145,15 @@ class SqliteReservations:
         )
         to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
         with self._write() as conn:
-            ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
-            counted = _counted(conn, hold.key, counted_since, now)
+            ledger = _ledger(conn, hold.key, counted_since, now)
+            counted = _ZERO if ledger is None else ledger[1]
             existing = _get(conn, hold.payout_id)
             admission = machine.admit(
                 existing, hold, key_currency=None if ledger is None else ledger[0],
                 counted=counted, ceiling=ceiling, now=now,
             )
             lapsed: tuple[Hold, ...] = ()
-            if ledger is not None and ledger[3] is not None and ledger[3] <= now:
+            if ledger is not None and ledger[2] is not None and ledger[2] <= now:
                 lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
                 conn.execute(sql.LAPSE_AT_NEXT, (hold.key,))
             if admission != "held":
@@ -284,7 +293,7 @@ class SqliteReservations:
         while True:
             try:
                 conn = sql.connect(self._path, self._timeout)
-                self._identity = _identity(self._path)
+                self._identity = _identity(self._path_text)
                 return conn
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
@@ -298,7 +307,7 @@ class SqliteReservations:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             raise StoreUnavailable("the store was closed", store="sqlite")
-        if _identity(self._path) != self._identity:
+        if _identity(self._path_text) != self._identity:
             raise StoreUnavailable(
                 f"the reservation store lost its holds: {str(self._path)!r} was deleted or "
                 f"replaced while open; checks and reserves deny until an operator calls rearm()",
@@ -347,22 +356,19 @@ class SqliteReservations:
 
 def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     """Write *hold*'s commit into its key's running total; return it as recorded."""
-    ledger = conn.execute(sql.LEDGER, (hold.key,)).fetchone()
-    if ledger is None:  # a hold always creates its ledger; be safe with old files
-        conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-        ledger = (hold.currency, 0, None, None)
-    _, total, last, _ = ledger
-    at = machine.commit_time(now, last)
     minor = to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
-    running = total + minor
-    conn.execute(sql.LEDGER_UPDATE, (running, at, hold.key))
+    row = conn.execute(sql.LEDGER_COMMIT, (minor, now, hold.key)).fetchone()
+    if row is None:  # a hold always creates its ledger; be safe with old files
+        conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
+        row = conn.execute(sql.LEDGER_COMMIT, (minor, now, hold.key)).fetchone()
+    running, at = row
     conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
     if hold.state == "committed" and hold.committed_at == at:
         return hold  # machine.to_commit made it already, at this time
     return hold.committed(at)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: str) -> tuple[int, int] | None:
     """Return what identifies the file at *path* (device, inode), or ``None`` if it is gone."""
     try:
         stat = os.stat(path)  # noqa: PTH116 - not Path.stat: this runs on every store call
