@@ -119,7 +119,7 @@ class AsyncPayoutGuard(GuardBase):
             InvalidPayoutRequest: the request itself is malformed.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
-        decision = await arun(self.core.check(request), self._perform)
+        decision, _ = await arun(self.core.check(request), self._perform)
         self.core.emit(decision)
         return decision
 

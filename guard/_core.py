@@ -270,15 +270,21 @@ class Core:
         self.clocks = clocks
         self.log = structlog.get_logger("payout_guard")
 
-    def check(self, request: Request) -> Flow[Decision]:
-        """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``."""
-        # judge(request), one generator level less: every step of every check passes here.
-        decision, _ = yield from self._judge_balance(request, fresh=False, clear=True)
-        if not decision.allowed and "stale_balance" in decision.codes:
-            decision, _ = yield from self._judge_balance(request, fresh=True, clear=True)
-        if request.payout_id is not None:
-            decision = yield from self._unless_taken(request.payout_id, decision)
-        return decision
+    def check(self, request: Request) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``.
+
+        Ends with the decision and the balance it was judged on (as :meth:`judge`).
+        """
+        if request.payout_id is None:
+            return self.judge(request)  # the flow itself: no generator around it per check
+        return self._check_id(request, request.payout_id)
+
+    def _check_id(
+        self, request: Request, payout_id: str
+    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        decision, snapshot = yield from self.judge(request)
+        decision = yield from self._unless_taken(payout_id, decision)
+        return decision, snapshot
 
     def max_payable(self, request: Request) -> Flow[Decimal]:
         """Return the largest amount the rules allow now (*request* is a probe, fee 0)."""
@@ -361,21 +367,6 @@ class Core:
         now_held = yield GetHold(payout_id)
         return None if now_held is None else now_held.public()
 
-    def judge(
-        self, request: Request, *, clear: bool = True
-    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
-        """Judge *request*; return the decision and the balance it was judged on.
-
-        With *clear* (the default), a payout every rule allows is decided without verdicts
-        (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
-        judged once more, on a fresh one.
-        """
-        judged = yield from self._judge_balance(request, fresh=False, clear=clear)
-        if not judged[0].allowed and "stale_balance" in judged[0].codes:
-            # The cache may hold an old answer: judge a stale balance once more, fresh.
-            judged = yield from self._judge_balance(request, fresh=True, clear=clear)
-        return judged
-
     def emit(self, decision: Decision) -> None:
         """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
         record(decision)
@@ -389,74 +380,89 @@ class Core:
                 amount=str(hold.held), currency=hold.currency,
             )
 
-    def _judge_balance(
-        self, request: Request, *, fresh: bool, clear: bool
+    def judge(
+        self, request: Request, *, clear: bool = True
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        """Judge *request*; return the decision and the balance it was judged on.
+
+        With *clear* (the default), a payout every rule allows is decided without verdicts
+        (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
+        judged once more, on a fresh one. One generator, no flow inside it: every step of
+        every check passes through here.
+        """
         provider = self.provider
-        try:
-            fetched: Fetched = yield _fetch_step(request.currency, fresh)
-        except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
-            return self._unavailable(request, exc), None
-        now = self.clocks.time()
-        snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
-        if snapshot is None:
-            reason = _reasons.not_held_reason(provider, request.currency, request.account)
-            return _judge.denial(
-                request, reason, mode=self.mode, provider=provider, now=now
-            ), None
-        # Holds live under the account actually judged, however the caller named it.
-        key = balance_key(provider, snapshot.account, request.currency)
-        as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
-        since = counted_since(as_of, now, self.settle_lag)
-        # Its age on the monotonic clock: how old it was on arrival, plus the time since.
-        age = max(0.0, fetched.received_at - as_of) + max(
-            0.0, self.clocks.monotonic() - fetched.received_mono
-        )
-        try:
-            reserved: Decimal = yield ReadHeld(key, since, now)
-        except StoreUnavailable as exc:
-            self.log.warning("payout_guard.store_unavailable", store=exc.store,
-                             currency=request.currency)
-            return _judge.denial(
-                request, _reasons.store_reason(request.currency, exc), mode=self.mode,
-                provider=provider, now=now, balance=snapshot,
-            ), None
-        facts = Facts.trusted(
-            request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-            snapshot.total, reserved, age, provider, request.account,
-        )
-        try:
-            verdict = self._ruling(facts, clear=clear)
-        except Exception as exc:
-            self.log.exception("payout_guard.rule_error", error=type(exc).__name__,
-                               currency=request.currency)
-            return _judge.denial(
-                request, _reasons.rule_error_reason(exc), mode=self.mode, provider=provider,
-                now=now, balance=snapshot,
-            ), snapshot
-        if isinstance(verdict, Clearance):
-            return _skewed(_judge.from_clearance(
-                request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-                reserved=reserved, now=now,
-            ), provider, fetched.skew), snapshot
-        holds: tuple[HoldSummary, ...] = ()
-        more_holds = False
-        if verdict.denies and reserved:
-            # Only a denial explains itself with the holds; listing them costs a store read,
-            # so ask for one more than is shown, just to know whether there are more.
+        fresh = False
+        while True:
             try:
-                listed: list[Hold] = yield ListHolds(key, since, now, _SHOWN_HOLDS + 1)
-            except StoreUnavailable:
-                listed = []  # the denial stands; only its list of holds is missing
-            more_holds = len(listed) > _SHOWN_HOLDS
-            holds = tuple(
-                HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
-                for h in listed[:_SHOWN_HOLDS]
+                fetched: Fetched = yield (
+                    _FETCH_STEPS.get((request.currency, fresh))
+                    or _fetch_step(request.currency, fresh)
+                )
+            except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
+                return self._unavailable(request, exc), None
+            now = self.clocks.time()
+            snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
+            if snapshot is None:
+                reason = _reasons.not_held_reason(provider, request.currency, request.account)
+                return _judge.denial(
+                    request, reason, mode=self.mode, provider=provider, now=now
+                ), None
+            # Holds live under the account actually judged, however the caller named it.
+            key = balance_key(provider, snapshot.account, request.currency)
+            as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
+            since = counted_since(as_of, now, self.settle_lag)
+            # Its age on the monotonic clock: how old it was on arrival, plus the time since.
+            age = max(0.0, fetched.received_at - as_of) + max(
+                0.0, self.clocks.monotonic() - fetched.received_mono
             )
-        return _skewed(_judge.from_verdict(
-            request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-            reserved=reserved, now=now, holds=holds, more_holds=more_holds,
-        ), provider, fetched.skew), snapshot
+            try:
+                reserved: Decimal = yield ReadHeld(key, since, now)
+            except StoreUnavailable as exc:
+                self.log.warning("payout_guard.store_unavailable", store=exc.store,
+                                 currency=request.currency)
+                return _judge.denial(
+                    request, _reasons.store_reason(request.currency, exc), mode=self.mode,
+                    provider=provider, now=now, balance=snapshot,
+                ), None
+            facts = Facts.trusted(
+                request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
+                snapshot.total, reserved, age, provider, request.account,
+            )
+            try:
+                verdict = self._ruling(facts, clear=clear)
+            except Exception as exc:
+                self.log.exception("payout_guard.rule_error", error=type(exc).__name__,
+                                   currency=request.currency)
+                return _judge.denial(
+                    request, _reasons.rule_error_reason(exc), mode=self.mode, provider=provider,
+                    now=now, balance=snapshot,
+                ), snapshot
+            if isinstance(verdict, Clearance):
+                return _skewed(_judge.from_clearance(
+                    request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+                    reserved=reserved, now=now,
+                ), provider, fetched.skew), snapshot
+            holds: tuple[HoldSummary, ...] = ()
+            more_holds = False
+            if verdict.denies and reserved:
+                # Only a denial explains itself with the holds; listing them costs a store read,
+                # so ask for one more than is shown, just to know whether there are more.
+                try:
+                    listed: list[Hold] = yield ListHolds(key, since, now, _SHOWN_HOLDS + 1)
+                except StoreUnavailable:
+                    listed = []  # the denial stands; only its list of holds is missing
+                more_holds = len(listed) > _SHOWN_HOLDS
+                holds = tuple(
+                    HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
+                    for h in listed[:_SHOWN_HOLDS]
+                )
+            decision = _skewed(_judge.from_verdict(
+                request, verdict, mode=self.mode, provider=provider, balance=snapshot,
+                reserved=reserved, now=now, holds=holds, more_holds=more_holds,
+            ), provider, fetched.skew)
+            if fresh or decision.allowed or "stale_balance" not in decision.codes:
+                return decision, snapshot
+            fresh = True  # the cache may hold an old answer: judge a stale balance, fresh
 
     def _ruling(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
         """Return the clearance of *facts*, or every rule's verdict when there is none.
