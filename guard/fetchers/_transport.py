@@ -107,6 +107,8 @@ def _watched() -> Watch | None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
+    """A connection the current attempt's watch can cut; the HTTPS one inherits it."""
+
     def connect(self) -> None:
         if (watch := _watched()) is not None:
             watch.track(self)
@@ -118,16 +120,8 @@ class _WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        if (watch := _watched()) is not None:
-            watch.track(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        if (watch := _watched()) is not None:
-            watch.track(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    """The same for HTTPS: the watching comes first in the method order, TLS after it."""
 
 
 class _WatchedHTTPConnectionPool(HTTPConnectionPool):
