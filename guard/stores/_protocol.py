@@ -24,11 +24,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from rules.money import ADD
 
-__all__ = ["Hold", "HoldOutcome", "HoldState", "ReservationStore", "balance_key", "total_held"]
+__all__ = [
+    "FleetStore",
+    "Hold",
+    "HoldOutcome",
+    "HoldState",
+    "ReservationStore",
+    "Shared",
+    "balance_key",
+    "gcra",
+    "total_held",
+]
 
 HoldState = Literal["pending", "committed", "uncertain"]
 
@@ -208,3 +218,89 @@ class ReservationStore(Protocol):
     def close(self) -> None:
         """Release connections or files; the store is not used afterwards."""
         ...
+
+
+@runtime_checkable
+class CommittedTotals(Protocol):
+    """A store that can say what this merchant's own payouts recently sent (``FrozenFunds``)."""
+
+    def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the sum of ``held`` over the holds on *key* committed after *since*.
+
+        Cheap however many holds the key keeps (one index seek: commit times never go
+        backwards on a key, and each commit records the key's running total).
+        """
+        ...
+
+
+class Shared(NamedTuple):
+    """A value a fleet shares through its store (a balance fetched by one of its processes).
+
+    Attributes:
+        payload: The text written (``BalanceCache`` writes JSON, amounts as strings).
+        age: Seconds since it was written, on the store's own clock (so hosts whose clocks
+            disagree still agree on how old it is).
+    """
+
+    payload: str
+    age: float
+
+
+@runtime_checkable
+class FleetStore(Protocol):
+    """A store through which processes and hosts share balances, fetches and a request budget.
+
+    ``SqliteReservations`` (one host) and ``RedisReservations`` (any number of hosts) are
+    fleet stores. Names are short strings made by the guard (``"bal|luxcore|ARS"``); every
+    method is one atomic step, and every time is the store's own clock (the Redis server's
+    ``TIME``; the host clock for SQLite).
+    """
+
+    def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value under *name* (``None``: none) and whether *owner* now leads.
+
+        When there is no value, or it is at least *fresh_for* seconds old, *owner* takes the
+        lease on *name* for *lease_ttl* seconds unless another owner holds an unexpired one;
+        the second item says whether *owner* holds the lease after this call (it should then
+        fetch and ``write_shared``; the others wait and read again). A value is returned
+        however old it is, until its ``keep`` ends.
+        """
+        ...
+
+    def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Store *payload* under *name* (age 0 now) for *keep* seconds; drop *owner*'s lease."""
+        ...
+
+    def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads)."""
+        ...
+
+    def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait.
+
+        The budget lets through at most *per_minute* requests in any 60 seconds (``gcra``).
+        When it is spent nothing is taken, and the answer is how long until a request would
+        be let through.
+        """
+        ...
+
+
+def gcra(tat: float | None, now: float, per_minute: int) -> tuple[float, float]:
+    """Return the budget's new state and the wait: ``(tat, 0.0)`` taken, ``(tat, wait)`` not.
+
+    The generic cell rate algorithm with a burst of a tenth of the minute's requests (at least
+    one). *tat* is the budget's stored "theoretical arrival time" (``None``: never used). The
+    interval between requests is ``60 / (per_minute - burst + 1)``, so however the requests
+    fall, no 60 seconds see more than *per_minute* of them: a provider limit of 100 a minute
+    with a budget of 90 is never reached. Stores keep *tat* and run this atomically (the Redis
+    script mirrors it line for line).
+    """
+    burst = max(1, per_minute // 10)
+    interval = 60.0 / (per_minute - burst + 1)
+    tolerance = (burst - 1) * interval
+    start = now if tat is None or tat < now else tat
+    if start - now > tolerance:
+        return start, start - tolerance - now
+    return start + interval, 0.0
