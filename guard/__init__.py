@@ -10,6 +10,7 @@ from guard._protect import Decorator
 from guard._reservation import AsyncReservation, Reservation
 from guard._sync import PayoutGuard
 from guard.errors import (
+    BudgetSpent,
     ConfigurationError,
     GuardError,
     InvalidPayoutRequest,
@@ -28,6 +29,7 @@ __all__ = [
     "AsyncPayoutGuard",
     "AsyncReservation",
     "BalanceSnapshot",
+    "BudgetSpent",
     "Clock",
     "Clocks",
     "ConfigurationError",

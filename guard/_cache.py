@@ -1,24 +1,41 @@
-"""A short-lived balance cache in which concurrent misses share one provider request.
+"""The balance cache: concurrent misses share one provider request, in a process and in a fleet.
 
-A payout run of thousands must cost a handful of balance calls (LuxCore allows about 100 a
-minute per key). Entries live ``ttl`` seconds on the guard's monotonic clock (a wall clock
-stepping neither keeps a balance forever nor drops it early); while one thread fetches a
-currency, the others asking for it wait for that same fetch (single flight), bounded by
-``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
+A payout run of thousands must cost a handful of balance calls (LuxCore allows 100 a minute
+per key). Three layers stand between a check and the provider:
+
+1. **This process's entries.** A balance lives ``ttl`` seconds on the guard's monotonic clock
+   (a wall clock stepping neither keeps a balance forever nor drops it early). While one
+   thread fetches a currency, the others wait for that same fetch (single flight), bounded by
+   ``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
+2. **The fleet's entries** (with a ``FleetStore``: SQLite, Redis). A miss reads the balance
+   another process wrote; when it is missing or old, one process takes a short lease and
+   fetches, the others wait for what it writes (bounded by the fetch deadline) and read it.
+3. **The request budget.** No request is sent beyond ``requests_per_minute`` for the provider
+   key, counted in the fleet store when there is one (else in this process). With the budget
+   spent, the newest balance still within ``stale_limit`` seconds is used; without one, the
+   fetch fails with ``BudgetSpent`` (the guard denies ``balance_unavailable``, retryable, with
+   ``retry_after``).
+
+Each fetch records ``requested_at``, the local time its request was sent: the provider computed
+that balance after that instant, which is what settle accounting needs. A snapshot stamped later
+than its arrival (a provider clock ahead of ours) is kept at the arrival time, and the skew is
+remembered for the decision's ``clock_skew`` warning.
+
+After a commit, ``refresh_soon`` asks for a balance requested after it (so the committed hold
+stops counting sooner), once the current one is ``within`` seconds old. A balance another
+process fetched after the commit serves as well: a fleet refreshes once, not once per process.
 
 The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``.
-
-Each fetch is stamped with its local receive time. A snapshot stamped later than that (a
-provider clock ahead of ours) is kept at the receive time, and the skew is remembered for the
-decision's ``clock_skew`` warning: a balance from the future would otherwise stop holds
-counting and never grow old.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -30,11 +47,12 @@ import structlog
 
 from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
-from guard.errors import ProviderUnavailable
+from guard.errors import BudgetSpent, ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
+from guard.stores._protocol import FleetStore, Shared, gcra
 from rules.money import money_context
 
-__all__ = ["SKEW_WARNING", "BalanceCache", "FetchOutcome", "Fetched"]
+__all__ = ["SKEW_WARNING", "BalanceCache", "Budget", "FetchOutcome", "Fetched", "LocalBudget"]
 
 # currency -> account -> snapshot; an empty inner dict records "currency not held".
 _ByAccount = dict[str | None, BalanceSnapshot]
@@ -46,22 +64,29 @@ SKEW_WARNING = 30.0
 _log = structlog.get_logger("payout_guard")
 # What _join hands back beside a fresh entry: no fetch to wait for.
 _DONE: Future[dict[str, Fetched]] = Future()
+# How often a process waiting on another's fetch reads the fleet store again.
+_POLL = 0.05
+
+Budget = Callable[[], float]
+"""Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
 
 
 class Fetched(NamedTuple):
-    """One currency's snapshots and when they arrived here.
+    """One currency's snapshots and when they were asked for and arrived here.
 
     Attributes:
         by_account: Account -> snapshot (``as_of`` never later than ``received_at``).
         received_at: Wall time of arrival, seconds since the epoch.
         received_mono: Monotonic time of arrival (for the balance's age).
         skew: Seconds the provider's stamp was ahead of ``received_at`` (0 when not ahead).
+        requested_at: Wall time the request was sent: the balance was computed after it.
     """
 
     by_account: _ByAccount
     received_at: float
     received_mono: float
     skew: float
+    requested_at: float
 
 
 class FetchOutcome(NamedTuple):
@@ -80,16 +105,51 @@ class FetchOutcome(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    fetched: float
-    expires: float
+    fetched: float  # monotonic time the balance arrived (here, or in the process that fetched)
+    expires: float  # monotonic time it stops being fresh
     found: Fetched
+
+
+class LocalBudget:
+    """A request budget kept by one guard in this process (for stores that share none)."""
+
+    def __init__(self, per_minute: int, monotonic: Callable[[], float]) -> None:
+        self._per_minute = per_minute
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._tat: float | None = None
+
+    def __call__(self) -> float:
+        """Take one request: 0.0, or the seconds until one is free (nothing taken)."""
+        with self._lock:
+            tat, wait = gcra(self._tat, self._monotonic(), self._per_minute)
+            if not wait:
+                self._tat = tat
+            return wait
+
+
+def shared_budget(store: FleetStore, name: str, per_minute: int) -> Budget:
+    """Return the budget *name* kept in *store*, shared by every process that uses it."""
+    return lambda: store.spend(name, per_minute=per_minute)
+
+
+def _unlimited() -> float:
+    return 0.0
 
 
 class BalanceCache:
     """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time.
 
-    *clock* gives the monotonic time entries expire on and the wall time they arrived at;
-    *wait_timeout* bounds how long a check waits for another thread's fetch.
+    Args:
+        fetcher: Where balances come from.
+        ttl: Seconds a balance is fresh.
+        clock: The monotonic time entries expire on and the wall time they arrived at.
+        wait_timeout: How long a check waits for another thread's (or process's) fetch.
+        share: The fleet store balances are shared through (``None``: this process only).
+        name: What the provider key's shared balances and budget are named by.
+        budget: Takes one request from the provider key's budget (default: unlimited).
+        stale_limit: Seconds old a balance may be and still be used while the budget is
+            spent (``MaxBalanceAge``'s limit, or the guard's ``max_stale``).
     """
 
     def __init__(
@@ -99,19 +159,36 @@ class BalanceCache:
         ttl: float,
         clock: Clock | None = None,
         wait_timeout: float = 60.0,
+        share: FleetStore | None = None,
+        name: str = "",
+        budget: Budget | None = None,
+        stale_limit: float = 60.0,
     ) -> None:
         self._fetcher = fetcher
         self._ttl = ttl
         self._clocks = clocks_of(clock)
         self._clock = self._clocks.monotonic
         self._wait_timeout = wait_timeout
+        self._share = share
+        self._name = name or fetcher.name
+        self._budget = budget or _unlimited
+        self._stale_limit = stale_limit
+        # Who this cache is when it leads a fetch for the fleet (never shown anywhere).
+        self._owner = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, Future[dict[str, Fetched]]] = {}
+        # currency -> monotonic time of the latest commit a fresher balance is wanted for
+        self._committed: dict[str, float] = {}
         self.last_fetch: FetchOutcome | None = None
         """How the last request to the provider ended (``None`` before the first)."""
         self.last_failure: FetchOutcome | None = None
         """How the last failed request to the provider ended (``None`` if none failed)."""
+
+    @property
+    def shared(self) -> bool:
+        """Return whether balances are shared through a fleet store."""
+        return self._share is not None
 
     def get(self, currency: str, *, force: bool = False) -> _ByAccount:
         """Return *currency*'s snapshots by account (empty if the provider does not hold it).
@@ -126,9 +203,7 @@ class BalanceCache:
         return self.get_fetched(currency, force=force).by_account
 
     def get_fetched(self, currency: str, *, force: bool = False) -> Fetched:
-        """Return *currency*'s snapshots with their arrival time (see :meth:`get`)."""
-        if self._ttl <= 0:
-            return self._fetch(currency)[currency]
+        """Return *currency*'s snapshots with their times (see :meth:`get`)."""
         if not force:
             # A fresh entry is read without the lock (see _join), here without even a call:
             # this is every cached check.
@@ -139,14 +214,11 @@ class BalanceCache:
         if fresh is not None:
             return fresh
         if leader:
-            return self._lead(currency, future)[currency]
+            return self._lead(currency, future, force)[currency]
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
-            raise ProviderUnavailable(
-                f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
-                provider=self._fetcher.name,
-            ) from None
+            raise self._gave_up() from None
         return found[currency]
 
     async def aget_fetched(
@@ -159,24 +231,24 @@ class BalanceCache:
         pool). Awaiting tasks share one fetch, and give up after ``wait_timeout`` with
         ``ProviderUnavailable``; a cancelled task leaves the fetch running for the others.
         """
-        if self._ttl <= 0:
-            future: Future[dict[str, Fetched]] = submit(self._fetch, currency)
-        else:
-            fresh, future, leader = self._join(currency, force=force)
-            if fresh is not None:
-                return fresh
-            if leader:
-                submit(self._lead, currency, future)
+        fresh, future, leader = self._join(currency, force=force)
+        if fresh is not None:
+            return fresh
+        if leader:
+            submit(self._lead, currency, future, force)
         try:
             found = await asyncio.wait_for(
                 asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
             )
         except TimeoutError:
-            raise ProviderUnavailable(
-                f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
-                provider=self._fetcher.name,
-            ) from None
+            raise self._gave_up() from None
         return found[currency]
+
+    def _gave_up(self) -> ProviderUnavailable:
+        return ProviderUnavailable(
+            f"gave up waiting {self._wait_timeout}s for a balance fetch in progress",
+            provider=self._fetcher.name,
+        )
 
     def _join(
         self, currency: str, *, force: bool
@@ -202,35 +274,165 @@ class BalanceCache:
             return None, future, True
 
     def refresh_soon(self, currency: str, within: float) -> None:
-        """Let *currency*'s cached balance live at most *within* seconds after its fetch.
+        """Ask for a balance of *currency* requested after now, once the current is *within* old.
 
-        A committed payout changes the provider's balance, so a fresher one is worth having;
-        but a run of thousands of payouts must not turn into thousands of balance requests
-        (LuxCore allows about 100 a minute). The committed hold keeps counting meanwhile, so
-        nothing is overspent while the older balance is still used.
+        A committed payout changes the provider's balance, so a fresher one is worth having
+        (its hold stops counting once a balance can show it); but a run of thousands of
+        payouts must not turn into thousands of requests. The committed hold keeps counting
+        meanwhile, so nothing is overspent while the older balance is still used.
         """
         with self._lock:
+            self._committed[currency] = self._clock()
             entry = self._entries.get(currency)
             if entry is not None and entry.expires > entry.fetched + within:
                 self._entries[currency] = _Entry(
                     entry.fetched, entry.fetched + within, entry.found
                 )
 
-    def _lead(self, currency: str, future: Future[dict[str, Fetched]]) -> dict[str, Fetched]:
+    def _lead(
+        self, currency: str, future: Future[dict[str, Fetched]], force: bool = False
+    ) -> dict[str, Fetched]:
         try:
-            found = self._fetch(currency)
+            found, fresh_for = self._obtain(currency, force=force)
         except BaseException as exc:
             with self._lock:
                 del self._inflight[currency]
             future.set_exception(exc)
             raise
-        fetched = self._clock()
+        now = self._clock()
         with self._lock:
             for code, one in found.items():
-                self._entries[code] = _Entry(fetched, fetched + self._ttl, one)
+                life = fresh_for if code == currency else self._ttl
+                self._entries[code] = _Entry(one.received_mono, now + life, one)
+            wanted = self._committed.get(currency)
+            if wanted is not None and found[currency].received_mono > wanted:
+                del self._committed[currency]  # this balance came after the commit
             del self._inflight[currency]
         future.set_result(found)
         return found
+
+    def _obtain(self, currency: str, *, force: bool) -> tuple[dict[str, Fetched], float]:
+        """Return *currency*'s balances (and any fetched with it), and how long they are fresh.
+
+        From the fleet when balances are shared, else fetched within the budget.
+        """
+        if self._share is not None and self._ttl > 0:
+            return self._from_fleet(self._share, currency, force=force)
+        wait = self._budget()
+        if wait:
+            return self._spent(currency, wait, self._entries.get(currency))
+        return self._fetch(currency), self._ttl
+
+    def _fresh_for(self, currency: str, *, force: bool) -> float:
+        """Return how old a balance may be and still serve *currency* now."""
+        if force:
+            return 0.0
+        committed = self._committed.get(currency)
+        if committed is None:
+            return self._ttl
+        # A balance fetched after our latest commit, or one fresh enough anyway.
+        return min(self._ttl, max(self._clock() - committed, 0.0))
+
+    def _from_fleet(
+        self, share: FleetStore, currency: str, *, force: bool
+    ) -> tuple[dict[str, Fetched], float]:
+        """Read *currency*'s balance from the fleet store, fetching it when this process leads.
+
+        A balance written after this process started waiting is taken however fresh it was
+        asked to be: it is the fetch that was waited for.
+        """
+        name = f"{self._name}|{currency}"
+        fresh_for = self._fresh_for(currency, force=force)
+        started = self._clock()
+        ends = started + self._wait_timeout
+        while True:
+            shared, leads = share.read_shared(
+                name, owner=self._owner, lease_ttl=self._wait_timeout,
+                fresh_for=max(fresh_for, 0.001),
+            )
+            waited = self._clock() - started
+            if shared is not None and shared.age < max(fresh_for, waited):
+                found = self._decoded(shared, currency)
+                return {currency: found}, max(self._ttl - shared.age, 0.0)
+            if leads:
+                return self._fetch_for_fleet(share, name, currency, shared)
+            if self._clock() >= ends:
+                raise self._gave_up()
+            time.sleep(_POLL)
+
+    def _fetch_for_fleet(
+        self, share: FleetStore, name: str, currency: str, shared: Shared | None
+    ) -> tuple[dict[str, Fetched], float]:
+        """Fetch *currency* for the fleet (this process holds the lease) and write it."""
+        try:
+            wait = self._budget()
+            if wait:
+                newest = None if shared is None else self._decoded(shared, currency)
+                local = self._entries.get(currency)
+                if newest is None or (local is not None
+                                      and local.found.received_mono > newest.received_mono):
+                    newest = None if local is None else local.found
+                share.drop_lease(name, owner=self._owner)
+                return self._spent(currency, wait, None if newest is None else _Entry(
+                    newest.received_mono, newest.received_mono, newest))
+            found = self._fetch(currency)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                share.drop_lease(name, owner=self._owner)
+            raise
+        keep = max(self._ttl, self._stale_limit) + self._wait_timeout
+        share.write_shared(name, self._encoded(found[currency]), keep=keep, owner=self._owner)
+        return found, self._ttl
+
+    def _spent(
+        self, currency: str, wait: float, newest: _Entry | None
+    ) -> tuple[dict[str, Fetched], float]:
+        """Return the newest balance young enough to use while the budget is spent, or raise.
+
+        Raises:
+            BudgetSpent: no balance within ``stale_limit`` seconds is at hand.
+        """
+        if newest is not None and self._clock() - newest.found.received_mono <= self._stale_limit:
+            _log.info("payout_guard.budget_spent", provider=self._fetcher.name,
+                      currency=currency, retry_after=round(wait, 3), used="cached")
+            return {currency: newest.found}, min(wait, self._ttl)
+        _log.warning("payout_guard.budget_spent", provider=self._fetcher.name,
+                     currency=currency, retry_after=round(wait, 3), used="none")
+        raise BudgetSpent(
+            f"the request budget for this provider key is spent and no {currency} balance "
+            f"younger than {self._stale_limit:g}s is at hand; no request was sent",
+            provider=self._fetcher.name, retry_after=wait,
+        )
+
+    def _encoded(self, found: Fetched) -> str:
+        """Return *found* as the text the fleet shares: amounts as strings, times relative."""
+        wall = self._clocks.time()
+        return json.dumps({
+            "snapshots": [s.model_dump(mode="json") for s in found.by_account.values()],
+            "requested_ago": wall - found.requested_at,
+            "received_ago": wall - found.received_at,
+            "skew": found.skew,
+        })
+
+    def _decoded(self, shared: Shared, currency: str) -> Fetched:
+        """Return the balance another process shared, its times on this process's clocks.
+
+        Times travel as durations (how long before the write it was asked for and arrived)
+        and the store says how long ago it was written: hosts whose clocks disagree still
+        agree on when the balance was asked for.
+        """
+        data = json.loads(shared.payload)
+        with money_context():
+            snapshots = [BalanceSnapshot.model_validate(s) for s in data["snapshots"]]
+        wall, mono = self._clocks.time(), self._clock()
+        written = shared.age
+        received_ago = written + float(data["received_ago"])
+        requested = wall - written - float(data["requested_ago"])
+        stamp = {"requested_at": datetime.fromtimestamp(requested, UTC)}
+        return Fetched(
+            {s.account: s.model_copy(update=stamp) for s in snapshots if s.currency == currency},
+            wall - received_ago, mono - received_ago, float(data["skew"]), requested,
+        )
 
     def probe(self) -> None:
         """Ask the provider for every balance once, only to record whether it answers.
@@ -255,9 +457,11 @@ class BalanceCache:
         return snapshots
 
     def _fetch(self, currency: str) -> dict[str, Fetched]:
+        requested = self._clocks.time()
         snapshots = self._recorded(currency)
         wall, mono = self._clocks.time(), self._clocks.monotonic()
         received = datetime.fromtimestamp(wall, UTC)
+        stamp = {"requested_at": datetime.fromtimestamp(requested, UTC)}
         grouped: _Found = {currency: {}}
         skews: dict[str, float] = {}
         for snap in snapshots:
@@ -265,7 +469,10 @@ class BalanceCache:
             if ahead > 0:
                 # Stamped in our future: use it as of its arrival, and say by how much.
                 skews[snap.currency] = max(skews.get(snap.currency, 0.0), ahead)
-                snap = snap.model_copy(update={"as_of": received})  # noqa: PLW2901 - clamped
+                update = {**stamp, "as_of": received}
+            else:
+                update = stamp
+            snap = snap.model_copy(update=update)  # noqa: PLW2901 - stamped
             grouped.setdefault(snap.currency, {})[snap.account] = snap
         worst = max(skews.values(), default=0.0)
         if worst > SKEW_WARNING:
@@ -274,6 +481,6 @@ class BalanceCache:
                 skew_seconds=round(worst, 3), currencies=sorted(skews),
             )
         return {
-            code: Fetched(by_account, wall, mono, skews.get(code, 0.0))
+            code: Fetched(by_account, wall, mono, skews.get(code, 0.0), requested)
             for code, by_account in grouped.items()
         }

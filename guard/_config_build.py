@@ -67,6 +67,19 @@ class NamedFetcher:
     def __repr__(self) -> str:
         return f"NamedFetcher({self._name!r}, {self.inner!r})"
 
+    def __getattr__(self, name: str) -> Any:
+        # The inner fetcher's options the guard reads (deadline, requests_per_minute,
+        # settle_lag): only public ones, so nothing private leaks through the wrapper.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def budget_name(self) -> str:
+        """Return the inner fetcher's budget name under the configured provider name."""
+        inner = getattr(self.inner, "budget_name", None)
+        return self._name if not isinstance(inner, str) else f"{self._name}:{inner}"
+
     def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
         """Return the inner fetcher's balances, relabelled with the configured name."""
         return [

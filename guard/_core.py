@@ -48,6 +48,7 @@ __all__ = [
     "GetHold",
     "ListHolds",
     "MarkUncertain",
+    "ReadCommitted",
     "ReadHeld",
     "Release",
     "Reserved",
@@ -66,6 +67,7 @@ _SHOWN_HOLDS = 20
 _ATTEMPTS = 5
 # The room given to a hold taken without a balance (fail_open): counted, never capped.
 _NO_CEILING = Decimal(10) ** 12
+_ZERO = Decimal(0)
 
 
 # -- the steps a flow asks for -------------------------------------------------------------
@@ -86,6 +88,14 @@ class ReadHeld(NamedTuple):
 
     key: str
     counted_since: float
+    now: float
+
+
+class ReadCommitted(NamedTuple):
+    """Read what the holds on *key* committed after *since* take (``store.committed``)."""
+
+    key: str
+    since: float
     now: float
 
 
@@ -145,7 +155,10 @@ class Resolve(NamedTuple):
     now: float
 
 
-StoreStep = ReadHeld | ListHolds | GetHold | TryHold | Commit | Release | MarkUncertain | Resolve
+StoreStep = (
+    ReadHeld | ReadCommitted | ListHolds | GetHold | TryHold | Commit | Release | MarkUncertain
+    | Resolve
+)
 Step = FetchBalances | StoreStep
 Flow = Generator[Step, Any, T]
 
@@ -153,6 +166,7 @@ Flow = Generator[Step, Any, T]
 # for one on asyncio (an awaitable answer).
 _STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
     ReadHeld: lambda store, s: store.reserved(s.key, counted_since=s.counted_since, now=s.now),
+    ReadCommitted: lambda store, s: store.committed(s.key, since=s.since, now=s.now),
     ListHolds: lambda store, s: store.holds(
         s.key, counted_since=s.counted_since, now=s.now, limit=s.limit
     ),
@@ -248,8 +262,11 @@ class Core:
         rules: The rules (``SufficientFunds`` among them).
         mode: ``"enforce"`` or ``"dry_run"``.
         fail_open: Allow, with a warning, when no balance can be read.
-        settle_lag: Seconds a sent payout keeps counting against an older balance.
+        settle_lag: Seconds a sent payout keeps counting against a balance requested after it.
         clocks: Wall time for timestamps, monotonic time for ages.
+        own_window: Seconds our own committed payouts are taken to explain frozen funds
+            (``Facts.own_in_flight``); ``None`` when no rule looks at frozen funds (the store
+            is then not asked).
     """
 
     def __init__(
@@ -261,8 +278,10 @@ class Core:
         fail_open: bool,
         settle_lag: float,
         clocks: Clocks,
+        own_window: float | None = None,
     ) -> None:
         self.provider = provider
+        self.own_window = own_window
         self.rules = rules
         self.mode: Mode = mode
         self.fail_open = fail_open
@@ -318,7 +337,7 @@ class Core:
                 # Caps fall at most one for one as holds grow, so judged with `reserved` held,
                 # the payout stays allowed while the counting holds stay within this.
                 ceiling = decision.reserved + decision.max_payable + request.fee
-                since = counted_since(snapshot.as_of.timestamp(), now, self.settle_lag)
+                since = counted_since(_requested(snapshot), now, self.settle_lag)
             wanted = Hold(
                 payout_id=payout_id, key=balance_key(self.provider, account, request.currency),
                 currency=request.currency, amount=request.amount, fee=request.fee,
@@ -398,6 +417,13 @@ class Core:
                     _FETCH_STEPS.get((request.currency, fresh))
                     or _fetch_step(request.currency, fresh)
                 )
+            except StoreUnavailable as exc:  # the fleet store sharing the balances
+                self.log.warning("payout_guard.store_unavailable", store=exc.store,
+                                 currency=request.currency)
+                return _judge.denial(
+                    request, _reasons.store_reason(request.currency, exc), mode=self.mode,
+                    provider=provider, now=self.clocks.time(),
+                ), None
             except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
                 return self._unavailable(request, exc), None
             now = self.clocks.time()
@@ -410,7 +436,8 @@ class Core:
             # Holds live under the account actually judged, however the caller named it.
             key = balance_key(provider, snapshot.account, request.currency)
             as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
-            since = counted_since(as_of, now, self.settle_lag)
+            # A payout committed settle_lag before the request can show in this balance.
+            since = counted_since(fetched.requested_at, now, self.settle_lag)
             # Its age on the monotonic clock: how old it was on arrival, plus the time since.
             age = max(0.0, fetched.received_at - as_of) + max(
                 0.0, self.clocks.monotonic() - fetched.received_mono
@@ -424,9 +451,18 @@ class Core:
                     request, _reasons.store_reason(request.currency, exc), mode=self.mode,
                     provider=provider, now=now, balance=snapshot,
                 ), None
+            own = _ZERO
+            if self.own_window is not None and snapshot.frozen:
+                try:
+                    own = yield ReadCommitted(key, now - self.own_window, now)
+                except StoreUnavailable as exc:
+                    return _judge.denial(
+                        request, _reasons.store_reason(request.currency, exc), mode=self.mode,
+                        provider=provider, now=now, balance=snapshot,
+                    ), None
             facts = Facts.trusted(
                 request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-                snapshot.total, reserved, age, provider, request.account,
+                snapshot.total, reserved, age, provider, request.account, own,
             )
             try:
                 verdict = self._ruling(facts, clear=clear)
@@ -506,6 +542,12 @@ class Core:
         if existing is None or existing.expired(self.clocks.time()):
             return decision
         return _duplicate(decision, existing)
+
+
+def _requested(snapshot: BalanceSnapshot) -> float:
+    """Return when *snapshot*'s request was sent (its ``as_of`` when it was built by hand)."""
+    at = snapshot.requested_at if snapshot.requested_at is not None else snapshot.as_of
+    return at.timestamp()
 
 
 def _skewed(decision: Decision, provider: str, skew: float) -> Decision:

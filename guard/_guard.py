@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
-from guard._cache import BalanceCache
-from guard._clock import Clock, clocks_of
+from guard._cache import BalanceCache, Budget, LocalBudget, shared_budget
+from guard._clock import Clock, Clocks, clocks_of
 from guard._config_build import configured_guard
 from guard._core import Core
 from guard._health import Health, health_of
@@ -26,18 +26,17 @@ from guard._reservation import DEFAULT_UNCERTAIN_ON, Handling, uncertain_on_opti
 from guard._seconds import seconds
 from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
+from guard.fetchers._checks import check_requests_per_minute
 from guard.fetchers._protocol import BalanceFetcher
-from guard.stores import InMemoryReservations, ReservationStore
-from rules import Rule, RuleSet, SufficientFunds
+from guard.stores import FleetStore, InMemoryReservations, ReservationStore
+from rules import FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource
 
-__all__ = ["COMMIT_REFRESH", "Clock", "GuardBase", "owner_token"]
+__all__ = ["Clock", "GuardBase", "owner_token"]
 
 _ZERO = Decimal(0)
-COMMIT_REFRESH = 1.0
-"""After a commit, a balance older than this many seconds is fetched again."""
 
 Spec = str | Callable[[dict[str, Any]], Any]
 
@@ -67,13 +66,13 @@ class GuardBase:
         fetcher: Where balances come from (a provider fetcher, or ``StaticFetcher`` in tests).
         rules: Rules applied on top of ``SufficientFunds``, which always applies.
         mode: ``"enforce"`` blocks denied payouts; ``"dry_run"`` records what it would do.
-        cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check. A
-            committed payout shortens this to one second after the fetch for its currency.
+        cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check.
         reservations: Where in-flight payouts hold funds (default: in this process's memory).
         fail_open: Allow (with a warning) when no balance can be read. Off by default: a
             provider outage denies with ``balance_unavailable``.
-        settle_lag: Seconds a submitted payout keeps counting against a balance fetched
-            before it could show there.
+        settle_lag: Seconds a sent payout may take to show in a balance: a committed hold stops
+            counting once a balance requested at least this long after its commit is in
+            hand. Default: the fetcher's own (``LuxCoreFetcher`` 2 s, others 30 s).
         hold_ttl: Default seconds a pending hold lives before it stops counting (at most 30
             days).
         uncertain_on: Exceptions that, raised inside a guarded payout, mean the money may
@@ -82,6 +81,18 @@ class GuardBase:
             ``PayoutOutcomeUnknown``). ``PayoutNotSent`` always releases.
         uncertain_ttl: Seconds an uncertain hold keeps counting when nobody resolves it
             (default one hour, at most 30 days); its payout id stays taken afterwards.
+        refresh_after_commit: After a commit, a balance older than this many seconds is
+            fetched again (so the committed hold stops counting sooner), within the request
+            budget; ``None`` turns it off. A fleet sharing balances refreshes once, not once
+            per process.
+        share_balances: Share cached balances and the fetch itself with every process using
+            the same ``SqliteReservations`` or ``RedisReservations`` (default: on with those
+            stores). The fetcher's ``requests_per_minute`` budget is kept in such a store too.
+        max_stale: Seconds old a cached balance may be and still be used when the request
+            budget is spent (``MaxBalanceAge``'s limit instead, when the rules have one).
+        own_payouts_window: Seconds after its commit our own payout still explains frozen
+            funds to ``FrozenFunds`` (default one hour: long enough for a provider to complete
+            it).
         max_workers: Threads the guard owns for blocking work started from an event loop
             (fetches, SQLite); never the loop's default executor.
         clock: The wall clock for timestamps and the monotonic clock for durations (default
@@ -101,12 +112,16 @@ class GuardBase:
         cache_ttl: float = 5.0,
         reservations: ReservationStore | None = None,
         fail_open: bool = False,
-        settle_lag: float = 30.0,
+        settle_lag: float | None = None,
         hold_ttl: float = 300.0,
         uncertain_on: type[BaseException] | tuple[type[BaseException], ...] = (
             DEFAULT_UNCERTAIN_ON
         ),
         uncertain_ttl: float = 3600.0,
+        refresh_after_commit: float | None = 1.0,
+        share_balances: bool | None = None,
+        max_stale: float = 60.0,
+        own_payouts_window: float = 3600.0,
         max_workers: int = 32,
         clock: Clock | None = None,
     ) -> None:
@@ -137,7 +152,10 @@ class GuardBase:
         self.rules = ruleset
         self.mode: Mode = mode
         self.fail_open = bool(fail_open)
-        self.settle_lag = seconds(settle_lag, "settle_lag")
+        self.settle_lag = seconds(
+            getattr(fetcher, "settle_lag", 30.0) if settle_lag is None else settle_lag,
+            "settle_lag",
+        )
         self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True)
         self.uncertain_on = uncertain_on_option(uncertain_on)
         self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True)
@@ -146,11 +164,17 @@ class GuardBase:
             InMemoryReservations() if reservations is None else reservations
         )
         self.clocks = clocks
+        self.refresh_after_commit = (
+            None if refresh_after_commit is None
+            else seconds(refresh_after_commit, "refresh_after_commit")
+        )
+        own_window = seconds(own_payouts_window, "own_payouts_window")
         self.core = Core(provider=fetcher.name, rules=ruleset, mode=mode,
-                         fail_open=self.fail_open, settle_lag=self.settle_lag, clocks=clocks)
-        self.cache = BalanceCache(
-            fetcher, ttl=seconds(cache_ttl, "cache_ttl"), clock=clocks,
-            wait_timeout=_wait_timeout(fetcher),
+                         fail_open=self.fail_open, settle_lag=self.settle_lag, clocks=clocks,
+                         own_window=own_window if _watches_frozen(ruleset) else None)
+        self.cache = _cache_of(
+            fetcher, self.reservations, ttl=seconds(cache_ttl, "cache_ttl"), clocks=clocks,
+            share=share_balances, stale_limit=_stale_limit(ruleset, max_stale),
         )
         self._handling = self.handling(self.runner())
 
@@ -280,8 +304,57 @@ class GuardBase:
                         uncertain_on=self.uncertain_on, on_commit=self.after_commit)
 
     def after_commit(self, currency: str) -> None:
-        """Refresh *currency*'s balance after a commit, at most once per ``COMMIT_REFRESH``."""
-        self.cache.refresh_soon(currency, COMMIT_REFRESH)
+        """Ask for a fresher *currency* balance after a commit (``refresh_after_commit``)."""
+        if self.refresh_after_commit is not None:
+            self.cache.refresh_soon(currency, self.refresh_after_commit)
+
+
+def _cache_of(
+    fetcher: BalanceFetcher,
+    store: ReservationStore,
+    *,
+    ttl: float,
+    clocks: Clocks,
+    share: bool | None,
+    stale_limit: float,
+) -> BalanceCache:
+    """Return the balance cache of a guard: shared through *store* when it can, budgeted.
+
+    Raises:
+        ConfigurationError: *share* is asked for and the store cannot share.
+    """
+    if share is not None and not isinstance(share, bool):
+        raise ConfigurationError(f"must be True or False, got {str(share)[:40]}",
+                                 path="share_balances")
+    fleet = store if isinstance(store, FleetStore) else None
+    if share and fleet is None:
+        raise ConfigurationError(
+            f"balances are shared through SqliteReservations or RedisReservations; this "
+            f"guard's store is {type(store).__name__}", path="share_balances",
+        )
+    name = getattr(fetcher, "budget_name", None)
+    name = name if isinstance(name, str) and name else fetcher.name
+    per_minute = check_requests_per_minute(getattr(fetcher, "requests_per_minute", None))
+    budget: Budget | None = None
+    if per_minute is not None:
+        budget = (LocalBudget(per_minute, clocks.monotonic) if fleet is None
+                  else shared_budget(fleet, f"budget|{name}", per_minute))
+    return BalanceCache(
+        fetcher, ttl=ttl, clock=clocks, wait_timeout=_wait_timeout(fetcher),
+        share=fleet if share is not False else None, name=f"balance|{name}", budget=budget,
+        stale_limit=stale_limit,
+    )
+
+
+def _watches_frozen(rules: RuleSet) -> bool:
+    """Return whether a rule judges frozen funds by their ratio (needs ``own_in_flight``)."""
+    return any(isinstance(rule, FrozenFunds) and rule.max_ratio is not None for rule in rules)
+
+
+def _stale_limit(rules: RuleSet, max_stale: float) -> float:
+    """Return how old a balance may be when the budget is spent: ``MaxBalanceAge``'s limit."""
+    limits = [float(rule.seconds) for rule in rules if isinstance(rule, MaxBalanceAge)]
+    return min(limits) if limits else seconds(max_stale, "max_stale")
 
 
 def _wait_timeout(fetcher: BalanceFetcher) -> float:

@@ -60,6 +60,9 @@ class BalanceSnapshot(BaseModel):
 
     ``frozen`` and ``total`` are ``None`` when the provider does not report them. ``as_of`` is
     the provider's own time when it sends one, otherwise the local receive time (UTC).
+    ``requested_at`` is when the guard sent the request (local time, UTC; ``None`` on a
+    snapshot built by hand): the provider computed the balance after it, so a payout committed
+    ``settle_lag`` seconds before it shows in it.
 
     Raises:
         pydantic.ValidationError: a negative amount, more decimals than the currency has, an
@@ -75,6 +78,7 @@ class BalanceSnapshot(BaseModel):
     total: Decimal | None = None
     as_of: UtcDatetime
     account: str | None = None
+    requested_at: UtcDatetime | None = None
 
     @field_validator("available", "frozen", "total", mode="before")
     @classmethod

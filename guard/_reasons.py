@@ -9,12 +9,19 @@ person needs and calls :func:`reason`, the one constructor.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Literal
 
 from guard._models import Reason, built
 from guard._text import printable
-from guard.errors import ProviderAuthError, ProviderError, StoreUnavailable
+from guard.errors import (
+    BudgetSpent,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    StoreUnavailable,
+)
 from guard.stores import Hold
 
 __all__ = [
@@ -77,6 +84,13 @@ def unavailable_reason(
         "allowed without a balance check because fail_open=True" if allowed
         else "the payout was not sent and can be retried later"
     )
+    details: dict[str, Decimal | str] = {}
+    wait = getattr(exc, "retry_after", None)
+    if isinstance(exc, ProviderRateLimited) and wait is not None:
+        # Seconds, to the millisecond, rounded up: retrying sooner is refused again.
+        details["retry_after"] = Decimal(math.ceil(wait * 1000)).scaleb(-3)
+    if isinstance(exc, BudgetSpent):
+        details["cause"] = "budget"
     return reason(
         code="balance_unavailable",
         message=(
@@ -84,7 +98,7 @@ def unavailable_reason(
         ),
         rule="guard",
         retryable=True,
-        details={},
+        details=details,
     )
 
 

@@ -12,6 +12,7 @@
      +-- ProviderError                            .provider .status .code .attempts
           +-- ProviderAuthError                   credentials, signature, permission, IP list
           +-- ProviderRateLimited                 HTTP 429 / provider "too many requests"
+          |    +-- BudgetSpent                    our own requests_per_minute: nothing sent
           +-- ProviderUnavailable                 network failure, timeout, 5xx, maintenance
           +-- ProviderResponseError               a body we cannot trust: malformed, wrong types
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from guard._models import Decision
 
 __all__ = [
+    "BudgetSpent",
     "ConfigurationError",
     "GuardError",
     "InvalidPayoutRequest",
@@ -194,6 +196,15 @@ class ProviderRateLimited(ProviderError):
     ) -> None:
         super().__init__(message, provider=provider, status=status, code=code, attempts=attempts)
         self.retry_after = retry_after
+
+
+class BudgetSpent(ProviderRateLimited):
+    """The guard's own request budget for the provider key is spent: no request was sent.
+
+    Raised by the balance cache (never by the provider) when ``requests_per_minute`` allows no
+    request now and no balance young enough to use is at hand. ``retry_after`` says when the
+    budget lets one through.
+    """
 
 
 class ProviderUnavailable(ProviderError):

@@ -34,6 +34,8 @@ class Facts:
         age_seconds: How old the balance is.
         provider: Name of the provider the balance came from.
         account: Account or sub-merchant, if the guard was given one.
+        own_in_flight: What this merchant's own payouts committed lately (within the guard's
+            ``own_payouts_window``) take: the provider may still show them as frozen.
 
     Raises:
         TypeError: an amount is not a ``Decimal`` (a ``float`` above all), or the age is not
@@ -51,13 +53,15 @@ class Facts:
     age_seconds: float = 0.0
     provider: str = ""
     account: str | None = None
+    own_in_flight: Decimal = Decimal(0)
     # available - reserved, worked out once: every rule that keeps part of it reads it.
     _spendable: Decimal = field(default=Decimal(0), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Fail here, naming the field, rather than deep inside a rule comparing str to Decimal.
         object.__setattr__(self, "currency", normalize_currency(self.currency))
-        for name in ("amount", "fee", "available", "reserved", "frozen", "total"):
+        for name in ("amount", "fee", "available", "reserved", "frozen", "total",
+                     "own_in_flight"):
             value = getattr(self, name)
             if value is None and name in ("frozen", "total"):
                 continue
@@ -92,6 +96,7 @@ class Facts:
         age_seconds: float,
         provider: str,
         account: str | None,
+        own_in_flight: Decimal = Decimal(0),
     ) -> Facts:
         """Return facts built from values already validated (the guard's hot path).
 
@@ -110,6 +115,7 @@ class Facts:
         _set_age_seconds(facts, age_seconds)
         _set_provider(facts, provider)
         _set_account(facts, account)
+        _set_own_in_flight(facts, own_in_flight)
         _set_spendable(facts, _SUBTRACT(available, reserved))
         return facts
 
@@ -139,6 +145,7 @@ _set_reserved = _setter("reserved")
 _set_age_seconds = _setter("age_seconds")
 _set_provider = _setter("provider")
 _set_account = _setter("account")
+_set_own_in_flight = _setter("own_in_flight")
 _set_spendable = _setter("_spendable")
 _SUBTRACT = MONEY_CONTEXT.subtract
 

@@ -247,8 +247,15 @@ class FrozenFunds(BoundedRule):
     warning, ``"deny"`` denies (not retryable). Frozen money is never counted as spendable: the
     guard spends ``available``, not ``total``. Without *max_ratio* only *when_unknown* acts.
 
+    Frozen money this merchant's own payouts explain is not a sign of anything: LuxCore, for
+    one, freezes a withdrawal from its creation until it completes. So the ratio is of the
+    frozen funds *not* explained by ``facts.own_in_flight`` (what this merchant's payouts
+    committed within the guard's ``own_payouts_window``, default one hour, take).
+
     Example: ``FrozenFunds(max_ratio="0.5")`` with 400.00 available and 600.00 frozen (ratio
-    0.6) denies every payout; ``cap`` is 0.
+    0.6) denies every payout; ``cap`` is 0. The same balance while our own payouts of the last
+    hour sum 500.00 has 100.00 unexplained (ratio 0.1) and passes; frozen funds nobody here
+    sent still deny.
 
     Raises:
         ConfigurationError: *max_ratio* outside [0, 1], or a bad *when_unknown*.
@@ -343,8 +350,8 @@ class FrozenFunds(BoundedRule):
             code="frozen_funds",
             message=(
                 f"{money(facts.frozen, facts.currency)} of {money(total, facts.currency)} "
-                f"is frozen (ratio {shown} > {limit}); withdrawals may be stuck "
-                f"at {where}"
+                f"is frozen{_own_part(facts)} (ratio {shown} > {limit}); withdrawals may be "
+                f"stuck at {where}"
             ),
             retryable=True,
             details={
@@ -352,6 +359,7 @@ class FrozenFunds(BoundedRule):
                 "total": total,
                 "ratio": shown,
                 "max_ratio": limit,
+                "own_in_flight": facts.own_in_flight,
             },
             cap=_ZERO,
         )
@@ -361,8 +369,18 @@ class FrozenFunds(BoundedRule):
 _UNKNOWN = {"allow": NO_BOUNDS, "warn": EXPLAIN, "deny": BLOCKED}
 
 
+def _own_part(facts: Facts) -> str:
+    """Return how much of the frozen funds our own payouts explain, in words (or nothing)."""
+    if not facts.own_in_flight:
+        return ""
+    return f", {money(facts.own_in_flight, facts.currency)} of it our own recent payouts"
+
+
 def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:
-    """Return ``(frozen / total, total)``."""
+    """Return ``(unexplained frozen / total, total)``: frozen beyond our own payouts."""
     total = facts.total if facts.total is not None else ADD(facts.available, frozen)
+    unexplained = SUBTRACT(frozen, facts.own_in_flight) if facts.own_in_flight else frozen
+    if unexplained <= 0:
+        return _ZERO, total
     # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
-    return (DIVIDE(frozen, total) if total > 0 else Decimal(int(frozen > 0))), total
+    return (DIVIDE(unexplained, total) if total > 0 else Decimal(1)), total

@@ -16,6 +16,7 @@ from guard.errors import ConfigurationError
 
 __all__ = [
     "check_base_url",
+    "check_requests_per_minute",
     "check_secret",
     "check_timeout",
     "check_verify",
@@ -84,6 +85,22 @@ def check_secret(name: str, value: object) -> str:
         raise ConfigurationError(
             f"must be a non-empty string without surrounding whitespace "
             f"(got {type(value).__name__})", path=name,
+        )
+    return value
+
+
+def check_requests_per_minute(value: object) -> int | None:
+    """Return *value* if it is ``None`` (no limit) or a whole number of requests from 1 up.
+
+    Raises:
+        ConfigurationError: anything else, naming what is accepted.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise ConfigurationError(
+            f"must be a whole number of requests from 1 to 1000000, or None for no limit; "
+            f"got {str(value)[:40]}", path="requests_per_minute",
         )
     return value
 

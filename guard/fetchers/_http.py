@@ -9,6 +9,7 @@ A provider module subclasses :class:`HttpFetcher` and supplies only its specific
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import time
@@ -25,6 +26,7 @@ import urllib3
 
 from guard._models import BalanceSnapshot
 from guard._money import parse_currency
+from guard._seconds import seconds
 from guard._text import printable
 from guard.errors import (
     ConfigurationError,
@@ -36,6 +38,7 @@ from guard.errors import (
 )
 from guard.fetchers._checks import (
     check_base_url,
+    check_requests_per_minute,
     check_timeout,
     check_verify,
     parse_retry_after,
@@ -192,8 +195,14 @@ class HttpFetcher(ABC):
         retry: RetryPolicy | None,
         allow_insecure: bool,
         clock: Callable[[], float],
+        requests_per_minute: int | None = None,
+        settle_lag: float = 30.0,
     ) -> None:
         self._base_url = check_base_url(base_url, allow_insecure=allow_insecure)
+        self.requests_per_minute = check_requests_per_minute(requests_per_minute)
+        """Balance requests a minute the guard lets through for this key (``None``: no limit)."""
+        self.settle_lag = seconds(settle_lag, "settle_lag")
+        """Seconds a sent payout may take to show in a balance requested after it."""
         self._timeout = check_timeout(timeout)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError(f"must be a RetryPolicy, got {type(retry).__name__}",
@@ -217,6 +226,17 @@ class HttpFetcher(ABC):
     def deadline(self) -> float:
         """Return the seconds one ``fetch`` may take in all (the retry policy's deadline)."""
         return self._retry.deadline
+
+    @property
+    def budget_name(self) -> str:
+        """Return what the key's request budget and shared balances are named by.
+
+        The provider and a short fingerprint of the credential (never the credential): two
+        keys of one provider have budgets of their own, one key has one however many
+        processes use it.
+        """
+        digest = hashlib.sha256("\0".join(self._secrets()).encode()).hexdigest()
+        return f"{self.provider}:{digest[:16]}"
 
     @property
     def base_url(self) -> str:

@@ -68,6 +68,10 @@ class LuxtakFetcher(HttpFetcher):
         retry: The retry policy (default ``RetryPolicy()``).
         allow_insecure: Allow plain ``http://`` to a non-loopback host.
         clock: Unix seconds, for the request timestamp (default ``time.time``).
+        requests_per_minute: Balance requests a minute the guard lets through for this key
+            (default ``None``, unlimited: Luxtak documents no limit; set one if yours has).
+        settle_lag: Seconds a sent payout may take to show in a balance requested after it
+            (default 30: Luxtak does not document when a payout leaves the balance).
 
     Raises:
         ConfigurationError: an empty credential, a bad URL, timeout or retry policy.
@@ -86,11 +90,14 @@ class LuxtakFetcher(HttpFetcher):
         retry: RetryPolicy | None = None,
         allow_insecure: bool = False,
         clock: Callable[[], float] = time.time,
+        requests_per_minute: int | None = None,
+        settle_lag: float = 30.0,
     ) -> None:
         self._app_id = check_secret("app_id", app_id)
         self._app_key = check_secret("app_key", app_key)
         super().__init__(base_url, session=session, timeout=timeout, retry=retry,
-                         allow_insecure=allow_insecure, clock=clock)
+                         allow_insecure=allow_insecure, clock=clock,
+                         requests_per_minute=requests_per_minute, settle_lag=settle_lag)
 
     def _secrets(self) -> tuple[str, ...]:
         return (self._app_key,)

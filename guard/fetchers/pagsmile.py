@@ -79,6 +79,10 @@ class PagsmileFetcher(HttpFetcher):
         retry: The retry policy (default ``RetryPolicy()``).
         allow_insecure: Allow plain ``http://`` to a non-loopback host.
         clock: Unix seconds, for the timestamp and ``as_of`` (default ``time.time``).
+        requests_per_minute: Balance requests a minute the guard lets through for this key
+            (default ``None``, unlimited: Pagsmile documents no limit; set one if yours has).
+        settle_lag: Seconds a sent payout may take to show in a balance requested after it
+            (default 30: Pagsmile does not document when a payout leaves its assets).
 
     Raises:
         ConfigurationError: an empty credential, an ``app_id`` with ``:``, an unknown
@@ -99,6 +103,8 @@ class PagsmileFetcher(HttpFetcher):
         retry: RetryPolicy | None = None,
         allow_insecure: bool = False,
         clock: Callable[[], float] = time.time,
+        requests_per_minute: int | None = None,
+        settle_lag: float = 30.0,
     ) -> None:
         self._app_id = check_secret("app_id", app_id)
         if ":" in app_id:
@@ -113,7 +119,8 @@ class PagsmileFetcher(HttpFetcher):
         self._field: str = available_field
         self._authorization = basic_authorization(app_id, security_key)
         super().__init__(base_url, session=session, timeout=timeout, retry=retry,
-                         allow_insecure=allow_insecure, clock=clock)
+                         allow_insecure=allow_insecure, clock=clock,
+                         requests_per_minute=requests_per_minute, settle_lag=settle_lag)
 
     def _secrets(self) -> tuple[str, ...]:
         # The Basic token is the key in base64: it must not show either.

@@ -1,13 +1,24 @@
 """Reservation stores: where in-flight payouts hold funds until the provider shows them."""
 
 from guard.stores._common import StoreUnavailable
-from guard.stores._protocol import Hold, HoldOutcome, HoldState, ReservationStore, balance_key
+from guard.stores._protocol import (
+    CommittedTotals,
+    FleetStore,
+    Hold,
+    HoldOutcome,
+    HoldState,
+    ReservationStore,
+    Shared,
+    balance_key,
+)
 from guard.stores.memory import InMemoryReservations
 from guard.stores.postgres import PostgresReservations
 from guard.stores.redis import RedisReservations
 from guard.stores.sqlite import SqliteReservations
 
 __all__ = [
+    "CommittedTotals",
+    "FleetStore",
     "Hold",
     "HoldOutcome",
     "HoldState",
@@ -15,6 +26,7 @@ __all__ = [
     "PostgresReservations",
     "RedisReservations",
     "ReservationStore",
+    "Shared",
     "SqliteReservations",
     "StoreUnavailable",
     "balance_key",

@@ -29,6 +29,7 @@ from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from rules.money import ADD
 
 __all__ = [
+    "CommittedTotals",
     "FleetStore",
     "Hold",
     "HoldOutcome",
