@@ -117,6 +117,10 @@ def _http_options(spec: ProviderConfig) -> dict[str, Any]:
             if isinstance(spec.timeout, tuple) else _seconds(spec.timeout)
         )
         options["timeout"] = timeout
+    if spec.requests_per_minute is not None:
+        options["requests_per_minute"] = spec.requests_per_minute or None
+    if spec.settle_lag is not None:
+        options["settle_lag"] = _seconds(spec.settle_lag)
     if spec.retry is not None:
         options["retry"] = RetryPolicy(
             attempts=spec.retry.attempts,
@@ -296,16 +300,23 @@ def configured_guard(
     except BaseException:
         _close(fetcher)
         raise
+    spec, cache = config.providers[name], config.cache
+    lag = spec.settle_lag if spec.settle_lag is not None else config.reservations.settle_lag
+    refresh = cache.refresh_after_commit
     return guard_class(
         fetcher,
         config.ruleset,
         mode=config.mode,
-        cache_ttl=_seconds(config.cache.ttl),
+        cache_ttl=_seconds(cache.ttl),
         reservations=store,
         fail_open=config.fail_open,
-        settle_lag=_seconds(config.reservations.settle_lag),
+        settle_lag=None if lag is None else _seconds(lag),
         hold_ttl=_seconds(config.reservations.hold_ttl),
         uncertain_ttl=_seconds(config.reservations.uncertain_ttl),
+        refresh_after_commit=None if refresh is False else _seconds(refresh),
+        share_balances=cache.share_balances,
+        max_stale=_seconds(cache.max_stale),
+        own_payouts_window=_seconds(config.reservations.own_payouts_window),
         clock=clock,
     )
 

@@ -95,7 +95,13 @@ class RetryConfig(BaseModel):
 
 
 class _Provider(BaseModel):
-    """Options every provider takes."""
+    """Options every provider takes.
+
+    ``requests_per_minute``: balance requests a minute the guard sends for this key (a whole
+    number, or ``false`` for no limit; default: the fetcher's, 90 for LuxCore, none for the
+    others). ``settle_lag``: seconds a sent payout may take to show in a balance (default: the
+    fetcher's, 2 for LuxCore, 30 for the others).
+    """
 
     model_config = _STRICT
 
@@ -103,6 +109,10 @@ class _Provider(BaseModel):
     timeout: PositiveSeconds | tuple[PositiveSeconds, PositiveSeconds] | None = None
     retry: RetryConfig | None = None
     allow_insecure: bool = Field(default=False, strict=True)
+    requests_per_minute: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] | Literal[
+        False
+    ] | None = None
+    settle_lag: Seconds | None = None
 
 
 class _AppId(_Provider):
@@ -150,11 +160,21 @@ ProviderConfig = Annotated[
 
 
 class CacheConfig(BaseModel):
-    """The balance cache: ``ttl`` seconds a fetched balance is reused (0: every check fetches)."""
+    """The balance cache.
+
+    ``ttl``: seconds a fetched balance is reused (0: every check fetches).
+    ``refresh_after_commit``: after a commit, a balance older than this is fetched again
+    (``false``: never). ``share_balances``: share balances and fetches through a SQLite or
+    Redis store (default: on with those stores). ``max_stale``: seconds old a balance may be
+    and still be used while the request budget is spent.
+    """
 
     model_config = _STRICT
 
     ttl: Seconds = Decimal(5)
+    refresh_after_commit: Seconds | Literal[False] = Decimal(1)
+    share_balances: bool | None = Field(default=None, strict=True)
+    max_stale: Seconds = Decimal(60)
 
 
 _STORE_OPTIONS: dict[str, frozenset[str]] = {
@@ -172,8 +192,10 @@ class ReservationsConfig(BaseModel):
     ``"redis"`` (``url`` or ``url_env``, optional ``namespace``: several hosts) or
     ``"postgres"`` (``dsn_env``: the variable holding the DSN, a secret never written in the
     file; optional ``namespace``: the schema, default ``payout_guard``).
-    ``settle_lag``: seconds a submitted payout keeps counting after a balance could show it;
-    ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a hold whose
+    ``settle_lag``: seconds a sent payout may take to show in a balance, for every provider
+    (a provider's own ``settle_lag`` wins; default: each fetcher's);
+    ``own_payouts_window``: seconds our own committed payouts explain frozen funds to
+    ``FrozenFunds``; ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a hold whose
     outcome is unknown keeps counting when nobody resolves it; ``retention``: seconds a
     finished payout id is remembered. ``allow_eviction`` (Redis only) accepts a server whose
     ``maxmemory-policy`` may evict holds.
@@ -189,7 +211,8 @@ class ReservationsConfig(BaseModel):
     namespace: Text | None = None
     timeout: PositiveSeconds | None = None
     retention: Seconds = Decimal(86_400)
-    settle_lag: Seconds = Decimal(30)
+    settle_lag: Seconds | None = None
+    own_payouts_window: Seconds = Decimal(3600)
     hold_ttl: PositiveSeconds = Decimal(300)
     uncertain_ttl: PositiveSeconds = Decimal(3600)
     allow_eviction: bool | None = None

@@ -148,7 +148,9 @@ def _describe_config(config: GuardConfig, path: str) -> str:
     store = config.reservations
     lines.append(f"reservations: {store.store}"
                  + (f" at {store.path}" if store.path else "")
-                 + f"; settle_lag {store.settle_lag}s, hold_ttl {store.hold_ttl}s;"
+                 + "; settle_lag " + (f"{store.settle_lag}s" if store.settle_lag is not None
+                                      else "per provider")
+                 + f", hold_ttl {store.hold_ttl}s;"
                  + f" balance cache ttl {config.cache.ttl}s")
     lines.append("rules (the guard always checks sufficient funds too):")
     lines.extend(f"  {line}" for line in describe(config.ruleset).splitlines())
