@@ -1,0 +1,234 @@
+"""The guard's side of a fleet: settle accounting, the request budget, own payouts, sharing.
+
+Multi-process runs are in ``tests/test_fleet.py``; these pin each behaviour down in one
+process, over real sockets where a provider is involved and on a real SQLite file where
+balances are shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from guard import BudgetSpent, ConfigurationError, PayoutGuard
+from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.stores import FleetStore, SqliteReservations
+from guard.testing import FakeClock, StaticFetcher
+from guard.testing.emulators import LuxCoreEmulator
+from rules import FrozenFunds, MaxBalanceAge
+
+POLICY = RetryPolicy(attempts=1, deadline=2.0, backoff=0.001, max_backoff=0.002)
+
+
+@pytest.fixture
+def luxcore() -> Iterator[LuxCoreEmulator]:
+    with LuxCoreEmulator(balances={"ARS": "10000.00"}) as emu:
+        yield emu
+
+
+def luxcore_fetcher(emu: LuxCoreEmulator, **options: object) -> LuxCoreFetcher:
+    return LuxCoreFetcher(emu.api_key, base_url=emu.url, retry=POLICY, **options)  # type: ignore[arg-type]
+
+
+class TestSettleAccounting:
+    def test_a_commit_stops_counting_exactly_when_a_later_balance_can_show_it(self) -> None:
+        """settle_lag 2: a balance requested 1.9 s after the commit counts the hold, at 2 s not."""
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=0, settle_lag=2, clock=clock)
+        with guard.reserve("1000.00", "ARS", payout_id="p-1"):
+            pass
+        fetcher.set("ARS", "9000.00")  # the provider shows the payout
+        clock.advance(1.9)
+        assert Decimal("1000.00") == guard.check("1.00", "ARS").reserved
+        clock.advance(0.1)
+        decision = guard.check("1.00", "ARS")
+        assert (Decimal(0), Decimal("9000.00")) == (decision.reserved, decision.max_payable)
+
+    def test_six_payouts_leave_nothing_stranded_once_the_balance_shows_them(self) -> None:
+        """The issue's example: after six 1,000 payouts, spendable is what the provider has."""
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=5, settle_lag=2, clock=clock)
+        for n in range(6):
+            with guard.reserve("1000.00", "ARS", payout_id=f"p-{n}"):
+                pass
+            fetcher.set("ARS", f"{9000 - 1000 * n}.00")
+        clock.advance(3)  # the cached balance is refreshed after the commits (1 s)
+        decision = guard.check("1.00", "ARS")
+        assert (Decimal("4000.00"), Decimal(0)) == (decision.balance.available,  # type: ignore[union-attr]
+                                                    decision.reserved)
+
+    def test_each_fetcher_says_its_own_settle_lag(self, luxcore: LuxCoreEmulator) -> None:
+        """LuxCore documents an immediate freeze (2 s); the guard takes the fetcher's default."""
+        with luxcore_fetcher(luxcore) as fetcher:
+            assert (2.0, 90) == (fetcher.settle_lag, fetcher.requests_per_minute)
+            assert PayoutGuard(fetcher).settle_lag == 2.0
+            assert PayoutGuard(fetcher, settle_lag=10).settle_lag == 10.0
+
+    def test_snapshots_say_when_their_request_was_sent(self) -> None:
+        clock = FakeClock()
+        guard = PayoutGuard(StaticFetcher({"ARS": "5.00"}, clock=clock), clock=clock)
+        balance = guard.check("1.00", "ARS").balance
+        assert balance is not None
+        assert balance.requested_at is not None
+        assert clock.time() == balance.requested_at.timestamp()
+
+
+class TestRequestBudget:
+    def test_with_the_budget_spent_no_request_is_sent_and_the_cached_balance_serves(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """One request a minute: the second check within the minute reuses the first balance."""
+        with luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher:
+            guard = PayoutGuard(fetcher, cache_ttl=0)
+            first = guard.check("1.00", "ARS")
+            second = guard.check("1.00", "ARS")
+        assert (True, True) == (first.allowed, second.allowed)
+        assert 1 == luxcore.balance_requests
+
+    def test_with_the_budget_spent_and_nothing_young_enough_it_denies_with_retry_after(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        with luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher:
+            guard = PayoutGuard(fetcher, cache_ttl=0, max_stale=0)
+            guard.check("1.00", "ARS")
+            denied = guard.check("1.00", "ARS")
+        assert (False, ("balance_unavailable",), True) == (
+            denied.allowed, denied.codes, denied.retryable)
+        details = denied.reasons[0].details
+        assert "budget" == details["cause"]
+        assert Decimal(50) < Decimal(str(details["retry_after"])) <= Decimal(60)
+        assert 1 == luxcore.balance_requests
+
+    def test_max_balance_age_sets_how_old_a_balance_may_be_while_the_budget_is_spent(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """MaxBalanceAge(0) leaves nothing usable: the second check is denied, not stale."""
+        with luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher:
+            guard = PayoutGuard(fetcher, [MaxBalanceAge(0)], cache_ttl=0, max_stale=600)
+            guard.check("1.00", "ARS")
+            assert ("balance_unavailable",) == guard.check("1.00", "ARS").codes
+
+    def test_the_budget_error_is_a_rate_limit_of_our_own(self) -> None:
+        error = BudgetSpent("spent", provider="luxcore", retry_after=3.0)
+        assert (3.0, "luxcore") == (error.retry_after, error.provider)
+
+    @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "90"])
+    def test_a_budget_must_be_a_whole_number_of_requests(
+        self, luxcore: LuxCoreEmulator, bad: object
+    ) -> None:
+        with pytest.raises(ConfigurationError, match=r"requests_per_minute|whole number"):
+            luxcore_fetcher(luxcore, requests_per_minute=bad)
+
+
+class TestRefreshAfterCommit:
+    def test_a_commit_asks_for_a_fresher_balance_after_refresh_after_commit(self) -> None:
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=30, refresh_after_commit=2, clock=clock)
+        with guard.reserve("1.00", "ARS", payout_id="p-1"):
+            pass
+        clock.advance(1.5)
+        guard.check("1.00", "ARS")
+        clock.advance(1)
+        guard.check("1.00", "ARS")
+        assert 2 == fetcher.calls
+
+    def test_none_keeps_the_balance_for_its_ttl(self) -> None:
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, cache_ttl=30, refresh_after_commit=None, clock=clock)
+        with guard.reserve("1.00", "ARS", payout_id="p-1"):
+            pass
+        clock.advance(10)
+        guard.check("1.00", "ARS")
+        assert 1 == fetcher.calls
+
+
+class TestFrozenFundsKnowsOurOwnPayouts:
+    def test_our_own_frozen_payouts_do_not_trip_frozen_funds(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """Six 1,000 ARS payouts frozen at LuxCore (ratio 0.6 > 0.5): still allowed."""
+        with luxcore_fetcher(luxcore) as fetcher:
+            # The emulator freezes as the request returns: no settle window is needed here.
+            guard = PayoutGuard(fetcher, [FrozenFunds(max_ratio="0.5")], cache_ttl=0,
+                                settle_lag=0)
+            for n in range(6):
+                with guard.reserve("1000.00", "ARS", payout_id=f"p-{n}"):
+                    luxcore.create_withdrawal("ARS", "1000.00")
+            decision = guard.check("100.00", "ARS")
+        assert decision.balance is not None
+        assert (Decimal("4000.00"), Decimal("6000.00")) == (
+            decision.balance.available, decision.balance.frozen)
+        assert (True, ()) == (decision.allowed, decision.codes)
+
+    def test_frozen_funds_nobody_here_sent_still_deny(self, luxcore: LuxCoreEmulator) -> None:
+        """Our 2,000 is explained; 6,000 more frozen by someone else is not (ratio 0.6)."""
+        with luxcore_fetcher(luxcore) as fetcher:
+            guard = PayoutGuard(fetcher, [FrozenFunds(max_ratio="0.5")], cache_ttl=0,
+                                settle_lag=0)
+            for n in range(2):
+                with guard.reserve("1000.00", "ARS", payout_id=f"p-{n}"):
+                    luxcore.create_withdrawal("ARS", "1000.00")
+            luxcore.create_withdrawal("ARS", "6000.00")
+            decision = guard.check("100.00", "ARS")
+        assert ("frozen_funds",) == decision.codes
+        reason = decision.reasons[0]
+        assert Decimal("2000.00") == reason.details["own_in_flight"]
+        assert "2000.00 ARS of it our own recent payouts" in reason.message
+
+    def test_payouts_older_than_the_window_explain_nothing(self) -> None:
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, [FrozenFunds(max_ratio="0.5")], cache_ttl=0,
+                            own_payouts_window=600, clock=clock)
+        with guard.reserve("1.00", "ARS", payout_id="p-1"):
+            pass
+        fetcher.set("ARS", "4000.00", frozen="6000.00")
+        assert ("frozen_funds",) == guard.check("1.00", "ARS").codes  # 1.00 explains little
+        clock.advance(601)
+        assert Decimal(0) == guard.check("1.00", "ARS").reasons[0].details["own_in_flight"]
+
+
+@pytest.mark.skipif(not hasattr(SqliteReservations, "read_shared"),
+                    reason="SqliteReservations shares no balances yet")
+class TestSharedBalances:
+    def test_guards_on_one_store_share_one_fetch(self, tmp_path: Path) -> None:
+        """Two guards (two processes' worth of caches) on one SQLite file: one request."""
+        fetcher = StaticFetcher({"ARS": "10000.00"})
+        path = tmp_path / "holds.db"
+        with SqliteReservations(path) as one, SqliteReservations(path) as two:
+            assert isinstance(one, FleetStore)
+            first = PayoutGuard(fetcher, reservations=one).check("1.00", "ARS")
+            second = PayoutGuard(fetcher, reservations=two).check("1.00", "ARS")
+        assert (True, True, 1) == (first.allowed, second.allowed, fetcher.calls)
+        assert first.balance == second.balance
+
+    def test_share_balances_false_fetches_for_itself(self, tmp_path: Path) -> None:
+        fetcher = StaticFetcher({"ARS": "10000.00"})
+        path = tmp_path / "holds.db"
+        with SqliteReservations(path) as one, SqliteReservations(path) as two:
+            PayoutGuard(fetcher, reservations=one, share_balances=False).check("1", "ARS")
+            PayoutGuard(fetcher, reservations=two, share_balances=False).check("1", "ARS")
+        assert 2 == fetcher.calls
+
+    def test_a_shared_balance_is_dated_on_the_readers_clock(self, tmp_path: Path) -> None:
+        """Hosts 60 s apart: each sees the request time on its own clock, a duration apart."""
+        ahead, behind = FakeClock(1_700_000_060.0), FakeClock(1_700_000_000.0)
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=behind)
+        path = tmp_path / "holds.db"
+        with SqliteReservations(path) as one, SqliteReservations(path) as two:
+            PayoutGuard(fetcher, reservations=one, clock=behind).check("1", "ARS")
+            seen = PayoutGuard(fetcher, reservations=two, clock=ahead).check("1", "ARS")
+        assert seen.balance is not None
+        assert seen.balance.requested_at is not None
+        assert 1_700_000_060.0 == pytest.approx(seen.balance.requested_at.timestamp(), abs=1)
+
+    def test_a_store_that_cannot_share_is_refused_when_sharing_is_asked_for(self) -> None:
+        with pytest.raises(ConfigurationError, match="share_balances"):
+            PayoutGuard(StaticFetcher({"ARS": "1"}), share_balances=True)
