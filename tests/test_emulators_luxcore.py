@@ -208,6 +208,14 @@ class TestLuxCoreWithdrawalsInProcess:
             emu.withdrawal_status(withdrawal_id),
         )
 
+    def test_funds_are_read_without_a_request(self, emu: LuxCoreEmulator) -> None:
+        """``funds`` gives available and frozen in major units and sends no balance request."""
+        emu.create_withdrawal("ARS", "250.50")
+        assert ((Decimal("749.50"), Decimal("250.50")), 0) == (
+            emu.funds("ars"),
+            emu.balance_requests,
+        )
+
     def test_complete_releases_frozen(self, emu: LuxCoreEmulator) -> None:
         """Completing a withdrawal takes its amount out of frozen (the money left)."""
         emu.complete_withdrawal(emu.create_withdrawal("ARS", "250.50"))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar, Self
 
+from guard._money import minor_to_major
 from guard.testing.emulators._base import (
     EmulatorBase,
     Fault,
@@ -243,6 +244,18 @@ class LuxCoreEmulator(EmulatorBase):
             account.frozen -= withdrawal.amount
             account.available += withdrawal.amount
             withdrawal.status = "failed"
+
+    def funds(self, currency: str) -> tuple[Decimal, Decimal]:
+        """Return *currency*'s ``(available, frozen)`` in major units, without a request.
+
+        Raises:
+            KeyError: The currency is not served.
+        """
+        code = normalize_currency(currency)
+        with self._lock:
+            account = self._accounts[code]
+            minor = (account.available, account.frozen)
+        return minor_to_major(minor[0], code), minor_to_major(minor[1], code)
 
     @property
     def refused_withdrawals(self) -> int:
