@@ -4,7 +4,7 @@ Run: ``PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_fleet.py [--workers 
 [--seconds 60] [--cache-ttl 5] [--refresh-after-commit 1] [--stores sqlite redis]`` (not part of
 the test suite).
 
-For each store and each N, N spawned worker processes share one reservation store (a fresh
+For each store and each N, N worker processes share one reservation store (a fresh
 SQLite file in a temporary directory; a fresh namespace on a ``redis-server`` this script starts
 on a free loopback port, skipped when there is none) and pay out against one ``LuxCoreEmulator``
 in this process: 200,000.00 ARS available, 100 balance requests a minute (beyond them, LuxCore's
