@@ -99,8 +99,8 @@ def secret_of(emu: Emulator) -> str:
 
 class TestExports:
     def test_all_is_sorted_and_complete(self) -> None:
-        """The package exports exactly the five public names, in a sorted ``__all__``."""
-        expected = ["Fault", "LuxCoreEmulator", "LuxtakEmulator", "PagsmileEmulator"]
+        """The package exports exactly the six public names, in a sorted ``__all__``."""
+        expected = ["BalanceCall", "Fault", "LuxCoreEmulator", "LuxtakEmulator", "PagsmileEmulator"]
         assert [*expected, "ReceivedRequest"] == emulators_package.__all__
         assert sorted(emulators_package.__all__) == emulators_package.__all__
 

@@ -223,3 +223,61 @@ class TestWrongTypes:
             emu.fail_next(Fault.WRONG_TYPES)
             body = parse(call(emu))
         assert "lots" == body["assets"][0]["balance"]
+
+
+CLASSES: dict[str, type[Emulator]] = {
+    "luxtak": LuxtakEmulator,
+    "luxcore": LuxCoreEmulator,
+    "pagsmile": PagsmileEmulator,
+}
+
+
+@pytest.fixture(params=sorted(CLASSES))
+def limited(request: pytest.FixtureRequest) -> Iterator[Emulator]:
+    """Yield each emulator limited to two balance requests a minute."""
+    with CLASSES[request.param](requests_per_minute=2) as emulator:
+        yield emulator
+
+
+class TestRateLimit:
+    def test_requests_beyond_the_limit_get_the_provider_429(self, limited: Emulator) -> None:
+        """The third balance request within a minute is the provider's 429, with Retry-After."""
+        statuses = [call(limited).status_code for _ in range(2)]
+        refused = call(limited)
+        assert ([200, 200], 429) == (statuses, refused.status_code)
+        assert ERROR_SHAPES[provider(limited), 429] == without_time(parse(refused))
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+    def test_counters(self, limited: Emulator) -> None:
+        """Authenticated balance calls and the 429s sent are counted; rejected auth is not."""
+        call_unauthenticated(limited)
+        for _ in range(3):
+            call(limited)
+        calls = limited.balance_calls
+        assert (3, 1, 4) == (
+            limited.authenticated_balance_requests,
+            limited.rate_limited_requests,
+            limited.balance_requests,
+        )
+        assert [False, False, True] == [balance_call.rate_limited for balance_call in calls]
+        assert [entry.received_at for entry in limited.requests[1:]] == [
+            balance_call.received_at for balance_call in calls
+        ]
+
+    def test_a_limited_request_uses_no_fault(self, limited: Emulator) -> None:
+        """The limit answers before the fault queue: a queued fault waits for an answered call."""
+        call(limited)
+        call(limited)
+        limited.fail_next(Fault.HTTP_503)
+        assert (429, (Fault.HTTP_503,)) == (call(limited).status_code, limited.pending_faults)
+
+    def test_no_limit_by_default(self, emu: Emulator) -> None:
+        """Without ``requests_per_minute`` every balance request is answered."""
+        statuses = {call(emu).status_code for _ in range(30)}
+        assert ({200}, 0) == (statuses, emu.rate_limited_requests)
+
+    @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "100"])
+    def test_a_bad_limit_is_refused(self, bad: object) -> None:
+        """``requests_per_minute`` must be a positive int or None."""
+        with pytest.raises(ValueError, match="requests_per_minute must be a positive int"):
+            LuxCoreEmulator(requests_per_minute=bad)  # type: ignore[arg-type] # the bad input

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guard._money import minor_to_major
+from guard.testing import FakeClock
 from guard.testing.emulators import Fault, LuxCoreEmulator
 
 
@@ -206,6 +208,14 @@ class TestLuxCoreWithdrawalsInProcess:
             emu.withdrawal_status(withdrawal_id),
         )
 
+    def test_funds_are_read_without_a_request(self, emu: LuxCoreEmulator) -> None:
+        """``funds`` gives available and frozen in major units and sends no balance request."""
+        emu.create_withdrawal("ARS", "250.50")
+        assert ((Decimal("749.50"), Decimal("250.50")), 0) == (
+            emu.funds("ars"),
+            emu.balance_requests,
+        )
+
     def test_complete_releases_frozen(self, emu: LuxCoreEmulator) -> None:
         """Completing a withdrawal takes its amount out of frozen (the money left)."""
         emu.complete_withdrawal(emu.create_withdrawal("ARS", "250.50"))
@@ -344,3 +354,120 @@ class TestLuxCoreWithdrawalsOverHttp:
             sorted(statuses),
             amounts(balance(emu, "ARS")),
         )
+
+
+def wait_for_status(emu: LuxCoreEmulator, withdrawal_id: str, status: str) -> float:
+    """Return the seconds until *withdrawal_id* reached *status* (fail after 5 s)."""
+    start = time.monotonic()
+    while emu.withdrawal_status(withdrawal_id) != status:
+        assert time.monotonic() - start < 5.0, f"{withdrawal_id} never became {status}"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+class TestLuxCoreRateLimit:
+    def test_the_window_slides(self) -> None:
+        """At most ``requests_per_minute`` answers in any 60 s; Retry-After: when a slot frees."""
+        clock = FakeClock()
+        limited = LuxCoreEmulator(
+            balances={"ARS": "1000.00"}, requests_per_minute=3, monotonic=clock.monotonic
+        )
+        seen: list[tuple[int, str | None]] = []
+
+        def ask() -> None:
+            response = get(limited, "/api/v1/balance", currency="ARS")
+            seen.append((response.status_code, response.headers.get("Retry-After")))
+
+        with limited:
+            ask()  # t=0
+            clock.advance(20)
+            ask()
+            ask()  # t=20: the window now holds 0, 20, 20
+            clock.advance(20)
+            ask()  # t=40: full until the t=0 answer is 60 s old
+            clock.advance(20)
+            ask()  # t=60: the t=0 answer left the window
+            clock.advance(1)
+            ask()  # t=61: full again (20, 20, 60) until t=80
+        assert [
+            (200, None), (200, None), (200, None), (429, "20"), (200, None), (429, "19")
+        ] == seen  # fmt: skip
+
+    def test_the_429_is_luxcores(self) -> None:
+        """A limited request gets status 429 with LuxCore's RATE_LIMIT_EXCEEDED body."""
+        with LuxCoreEmulator(requests_per_minute=1) as limited:
+            get(limited, "/api/v1/balance/all")
+            response = get(limited, "/api/v1/balance", currency="ARS")
+        body = {"statusCode": 429, "message": "Too many requests", "error": "RATE_LIMIT_EXCEEDED"}
+        assert (429, body) == (response.status_code, parse(response))
+
+    def test_withdrawals_are_not_limited(self) -> None:
+        """Withdrawals go through when balance requests are limited, and use no allowance."""
+        with LuxCoreEmulator(balances={"ARS": "1000.00"}, requests_per_minute=1) as limited:
+            first = withdraw(limited, {"amount": "100", "currency": "ARS"})
+            answered = get(limited, "/api/v1/balance", currency="ARS")
+            second = withdraw(limited, {"amount": "100", "currency": "ARS"})
+            refused = get(limited, "/api/v1/balance", currency="ARS")
+        assert (201, 200, 201, 429) == (
+            first.status_code, answered.status_code, second.status_code, refused.status_code
+        )  # fmt: skip
+
+
+class TestLuxCoreAutoComplete:
+    def test_withdrawals_freeze_at_once_and_complete_after_the_delay(self) -> None:
+        """With ``complete_after``, a created withdrawal is frozen at once, then leaves frozen."""
+        with LuxCoreEmulator(balances={"ARS": "1000.00"}, complete_after=0.3) as emu:
+            withdrawal_id = parse(withdraw(emu, {"amount": "25000", "currency": "ARS"}))["id"]
+            frozen = amounts(balance(emu, "ARS"))
+            waited = wait_for_status(emu, withdrawal_id, "completed")
+            drained = amounts(balance(emu, "ARS"))
+        assert ("75000", "25000", "100000") == frozen
+        assert ("75000", "0", "75000") == drained
+        assert 0.2 <= waited < 2.0
+
+    def test_each_withdrawal_keeps_its_own_delay(self) -> None:
+        """Withdrawals complete in creation order, each ``complete_after`` after its creation."""
+        with LuxCoreEmulator(balances={"ARS": "1000.00"}, complete_after=0.4) as emu:
+            first = emu.create_withdrawal("ARS", "100.00")
+            time.sleep(0.2)
+            second = emu.create_withdrawal("ARS", "200.00")
+            wait_for_status(emu, first, "completed")
+            between = (emu.withdrawal_status(second), amounts(balance(emu, "ARS")))
+            wait_for_status(emu, second, "completed")
+        assert ("pending", ("70000", "20000", "90000")) == between
+
+    def test_a_withdrawal_finished_by_hand_is_left_alone(self) -> None:
+        """A withdrawal failed before its delay stays failed; its funds are not taken twice."""
+        with LuxCoreEmulator(balances={"ARS": "1000.00"}, complete_after=0.2) as emu:
+            withdrawal_id = emu.create_withdrawal("ARS", "100.00")
+            emu.fail_withdrawal(withdrawal_id)
+            time.sleep(0.4)
+            after = (emu.withdrawal_status(withdrawal_id), amounts(balance(emu, "ARS")))
+        assert ("failed", ("100000", "0", "100000")) == after
+
+    def test_a_stopped_emulator_completes_nothing(self) -> None:
+        """Stopping the emulator stops the completions; pending withdrawals stay pending."""
+        emu = LuxCoreEmulator(balances={"ARS": "1000.00"}, complete_after=0.2).start()
+        withdrawal_id = emu.create_withdrawal("ARS", "100.00")
+        emu.stop()
+        time.sleep(0.4)
+        assert "pending" == emu.withdrawal_status(withdrawal_id)
+
+    def test_without_the_option_withdrawals_stay_pending(self, emu: LuxCoreEmulator) -> None:
+        """By default a withdrawal stays pending until a test completes it."""
+        withdrawal_id = emu.create_withdrawal("ARS", "100.00")
+        time.sleep(0.2)
+        assert "pending" == emu.withdrawal_status(withdrawal_id)
+
+    @pytest.mark.parametrize("bad", [-1, True, "3", float("nan")])
+    def test_a_bad_delay_is_refused(self, bad: object) -> None:
+        """``complete_after`` must be seconds >= 0 or None."""
+        with pytest.raises(ValueError, match="complete_after must be seconds"):
+            LuxCoreEmulator(complete_after=bad)  # type: ignore[arg-type] # the bad input
+
+    def test_refusals_for_insufficient_funds_are_counted(self, emu: LuxCoreEmulator) -> None:
+        """``refused_withdrawals`` counts the HTTP withdrawals refused as INSUFFICIENT_BALANCE."""
+        withdraw(emu, {"amount": "100001", "currency": "ARS"})
+        withdraw(emu, {"amount": "100000", "currency": "ARS"})
+        withdraw(emu, {"amount": "1", "currency": "ARS"})
+        assert 2 == emu.refused_withdrawals

@@ -8,12 +8,13 @@ provider, answers with the provider's own bodies, and can inject faults::
         ...  # point a fetcher at emu.url with emu.api_key
 """
 
-from guard.testing.emulators._base import Fault, ReceivedRequest
+from guard.testing.emulators._base import BalanceCall, Fault, ReceivedRequest
 from guard.testing.emulators.luxcore import LuxCoreEmulator
 from guard.testing.emulators.luxtak import LuxtakEmulator
 from guard.testing.emulators.pagsmile import PagsmileEmulator
 
 __all__ = [
+    "BalanceCall",
     "Fault",
     "LuxCoreEmulator",
     "LuxtakEmulator",

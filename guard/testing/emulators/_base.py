@@ -2,13 +2,15 @@
 
 Each emulator subclasses :class:`EmulatorBase` and implements ``_route`` (auth, validation and
 the provider's own bodies) and ``_fault_reply`` (the provider's error bodies for the status
-faults). Everything about sockets, threads, locking and fault bookkeeping lives here once.
+faults). Everything about sockets, threads, locking, the rate limit and fault bookkeeping lives
+here once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import threading
 import time
@@ -24,7 +26,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 from guard._text import quoted
 
-__all__ = ["EmulatorBase", "Fault", "ReceivedRequest", "Reply", "parse_json", "render_json"]
+__all__ = [
+    "BalanceCall",
+    "EmulatorBase",
+    "Fault",
+    "ReceivedRequest",
+    "Reply",
+    "parse_json",
+    "render_json",
+]
 
 
 class Fault(StrEnum):
@@ -54,6 +64,7 @@ _STATUS_FAULTS = frozenset(Fault) - {
 }
 _REDACTED_HEADERS = frozenset({"authorization", "x-api-key", "x-signature"})
 _STOP_GRACE_SECONDS = 2.0
+_RATE_WINDOW_SECONDS = 60.0
 _HTML_502 = (
     b"<html><head><title>502 Bad Gateway</title></head><body>"
     b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>\r\n"
@@ -104,6 +115,19 @@ class ReceivedRequest:
             f"query={self.query!r}, headers={shown!r}, body=<{len(self.body)} bytes>, "
             f"received_at={self.received_at!r})"
         )
+
+
+@dataclass(frozen=True)
+class BalanceCall:
+    """One balance request that passed auth and validation, as the rate limit saw it.
+
+    Attributes:
+        received_at: ``time.time()`` when the request was read (as ``ReceivedRequest``).
+        rate_limited: Whether it was answered 429 because ``requests_per_minute`` was spent.
+    """
+
+    received_at: float
+    rate_limited: bool
 
 
 @dataclass(frozen=True)
@@ -187,12 +211,43 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class EmulatorBase(ABC):
-    """A provider emulator: a real HTTP server on 127.0.0.1 with a request log and faults."""
+    """A provider emulator: a real HTTP server on 127.0.0.1 with a request log and faults.
+
+    With ``requests_per_minute`` set, it limits balance requests like a provider does: a
+    balance request that passed auth and validation is answered with the provider's own 429
+    (its rate-limit body, and ``Retry-After``: whole seconds until the oldest answered request
+    leaves the window) when that many were already answered in the last 60 seconds (a sliding
+    window). Requests answered 429 do not use up the allowance; withdrawals are never limited.
+
+    Args:
+        port: Port to bind on 127.0.0.1; 0 picks a free one.
+        requests_per_minute: Balance requests answered per sliding 60 s window; ``None`` (the
+            default) for no limit.
+        monotonic: The clock the rate window is measured on (seconds, never going back).
+    """
 
     _balance_paths: ClassVar[frozenset[str]]
     _supported_faults: ClassVar[frozenset[Fault]] = frozenset(Fault) - {Fault.EXPIRED}
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        requests_per_minute: int | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if requests_per_minute is not None and (
+            isinstance(requests_per_minute, bool)
+            or not isinstance(requests_per_minute, int)
+            or requests_per_minute < 1
+        ):
+            raise ValueError(
+                f"requests_per_minute must be a positive int or None, got {requests_per_minute!r}"
+            )
+        self.requests_per_minute = requests_per_minute
+        self._monotonic = monotonic
+        self._answered: deque[float] = deque()  # monotonic times inside the rate window
+        self._balance_calls: list[BalanceCall] = []
         self.slow_seconds = 5.0
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -283,6 +338,24 @@ class EmulatorBase(ABC):
         with self._lock:
             return self._balance_count
 
+    @property
+    def balance_calls(self) -> tuple[BalanceCall, ...]:
+        """Return every balance request that passed auth and validation, in arrival order."""
+        with self._lock:
+            return tuple(self._balance_calls)
+
+    @property
+    def authenticated_balance_requests(self) -> int:
+        """Return how many balance requests passed auth and validation (answered or limited)."""
+        with self._lock:
+            return len(self._balance_calls)
+
+    @property
+    def rate_limited_requests(self) -> int:
+        """Return how many balance requests were answered 429 by ``requests_per_minute``."""
+        with self._lock:
+            return sum(call.rate_limited for call in self._balance_calls)
+
     def fail_next(self, kind: Fault | str, times: int = 1) -> None:
         """Make the next *times* balance requests that pass auth and validation suffer *kind*.
 
@@ -336,10 +409,21 @@ class EmulatorBase(ABC):
             message = f"emulator error: {type(exc).__name__}: {exc}"
             return Reply(status=500, body=message.encode(), content_type="text/plain")
 
-    def _answer_balance(self, build: Callable[[bool], Reply]) -> Reply:
-        """Return the success reply built by ``build(wrong_types)``, unless a fault is queued."""
+    def _answer_balance(
+        self, request: ReceivedRequest, build: Callable[[bool], Reply]
+    ) -> Reply:
+        """Return the success reply built by ``build(wrong_types)``, unless limited or faulted.
+
+        Called once a balance *request* passed auth and validation. The rate limit comes first:
+        a limited request uses up no queued fault.
+        """
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
+            wait = self._rate_wait_locked()
+            self._balance_calls.append(BalanceCall(request.received_at, wait is not None))
+            fault = None if wait is not None or not self._faults else self._faults.popleft()
+        if wait is not None:
+            reply = self._fault_reply(Fault.RATE_LIMIT)
+            return replace(reply, headers=(*reply.headers, ("Retry-After", str(wait))))
         if fault is Fault.DROP:
             return Reply(status=0, drop=True)
         if fault is Fault.HTML_ERROR:
@@ -355,6 +439,18 @@ class EmulatorBase(ABC):
         if fault is Fault.MALFORMED_JSON:
             return replace(reply, status=200, body=reply.body[: len(reply.body) // 2])
         return reply
+
+    def _rate_wait_locked(self) -> int | None:
+        """Take a place in the rate window, or return the whole seconds until one frees."""
+        if self.requests_per_minute is None:
+            return None
+        now = self._monotonic()
+        while self._answered and self._answered[0] <= now - _RATE_WINDOW_SECONDS:
+            self._answered.popleft()
+        if len(self._answered) >= self.requests_per_minute:
+            return max(1, math.ceil(self._answered[0] + _RATE_WINDOW_SECONDS - now))
+        self._answered.append(now)
+        return None
 
     @abstractmethod
     def _route(self, request: ReceivedRequest) -> Reply:

@@ -1,18 +1,23 @@
 """LuxCore balance API emulator: ``X-API-Key`` auth, minor-unit strings, withdrawals that freeze.
 
 Serves ``GET /api/v1/balance``, ``GET /api/v1/balance/all`` and ``POST /api/v1/withdrawals``.
-Amounts are kept as integers in minor units; the exponent comes from ISO 4217. See PROVIDERS.md
-section 2.
+Amounts are kept as integers in minor units; the exponent comes from ISO 4217. As the balance
+page documents, creating a withdrawal moves its amount from available to frozen at once, and
+completing it takes it out of frozen. See PROVIDERS.md section 2.
 """
 
 from __future__ import annotations
 
+import heapq
 import hmac
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, Self
 
+from guard._money import minor_to_major
 from guard.testing.emulators._base import (
     EmulatorBase,
     Fault,
@@ -106,6 +111,14 @@ class LuxCoreEmulator(EmulatorBase):
         api_key: The ``X-API-Key`` the client must send (never shown in the repr).
         merchant_id: The ``merchant_id`` written in every body.
         port: Port to bind on 127.0.0.1; 0 picks a free one.
+        requests_per_minute: Balance requests answered per sliding 60 s window (LuxCore
+            documents 100 a minute per key for its standard endpoints); beyond it, status 429
+            with its ``RATE_LIMIT_EXCEEDED`` body and ``Retry-After``. ``None`` for no limit.
+        complete_after: Seconds after which each withdrawal still pending completes by itself
+            (its amount leaves frozen funds), as the real provider's do; ``None`` (the default)
+            leaves them pending until ``complete_withdrawal``. Timed on the real monotonic clock
+            by a background thread that runs while the emulator serves.
+        monotonic: The clock the rate window is measured on.
 
     Attributes:
         slow_seconds: How long the ``slow`` fault waits before answering.
@@ -120,13 +133,27 @@ class LuxCoreEmulator(EmulatorBase):
         api_key: str = "qp_test_sk_emulator_8d3f0b6a2c7e4f19",
         merchant_id: int = 123,
         port: int = 0,
+        requests_per_minute: int | None = None,
+        complete_after: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, requests_per_minute=requests_per_minute, monotonic=monotonic)
+        if complete_after is not None and (
+            isinstance(complete_after, bool)
+            or not isinstance(complete_after, int | float)
+            or not complete_after >= 0
+        ):
+            raise ValueError(f"complete_after must be seconds >= 0 or None, got {complete_after!r}")
         self.api_key = api_key
         self.merchant_id = merchant_id
+        self.complete_after = complete_after
         self._accounts: dict[str, _Account] = {}
         self._withdrawals: dict[str, _Withdrawal] = {}
         self._by_reference: dict[str, str] = {}
+        self._refused = 0
+        self._due: list[tuple[float, str]] = []  # (monotonic due time, withdrawal id), a heap
+        self._scheduled = threading.Condition(self._lock)
+        self._completer: threading.Thread | None = None
         if balances is None:  # the docs' example: ARS 1500000 total, 300000 of it frozen
             self.set_balance("ARS", "12000.00", frozen="3000.00")
             self.set_balance("MXN", "8500.00")
@@ -136,6 +163,27 @@ class LuxCoreEmulator(EmulatorBase):
     def __repr__(self) -> str:
         where = self.url if self._bound_port is not None else "not started"
         return f"<LuxCoreEmulator {where} merchant_id={self.merchant_id} running={self.running}>"
+
+    def start(self) -> Self:
+        """Serve (see ``EmulatorBase.start``), and complete withdrawals when ``complete_after``."""
+        super().start()
+        if self.complete_after is not None and self._completer is None:
+            self._completer = threading.Thread(
+                target=self._complete_when_due,
+                name=f"LuxCoreEmulator:{self._bound_port}:completer",
+                daemon=True,
+            )
+            self._completer.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and completing withdrawals (pending ones stay pending)."""
+        super().stop()
+        completer, self._completer = self._completer, None
+        if completer is not None:
+            with self._lock:
+                self._scheduled.notify_all()
+            completer.join()
 
     # -- in-process control ------------------------------------------------------------------
 
@@ -181,9 +229,7 @@ class LuxCoreEmulator(EmulatorBase):
             ValueError: The withdrawal is no longer pending.
         """
         with self._lock:
-            withdrawal = self._pending_locked(withdrawal_id)
-            self._accounts[withdrawal.currency].frozen -= withdrawal.amount
-            withdrawal.status = "completed"
+            self._complete_locked(self._pending_locked(withdrawal_id))
 
     def fail_withdrawal(self, withdrawal_id: str) -> None:
         """Fail a pending withdrawal: its amount moves from frozen back to available.
@@ -198,6 +244,24 @@ class LuxCoreEmulator(EmulatorBase):
             account.frozen -= withdrawal.amount
             account.available += withdrawal.amount
             withdrawal.status = "failed"
+
+    def funds(self, currency: str) -> tuple[Decimal, Decimal]:
+        """Return *currency*'s ``(available, frozen)`` in major units, without a request.
+
+        Raises:
+            KeyError: The currency is not served.
+        """
+        code = normalize_currency(currency)
+        with self._lock:
+            account = self._accounts[code]
+            minor = (account.available, account.frozen)
+        return minor_to_major(minor[0], code), minor_to_major(minor[1], code)
+
+    @property
+    def refused_withdrawals(self) -> int:
+        """Return how many withdrawals were refused over HTTP for insufficient available funds."""
+        with self._lock:
+            return self._refused
 
     def withdrawal_status(self, withdrawal_id: str) -> str:
         """Return ``"pending"``, ``"completed"`` or ``"failed"``.
@@ -227,6 +291,22 @@ class LuxCoreEmulator(EmulatorBase):
             raise ValueError(f"withdrawal {withdrawal_id} is already {withdrawal.status}")
         return withdrawal
 
+    def _complete_locked(self, withdrawal: _Withdrawal) -> None:
+        self._accounts[withdrawal.currency].frozen -= withdrawal.amount
+        withdrawal.status = "completed"
+
+    def _complete_when_due(self) -> None:
+        """Complete each withdrawal ``complete_after`` seconds after its creation (a thread)."""
+        with self._lock:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    withdrawal = self._withdrawals[heapq.heappop(self._due)[1]]
+                    if withdrawal.status == "pending":  # a test may have finished it already
+                        self._complete_locked(withdrawal)
+                wait = self._due[0][0] - now if self._due else None
+                self._scheduled.wait(wait)
+
     def _create_locked(
         self, currency: str, minor: int, reference: str | None
     ) -> tuple[_Withdrawal | None, str]:
@@ -244,6 +324,9 @@ class LuxCoreEmulator(EmulatorBase):
         self._withdrawals[withdrawal.id] = withdrawal
         if reference is not None:
             self._by_reference[reference] = withdrawal.id
+        if self.complete_after is not None:
+            heapq.heappush(self._due, (time.monotonic() + self.complete_after, withdrawal.id))
+            self._scheduled.notify_all()
         return withdrawal, ""
 
     def _route(self, request: ReceivedRequest) -> Reply:
@@ -260,7 +343,7 @@ class LuxCoreEmulator(EmulatorBase):
         if request.path == WITHDRAWALS_PATH:
             return self._withdraw(request)
         if request.path == BALANCE_ALL_PATH:
-            return self._answer_balance(self._all_balances)
+            return self._answer_balance(request, self._all_balances)
         return self._single(request)
 
     def _single(self, request: ReceivedRequest) -> Reply:
@@ -276,7 +359,9 @@ class LuxCoreEmulator(EmulatorBase):
                 f"balance_type must be one of: {', '.join(BALANCE_TYPES)}",
                 "VALIDATION_ERROR",
             )
-        return self._answer_balance(lambda wrong: self._one_balance(currency, balance_type, wrong))
+        return self._answer_balance(
+            request, lambda wrong: self._one_balance(currency, balance_type, wrong)
+        )
 
     def _item(self, currency: str, balance_type: str, wrong_types: bool) -> dict[str, object]:
         account = self._accounts[currency]
@@ -325,6 +410,8 @@ class LuxCoreEmulator(EmulatorBase):
                 )
             withdrawal, problem = self._create_locked(currency, minor, reference)
         if withdrawal is None:
+            with self._lock:
+                self._refused += 1
             return _error(400, problem, "INSUFFICIENT_BALANCE")
         return Reply.json(201, withdrawal.document())
 

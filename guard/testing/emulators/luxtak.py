@@ -76,6 +76,8 @@ class LuxtakEmulator(EmulatorBase):
         timestamp_window: Seconds a body ``timestamp`` may differ from the server clock.
         clock: The server clock (Unix seconds); ``server_time_offset`` is added to it.
         port: Port to bind on 127.0.0.1; 0 picks a free one.
+        requests_per_minute: Balance requests answered per sliding 60 s window, beyond which
+            the provider's 429 is sent (see ``EmulatorBase``); ``None`` for no limit.
 
     Attributes:
         server_time_offset: Seconds added to *clock*, to skew the server against the client.
@@ -94,8 +96,9 @@ class LuxtakEmulator(EmulatorBase):
         timestamp_window: float = 300.0,
         clock: Callable[[], float] = time.time,
         port: int = 0,
+        requests_per_minute: int | None = None,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, requests_per_minute=requests_per_minute)
         self.app_id = app_id
         self.app_key = app_key
         self.timestamp_window = timestamp_window
@@ -141,7 +144,7 @@ class LuxtakEmulator(EmulatorBase):
 
     def _route(self, request: ReceivedRequest) -> Reply:
         rejection = self._check_headers(request) or self._check_body(request)
-        return rejection or self._answer_balance(self._success)
+        return rejection or self._answer_balance(request, self._success)
 
     def _check_headers(self, request: ReceivedRequest) -> Reply | None:
         if request.path != BALANCE_PATH or request.method != "POST":

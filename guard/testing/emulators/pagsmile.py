@@ -92,6 +92,8 @@ class PagsmileEmulator(EmulatorBase):
         app_id: The app id in the Basic credentials and the body's ``app_id``.
         security_key: The secret in the Basic credentials (never shown in the repr).
         port: Port to bind on 127.0.0.1; 0 picks a free one.
+        requests_per_minute: Balance requests answered per sliding 60 s window, beyond which
+            the provider's 429 is sent (see ``EmulatorBase``); ``None`` for no limit.
 
     Attributes:
         slow_seconds: How long the ``slow`` fault waits before answering.
@@ -108,8 +110,9 @@ class PagsmileEmulator(EmulatorBase):
             "Pagsmile_sk_7ff69a413860c556bbd2ca14f009fe8d3df455b3e951ad7d0f3ce70be580689a"
         ),
         port: int = 0,
+        requests_per_minute: int | None = None,
     ) -> None:
-        super().__init__(port=port)
+        super().__init__(port=port, requests_per_minute=requests_per_minute)
         self.app_id = app_id
         self.security_key = security_key
         self._assets: dict[str, _Asset] = {}
@@ -180,7 +183,7 @@ class PagsmileEmulator(EmulatorBase):
             return rejection
         currency = body.get("currency")
         wanted = None if currency in (None, "") else str(currency)
-        return self._answer_balance(lambda wrong: self._success(wanted, wrong))
+        return self._answer_balance(request, lambda wrong: self._success(wanted, wrong))
 
     def _check_body(self, body: dict[str, object]) -> Reply | None:
         for name in ("app_id", "timestamp", "version"):
