@@ -3,7 +3,7 @@
 One suite for every ``FleetStore`` (SQLite now, Redis once it has the methods), written against
 the protocol: the first reader of a missing or stale value leads the fetch and the others wait,
 a written value is fresh for everyone, a failed fetch hands the lead on, and the budget lets
-through exactly what ``gcra`` allows. It also states ``CommittedTotals``. Times here are the
+through exactly what ``gcra`` allows. It also states ``CommittedTotals`` (PostgreSQL too). Times here are the
 store's own clock, so the tests use short ttls and generous sleeps.
 """
 
@@ -21,9 +21,10 @@ from typing import Any, Protocol
 
 import pytest
 
-from guard.stores import RedisReservations, ReservationStore, SqliteReservations
+from guard.stores import RedisReservations, ReservationStore
 from guard.stores._protocol import CommittedTotals, FleetStore, Shared, gcra
 from tests._holds import KEY, T0, hold, owner_of
+from tests._postgres_server import PostgresServer
 from tests._store_workers import open_store, set_barrier, wait_for_start
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -36,8 +37,12 @@ _REDIS_PENDING = pytest.mark.skipif(
 )
 
 
-class _Both(FleetStore, CommittedTotals, ReservationStore, Protocol):
-    """What the stores under test are: reservation stores, fleet stores, commit totals."""
+class _Totals(CommittedTotals, ReservationStore, Protocol):
+    """A reservation store that totals commits (PostgreSQL, and every fleet store)."""
+
+
+class _Both(FleetStore, _Totals, Protocol):
+    """What the fleet stores under test are: reservation stores, fleet stores, commit totals."""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=_REDIS_PENDING)])
@@ -47,6 +52,21 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "fleet.db")
     url: str = request.getfixturevalue("redis_url")
     return f"{url}#fleet-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=_REDIS_PENDING), "postgres"])
+def totals(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Totals]:
+    """Yield a fresh store that totals commits: SQLite, Redis or PostgreSQL."""
+    if request.param == "sqlite":
+        where = str(tmp_path / "fleet.db")
+    elif request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        where = f"{server.dsn()}#{server.fresh_schema()}"
+    else:
+        where = f"{request.getfixturevalue('redis_url')}#fleet-{uuid.uuid4().hex}"
+    opened: Any = open_store(where)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture
@@ -280,54 +300,55 @@ class TestBadInput:
         assert (None, True) == read(store, "b")
 
 
-def _commit(store: _Both, payout_id: str, amount: str, at: float) -> None:
+def _commit(totals: _Totals, payout_id: str, amount: str, at: float) -> None:
+    """Hold *amount* (fee 0.50) at *at* and commit it a second later."""
     taken = hold(payout_id, amount, fee="0.50", at=at)
-    assert "held" == store.try_hold(taken, ceiling=Decimal(10**6), counted_since=0,
+    assert "held" == totals.try_hold(taken, ceiling=Decimal(10**6), counted_since=0,
                                     now=at).status
-    assert store.commit(payout_id, owner=owner_of(payout_id), now=at + 1) is not None
+    assert totals.commit(payout_id, owner=owner_of(payout_id), now=at + 1) is not None
 
 
 class TestCommittedTotals:
-    def test_nothing_committed_is_zero(self, store: _Both) -> None:
+    def test_nothing_committed_is_zero(self, totals: _Totals) -> None:
         """A key nobody committed on totals zero."""
-        assert Decimal(0) == store.committed(KEY, since=T0, now=T0)
+        assert Decimal(0) == totals.committed(KEY, since=T0, now=T0)
 
-    def test_sums_commits_after_since_with_fees(self, store: _Both) -> None:
+    def test_sums_commits_after_since_with_fees(self, totals: _Totals) -> None:
         """Commits after since count with their fees; earlier ones do not."""
         for n in range(4):
-            _commit(store, f"po_{n}", "10.00", T0 + 10 * n)  # committed at T0 + 1, 11, 21, 31
+            _commit(totals, f"po_{n}", "10.00", T0 + 10 * n)  # committed at T0 + 1, 11, 21, 31
         assert (Decimal("42.00"), Decimal("21.00"), Decimal(0)) == (
-            store.committed(KEY, since=T0, now=T0 + 40),
-            store.committed(KEY, since=T0 + 11, now=T0 + 40),
-            store.committed(KEY, since=T0 + 31, now=T0 + 40),
+            totals.committed(KEY, since=T0, now=T0 + 40),
+            totals.committed(KEY, since=T0 + 11, now=T0 + 40),
+            totals.committed(KEY, since=T0 + 31, now=T0 + 40),
         )
 
     def test_pending_released_and_unresolved_holds_are_not_committed(
-        self, store: _Both
+        self, totals: _Totals
     ) -> None:
         """Only sent payouts count: pending, released and uncertain holds do not."""
-        _commit(store, "po_sent", "10.00", T0)
+        _commit(totals, "po_sent", "10.00", T0)
         for payout_id in ("po_pending", "po_released", "po_maybe"):
-            store.try_hold(hold(payout_id, "5.00"), ceiling=Decimal(1000), counted_since=0,
+            totals.try_hold(hold(payout_id, "5.00"), ceiling=Decimal(1000), counted_since=0,
                            now=T0)
-        store.release("po_released", owner=owner_of("po_released"))
-        store.mark_uncertain("po_maybe", owner=owner_of("po_maybe"), now=T0, until=T0 + 600)
-        assert Decimal("10.50") == store.committed(KEY, since=T0 - 1, now=T0 + 2)
+        totals.release("po_released", owner=owner_of("po_released"))
+        totals.mark_uncertain("po_maybe", owner=owner_of("po_maybe"), now=T0, until=T0 + 600)
+        assert Decimal("10.50") == totals.committed(KEY, since=T0 - 1, now=T0 + 2)
 
-    def test_a_resolved_sent_payout_counts(self, store: _Both) -> None:
+    def test_a_resolved_sent_payout_counts(self, totals: _Totals) -> None:
         """An uncertain hold resolved as sent is committed at the resolve time."""
-        store.try_hold(hold("po_maybe", "5.00"), ceiling=Decimal(1000), counted_since=0, now=T0)
-        store.mark_uncertain("po_maybe", owner=owner_of("po_maybe"), now=T0, until=T0 + 600)
-        store.resolve("po_maybe", sent=True, now=T0 + 5)
+        totals.try_hold(hold("po_maybe", "5.00"), ceiling=Decimal(1000), counted_since=0, now=T0)
+        totals.mark_uncertain("po_maybe", owner=owner_of("po_maybe"), now=T0, until=T0 + 600)
+        totals.resolve("po_maybe", sent=True, now=T0 + 5)
         assert (Decimal("5.00"), Decimal(0)) == (
-            store.committed(KEY, since=T0 + 4, now=T0 + 6),
-            store.committed(KEY, since=T0 + 5, now=T0 + 6),
+            totals.committed(KEY, since=T0 + 4, now=T0 + 6),
+            totals.committed(KEY, since=T0 + 5, now=T0 + 6),
         )
 
-    def test_other_keys_are_separate(self, store: _Both) -> None:
+    def test_other_keys_are_separate(self, totals: _Totals) -> None:
         """Commits on one balance do not count on another."""
-        _commit(store, "po_1", "10.00", T0)
-        assert Decimal(0) == store.committed("luxcore|acct-9|BRL", since=0, now=T0 + 2)
+        _commit(totals, "po_1", "10.00", T0)
+        assert Decimal(0) == totals.committed("luxcore|acct-9|BRL", since=0, now=T0 + 2)
 
 
 def race_for_lead(target: str, worker: int) -> bool:
@@ -375,8 +396,3 @@ class TestProcesses:
             waits.count(0.0), sum(wait > 0 for wait in waits)
         )
 
-
-def test_sqlite_is_a_fleet_store(tmp_path: Path) -> None:
-    """SqliteReservations declares the fleet methods (the suite above runs on it)."""
-    with SqliteReservations(tmp_path / "h.db") as store:
-        assert isinstance(store, FleetStore)
