@@ -3,8 +3,8 @@
 One suite for every ``FleetStore`` (SQLite now, Redis once it has the methods), written against
 the protocol: the first reader of a missing or stale value leads the fetch and the others wait,
 a written value is fresh for everyone, a failed fetch hands the lead on, and the budget lets
-through exactly what ``gcra`` allows. It also states ``CommittedTotals`` (PostgreSQL too). Times here are the
-store's own clock, so the tests use short ttls and generous sleeps.
+through exactly what ``gcra`` allows. It also states ``CommittedTotals`` (PostgreSQL too).
+Times here are the store's own clock, so the tests use short ttls and generous sleeps.
 """
 
 from __future__ import annotations
