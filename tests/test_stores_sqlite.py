@@ -306,6 +306,38 @@ class TestSqliteLiveTotal:
             assert Decimal("1.00") == store.reserved(KEY, counted_since=0, now=T0 + 200)
             assert Decimal("50.00") == store.reserved(KEY, counted_since=0, now=T0 + 60)
 
+    def test_a_read_settles_a_large_backlog(self, tmp_path: Path) -> None:
+        """A read finding many expired holds still in the total takes them out (next reads O(1))."""
+        path = tmp_path / "h.db"
+        with SqliteReservations(path) as store:
+            for n in range(100):
+                store.try_hold(hold(f"po_{n}", "1.00", ttl=10), ceiling=Decimal(1000),
+                               counted_since=0, now=T0)
+            assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0 + 60)
+        with sqlite3.connect(path) as conn:
+            ledger = conn.execute("SELECT live_minor, settled_until FROM ledgers").fetchone()
+        conn.close()
+        assert (0, T0 + 60) == ledger
+
+    def test_a_read_never_waits_to_settle(self, tmp_path: Path) -> None:
+        """With the file locked by a writer, a read answers at once and leaves settling."""
+        path = tmp_path / "h.db"
+        with SqliteReservations(path, timeout=2.0) as store:
+            for n in range(100):
+                store.try_hold(hold(f"po_{n}", "1.00", ttl=10 + n), ceiling=Decimal(1000),
+                               counted_since=0, now=T0)
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                started = time.monotonic()
+                counted = store.reserved(KEY, counted_since=0, now=T0 + 80)
+                waited = time.monotonic() - started
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert (Decimal("29.00"), True) == (counted, waited < 1.0)
+            assert Decimal("29.00") == store.reserved(KEY, counted_since=0, now=T0 + 80)
+
     def test_purges_run_in_bounded_batches(self, tmp_path: Path) -> None:
         """Past the retention, a key's old holds go a batch per call until none is left."""
         with SqliteReservations(tmp_path / "h.db", retention=100.0) as store:

@@ -288,9 +288,7 @@ class SqliteReservations:
         if ledger is None:
             return _ZERO
         if ledger[3] > _SETTLE_BACKLOG and now > ledger[4]:
-            # Many holds expired since the last write: settle them, so reads stay O(1).
-            with self._write() as conn:
-                conn.execute(sql.SETTLE, (key, now))
+            self._settle(key, now)
         return from_minor(ledger[1], ledger[0])
 
     def committed(self, key: str, *, since: float, now: float) -> Decimal:
@@ -427,6 +425,29 @@ class SqliteReservations:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+    def _settle(self, key: str, now: float) -> None:
+        """Settle *key*'s expired holds for a read that found many, if the file is free now.
+
+        The read's answer is right either way; this only keeps the next reads O(1), so it
+        never waits for another writer (busy: the next write settles instead).
+        """
+        with self._read() as conn:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                return
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            try:
+                conn.execute(sql.SETTLE, (key, now))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _purge_due(self, purge_at: float | None, now: float) -> bool:
         # A purge_at far ahead means the clock stepped back: purge now rather than wait.
