@@ -243,6 +243,31 @@ class TestSqliteSchema:
         conn.close()
         assert 3 == version
 
+    def test_upgrades_a_version_1_file(self, tmp_path: Path) -> None:
+        """A version 1 file (no owners, no uncertain holds) opens at version 3, totals intact."""
+        path = tmp_path / "v1.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("""CREATE TABLE ledgers (key TEXT PRIMARY KEY, currency TEXT NOT NULL,
+            committed_minor INTEGER NOT NULL, last_commit REAL)""")
+        conn.execute("""CREATE TABLE holds (payout_id TEXT PRIMARY KEY, key TEXT NOT NULL,
+            currency TEXT NOT NULL, amount_minor INTEGER NOT NULL, fee_minor INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
+            created_at REAL NOT NULL, expires_at REAL NOT NULL, committed_at REAL,
+            running_minor INTEGER)""")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO ledgers VALUES (?, 'BRL', 2000, ?)", (KEY, T0 + 1))
+        conn.execute("INSERT INTO holds VALUES ('po_a', ?, 'BRL', 4000, 0, 'pending', ?, ?, "
+                     "NULL, NULL)", (KEY, T0, T0 + 300))
+        conn.execute("INSERT INTO holds VALUES ('po_b', ?, 'BRL', 2000, 0, 'committed', ?, ?, "
+                     "?, 2000)", (KEY, T0, T0 + 300, T0 + 1))
+        conn.close()
+        with SqliteReservations(path) as store:
+            assert (Decimal("60.00"), Decimal("20.00")) == (
+                store.reserved(KEY, counted_since=0, now=T0 + 5),
+                store.committed(KEY, since=T0, now=T0 + 5),
+            )
+            assert Decimal(0) == store.reserved(KEY, counted_since=T0 + 2, now=T0 + 400)
+
     def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file from a later version is not opened (nor changed)."""
         path = tmp_path / "v9.db"
