@@ -4,16 +4,39 @@ from __future__ import annotations
 
 import pickle
 import sqlite3
+import tempfile
 import threading
 import time
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import SqliteReservations, StoreUnavailable, balance_key
+from guard.stores._protocol import total_held
 from tests._holds import KEY, T0, hold, owner_of
+
+# The schema of version 2 (before the live total and the fleet tables), as it created files.
+_V2_SCHEMA = (
+    """CREATE TABLE ledgers (key TEXT PRIMARY KEY, currency TEXT NOT NULL,
+        committed_minor INTEGER NOT NULL, last_commit REAL, lapse_at REAL)""",
+    """CREATE TABLE holds (payout_id TEXT PRIMARY KEY, key TEXT NOT NULL,
+        currency TEXT NOT NULL, amount_minor INTEGER NOT NULL, fee_minor INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'committed', 'uncertain')),
+        created_at REAL NOT NULL, expires_at REAL NOT NULL, committed_at REAL,
+        running_minor INTEGER, owner TEXT NOT NULL DEFAULT '',
+        reported INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE INDEX holds_live ON holds (key, expires_at, amount_minor, fee_minor)
+        WHERE state != 'committed'""",
+    """CREATE INDEX holds_committed
+        ON holds (key, committed_at, running_minor, amount_minor, fee_minor)
+        WHERE state = 'committed'""",
+    "PRAGMA user_version = 2",
+)
 
 
 class TestSqliteFile:
@@ -177,3 +200,191 @@ def test_balance_key_of_another_account_is_separate(tmp_path: Path) -> None:
         store.try_hold(hold("po_1", "5.00", key=other), ceiling=Decimal(5), counted_since=0,
                        now=T0)
         assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0)
+
+
+def _v2_file(path: Path) -> None:
+    """Write a version 2 file: 60.00 pending, 5.00 expired, 7.00 uncertain, 30.00 committed."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in _V2_SCHEMA:
+        conn.execute(statement)
+    conn.execute("INSERT INTO ledgers VALUES (?, 'BRL', 3000, ?, NULL)", (KEY, T0 + 1))
+    rows = [
+        ("po_live", 6000, "pending", T0 + 300, None, None),
+        ("po_gone", 500, "pending", T0 + 10, None, None),
+        ("po_maybe", 700, "uncertain", T0 + 600, None, None),
+        ("po_sent", 3000, "committed", T0 + 300, T0 + 1, 3000),
+    ]
+    for payout_id, minor, state, expires, committed, running in rows:
+        conn.execute(
+            "INSERT INTO holds VALUES (?, ?, 'BRL', ?, 0, ?, ?, ?, ?, ?, ?, 0)",
+            (payout_id, KEY, minor, state, T0, expires, committed, running,
+             owner_of(payout_id)),
+        )
+    conn.close()
+
+
+class TestSqliteSchema:
+    def test_upgrades_a_version_2_file(self, tmp_path: Path) -> None:
+        """A version 2 file opens at version 3 with every hold counted as before."""
+        path = tmp_path / "v2.db"
+        _v2_file(path)
+        with SqliteReservations(path) as store:
+            assert Decimal("97.00") == store.reserved(KEY, counted_since=0, now=T0 + 20)
+            assert Decimal("30.00") == store.committed(KEY, since=T0, now=T0 + 20)
+            store.commit("po_live", owner=owner_of("po_live"), now=T0 + 21)
+            outcome = store.try_hold(hold("po_new", "3.00", at=T0 + 22), ceiling=Decimal(100),
+                                     counted_since=0, now=T0 + 22)
+            assert ("held", Decimal("97.00")) == (outcome.status, outcome.counted)
+            assert Decimal("100.00") == store.reserved(KEY, counted_since=0, now=T0 + 22)
+            assert Decimal("90.00") == store.committed(KEY, since=T0, now=T0 + 22)
+        with sqlite3.connect(path) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.close()
+        assert 3 == version
+
+    def test_upgrades_a_version_1_file(self, tmp_path: Path) -> None:
+        """A version 1 file (no owners, no uncertain holds) opens at version 3, totals intact."""
+        path = tmp_path / "v1.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("""CREATE TABLE ledgers (key TEXT PRIMARY KEY, currency TEXT NOT NULL,
+            committed_minor INTEGER NOT NULL, last_commit REAL)""")
+        conn.execute("""CREATE TABLE holds (payout_id TEXT PRIMARY KEY, key TEXT NOT NULL,
+            currency TEXT NOT NULL, amount_minor INTEGER NOT NULL, fee_minor INTEGER NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
+            created_at REAL NOT NULL, expires_at REAL NOT NULL, committed_at REAL,
+            running_minor INTEGER)""")
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("INSERT INTO ledgers VALUES (?, 'BRL', 2000, ?)", (KEY, T0 + 1))
+        conn.execute("INSERT INTO holds VALUES ('po_a', ?, 'BRL', 4000, 0, 'pending', ?, ?, "
+                     "NULL, NULL)", (KEY, T0, T0 + 300))
+        conn.execute("INSERT INTO holds VALUES ('po_b', ?, 'BRL', 2000, 0, 'committed', ?, ?, "
+                     "?, 2000)", (KEY, T0, T0 + 300, T0 + 1))
+        conn.close()
+        with SqliteReservations(path) as store:
+            assert (Decimal("60.00"), Decimal("20.00")) == (
+                store.reserved(KEY, counted_since=0, now=T0 + 5),
+                store.committed(KEY, since=T0, now=T0 + 5),
+            )
+            assert Decimal(0) == store.reserved(KEY, counted_since=T0 + 2, now=T0 + 400)
+
+    def test_a_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file from a later version is not opened (nor changed)."""
+        path = tmp_path / "v9.db"
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA user_version = 9")
+        conn.close()
+        with pytest.raises(ConfigurationError, match="schema version 9"):
+            SqliteReservations(path)
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["hold", "commit", "release", "uncertain", "resolve", "read"]),
+        st.integers(0, 7),  # which payout id
+        st.integers(-30, 60),  # how the clock moves (back, sometimes)
+        st.integers(1, 90),  # a ttl
+    ),
+    max_size=40,
+)
+
+
+class TestSqliteLiveTotal:
+    @given(steps=_STEPS)
+    def test_running_total_matches_the_holds(
+        self, steps: list[tuple[str, int, int, int]]
+    ) -> None:
+        """Whatever happens to holds and however the clock moves, the kept total is the sum."""
+        with tempfile.TemporaryDirectory() as folder, SqliteReservations(
+            Path(folder) / "h.db", retention=120.0
+        ) as store:
+            now = T0
+            for action, n, step, ttl in steps:
+                now += step
+                payout_id = f"po_{n}"
+                if action == "hold":
+                    store.try_hold(hold(payout_id, f"{n + 1}.25", at=now, ttl=ttl),
+                                   ceiling=Decimal(40), counted_since=now - 50, now=now)
+                elif action == "commit":
+                    store.commit(payout_id, owner=owner_of(payout_id), now=now)
+                elif action == "release":
+                    store.release(payout_id, owner=owner_of(payout_id))
+                elif action == "uncertain":
+                    store.mark_uncertain(payout_id, owner=owner_of(payout_id), now=now,
+                                         until=now + ttl)
+                elif action == "resolve":
+                    store.resolve(payout_id, sent=ttl % 2 == 0, now=now)
+                for at in (now, now - 25, now + 25):
+                    listed = store.holds(KEY, counted_since=at - 50, now=at)
+                    assert total_held(listed) == store.reserved(KEY, counted_since=at - 50,
+                                                                now=at)
+
+    def test_expired_holds_leave_the_total(self, tmp_path: Path) -> None:
+        """Holds stop counting at their expiry, and count again if the clock steps back."""
+        with SqliteReservations(tmp_path / "h.db") as store:
+            for n in range(100):
+                store.try_hold(hold(f"po_{n}", "1.00", ttl=10 + n), ceiling=Decimal(1000),
+                               counted_since=0, now=T0)
+            assert Decimal("49.00") == store.reserved(KEY, counted_since=0, now=T0 + 60)
+            store.try_hold(hold("po_x", "1.00", at=T0 + 200), ceiling=Decimal(1000),
+                           counted_since=0, now=T0 + 200)  # settles all 100
+            assert Decimal("1.00") == store.reserved(KEY, counted_since=0, now=T0 + 200)
+            assert Decimal("50.00") == store.reserved(KEY, counted_since=0, now=T0 + 60)
+
+    def test_a_read_settles_a_large_backlog(self, tmp_path: Path) -> None:
+        """A read finding many expired holds still in the total takes them out (next reads O(1))."""
+        path = tmp_path / "h.db"
+        with SqliteReservations(path) as store:
+            for n in range(100):
+                store.try_hold(hold(f"po_{n}", "1.00", ttl=10), ceiling=Decimal(1000),
+                               counted_since=0, now=T0)
+            assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0 + 60)
+        with sqlite3.connect(path) as conn:
+            ledger = conn.execute("SELECT live_minor, settled_until FROM ledgers").fetchone()
+        conn.close()
+        assert (0, T0 + 60) == ledger
+
+    def test_a_read_never_waits_to_settle(self, tmp_path: Path) -> None:
+        """With the file locked by a writer, a read answers at once and leaves settling."""
+        path = tmp_path / "h.db"
+        with SqliteReservations(path, timeout=2.0) as store:
+            for n in range(100):
+                store.try_hold(hold(f"po_{n}", "1.00", ttl=10 + n), ceiling=Decimal(1000),
+                               counted_since=0, now=T0)
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                started = time.monotonic()
+                counted = store.reserved(KEY, counted_since=0, now=T0 + 80)
+                waited = time.monotonic() - started
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert (Decimal("29.00"), True) == (counted, waited < 1.0)
+            assert Decimal("29.00") == store.reserved(KEY, counted_since=0, now=T0 + 80)
+
+    def test_purges_run_in_bounded_batches(self, tmp_path: Path) -> None:
+        """Past the retention, a key's old holds go a batch per call until none is left."""
+        with SqliteReservations(tmp_path / "h.db", retention=100.0) as store:
+            for n in range(1200):
+                taken = hold(f"po_{n}", "1.00", ttl=5)
+                store.try_hold(taken, ceiling=Decimal(10**6), counted_since=0, now=T0)
+            left = []
+            for step in range(4):
+                at = T0 + 200 + step
+                store.try_hold(hold(f"po_new_{step}", "1.00", at=at), ceiling=Decimal(10**6),
+                               counted_since=0, now=at)
+                left.append(sum(store.get(f"po_{n}") is not None for n in range(1200)))
+            assert [700, 200, 0, 0] == left
+
+
+class TestSqliteCommitted:
+    def test_sums_commits_after_since(self, tmp_path: Path) -> None:
+        """Committed totals count what was committed after *since*, fees included."""
+        with SqliteReservations(tmp_path / "h.db") as store:
+            for n in range(5):
+                taken = replace(hold(f"po_{n}", "10.00", fee="0.50"), created_at=T0)
+                store.try_hold(taken, ceiling=Decimal(1000), counted_since=0, now=T0)
+                store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=T0 + n)
+            assert Decimal("31.50") == store.committed(KEY, since=T0 + 1.5, now=T0 + 10)
+            assert Decimal(0) == store.committed("other", since=T0, now=T0 + 10)

@@ -22,6 +22,7 @@ payouts with the same id on two different keys raises SQLSTATE 40001, which the 
 from __future__ import annotations
 
 __all__ = [
+    "COMMITTED",
     "COUNTED",
     "GET",
     "HOLDS",
@@ -415,6 +416,14 @@ COUNTED = (
     "SELECT l.currency, "
     + _COUNT.format(s="{s}", now="%(now)s::float8", since="%(since)s::float8")
     + " FROM {s}.ledgers AS l WHERE l.key = %(key)s"
+)
+# (key, since) -> (currency, minor units committed after since): the ledger's running total
+# minus the one before the first commit after since, one index seek; no row: nothing committed.
+COMMITTED = (
+    "SELECT l.currency, COALESCE((SELECT l.committed_minor - running_minor + amount_minor "
+    "+ fee_minor FROM {s}.holds WHERE state = 'committed' AND key = %(key)s "
+    "AND committed_at > %(since)s::float8 ORDER BY committed_at, running_minor LIMIT 1), 0) "
+    "FROM {s}.ledgers AS l WHERE l.key = %(key)s"
 )
 HOLDS = (
     "SELECT * FROM ("

@@ -290,7 +290,7 @@ class PostgresReservations:
         self._statements = {
             name: getattr(sql, name).format(s=self._quoted)
             for name in ("TRY_HOLD", "COMMIT", "MARK_UNCERTAIN", "RESOLVE", "RELEASE", "GET",
-                         "COUNTED", "HOLDS")
+                         "COUNTED", "COMMITTED", "HOLDS")
         }
         self._source: _Source
         if isinstance(target, str):
@@ -438,6 +438,20 @@ class PostgresReservations:
             "key": key, "now": check_time("now", now),
             "since": check_time("counted_since", counted_since),
         })
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the total held by the holds on *key* committed after *since*.
+
+        One index seek on the ledger's running total (see ``CommittedTotals``); commits older
+        than the retention are forgotten, so *since* should be within it.
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        check_time("now", now)
+        rows = self._run("COMMITTED", {"key": key, "since": check_time("since", since)})
         return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
 
     def holds(

@@ -6,11 +6,17 @@ the check and the hold cannot interleave with another process's. The file is in 
 survives a crash of the process, though not necessarily a power cut of the host.
 
 Amounts are integers in the currency's minor unit; sums are exact and converted back to
-``Decimal`` at the currency's exponent.
+``Decimal`` at the currency's exponent. Counting the holds on a key is O(1) in the holds it
+has: each key's ledger keeps running totals, and expired holds leave them lazily
+(``guard/stores/_sqlite_sql.py`` says how).
+
+The store is also a ``FleetStore``: the processes of the host share balances, fetch leases and
+request budgets through the same file, timed by the host clock (``time.time()``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -27,13 +33,20 @@ from guard.errors import ConfigurationError
 from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
 from guard.stores._common import StoreUnavailable, check_time, from_minor, to_minor
-from guard.stores._protocol import Hold, HoldOutcome, HoldState
+from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
 
 __all__ = ["SqliteReservations"]
 
 _ZERO = Decimal(0)
 # Per hold, in minor units; the running totals stay far from SQLite's 64-bit INTEGER limit.
 _LIMIT = 2**53
+# Holds past the retention deleted per call at most; a key's purges run at most this often.
+_PURGE_BATCH = 500
+_PURGE_EVERY = 60.0
+# A read finding more expired holds than this still in a key's live total settles them.
+_SETTLE_BACKLOG = 64
+# The longest name of a shared value or budget (the guard's are short: "bal|luxcore|ARS").
+_NAME_MOST = 200
 
 
 _STATES: dict[str, HoldState] = {
@@ -62,17 +75,21 @@ def _get(conn: sqlite3.Connection, payout_id: str) -> Hold | None:
     return None if row is None else _hold(row)
 
 
-def _counted(conn: sqlite3.Connection, key: str, counted_since: float, now: float) -> Decimal:
-    row = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
-    return _ZERO if row is None else from_minor(row[1], row[0])
-
-
 def _ledger(
     conn: sqlite3.Connection, key: str, counted_since: float, now: float
-) -> tuple[str, Decimal, float | None] | None:
-    """Return the key's currency, what counts on it and its lapse_at; ``None``: no ledger."""
-    row = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
-    return None if row is None else (row[0], from_minor(row[1], row[0]), row[2])
+) -> tuple[Any, ...] | None:
+    """Return the key's ``sql.COUNTED`` row; ``None``: the key has no ledger."""
+    row: tuple[Any, ...] | None = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
+    return row
+
+
+def _minor(hold: Hold) -> int:
+    return to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
+
+
+def _take_out(conn: sqlite3.Connection, hold: Hold) -> None:
+    """Take the live *hold*, dropped or ended, out of its key's live total."""
+    conn.execute(sql.ADJUST_LIVE, (hold.key, hold.expires_at, _minor(hold), None, None))
 
 
 class SqliteReservations:
@@ -108,6 +125,8 @@ class SqliteReservations:
         self._path_text = os.fspath(self._path)  # stat on every call: no Path on that path
         self._timeout = seconds(timeout, "timeout", positive=True)
         self._retention = seconds(retention, "retention", positive=True)
+        # Holds are forgotten within a sixteenth of the retention after it ends.
+        self._purge_every = min(_PURGE_EVERY, self._retention / 16)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._identity: tuple[int, int] | None = None
@@ -143,10 +162,10 @@ class SqliteReservations:
             to_minor(hold.fee, hold.currency, limit=_LIMIT, store="sqlite"),
             hold.created_at, hold.expires_at, hold.owner,
         )
-        to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
+        minor = _minor(hold)
         with self._write() as conn:
             ledger = _ledger(conn, hold.key, counted_since, now)
-            counted = _ZERO if ledger is None else ledger[1]
+            counted = _ZERO if ledger is None else from_minor(ledger[1], ledger[0])
             existing = _get(conn, hold.payout_id)
             admission = machine.admit(
                 existing, hold, key_currency=None if ledger is None else ledger[0],
@@ -156,15 +175,23 @@ class SqliteReservations:
             if ledger is not None and ledger[2] is not None and ledger[2] <= now:
                 lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
                 conn.execute(sql.LAPSE_AT_NEXT, (hold.key,))
+            if ledger is not None and ledger[3] and now > ledger[4]:
+                conn.execute(sql.SETTLE, (hold.key, now))
             if admission != "held":
                 found = existing if admission == "duplicate" else None
                 return HoldOutcome(status=admission, hold=found, counted=counted, lapsed=lapsed)
             if ledger is None:
                 conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-            horizon = now - self._retention
-            conn.execute(sql.LIVE_DELETE, (hold.key, horizon))
-            conn.execute(sql.COMMITTED_DELETE, (hold.key, horizon))
+            old: tuple[float | None, int] = (None, 0)
+            if existing is not None:  # an expired pending hold, replaced
+                if existing.key == hold.key:
+                    old = (existing.expires_at, _minor(existing))
+                else:
+                    _take_out(conn, existing)
             conn.execute(sql.INSERT, values)
+            conn.execute(sql.ADJUST_LIVE, (hold.key, *old, hold.expires_at, minor))
+            if ledger is None or self._purge_due(ledger[5], now):
+                self._purge(conn, hold.key, now)
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
@@ -197,6 +224,7 @@ class SqliteReservations:
             ):
                 return False
             conn.execute(sql.DROP, (payout_id,))
+            _take_out(conn, existing)
             return True
 
     def mark_uncertain(
@@ -212,8 +240,11 @@ class SqliteReservations:
         with self._write() as conn:
             existing = _get(conn, payout_id)
             marked = machine.to_uncertain(existing, owner, until)
-            if marked is not None and marked is not existing:
+            if existing is not None and marked is not None and marked is not existing:
                 conn.execute(sql.MARK_UNCERTAIN, (until, payout_id))
+                minor = _minor(existing)
+                conn.execute(sql.ADJUST_LIVE,
+                             (existing.key, existing.expires_at, minor, until, minor))
                 conn.execute(sql.LAPSE_AT_SOONER, (until, marked.key))
             return marked
 
@@ -232,6 +263,7 @@ class SqliteReservations:
                 _record_commit(conn, existing.committed(now), now)
             else:
                 conn.execute(sql.DROP, (payout_id,))
+                _take_out(conn, existing)
             return existing
 
     def get(self, payout_id: str) -> Hold | None:
@@ -249,8 +281,115 @@ class SqliteReservations:
         Raises:
             StoreUnavailable: the database failed.
         """
+        check_time("counted_since", counted_since)
+        check_time("now", now)
         with self._read() as conn:
-            return _counted(conn, key, check_time("counted_since", counted_since), now)
+            ledger = _ledger(conn, key, counted_since, now)
+        if ledger is None:
+            return _ZERO
+        if ledger[3] > _SETTLE_BACKLOG and now > ledger[4]:
+            self._settle(key, now)
+        return from_minor(ledger[1], ledger[0])
+
+    def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the total held by the holds on *key* committed after *since*.
+
+        One index seek (see ``CommittedTotals``); commits older than the retention are
+        forgotten, so *since* should be within it.
+
+        Raises:
+            ValueError: a time is not finite.
+            StoreUnavailable: the database failed.
+        """
+        check_time("since", since)
+        check_time("now", now)
+        with self._read() as conn:
+            row = conn.execute(sql.COMMITTED, (key, since)).fetchone()
+        return _ZERO if row is None else from_minor(row[1], row[0])
+
+    def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value under *name* and whether *owner* now leads (see ``FleetStore``).
+
+        A fresh value is returned without taking the file's write lock; nobody leads then.
+        A stale or missing one is read again in an immediate transaction, where *owner* takes
+        the lease unless another owner holds an unexpired one (its own lease is renewed).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty short string, or a duration is
+                not a finite positive number of seconds.
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        _check_name("name", name)
+        _check_name("owner", owner)
+        lease_ttl = _check_seconds("lease_ttl", lease_ttl)
+        fresh_for = _check_seconds("fresh_for", fresh_for)
+        with self._read() as conn:
+            row = conn.execute(sql.SHARED_READ, (name,)).fetchone()
+        value = _shared(row, time.time())
+        if value is not None and value.age < fresh_for:
+            return value, False
+        with self._write() as conn:
+            now = time.time()
+            row = conn.execute(sql.SHARED_READ, (name,)).fetchone()
+            value = _shared(row, now)
+            if value is not None and value.age < fresh_for:
+                return value, False  # another process wrote it meanwhile
+            if row is not None and row[3] not in {None, owner} and row[4] > now:
+                return value, False  # someone else is fetching it
+            conn.execute(sql.SHARED_LEASE, (name, owner, now + lease_ttl))
+            return value, True
+
+    def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Store *payload* under *name* for *keep* seconds; drop *owner*'s lease on it.
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty short string, *payload* is not a
+                string, or *keep* is not a finite positive number of seconds.
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        _check_name("name", name)
+        _check_name("owner", owner)
+        if not isinstance(payload, str):
+            raise ValueError(f"payload must be a str, got {type(payload).__name__}")
+        keep = _check_seconds("keep", keep)
+        with self._write() as conn:
+            now = time.time()
+            conn.execute(sql.SHARED_WRITE, (name, payload, now, now + keep, owner))
+
+    def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name*, if it holds it (a failed fetch).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty short string.
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        _check_name("name", name)
+        _check_name("owner", owner)
+        with self._write() as conn:
+            conn.execute(sql.SHARED_DROP_LEASE, (name, owner))
+
+    def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0 or the seconds to wait.
+
+        One row per budget, read and written in one immediate transaction (``gcra``).
+
+        Raises:
+            ValueError: *name* is not a non-empty short string, or *per_minute* is not an
+                ``int`` >= 1.
+            StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
+        """
+        _check_name("name", name)
+        if isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 1:
+            raise ValueError(f"per_minute must be an int >= 1, got {per_minute!r}")
+        with self._write() as conn:
+            now = time.time()
+            row = conn.execute(sql.BUDGET_READ, (name,)).fetchone()
+            tat, wait = gcra(None if row is None else row[0], now, per_minute)
+            if wait == 0.0:
+                conn.execute(sql.BUDGET_WRITE, (name, tat))
+            return wait
 
     def holds(
         self, key: str, *, counted_since: float, now: float, limit: int | None = None
@@ -286,6 +425,41 @@ class SqliteReservations:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+    def _settle(self, key: str, now: float) -> None:
+        """Settle *key*'s expired holds for a read that found many, if the file is free now.
+
+        The read's answer is right either way; this only keeps the next reads O(1), so it
+        never waits for another writer (busy: the next write settles instead).
+        """
+        with self._read() as conn:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                return
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            try:
+                conn.execute(sql.SETTLE, (key, now))
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _purge_due(self, purge_at: float | None, now: float) -> bool:
+        # A purge_at far ahead means the clock stepped back: purge now rather than wait.
+        return purge_at is None or purge_at <= now or purge_at > now + self._purge_every
+
+    def _purge(self, conn: sqlite3.Connection, key: str, now: float) -> None:
+        """Forget a bounded batch of *key*'s holds past the retention; say when to go on."""
+        horizon = now - self._retention
+        live = conn.execute(sql.LIVE_DELETE, (key, horizon, _PURGE_BATCH)).rowcount
+        done = conn.execute(sql.COMMITTED_DELETE, (key, horizon, _PURGE_BATCH)).rowcount
+        more = max(live, done) >= _PURGE_BATCH
+        conn.execute(sql.PURGE_AT, (now if more else now + self._purge_every, key))
 
     def _open(self) -> sqlite3.Connection:
         """Connect, switch to WAL and create the tables, retrying while another opener works."""
@@ -355,17 +529,46 @@ class SqliteReservations:
 
 
 def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
-    """Write *hold*'s commit into its key's running total; return it as recorded."""
-    minor = to_minor(hold.held, hold.currency, limit=_LIMIT, store="sqlite")
-    row = conn.execute(sql.LEDGER_COMMIT, (minor, now, hold.key)).fetchone()
+    """Move the live *hold*'s commit into its key's running totals; return it as recorded."""
+    minor = _minor(hold)
+    values = (minor, now, hold.key, hold.expires_at)
+    row = conn.execute(sql.LEDGER_COMMIT, values).fetchone()
     if row is None:  # a hold always creates its ledger; be safe with old files
         conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
-        row = conn.execute(sql.LEDGER_COMMIT, (minor, now, hold.key)).fetchone()
+        row = conn.execute(sql.LEDGER_COMMIT, values).fetchone()
     running, at = row
     conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
     if hold.state == "committed" and hold.committed_at == at:
         return hold  # machine.to_commit made it already, at this time
     return hold.committed(at)
+
+
+def _shared(row: tuple[Any, ...] | None, now: float) -> Shared | None:
+    """Return the value in a ``sql.SHARED_READ`` *row* if it is kept at *now*."""
+    if row is None or row[0] is None or row[2] <= now:
+        return None
+    # A value written "later" (the host clock stepped back) is as fresh as can be.
+    return Shared(row[0], max(0.0, now - row[1]))
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > _NAME_MOST:
+        shown = repr(value) if not isinstance(value, str) else f"{len(value)} characters"
+        raise ValueError(
+            f"{what} must be a non-empty str of at most {_NAME_MOST} characters, got {shown}"
+        )
+
+
+def _check_seconds(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    number = float(value)  # money-ok: seconds
+    if not math.isfinite(number) or number <= 0 or number > machine.MAX_SECONDS:
+        raise ValueError(
+            f"{what} must be a finite number of seconds > 0 and <= "
+            f"{machine.MAX_SECONDS:g}, got {value!r}"
+        )
+    return number
 
 
 def _identity(path: str) -> tuple[int, int] | None:
