@@ -385,32 +385,18 @@ class StoreVersusModel(RuleBasedStateMachine):
         super().__init__()
         self.store = self.make()
         self.now = T0
-        # Expiry is one-way: a live hold a store has seen expired (reading the total at a
-        # time past its expires_at) stays out of the total even when the clock steps back.
-        self.expired: set[str] = set()
         self.model: dict[str, Hold] = {}
         self.reported: set[str] = set()
         self.last_commit: float | None = None
         self.serial = 0
 
-    def counting(self) -> list[Hold]:
-        """Return the holds the model says count now."""
-        since = self.now - LAG
-        return [
-            h for h in self.model.values()
-            if ((h.committed_at or 0) > since if h.state == "committed"
-                else h.payout_id not in self.expired)
-        ]
-
-    def expire(self) -> None:
-        """Let the live holds whose expires_at has come stop counting, for good."""
-        self.expired |= {
-            i for i, h in self.model.items() if h.state != "committed" and h.expires_at <= self.now
-        }
-
     def counted(self) -> Decimal:
         """Return what the model says counts now."""
-        return sum((h.held for h in self.counting()), Decimal(0))
+        since = self.now - LAG
+        return sum(
+            (h.held for h in self.model.values() if h.counts(now=self.now, counted_since=since)),
+            Decimal(0),
+        )
 
     def commit_at(self, hold_: Hold) -> Hold:
         """Return *hold_* committed now, never before the key's last commit."""
@@ -441,7 +427,6 @@ class StoreVersusModel(RuleBasedStateMachine):
             marked = self.store.mark_uncertain(payout_id, owner=f"t{self.serial}", now=self.now,
                                                until=self.now + lasts)
             self.model[payout_id] = self.model[payout_id].uncertain(self.now + lasts)
-            self.expired.discard(payout_id)
             assert self.model[payout_id] == marked
 
     def hold(self, payout_id: str, amount: str, ttl: float, ceiling: str) -> bool:
@@ -449,12 +434,11 @@ class StoreVersusModel(RuleBasedStateMachine):
         self.serial += 1
         wanted = owned(payout_id, amount, owner=f"t{self.serial}", at=self.now, ttl=ttl)
         outcome = take(self.store, wanted, ceiling=ceiling, since=self.now - LAG)
-        self.expire()
         total = self.counted()
         existing = self.model.get(payout_id)
         lapsed = {
             i for i, h in self.model.items()
-            if h.state == "uncertain" and i in self.expired and i not in self.reported
+            if h.state == "uncertain" and h.expires_at <= self.now and i not in self.reported
         }
         self.reported |= lapsed
         assert total == outcome.counted
@@ -466,7 +450,6 @@ class StoreVersusModel(RuleBasedStateMachine):
         else:
             assert ("held", wanted) == (outcome.status, outcome.hold)
             self.model[payout_id] = wanted
-            self.expired.discard(payout_id)
             return True
         return False
 
@@ -507,7 +490,6 @@ class StoreVersusModel(RuleBasedStateMachine):
             return
         if found.state == "pending":
             self.model[payout_id] = found = found.uncertain(self.now + lasts)
-            self.expired.discard(payout_id)
         assert found == got
 
     @rule(data=st.data(), sent=st.booleans())
@@ -533,15 +515,15 @@ class StoreVersusModel(RuleBasedStateMachine):
     @invariant()
     def agrees(self) -> None:
         """Every hold and the counted total are what the model says."""
-        self.expire()
         for payout_id in PAYOUT_IDS:
             assert self.model.get(payout_id) == self.store.get(payout_id)
         assert self.counted() == self.store.reserved(KEY, counted_since=self.now - LAG,
                                                      now=self.now)
         listed = self.store.holds(KEY, counted_since=self.now - LAG, now=self.now)
-        assert sorted(h.payout_id for h in self.counting()) == sorted(
-            h.payout_id for h in listed
-        )
+        assert sorted(
+            i for i, h in self.model.items()
+            if h.counts(now=self.now, counted_since=self.now - LAG)
+        ) == sorted(h.payout_id for h in listed)
 
     def teardown(self) -> None:
         """Close the store."""

@@ -70,8 +70,12 @@ class _Ledger:
     heap: list[tuple[float, str]] = field(default_factory=list)
     # Live holds whose expiry passed, in that order: forgotten once the retention has passed.
     expired: deque[tuple[float, str]] = field(default_factory=deque)
-    # Uncertain holds whose uncertain_ttl ended, not yet reported.
+    # Uncertain holds whose uncertain_ttl ended, not yet reported; and every one reported.
     lapsed: list[Hold] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)
+    # The latest time holds were let expire at: a call at an earlier time (the wall clock
+    # stepped back) counts the holds expired since then again.
+    settled: float = -math.inf
     times: list[float] = field(default_factory=list)
     running: list[Decimal] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
@@ -96,6 +100,7 @@ class _Ledger:
 
     def drop_live(self, payout_id: str) -> None:
         """Stop counting the live hold under *payout_id*, if there is one, and forget it."""
+        self.reported.discard(payout_id)
         hold = self.live.pop(payout_id, None)
         if hold is not None and self.counting.pop(payout_id, None) is not None:
             self.total = SUBTRACT(self.total, hold.held)
@@ -103,7 +108,15 @@ class _Ledger:
             heappop(self.heap)  # stale entries leave as soon as they reach the top
 
     def let_expire(self, now: float) -> None:
-        """Take the live holds whose ``expires_at`` has come out of the total, each once."""
+        """Take the live holds whose ``expires_at`` has come out of the total, each once.
+
+        When *now* is before the last such call (the wall clock stepped back), the holds that
+        expired after *now* count again, as ``Hold.counts`` says: counted too long rather
+        than dropped.
+        """
+        if now < self.settled:
+            self.recount(now)
+        self.settled = now
         heap = self.heap
         while heap and heap[0][0] <= now:
             expires_at, payout_id = heappop(heap)
@@ -113,8 +126,26 @@ class _Ledger:
             hold = self.live[payout_id]
             self.total = SUBTRACT(self.total, hold.held)
             self.expired.append((expires_at, payout_id))
-            if hold.state == "uncertain":
+            if hold.state == "uncertain" and payout_id not in self.reported:
+                self.reported.add(payout_id)
                 self.lapsed.append(hold)
+
+    def recount(self, now: float) -> None:
+        """Count again the live holds that expired after *now* (latest first, in order)."""
+        expired = self.expired
+        while expired and expired[-1][0] > now:
+            expires_at, payout_id = expired.pop()
+            hold = self.live.get(payout_id)
+            if hold is None or payout_id in self.counting or hold.expires_at != expires_at:
+                continue
+            self.counting[payout_id] = expires_at
+            self.total = ADD(self.total, hold.held)
+            heappush(self.heap, (expires_at, payout_id))
+        # A lapse not reported yet has not happened after all.
+        unlapsed = {h.payout_id for h in self.lapsed if h.payout_id in self.counting}
+        if unlapsed:
+            self.lapsed = [h for h in self.lapsed if h.payout_id not in unlapsed]
+            self.reported -= unlapsed
 
     def add_commit(self, hold: Hold) -> Hold:
         """Append a commit of *hold* (its time made non-decreasing) and return it as recorded."""
@@ -147,8 +178,7 @@ class InMemoryReservations:
 
     Holds vanish with the process; use ``SqliteReservations`` or ``RedisReservations`` when
     several processes pay out from the same balance. Counting the holds on a key costs the
-    same however many there are (see ``_Ledger``). Expiry follows the times the guard passes:
-    once a hold has been seen expired it stays so, even if a later call passes an earlier time.
+    same however many there are (see ``_Ledger``).
 
     Args:
         retention: Seconds a finished hold is remembered for idempotency (default one day; at
@@ -276,7 +306,7 @@ class InMemoryReservations:
         if ledger is None:
             return _ZERO
         tally = ledger.tally
-        if now >= tally.next_expiry:
+        if now >= tally.next_expiry or now < ledger.settled:
             with self._lock:
                 ledger.let_expire(now)
                 ledger.publish()
