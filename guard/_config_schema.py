@@ -195,8 +195,8 @@ class ReservationsConfig(BaseModel):
     ``settle_lag``: seconds a sent payout may take to show in a balance, for every provider
     (a provider's own ``settle_lag`` wins; default: each fetcher's);
     ``own_payouts_window``: seconds our own committed payouts explain frozen funds to
-    ``FrozenFunds``; ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a hold whose
-    outcome is unknown keeps counting when nobody resolves it; ``retention``: seconds a
+    ``FrozenFunds``; ``hold_ttl``: seconds a pending hold lives; ``uncertain_ttl``: seconds a
+    hold whose outcome is unknown keeps counting when nobody resolves it; ``retention``: seconds a
     finished payout id is remembered. ``allow_eviction`` (Redis only) accepts a server whose
     ``maxmemory-policy`` may evict holds.
     """
