@@ -38,8 +38,9 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[RedisReservations]:
-    """Yield a store in a fresh namespace."""
-    with RedisReservations(redis_url, namespace=f"test-{uuid.uuid4().hex}") as made:
+    """Yield a store in a fresh namespace, on the caller's clock (these tests pin times)."""
+    with RedisReservations(redis_url, namespace=f"test-{uuid.uuid4().hex}",
+                           clock="caller") as made:
         yield made
 
 
@@ -113,15 +114,18 @@ class TestNamespaces:
     def test_an_uncertain_hold_outlives_its_uncertain_ttl(
         self, store: RedisReservations, redis_url: str
     ) -> None:
-        """Marked uncertain for ten days, the record and its key's structures live longer."""
+        """Marked uncertain for ten days, the record lives longer, its key's structures longer
+        still (renewed together, at most twice ahead), the ledger never shorter than the rest."""
         taken = owned("po_1", "1.00")
         store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
         store.mark_uncertain("po_1", owner=taken.owner, now=T0, until=T0 + 10 * 86_400)
         client = redis.Redis.from_url(redis_url)
-        ttls = [client.ttl(f"{store._prefix}{name}") for name in
-                ("r:po_1", f"p:{KEY}", f"x:{KEY}", f"u:{KEY}", f"t:{KEY}")]
+        record = client.ttl(store._record("po_1"))
+        structures = [client.ttl(f"{store._prefix}{name}{KEY}") for name in ("x:", "u:", "t:")]
         client.close()
-        assert all(11 * 86_400 < ttl <= 11 * 86_400 + 3600 for ttl in ttls), ttls
+        assert 11 * 86_400 < record <= 11 * 86_400 + 3600
+        assert all(record <= ttl <= 2 * record + 1 for ttl in structures), structures
+        assert structures[-1] == max(structures)
 
 
 class TestOwnerToken:
@@ -153,7 +157,7 @@ class TestClients:
     def test_decoding_client_works(self, redis_url: str) -> None:
         """A client with decode_responses=True is used as given, and not closed by the store."""
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        with RedisReservations(client, namespace=f"d-{uuid.uuid4().hex}") as store:
+        with RedisReservations(client, namespace=f"d-{uuid.uuid4().hex}", clock="caller") as store:
             taken = owned("po_1", "1.25")
             store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
             store.mark_uncertain("po_1", owner=taken.owner, now=T0, until=T0 + 5)
@@ -310,10 +314,10 @@ class TestLostHolds:
         self, own_server: RedisServer
     ) -> None:
         """A new store writes a new marker; rearm() makes the old one adopt it: one view."""
-        with RedisReservations(own_server.url) as old:
+        with RedisReservations(own_server.url, clock="caller") as old:
             take(old, owned("po_1", "1.00"))
             own_server.restart()
-            with RedisReservations(own_server.url) as new:
+            with RedisReservations(own_server.url, clock="caller") as new:
                 take(new, owned("po_2", "2.00"))
                 with pytest.raises(StoreUnavailable, match=LOST):
                     old.get("po_2")
