@@ -818,3 +818,32 @@ class TestAsyncTwin:
                 return found, shared.payload if shared else None, leads, wait, again > 59, total
 
             assert ((None, True), "x", False, 0.0, True, Decimal(0)) == asyncio.run(run())
+
+
+class TestUpgrade:
+    def test_live_holds_of_an_older_version_deny_until_rearm_moves_them(
+        self, store: RedisReservations, redis_url: str
+    ) -> None:
+        """A key whose live holds are in the older layout (a p: hash) denies; rearm moves them."""
+        taken = owned("po_1", "10.00")
+        take(store, taken)
+        sent = owned("po_2", "5.00")
+        take(store, sent)
+        store.commit("po_2", owner=sent.owner, now=T0)
+        client = redis.Redis.from_url(redis_url)
+        prefix = store._prefix
+        try:
+            # What the previous version wrote for po_1, and left behind for the committed po_2.
+            client.delete(f"{prefix}x:{KEY}")
+            client.hdel(f"{prefix}t:{KEY}", "live", "wm", "gcu", "pur")
+            client.hset(f"{prefix}p:{KEY}", mapping={
+                "po_1": f"1000 {taken.expires_at!r}", "po_2": f"500 {sent.expires_at!r}",
+            })
+            with pytest.raises(StoreUnavailable, match="older version"):
+                store.reserved(KEY, counted_since=0, now=T0)
+            store.rearm()
+            assert [] == client.keys(f"{prefix}p:*")
+        finally:
+            client.close()
+        assert Decimal("15.00") == store.reserved(KEY, counted_since=0, now=T0)
+        assert Decimal("5.00") == store.reserved(KEY, counted_since=0, now=taken.expires_at)

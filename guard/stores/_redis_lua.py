@@ -113,6 +113,11 @@ local function lost_ledger()
   return redis.error_reply(
     'PAYOUT_GUARD_LOST the ledger of a balance key is missing: its keys were deleted or evicted')
 end
+local function old_layout()
+  return redis.error_reply(
+    'PAYOUT_GUARD_LOST a balance key keeps its live holds as an older version did (p:); '
+    .. 'rearm() moves them to this layout')
+end
 -- the epoch marker this store remembered is still there: nothing was lost since
 local function armed(base, epoch)
   return redis.call('GET', base .. 'epoch') == epoch
@@ -152,7 +157,11 @@ end
 local function ledger_of(base, key)
   local v = redis.call('HMGET', base .. 't:' .. key, unpack(LEDGER))
   return {cur = v[1], total = v[2], last = v[3], live = tonumber(v[4] or '0'), wm = v[5],
-    gcu = tonumber(v[6] or '0'), pur = v[7]}
+    gcu = tonumber(v[6] or '0'), pur = v[7], old = v[1] and not v[4] and not v[5]}
+end
+-- a ledger from before the running total of live holds, with live holds it cannot count
+local function outdated(base, key, L)
+  return L.old and redis.call('EXISTS', base .. 'p:' .. key) == 1
 end
 -- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
 -- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
@@ -325,6 +334,7 @@ if L.cur and L.cur ~= cur then
   return redis.error_reply('PAYOUT_GUARD_CURRENCY ' .. L.cur)
 end
 if not L.cur and ledger_gone(base, key) then return lost_ledger() end
+if outdated(base, key, L) then return old_layout() end
 local total = counted(base, key, L, now, nows, since)
 if not total then return too_large() end
 local rec = record(KEYS[1])
@@ -459,15 +469,38 @@ return found
 """
 
 # KEYS[1] a key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 ledger ttl (seconds).
-# Run by rearm() for every key with holds: rebuilds a missing ledger from the holds kept (the
-# live ones' total, the commits' last running total and time) and the currency of any hold
-# still recorded on the key; when no hold says which currency, the key's leftovers are
-# forgotten (nothing can count them). Returns "kept", "rebuilt" or "forgotten".
+# Run by rearm() for every key with holds: moves live holds kept as an older version did (a
+# p: hash of id -> "<held> <expires_at>") into x:, then rebuilds a missing ledger from the
+# holds kept (the live ones' total, the commits' last running total and time) and the currency
+# of any hold still recorded on the key; when no hold says which currency, the key's leftovers
+# are forgotten (nothing can count them). Returns "kept", "migrated", "rebuilt" or "forgotten".
 REPAIR = _COMMON + r"""
 local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'kept' end
-local c, x = base .. 'c:' .. key, base .. 'x:' .. key
+local c, x, p = base .. 'c:' .. key, base .. 'x:' .. key, base .. 'p:' .. key
+local moved = redis.call('EXISTS', p) == 1
+if moved then
+  local old = redis.call('HGETALL', p)
+  for i = 1, #old, 2 do
+    -- only holds still live on this key (a commit since then left its entry behind)
+    local o = redis.call('HMGET', base .. 'r:' .. old[i], 'k', 'st')
+    if o[1] == key and (o[2] == 'pending' or o[2] == 'uncertain') then
+      local held, ea = string.match(old[i + 1], '^(%d+) (%S+)$')
+      redis.call('ZADD', x, ea, held .. ' ' .. old[i])
+    end
+  end
+  redis.call('DEL', p)
+end
+local L = ledger_of(base, key)
+if L.cur then
+  if not moved and not L.old then return 'kept' end
+  -- no `wm`: every live hold is in the running total until the next count
+  local live = 0
+  for _, member in ipairs(redis.call('ZRANGE', x, 0, -1)) do live = live + member_held(member) end
+  redis.call('HDEL', KEYS[1], 'wm', 'gcu')
+  redis.call('HSET', KEYS[1], 'live', int(live))
+  return 'migrated'
+end
 local live, ids = 0, {}
 for _, member in ipairs(redis.call('ZRANGE', x, 0, -1)) do
   live = live + member_held(member)
@@ -523,6 +556,7 @@ if not L.cur then
   if ledger_gone(base, key) then return lost_ledger() end
   return {}
 end
+if outdated(base, key, L) then return old_layout() end
 local _, nows, at = clock(ARGV[5])
 local total = counted(base, key, L, tonumber(nows), nows, at(ARGV[4]))
 if not total then return too_large() end

@@ -585,8 +585,10 @@ class RedisReservations:
         Checks the server again (eviction policy, persistence), then adopts the epoch marker
         Redis has (another store's ``rearm`` or first contact may have written it) or writes a
         new one. Keys whose ledger was lost while some of their holds stayed (evicted or
-        deleted keys) get it rebuilt from the commits kept, or are forgotten when no hold
-        left says which currency they held. Costs a ``SCAN`` of the namespace.
+        deleted keys) get it rebuilt from the holds kept, or are forgotten when no hold
+        left says which currency they held; live holds kept as an older version did are moved
+        to this version's layout (until then, their keys deny). Costs a ``SCAN`` of the
+        namespace.
 
         Raises:
             ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
@@ -598,7 +600,7 @@ class RedisReservations:
         pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
         keys: set[str] = set()
         try:
-            for kind in ("c", "x"):
+            for kind in ("c", "x", "p"):  # p: live holds of an older version
                 for name in client.scan_iter(match=f"{pattern}{kind}:*", count=1000):
                     keys.add(_text(name)[len(self._prefix) + 2:])
         except self._errors as exc:
