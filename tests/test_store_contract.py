@@ -42,8 +42,10 @@ MakeStore = Callable[..., ReservationStore]
 def make_store(
     make_store: MakeStore, request: pytest.FixtureRequest
 ) -> Iterator[MakeStore]:
-    """Yield the store factory, with Redis stores on the caller's clock: this suite moves
-    ``now`` by hand, which the Redis server's own clock would not follow."""
+    """Yield the store factory, with Redis stores on the caller's clock.
+
+    This suite moves ``now`` by hand, which the Redis server's own clock would not follow.
+    """
     if request.node.callspec.params.get("make_store") != "redis":
         yield make_store
         return

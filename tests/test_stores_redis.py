@@ -116,8 +116,10 @@ class TestNamespaces:
     def test_an_uncertain_hold_outlives_its_uncertain_ttl(
         self, store: RedisReservations, redis_url: str
     ) -> None:
-        """Marked uncertain for ten days, the record lives longer, its key's structures longer
-        still (renewed together, at most twice ahead), the ledger never shorter than the rest."""
+        """Marked uncertain for ten days, the record and its key's structures live longer.
+
+        The structures are renewed together (at most twice ahead); the ledger outlives the rest.
+        """
         taken = owned("po_1", "1.00")
         store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
         store.mark_uncertain("po_1", owner=taken.owner, now=T0, until=T0 + 10 * 86_400)
@@ -529,7 +531,7 @@ class TestOneClockPerStore:
     @pytest.mark.parametrize("clock", ["local", "", None, 1])
     def test_the_clock_option_is_checked(self, redis_url: str, clock: object) -> None:
         """Only 'server' and 'caller' are clocks; the error says which are accepted."""
-        with pytest.raises(ConfigurationError, match="'server'.*'caller'"):
+        with pytest.raises(ConfigurationError, match=r"'server'.*'caller'"):
             RedisReservations(redis_url, clock=clock)  # type: ignore[arg-type] # on purpose
 
     def test_holds_carry_the_servers_times(self, redis_url: str) -> None:
@@ -638,8 +640,10 @@ class TestHoldsAtConstantCost:
         assert Decimal(0) == store.reserved(KEY, counted_since=T0, now=T0 + 600)
 
     def test_counting_reads_no_hold(self, store: RedisReservations, redis_url: str) -> None:
-        """With thousands of live holds, a count looks at none of them (no HGETALL, no ZRANGE
-        over the key's holds): the cost of ``reserved`` does not grow with the holds."""
+        """With thousands of live holds, a count reads none of them: its cost does not grow.
+
+        Counted by the commands Redis ran for it (no HGETALL or range over the key's holds).
+        """
         for n in range(2000):
             store.try_hold(owned(f"po_{n}", "1.00"), ceiling=Decimal(10**6), counted_since=0,
                            now=T0)
