@@ -202,16 +202,19 @@ local function in_live(L, ea)
 end
 -- Hold.counts summed over the live holds (the memory store's _Tally.counted, first half):
 -- `L.live` brought from `L.wm` to `now`; the holds that expired meanwhile leave it, each once,
--- and `L.moved` says the ledger changed. A `now` before `L.wm` (a caller's clock stepped back)
--- adds back the holds that count again, without changing the ledger.
+-- and `L.moved` says the ledger must be written (when none did, the stored `live` is still
+-- right as of the stored `wm`: a count writes nothing). A `now` before `L.wm` (a caller's
+-- clock stepped back) adds back the holds that count again, without changing the ledger.
 local function live_at(base, key, L, now, nows)
   local x = base .. 'x:' .. key
   if not L.wm or now > tonumber(L.wm) then
     local from = L.wm and ('(' .. L.wm) or '-inf'
-    for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, from, nows)) do
+    local gone = redis.call('ZRANGEBYSCORE', x, from, nows)
+    for _, m in ipairs(gone) do
       L.live = L.live - member_held(m)
     end
-    L.wm, L.moved = nows, true
+    if #gone > 0 or not L.wm then L.moved = true end
+    L.wm = nows
     return L.live
   end
   local total = L.live
@@ -316,8 +319,8 @@ end
 # created_at, expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
 # retention (seconds), record ttl (seconds).
-# Returns {status, counted, hold as stored or the existing one or {}, lapsed holds
-# {{id, fields...}, ...}}.
+# Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
+# lapsed holds {{id, fields...}, ...}}.
 TRY_HOLD = _COMMON + r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
@@ -388,7 +391,7 @@ redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
 if in_live(L, ea) then L.live = L.live + tonumber(held) end
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
-return {'held', total, {key, cur, amt, fee, 'pending', ca, ea, '', owner}, lapsed}
+return {'held', total, {ca, ea}, lapsed}
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the

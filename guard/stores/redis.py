@@ -462,7 +462,7 @@ class RedisReservations:
         if status == "held":
             if self._server_clock:  # as stored: on the server's clock
                 hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
-                            float(_text(reply[2][5])), float(_text(reply[2][6])),  # money-ok: times
+                            float(_text(reply[2][0])), float(_text(reply[2][1])),  # money-ok: times
                             None, hold.owner)
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
         if status == "over_ceiling":
