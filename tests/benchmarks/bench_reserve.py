@@ -27,7 +27,8 @@ last slice costs about what the first does; a slice slower than 30 s stops the f
 Redis round trips: ``guard.reserve`` + commit per second against redis-py calling
 ``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%).
 
-``--part holds`` or ``--part redis`` runs only those figures.
+``--part holds`` or ``--part redis`` runs only those figures (``--stores redis,sqlite``: only
+those stores).
 """
 
 from __future__ import annotations
@@ -368,7 +369,10 @@ def fill_slices(make: Callable[[str], str], total: int = 100_000,
     return slices
 
 
-def print_holds(url: str | None, dsn: str | None, folder: Path, seconds: float) -> None:
+def print_holds(
+    url: str | None, dsn: str | None, folder: Path, seconds: float,
+    stores: frozenset[str] = frozenset({"memory", "sqlite", "redis", "postgres"}),
+) -> None:
     """Print the cost of checks and reserve+commit with holds on the key, and of a fill."""
     targets: dict[str, Callable[[str], str]] = {
         "memory": lambda _: "memory",
@@ -378,6 +382,7 @@ def print_holds(url: str | None, dsn: str | None, folder: Path, seconds: float) 
         targets["redis"] = lambda n: f"{url}#bench-{n}"
     if dsn is not None:
         targets["postgres"] = lambda n: f"{dsn}#bench_{n.replace('-', '_')}"
+    targets = {name: make for name, make in targets.items() if name in stores}
     print()
     print("holds on the key (counting, live pending): ops/s, and x the 0-holds cost "
           "(target: 5,000 <= 1.5x)")
@@ -438,7 +443,7 @@ def print_redis_share(url: str | None, seconds: float) -> None:
           f"(target >= 60%)")
 
 
-def run_part(part: str, seconds: float, *, durable: bool) -> None:
+def run_part(part: str, seconds: float, *, durable: bool, stores: frozenset[str]) -> None:
     """Print only the holds figures or only the Redis round trips."""
     folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
     try:
@@ -447,7 +452,7 @@ def run_part(part: str, seconds: float, *, durable: bool) -> None:
                 print_redis_share(url, seconds)
             else:
                 with postgres_server(durable=durable) as dsn:
-                    print_holds(url, dsn, folder, seconds)
+                    print_holds(url, dsn, folder, seconds, stores)
     finally:
         shutil.rmtree(folder)
 
@@ -459,11 +464,14 @@ def main() -> None:
                         help="PostgreSQL with fsync=on (the default is the tests' fsync=off)")
     parser.add_argument("--part", choices=("all", "holds", "redis"), default="all",
                         help="run every figure, or only the holds or the Redis round trips")
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres",
+                        help="with --part holds: the stores to measure, comma-separated")
     args = parser.parse_args()
     seconds: float = args.seconds
     quiet()
     if args.part != "all":
-        run_part(args.part, seconds, durable=args.pg_durable)
+        run_part(args.part, seconds, durable=args.pg_durable,
+                 stores=frozenset(args.stores.split(",")))
         return
     folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
     rows: list[tuple[str, str, str, float]] = []
