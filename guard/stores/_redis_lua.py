@@ -21,9 +21,12 @@ Keys (``P`` is the prefix ``{namespace}:``; the braces put every key in one clus
   ``"<running total, 30 digits> <held> <payout_id>"``.
 - ``P t:<key>`` hash, the key's ledger: ``cur``; ``total`` (running total of every commit, 30
   digits) and ``last`` (the latest commit time; commit times never go backwards on a key);
-  ``live`` (the sum of ``held`` over the members of ``x:`` scored above ``wm``) and ``wm``
-  (the latest time the key was counted at); ``gcu`` (server time until which every structure
-  of the key lives) and ``pur`` (when the next purge of ``x:`` and ``c:`` is due).
+  ``live`` (the sum of ``held`` over the members of ``x:`` scored above ``wm``), ``wm``
+  (the latest time the key was counted at) and ``nx`` (no member above ``wm`` expires
+  before it; missing: unknown); ``ul`` (no uncertain hold in ``u:`` ends before it);
+  ``gcu`` (server time until which every structure of the key lives) and ``pur`` (when the
+  next purge of ``x:`` and ``c:`` is due). ``nx`` and ``ul`` spare the hot path a look at
+  the indexes when nothing can have changed there.
 
 Counting is O(1) amortized however many holds a key has: ``live`` is the running total of the
 live holds as of ``wm``. Counting at a later ``now`` first takes out the members that expired
@@ -82,7 +85,8 @@ local LIMIT = 9007199254740992
 local B = 1e14
 local ZERO = string.format('%030d', 0)
 local FIELDS = {'k', 'cur', 'amt', 'fee', 'st', 'ca', 'ea', 'cm', 'o', 'held'}
-local LEDGER = {'cur', 'total', 'last', 'live', 'wm', 'gcu', 'pur'}
+local LEDGER = {'cur', 'total', 'last', 'live', 'wm', 'gcu', 'pur', 'nx', 'ul'}
+local NONE = '1e300'  -- `nx` or `ul` when there is nothing to wait for
 local function split(s)
   local n = #s
   return tonumber(string.sub(s, 1, n - 14)) or 0, tonumber(string.sub(s, n - 13))
@@ -157,19 +161,15 @@ end
 local function ledger_of(base, key)
   local v = redis.call('HMGET', base .. 't:' .. key, unpack(LEDGER))
   return {cur = v[1], total = v[2], last = v[3], live = tonumber(v[4] or '0'), wm = v[5],
-    gcu = tonumber(v[6] or '0'), pur = v[7], old = v[1] and not v[4] and not v[5]}
+    gcu = tonumber(v[6] or '0'), pur = v[7], nx = v[8], ul = v[9],
+    old = v[1] and not v[4] and not v[5]}
 end
 -- a ledger from before the running total of live holds, with live holds it cannot count
 local function outdated(base, key, L)
   return L.old and redis.call('EXISTS', base .. 'p:' .. key) == 1
 end
--- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
--- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
--- twice that, together (so this happens about once a retention); else `made`, a structure
--- this script may have created, gets the ledger's TTL if it has none.
-local function save(base, key, L, T, secs, made)
-  local renew = L.gcu < T + secs
-  if renew then L.gcu = math.ceil(T + 2 * secs) end
+-- write the ledger `L`
+local function put(base, key, L)
   local args = {}
   for _, f in ipairs(LEDGER) do
     local v = L[f]
@@ -180,6 +180,15 @@ local function save(base, key, L, T, secs, made)
     end
   end
   redis.call('HSET', base .. 't:' .. key, unpack(args))
+end
+-- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
+-- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
+-- twice that, together (so this happens about once a retention); else `made`, a structure
+-- this script may have created, gets the ledger's TTL if it has none.
+local function save(base, key, L, T, secs, made)
+  local renew = L.gcu < T + secs
+  if renew then L.gcu = math.ceil(T + 2 * secs) end
+  put(base, key, L)
   if renew then
     for _, name in ipairs({'t:', 'x:', 'u:', 'c:'}) do
       redis.call('EXPIREAT', base .. name .. key, int(L.gcu))
@@ -200,21 +209,32 @@ end
 local function in_live(L, ea)
   return not L.wm or tonumber(ea) > tonumber(L.wm)
 end
+-- a live hold expiring at `ea` joins the running total, and `L.nx` stays a lower bound of
+-- the expiries in it (`nx` missing: unknown)
+local function join_live(L, ea, held)
+  if not in_live(L, ea) then return end
+  L.live = L.live + tonumber(held)
+  if L.nx and tonumber(ea) < tonumber(L.nx) then L.nx = ea end
+end
 -- Hold.counts summed over the live holds (the memory store's _Tally.counted, first half):
 -- `L.live` brought from `L.wm` to `now`; the holds that expired meanwhile leave it, each once,
--- and `L.moved` says the ledger must be written (when none did, the stored `live` is still
--- right as of the stored `wm`: a count writes nothing). A `now` before `L.wm` (a caller's
--- clock stepped back) adds back the holds that count again, without changing the ledger.
+-- and `L.moved` says the ledger must be written. Before `L.nx` (no expiry in the total comes
+-- sooner) nothing can have expired: no hold is read and nothing is written (the stored `live`
+-- is still right as of the stored `wm`). A `now` before `L.wm` (a caller's clock stepped back)
+-- adds back the holds that count again, without changing the ledger.
 local function live_at(base, key, L, now, nows)
   local x = base .. 'x:' .. key
   if not L.wm or now > tonumber(L.wm) then
+    if L.wm and L.nx and now < tonumber(L.nx) then
+      L.wm = nows
+      return L.live
+    end
     local from = L.wm and ('(' .. L.wm) or '-inf'
-    local gone = redis.call('ZRANGEBYSCORE', x, from, nows)
-    for _, m in ipairs(gone) do
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, from, nows)) do
       L.live = L.live - member_held(m)
     end
-    if #gone > 0 or not L.wm then L.moved = true end
-    L.wm = nows
+    local next = redis.call('ZRANGEBYSCORE', x, '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    L.wm, L.nx, L.moved = nows, next[2] or NONE, true
     return L.live
   end
   local total = L.live
@@ -259,7 +279,7 @@ end
 -- the memory store's _Ledger.add_commit, with _machine.commit_time: record the live hold `r`
 -- under `id` as committed at `nows`, or at the key's last commit when the clock stepped back.
 -- Returns the recorded time, or false (having written nothing) when the key's ledger is gone.
-local function record_commit(base, id, rkey, r, T, nows, gc)
+local function record_commit(base, id, rkey, r, T, nows, gc, server)
   local key = r[1]
   local L = ledger_of(base, key)
   if not L.total then return false end
@@ -270,7 +290,8 @@ local function record_commit(base, id, rkey, r, T, nows, gc)
   redis.call('ZADD', base .. 'c:' .. key, at, run .. ' ' .. r[10] .. ' ' .. id)
   unlive(base, key, L, id, r)
   redis.call('HSET', rkey, 'st', 'committed', 'cm', at)
-  redis.call('EXPIRE', rkey, gc)
+  -- on the server's clock a hold committed before its expiry has more than `gc` left already
+  if not server or tonumber(r[7]) <= T then redis.call('EXPIRE', rkey, gc) end
   save(base, key, L, T, gc, 'c:')
   return at
 end
@@ -354,20 +375,24 @@ else
 end
 -- Every check is done: the writes start here.
 -- The memory store's _Ledger.lapse: uncertain holds whose uncertain_ttl ended, each reported
--- once (taken out of the u: index as they are reported).
+-- once (taken out of the u: index as they are reported); looked for only from `L.ul` on (a
+-- lower bound of the uncertain expiries not reported yet).
 local lapsed = {}
 local u = base .. 'u:' .. key
-for _, uid in ipairs(redis.call('ZRANGEBYSCORE', u, '-inf', nows)) do
-  local r = record(base .. 'r:' .. uid)
-  if r and r[1] == key and r[5] == 'uncertain' and tonumber(r[7]) <= now then
-    local row = reply(r)
-    table.insert(row, 1, uid)
-    table.insert(lapsed, row)
+if L.ul and now >= tonumber(L.ul) then
+  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', u, '-inf', nows)) do
+    local r = record(base .. 'r:' .. uid)
+    if r and r[1] == key and r[5] == 'uncertain' and tonumber(r[7]) <= now then
+      local row = reply(r)
+      table.insert(row, 1, uid)
+      table.insert(lapsed, row)
+    end
+    redis.call('ZREM', u, uid)
   end
-  redis.call('ZREM', u, uid)
+  L.ul, L.moved = redis.call('ZRANGE', u, 0, 0, 'WITHSCORES')[2] or NONE, true
 end
 if status ~= 'held' then
-  if L.moved then redis.call('HSET', base .. 't:' .. key, 'live', int(L.live), 'wm', L.wm) end
+  if L.moved then put(base, key, L) end
   if status == 'duplicate' then return {status, total, reply(rec), lapsed} end
   return {status, total, {}, lapsed}
 end
@@ -378,9 +403,7 @@ if rec then
   else
     local other = ledger_of(base, rec[1])
     unlive(base, rec[1], other, id, rec)
-    if other.cur and other.moved then
-      redis.call('HSET', base .. 't:' .. rec[1], 'live', int(other.live))
-    end
+    if other.cur and other.moved then put(base, rec[1], other) end
   end
 end
 purge(base, key, L, now, tonumber(retention))
@@ -388,7 +411,7 @@ redis.call('HSET', KEYS[1], 'k', key, 'cur', cur, 'amt', amt, 'fee', fee,
   'held', held, 'st', 'pending', 'ca', ca, 'ea', ea, 'cm', '', 'o', owner)
 redis.call('EXPIRE', KEYS[1], life)
 redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
-if in_live(L, ea) then L.live = L.live + tonumber(held) end
+join_live(L, ea, held)
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
 return {'held', total, {ca, ea}, lapsed}
@@ -404,7 +427,7 @@ local r = record(KEYS[1])
 if not owned(r, ARGV[4]) then return nil end
 if r[5] ~= 'committed' then
   local T, nows = clock(ARGV[5])
-  local at = record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6]))
+  local at = record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6]), ARGV[5] == 'T')
   if not at then return lost_ledger() end
   r[5], r[8] = 'committed', at
 end
@@ -441,8 +464,9 @@ if r[5] == 'pending' then
   redis.call('HSET', KEYS[1], 'st', 'uncertain', 'ea', untl)
   extend(KEYS[1], life)
   redis.call('ZADD', base .. 'x:' .. key, untl, r[10] .. ' ' .. id)
-  if in_live(L, untl) then L.live = L.live + tonumber(r[10]) end
+  join_live(L, untl, r[10])
   redis.call('ZADD', base .. 'u:' .. key, untl, id)
+  if not L.ul or tonumber(untl) < tonumber(L.ul) then L.ul = untl end
   if L.cur then save(base, key, L, T, life, 'u:') end
   r[5], r[7] = 'uncertain', untl
 end
@@ -462,7 +486,7 @@ local found = reply(r)
 if r[5] ~= 'uncertain' then return found end
 if ARGV[4] == '1' then
   local T, nows = clock(ARGV[5])
-  if not record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6])) then
+  if not record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6]), ARGV[5] == 'T') then
     return lost_ledger()
   end
 else
@@ -500,8 +524,9 @@ if L.cur then
   -- no `wm`: every live hold is in the running total until the next count
   local live = 0
   for _, member in ipairs(redis.call('ZRANGE', x, 0, -1)) do live = live + member_held(member) end
-  redis.call('HDEL', KEYS[1], 'wm', 'gcu')
-  redis.call('HSET', KEYS[1], 'live', int(live))
+  redis.call('HDEL', KEYS[1], 'wm', 'gcu', 'nx', 'ul')
+  redis.call('HSET', KEYS[1], 'live', int(live),
+    'ul', redis.call('ZRANGE', base .. 'u:' .. key, 0, 0, 'WITHSCORES')[2] or NONE)
   return 'migrated'
 end
 local live, ids = 0, {}
@@ -522,12 +547,13 @@ if not cur then
   return 'forgotten'
 end
 -- no `wm`: every live hold is in the running total until the next count
+local ul = redis.call('ZRANGE', base .. 'u:' .. key, 0, 0, 'WITHSCORES')[2] or NONE
 local last = redis.call('ZRANGE', c, -1, -1, 'WITHSCORES')
 if last[1] then
   redis.call('HSET', KEYS[1], 'cur', cur, 'total', string.match(last[1], '^(%d+) '),
-    'last', last[2], 'live', int(live))
+    'last', last[2], 'live', int(live), 'ul', ul)
 else
-  redis.call('HSET', KEYS[1], 'cur', cur, 'total', ZERO, 'live', int(live))
+  redis.call('HSET', KEYS[1], 'cur', cur, 'total', ZERO, 'live', int(live), 'ul', ul)
 end
 -- the ledger outlives the rest again (and `gcu` unset: the next write renews them all)
 local secs = tonumber(ARGV[4])
@@ -564,7 +590,7 @@ local _, nows, at = clock(ARGV[5])
 local total = counted(base, key, L, tonumber(nows), nows, at(ARGV[4]))
 if not total then return too_large() end
 -- the expired holds taken out stay out: the next count starts from here
-if L.moved then redis.call('HSET', KEYS[1], 'live', int(L.live), 'wm', L.wm) end
+if L.moved then put(base, key, L) end
 return {L.cur, total}
 """
 
