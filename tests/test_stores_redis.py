@@ -24,6 +24,9 @@ from structlog.testing import capture_logs
 from guard import PayoutDenied, PayoutGuard
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import Hold, RedisReservations, StoreUnavailable
+
+# Not exported from guard.stores on this branch yet.
+from guard.stores._protocol import CommittedTotals, FleetStore
 from guard.testing import FakeClock, StaticFetcher
 from tests._holds import KEY, T0, hold
 from tests._redis_server import RedisServer, free_port, redis_binary, shared_redis, start_redis
@@ -683,6 +686,11 @@ class TestCommittedTotals:
 
 
 class TestFleetStore:
+    def test_the_store_keeps_the_fleet_protocols(self, store: RedisReservations) -> None:
+        """RedisReservations is a FleetStore and gives CommittedTotals."""
+        assert isinstance(store, FleetStore)
+        assert isinstance(store, CommittedTotals)
+
     def test_one_reader_leads_the_others_wait(self, redis_url: str) -> None:
         """With no value, the first reader takes the lease; the next ones wait for its value."""
         with server_store(redis_url) as store:
