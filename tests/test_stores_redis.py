@@ -6,9 +6,11 @@ are in ``tests/test_store_contract.py``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -22,7 +24,10 @@ from structlog.testing import capture_logs
 from guard import PayoutDenied, PayoutGuard
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import Hold, RedisReservations, StoreUnavailable
-from guard.testing import StaticFetcher
+
+# Not exported from guard.stores on this branch yet.
+from guard.stores._protocol import CommittedTotals, FleetStore
+from guard.testing import FakeClock, StaticFetcher
 from tests._holds import KEY, T0, hold
 from tests._redis_server import RedisServer, free_port, redis_binary, shared_redis, start_redis
 
@@ -38,8 +43,9 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[RedisReservations]:
-    """Yield a store in a fresh namespace."""
-    with RedisReservations(redis_url, namespace=f"test-{uuid.uuid4().hex}") as made:
+    """Yield a store in a fresh namespace, on the caller's clock (these tests pin times)."""
+    with RedisReservations(redis_url, namespace=f"test-{uuid.uuid4().hex}",
+                           clock="caller") as made:
         yield made
 
 
@@ -113,15 +119,20 @@ class TestNamespaces:
     def test_an_uncertain_hold_outlives_its_uncertain_ttl(
         self, store: RedisReservations, redis_url: str
     ) -> None:
-        """Marked uncertain for ten days, the record and its key's structures live longer."""
+        """Marked uncertain for ten days, the record and its key's structures live longer.
+
+        The structures are renewed together (at most twice ahead); the ledger outlives the rest.
+        """
         taken = owned("po_1", "1.00")
         store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
         store.mark_uncertain("po_1", owner=taken.owner, now=T0, until=T0 + 10 * 86_400)
         client = redis.Redis.from_url(redis_url)
-        ttls = [client.ttl(f"{store._prefix}{name}") for name in
-                ("r:po_1", f"p:{KEY}", f"x:{KEY}", f"u:{KEY}", f"t:{KEY}")]
+        record = client.ttl(store._record("po_1"))
+        structures = [client.ttl(f"{store._prefix}{name}{KEY}") for name in ("x:", "u:", "t:")]
         client.close()
-        assert all(11 * 86_400 < ttl <= 11 * 86_400 + 3600 for ttl in ttls), ttls
+        assert 11 * 86_400 < record <= 11 * 86_400 + 3600
+        assert all(record <= ttl <= 2 * record + 1 for ttl in structures), structures
+        assert structures[-1] == max(structures)
 
 
 class TestOwnerToken:
@@ -153,7 +164,7 @@ class TestClients:
     def test_decoding_client_works(self, redis_url: str) -> None:
         """A client with decode_responses=True is used as given, and not closed by the store."""
         client = redis.Redis.from_url(redis_url, decode_responses=True)
-        with RedisReservations(client, namespace=f"d-{uuid.uuid4().hex}") as store:
+        with RedisReservations(client, namespace=f"d-{uuid.uuid4().hex}", clock="caller") as store:
             taken = owned("po_1", "1.25")
             store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
             store.mark_uncertain("po_1", owner=taken.owner, now=T0, until=T0 + 5)
@@ -310,10 +321,10 @@ class TestLostHolds:
         self, own_server: RedisServer
     ) -> None:
         """A new store writes a new marker; rearm() makes the old one adopt it: one view."""
-        with RedisReservations(own_server.url) as old:
+        with RedisReservations(own_server.url, clock="caller") as old:
             take(old, owned("po_1", "1.00"))
             own_server.restart()
-            with RedisReservations(own_server.url) as new:
+            with RedisReservations(own_server.url, clock="caller") as new:
                 take(new, owned("po_2", "2.00"))
                 with pytest.raises(StoreUnavailable, match=LOST):
                     old.get("po_2")
@@ -512,3 +523,339 @@ class TestLuaArithmetic:
         with pytest.raises(InvalidPayoutRequest, match="holds BRL"):
             store.try_hold(owned("po_2", "1.00", key="k", currency="USD"), ceiling=Decimal(10),
                            counted_since=0, now=T0)
+
+
+def server_store(url: str, namespace: str | None = None) -> RedisReservations:
+    """Return a store on the Redis server's clock (the default)."""
+    return RedisReservations(url, namespace=namespace or f"srv-{uuid.uuid4().hex}")
+
+
+class TestOneClockPerStore:
+    @pytest.mark.parametrize("clock", ["local", "", None, 1])
+    def test_the_clock_option_is_checked(self, redis_url: str, clock: object) -> None:
+        """Only 'server' and 'caller' are clocks; the error says which are accepted."""
+        with pytest.raises(ConfigurationError, match=r"'server'.*'caller'"):
+            RedisReservations(redis_url, clock=clock)  # type: ignore[arg-type] # on purpose
+
+    def test_holds_carry_the_servers_times(self, redis_url: str) -> None:
+        """On the server's clock a hold is stored at the server's time, its ttl kept."""
+        with server_store(redis_url) as store:
+            taken = owned("po_1", "1.00", at=T0, ttl=300.0)
+            before = time.time()
+            outcome = store.try_hold(taken, ceiling=Decimal(10), counted_since=T0 - 30, now=T0)
+            stored = store.get("po_1")
+            after = time.time()
+        assert stored is not None
+        assert stored == outcome.hold
+        assert before - 1 < stored.created_at < after + 1
+        assert 300.0 == pytest.approx(stored.expires_at - stored.created_at, abs=1e-6)
+
+    def test_hosts_60_s_apart_never_overspend(self, redis_url: str) -> None:
+        """Two hosts whose clocks differ by 60 s share one ceiling: together within it."""
+        namespace = f"skew-{uuid.uuid4().hex}"
+        now = time.time()
+        with server_store(redis_url, namespace) as here, \
+                server_store(redis_url, namespace) as ahead:
+            first = owned("po_1", "60.00", at=now, ttl=300.0)
+            assert "held" == here.try_hold(first, ceiling=Decimal(100), counted_since=now - 30,
+                                           now=now).status
+            # 60 s ahead, the other host would think a 30 s hold long gone on its own clock.
+            second = owned("po_2", "50.00", at=now + 60, ttl=30.0)
+            outcome = ahead.try_hold(second, ceiling=Decimal(100), counted_since=now + 30,
+                                     now=now + 60)
+            assert ("over_ceiling", Decimal("60.00")) == (outcome.status, outcome.counted)
+            assert here.reserved(KEY, counted_since=now - 30, now=now) == ahead.reserved(
+                KEY, counted_since=now + 30, now=now + 60)
+
+    def test_expiry_and_commits_agree_across_skewed_hosts(self, redis_url: str) -> None:
+        """A hold expires for both hosts at once, and a commit counts for both alike."""
+        namespace = f"skew-{uuid.uuid4().hex}"
+        now = time.time()
+        with server_store(redis_url, namespace) as here, \
+                server_store(redis_url, namespace) as ahead:
+            brief = owned("po_1", "10.00", at=now, ttl=0.3)
+            sent = owned("po_2", "5.00", at=now, ttl=300.0)
+            for taken in (brief, sent):
+                here.try_hold(taken, ceiling=Decimal(100), counted_since=now - 30, now=now)
+            here.commit("po_2", owner=sent.owner, now=now)
+            # The host 60 s ahead still counts both: the hold has 0.3 s left on the server.
+            assert Decimal("15.00") == ahead.reserved(KEY, counted_since=now + 30, now=now + 60)
+            time.sleep(0.4)
+            assert Decimal("5.00") == ahead.reserved(KEY, counted_since=now + 30, now=now + 60)
+            assert Decimal("5.00") == here.reserved(KEY, counted_since=now - 30, now=now)
+
+    def test_two_guards_60_s_apart_never_overspend(self, redis_url: str) -> None:
+        """Guards whose clocks differ by 60 s on one Redis store pay out at most the balance."""
+        namespace = f"skew-{uuid.uuid4().hex}"
+        clocks = [FakeClock(time.time()), FakeClock(time.time() + 60)]
+        with server_store(redis_url, namespace) as one, \
+                server_store(redis_url, namespace) as two:
+            guards = [
+                PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), reservations=store,
+                            clock=clock, hold_ttl=30.0)
+                for clock, store in zip(clocks, (one, two), strict=True)
+            ]
+            allowed = []
+            for n in range(6):
+                try:
+                    with guards[n % 2].reserve("30.00", "BRL", payout_id=f"po_{n}"):
+                        allowed.append(True)  # sent: committed on leaving the block
+                except PayoutDenied:
+                    allowed.append(False)
+        # On the callers' clocks, the guard ahead would take the other's commits as settled.
+        assert [True, True, True, False, False, False] == allowed
+
+
+class TestHoldsAtConstantCost:
+    def test_expired_holds_leave_the_total_as_time_passes(self, store: RedisReservations) -> None:
+        """Holds stop counting exactly at their expiry, in any order they were taken."""
+        ttls = [50.0, 10.0, 30.0, 20.0, 40.0]
+        for n, ttl in enumerate(ttls):
+            take(store, owned(f"po_{n}", "1.00", ttl=ttl))
+        for at in (0.0, 10.0, 15.0, 20.0, 39.9, 40.0, 50.0):
+            expected = Decimal(sum(1 for ttl in ttls if at < ttl))
+            assert expected == store.reserved(KEY, counted_since=0, now=T0 + at), at
+
+    def test_a_clock_stepping_back_counts_them_again(self, store: RedisReservations) -> None:
+        """On the caller's clock, holds expired at a later now count again at an earlier one."""
+        for n, ttl in enumerate([10.0, 20.0, 30.0]):
+            take(store, owned(f"po_{n}", "1.00", ttl=ttl))
+        assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0 + 60)
+        assert Decimal(2) == store.reserved(KEY, counted_since=0, now=T0 + 15)
+        assert Decimal(3) == store.reserved(KEY, counted_since=0, now=T0)
+        assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0 + 60)
+
+    def test_leaving_holds_keep_the_total_exact(self, store: RedisReservations) -> None:
+        """Released, committed, uncertain and replaced holds move the running total exactly."""
+        taken = [owned(f"po_{n}", "1.00", ttl=100.0) for n in range(5)]
+        for one in taken:
+            take(store, one)
+        store.release("po_0", owner=taken[0].owner)
+        store.commit("po_1", owner=taken[1].owner, now=T0)
+        store.mark_uncertain("po_2", owner=taken[2].owner, now=T0, until=T0 + 500)
+        # po_1 counts as committed after the window; po_2 beyond its first expiry.
+        assert Decimal(4) == store.reserved(KEY, counted_since=0, now=T0 + 1)
+        assert Decimal(3) == store.reserved(KEY, counted_since=T0, now=T0 + 1)
+        assert Decimal(1) == store.reserved(KEY, counted_since=T0, now=T0 + 200)
+        again = owned("po_3", "7.00", at=T0 + 200, ttl=10.0)
+        assert "held" == take(store, again)
+        assert Decimal(8) == store.reserved(KEY, counted_since=T0, now=T0 + 200)
+        assert Decimal(0) == store.reserved(KEY, counted_since=T0, now=T0 + 600)
+
+    def test_counting_reads_no_hold(self, store: RedisReservations, redis_url: str) -> None:
+        """With thousands of live holds, a count reads none of them: its cost does not grow.
+
+        Counted by the commands Redis ran for it (no HGETALL or range over the key's holds).
+        """
+        for n in range(2000):
+            store.try_hold(owned(f"po_{n}", "1.00"), ceiling=Decimal(10**6), counted_since=0,
+                           now=T0)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            client.config_resetstat()
+            assert Decimal(2000) == store.reserved(KEY, counted_since=0, now=T0 + 1)
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        calls = sum(int(v["calls"]) for k, v in stats.items()
+                    if k not in {"cmdstat_evalsha", "cmdstat_config|resetstat"})
+        assert calls <= 12, stats
+
+
+class TestCommittedTotals:
+    def test_commits_after_a_time_are_summed(self, store: RedisReservations) -> None:
+        """``committed`` sums what was sent after *since*, whatever is still pending."""
+        for n, amount in enumerate(["1.00", "2.00", "4.00"]):
+            taken = owned(f"po_{n}", amount, at=T0 + n)
+            take(store, taken, ceiling=1000)
+            store.commit(taken.payout_id, owner=taken.owner, now=T0 + n)
+        take(store, owned("po_9", "8.00", at=T0 + 5), ceiling=1000)
+        assert Decimal("7.00") == store.committed(KEY, since=T0 - 1, now=T0 + 5)
+        assert Decimal("6.00") == store.committed(KEY, since=T0, now=T0 + 5)
+        assert Decimal(0) == store.committed(KEY, since=T0 + 2, now=T0 + 5)
+        assert Decimal(0) == store.committed("nothing|here|BRL", since=T0, now=T0 + 5)
+
+    def test_on_the_server_clock_since_is_taken_from_now(self, redis_url: str) -> None:
+        """On the server's clock, ``since`` counts back from the caller's ``now``."""
+        with server_store(redis_url) as store:
+            taken = owned("po_1", "3.00")
+            store.try_hold(taken, ceiling=Decimal(10), counted_since=T0 - 30, now=T0)
+            store.commit("po_1", owner=taken.owner, now=T0)
+            assert Decimal("3.00") == store.committed(KEY, since=T0 + 3540, now=T0 + 3600)
+            assert Decimal(0) == store.committed(KEY, since=T0 + 3601, now=T0 + 3600)
+
+
+class TestFleetStore:
+    def test_the_store_keeps_the_fleet_protocols(self, store: RedisReservations) -> None:
+        """RedisReservations is a FleetStore and gives CommittedTotals."""
+        assert isinstance(store, FleetStore)
+        assert isinstance(store, CommittedTotals)
+
+    def test_one_reader_leads_the_others_wait(self, redis_url: str) -> None:
+        """With no value, the first reader takes the lease; the next ones wait for its value."""
+        with server_store(redis_url) as store:
+            first = store.read_shared("bal|luxcore|ARS", owner="a", lease_ttl=5, fresh_for=5)
+            second = store.read_shared("bal|luxcore|ARS", owner="b", lease_ttl=5, fresh_for=5)
+            assert ((None, True), (None, False)) == (first, second)
+            store.write_shared("bal|luxcore|ARS", '{"ARS": "10.00"}', keep=60, owner="a")
+            shared, leads = store.read_shared("bal|luxcore|ARS", owner="b", lease_ttl=5,
+                                              fresh_for=5)
+        assert shared is not None
+        assert ('{"ARS": "10.00"}', False) == (shared.payload, leads)
+        assert 0 <= shared.age < 1
+
+    def test_a_stale_value_is_returned_and_one_reader_refreshes(self, redis_url: str) -> None:
+        """Past fresh_for, readers still get the value; exactly one of them leads."""
+        with server_store(redis_url) as store:
+            store.write_shared("v", "old", keep=60, owner="a")
+            time.sleep(0.25)
+            answers = [store.read_shared("v", owner=o, lease_ttl=5, fresh_for=0.2)
+                       for o in ("b", "c", "b")]
+        assert ["old"] * 3 == [shared.payload for shared, _ in answers if shared]
+        assert all(shared is not None and shared.age >= 0.2 for shared, _ in answers)
+        assert [True, False, True] == [leads for _, leads in answers]
+
+    def test_a_dropped_or_expired_lease_passes_on(self, redis_url: str) -> None:
+        """After drop_lease (a failed fetch) or the lease's ttl, the next reader leads."""
+        with server_store(redis_url) as store:
+            store.read_shared("v", owner="a", lease_ttl=5, fresh_for=1)
+            store.drop_lease("v", owner="someone else")
+            assert (None, False) == store.read_shared("v", owner="b", lease_ttl=0.2, fresh_for=1)
+            store.drop_lease("v", owner="a")
+            assert (None, True) == store.read_shared("v", owner="b", lease_ttl=0.2, fresh_for=1)
+            time.sleep(0.3)
+            assert (None, True) == store.read_shared("v", owner="c", lease_ttl=5, fresh_for=1)
+
+    def test_a_value_lasts_its_keep(self, redis_url: str) -> None:
+        """A shared value is gone once *keep* seconds have passed."""
+        with server_store(redis_url) as store:
+            store.write_shared("v", "x", keep=0.2, owner="a")
+            time.sleep(0.3)
+            assert (None, True) == store.read_shared("v", owner="a", lease_ttl=5, fresh_for=1)
+
+    def test_the_budget_is_gcra(self, redis_url: str) -> None:
+        """100 a minute: a burst of 10 at once, then one every 60/91 s (``gcra``)."""
+        with server_store(redis_url) as store:
+            waits = [store.spend("luxcore|key", per_minute=100) for _ in range(12)]
+        assert [0.0] * 10 == waits[:10]
+        interval = 60 / 91
+        assert interval - 0.5 < waits[10] <= interval
+        assert waits[10] == pytest.approx(waits[11], abs=0.1)
+
+    def test_skewed_hosts_spend_one_budget(self, redis_url: str) -> None:
+        """Stores of one namespace (any host clock) draw on one budget."""
+        namespace = f"budget-{uuid.uuid4().hex}"
+        with server_store(redis_url, namespace) as one, \
+                server_store(redis_url, namespace) as two:
+            assert 0.0 == one.spend("p", per_minute=1)
+            assert 59 < two.spend("p", per_minute=1) <= 60
+
+    def test_fleet_keys_are_under_the_namespace(self, redis_url: str) -> None:
+        """Shared values, leases and budgets live under ``{namespace}:``."""
+        namespace = f"fleet-{uuid.uuid4().hex}"
+        with server_store(redis_url, namespace) as store:
+            store.read_shared("v", owner="a", lease_ttl=5, fresh_for=1)
+            store.write_shared("w", "x", keep=5, owner="a")
+            store.spend("p", per_minute=5)
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            keys = [str(k) for k in client.keys(f"*{namespace}*")]
+        finally:
+            client.close()
+        assert {f"{{{namespace}}}:{k}" for k in ("epoch", "l:v", "s:w", "g:p")} == set(keys)
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.read_shared("", owner="a", lease_ttl=1, fresh_for=1),
+            lambda s: s.read_shared("v" * 201, owner="a", lease_ttl=1, fresh_for=1),
+            lambda s: s.read_shared("v", owner="", lease_ttl=1, fresh_for=1),
+            lambda s: s.read_shared("v", owner="a", lease_ttl=0, fresh_for=1),
+            lambda s: s.read_shared("v", owner="a", lease_ttl=1, fresh_for=float("nan")),
+            lambda s: s.write_shared("v", "x", keep=float("inf"), owner="a"),
+            lambda s: s.write_shared("v", b"x", keep=1, owner="a"),
+            lambda s: s.drop_lease(7, owner="a"),
+            lambda s: s.spend("p", per_minute=0),
+            lambda s: s.spend("p", per_minute=True),
+            lambda s: s.spend("p", per_minute=1.5),
+        ],
+    )
+    def test_inputs_are_checked(
+        self, store: RedisReservations, call: Callable[[RedisReservations], object]
+    ) -> None:
+        """Names, owners, durations and budgets that make no sense are a ValueError."""
+        with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
+            call(store)
+
+    def test_an_unreachable_server_is_store_unavailable(self) -> None:
+        """Fleet calls fail like the others when Redis cannot be reached."""
+        with RedisReservations(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5) as store:
+            for call in (
+                lambda: store.read_shared("v", owner="a", lease_ttl=1, fresh_for=1),
+                lambda: store.write_shared("v", "x", keep=1, owner="a"),
+                lambda: store.drop_lease("v", owner="a"),
+                lambda: store.spend("p", per_minute=5),
+                lambda: store.committed(KEY, since=T0, now=T0),
+            ):
+                with pytest.raises(StoreUnavailable):
+                    call()
+
+    def test_a_flushed_server_denies_fleet_calls_too(self, own_server: RedisServer) -> None:
+        """The epoch marker guards the fleet scripts as it guards the holds."""
+        with RedisReservations(own_server.url) as store:
+            store.spend("p", per_minute=5)
+            client = redis.Redis.from_url(own_server.url)
+            client.flushall()
+            client.close()
+            with pytest.raises(StoreUnavailable, match=LOST):
+                store.spend("p", per_minute=5)
+
+
+class TestAsyncTwin:
+    def test_every_new_method_is_awaitable(self, redis_url: str) -> None:
+        """The asyncio store answers committed and the fleet calls as the blocking one does."""
+        with server_store(redis_url) as store:
+            twin = store.asyncio()
+
+            async def run() -> tuple[object, ...]:
+                found = await twin.read_shared("v", owner="a", lease_ttl=5, fresh_for=5)
+                await twin.write_shared("v", "x", keep=5, owner="a")
+                await twin.drop_lease("v", owner="a")
+                shared, leads = await twin.read_shared("v", owner="b", lease_ttl=5,
+                                                       fresh_for=5)
+                wait = await twin.spend("p", per_minute=1)
+                again = await twin.spend("p", per_minute=1)
+                total = await twin.committed(KEY, since=T0, now=T0)
+                await twin.aclose()
+                return found, shared.payload if shared else None, leads, wait, again > 59, total
+
+            assert ((None, True), "x", False, 0.0, True, Decimal(0)) == asyncio.run(run())
+
+
+class TestUpgrade:
+    def test_live_holds_of_an_older_version_deny_until_rearm_moves_them(
+        self, store: RedisReservations, redis_url: str
+    ) -> None:
+        """A key whose live holds are in the older layout (a p: hash) denies; rearm moves them."""
+        taken = owned("po_1", "10.00")
+        take(store, taken)
+        sent = owned("po_2", "5.00")
+        take(store, sent)
+        store.commit("po_2", owner=sent.owner, now=T0)
+        client = redis.Redis.from_url(redis_url)
+        prefix = store._prefix
+        try:
+            # What the previous version wrote for po_1, and left behind for the committed po_2.
+            client.delete(f"{prefix}x:{KEY}")
+            client.hdel(f"{prefix}t:{KEY}", "live", "wm", "gcu", "pur")
+            client.hset(f"{prefix}p:{KEY}", mapping={
+                "po_1": f"1000 {taken.expires_at!r}", "po_2": f"500 {sent.expires_at!r}",
+            })
+            with pytest.raises(StoreUnavailable, match="older version"):
+                store.reserved(KEY, counted_since=0, now=T0)
+            store.rearm()
+            assert [] == client.keys(f"{prefix}p:*")
+        finally:
+            client.close()
+        assert Decimal("15.00") == store.reserved(KEY, counted_since=0, now=T0)
+        assert Decimal("5.00") == store.reserved(KEY, counted_since=0, now=taken.expires_at)

@@ -11,43 +11,73 @@ Keys (``P`` is the prefix ``{namespace}:``; the braces put every key in one clus
   (Redis restarted empty, flushed, evicted). Never expires.
 - ``P r:<payout_id>`` hash, one hold: ``k`` key, ``cur``, ``amt``/``fee``/``held`` in minor
   units, ``st`` state (``pending``, ``committed``, ``uncertain``), ``ca``/``ea``/``cm``
-  created/expires/committed times, ``o`` the owner token.
-- ``P p:<key>`` hash of the live (pending and uncertain) holds on a key: payout id ->
-  ``"<held> <expires_at>"``. They count while ``now < expires_at``; an entry stays (without
-  counting) until the retention after its expiry has passed, as in the memory store.
-- ``P x:<key>`` sorted set of the same live holds by expiry, to forget them after retention.
+  created/expires/committed times (``cm`` empty until committed), ``o`` the owner token.
+- ``P x:<key>`` sorted set of the live (pending and uncertain) holds on a key by
+  ``expires_at``; each member is ``"<held> <payout_id>"``. They count while
+  ``now < expires_at``; a member stays (without counting) until the retention after its
+  expiry has passed, as in the memory store.
 - ``P u:<key>`` sorted set of the uncertain holds by expiry, not yet reported as lapsed.
 - ``P c:<key>`` sorted set of the committed holds, scored by commit time; each member is
   ``"<running total, 30 digits> <held> <payout_id>"``.
-- ``P t:<key>`` hash, the key's ledger: ``cur``, ``total`` (running total of every commit, 30
-  digits), ``last`` (the latest commit time; commit times never go backwards on a key).
+- ``P t:<key>`` hash, the key's ledger: ``cur``; ``total`` (running total of every commit, 30
+  digits) and ``last`` (the latest commit time; commit times never go backwards on a key);
+  ``live`` (the sum of ``held`` over the members of ``x:`` scored above ``wm``), ``wm``
+  (the latest time the key was counted at) and ``nx`` (no member above ``wm`` expires
+  before it; missing: unknown); ``ul`` (no uncertain hold in ``u:`` ends before it);
+  ``gcu`` (server time until which every structure of the key lives) and ``pur`` (when the
+  next purge of ``x:`` and ``c:`` is due). ``nx`` and ``ul`` spare the hot path a look at
+  the indexes when nothing can have changed there.
+
+Counting is O(1) amortized however many holds a key has: ``live`` is the running total of the
+live holds as of ``wm``. Counting at a later ``now`` first takes out the members that expired
+in ``(wm, now]`` (each leaves once) and moves ``wm`` to ``now``; counting at an earlier
+``now`` (a caller's clock stepped back) adds back those expiring in ``(now, wm]``, so the
+answer is exact either way. Committed in the window since ``t`` = ledger total - running total
+before the first member scored above ``t``: one ``ZRANGEBYSCORE ... LIMIT 0 1``.
+
+Times. A store on the server clock (the default) passes ``"T"`` as ``now`` and every other
+time as an offset from the caller's ``now``: the script reads ``TIME`` and adds the offsets to
+it, so hosts whose clocks disagree still agree on creation, expiry and commit times. A store on
+the caller's clock passes absolute times, handed back to Redis as the original strings (the
+shortest ``repr`` of the guard's floats). Times made here are printed with 17 significant
+digits, so they read back as the same double. The TTLs only collect garbage (they are kept
+on the server's seconds, so a stepped caller clock cannot shorten them).
 
 Every script does all of its checks (epoch, currency, ledger, totals, ceiling, owner) before its
 first write, so an error never leaves half a change. Times and ttls were checked in Python
-(finite, at most 30 days), so no ``EXPIRE`` can fail. The ttls only collect garbage; expiry
-follows the guard's clock values.
+(finite, at most 30 days), so no ``EXPIRE`` can fail. A key's structures get one TTL together
+(the ledger's, ``gcu``), renewed about once a retention, not at every write: a structure made
+after that gets the ledger's remaining life (``EXPIRE ... NX``), so the ledger always outlives
+the rest and a missing ledger means loss.
 
 Lua numbers are doubles: integers are exact below 2**53. A single hold is refused from Python
-at that size; totals are checked here. Running totals can outgrow 2**53 over months, so they
-are kept as decimal strings and handled in two exact parts of 14 digits. Times travel as the
-shortest ``repr`` of the guard's floats, are compared with ``tonumber`` (the same double) and
-are handed back to Redis as the original strings (Lua would print a number with 14 digits).
-Committed in the window since ``t`` = ledger total - running total before the first member
-scored above ``t``: one ``ZRANGEBYSCORE ... LIMIT 0 1``, however many holds are kept.
+at that size; totals are checked here. Running totals of commits can outgrow 2**53 over
+months, so they are kept as decimal strings and handled in two exact parts of 14 digits.
+Numbers are returned as strings (Redis would truncate a Lua number to an integer).
+
+The fleet scripts (``READ_SHARED``, ``WRITE_SHARED``, ``DROP_LEASE``, ``SPEND``) always use
+``TIME``: the age of a shared value and a request budget must agree across hosts.
+``P s:<name>`` hash ``v`` payload, ``at`` when written; ``P l:<name>`` string, the owner of
+the fetch lease (expiring with it); ``P g:<name>`` string, a budget's ``tat`` (``gcra``).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "COMMIT",
+    "COMMITTED",
+    "DROP_LEASE",
     "GET",
     "HOLDS",
     "MARK_UNCERTAIN",
+    "READ_SHARED",
     "RELEASE",
     "REPAIR",
     "RESERVED",
     "RESOLVE",
+    "SPEND",
     "TRY_HOLD",
+    "WRITE_SHARED",
 ]
 
 _COMMON = r"""
@@ -55,6 +85,8 @@ local LIMIT = 9007199254740992
 local B = 1e14
 local ZERO = string.format('%030d', 0)
 local FIELDS = {'k', 'cur', 'amt', 'fee', 'st', 'ca', 'ea', 'cm', 'o', 'held'}
+local LEDGER = {'cur', 'total', 'last', 'live', 'wm', 'gcu', 'pur', 'nx', 'ul'}
+local NONE = '1e300'  -- `nx` or `ul` when there is nothing to wait for
 local function split(s)
   local n = #s
   return tonumber(string.sub(s, 1, n - 14)) or 0, tonumber(string.sub(s, n - 13))
@@ -66,6 +98,12 @@ local function add(s, n)
   lo = lo + nlo
   if lo >= B then lo = lo - B; hi = hi + 1 end
   return string.format('%016d%014d', hi, lo)
+end
+local function fmt(n)
+  return string.format('%.17g', n)
+end
+local function int(n)
+  return string.format('%d', n)
 end
 local function too_large()
   return redis.error_reply('PAYOUT_GUARD_TOO_LARGE the holds on this key reach 2^53 minor units')
@@ -79,9 +117,28 @@ local function lost_ledger()
   return redis.error_reply(
     'PAYOUT_GUARD_LOST the ledger of a balance key is missing: its keys were deleted or evicted')
 end
+local function old_layout()
+  return redis.error_reply(
+    'PAYOUT_GUARD_LOST a balance key keeps its live holds as an older version did (p:); '
+    .. 'rearm() moves them to this layout')
+end
 -- the epoch marker this store remembered is still there: nothing was lost since
 local function armed(base, epoch)
   return redis.call('GET', base .. 'epoch') == epoch
+end
+local function server_time()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+-- The script's clock. `nows` is "T" (the server's clock: every other time passed is an offset
+-- from the caller's now) or the caller's absolute now (every time passed is absolute). Returns
+-- the server's time, now as text, and the function giving the time a passed value stands for.
+local function clock(nows)
+  local T = server_time()
+  if nows == 'T' then
+    return T, fmt(T), function(off) return fmt(T + tonumber(off)) end
+  end
+  return T, nows, function(v) return v end
 end
 local function record(rkey)
   local r = redis.call('HMGET', rkey, unpack(FIELDS))
@@ -95,98 +152,214 @@ end
 local function owned(r, owner)
   return r ~= nil and owner ~= '' and r[9] == owner
 end
--- make `k` live at least `secs` seconds (a key's structures outlive every record on it)
+-- make `k` live at least `secs` seconds
 local function extend(k, secs)
   local ms = redis.call('PTTL', k)
   if ms == -1 or (ms >= 0 and ms < secs * 1000) then redis.call('EXPIRE', k, secs) end
 end
--- make the key's structures in `names` (that this script wrote to) and its ledger live at
--- least `secs` seconds: the ledger always outlives the rest, so a missing ledger means loss
-local function touch(base, key, secs, names)
-  for _, name in ipairs(names) do extend(base .. name .. key, secs) end
-  extend(base .. 't:' .. key, secs)
+-- the key's ledger (see the module docstring); missing fields are false
+local function ledger_of(base, key)
+  local v = redis.call('HMGET', base .. 't:' .. key, unpack(LEDGER))
+  return {cur = v[1], total = v[2], last = v[3], live = tonumber(v[4] or '0'), wm = v[5],
+    gcu = tonumber(v[6] or '0'), pur = v[7], nx = v[8], ul = v[9],
+    old = v[1] and not v[4] and not v[5]}
+end
+-- a ledger from before the running total of live holds, with live holds it cannot count
+local function outdated(base, key, L)
+  return L.old and redis.call('EXISTS', base .. 'p:' .. key) == 1
+end
+-- write the ledger `L`
+local function put(base, key, L)
+  local args = {}
+  for _, f in ipairs(LEDGER) do
+    local v = L[f]
+    if v then
+      if type(v) == 'number' then v = int(v) end
+      args[#args + 1] = f
+      args[#args + 1] = v
+    end
+  end
+  redis.call('HSET', base .. 't:' .. key, unpack(args))
+end
+-- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
+-- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
+-- twice that, together (so this happens about once a retention); else `made`, a structure
+-- this script may have created, gets the ledger's TTL if it has none.
+local function save(base, key, L, T, secs, made)
+  local renew = L.gcu < T + secs
+  if renew then L.gcu = math.ceil(T + 2 * secs) end
+  put(base, key, L)
+  if renew then
+    for _, name in ipairs({'t:', 'x:', 'u:', 'c:'}) do
+      redis.call('EXPIREAT', base .. name .. key, int(L.gcu))
+    end
+  elseif made then
+    local k = base .. made .. key
+    if redis.call('TTL', k) == -1 then redis.call('EXPIREAT', k, int(L.gcu)) end
+  end
 end
 -- holds on the key but no ledger: its keys were lost
 local function ledger_gone(base, key)
-  return redis.call('EXISTS', base .. 'p:' .. key, base .. 'c:' .. key) > 0
+  return redis.call('EXISTS', base .. 'x:' .. key, base .. 'c:' .. key) > 0
 end
--- Hold.counts summed (the memory store's _Tally.counted), read only: live holds with
--- now < expires_at, plus commits after `since`; nil when it reaches 2^53, false when the
--- ledger is gone
-local function counted(base, key, now, since)
-  local total = 0
-  local live = redis.call('HGETALL', base .. 'p:' .. key)
-  for i = 1, #live, 2 do
-    local held, ea = string.match(live[i + 1], '^(%d+) (%S+)$')
-    if now < tonumber(ea) then total = total + tonumber(held) end
+local function member_held(m)
+  return tonumber(string.match(m, '^(%d+) '))
+end
+-- whether a live hold expiring at `ea` is in the running total `L.live` (scored above `L.wm`)
+local function in_live(L, ea)
+  return not L.wm or tonumber(ea) > tonumber(L.wm)
+end
+-- a live hold expiring at `ea` joins the running total, and `L.nx` stays a lower bound of
+-- the expiries in it (`nx` missing: unknown)
+local function join_live(L, ea, held)
+  if not in_live(L, ea) then return end
+  L.live = L.live + tonumber(held)
+  if L.nx and tonumber(ea) < tonumber(L.nx) then L.nx = ea end
+end
+-- Hold.counts summed over the live holds (the memory store's _Tally.counted, first half):
+-- `L.live` brought from `L.wm` to `now`; the holds that expired meanwhile leave it, each once,
+-- and `L.moved` says the ledger must be written. Before `L.nx` (no expiry in the total comes
+-- sooner) nothing can have expired: no hold is read and nothing is written (the stored `live`
+-- is still right as of the stored `wm`). A `now` before `L.wm` (a caller's clock stepped back)
+-- adds back the holds that count again, without changing the ledger.
+local function live_at(base, key, L, now, nows)
+  local x = base .. 'x:' .. key
+  if not L.wm or now > tonumber(L.wm) then
+    if L.wm and L.nx and now < tonumber(L.nx) then
+      L.wm = nows
+      return L.live
+    end
+    local from = L.wm and ('(' .. L.wm) or '-inf'
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, from, nows)) do
+      L.live = L.live - member_held(m)
+    end
+    local next = redis.call('ZRANGEBYSCORE', x, '(' .. nows, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    L.wm, L.nx, L.moved = nows, next[2] or NONE, true
+    return L.live
   end
+  local total = L.live
+  if now < tonumber(L.wm) then
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, '(' .. nows, L.wm)) do
+      total = total + member_held(m)
+    end
+  end
+  return total
+end
+-- the commits after `since` (the memory store's _Tally.counted, second half): one seek;
+-- nil when it reaches 2^53
+local function committed_since(base, key, L, since)
   local first = redis.call('ZRANGEBYSCORE', base .. 'c:' .. key, '(' .. since, '+inf',
     'LIMIT', 0, 1)[1]
-  if first then
-    local run, held = string.match(first, '^(%d+) (%d+) ')
-    local ledger = redis.call('HGET', base .. 't:' .. key, 'total')
-    if not ledger then return false end
-    local thi, tlo = split(ledger)
-    local rhi, rlo = split(run)
-    if thi - rhi > 90 then return nil end
-    -- both terms are exact, so the difference is exact whenever it is below 2^53
-    local window = (thi - rhi) * B + (tlo - rlo)
-    total = total + window + tonumber(held)
-  end
+  if not first then return 0 end
+  local run, held = string.match(first, '^(%d+) (%d+) ')
+  local thi, tlo = split(L.total)
+  local rhi, rlo = split(run)
+  if thi - rhi > 90 then return nil end
+  -- both terms are exact, so the difference is exact whenever it is below 2^53
+  local window = (thi - rhi) * B + (tlo - rlo) + tonumber(held)
+  if window >= LIMIT then return nil end
+  return window
+end
+-- Hold.counts summed (the memory store's _Tally.counted): nil when it reaches 2^53
+local function counted(base, key, L, now, nows, since)
+  local window = committed_since(base, key, L, since)
+  if not window then return nil end
+  local total = live_at(base, key, L, now, nows) + window
   if total >= LIMIT then return nil end
   return total
 end
+-- a live hold `r` under `id` leaves its key's index and (if it is in it) running total
+local function unlive(base, key, L, id, r)
+  local removed = redis.call('ZREM', base .. 'x:' .. key, r[10] .. ' ' .. id)
+  if removed == 1 and in_live(L, r[7]) then
+    L.live, L.moved = L.live - tonumber(r[10]), true
+  end
+  if r[5] == 'uncertain' then redis.call('ZREM', base .. 'u:' .. key, id) end
+end
 -- the memory store's _Ledger.add_commit, with _machine.commit_time: record the live hold `r`
--- under `id` as committed at `now`, or at the key's last commit when the clock stepped back.
+-- under `id` as committed at `nows`, or at the key's last commit when the clock stepped back.
 -- Returns the recorded time, or false (having written nothing) when the key's ledger is gone.
-local function record_commit(base, id, rkey, r, now, gc)
+local function record_commit(base, id, rkey, r, T, nows, gc, server)
   local key = r[1]
-  local ledger = base .. 't:' .. key
-  local t = redis.call('HMGET', ledger, 'total', 'last')
-  if not t[1] then return false end
-  local at = now
-  if t[2] and tonumber(t[2]) > tonumber(now) then at = t[2] end
-  local run = add(t[1], tonumber(r[10]))
-  redis.call('HSET', ledger, 'cur', r[2], 'total', run, 'last', at)
+  local L = ledger_of(base, key)
+  if not L.total then return false end
+  local at = nows
+  if L.last and tonumber(L.last) > tonumber(nows) then at = L.last end
+  local run = add(L.total, tonumber(r[10]))
+  L.cur, L.total, L.last = r[2], run, at
   redis.call('ZADD', base .. 'c:' .. key, at, run .. ' ' .. r[10] .. ' ' .. id)
-  redis.call('HDEL', base .. 'p:' .. key, id)
-  redis.call('ZREM', base .. 'x:' .. key, id)
-  redis.call('ZREM', base .. 'u:' .. key, id)
+  unlive(base, key, L, id, r)
   redis.call('HSET', rkey, 'st', 'committed', 'cm', at)
-  redis.call('EXPIRE', rkey, gc)
-  touch(base, key, gc, {'c:'})
+  -- on the server's clock a hold committed before its expiry has more than `gc` left already
+  if not server or tonumber(r[7]) <= T then redis.call('EXPIRE', rkey, gc) end
+  save(base, key, L, T, gc, 'c:')
   return at
 end
 -- the memory store's _forget: drop a live hold and every index entry of it
-local function forget(base, id, rkey, key)
+local function forget(base, id, rkey, r)
+  local key = r[1]
   redis.call('DEL', rkey)
-  redis.call('HDEL', base .. 'p:' .. key, id)
-  redis.call('ZREM', base .. 'x:' .. key, id)
-  redis.call('ZREM', base .. 'u:' .. key, id)
+  local L = ledger_of(base, key)
+  unlive(base, key, L, id, r)
+  if L.cur and L.moved then redis.call('HSET', base .. 't:' .. key, 'live', int(L.live)) end
+end
+-- The memory store's _purge, off the hot path: only when due (`L.pur`), live holds whose
+-- expiry is a retention ago and commits before the retention window, a bounded number per
+-- call; then the next due time, when the oldest left passes the retention.
+local function purge(base, key, L, now, retention)
+  if L.pur and now < tonumber(L.pur) then return end
+  local horizon = fmt(now - retention)
+  local x, u, c = base .. 'x:' .. key, base .. 'u:' .. key, base .. 'c:' .. key
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', horizon, 'LIMIT', 0, 64)) do
+    local oid = string.match(m, '^%d+ (.*)$')
+    local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st')
+    if o[1] == key and (o[2] == 'pending' or o[2] == 'uncertain') then
+      redis.call('DEL', base .. 'r:' .. oid)
+    end
+    -- scored a retention before now, so below `L.wm`: not in the running total
+    redis.call('ZREM', x, m)
+    redis.call('ZREM', u, oid)
+  end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', c, '-inf', horizon, 'LIMIT', 0, 64)) do
+    local oid = string.match(member, '^%d+ %d+ (.*)$')
+    local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st')
+    if o[1] == key and o[2] == 'committed' then redis.call('DEL', base .. 'r:' .. oid) end
+    redis.call('ZREM', c, member)
+  end
+  local oldest = now
+  for _, k in ipairs({x, c}) do
+    local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    if first[2] and tonumber(first[2]) < oldest then oldest = tonumber(first[2]) end
+  end
+  L.pur, L.moved = fmt(oldest + retention), true
 end
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 key, 5 currency, 6 owner,
 # 7 the numbers, space-separated (fewer arguments cost the client less): amount, fee, held,
-# created_at, expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now, horizon
-# (now - retention), record ttl (seconds).
-# Returns {status, counted, existing hold or {}, lapsed holds {{id, fields...}, ...}}.
+# created_at, expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now
+# ("T" for the server's clock; the times before it are then offsets from the caller's now),
+# retention (seconds), record ttl (seconds).
+# Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
+# lapsed holds {{id, fields...}, ...}}.
 TRY_HOLD = _COMMON + r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
 local v = {}
 for token in string.gmatch(ARGV[7], '%S+') do v[#v + 1] = token end
-local amt, fee, held, ca, ea, ceiling, since, nows, horizon, life = unpack(v)
+local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = unpack(v)
+local T, at
+T, nows, at = clock(nows)
+ca, ea, since = at(ca), at(ea), at(since)
 local now = tonumber(nows)
-local ledger = base .. 't:' .. key
+local L = ledger_of(base, key)
 -- _machine.admit, first: a key holds one currency
-local key_cur = redis.call('HGET', ledger, 'cur')
-if key_cur and key_cur ~= cur then
-  return redis.error_reply('PAYOUT_GUARD_CURRENCY ' .. key_cur)
+if L.cur and L.cur ~= cur then
+  return redis.error_reply('PAYOUT_GUARD_CURRENCY ' .. L.cur)
 end
-if not key_cur and ledger_gone(base, key) then return lost_ledger() end
-local total = counted(base, key, now, since)
-if total == false then return lost_ledger() end
+if not L.cur and ledger_gone(base, key) then return lost_ledger() end
+if outdated(base, key, L) then return old_layout() end
+local total = counted(base, key, L, now, nows, since)
 if not total then return too_large() end
 local rec = record(KEYS[1])
 local status = 'held'
@@ -202,66 +375,50 @@ else
 end
 -- Every check is done: the writes start here.
 -- The memory store's _Ledger.lapse: uncertain holds whose uncertain_ttl ended, each reported
--- once (taken out of the u: index as they are reported).
+-- once (taken out of the u: index as they are reported); looked for only from `L.ul` on (a
+-- lower bound of the uncertain expiries not reported yet).
 local lapsed = {}
 local u = base .. 'u:' .. key
-for _, uid in ipairs(redis.call('ZRANGEBYSCORE', u, '-inf', nows)) do
-  local r = record(base .. 'r:' .. uid)
-  if r and r[1] == key and r[5] == 'uncertain' and tonumber(r[7]) <= now then
-    local row = reply(r)
-    table.insert(row, 1, uid)
-    table.insert(lapsed, row)
+if L.ul and now >= tonumber(L.ul) then
+  for _, uid in ipairs(redis.call('ZRANGEBYSCORE', u, '-inf', nows)) do
+    local r = record(base .. 'r:' .. uid)
+    if r and r[1] == key and r[5] == 'uncertain' and tonumber(r[7]) <= now then
+      local row = reply(r)
+      table.insert(row, 1, uid)
+      table.insert(lapsed, row)
+    end
+    redis.call('ZREM', u, uid)
   end
-  redis.call('ZREM', u, uid)
+  L.ul, L.moved = redis.call('ZRANGE', u, 0, 0, 'WITHSCORES')[2] or NONE, true
 end
-if status == 'duplicate' then return {status, total, reply(rec), lapsed} end
-if status ~= 'held' then return {status, total, {}, lapsed} end
+if status ~= 'held' then
+  if L.moved then put(base, key, L) end
+  if status == 'duplicate' then return {status, total, reply(rec), lapsed} end
+  return {status, total, {}, lapsed}
+end
 -- try_hold in the memory store: an expired pending hold under the same id leaves its key
 if rec then
-  redis.call('HDEL', base .. 'p:' .. rec[1], id)
-  redis.call('ZREM', base .. 'x:' .. rec[1], id)
-end
--- the memory store's _purge: live holds whose expiry is a retention ago (a bounded number per
--- call)...
-local p, x = base .. 'p:' .. key, base .. 'x:' .. key
-for _, oid in ipairs(redis.call('ZRANGEBYSCORE', x, '-inf', horizon, 'LIMIT', 0, 64)) do
-  local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st', 'ea')
-  local live = o[1] == key and (o[2] == 'pending' or o[2] == 'uncertain')
-  if live and tonumber(o[3]) > tonumber(horizon) then
-    redis.call('ZADD', x, o[3], oid)
+  if rec[1] == key then
+    unlive(base, key, L, id, rec)
   else
-    if live then redis.call('DEL', base .. 'r:' .. oid) end
-    redis.call('HDEL', p, oid)
-    redis.call('ZREM', u, oid)
-    redis.call('ZREM', x, oid)
+    local other = ledger_of(base, rec[1])
+    unlive(base, rec[1], other, id, rec)
+    if other.cur and other.moved then put(base, rec[1], other) end
   end
 end
--- ...and commits before the retention window
-local c = base .. 'c:' .. key
-local oldest = redis.call('ZRANGE', c, 0, 0, 'WITHSCORES')
-if oldest[2] and tonumber(oldest[2]) < tonumber(horizon) then
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', c, '-inf', horizon, 'LIMIT', 0, 64)) do
-    local oid = string.match(member, '^%d+ %d+ (.*)$')
-    local o = redis.call('HMGET', base .. 'r:' .. oid, 'k', 'st')
-    if o[1] == key and o[2] == 'committed' then redis.call('DEL', base .. 'r:' .. oid) end
-    redis.call('ZREM', c, member)
-  end
-end
-redis.call('DEL', KEYS[1])
+purge(base, key, L, now, tonumber(retention))
 redis.call('HSET', KEYS[1], 'k', key, 'cur', cur, 'amt', amt, 'fee', fee,
-  'held', held, 'st', 'pending', 'ca', ca, 'ea', ea, 'o', owner)
+  'held', held, 'st', 'pending', 'ca', ca, 'ea', ea, 'cm', '', 'o', owner)
 redis.call('EXPIRE', KEYS[1], life)
-redis.call('HSET', p, id, held .. ' ' .. ea)
-redis.call('ZADD', x, ea, id)
-if not key_cur then
-  redis.call('HSET', ledger, 'cur', cur, 'total', ZERO)
-end
-touch(base, key, tonumber(life), {'p:', 'x:'})
-return {'held', total, {}, lapsed}
+redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
+join_live(L, ea, held)
+if not L.cur then L.cur, L.total = cur, ZERO end
+save(base, key, L, T, tonumber(life), 'x:')
+return {'held', total, {ca, ea}, lapsed}
 """
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now,
-# 6 record ttl. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
+# server's), 6 record ttl. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
 COMMIT = _COMMON + r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
@@ -269,7 +426,8 @@ local r = record(KEYS[1])
 -- _machine.to_commit: only the owner's hold; a committed one stays as it is
 if not owned(r, ARGV[4]) then return nil end
 if r[5] ~= 'committed' then
-  local at = record_commit(base, id, KEYS[1], r, ARGV[5], tonumber(ARGV[6]))
+  local T, nows = clock(ARGV[5])
+  local at = record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6]), ARGV[5] == 'T')
   if not at then return lost_ledger() end
   r[5], r[8] = 'committed', at
 end
@@ -284,34 +442,39 @@ if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
 -- InMemoryReservations.release: only the owner's pending hold
 if not r or r[5] ~= 'pending' or not owned(r, ARGV[4]) then return 0 end
-forget(base, id, KEYS[1], r[1])
+forget(base, id, KEYS[1], r)
 return 1
 """
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 until,
-# 6 ttl (seconds) of the record and its key's structures.
-# Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
+# server's), 6 until (an offset from the caller's now on the server's clock), 7 ttl (seconds)
+# of the record and its key's structures. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
 MARK_UNCERTAIN = _COMMON + r"""
-local base, id, untl = ARGV[1], ARGV[3], ARGV[5]
+local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
 -- _machine.to_uncertain: only the owner's hold, and only a pending one changes
 if not owned(r, ARGV[4]) then return nil end
 if r[5] == 'pending' then
-  local key, life = r[1], tonumber(ARGV[6])
+  local T, _, at = clock(ARGV[5])
+  local untl = at(ARGV[6])
+  local key, life = r[1], tonumber(ARGV[7])
+  local L = ledger_of(base, key)
+  unlive(base, key, L, id, r)
   redis.call('HSET', KEYS[1], 'st', 'uncertain', 'ea', untl)
   extend(KEYS[1], life)
-  redis.call('HSET', base .. 'p:' .. key, id, r[10] .. ' ' .. untl)
-  redis.call('ZADD', base .. 'x:' .. key, untl, id)
+  redis.call('ZADD', base .. 'x:' .. key, untl, r[10] .. ' ' .. id)
+  join_live(L, untl, r[10])
   redis.call('ZADD', base .. 'u:' .. key, untl, id)
-  touch(base, key, life, {'p:', 'x:', 'u:'})
+  if not L.ul or tonumber(untl) < tonumber(L.ul) then L.ul = untl end
+  if L.cur then save(base, key, L, T, life, 'u:') end
   r[5], r[7] = 'uncertain', untl
 end
 return reply(r)
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 sent ("1" or "0"),
-# 5 now, 6 record ttl. Returns nil or the hold as found {k, cur, amt, fee, st, ca, ea, cm, o}.
+# 5 now ("T": the server's), 6 record ttl. Returns nil or the hold as found.
 RESOLVE = _COMMON + r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
@@ -322,26 +485,55 @@ if not r then return nil end
 local found = reply(r)
 if r[5] ~= 'uncertain' then return found end
 if ARGV[4] == '1' then
-  if not record_commit(base, id, KEYS[1], r, ARGV[5], tonumber(ARGV[6])) then
+  local T, nows = clock(ARGV[5])
+  if not record_commit(base, id, KEYS[1], r, T, nows, tonumber(ARGV[6]), ARGV[5] == 'T') then
     return lost_ledger()
   end
 else
-  forget(base, id, KEYS[1], r[1])
+  forget(base, id, KEYS[1], r)
 end
 return found
 """
 
 # KEYS[1] a key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 ledger ttl (seconds).
-# Run by rearm() for every key with holds: rebuilds a missing ledger from the commits kept
-# (their last running total and time) and the currency of any hold still recorded on the key;
-# when no hold says which currency, the key's leftovers are forgotten (nothing can count them).
-# Returns "kept", "rebuilt" or "forgotten".
+# Run by rearm() for every key with holds: moves live holds kept as an older version did (a
+# p: hash of id -> "<held> <expires_at>") into x:, then rebuilds a missing ledger from the
+# holds kept (the live ones' total, the commits' last running total and time) and the currency
+# of any hold still recorded on the key; when no hold says which currency, the key's leftovers
+# are forgotten (nothing can count them). Returns "kept", "migrated", "rebuilt" or "forgotten".
 REPAIR = _COMMON + r"""
 local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'kept' end
-local c = base .. 'c:' .. key
-local ids = redis.call('HKEYS', base .. 'p:' .. key)
+local c, x, p = base .. 'c:' .. key, base .. 'x:' .. key, base .. 'p:' .. key
+local moved = redis.call('EXISTS', p) == 1
+if moved then
+  local old = redis.call('HGETALL', p)
+  for i = 1, #old, 2 do
+    -- only holds still live on this key (a commit since then left its entry behind)
+    local o = redis.call('HMGET', base .. 'r:' .. old[i], 'k', 'st')
+    if o[1] == key and (o[2] == 'pending' or o[2] == 'uncertain') then
+      local held, ea = string.match(old[i + 1], '^(%d+) (%S+)$')
+      redis.call('ZADD', x, ea, held .. ' ' .. old[i])
+    end
+  end
+  redis.call('DEL', p)
+end
+local L = ledger_of(base, key)
+if L.cur then
+  if not moved and not L.old then return 'kept' end
+  -- no `wm`: every live hold is in the running total until the next count
+  local live = 0
+  for _, member in ipairs(redis.call('ZRANGE', x, 0, -1)) do live = live + member_held(member) end
+  redis.call('HDEL', KEYS[1], 'wm', 'gcu', 'nx', 'ul')
+  redis.call('HSET', KEYS[1], 'live', int(live),
+    'ul', redis.call('ZRANGE', base .. 'u:' .. key, 0, 0, 'WITHSCORES')[2] or NONE)
+  return 'migrated'
+end
+local live, ids = 0, {}
+for _, member in ipairs(redis.call('ZRANGE', x, 0, -1)) do
+  live = live + member_held(member)
+  table.insert(ids, string.match(member, '^%d+ (.*)$'))
+end
 for _, member in ipairs(redis.call('ZRANGE', c, 0, 63)) do
   table.insert(ids, string.match(member, '^%d+ %d+ (.*)$'))
 end
@@ -351,19 +543,21 @@ for _, id in ipairs(ids) do
   if o[1] == key then cur = o[2]; break end
 end
 if not cur then
-  redis.call('DEL', c, base .. 'p:' .. key, base .. 'x:' .. key, base .. 'u:' .. key)
+  redis.call('DEL', c, x, base .. 'u:' .. key)
   return 'forgotten'
 end
+-- no `wm`: every live hold is in the running total until the next count
+local ul = redis.call('ZRANGE', base .. 'u:' .. key, 0, 0, 'WITHSCORES')[2] or NONE
 local last = redis.call('ZRANGE', c, -1, -1, 'WITHSCORES')
 if last[1] then
   redis.call('HSET', KEYS[1], 'cur', cur, 'total', string.match(last[1], '^(%d+) '),
-    'last', last[2])
+    'last', last[2], 'live', int(live), 'ul', ul)
 else
-  redis.call('HSET', KEYS[1], 'cur', cur, 'total', ZERO)
+  redis.call('HSET', KEYS[1], 'cur', cur, 'total', ZERO, 'live', int(live), 'ul', ul)
 end
--- the ledger outlives the rest again
+-- the ledger outlives the rest again (and `gcu` unset: the next write renews them all)
 local secs = tonumber(ARGV[4])
-for _, name in ipairs({'p:', 'x:', 'u:', 'c:'}) do
+for _, name in ipairs({'x:', 'u:', 'c:'}) do
   local ms = redis.call('PTTL', base .. name .. key)
   if ms > secs * 1000 then secs = math.ceil(ms / 1000) end
 end
@@ -380,42 +574,66 @@ if not r then return nil end
 return reply(r)
 """
 
-# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now.
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
+# server's; counted_since is then an offset from the caller's now).
 # Returns {currency, counted} or {} when nothing was ever held on the key.
 RESERVED = _COMMON + r"""
 local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
-local cur = redis.call('HGET', KEYS[1], 'cur')
-if not cur then
+local L = ledger_of(base, key)
+if not L.cur then
   if ledger_gone(base, key) then return lost_ledger() end
   return {}
 end
-local total = counted(base, key, tonumber(ARGV[5]), ARGV[4])
-if total == false then return lost_ledger() end
+if outdated(base, key, L) then return old_layout() end
+local _, nows, at = clock(ARGV[5])
+local total = counted(base, key, L, tonumber(nows), nows, at(ARGV[4]))
 if not total then return too_large() end
-return {cur, total}
+-- the expired holds taken out stay out: the next count starts from here
+if L.moved then put(base, key, L) end
+return {L.cur, total}
 """
 
-# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now, 6 limit.
-# Returns a JSON list of [payout_id, k, cur, amt, fee, st, ca, ea, cm, o] of the holds that
-# count (Hold.counts).
-HOLDS = _COMMON + r"""
-local base, key, now = ARGV[1], ARGV[3], tonumber(ARGV[5])
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 since, 5 now ("T": the
+# server's; since is then an offset from the caller's now).
+# Returns {currency, committed} or {} when nothing was ever held on the key.
+COMMITTED = _COMMON + r"""
+local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
-local ids = {}
-local live = redis.call('HGETALL', base .. 'p:' .. key)
-for i = 1, #live, 2 do
-  local ea = string.match(live[i + 1], '^%d+ (%S+)$')
-  if now < tonumber(ea) then table.insert(ids, live[i]) end
+local L = ledger_of(base, key)
+if not L.cur then
+  if ledger_gone(base, key) then return lost_ledger() end
+  return {}
 end
-local members = redis.call('ZRANGEBYSCORE', base .. 'c:' .. key, '(' .. ARGV[4], '+inf')
-for _, member in ipairs(members) do
-  table.insert(ids, string.match(member, '^%d+ %d+ (.*)$'))
-end
+local _, _, at = clock(ARGV[5])
+local total = committed_since(base, key, L, at(ARGV[4]))
+if not total then return too_large() end
+return {L.cur, total}
+"""
+
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
+# server's), 6 limit. Returns a JSON list of [payout_id, k, cur, amt, fee, st, ca, ea, cm, o]
+# of the holds that count (Hold.counts).
+HOLDS = _COMMON + r"""
+local base, key = ARGV[1], ARGV[3]
+if not armed(base, ARGV[2]) then return lost() end
+local _, nows, at = clock(ARGV[5])
+local since = at(ARGV[4])
 local limit = tonumber(ARGV[6])
+local page = {}
+if limit >= 0 then page = {'LIMIT', 0, limit} end
+local ids = {}
+-- a bounded sample when asked: live holds first, then the earliest commits
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'x:' .. key, '(' .. nows, '+inf',
+    unpack(page))) do
+  table.insert(ids, string.match(m, '^%d+ (.*)$'))
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', base .. 'c:' .. key, '(' .. since, '+inf',
+    unpack(page))) do
+  table.insert(ids, string.match(m, '^%d+ %d+ (.*)$'))
+end
 local found = {}
 for n, id in ipairs(ids) do
-  -- a bounded sample when asked: live holds first, then the earliest commits
   if limit >= 0 and n > limit then break end
   local r = record(base .. 'r:' .. id)
   if r then
@@ -426,4 +644,72 @@ for n, id in ipairs(ids) do
 end
 -- one JSON string of strings (no numbers, so nothing is rounded): far cheaper to parse
 return cjson.encode(found)
+"""
+
+_FLEET = r"""
+local function fmt(n)
+  return string.format('%.17g', n)
+end
+local function lost()
+  return redis.error_reply(
+    'PAYOUT_GUARD_LOST the epoch marker is missing or changed: Redis restarted empty, was '
+    .. 'flushed or evicted keys')
+end
+local function server_time()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[2] then return lost() end
+"""
+
+# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 epoch, 3 owner,
+# 4 lease ttl (ms), 5 fresh_for (seconds). Returns {found (0/1), payload, age, leads (0/1)}.
+READ_SHARED = _FLEET + r"""
+local T = server_time()
+local v = redis.call('HMGET', KEYS[1], 'v', 'at')
+local age = nil
+if v[1] then age = math.max(0, T - tonumber(v[2])) end
+local holder = redis.call('GET', KEYS[2])
+-- FleetStore.read_shared: no value, or one fresh_for old, and no other owner's lease: lead
+if (not v[1] or age >= tonumber(ARGV[5])) and not holder then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+  holder = ARGV[3]
+end
+local leads = 0
+if holder == ARGV[3] then leads = 1 end
+if not v[1] then return {0, '', '', leads} end
+return {1, v[1], fmt(age), leads}
+"""
+
+# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 epoch, 3 owner, 4 payload,
+# 5 keep (ms).
+WRITE_SHARED = _FLEET + r"""
+redis.call('HSET', KEYS[1], 'v', ARGV[4], 'at', fmt(server_time()))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+# KEYS[1] the lease. ARGV: 1 prefix, 2 epoch, 3 owner.
+DROP_LEASE = _FLEET + r"""
+if redis.call('GET', KEYS[1]) == ARGV[3] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS[1] the budget's tat. ARGV: 1 prefix, 2 epoch, 3 per_minute.
+# Returns the seconds to wait as text ("0": one request taken).
+SPEND = _FLEET + r"""
+-- _protocol.gcra, line for line; the stored tat expires once it has passed (None again)
+local now = server_time()
+local per_minute = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+local burst = math.max(1, math.floor(per_minute / 10))
+local interval = 60.0 / (per_minute - burst + 1)
+local tolerance = (burst - 1) * interval
+local start = tat
+if tat == nil or tat < now then start = now end
+if start - now > tolerance then return fmt(start - tolerance - now) end
+redis.call('SET', KEYS[1], fmt(start + interval), 'PX',
+  string.format('%d', math.ceil((start + interval - now) * 1000) + 1000))
+return '0'
 """

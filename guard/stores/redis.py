@@ -3,11 +3,25 @@
 Every operation is one Lua script (``guard/stores/_redis_lua.py``), so Redis runs the check and
 the change as one step whatever the number of workers; the scripts mirror the hold state
 machine of ``guard/stores/_machine.py``. Amounts are integers in the currency's minor unit
-(exact in Lua below 2**53). Expiry follows the guard's clock values (``now``,
-``expires_at``); Redis TTLs (the retention plus an hour past a hold's life) only collect what
-nobody touches any more. ``reserved`` costs one sorted-set seek and the live holds of the key,
-however many committed holds the retention keeps. Every key lives under ``{namespace}:`` (one
-cluster slot). Needs the ``redis`` package: ``pip install payout-guard[redis]``.
+(exact in Lua below 2**53). Every key lives under ``{namespace}:`` (one cluster slot). Needs
+the ``redis`` package: ``pip install payout-guard[redis]`` (``payout-guard[hiredis]`` adds the
+C reply parser).
+
+One clock per store. With ``clock="server"`` (the default) holds are timed by the Redis
+server: the times a caller passes (on its own clock) travel as offsets from the ``now`` it
+passes (``expires_at - now``, ``counted_since - now``), and each script adds them to the
+server's ``TIME``. So hosts whose clocks disagree still agree on creation, expiry and commit
+times, and the holds the store returns carry the server's times. ``clock="caller"`` takes the
+times as passed (one host, or a test that moves the clock by hand).
+
+Every operation is one round trip (one ``EVALSHA``) and costs O(1) amortized however many holds
+its key has: live holds are a running total kept with an index by expiry, from which expired
+holds leave lazily; commits a running total with a sorted set by commit time; purges of what
+the retention no longer keeps run only when due, a bounded number per call. Redis TTLs (the
+retention plus an hour past a hold's life) only collect what nobody touches any more.
+
+The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
+budgets (``gcra``), always on the server's clock.
 
 Losing holds is detected, never ignored:
 
@@ -47,7 +61,7 @@ from guard.stores._common import (
     mixed_currencies,
     to_minor,
 )
-from guard.stores._protocol import Hold, HoldOutcome, HoldState
+from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -73,8 +87,13 @@ _SCRIPTS = (
     ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
     ("mark_uncertain", lua.MARK_UNCERTAIN), ("resolve", lua.RESOLVE), ("get", lua.GET),
     ("reserved", lua.RESERVED), ("holds", lua.HOLDS), ("repair", lua.REPAIR),
+    ("committed", lua.COMMITTED), ("read_shared", lua.READ_SHARED),
+    ("write_shared", lua.WRITE_SHARED), ("drop_lease", lua.DROP_LEASE), ("spend", lua.SPEND),
 )
-_SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, key, argv)
+_CLOCKS = ("server", "caller")
+_NAME_MOST = 200  # characters of a fleet name: the guard's are far shorter
+_PER_MINUTE_MOST = 1_000_000_000
+_SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, keys, argv)
 
 
 class _Call(NamedTuple):
@@ -124,6 +143,25 @@ def _life(now: float, until: float, gc: int) -> int:
     return math.ceil(max(until - now, 0.0)) + gc
 
 
+def _fleet_name(name: object) -> str:
+    """Return *name* if it can name a shared value, a lease or a budget.
+
+    Raises:
+        ValueError: it is not a non-empty string of at most 200 characters.
+    """
+    if not isinstance(name, str) or not name or len(name) > _NAME_MOST:
+        raise ValueError(
+            f"a fleet name must be a non-empty string of at most {_NAME_MOST} characters, "
+            f"got {str(name)[:40]!r}"
+        )
+    return name
+
+
+def _milliseconds(value: float, name: str) -> int:
+    """Return the positive, finite duration *value* (seconds) in whole milliseconds (>= 1)."""
+    return max(1, math.ceil(seconds(value, name, positive=True) * 1000))
+
+
 class RedisReservations:
     """A reservation store in Redis, safe across threads, processes and hosts.
 
@@ -141,12 +179,15 @@ class RedisReservations:
         timeout: Socket timeout in seconds for a client built from a URL (default 5).
         allow_eviction: Accept a server whose ``maxmemory-policy`` is not ``noeviction``
             (evicted holds are then noticed only through the epoch marker, if at all).
+        clock: ``"server"`` (default): holds are timed by the Redis server's clock, so hosts
+            whose clocks differ agree (see the module docstring); ``"caller"``: by the times
+            passed in (one host, or tests that move the clock by hand).
 
     Raises:
         ConfigurationError: the ``redis`` package is missing, the URL or client is not one,
-            the namespace is empty or contains ``{``/``}``, a number is out of range, or the
-            server may evict keys (``maxmemory-policy`` other than ``noeviction``) and
-            *allow_eviction* is not set.
+            the namespace is empty or contains ``{``/``}``, a number is out of range, *clock*
+            is not ``"server"`` or ``"caller"``, or the server may evict keys
+            (``maxmemory-policy`` other than ``noeviction``) and *allow_eviction* is not set.
     """
 
     def __init__(
@@ -157,6 +198,7 @@ class RedisReservations:
         retention: float = 86_400.0,
         timeout: float = 5.0,
         allow_eviction: bool = False,
+        clock: str = "server",
     ) -> None:
         try:
             import redis  # noqa: PLC0415 - optional dependency, imported only when used
@@ -168,6 +210,13 @@ class RedisReservations:
             raise ConfigurationError(
                 f"must be a non-empty string without braces, got {namespace!r}", path="namespace"
             )
+        if clock not in _CLOCKS:
+            raise ConfigurationError(
+                f"must be 'server' (holds timed by the Redis server) or 'caller' (by the times "
+                f"passed in), got {str(clock)[:40]!r}",
+                path="clock",
+            )
+        self._server_clock = clock == "server"
         self._retention = seconds(retention, "retention", positive=True)
         socket_timeout = seconds(timeout, "timeout", positive=True)
         self._owned = isinstance(url_or_client, str)
@@ -309,6 +358,66 @@ class RedisReservations:
         """
         return self._drive(self._holds(key, counted_since, now, limit))
 
+    def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the sum of ``held`` over the holds on *key* committed after *since*.
+
+        One sorted-set seek however many commits the key keeps (``CommittedTotals``). On the
+        server's clock, *since* is taken as an offset from *now*.
+
+        Raises:
+            ValueError: a time is not finite.
+            InvalidPayoutRequest: the sum reaches 2**53 minor units.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._committed(key, since, now))
+
+    def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads its fetch.
+
+        See ``FleetStore.read_shared``; ages and leases are on the server's clock.
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters, or a duration is not positive, finite and at most 30 days.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._read_shared(name, owner, lease_ttl, fresh_for))
+
+    def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease.
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters, *payload* is not a string, or *keep* is not positive, finite and
+                at most 30 days.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        self._drive(self._write_shared(name, payload, keep, owner))
+
+    def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200 characters.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        self._drive(self._drop_lease(name, owner))
+
+    def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait.
+
+        ``gcra`` run atomically in Redis on the server's clock, so every host spends from
+        the same budget.
+
+        Raises:
+            ValueError: *name* is not a non-empty string of at most 200 characters, or
+                *per_minute* is not an ``int`` from 1 to 10**9.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._spend(name, per_minute))
+
     def asyncio(self) -> AsyncRedisReservations:
         """Return this store on ``redis.asyncio``: the same holds, scripts and epoch.
 
@@ -318,6 +427,14 @@ class RedisReservations:
         return AsyncRedisReservations(self)
 
     # -- each operation, written once as a flow of Redis calls (see _Call) -----------------
+
+    def _at(self, value: float, now: float) -> str:
+        """Return the time *value* as a script takes it (offset from *now*, or as passed)."""
+        return _seconds(value - now if self._server_clock else value)
+
+    def _now(self, now: float) -> str:
+        """Return *now* as a script takes it: ``"T"`` (the server's ``TIME``) or as passed."""
+        return "T" if self._server_clock else _seconds(now)
 
     def _try_hold(
         self, hold: Hold, ceiling: Decimal, counted_since: float, now: float
@@ -330,9 +447,10 @@ class RedisReservations:
         held = to_minor(hold.held, cur, limit=_LIMIT, store="redis")
         limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
         numbers = " ".join((
-            str(amount), str(fee), str(held), _seconds(hold.created_at),
-            _seconds(hold.expires_at), str(limit), _seconds(counted_since), _seconds(now),
-            _seconds(now - self._retention), str(_life(now, hold.expires_at, self._gc)),
+            str(amount), str(fee), str(held), self._at(hold.created_at, now),
+            self._at(hold.expires_at, now), str(limit), self._at(counted_since, now),
+            self._now(now), _seconds(self._retention),
+            str(_life(now, hold.expires_at, self._gc)),
         ))
         reply = yield from self._script(
             "try_hold", self._record(hold.payout_id),
@@ -342,6 +460,10 @@ class RedisReservations:
         counted = from_minor(int(reply[1]), cur)
         lapsed = tuple(_hold(_text(row[0]), row[1:]) for row in reply[3])
         if status == "held":
+            if self._server_clock:  # as stored: on the server's clock
+                hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
+                            float(_text(reply[2][0])), float(_text(reply[2][1])),  # money-ok: times
+                            None, hold.owner)
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
@@ -351,7 +473,7 @@ class RedisReservations:
     def _commit(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
         check_time("now", now)
         reply = yield from self._script(
-            "commit", self._record(payout_id), [payout_id, owner, _seconds(now), self._gc]
+            "commit", self._record(payout_id), [payout_id, owner, self._now(now), self._gc]
         )
         return None if reply is None else _hold(payout_id, reply)
 
@@ -365,7 +487,8 @@ class RedisReservations:
         machine.check_life(now, until)
         reply = yield from self._script(
             "mark_uncertain", self._record(payout_id),
-            [payout_id, owner, _seconds(until), _life(now, until, self._gc)],
+            [payout_id, owner, self._now(now), self._at(until, now),
+             _life(now, until, self._gc)],
         )
         return None if reply is None else _hold(payout_id, reply)
 
@@ -373,7 +496,7 @@ class RedisReservations:
         check_time("now", now)
         reply = yield from self._script(
             "resolve", self._record(payout_id),
-            [payout_id, "1" if sent else "0", _seconds(now), self._gc],
+            [payout_id, "1" if sent else "0", self._now(now), self._gc],
         )
         return None if reply is None else _hold(payout_id, reply)
 
@@ -382,23 +505,79 @@ class RedisReservations:
         return None if reply is None else _hold(payout_id, reply)
 
     def _reserved(self, key: str, counted_since: float, now: float) -> Flow[Decimal]:
+        check_time("counted_since", counted_since)
+        check_time("now", now)
         reply = yield from self._script(
             "reserved", f"{self._prefix}t:{key}",
-            [key, _seconds(check_time("counted_since", counted_since)),
-             _seconds(check_time("now", now))],
+            [key, self._at(counted_since, now), self._now(now)],
+        )
+        return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
+
+    def _committed(self, key: str, since: float, now: float) -> Flow[Decimal]:
+        check_time("since", since)
+        check_time("now", now)
+        reply = yield from self._script(
+            "committed", f"{self._prefix}t:{key}", [key, self._at(since, now), self._now(now)],
         )
         return from_minor(int(reply[1]), _text(reply[0])) if reply else _ZERO
 
     def _holds(
         self, key: str, counted_since: float, now: float, limit: int | None
     ) -> Flow[list[Hold]]:
+        check_time("counted_since", counted_since)
+        check_time("now", now)
         reply = yield from self._script(
             "holds", f"{self._prefix}t:{key}",
-            [key, _seconds(check_time("counted_since", counted_since)),
-             _seconds(check_time("now", now)), -1 if limit is None else limit],
+            [key, self._at(counted_since, now), self._now(now),
+             -1 if limit is None else limit],
         )
         found = [_hold(row[0], row[1:]) for row in json.loads(reply)]
         return sorted(found, key=lambda h: (h.created_at, h.payout_id))
+
+    def _read_shared(
+        self, name: str, owner: str, lease_ttl: float, fresh_for: float
+    ) -> Flow[tuple[Shared | None, bool]]:
+        _fleet_name(name)
+        _fleet_name(owner)
+        lease_ms = _milliseconds(lease_ttl, "lease_ttl")
+        fresh = seconds(fresh_for, "fresh_for", positive=True)
+        reply = yield from self._script(
+            "read_shared", f"{self._prefix}s:{name}",
+            [owner, lease_ms, _seconds(fresh)], more=(f"{self._prefix}l:{name}",),
+        )
+        found, payload, age, leads = reply
+        if not int(found):
+            return None, bool(int(leads))
+        return Shared(_text(payload), float(_text(age))), bool(int(leads))  # money-ok: an age
+
+    def _write_shared(self, name: str, payload: str, keep: float, owner: str) -> Flow[None]:
+        _fleet_name(name)
+        _fleet_name(owner)
+        if not isinstance(payload, str):
+            raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
+        keep_ms = _milliseconds(keep, "keep")
+        yield from self._script(
+            "write_shared", f"{self._prefix}s:{name}", [owner, payload, keep_ms],
+            more=(f"{self._prefix}l:{name}",),
+        )
+
+    def _drop_lease(self, name: str, owner: str) -> Flow[None]:
+        _fleet_name(name)
+        _fleet_name(owner)
+        yield from self._script("drop_lease", f"{self._prefix}l:{name}", [owner])
+
+    def _spend(self, name: str, per_minute: int) -> Flow[float]:
+        _fleet_name(name)
+        if (
+            isinstance(per_minute, bool) or not isinstance(per_minute, int)
+            or not 1 <= per_minute <= _PER_MINUTE_MOST
+        ):
+            raise ValueError(
+                f"per_minute must be an int from 1 to {_PER_MINUTE_MOST}, got "
+                f"{str(per_minute)[:40]!r}"
+            )
+        reply = yield from self._script("spend", f"{self._prefix}g:{name}", [per_minute])
+        return float(_text(reply))  # money-ok: seconds to wait
 
     def rearm(self) -> None:
         """Accept what Redis holds now, after the store lost its holds (an operator's decision).
@@ -406,8 +585,10 @@ class RedisReservations:
         Checks the server again (eviction policy, persistence), then adopts the epoch marker
         Redis has (another store's ``rearm`` or first contact may have written it) or writes a
         new one. Keys whose ledger was lost while some of their holds stayed (evicted or
-        deleted keys) get it rebuilt from the commits kept, or are forgotten when no hold
-        left says which currency they held. Costs a ``SCAN`` of the namespace.
+        deleted keys) get it rebuilt from the holds kept, or are forgotten when no hold
+        left says which currency they held; live holds kept as an older version did are moved
+        to this version's layout (until then, their keys deny). Costs a ``SCAN`` of the
+        namespace.
 
         Raises:
             ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
@@ -419,7 +600,7 @@ class RedisReservations:
         pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
         keys: set[str] = set()
         try:
-            for kind in ("c", "p"):
+            for kind in ("c", "x", "p"):  # p: live holds of an older version
                 for name in client.scan_iter(match=f"{pattern}{kind}:*", count=1000):
                     keys.add(_text(name)[len(self._prefix) + 2:])
         except self._errors as exc:
@@ -467,8 +648,8 @@ class RedisReservations:
             while True:
                 try:
                     if call.method == _SCRIPT:
-                        name, key, args = call.args
-                        reply = self._scripts[name](keys=[key], args=args, client=client)
+                        name, keys, args = call.args
+                        reply = self._scripts[name](keys=keys, args=args, client=client)
                     else:
                         reply = getattr(client, call.method)(*call.args, **call.kwargs)
                 except self._errors as exc:
@@ -479,16 +660,17 @@ class RedisReservations:
             return cast("T", stop.value)
 
     def _script(
-        self, name: str, key: str, args: list[Any], hold: Hold | None = None
+        self, name: str, key: str, args: list[Any], hold: Hold | None = None,
+        more: tuple[str, ...] = (),
     ) -> Flow[Any]:
-        """Run script *name* on *key* with the store's prefix and epoch before *args*."""
+        """Run script *name* on *key* (and *more* keys) with the prefix and epoch before *args*."""
         try:
             epoch = yield from self._contacted()
         except ConfigurationError as exc:
             # Found only now (Redis was unreachable at construction): a use must deny.
             raise StoreUnavailable(str(exc), store="redis") from None
         try:
-            return (yield _Call(_SCRIPT, (name, key, [self._prefix, epoch, *args])))
+            return (yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, epoch, *args])))
         except self._errors as exc:
             text = str(exc)
             if "PAYOUT_GUARD_LOST" in text:
@@ -629,6 +811,28 @@ class AsyncRedisReservations:
         """Return the holds on *key* that count, oldest first (``RedisReservations.holds``)."""
         return await self._drive(self._store._holds(key, counted_since, now, limit))
 
+    async def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return what the holds on *key* committed after *since* hold (``committed``)."""
+        return await self._drive(self._store._committed(key, since, now))
+
+    async def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads (``read_shared``)."""
+        return await self._drive(self._store._read_shared(name, owner, lease_ttl, fresh_for))
+
+    async def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name*; drop *owner*'s lease (``write_shared``)."""
+        await self._drive(self._store._write_shared(name, payload, keep, owner))
+
+    async def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (``RedisReservations.drop_lease``)."""
+        await self._drive(self._store._drop_lease(name, owner))
+
+    async def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name* (``RedisReservations.spend``)."""
+        return await self._drive(self._store._spend(name, per_minute))
+
     async def aclose(self) -> None:
         """Close the asyncio client of the running loop; the blocking store stays open."""
         found = self._clients.pop(asyncio.get_running_loop(), None)
@@ -644,8 +848,8 @@ class AsyncRedisReservations:
             while True:
                 try:
                     if call.method == _SCRIPT:
-                        name, key, args = call.args
-                        reply = await scripts[name](keys=[key], args=args)
+                        name, keys, args = call.args
+                        reply = await scripts[name](keys=keys, args=args)
                     else:
                         reply = await getattr(client, call.method)(*call.args, **call.kwargs)
                 except errors as exc:

@@ -17,6 +17,18 @@ Targets: in-memory >= 20,000/s, SQLite >= 1,000/s, Redis >= 3,000/s (loopback).
 For PostgreSQL it also measures, in the same run, two raw ``SELECT 1`` round trips on one
 connection (target: reserve+commit with 1 client at >= 40% of that rate), and ``guard.check``
 on a key with 5,000 live holds against one with none.
+
+Holds at O(1), per store (memory, SQLite, Redis, PostgreSQL when found): a check
+(``reserved``) and a reserve+commit (``try_hold`` + ``commit``) on a key already holding 0,
+1,000 and 5,000 counting (live pending) holds, each as a ratio to the 0-holds figure (target:
+5,000 at most 1.5x); and filling one key with 100,000 holds, timed per 10,000 (linear: the
+last slice costs about what the first does; a slice slower than 30 s stops the fill).
+
+Redis round trips: ``guard.reserve`` + commit per second against redis-py calling
+``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%).
+
+``--part holds`` or ``--part redis`` runs only those figures (``--stores redis,sqlite``: only
+those stores).
 """
 
 from __future__ import annotations
@@ -294,14 +306,173 @@ def provider_requests(checks: int, cache_ttl: float, workers: int = 16) -> int:
         return emulator.balance_requests
 
 
+def live_hold(n: int, now: float, prefix: str = "live") -> Hold:
+    """Return the *n*-th counting hold of a fill: pending for an hour."""
+    return Hold(payout_id=f"{prefix}-{n}", key=KEY, currency="BRL", amount=AMOUNT,
+                fee=Decimal("0.00"), state="pending", created_at=now, expires_at=now + 3600,
+                owner="bench")
+
+
+def fill(store: ReservationStore, count: int, start: int = 0) -> None:
+    """Add *count* counting holds to KEY."""
+    now = time.time()
+    for n in range(start, start + count):
+        outcome = store.try_hold(live_hold(n, now), ceiling=CEILING, counted_since=now - 30,
+                                 now=now)
+        if outcome.status != "held":
+            raise RuntimeError(f"benchmark hold refused: {outcome}")
+
+
+def checks(store: ReservationStore, seconds: float) -> float:
+    """Return ``reserved`` calls per second on KEY."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            now = time.time()
+            store.reserved(KEY, counted_since=now - 30, now=now)
+            done += 1
+    return done / seconds
+
+
+def with_holds(
+    make: Callable[[str], str], seconds: float
+) -> list[tuple[int, float, float]]:
+    """Return (holds, checks/s, reserve+commits/s) with 0, 1,000 and 5,000 holds on the key."""
+    figures = []
+    for holds in (0, 1000, 5000):
+        store = open_store(make(f"holds-{holds}-{uuid.uuid4().hex[:8]}"))
+        try:
+            fill(store, holds)
+            checks(store, 0.05)
+            figures.append((holds, checks(store, seconds),
+                            direct(store, f"rc-{uuid.uuid4().hex}", seconds) / seconds))
+        finally:
+            store.close()
+    return figures
+
+
+def fill_slices(make: Callable[[str], str], total: int = 100_000,
+                step: int = 10_000) -> list[float]:
+    """Return the seconds each *step* holds of a fill of *total* took (fewer: it gave up)."""
+    store = open_store(make(f"fill-{uuid.uuid4().hex[:8]}"))
+    slices: list[float] = []
+    try:
+        for start in range(0, total, step):
+            began = time.perf_counter()
+            fill(store, step, start)
+            slices.append(time.perf_counter() - began)
+            if slices[-1] > 30:  # quadratic: the rest would take hours
+                break
+    finally:
+        store.close()
+    return slices
+
+
+def print_holds(
+    url: str | None, dsn: str | None, folder: Path, seconds: float,
+    stores: frozenset[str] = frozenset({"memory", "sqlite", "redis", "postgres"}),
+) -> None:
+    """Print the cost of checks and reserve+commit with holds on the key, and of a fill."""
+    targets: dict[str, Callable[[str], str]] = {
+        "memory": lambda _: "memory",
+        "sqlite": lambda n: str(folder / f"{n}.db"),
+    }
+    if url is not None:
+        targets["redis"] = lambda n: f"{url}#bench-{n}"
+    if dsn is not None:
+        targets["postgres"] = lambda n: f"{dsn}#bench_{n.replace('-', '_')}"
+    targets = {name: make for name, make in targets.items() if name in stores}
+    print()
+    print("holds on the key (counting, live pending): ops/s, and x the 0-holds cost "
+          "(target: 5,000 <= 1.5x)")
+    print(f"{'store':<9} {'holds':>6} {'check/s':>10} {'x cost':>7} {'reserve+commit/s':>17} "
+          f"{'x cost':>7}")
+    for name, make in targets.items():
+        figures = with_holds(make, seconds)
+        base_check, base_rc = figures[0][1], figures[0][2]
+        for holds, check, rc in figures:
+            print(f"{name:<9} {holds:>6,} {check:>10,.0f} {base_check / check:>7.2f} "
+                  f"{rc:>17,.0f} {base_rc / rc:>7.2f}")
+    print()
+    print("filling one key with 100,000 holds: seconds per 10,000 (linear: flat)")
+    for name, make in targets.items():
+        slices = fill_slices(make)
+        shown = " ".join(f"{t:.2f}" for t in slices)
+        done = len(slices) * 10_000
+        note = "" if done == 100_000 else f" (stopped at {done:,}: a slice took > 30 s)"
+        print(f"  {name:<9} total {sum(slices):7.1f} s  last/first {slices[-1] / slices[0]:5.2f}"
+              f"  [{shown}]{note}")
+
+
+def raw_evalsha(url: str, seconds: float) -> float:
+    """Return how many times per second redis-py runs ``EVALSHA "return 1"`` twice."""
+    client = redis.Redis.from_url(url)
+    script = client.register_script("return 1")
+    script()
+    done = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(20):
+            script()
+            script()
+            done += 1
+    client.close()
+    return done / seconds
+
+
+def print_redis_share(url: str | None, seconds: float) -> None:
+    """Print Redis reserve+commit (direct and through the guard) against raw round trips."""
+    if url is None:
+        print("redis-server not found: Redis was not measured")
+        return
+    raw = raw_evalsha(url, seconds)
+    store = open_store(f"{url}#share-{uuid.uuid4().hex}")
+    direct(store, "warm", 0.05)
+    through_guard(store, "warm-guard", 0.05)
+    rc = direct(store, f"d-{uuid.uuid4().hex}", seconds) / seconds
+    guarded = through_guard(store, f"g-{uuid.uuid4().hex}", seconds) / seconds
+    store.close()
+    again = raw_evalsha(url, seconds)
+    parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
+    print()
+    print(f"redis round trips, 1 client, same process ({parser}):")
+    print(f"  EVALSHA 'return 1' x2            {raw:>9,.0f}/s (again after: {again:,.0f}/s)")
+    print(f"  try_hold + commit                {rc:>9,.0f}/s  {rc / raw:5.0%} of raw")
+    print(f"  guard.reserve + commit           {guarded:>9,.0f}/s  {guarded / raw:5.0%} of raw "
+          f"(target >= 60%)")
+
+
+def run_part(part: str, seconds: float, *, durable: bool, stores: frozenset[str]) -> None:
+    """Print only the holds figures or only the Redis round trips."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
+    try:
+        with redis_server() as url:
+            if part == "redis":
+                print_redis_share(url, seconds)
+            else:
+                with postgres_server(durable=durable) as dsn:
+                    print_holds(url, dsn, folder, seconds, stores)
+    finally:
+        shutil.rmtree(folder)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--pg-durable", action="store_true",
                         help="PostgreSQL with fsync=on (the default is the tests' fsync=off)")
+    parser.add_argument("--part", choices=("all", "holds", "redis"), default="all",
+                        help="run every figure, or only the holds or the Redis round trips")
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres",
+                        help="with --part holds: the stores to measure, comma-separated")
     args = parser.parse_args()
     seconds: float = args.seconds
     quiet()
+    if args.part != "all":
+        run_part(args.part, seconds, durable=args.pg_durable,
+                 stores=frozenset(args.stores.split(",")))
+        return
     folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
     rows: list[tuple[str, str, str, float]] = []
     pg_figures: list[tuple[str, float]] = []
@@ -333,6 +504,8 @@ def main() -> None:
                 store.close()
             if dsn is not None:
                 pg_figures = postgres_figures(dsn, seconds)
+            print_holds(url, dsn, folder, seconds)
+            print_redis_share(url, seconds)
     finally:
         shutil.rmtree(folder)
     base = rows[0][3]
