@@ -74,7 +74,7 @@ def make_store(
                                          retention=retention, create_schema=True)
         else:
             store = RedisReservations(url, namespace=f"{namespace}-{len(made)}",
-                                      retention=retention)
+                                      retention=retention, clock="caller")
         made.append(store)
         return store
 

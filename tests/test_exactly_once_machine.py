@@ -643,7 +643,7 @@ class RedisExactlyOnceMachine(ExactlyOnceMachine):
 
     def make_store(self) -> ReservationStore:
         self.namespace = f"exactly-once-{uuid.uuid4().hex}"
-        return RedisReservations(self.url, namespace=self.namespace)
+        return RedisReservations(self.url, namespace=self.namespace, clock="caller")
 
     def teardown(self) -> None:
         super().teardown()

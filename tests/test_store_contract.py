@@ -7,8 +7,7 @@ per key, bounds checked before anything is written, and a stateful comparison wi
 from __future__ import annotations
 
 import math
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -27,7 +26,6 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import (
     Hold,
     HoldOutcome,
-    RedisReservations,
     ReservationStore,
 )
 from tests._holds import KEY, T0, hold
@@ -36,31 +34,6 @@ DAY = 86_400.0
 MAX = 30 * DAY  # the longest ttl, uncertain_ttl or retention any store accepts
 
 MakeStore = Callable[..., ReservationStore]
-
-
-@pytest.fixture
-def make_store(
-    make_store: MakeStore, request: pytest.FixtureRequest
-) -> Iterator[MakeStore]:
-    """Yield the store factory, with Redis stores on the caller's clock.
-
-    This suite moves ``now`` by hand, which the Redis server's own clock would not follow.
-    """
-    if request.node.callspec.params.get("make_store") != "redis":
-        yield make_store
-        return
-    url = request.getfixturevalue("redis_url")
-    made: list[RedisReservations] = []
-
-    def make(*, retention: float = DAY) -> ReservationStore:
-        store = RedisReservations(url, namespace=f"contract-{uuid.uuid4().hex}",
-                                  retention=retention, clock="caller")
-        made.append(store)
-        return store
-
-    yield make
-    for store in made:
-        store.close()
 
 
 def owned(

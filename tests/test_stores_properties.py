@@ -198,7 +198,8 @@ class TestStoreInvariant:
                 url = server.url
 
                 def make() -> tuple[ReservationStore, Callable[[], None]]:
-                    store = RedisReservations(url, namespace=f"prop-{uuid.uuid4().hex}")
+                    store = RedisReservations(url, namespace=f"prop-{uuid.uuid4().hex}",
+                                              clock="caller")
                     return store, lambda: None
 
                 self._run(make)

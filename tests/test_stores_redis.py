@@ -23,10 +23,9 @@ from structlog.testing import capture_logs
 
 from guard import PayoutDenied, PayoutGuard
 from guard.errors import ConfigurationError, InvalidPayoutRequest
-from guard.stores import Hold, RedisReservations, StoreUnavailable
 
 # Not exported from guard.stores on this branch yet.
-from guard.stores._protocol import CommittedTotals, FleetStore
+from guard.stores import CommittedTotals, FleetStore, Hold, RedisReservations, StoreUnavailable
 from guard.testing import FakeClock, StaticFetcher
 from tests._holds import KEY, T0, hold
 from tests._redis_server import RedisServer, free_port, redis_binary, shared_redis, start_redis

@@ -10,6 +10,7 @@ from guard.stores._protocol import (
     ReservationStore,
     Shared,
     balance_key,
+    gcra,
 )
 from guard.stores.memory import InMemoryReservations
 from guard.stores.postgres import PostgresReservations
@@ -30,4 +31,5 @@ __all__ = [
     "SqliteReservations",
     "StoreUnavailable",
     "balance_key",
+    "gcra",
 ]

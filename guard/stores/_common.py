@@ -19,6 +19,9 @@ __all__ = [
     "StoreUnavailable",
     "ceiling_to_minor",
     "check_time",
+    "fleet_name",
+    "fleet_rate",
+    "fleet_seconds",
     "from_minor",
     "mixed_currencies",
     "to_minor",
@@ -98,3 +101,53 @@ def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:
         f"{hold.currency} cannot hold on it; build keys with balance_key(), which ends in the "
         f"currency"
     )
+
+
+_NAME_MOST = 200  # characters of a fleet name or owner: the guard's are far shorter
+_PER_MINUTE_MOST = 10**9
+
+
+def fleet_name(what: str, value: object) -> str:
+    """Return *value* if it can name a shared value, a lease, a budget or a lease's owner.
+
+    Raises:
+        ValueError: it is not a non-empty ``str`` of at most 200 characters (the message
+            names *what*, and shows only the length of a long one).
+    """
+    if not isinstance(value, str) or not value or len(value) > _NAME_MOST:
+        shown = repr(value) if not isinstance(value, str) else f"{len(value)} characters"
+        raise ValueError(
+            f"{what} must be a non-empty str of at most {_NAME_MOST} characters, got {shown}"
+        )
+    return value
+
+
+def fleet_seconds(what: str, value: object) -> float:
+    """Return *value* if it is a finite number of seconds above 0, at most 30 days.
+
+    Raises:
+        ValueError: anything else, naming *what* and the bounds.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} must be a number of seconds, got {type(value).__name__}")
+    number = float(value)  # money-ok: seconds
+    if not math.isfinite(number) or number <= 0 or number > MAX_SECONDS:
+        raise ValueError(
+            f"{what} must be a finite number of seconds > 0 and <= {MAX_SECONDS:g}, "
+            f"got {value!r}"
+        )
+    return number
+
+
+def fleet_rate(per_minute: object) -> int:
+    """Return *per_minute* if it is a whole number of requests from 1 to 10**9.
+
+    Raises:
+        ValueError: anything else (a ``bool`` too).
+    """
+    if (isinstance(per_minute, bool) or not isinstance(per_minute, int)
+            or not 1 <= per_minute <= _PER_MINUTE_MOST):
+        raise ValueError(
+            f"per_minute must be an int from 1 to {_PER_MINUTE_MOST}, got {str(per_minute)[:40]!r}"
+        )
+    return per_minute

@@ -57,6 +57,9 @@ from guard.stores._common import (
     StoreUnavailable,
     ceiling_to_minor,
     check_time,
+    fleet_name,
+    fleet_rate,
+    fleet_seconds,
     from_minor,
     mixed_currencies,
     to_minor,
@@ -91,8 +94,6 @@ _SCRIPTS = (
     ("write_shared", lua.WRITE_SHARED), ("drop_lease", lua.DROP_LEASE), ("spend", lua.SPEND),
 )
 _CLOCKS = ("server", "caller")
-_NAME_MOST = 200  # characters of a fleet name: the guard's are far shorter
-_PER_MINUTE_MOST = 1_000_000_000
 _SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, keys, argv)
 
 
@@ -143,23 +144,9 @@ def _life(now: float, until: float, gc: int) -> int:
     return math.ceil(max(until - now, 0.0)) + gc
 
 
-def _fleet_name(name: object) -> str:
-    """Return *name* if it can name a shared value, a lease or a budget.
-
-    Raises:
-        ValueError: it is not a non-empty string of at most 200 characters.
-    """
-    if not isinstance(name, str) or not name or len(name) > _NAME_MOST:
-        raise ValueError(
-            f"a fleet name must be a non-empty string of at most {_NAME_MOST} characters, "
-            f"got {str(name)[:40]!r}"
-        )
-    return name
-
-
 def _milliseconds(value: float, name: str) -> int:
     """Return the positive, finite duration *value* (seconds) in whole milliseconds (>= 1)."""
-    return max(1, math.ceil(seconds(value, name, positive=True) * 1000))
+    return max(1, math.ceil(fleet_seconds(name, value) * 1000))
 
 
 class RedisReservations:
@@ -537,10 +524,10 @@ class RedisReservations:
     def _read_shared(
         self, name: str, owner: str, lease_ttl: float, fresh_for: float
     ) -> Flow[tuple[Shared | None, bool]]:
-        _fleet_name(name)
-        _fleet_name(owner)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
         lease_ms = _milliseconds(lease_ttl, "lease_ttl")
-        fresh = seconds(fresh_for, "fresh_for", positive=True)
+        fresh = fleet_seconds("fresh_for", fresh_for)
         reply = yield from self._script(
             "read_shared", f"{self._prefix}s:{name}",
             [owner, lease_ms, _seconds(fresh)], more=(f"{self._prefix}l:{name}",),
@@ -551,8 +538,8 @@ class RedisReservations:
         return Shared(_text(payload), float(_text(age))), bool(int(leads))  # money-ok: an age
 
     def _write_shared(self, name: str, payload: str, keep: float, owner: str) -> Flow[None]:
-        _fleet_name(name)
-        _fleet_name(owner)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
         if not isinstance(payload, str):
             raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
         keep_ms = _milliseconds(keep, "keep")
@@ -562,20 +549,13 @@ class RedisReservations:
         )
 
     def _drop_lease(self, name: str, owner: str) -> Flow[None]:
-        _fleet_name(name)
-        _fleet_name(owner)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
         yield from self._script("drop_lease", f"{self._prefix}l:{name}", [owner])
 
     def _spend(self, name: str, per_minute: int) -> Flow[float]:
-        _fleet_name(name)
-        if (
-            isinstance(per_minute, bool) or not isinstance(per_minute, int)
-            or not 1 <= per_minute <= _PER_MINUTE_MOST
-        ):
-            raise ValueError(
-                f"per_minute must be an int from 1 to {_PER_MINUTE_MOST}, got "
-                f"{str(per_minute)[:40]!r}"
-            )
+        fleet_name("name", name)
+        fleet_rate(per_minute)
         reply = yield from self._script("spend", f"{self._prefix}g:{name}", [per_minute])
         return float(_text(reply))  # money-ok: seconds to wait
 

@@ -16,7 +16,6 @@ request budgets through the same file, timed by the host clock (``time.time()``)
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import threading
@@ -32,7 +31,15 @@ from guard._seconds import seconds
 from guard.errors import ConfigurationError
 from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
-from guard.stores._common import StoreUnavailable, check_time, from_minor, to_minor
+from guard.stores._common import (
+    StoreUnavailable,
+    check_time,
+    fleet_name,
+    fleet_rate,
+    fleet_seconds,
+    from_minor,
+    to_minor,
+)
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
 
 __all__ = ["SqliteReservations"]
@@ -46,7 +53,6 @@ _PURGE_EVERY = 60.0
 # A read finding more expired holds than this still in a key's live total settles them.
 _SETTLE_BACKLOG = 64
 # The longest name of a shared value or budget (the guard's are short: "bal|luxcore|ARS").
-_NAME_MOST = 200
 
 
 _STATES: dict[str, HoldState] = {
@@ -321,10 +327,10 @@ class SqliteReservations:
                 not a finite positive number of seconds.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        _check_name("name", name)
-        _check_name("owner", owner)
-        lease_ttl = _check_seconds("lease_ttl", lease_ttl)
-        fresh_for = _check_seconds("fresh_for", fresh_for)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
+        lease_ttl = fleet_seconds("lease_ttl", lease_ttl)
+        fresh_for = fleet_seconds("fresh_for", fresh_for)
         with self._read() as conn:
             row = conn.execute(sql.SHARED_READ, (name,)).fetchone()
         value = _shared(row, time.time())
@@ -349,11 +355,11 @@ class SqliteReservations:
                 string, or *keep* is not a finite positive number of seconds.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        _check_name("name", name)
-        _check_name("owner", owner)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
         if not isinstance(payload, str):
             raise ValueError(f"payload must be a str, got {type(payload).__name__}")
-        keep = _check_seconds("keep", keep)
+        keep = fleet_seconds("keep", keep)
         with self._write() as conn:
             now = time.time()
             conn.execute(sql.SHARED_WRITE, (name, payload, now, now + keep, owner))
@@ -365,8 +371,8 @@ class SqliteReservations:
             ValueError: *name* or *owner* is not a non-empty short string.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        _check_name("name", name)
-        _check_name("owner", owner)
+        fleet_name("name", name)
+        fleet_name("owner", owner)
         with self._write() as conn:
             conn.execute(sql.SHARED_DROP_LEASE, (name, owner))
 
@@ -380,9 +386,8 @@ class SqliteReservations:
                 ``int`` >= 1.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
-        _check_name("name", name)
-        if isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 1:
-            raise ValueError(f"per_minute must be an int >= 1, got {per_minute!r}")
+        fleet_name("name", name)
+        fleet_rate(per_minute)
         with self._write() as conn:
             now = time.time()
             row = conn.execute(sql.BUDGET_READ, (name,)).fetchone()
@@ -549,26 +554,6 @@ def _shared(row: tuple[Any, ...] | None, now: float) -> Shared | None:
         return None
     # A value written "later" (the host clock stepped back) is as fresh as can be.
     return Shared(row[0], max(0.0, now - row[1]))
-
-
-def _check_name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > _NAME_MOST:
-        shown = repr(value) if not isinstance(value, str) else f"{len(value)} characters"
-        raise ValueError(
-            f"{what} must be a non-empty str of at most {_NAME_MOST} characters, got {shown}"
-        )
-
-
-def _check_seconds(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    number = float(value)  # money-ok: seconds
-    if not math.isfinite(number) or number <= 0 or number > machine.MAX_SECONDS:
-        raise ValueError(
-            f"{what} must be a finite number of seconds > 0 and <= "
-            f"{machine.MAX_SECONDS:g}, got {value!r}"
-        )
-    return number
 
 
 def _identity(path: str) -> tuple[int, int] | None:
