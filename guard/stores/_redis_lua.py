@@ -202,6 +202,18 @@ end
 local function ledger_gone(base, key)
   return redis.call('EXISTS', base .. 'x:' .. key, base .. 'c:' .. key) > 0
 end
+-- the key's ledger for a read-only script, or (nil, the reply that ends it): the store lost
+-- its holds, nothing was ever held on the key ({}), or the key is in an older layout
+local function ledger_to_read(base, key, epoch)
+  if not armed(base, epoch) then return nil, lost() end
+  local L = ledger_of(base, key)
+  if not L.cur then
+    if ledger_gone(base, key) then return nil, lost_ledger() end
+    return nil, {}
+  end
+  if outdated(base, key, L) then return nil, old_layout() end
+  return L
+end
 local function member_held(m)
   return tonumber(string.match(m, '^(%d+) '))
 end
@@ -579,13 +591,8 @@ return reply(r)
 # Returns {currency, counted} or {} when nothing was ever held on the key.
 RESERVED = _COMMON + r"""
 local base, key = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
-local L = ledger_of(base, key)
-if not L.cur then
-  if ledger_gone(base, key) then return lost_ledger() end
-  return {}
-end
-if outdated(base, key, L) then return old_layout() end
+local L, ends = ledger_to_read(base, key, ARGV[2])
+if not L then return ends end
 local _, nows, at = clock(ARGV[5])
 local total = counted(base, key, L, tonumber(nows), nows, at(ARGV[4]))
 if not total then return too_large() end
@@ -599,12 +606,8 @@ return {L.cur, total}
 # Returns {currency, committed} or {} when nothing was ever held on the key.
 COMMITTED = _COMMON + r"""
 local base, key = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
-local L = ledger_of(base, key)
-if not L.cur then
-  if ledger_gone(base, key) then return lost_ledger() end
-  return {}
-end
+local L, ends = ledger_to_read(base, key, ARGV[2])
+if not L then return ends end
 local _, _, at = clock(ARGV[5])
 local total = committed_since(base, key, L, at(ARGV[4]))
 if not total then return too_large() end
