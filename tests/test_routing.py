@@ -488,3 +488,23 @@ def test_routed_allows_exactly_when_some_pinned_allows(
         guard.max_payable("BRL", provider=name) for name in NAMES)
     if routed.allowed:
         assert pinned[routed.provider].allowed
+
+
+def test_protect_pins_each_call_to_the_provider_it_names() -> None:
+    """protect(provider=...) reads the provider from the call; None routes."""
+    guard = PayoutGuard([StaticFetcher({"BRL": "100.00"}, name="a"),
+                         StaticFetcher({"BRL": "900.00"}, name="b")])
+    sent: list[str] = []
+
+    @guard.protect(amount="amount", currency="currency", payout_id="ref", provider="via")
+    def pay(amount: str, currency: str, ref: str, via: str | None = None) -> None:
+        sent.append(ref)
+
+    pay("500.00", "BRL", "po-1")  # routed: "a" cannot, "b" can
+    with pytest.raises(PayoutDenied) as denied:
+        pay("500.00", "BRL", "po-2", via="a")
+    assert ["po-1"] == sent
+    assert ("a", ()) == (denied.value.decision.provider, denied.value.decision.candidates)
+    held = guard.hold("po-1")
+    assert held is not None
+    assert held.key.startswith("b|")

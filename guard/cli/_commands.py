@@ -148,6 +148,11 @@ def _describe_config(config: GuardConfig, path: str) -> str:
         default = "  (default)" if name == config.default_provider or (
             config.default_provider is None and len(config.providers) == 1) else ""
         lines.append(f"  {name}: {spec.kind} at {spec.base_url or 'its default URL'}{default}")
+    if len(config.providers) > 1:
+        routes = "".join(f"; {currency}: {', '.join(route)}"
+                         for currency, route in config.routing.routes.items())
+        lines.append(f"routing: {config.routing.policy} over "
+                     f"{', '.join(config.pick_providers())}{routes}")
     env = config.env_vars()
     if env:
         lines.append("environment variables read when a guard is built:")

@@ -147,7 +147,7 @@ def _scenarios(config: GuardConfig, luxtak: LuxtakEmulator) -> list[DemoResult]:
                        guards["luxcore"].check("2500.00", "ARS")),
             DemoResult("would eat the BRL reserve", "reserve_margin",
                        guards["pagsmile"].check("71000.00", "BRL")),
-            DemoResult("above Luxtak's BRL limit: routed to Pagsmile", "allowed",
+            DemoResult("routed past Luxtak's limit", "allowed",
                        routed.check("15000.00", "BRL")),
             DemoResult("60% of MXN funds frozen", "frozen_funds",
                        guards["luxcore"].check("100.00", "MXN")),
