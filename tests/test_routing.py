@@ -498,12 +498,12 @@ def test_protect_pins_each_call_to_the_provider_it_names() -> None:
 
     @guard.protect(amount="amount", currency="currency", payout_id="ref", provider="via")
     def pay(amount: str, currency: str, ref: str, via: str | None = None) -> None:
-        sent.append(ref)
+        sent.append(f"{ref}: {amount} {currency} via {via}")
 
     pay("500.00", "BRL", "po-1")  # routed: "a" cannot, "b" can
     with pytest.raises(PayoutDenied) as denied:
         pay("500.00", "BRL", "po-2", via="a")
-    assert ["po-1"] == sent
+    assert ["po-1: 500.00 BRL via None"] == sent
     assert ("a", ()) == (denied.value.decision.provider, denied.value.decision.candidates)
     held = guard.hold("po-1")
     assert held is not None
