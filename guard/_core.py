@@ -365,19 +365,23 @@ class Core:
 
         Over several candidates: the largest any one of them allows.
         """
-        if provider is None and self.single:
-            provider = self.provider
-        by_provider = yield from self.max_payables(request, self.candidates(request.currency,
-                                                                            provider))
+        names = (
+            (self.provider,) if provider is None and self.single
+            else self.candidates(request.currency, provider)
+        )
+        if len(names) == 1:
+            # Its bounds are the answer, not this probe amount's clearance (which a minimum
+            # payout would refuse anyway): have every rule explain itself.
+            decision, _ = yield from self.judge(request, names[0], clear=False)
+            return decision.max_payable
+        by_provider = yield from self.max_payables(request, names)
         return max(by_provider.values())
 
     def max_payables(self, request: Request, names: tuple[str, ...]) -> Flow[dict[str, Decimal]]:
         """Return what each provider of *names* could pay now (*request* is a probe)."""
         found: dict[str, Decimal] = {}
         for name in names:
-            # Its bounds are the answer, not this probe amount's clearance (which a minimum
-            # payout would refuse anyway): have every rule explain itself.
-            decision, _ = yield from self.judge(request, name, clear=False)
+            decision, _ = yield from self.judge(request, name, clear=False)  # as max_payable
             found[name] = decision.max_payable
         return found
 
