@@ -43,7 +43,7 @@ from guard._clock import Clocks, counted_since
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
-from guard.stores import Hold, balance_key
+from guard.stores import Hold, HoldOutcome, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
 from rules.money import money_context
 
@@ -424,14 +424,16 @@ class Core:
                 if outcome.status == "duplicate" and outcome.hold is not None:
                     return Reserved(_duplicate(decision, outcome.hold), None, lapsed)
                 lost.add(index)  # over_ceiling: concurrent payouts took the room there
-            # Taken everywhere it was allowed: judge again, with their holds counted.
+            if routed:  # taken everywhere it was allowed, as the candidates now say
+                decision = _routed(judged, None, lost)
+            # Judge again, with their holds counted.
         assert decision is not None  # noqa: S101 - the loop runs at least once
         reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
 
     def _try_hold(
         self, request: Request, judged: Judged, ttl: float, owner: str
-    ) -> Flow[tuple[Any, Hold]]:
+    ) -> Flow[tuple[HoldOutcome | Reason, Hold]]:
         """Try the hold of *request* at the provider of *judged*, where it was allowed.
 
         Ends with the store's ``HoldOutcome`` (or the ``Reason`` to deny with when the store
@@ -456,7 +458,7 @@ class Core:
             state="pending", created_at=now, expires_at=now + ttl, owner=owner,
         )
         try:
-            outcome = yield TryHold(wanted, ceiling, since, now)
+            outcome: HoldOutcome = yield TryHold(wanted, ceiling, since, now)
         except StoreUnavailable as exc:
             return _reasons.store_reason(request.currency, exc), wanted
         return outcome, wanted

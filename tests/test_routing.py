@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 
 from guard import ConfigurationError, Decision, PayoutDenied, PayoutGuard, load_config
 from guard.fetchers import LuxCoreFetcher, LuxtakFetcher, PagsmileFetcher, RetryPolicy
-from guard.stores import InMemoryReservations
+from guard.stores import Hold, HoldOutcome, InMemoryReservations
 from guard.testing import StaticFetcher
 from guard.testing.emulators import Fault, LuxCoreEmulator, LuxtakEmulator, PagsmileEmulator
 from rules import MaxPayout, ReserveMargin, Rule, when
@@ -508,3 +508,37 @@ def test_protect_pins_each_call_to_the_provider_it_names() -> None:
     held = guard.hold("po-1")
     assert held is not None
     assert held.key.startswith("b|")
+
+
+class _AlwaysTaken(InMemoryReservations):
+    """A store in which concurrent payouts always took the room first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tried: list[str] = []
+
+    def try_hold(
+        self,
+        hold: Hold,
+        *,
+        ceiling: Decimal,  # noqa: ARG002 - the store's signature
+        counted_since: float,  # noqa: ARG002 - the store's signature
+        now: float,  # noqa: ARG002 - the store's signature
+    ) -> HoldOutcome:
+        self.tried.append(hold.key.split("|")[0])
+        return HoldOutcome(status="over_ceiling", hold=None, counted=Decimal(0))
+
+
+def test_reserve_tries_each_allowing_candidate_then_gives_up_bounded() -> None:
+    """Room taken at every candidate: each is tried in order, a bounded number of rounds."""
+    store = _AlwaysTaken()
+    guard = PayoutGuard([StaticFetcher({"BRL": "100.00"}, name="a"),
+                         StaticFetcher({"BRL": "100.00"}, name="b")], reservations=store)
+    with pytest.raises(PayoutDenied) as denied:
+        guard.reserve("10.00", "BRL", payout_id="po-1")
+    decision = denied.value.decision
+    assert ["a", "b"] * 5 == store.tried
+    assert ("insufficient_funds",) == decision.codes
+    assert "concurrent payouts kept claiming" in decision.reasons[0].message
+    assert [("a", False, ("insufficient_funds",)), ("b", False, ("insufficient_funds",))] == [
+        (c.provider, c.allowed, c.codes) for c in decision.candidates]
