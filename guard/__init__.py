@@ -5,7 +5,7 @@ from guard._clock import Clock, Clocks
 from guard._config import load_config
 from guard._config_schema import GuardConfig
 from guard._health import Health, ProviderHealth, StoreHealth
-from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
 from guard._reservation import AsyncReservation, Reservation
 from guard._sync import PayoutGuard
@@ -30,6 +30,7 @@ __all__ = [
     "AsyncReservation",
     "BalanceSnapshot",
     "BudgetSpent",
+    "Candidate",
     "Clock",
     "Clocks",
     "ConfigurationError",

@@ -21,7 +21,7 @@ import functools
 from collections.abc import Awaitable, Callable, Generator
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 from guard._core import (
     FetchBalances,
@@ -83,11 +83,11 @@ class AsyncPayoutGuard(GuardBase):
         return self._astore is None and isinstance(self.reservations, InMemoryReservations)
 
     async def aclose(self) -> None:
-        """Close the fetcher's HTTP session and the store (in the guard's thread pool)."""
+        """Close the fetchers' HTTP sessions and the store (in the guard's thread pool)."""
         aclose = getattr(self._astore, "aclose", None)
         if callable(aclose):
             await aclose()
-        for part in (self.fetcher, self.reservations):
+        for part in (*self.fetchers.values(), self.reservations):
             close = getattr(part, "close", None)
             if callable(close):
                 await asyncio.wrap_future(self.threads.submit(close))
@@ -112,22 +112,43 @@ class AsyncPayoutGuard(GuardBase):
         account: str | None = None,
         payout_id: str | None = None,
         fee: object = None,
+        provider: str | None = None,
     ) -> Decision:
         """Return whether a payout may go out now, with reasons (``PayoutGuard.check``).
 
         Raises:
             InvalidPayoutRequest: the request itself is malformed.
+            ConfigurationError: *provider* is not one of the guard's.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
-        decision, _ = await arun(self.core.check(request), self._perform)
+        pinned = None if provider is None else self.pinned(provider)
+        decision, _ = await arun(self.core.check(request, pinned), self._perform)
         self.core.emit(decision)
         return decision
 
-    async def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
-        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
-        flow = self.core.max_payable(self.probe(currency, account))
+    @overload
+    async def max_payable(
+        self, currency: object, *, account: str | None = ..., provider: str | None = ...,
+        by_provider: Literal[False] = ...,
+    ) -> Decimal: ...
+
+    @overload
+    async def max_payable(
+        self, currency: object, *, account: str | None = ..., provider: str | None = ...,
+        by_provider: Literal[True],
+    ) -> dict[str, Decimal]: ...
+
+    async def max_payable(
+        self, currency: object, *, account: str | None = None, provider: str | None = None,
+        by_provider: bool = False,
+    ) -> Decimal | dict[str, Decimal]:
+        """Return the largest amount (fee 0) that would be allowed now (``PayoutGuard``)."""
+        probe, pinned = self.probe(currency, account), self.pinned(provider)
         with money_context():
-            return await arun(flow, self._perform)
+            if by_provider:
+                names = self.core.candidates(probe.currency, pinned)
+                return await arun(self.core.max_payables(probe, names), self._perform)
+            return await arun(self.core.max_payable(probe, pinned), self._perform)
 
     def reserve(
         self,
@@ -138,6 +159,7 @@ class AsyncPayoutGuard(GuardBase):
         account: str | None = None,
         fee: object = None,
         ttl: float | None = None,
+        provider: str | None = None,
     ) -> Reserving:
         """Check and hold the funds for one payout, atomically (``PayoutGuard.reserve``).
 
@@ -149,7 +171,8 @@ class AsyncPayoutGuard(GuardBase):
             PayoutDenied: (when awaited) the payout is denied and the guard enforces.
         """
         request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
-        return Reserving(self._reserve, request, hold_ttl)
+        return Reserving(functools.partial(self._reserve, provider=self.pinned(provider)),
+                         request, hold_ttl)
 
     async def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (``PayoutGuard.hold``)."""
@@ -163,7 +186,7 @@ class AsyncPayoutGuard(GuardBase):
         found = await arun(self.core.resolve(parse_payout_id(payout_id), sent=sent),
                            self._perform)
         if found is not None:
-            self.after_commit(found.currency)
+            self.after_resolve(found)
         return found
 
     async def health(self, *, probe: bool = False) -> Health:
@@ -172,7 +195,8 @@ class AsyncPayoutGuard(GuardBase):
         With *probe*, the balance request is made in the guard's thread pool.
         """
         if probe:
-            await asyncio.wrap_future(self.threads.submit(self.cache.probe))
+            for cache in self.caches.values():
+                await asyncio.wrap_future(self.threads.submit(cache.probe))
         try:
             await self._store(GetHold(HEALTH_PROBE_ID))
         except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported
@@ -183,17 +207,21 @@ class AsyncPayoutGuard(GuardBase):
         """Return how ``protect`` admits an ``async def`` call: reserve or check, awaited."""
         return self._admit
 
-    async def _reserve(self, request: Request, hold_ttl: float) -> AsyncReservation:
+    async def _reserve(
+        self, request: Request, hold_ttl: float, *, provider: str | None = None
+    ) -> AsyncReservation:
         owner = owner_token()
-        reserved = await arun(self.core.reserve(request, ttl=hold_ttl, owner=owner),
-                              self._perform)
+        reserved = await arun(
+            self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider),
+            self._perform,
+        )
         return await self._handle(reserved)
 
     def _perform(self, step: Step) -> Awaitable[Any]:
         """Return the awaitable that does *step*."""
         if isinstance(step, FetchBalances):
-            return self.cache.aget_fetched(step.currency, force=step.fresh,
-                                           submit=self.threads.submit)
+            return self.caches[step.provider].aget_fetched(step.currency, force=step.fresh,
+                                                           submit=self.threads.submit)
         if isinstance(step, TryHold):
             return self._try_hold(step)
         return self._store(step)

@@ -28,6 +28,7 @@ from guard._config_schema import (
     PagsmileProvider,
     ReservationsConfig,
     RetryConfig,
+    closest,
 )
 from guard.errors import ConfigurationError
 from rules.config import configuration_error, parse_document, read_document
@@ -94,7 +95,55 @@ def _validated(document: object, source: str, base_dir: Path) -> GuardConfig:
         ) from None
     config._source = source
     config._ruleset = _ruleset(config, source, base_dir)
+    _check_provider_names(config, source, base_dir)
     return config
+
+
+def _check_provider_names(config: GuardConfig, source: str, base_dir: Path) -> None:
+    """Refuse a route or a rule scope naming a provider that is not configured.
+
+    A rule scoped to an unknown provider would silently never apply. Nothing is checked
+    when no provider is configured (a rules-only document).
+    """
+    names = config.provider_names
+    if not names:
+        return
+    known = ", ".join(names)
+    for currency, route in config.routing.routes.items():
+        for name in route:
+            if name not in config.providers:
+                raise ConfigurationError(
+                    f"routes {currency} through {name[:40]!r}, which is not configured "
+                    f"(configured: {known}){closest(name, names)}",
+                    path=f"routing.{currency}", source=source,
+                )
+    rules_source = source if config.rules_file is None else str(base_dir / config.rules_file)
+    lowered = {name.lower(): name for name in names}
+    for path, scope in _provider_scopes(config.ruleset, "rules"):
+        for name in sorted(scope):
+            if name not in lowered:
+                raise ConfigurationError(
+                    f"the rule is scoped to provider {name[:40]!r}, which is not configured "
+                    f"(configured: {known}), so it would never apply"
+                    f"{closest(name, tuple(lowered))}",
+                    path=f"{path}.provider", source=rules_source,
+                )
+
+
+def _provider_scopes(
+    rule: rules.Rule, path: str
+) -> list[tuple[str, frozenset[str]]]:
+    """Return every provider scope in *rule*'s tree with its key path (``rules[2]``)."""
+    found: list[tuple[str, frozenset[str]]] = []
+    if isinstance(rule, rules.When):
+        if rule.providers is not None:
+            found.append((path, rule.providers))
+        found.extend(_provider_scopes(rule.rule, path))
+    elif isinstance(rule, rules.RuleSet | rules.AnyOf):
+        top = path == "rules" and isinstance(rule, rules.RuleSet)
+        for i, member in enumerate(rule.rules):
+            found.extend(_provider_scopes(member, f"rules[{i}]" if top else f"{path}.rules[{i}]"))
+    return found
 
 
 def _refuse_secrets(data: dict[str, Any], source: str) -> None:

@@ -282,35 +282,46 @@ def configured_guard(
     guard_class: type[GuardT],
     source: ConfigSource,
     *,
-    provider: str | None = None,
+    provider: object = None,
     env: Mapping[str, str] | None = None,
     reservations: ReservationStore | None = None,
     clock: Clock | None = None,
 ) -> GuardT:
-    """Return the guard of one configured provider: what ``PayoutGuard.from_config`` does.
+    """Return the guard of the configured providers: what ``PayoutGuard.from_config`` does.
 
     Raises:
         ConfigurationError: see :meth:`PayoutGuard.from_config`.
     """
     config = load_config(source)
-    name = config.pick_provider(provider)
-    fetcher = build_fetcher(config, name, env=env)
+    names = config.pick_providers(provider)
+    fetchers: list[BalanceFetcher] = []
     try:
+        # Built one by one: when one fails, those already built are in the list to close.
+        fetchers.extend(build_fetcher(config, name, env=env) for name in names)
         store = reservations if reservations is not None else build_reservations(config, env=env)
     except BaseException:
-        _close(fetcher)
+        for fetcher in fetchers:
+            _close(fetcher)
         raise
-    spec, cache = config.providers[name], config.cache
-    lag = spec.settle_lag if spec.settle_lag is not None else config.reservations.settle_lag
+    lags: dict[str, float] = {}
+    for name in names:
+        spec = config.providers[name]
+        lag = spec.settle_lag if spec.settle_lag is not None else config.reservations.settle_lag
+        if lag is not None:
+            lags[name] = _seconds(lag)
+    cache, routing = config.cache, config.routing
     refresh = cache.refresh_after_commit
+    # A route lists the chosen providers it names (a pinned guard routes nowhere else).
+    routes = {currency: kept for currency, route in routing.routes.items()
+              if (kept := tuple(name for name in route if name in names))}
     return guard_class(
-        fetcher,
+        fetchers if len(fetchers) > 1 else fetchers[0],
         config.ruleset,
         mode=config.mode,
         cache_ttl=_seconds(cache.ttl),
         reservations=store,
         fail_open=config.fail_open,
-        settle_lag=None if lag is None else _seconds(lag),
+        settle_lag=lags or None,
         hold_ttl=_seconds(config.reservations.hold_ttl),
         uncertain_ttl=_seconds(config.reservations.uncertain_ttl),
         refresh_after_commit=None if refresh is False else _seconds(refresh),
@@ -318,6 +329,8 @@ def configured_guard(
         max_stale=_seconds(cache.max_stale),
         own_payouts_window=_seconds(config.reservations.own_payouts_window),
         clock=clock,
+        routing=routing.policy,
+        routes=routes,
     )
 
 

@@ -8,6 +8,7 @@ in ``rules`` (the ``rules.load`` format) and are read as ``Decimal``.
 
 from __future__ import annotations
 
+import difflib
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ __all__ = [
     "ProviderConfig",
     "ReservationsConfig",
     "RetryConfig",
+    "RoutingConfig",
 ]
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -53,6 +55,12 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
     "pagsmile": ("security_key",),
 }
 """Per kind, the credentials that must come from the environment (``<name>_env``)."""
+
+def closest(name: str, known: tuple[str, ...]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the known name closest to *name*, or ``""``."""
+    found = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f"; did you mean {found[0]!r}?" if found else ""
+
 
 def _matching(pattern: str, kind: str, wording: str) -> AfterValidator:
     """Return a check that a string matches *pattern*, refused in *wording* (value unshown)."""
@@ -177,6 +185,40 @@ class CacheConfig(BaseModel):
     max_stale: Seconds = Decimal(60)
 
 
+class RoutingConfig(BaseModel):
+    """How a guard over several providers routes each payout (the ``[routing]`` table).
+
+    ``policy``: ``"priority"`` (providers in file order, ``default_provider`` first) or
+    ``"most_headroom"`` (the provider that could pay the most first). Every other key is a
+    currency code naming the providers that may pay it, in priority order:
+    ``BRL = ["luxtak", "pagsmile"]`` (each name must be configured).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    policy: Literal["priority", "most_headroom"] = "priority"
+
+    @model_validator(mode="after")
+    def _currency_routes(self) -> RoutingConfig:
+        for key, route in (self.model_extra or {}).items():
+            if not re.fullmatch(r"[A-Z]{3}", key):
+                raise ValueError(
+                    f"unknown key {key!r}: [routing] takes policy and currency codes (such as "
+                    f"BRL = [\"luxtak\", \"pagsmile\"])"
+                )
+            if (not isinstance(route, list) or not route
+                    or not all(isinstance(name, str) for name in route)):
+                raise ValueError(f"{key} must be a non-empty list of provider names")
+            if len(set(route)) != len(route):
+                raise ValueError(f"{key} names a provider twice")
+        return self
+
+    @property
+    def routes(self) -> dict[str, tuple[str, ...]]:
+        """Return currency -> the provider names that may pay it, in order."""
+        return {key: tuple(route) for key, route in (self.model_extra or {}).items()}
+
+
 _STORE_OPTIONS: dict[str, frozenset[str]] = {
     "memory": frozenset(),
     "sqlite": frozenset({"path", "timeout"}),
@@ -259,6 +301,7 @@ class GuardConfig(BaseModel):
         default_provider: The provider ``from_config`` picks when none is named.
         cache: The balance cache (``ttl`` seconds).
         reservations: The reservation store and hold timing.
+        routing: How a guard over several providers routes payouts.
         rules: The rules, in the ``rules.load`` format (use :attr:`ruleset` for the rules).
         rules_file: A TOML/YAML rules file (relative to the configuration's directory) used
             instead of inline rules.
@@ -275,6 +318,7 @@ class GuardConfig(BaseModel):
     default_provider: ProviderName | None = None
     cache: CacheConfig = CacheConfig()
     reservations: ReservationsConfig = ReservationsConfig()
+    routing: RoutingConfig = RoutingConfig()
     rules: tuple[Any, ...] = ()
     rules_file: Text | None = None
 
@@ -351,6 +395,47 @@ class GuardConfig(BaseModel):
             "(provider=... or --provider) or set default_provider",
             path="default_provider", source=self.source,
         )
+
+    def pick_providers(self, chosen: object = None) -> tuple[str, ...]:
+        """Return the providers a guard is built over, in priority order.
+
+        *chosen* (``None``): every configured provider, ``default_provider`` first; a name:
+        that one; a list of names: those, in its order.
+
+        Raises:
+            ConfigurationError: no provider is configured, *chosen* names one that is not,
+                repeats one, or is neither a name nor a list of names.
+        """
+        names = self.provider_names
+        if not names:
+            raise ConfigurationError(
+                "no providers configured; add a [providers.<name>] table with kind = "
+                "'luxtak', 'luxcore' or 'pagsmile'", path="providers", source=self.source,
+            )
+        if chosen is None:
+            first = self.default_provider
+            return names if first is None else (first, *(n for n in names if n != first))
+        given = [chosen] if isinstance(chosen, str) else chosen
+        if not isinstance(given, list | tuple) or not given:
+            raise ConfigurationError(
+                f"provider must be a configured provider name or a non-empty list of them, "
+                f"got {type(chosen).__name__}", path="provider", source=self.source,
+            )
+        for name in given:
+            if not isinstance(name, str):
+                raise ConfigurationError(
+                    f"provider names must be strings, got {type(name).__name__}",
+                    path="provider", source=self.source,
+                )
+            if name not in self.providers:
+                raise ConfigurationError(
+                    f"no provider named {name[:40]!r}; configured: {', '.join(names)}"
+                    + closest(name, names), path="provider", source=self.source,
+                )
+        if len(set(given)) != len(given):
+            raise ConfigurationError("names a provider twice", path="provider",
+                                     source=self.source)
+        return tuple(given)
 
     def env_vars(self) -> dict[str, str]:
         """Return every environment variable the configuration reads, with its key path."""

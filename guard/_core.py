@@ -15,6 +15,13 @@ httpx's ``Auth.auth_flow`` serves its sync and async clients. ::
                                                                             -> Reserved
     a reservation ending: Commit | Release | MarkUncertain (guard/_reservation.py)
 
+A guard over several providers *routes*: each candidate provider (the currency's route, or
+every provider) is judged in turn (each ``FetchBalances`` names its provider), the first one
+whose rules allow the payout in routing order is chosen, and the decision lists every candidate
+(``Decision.candidates``). ``reserve`` holds at the chosen one and, when concurrent payouts took
+the room there, moves on to the next candidate that allowed it. A guard of one provider, or a
+payout pinned to one, takes none of these steps: it is judged exactly as before.
+
 A stale balance is judged once more on a fresh one (``FetchBalances(fresh=True)``). Provider
 trouble, a store that cannot answer and a rule that raises all end as denials with their own
 reasons: a flow never lets them out, so ``check`` never raises for them.
@@ -22,10 +29,10 @@ reasons: a flow never lets them out, so ``check`` never raises for them.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import structlog
 
@@ -33,10 +40,10 @@ from guard import _judge, _reasons
 from guard._cache import SKEW_WARNING, Fetched
 from guard._capture import record
 from guard._clock import Clocks, counted_since
-from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason
+from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
-from guard.stores import Hold, balance_key
+from guard.stores import Hold, HoldOutcome, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
 from rules.money import money_context
 
@@ -48,6 +55,7 @@ __all__ = [
     "GetHold",
     "ListHolds",
     "MarkUncertain",
+    "Policy",
     "ReadCommitted",
     "ReadHeld",
     "Release",
@@ -62,6 +70,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+Policy = Literal["priority", "most_headroom"]
+
 _SHOWN_HOLDS = 20
 # How often a payout is judged again after concurrent payouts took the room it was judged with.
 _ATTEMPTS = 5
@@ -74,11 +84,12 @@ _ZERO = Decimal(0)
 
 
 class FetchBalances(NamedTuple):
-    """Read *currency*'s balances by account (cached); *fresh* skips the cached entry.
+    """Read *provider*'s *currency* balances by account (cached); *fresh* skips the cache.
 
     Answer: a ``Fetched``.
     """
 
+    provider: str
     currency: str
     fresh: bool
 
@@ -183,14 +194,14 @@ _STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
 }
 
 
-_FETCH_STEPS: dict[tuple[str, bool], FetchBalances] = {}
+_FETCH_STEPS: dict[tuple[str, str, bool], FetchBalances] = {}
 
 
-def _fetch_step(currency: str, fresh: bool) -> FetchBalances:
+def _fetch_step(provider: str, currency: str, fresh: bool) -> FetchBalances:
     """Return the (immutable, so shared) step that fetches *currency*: one less tuple a check."""
-    step = _FETCH_STEPS.get((currency, fresh))
+    step = _FETCH_STEPS.get((provider, currency, fresh))
     if step is None:
-        step = _FETCH_STEPS[currency, fresh] = FetchBalances(currency, fresh)
+        step = _FETCH_STEPS[provider, currency, fresh] = FetchBalances(provider, currency, fresh)
     return step
 
 
@@ -254,109 +265,222 @@ class Reserved:
     lapsed: tuple[Hold, ...] = ()
 
 
+Judged = tuple[Decision, BalanceSnapshot | None]
+
+
 class Core:
-    """The guard's decisions, for one provider, written once for both front doors.
+    """The guard's decisions, for its providers, written once for both front doors.
 
     Args:
-        provider: The provider name decisions carry and holds are keyed by.
+        providers: The provider names, in priority order (decisions carry one, holds are
+            keyed by it); a guard of one provider has one.
         rules: The rules (``SufficientFunds`` among them).
         mode: ``"enforce"`` or ``"dry_run"``.
         fail_open: Allow, with a warning, when no balance can be read.
-        settle_lag: Seconds a sent payout keeps counting against a balance requested after it.
+        settle_lags: Provider -> seconds a sent payout keeps counting against a balance
+            requested after it.
         clocks: Wall time for timestamps, monotonic time for ages.
         own_window: Seconds our own committed payouts are taken to explain frozen funds
             (``Facts.own_in_flight``); ``None`` when no rule looks at frozen funds (the store
             is then not asked).
+        routing: ``"priority"`` (the providers' order) or ``"most_headroom"`` (the largest
+            ``max_payable`` first): the order candidates are tried in.
+        routes: Currency -> the providers that may pay it, in order (default: every one).
     """
 
     def __init__(
         self,
         *,
-        provider: str,
+        providers: tuple[str, ...],
         rules: RuleSet,
         mode: Mode,
         fail_open: bool,
-        settle_lag: float,
+        settle_lags: Mapping[str, float],
         clocks: Clocks,
         own_window: float | None = None,
+        routing: Policy = "priority",
+        routes: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
-        self.provider = provider
+        self.providers = providers
+        self.provider = providers[0]
+        self.single = len(providers) == 1
         self.own_window = own_window
         self.rules = rules
         self.mode: Mode = mode
         self.fail_open = fail_open
-        self.settle_lag = settle_lag
+        self.settle_lags = dict(settle_lags)
         self.clocks = clocks
+        self.routing: Policy = routing
+        self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")
 
-    def check(self, request: Request) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+    def candidates(self, currency: str, provider: str | None = None) -> tuple[str, ...]:
+        """Return the providers a *currency* payout is judged at, in priority order.
+
+        *provider* pins one; otherwise the currency's route, or every provider.
+        """
+        if provider is not None:
+            return (provider,)
+        return self.routes.get(currency, self.providers)
+
+    def check(
+        self, request: Request, provider: str | None = None
+    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         """Decide *request*; with a payout id, a taken id is a ``duplicate_payout``.
 
-        Ends with the decision and the balance it was judged on (as :meth:`judge`).
+        Routed over the candidates unless there is one (or *provider* pins one). Ends with
+        the decision and the balance it was judged on (as :meth:`judge`).
         """
-        if request.payout_id is None:
-            return self.judge(request)  # the flow itself: no generator around it per check
-        return self._check_id(request, request.payout_id)
+        if provider is None and self.single:
+            if request.payout_id is None:
+                return self.judge(request)  # the flow itself: no generator around it per check
+            return self._check_id(request, request.payout_id, self.provider)
+        names = self.candidates(request.currency, provider)
+        if len(names) == 1:
+            if request.payout_id is None:
+                return self.judge(request, names[0])
+            return self._check_id(request, request.payout_id, names[0])
+        return self._check_routed(request, names)
 
     def _check_id(
-        self, request: Request, payout_id: str
+        self, request: Request, payout_id: str, provider: str
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
-        decision, snapshot = yield from self.judge(request)
+        decision, snapshot = yield from self.judge(request, provider)
         decision = yield from self._unless_taken(payout_id, decision)
         return decision, snapshot
 
-    def max_payable(self, request: Request) -> Flow[Decimal]:
-        """Return the largest amount the rules allow now (*request* is a probe, fee 0)."""
-        # Its bounds are the answer, not this probe amount's clearance (which a minimum payout
-        # would refuse anyway): have every rule explain itself.
-        decision, _ = yield from self.judge(request, clear=False)
-        return decision.max_payable
+    def _check_routed(
+        self, request: Request, names: tuple[str, ...]
+    ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
+        judged = yield from self._judge_all(request, names)
+        order = _allowing(judged)
+        chosen = order[0] if order else None
+        decision = _routed(judged, chosen)
+        if request.payout_id is not None:
+            decision = yield from self._unless_taken(request.payout_id, decision)
+        return decision, None if chosen is None else judged[chosen][1]
 
-    def reserve(self, request: Request, *, ttl: float, owner: str) -> Flow[Reserved]:
+    def max_payable(self, request: Request, provider: str | None = None) -> Flow[Decimal]:
+        """Return the largest amount the rules allow now (*request* is a probe, fee 0).
+
+        Over several candidates: the largest any one of them allows.
+        """
+        names = (
+            (self.provider,) if provider is None and self.single
+            else self.candidates(request.currency, provider)
+        )
+        if len(names) == 1:
+            # Its bounds are the answer, not this probe amount's clearance (which a minimum
+            # payout would refuse anyway): have every rule explain itself.
+            decision, _ = yield from self.judge(request, names[0], clear=False)
+            return decision.max_payable
+        by_provider = yield from self.max_payables(request, names)
+        return max(by_provider.values())
+
+    def max_payables(self, request: Request, names: tuple[str, ...]) -> Flow[dict[str, Decimal]]:
+        """Return what each provider of *names* could pay now (*request* is a probe)."""
+        found: dict[str, Decimal] = {}
+        for name in names:
+            decision, _ = yield from self.judge(request, name, clear=False)  # as max_payable
+            found[name] = decision.max_payable
+        return found
+
+    def reserve(
+        self, request: Request, *, ttl: float, owner: str, provider: str | None = None
+    ) -> Flow[Reserved]:
         """Judge *request* and hold its funds atomically, for the reservation owning *owner*.
 
         By what the store holds for the payout id: nothing, a released or an expired pending
-        hold: judged and held. A live pending, a committed or an uncertain hold: refused as
-        ``duplicate_payout``. When concurrent payouts took the room between the judging and
-        the hold, the payout is judged again with their holds counted.
+        hold: judged and held. A live pending, a committed or an uncertain hold (at any
+        provider): refused as ``duplicate_payout``. Routed, the hold is tried at each
+        candidate that allowed the payout, in routing order. When concurrent payouts took
+        the room between the judging and the hold everywhere, the payout is judged again
+        with their holds counted.
         """
         payout_id = request.payout_id or ""
+        names = (
+            (self.provider,) if provider is None and self.single
+            else self.candidates(request.currency, provider)
+        )
+        routed = len(names) > 1
         decision: Decision | None = None
         lapsed: tuple[Hold, ...] = ()
         for _ in range(_ATTEMPTS):
-            decision, snapshot = yield from self.judge(request)
-            if not decision.allowed or self.mode == "dry_run":
+            judged = yield from self._judge_all(request, names)
+            order = _allowing(judged)
+            decision = _routed(judged, order[0] if order else None) if routed else judged[0][0]
+            if not order or self.mode == "dry_run":
                 decision = yield from self._unless_taken(payout_id, decision)
                 return Reserved(decision, None, lapsed)
-            # Hold on the account that was judged, however the caller named it.
-            account = request.account if snapshot is None else snapshot.account
-            now = self.clocks.time()
-            if snapshot is None:  # allowed without a balance: fail_open was chosen
-                ceiling, since = _NO_CEILING, now - self.settle_lag
-            else:
-                # Caps fall at most one for one as holds grow, so judged with `reserved` held,
-                # the payout stays allowed while the counting holds stay within this.
-                ceiling = decision.reserved + decision.max_payable + request.fee
-                since = counted_since(_requested(snapshot), now, self.settle_lag)
-            wanted = Hold(
-                payout_id=payout_id, key=balance_key(self.provider, account, request.currency),
-                currency=request.currency, amount=request.amount, fee=request.fee,
-                state="pending", created_at=now, expires_at=now + ttl, owner=owner,
-            )
-            try:
-                outcome = yield TryHold(wanted, ceiling, since, now)
-            except StoreUnavailable as exc:
-                reason = _reasons.store_reason(request.currency, exc)
-                return Reserved(_denied(decision, reason), None, lapsed)
-            lapsed += outcome.lapsed
-            if outcome.status == "held":
-                return Reserved(decision, wanted, lapsed)
-            if outcome.status == "duplicate" and outcome.hold is not None:
-                return Reserved(_duplicate(decision, outcome.hold), None, lapsed)
-            # over_ceiling: concurrent payouts took the room; judge again with their holds.
+            lost: set[int] = set()
+            for index in order:
+                outcome, wanted = yield from self._try_hold(request, judged[index], ttl, owner)
+                if isinstance(outcome, Reason):  # the store did not answer
+                    return Reserved(_denied(decision, outcome), None, lapsed)
+                lapsed += outcome.lapsed
+                decision = _routed(judged, index, lost) if routed else judged[index][0]
+                if outcome.status == "held":
+                    return Reserved(decision, wanted, lapsed)
+                if outcome.status == "duplicate" and outcome.hold is not None:
+                    return Reserved(_duplicate(decision, outcome.hold), None, lapsed)
+                lost.add(index)  # over_ceiling: concurrent payouts took the room there
+            if routed:  # taken everywhere it was allowed, as the candidates now say
+                decision = _routed(judged, None, lost)
+            # Judge again, with their holds counted.
         assert decision is not None  # noqa: S101 - the loop runs at least once
         reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
+
+    def _try_hold(
+        self, request: Request, judged: Judged, ttl: float, owner: str
+    ) -> Flow[tuple[HoldOutcome | Reason, Hold]]:
+        """Try the hold of *request* at the provider of *judged*, where it was allowed.
+
+        Ends with the store's ``HoldOutcome`` (or the ``Reason`` to deny with when the store
+        did not answer) and the hold asked for.
+        """
+        decision, snapshot = judged
+        provider = decision.provider
+        # Hold on the account that was judged, however the caller named it.
+        account = request.account if snapshot is None else snapshot.account
+        now = self.clocks.time()
+        if snapshot is None:  # allowed without a balance: fail_open was chosen
+            ceiling, since = _NO_CEILING, now - self.settle_lags[provider]
+        else:
+            # Caps fall at most one for one as holds grow, so judged with `reserved` held,
+            # the payout stays allowed while the counting holds stay within this.
+            ceiling = decision.reserved + decision.max_payable + request.fee
+            since = counted_since(_requested(snapshot), now, self.settle_lags[provider])
+        wanted = Hold(
+            payout_id=request.payout_id or "",
+            key=balance_key(provider, account, request.currency),
+            currency=request.currency, amount=request.amount, fee=request.fee,
+            state="pending", created_at=now, expires_at=now + ttl, owner=owner,
+        )
+        try:
+            outcome: HoldOutcome = yield TryHold(wanted, ceiling, since, now)
+        except StoreUnavailable as exc:
+            return _reasons.store_reason(request.currency, exc), wanted
+        return outcome, wanted
+
+    def _judge_all(self, request: Request, names: tuple[str, ...]) -> Flow[list[Judged]]:
+        """Judge *request* at each of *names*; return the judgements in routing order.
+
+        A provider that reports no balance in the currency is no candidate (unless none
+        does). By ``most_headroom``, the largest ``max_payable`` comes first (ties keep
+        the priority order).
+        """
+        judged: list[Judged] = []
+        for name in names:
+            judgement = yield from self.judge(request, name)
+            judged.append(judgement)
+        if len(judged) == 1:
+            return judged
+        held = [j for j in judged if "currency_not_held" not in j[0].codes]
+        judged = held or judged
+        if self.routing == "most_headroom":
+            judged.sort(key=lambda j: j[0].max_payable, reverse=True)
+        return judged
 
     def resolve(self, payout_id: str, *, sent: bool) -> Flow[Hold | None]:
         """End an uncertain hold: committed now when *sent*, released otherwise.
@@ -400,22 +524,24 @@ class Core:
             )
 
     def judge(
-        self, request: Request, *, clear: bool = True
+        self, request: Request, provider: str | None = None, *, clear: bool = True
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         """Judge *request*; return the decision and the balance it was judged on.
 
         With *clear* (the default), a payout every rule allows is decided without verdicts
         (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
         judged once more, on a fresh one. One generator, no flow inside it: every step of
-        every check passes through here.
+        every check passes through here. *provider* (default: the guard's first) is the one
+        judged at.
         """
-        provider = self.provider
+        provider = provider or self.provider
+        settle_lag = self.settle_lags[provider]
         fresh = False
         while True:
             try:
                 fetched: Fetched = yield (
-                    _FETCH_STEPS.get((request.currency, fresh))
-                    or _fetch_step(request.currency, fresh)
+                    _FETCH_STEPS.get((provider, request.currency, fresh))
+                    or _fetch_step(provider, request.currency, fresh)
                 )
             except StoreUnavailable as exc:  # the fleet store sharing the balances
                 self.log.warning("payout_guard.store_unavailable", store=exc.store,
@@ -425,7 +551,7 @@ class Core:
                     provider=provider, now=self.clocks.time(),
                 ), None
             except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
-                return self._unavailable(request, exc), None
+                return self._unavailable(request, provider, exc), None
             now = self.clocks.time()
             snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
             if snapshot is None:
@@ -437,7 +563,7 @@ class Core:
             key = balance_key(provider, snapshot.account, request.currency)
             as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
             # A payout committed settle_lag before the request can show in this balance.
-            since = counted_since(fetched.requested_at, now, self.settle_lag)
+            since = counted_since(fetched.requested_at, now, settle_lag)
             # Its age on the monotonic clock: how old it was on arrival, plus the time since.
             age = max(0.0, fetched.received_at - as_of) + max(
                 0.0, self.clocks.monotonic() - fetched.received_mono
@@ -512,9 +638,8 @@ class Core:
         with money_context():  # rules, yours among them, compute in the money context
             return self.rules.evaluate(facts)
 
-    def _unavailable(self, request: Request, exc: Exception) -> Decision:
+    def _unavailable(self, request: Request, provider: str, exc: Exception) -> Decision:
         """Return the denial (or, with ``fail_open``, the warning) for a failed fetch."""
-        provider = self.provider
         if isinstance(exc, ProviderAuthError) and exc.credentials_rejected:
             # Not an outage: nothing gets better by waiting, so someone must be told.
             self.log.error(
@@ -542,6 +667,44 @@ class Core:
         if existing is None or existing.expired(self.clocks.time()):
             return decision
         return _duplicate(decision, existing)
+
+
+def _allowing(judged: list[Judged]) -> list[int]:
+    """Return the indexes of the judgements that allow, in the order they are tried.
+
+    One judged on a balance comes before one allowed without (``fail_open``).
+    """
+    allowed = [i for i, (decision, _) in enumerate(judged) if decision.allowed]
+    return sorted(allowed, key=lambda i: judged[i][1] is None)
+
+
+def _routed(judged: list[Judged], chosen: int | None, lost: set[int] | None = None) -> Decision:
+    """Return the decision of a routed payout: *chosen*'s, or a denial by every candidate.
+
+    It lists every candidate (in *judged*'s order) and the best ``max_payable`` of them. A
+    denial is the first candidate's decision with the reasons of every candidate (each
+    once). Candidates in *lost* were allowed, but concurrent payouts took the room there.
+    """
+    lost = lost or set()
+    candidates = tuple(
+        built(Candidate, {
+            "provider": decision.provider,
+            "allowed": decision.allowed and i not in lost,
+            "max_payable": decision.max_payable,
+            "codes": ("insufficient_funds",) if i in lost else decision.codes,
+        })
+        for i, (decision, _) in enumerate(judged)
+    )
+    best = max(decision.max_payable for decision, _ in judged)
+    update: dict[str, Any] = {"candidates": candidates, "max_payable": best}
+    if chosen is not None:
+        return judged[chosen][0].model_copy(update=update)
+    seen: dict[tuple[str, str], Reason] = {}
+    for decision, _ in judged:
+        for reason in decision.reasons:
+            seen.setdefault((reason.code, reason.message), reason)
+    update["reasons"] = tuple(seen.values())
+    return judged[0][0].model_copy(update=update)
 
 
 def _requested(snapshot: BalanceSnapshot) -> float:

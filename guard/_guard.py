@@ -6,17 +6,18 @@ The decisions themselves live in ``guard/_core.py``; each front door only runs i
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, NoReturn, Self
 
 from guard._cache import BalanceCache, Budget, LocalBudget, shared_budget
 from guard._clock import Clock, Clocks, clocks_of
 from guard._config_build import configured_guard
-from guard._core import Core
+from guard._core import Core, Policy
 from guard._health import Health, health_of
 from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
@@ -28,7 +29,7 @@ from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.fetchers._checks import check_requests_per_minute
 from guard.fetchers._protocol import BalanceFetcher
-from guard.stores import FleetStore, InMemoryReservations, ReservationStore
+from guard.stores import FleetStore, Hold, InMemoryReservations, ReservationStore
 from rules import FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ class GuardBase:
     """The options, the decision core and the balance cache both front doors are built on.
 
     Args:
-        fetcher: Where balances come from (a provider fetcher, or ``StaticFetcher`` in tests).
+        fetcher: Where balances come from (a provider fetcher, or ``StaticFetcher`` in tests),
+            or a sequence of fetchers (unique ``name``s): a guard over several providers
+            routes each payout to one that can pay it (see *routing*).
         rules: Rules applied on top of ``SufficientFunds``, which always applies.
         mode: ``"enforce"`` blocks denied payouts; ``"dry_run"`` records what it would do.
         cache_ttl: Seconds a fetched balance is reused; ``0`` fetches on every check.
@@ -72,7 +75,8 @@ class GuardBase:
             provider outage denies with ``balance_unavailable``.
         settle_lag: Seconds a sent payout may take to show in a balance: a committed hold stops
             counting once a balance requested at least this long after its commit is in
-            hand. Default: the fetcher's own (``LuxCoreFetcher`` 2 s, others 30 s).
+            hand. Default: the fetcher's own (``LuxCoreFetcher`` 2 s, others 30 s). A mapping
+            gives it per provider name (a provider left out keeps its fetcher's own).
         hold_ttl: Default seconds a pending hold lives before it stops counting (at most 30
             days).
         uncertain_on: Exceptions that, raised inside a guarded payout, mean the money may
@@ -98,21 +102,26 @@ class GuardBase:
         clock: The wall clock for timestamps and the monotonic clock for durations (default
             ``time.time`` and ``time.monotonic``); tests pass a ``guard.testing.FakeClock``.
             A plain callable is read for both.
+        routing: With several providers, the order candidates are tried in: ``"priority"``
+            (the fetchers' order; the default) or ``"most_headroom"`` (the largest
+            ``max_payable`` first). The first candidate whose rules allow a payout pays it.
+        routes: Currency -> the provider names that may pay it, in priority order (default:
+            every provider, for every currency).
 
     Raises:
-        ConfigurationError: any option is invalid.
+        ConfigurationError: any option is invalid (two fetchers sharing a name among them).
     """
 
     def __init__(
         self,
-        fetcher: BalanceFetcher,
+        fetcher: BalanceFetcher | Sequence[BalanceFetcher],
         rules: Iterable[Rule] = (),
         *,
         mode: Mode = "enforce",
         cache_ttl: float = 5.0,
         reservations: ReservationStore | None = None,
         fail_open: bool = False,
-        settle_lag: float | None = None,
+        settle_lag: float | Mapping[str, float] | None = None,
         hold_ttl: float = 300.0,
         uncertain_on: type[BaseException] | tuple[type[BaseException], ...] = (
             DEFAULT_UNCERTAIN_ON
@@ -124,12 +133,17 @@ class GuardBase:
         own_payouts_window: float = 3600.0,
         max_workers: int = 32,
         clock: Clock | None = None,
+        routing: Policy = "priority",
+        routes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        if not isinstance(fetcher, BalanceFetcher):
+        fetchers = _fetchers_of(fetcher)
+        names = tuple(fetchers)
+        if routing not in ("priority", "most_headroom"):
             raise ConfigurationError(
-                "fetcher must provide .name and .fetch(currency=None); "
-                f"got {type(fetcher).__name__}"
+                f"must be 'priority' or 'most_headroom', got {str(routing)[:40]!r}",
+                path="routing",
             )
+        routed = _routes_of(routes, names)
         if mode not in ("enforce", "dry_run"):
             raise ConfigurationError(f"must be 'enforce' or 'dry_run', got {mode!r}", path="mode")
         if reservations is not None and not isinstance(reservations, ReservationStore):
@@ -148,14 +162,15 @@ class GuardBase:
             clocks = clocks_of(clock)
         except TypeError as exc:
             raise ConfigurationError(str(exc), path="clock") from None
-        self.fetcher = fetcher
+        self.fetchers: dict[str, BalanceFetcher] = fetchers
+        self.fetcher = fetchers[names[0]]
+        self.routing: Policy = routing
+        self.routes = routed
         self.rules = ruleset
         self.mode: Mode = mode
         self.fail_open = bool(fail_open)
-        self.settle_lag = seconds(
-            getattr(fetcher, "settle_lag", 30.0) if settle_lag is None else settle_lag,
-            "settle_lag",
-        )
+        self.settle_lags = _settle_lags(fetchers, settle_lag)
+        self.settle_lag = self.settle_lags[names[0]]
         self.hold_ttl = seconds(hold_ttl, "hold_ttl", positive=True)
         self.uncertain_on = uncertain_on_option(uncertain_on)
         self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True)
@@ -169,13 +184,18 @@ class GuardBase:
             else seconds(refresh_after_commit, "refresh_after_commit")
         )
         own_window = seconds(own_payouts_window, "own_payouts_window")
-        self.core = Core(provider=fetcher.name, rules=ruleset, mode=mode,
-                         fail_open=self.fail_open, settle_lag=self.settle_lag, clocks=clocks,
-                         own_window=own_window if _watches_frozen(ruleset) else None)
-        self.cache = _cache_of(
-            fetcher, self.reservations, ttl=seconds(cache_ttl, "cache_ttl"), clocks=clocks,
-            share=share_balances, stale_limit=_stale_limit(ruleset, max_stale),
-        )
+        self.core = Core(providers=names, rules=ruleset, mode=mode,
+                         fail_open=self.fail_open, settle_lags=self.settle_lags, clocks=clocks,
+                         own_window=own_window if _watches_frozen(ruleset) else None,
+                         routing=routing, routes=routed)
+        # One balance cache per provider, each with its own request budget.
+        ttl, stale_limit = seconds(cache_ttl, "cache_ttl"), _stale_limit(ruleset, max_stale)
+        self.caches: dict[str, BalanceCache] = {
+            name: _cache_of(one, self.reservations, ttl=ttl, clocks=clocks,
+                            share=share_balances, stale_limit=stale_limit)
+            for name, one in fetchers.items()
+        }
+        self.cache = self.caches[names[0]]
         self._handling = self.handling(self.runner())
 
     @classmethod
@@ -183,22 +203,24 @@ class GuardBase:
         cls,
         source: ConfigSource,
         *,
-        provider: str | None = None,
+        provider: str | Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         reservations: ReservationStore | None = None,
         clock: Clock | None = None,
     ) -> Self:
-        """Build the guard of one provider of a configuration (file, mapping or ``GuardConfig``).
+        """Build the guard of a configuration (file, mapping or ``GuardConfig``).
 
-        With several providers, *provider* names the one; otherwise the configuration's
-        ``default_provider``, or its only provider. Credentials are read from the environment
+        Without *provider*, the guard is over every configured provider and routes each
+        payout (``[routing]``; ``default_provider``, when set, is tried first); a name pins
+        one provider, a list of names a subset (in the list's order). Credentials are read
+        from the environment
         variables the configuration names. This is the one way to build a guard from a
         configuration; ``guard.load_config`` gives the validated configuration itself. Close
         the guard (``close()``, or a ``with`` block) to close its HTTP session and store.
 
         Args:
             source: A ``.toml`` (``.yaml``/``.yml``, ``.json``) path, a mapping or a config.
-            provider: The configured provider name to build.
+            provider: A configured provider name, or a list of them.
             env: Where credential variables are looked up (default ``os.environ``).
             reservations: A store to use instead of the configured one (to share one store
                 between the guards of several providers).
@@ -206,21 +228,39 @@ class GuardBase:
 
         Raises:
             ConfigurationError: the configuration is invalid (naming file and key path), a
-                credential variable is missing, or no provider can be picked.
+                credential variable is missing, no provider is configured, or *provider*
+                names one that is not (or is not a name).
         """
         return configured_guard(cls, source, provider=provider, env=env,
                                 reservations=reservations, clock=clock)
 
     def __repr__(self) -> str:
+        which = (f"provider={self.provider!r}" if len(self.fetchers) == 1
+                 else f"providers={list(self.fetchers)!r}")
         return (
-            f"{type(self).__name__}(provider={self.provider!r}, mode={self.mode!r}, "
+            f"{type(self).__name__}({which}, mode={self.mode!r}, "
             f"rules={list(self.rules.names)!r})"
         )
 
     @property
     def provider(self) -> str:
-        """Return the provider name decisions carry."""
+        """Return the provider name decisions carry (with several: the first, by priority)."""
         return self.fetcher.name
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Return the names of the guard's providers, in priority order."""
+        return tuple(self.fetchers)
+
+    def pinned(self, provider: object) -> str | None:
+        """Return the provider a call names (``None``: routed), checked.
+
+        Raises:
+            ConfigurationError: *provider* is not the name of one of the guard's providers.
+        """
+        if provider is None or provider in self.fetchers:
+            return provider
+        return _unknown_provider(provider, self.providers)
 
     def protect(
         self,
@@ -231,6 +271,7 @@ class GuardBase:
         account: Spec | None = None,
         fee: Spec | None = None,
         uncertain_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        provider: Spec | None = None,
     ) -> Decorator:
         """Return a decorator that guards every call of a payout function.
 
@@ -242,13 +283,15 @@ class GuardBase:
         uncertain as :class:`Reservation` explains (*uncertain_on* replaces the guard's
         ``uncertain_on`` for this function). In ``enforce`` mode a denial raises
         ``PayoutDenied`` before the body runs; in ``dry_run`` mode the body always runs.
+        With a ``provider`` spec, each call is pinned to the provider it names (``None``:
+        routed).
 
         Raises:
             ConfigurationError: an option names a parameter the function does not have, or
                 the function is not one this guard can run (see each guard class).
         """
         specs = {"amount": amount, "currency": currency, "payout_id": payout_id,
-                 "account": account, "fee": fee}
+                 "account": account, "fee": fee, "provider": provider}
         return Decorator(
             specs,
             uncertain_on=None if uncertain_on is None else uncertain_on_option(
@@ -291,7 +334,7 @@ class GuardBase:
 
     def health_report(self, store_error: BaseException | None) -> Health:
         """Return the guard's health, given what reading the store raised (``None``: nothing)."""
-        return health_of(self.provider, self.cache, self.reservations, store_error,
+        return health_of(self.caches, self.reservations, store_error,
                          monotonic=self.clocks.monotonic(), wall=self.clocks.time())
 
     def runner(self) -> Callable[[Any], Any]:
@@ -303,10 +346,114 @@ class GuardBase:
         return Handling(run=run, clock=self.clocks.time, uncertain_ttl=self.uncertain_ttl,
                         uncertain_on=self.uncertain_on, on_commit=self.after_commit)
 
-    def after_commit(self, currency: str) -> None:
-        """Ask for a fresher *currency* balance after a commit (``refresh_after_commit``)."""
-        if self.refresh_after_commit is not None:
-            self.cache.refresh_soon(currency, self.refresh_after_commit)
+    def after_commit(self, provider: str, currency: str) -> None:
+        """Ask for a fresher *currency* balance at *provider* after a commit.
+
+        Only with ``refresh_after_commit``.
+        """
+        cache = self.caches.get(provider)
+        if self.refresh_after_commit is not None and cache is not None:
+            cache.refresh_soon(currency, self.refresh_after_commit)
+
+    def after_resolve(self, hold: Hold) -> None:
+        """Ask for a fresher balance where *hold*, just committed by ``resolve``, is held."""
+        self.after_commit(hold.key.split("|", 1)[0], hold.currency)
+
+
+def _fetchers_of(
+    fetcher: BalanceFetcher | Sequence[BalanceFetcher],
+) -> dict[str, BalanceFetcher]:
+    """Return the guard's fetchers by name, in order.
+
+    Raises:
+        ConfigurationError: one is not a fetcher, there are none, or two share a name.
+    """
+    given = [fetcher] if isinstance(fetcher, BalanceFetcher) else fetcher
+    if isinstance(given, str | bytes) or not isinstance(given, Sequence):
+        given = [given]  # refused just below, with its type named
+    fetchers: dict[str, BalanceFetcher] = {}
+    for one in given:
+        if not isinstance(one, BalanceFetcher):
+            raise ConfigurationError(
+                "fetcher must provide .name and .fetch(currency=None); "
+                f"got {type(one).__name__}"
+            )
+        if one.name in fetchers:
+            raise ConfigurationError(
+                f"two fetchers are named {one.name!r}; a guard over several providers needs "
+                f"a unique name for each (holds are kept by provider name)", path="fetcher",
+            )
+        fetchers[one.name] = one
+    if not fetchers:
+        raise ConfigurationError("needs at least one fetcher", path="fetcher")
+    return fetchers
+
+
+def _unknown_provider(name: object, known: Sequence[str], path: str = "provider") -> NoReturn:
+    """Raise the ``ConfigurationError`` for *name*, which is none of *known* (the closest named)."""
+    if not isinstance(name, str):
+        raise ConfigurationError(
+            f"must be a provider name, got {type(name).__name__}", path=path
+        )
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigurationError(
+        f"no provider named {name[:40]!r}; this guard's are {', '.join(known)}{hint}",
+        path=path,
+    )
+
+
+def _routes_of(
+    routes: Mapping[str, Sequence[str]] | None, names: tuple[str, ...]
+) -> dict[str, tuple[str, ...]]:
+    """Return *routes* checked: currency codes to non-empty lists of the guard's providers.
+
+    Raises:
+        ConfigurationError: a currency is unknown, or a route is empty, repeats a provider
+            or names one the guard does not have.
+    """
+    if routes is None:
+        return {}
+    if not isinstance(routes, Mapping):
+        raise ConfigurationError(
+            f"must map currency codes to lists of provider names, got {type(routes).__name__}",
+            path="routes",
+        )
+    checked: dict[str, tuple[str, ...]] = {}
+    for currency, route in routes.items():
+        try:
+            code = parse_currency(currency)
+        except InvalidPayoutRequest as exc:
+            raise ConfigurationError(str(exc), path="routes") from None
+        where = f"routes.{code}"
+        if isinstance(route, str) or not isinstance(route, Sequence) or not route:
+            raise ConfigurationError("must be a non-empty list of provider names", path=where)
+        for name in route:
+            if name not in names:
+                _unknown_provider(name, names, where)
+        if len(set(route)) != len(route):
+            raise ConfigurationError("names a provider twice", path=where)
+        checked[code] = tuple(route)
+    return checked
+
+
+def _settle_lags(
+    fetchers: Mapping[str, BalanceFetcher], settle_lag: float | Mapping[str, float] | None
+) -> dict[str, float]:
+    """Return each provider's settle lag: *settle_lag*'s, else its fetcher's own (or 30 s)."""
+    given: Mapping[str, float] = {}
+    if isinstance(settle_lag, Mapping):
+        for name in settle_lag:
+            if name not in fetchers:
+                _unknown_provider(name, tuple(fetchers), "settle_lag")
+        given = settle_lag
+    elif settle_lag is not None:
+        given = dict.fromkeys(fetchers, settle_lag)
+    return {
+        name: seconds(given[name] if name in given else getattr(fetcher, "settle_lag", 30.0),
+                      "settle_lag")
+        for name, fetcher in fetchers.items()
+    }
 
 
 def _cache_of(

@@ -7,6 +7,7 @@ hold the payout id ``HEALTH_PROBE_ID``?). What it returns is a frozen value, lik
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, computed_field
@@ -87,27 +88,29 @@ def _age(outcome: FetchOutcome | None, now: float) -> float | None:
 
 
 def health_of(
-    provider: str, cache: BalanceCache, store: object, store_error: BaseException | None, *,
+    caches: Mapping[str, BalanceCache], store: object, store_error: BaseException | None, *,
     monotonic: float, wall: float,
 ) -> Health:
-    """Return the health of *provider* (from its balance cache's record) and of *store*.
+    """Return the health of each provider (from its balance cache's record) and of *store*.
 
     Args:
-        provider: The provider name.
-        cache: The balance cache that made the provider's requests.
+        caches: Provider name -> the balance cache that made its requests.
         store: The reservation store.
         store_error: What the store raised when read (``None``: it answered).
         monotonic: The monotonic time now (ages are measured on it).
         wall: Seconds since the epoch now.
     """
-    last, failed = cache.last_fetch, cache.last_failure
-    return Health(
-        providers={provider: ProviderHealth(
+    providers: dict[str, ProviderHealth] = {}
+    for provider, cache in caches.items():
+        last, failed = cache.last_fetch, cache.last_failure
+        providers[provider] = ProviderHealth(
             provider=provider, ok=None if last is None else last.ok,
             age_seconds=_age(last, monotonic),
             last_error=None if failed is None else failed.error,
             last_error_age_seconds=_age(failed, monotonic),
-        )},
+        )
+    return Health(
+        providers=providers,
         store=StoreHealth(
             store=type(store).__name__, ok=store_error is None,
             error=None if store_error is None else type(store_error).__name__,

@@ -110,6 +110,7 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
         "max_payable": max_payable,
         "holds": (),
         "more_holds": False,
+        "candidates": (),
         "evaluated_at": datetime.fromtimestamp(now, UTC),
     }
 
@@ -217,5 +218,6 @@ def denial(
         max_payable=none,
         holds=(),
         more_holds=False,
+        candidates=(),
         evaluated_at=datetime.fromtimestamp(now, UTC),
     ))

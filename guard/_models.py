@@ -23,7 +23,7 @@ from pydantic import (
 from guard.errors import PayoutDenied
 from rules.money import normalize_currency, quantize_exact
 
-__all__ = ["BalanceSnapshot", "Decision", "HoldSummary", "Mode", "Reason", "built"]
+__all__ = ["BalanceSnapshot", "Candidate", "Decision", "HoldSummary", "Mode", "Reason", "built"]
 
 Mode = Literal["enforce", "dry_run"]
 
@@ -130,6 +130,25 @@ class HoldSummary(BaseModel):
     state: Literal["pending", "committed", "uncertain"]
 
 
+class Candidate(BaseModel):
+    """One provider a routed payout was judged at (``Decision.candidates``).
+
+    Attributes:
+        provider: The provider's name.
+        allowed: Whether this provider's rules allowed the payout (for a held payout: and
+            the hold was taken there).
+        max_payable: The largest amount this provider could pay now with the same fee.
+        codes: The reason codes of its denial (empty when allowed).
+    """
+
+    model_config = _FROZEN
+
+    provider: str
+    allowed: bool
+    max_payable: Money
+    codes: tuple[str, ...] = ()
+
+
 class Decision(BaseModel):
     """The guard's answer for one payout. A denial is a return value, not an exception.
 
@@ -148,6 +167,10 @@ class Decision(BaseModel):
         max_payable: The largest amount that would be allowed now with the same fee.
         holds: In-flight payouts that make up ``reserved`` (up to 20, on denials only).
         more_holds: Whether more in-flight payouts hold funds than ``holds`` lists.
+        candidates: For a payout routed over several providers, every provider judged, in
+            the order tried (empty for a guard of one provider, or a pinned payout).
+            ``provider`` is then the chosen one (for a denial, the first candidate) and
+            ``max_payable`` the best any candidate could pay.
     """
 
     model_config = _FROZEN
@@ -170,6 +193,7 @@ class Decision(BaseModel):
     max_payable: Money = Decimal(0)
     holds: tuple[HoldSummary, ...] = ()
     more_holds: bool = False
+    candidates: tuple[Candidate, ...] = ()
     evaluated_at: UtcDatetime
 
     @property
@@ -241,6 +265,9 @@ class Decision(BaseModel):
             retry = " (retry later)" if reason.retryable and "retr" not in reason.message else ""
             lines.append(f"  x {reason.code}: {reason.message}{retry}")
         lines.extend(f"  ! {w.code}: {w.message}" for w in self.warnings)
+        if len(self.candidates) > 1:
+            lines.extend(_candidates_table(self.candidates, cur, chosen=self.provider,
+                                           allowed=self.allowed))
         return "\n".join(lines)
 
     def log_fields(self) -> dict[str, Any]:
@@ -254,7 +281,30 @@ class Decision(BaseModel):
             "provider": self.provider,
             "mode": self.mode,
             "payout_id": self.payout_id,
+            **({"candidates": [
+                {"provider": c.provider, "allowed": c.allowed,
+                 "max_payable": str(c.max_payable), "codes": list(c.codes)}
+                for c in self.candidates
+            ]} if self.candidates else {}),
         }
+
+
+def _candidates_table(
+    candidates: tuple[Candidate, ...], currency: str, *, chosen: str, allowed: bool
+) -> list[str]:
+    """Return the lines of ``explain()``'s table of the providers a payout was routed over."""
+    rows = [("   provider", "verdict", "max payable", "reasons")]
+    for c in candidates:
+        mark = "-> " if allowed and c.provider == chosen else "   "
+        rows.append((mark + c.provider, "allowed" if c.allowed else "denied",
+                     f"{c.max_payable} {currency}", ", ".join(c.codes) or "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  candidates (in the order tried):"]
+    lines.extend(
+        f"    {p:<{widths[0]}}  {v:<{widths[1]}}  {m:>{widths[2]}}  {r}".rstrip()
+        for p, v, m, r in rows
+    )
+    return lines
 
 
 def _holds_text(holds: tuple[HoldSummary, ...], *, more: bool) -> str:
@@ -270,9 +320,9 @@ _SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 _FIELDS: dict[type[BaseModel], frozenset[str]] = {
-    cls: frozenset(cls.model_fields) for cls in (Decision, Reason, HoldSummary)
+    cls: frozenset(cls.model_fields) for cls in (Decision, Reason, HoldSummary, Candidate)
 }
-ModelT = TypeVar("ModelT", Decision, Reason, HoldSummary)
+ModelT = TypeVar("ModelT", Decision, Reason, HoldSummary, Candidate)
 
 
 def built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:

@@ -176,28 +176,33 @@ def duplicate_reason(payout_id: str, held: Hold) -> Reason:
     """Return the ``duplicate_payout`` reason for a payout id that already has *held*.
 
     Only a live pending hold is retryable (its payout may still fail and release it); a sent
-    or possibly sent payout is never sent again under the same id.
+    or possibly sent payout is never sent again under the same id. The message names the
+    provider the hold is at (a payout id is unique across every provider of a store).
     """
     amount = f"{held.held} {held.currency}"
     shown = payout_id[:40]
+    provider = held.key.split("|", 1)[0]
+    at = f" through {provider}" if provider else ""
     if held.state == "pending":
         message = (
-            f"payout id {shown!r} is being sent now ({amount} held by another reservation); "
-            f"it is not sent twice at once, retry after that attempt ends"
+            f"payout id {shown!r} is being sent now{at} ({amount} held by another "
+            f"reservation); it is not sent twice at once, retry after that attempt ends"
         )
     elif held.state == "committed":
-        message = f"payout id {shown!r} was already sent ({amount}); it is never sent twice"
+        message = (
+            f"payout id {shown!r} was already sent ({amount}){at}; it is never sent twice"
+        )
     else:
         message = (
-            f"payout id {shown!r} may already have been sent ({amount}, outcome unknown); "
-            f"find out at the provider, then call guard.resolve({shown!r}, sent=...)"
+            f"payout id {shown!r} may already have been sent{at} ({amount}, outcome "
+            f"unknown); find out at the provider, then call guard.resolve({shown!r}, sent=...)"
         )
     return reason(
         code="duplicate_payout",
         message=message,
         rule="guard",
         retryable=held.state == "pending",
-        details={"state": held.state, "held": held.held},
+        details={"state": held.state, "held": held.held, "provider": provider},
     )
 
 

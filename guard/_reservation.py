@@ -109,14 +109,15 @@ class Handling:
         clock: Wall time, for commit and uncertain times.
         uncertain_ttl: Seconds an uncertain hold keeps counting.
         uncertain_on: Exceptions that mark a hold uncertain.
-        on_commit: Called with the currency after a commit (the balance is refreshed soon).
+        on_commit: Called with the provider and the currency after a commit (that balance is
+            refreshed soon).
     """
 
     run: Callable[[Flow[Any]], Any]
     clock: Callable[[], float]
     uncertain_ttl: float
     uncertain_on: ExceptionTypes
-    on_commit: Callable[[str], None]
+    on_commit: Callable[[str, str], None]
 
 
 class _Handle:
@@ -170,7 +171,7 @@ class _Handle:
         self._hold = hold
         self._state = "committed"
         _hold_event(logging.DEBUG, "committed", hold)
-        self._handling.on_commit(self.decision.currency)
+        self._handling.on_commit(self.decision.provider, self.decision.currency)
 
     def _release(self) -> Flow[bool]:
         if self._state != "pending":

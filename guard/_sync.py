@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 from guard._core import (
     FetchBalances,
@@ -44,9 +44,9 @@ class PayoutGuard(GuardBase):
     """
 
     def close(self) -> None:
-        """Close the fetcher's HTTP session and the reservation store, where they have one."""
+        """Close the fetchers' HTTP sessions and the reservation store, where they have one."""
         self.threads.close()
-        for part in (self.fetcher, self.reservations):
+        for part in (*self.fetchers.values(), self.reservations):
             close = getattr(part, "close", None)
             if callable(close):
                 close()
@@ -70,11 +70,15 @@ class PayoutGuard(GuardBase):
         account: str | None = None,
         payout_id: str | None = None,
         fee: object = None,
+        provider: str | None = None,
     ) -> Decision:
         """Return whether a payout of *amount* *currency* may go out now, with reasons.
 
         Reads the (cached) balance and the holds, applies the rules and logs the decision;
         changes nothing. A denial is a return value: call ``raise_for_denial()`` to raise.
+        A guard over several providers judges the payout at each candidate and allows it
+        when one allows it: ``decision.provider`` is the one chosen, ``decision.candidates``
+        lists them all.
 
         Args:
             amount: Major units, as ``Decimal``, ``str`` or ``int`` (never ``float``).
@@ -84,21 +88,51 @@ class PayoutGuard(GuardBase):
                 that ``reserve`` would refuse (it is being sent, was sent, or may have been
                 sent) is denied as ``duplicate_payout``: this costs one store read.
             fee: What the provider charges on top (default 0).
+            provider: Judge at this provider only (default: route over the candidates).
 
         Raises:
             InvalidPayoutRequest: the request itself is malformed. Nothing else: provider
                 trouble is a ``balance_unavailable`` denial, a rule that raises a
                 ``rule_error`` one.
+            ConfigurationError: *provider* is not one of the guard's.
         """
         request = parse_request(amount, currency, account, payout_id, fee)
-        decision, _ = run(self.core.check(request), self._perform)
+        pinned = None if provider is None else self.pinned(provider)
+        decision, _ = run(self.core.check(request, pinned), self._perform)
         self.core.emit(decision)
         return decision
 
-    def max_payable(self, currency: object, *, account: str | None = None) -> Decimal:
-        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be."""
+    @overload
+    def max_payable(
+        self, currency: object, *, account: str | None = ..., provider: str | None = ...,
+        by_provider: Literal[False] = ...,
+    ) -> Decimal: ...
+
+    @overload
+    def max_payable(
+        self, currency: object, *, account: str | None = ..., provider: str | None = ...,
+        by_provider: Literal[True],
+    ) -> dict[str, Decimal]: ...
+
+    def max_payable(
+        self, currency: object, *, account: str | None = None, provider: str | None = None,
+        by_provider: bool = False,
+    ) -> Decimal | dict[str, Decimal]:
+        """Return the largest amount (fee 0) that would be allowed now; 0 when none would be.
+
+        Over several providers: the largest one provider could pay (a payout is never split),
+        or with *by_provider* a mapping of each candidate provider to its amount. *provider*
+        asks one provider only.
+
+        Raises:
+            ConfigurationError: *provider* is not one of the guard's.
+        """
+        probe, pinned = self.probe(currency, account), self.pinned(provider)
         with money_context():
-            return run(self.core.max_payable(self.probe(currency, account)), self._perform)
+            if by_provider:
+                names = self.core.candidates(probe.currency, pinned)
+                return run(self.core.max_payables(probe, names), self._perform)
+            return run(self.core.max_payable(probe, pinned), self._perform)
 
     def reserve(
         self,
@@ -110,6 +144,7 @@ class PayoutGuard(GuardBase):
         fee: object = None,
         ttl: float | None = None,
         connection: object = None,
+        provider: str | None = None,
     ) -> Reservation:
         """Check and hold the funds for one payout, atomically; see :class:`Reservation`.
 
@@ -123,6 +158,10 @@ class PayoutGuard(GuardBase):
         and ``release()`` act in it too: the hold commits or rolls back with the caller's own
         rows (``examples/postgres_outbox.py``).
 
+        A guard over several providers holds at the first candidate (in routing order) whose
+        rules allow the payout, and at the next one when concurrent payouts took the room
+        there; *provider* pins one. A payout id is unique across the providers of a store.
+
         Raises:
             ConfigurationError: *connection* is given but the store cannot work inside a
                 caller's transaction (it has no ``bound``).
@@ -130,11 +169,13 @@ class PayoutGuard(GuardBase):
             PayoutDenied: the payout is denied and the guard enforces.
         """
         request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
+        pinned = self.pinned(provider)
         perform = self._perform if connection is None else self._performer(
             self._bound(connection)
         )
         owner = owner_token()
-        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner), perform)
+        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=pinned),
+                       perform)
         return self._handle(reserved, perform)
 
     def hold(self, payout_id: str) -> Hold | None:
@@ -170,7 +211,7 @@ class PayoutGuard(GuardBase):
             raise InvalidPayoutRequest(f"sent must be True or False, got {str(sent)[:40]}")
         found = run(self.core.resolve(parse_payout_id(payout_id), sent=sent), self._perform)
         if found is not None:
-            self.after_commit(found.currency)
+            self.after_resolve(found)
         return found
 
     def health(self, *, probe: bool = False) -> Health:
@@ -189,7 +230,8 @@ class PayoutGuard(GuardBase):
             succeeded and the store answered.
         """
         if probe:
-            self.cache.probe()
+            for cache in self.caches.values():
+                cache.probe()
         try:
             self.reservations.get(HEALTH_PROBE_ID)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported
@@ -223,7 +265,7 @@ class PayoutGuard(GuardBase):
         """
         kind = type(step)
         if kind is FetchBalances:
-            return self.cache.get_fetched(step.currency, force=step.fresh)
+            return self.caches[step.provider].get_fetched(step.currency, force=step.fresh)
         if kind is ReadHeld:  # every check: asked directly, not through store_call
             return self.reservations.reserved(step.key, counted_since=step.counted_since,
                                               now=step.now)
@@ -234,7 +276,7 @@ class PayoutGuard(GuardBase):
 
         def perform(step: Step) -> Any:
             if isinstance(step, FetchBalances):
-                return self.cache.get_fetched(step.currency, force=step.fresh)
+                return self.caches[step.provider].get_fetched(step.currency, force=step.fresh)
             return store_call(store, step)
 
         return perform

@@ -26,7 +26,7 @@ from guard import (
     PayoutDenied,
     PayoutGuard,
 )
-from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.fetchers import BalanceFetcher, LuxCoreFetcher, RetryPolicy
 from guard.stores import (
     Hold,
     HoldOutcome,
@@ -37,7 +37,7 @@ from guard.stores import (
 )
 from guard.testing import FailingFetcher, FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
-from rules import CurrencyMinimums, MaxPayout, ReserveMargin
+from rules import CurrencyMinimums, MaxPayout, ReserveMargin, when
 
 START = 1_700_000_000.0
 
@@ -108,6 +108,67 @@ class TestTheSameDecisions:
         actual = asyncio.run(async_run())
         assert [comparable(d) if isinstance(d, Decision) else d for d in expected] == [
             comparable(d) if isinstance(d, Decision) else d for d in actual]
+
+    def test_routed_decisions_agree(self) -> None:
+        """Over two providers: routing, spilling, duplicates and max_payable, both doors alike."""
+        made = []
+        for kind in (PayoutGuard, AsyncPayoutGuard):
+            clock = FakeClock(START)
+            fetchers: list[BalanceFetcher] = [
+                StaticFetcher({"BRL": "1000.00"}, name="luxtak", clock=clock),
+                StaticFetcher({"BRL": "3000.00", "ARS": "50.00"}, name="pagsmile", clock=clock),
+                FailingFetcher(name="luxcore"),
+            ]
+            made.append(kind(fetchers, [when(MaxPayout({"BRL": "700"}), provider="luxtak")],
+                             clock=clock))
+        sync_guard, async_guard = made[0], made[1]
+        assert isinstance(sync_guard, PayoutGuard)
+        assert isinstance(async_guard, AsyncPayoutGuard)
+
+        def sync_run() -> list[Any]:
+            g = sync_guard
+            out: list[Any] = [g.check("600", "BRL"), g.check("800", "BRL"),
+                              g.check("5000", "BRL"), g.check("10", "ARS"),
+                              g.check("800", "BRL", provider="luxtak"),
+                              g.max_payable("BRL"), g.max_payable("BRL", by_provider=True)]
+            out.append(g.reserve("700", "BRL", payout_id="po_1").decision)
+            out.append(g.reserve("2500", "BRL", payout_id="po_2").decision)
+            with pytest.raises(PayoutDenied) as dup:
+                g.reserve("10", "BRL", payout_id="po_2", provider="luxtak")
+            out.append(dup.value.decision)
+            with pytest.raises(PayoutDenied) as short:
+                g.reserve("600", "BRL", payout_id="po_3")
+            out.append(short.value.decision)
+            return out
+
+        async def async_run() -> list[Any]:
+            g = async_guard
+            out: list[Any] = [await g.check("600", "BRL"), await g.check("800", "BRL"),
+                              await g.check("5000", "BRL"), await g.check("10", "ARS"),
+                              await g.check("800", "BRL", provider="luxtak"),
+                              await g.max_payable("BRL"),
+                              await g.max_payable("BRL", by_provider=True)]
+            out.append((await g.reserve("700", "BRL", payout_id="po_1")).decision)
+            out.append((await g.reserve("2500", "BRL", payout_id="po_2")).decision)
+            with pytest.raises(PayoutDenied) as dup:
+                await g.reserve("10", "BRL", payout_id="po_2", provider="luxtak")
+            out.append(dup.value.decision)
+            with pytest.raises(PayoutDenied) as short:
+                await g.reserve("600", "BRL", payout_id="po_3")
+            out.append(short.value.decision)
+            return out
+
+        expected = sync_run()
+        actual = asyncio.run(async_run())
+        assert [comparable(d) if isinstance(d, Decision) else d for d in expected] == [
+            comparable(d) if isinstance(d, Decision) else d for d in actual]
+        chosen = [d.provider for d in expected if isinstance(d, Decision)]
+        assert ["luxtak", "pagsmile", "luxtak", "pagsmile", "luxtak", "luxtak", "pagsmile",
+                "luxtak", "luxtak"] == chosen
+        assert "through pagsmile" in expected[9].reasons[0].message  # where po_2 is held
+        assert {"insufficient_funds", "balance_unavailable"} == set(expected[10].codes)
+        assert {"luxtak": Decimal("700.00"), "luxcore": Decimal("0.00"),
+                "pagsmile": Decimal("3000.00")} == expected[6]
 
     def test_an_outage_denies_alike(self) -> None:
         """Fail closed through both doors with the same reason."""

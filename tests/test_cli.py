@@ -269,6 +269,8 @@ class TestDemo:
                      "balance_unavailable", "insufficient_funds"):
             assert code in result.stdout
         assert "held 7000.00" in result.stdout
+        routed = result.stdout[result.stdout.index("routed past"):]
+        assert "luxtak: denied (above_maximum_payout)" in " ".join(routed.split())
 
     def test_show_config_prints_a_valid_configuration(self, tmp_path: Path) -> None:
         """--show-config prints the built-in TOML, which loads as a configuration."""

@@ -330,16 +330,19 @@ class TestSimulationEngine:
             (h.payout_id, h.state) for h in denied[-1].holds]
         assert Decimal("90.00") == denied[-1].reserved
 
-    def test_rows_without_a_provider_need_a_default(self, tmp_path: Path) -> None:
-        """With several providers and no default, rows lacking a provider are invalid rows."""
+    def test_rows_without_a_provider_are_routed(self, tmp_path: Path) -> None:
+        """With several providers, a row lacking one is routed to a provider that can pay it."""
         config = load_config({"providers": {"luxcore": {"api_key_env": "K"},
                                             "luxtak": {"app_id": "A", "app_key_env": "K"}}})
         snap = read_snapshot(_snapshot(tmp_path / "s.json", {"luxtak": {"BRL": "10.00"}}))
         batch = tmp_path / "b.csv"
         batch.write_text("amount,currency,provider\n1,BRL,\n1,BRL,luxtak\n", encoding="utf-8")
         outcomes = Simulation(config, snap).run(read_batch(batch, config.provider_names).rows)
-        assert [("invalid", ("provider",)), ("allowed", ())] == [
-            (o.status, o.codes) for o in outcomes]
+        assert [("allowed", (), "luxtak"), ("allowed", (), "luxtak")] == [
+            (o.status, o.codes, o.provider) for o in outcomes]
+        # LuxCore is absent from the snapshot: listed, skipped.
+        assert [("luxcore", ("balance_unavailable",)), ("luxtak", ())] == [
+            (c.provider, c.codes) for c in outcomes[0].candidates]
 
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""

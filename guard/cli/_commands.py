@@ -39,7 +39,7 @@ __all__ = ["balances", "check", "rules_group"]
 @click.argument("currency")
 @config_option
 @click.option("--provider", "-p", metavar="NAME",
-              help="Provider to check (default: default_provider, or the only one).")
+              help="Check at this provider only (default: route across every provider).")
 @click.option("--fee", metavar="AMOUNT", help="The provider's fee on top of the amount.")
 @click.option("--payout-id", metavar="ID", help="Your id for the payout (shown in the decision).")
 @click.option("--account", metavar="ACCOUNT", help="Account, for providers that report several.")
@@ -49,9 +49,10 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
           payout_id: str | None, account: str | None, as_json: bool) -> None:
     """Decide whether a payout of AMOUNT CURRENCY may go out now, and say why.
 
-    Prints the decision's explanation (or --json). Exit codes: 0 allowed, 1 denied, 2 usage
-    or configuration error (the provider rejected the credentials too), 3 provider
-    unavailable (the balance could not be read).
+    With several providers configured, the payout is routed: the explanation names the
+    chosen provider and lists every candidate (--json includes them). Exit codes: 0 allowed,
+    1 denied, 2 usage or configuration error (the provider rejected the credentials too), 3
+    provider unavailable (no candidate's balance could be read).
     """
     # Each argument is read by the library's own parsers, before anything is loaded or fetched,
     # so that an error names the argument it is about.
@@ -75,10 +76,14 @@ def check(*, amount: str, currency: str, config_path: str, provider: str | None,
         click.echo(decision.explain())
     if decision.allowed:
         raise SystemExit(EXIT_OK)
-    if any(r.details.get("cause") == "credentials" for r in decision.reasons):
+    if decision.candidates:
+        # Routed: an outage is the answer only when no candidate could be read.
+        unread = all("balance_unavailable" in c.codes for c in decision.candidates)
+    else:
+        unread = "balance_unavailable" in decision.codes
+    if unread and any(r.details.get("cause") == "credentials" for r in decision.reasons):
         raise SystemExit(EXIT_CONFIG)  # rejected credentials: configuration, not an outage
-    raise SystemExit(EXIT_UNAVAILABLE if "balance_unavailable" in decision.codes
-                     else EXIT_DENIED)
+    raise SystemExit(EXIT_UNAVAILABLE if unread else EXIT_DENIED)
 
 
 @click.command()
@@ -92,8 +97,9 @@ def balances(*, config_path: str, providers: tuple[str, ...], as_json: bool) -> 
     """Show every provider's balances: available, frozen, total, as of.
 
     `balances --json > snapshot.json` saves a snapshot that `simulate PAYOUTS --balances
-    snapshot.json` reads. Exit code 3 when a provider could not be read (the others are
-    still shown).
+    snapshot.json` reads. Every provider is shown even when one could not be built (a
+    missing environment variable) or read (an outage): its row says why. Exit code 0 when
+    every provider was read, 3 when one was not (2 when a provider rejected the credentials).
     """
     config = load(config_path)
     for name in providers:
@@ -115,6 +121,8 @@ def balances(*, config_path: str, providers: tuple[str, ...], as_json: bool) -> 
                               money(s.total), f"{s.as_of:%Y-%m-%d %H:%M:%S}")
             if not entry.balances and entry.error is None:
                 table.add_row(name, "-", "-", "-", "-", "(no balances reported)")
+            if entry.error is not None:
+                table.add_row(name, "-", "-", "-", "-", f"unavailable: {escape(entry.error)}")
         out_console().print(table)
     for name in failed:
         # The error quotes the provider: its text must not be read as rich markup.
@@ -140,6 +148,11 @@ def _describe_config(config: GuardConfig, path: str) -> str:
         default = "  (default)" if name == config.default_provider or (
             config.default_provider is None and len(config.providers) == 1) else ""
         lines.append(f"  {name}: {spec.kind} at {spec.base_url or 'its default URL'}{default}")
+    if len(config.providers) > 1:
+        routes = "".join(f"; {currency}: {', '.join(route)}"
+                         for currency, route in config.routing.routes.items())
+        lines.append(f"routing: {config.routing.policy} over "
+                     f"{', '.join(config.pick_providers())}{routes}")
     env = config.env_vars()
     if env:
         lines.append("environment variables read when a guard is built:")

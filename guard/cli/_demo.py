@@ -3,7 +3,8 @@
 The demo starts the Luxtak, LuxCore and Pagsmile emulators on 127.0.0.1 with sample balances,
 puts their test credentials in environment variables of this process, loads the built-in TOML
 configuration below (which names those variables, as a user's file would) and runs one payout
-per scenario through guards built by ``PayoutGuard.from_config``.
+per scenario through guards built by ``PayoutGuard.from_config``: one pinned to each provider,
+and one over all three that routes each payout to a provider that can pay it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ api_key_env = "PAYOUT_GUARD_DEMO_LUXCORE_API_KEY"
 base_url = "{pagsmile}"
 app_id_env = "PAYOUT_GUARD_DEMO_PAGSMILE_APP_ID"
 security_key_env = "PAYOUT_GUARD_DEMO_PAGSMILE_SECURITY_KEY"
+
+[routing]
+policy = "priority"
+BRL = ["luxtak", "pagsmile"]    # Pix payouts: Luxtak first, Pagsmile where the payin funds sit
+
+[[rules]]
+type = "max_payout"
+provider = "luxtak"
+limits = {{ BRL = "5000.00" }}
 
 [[rules]]
 type = "reserve_margin"
@@ -130,12 +140,15 @@ def _scenarios(config: GuardConfig, luxtak: LuxtakEmulator) -> list[DemoResult]:
     store = build_reservations(config)
     guards = {name: PayoutGuard.from_config(config, provider=name, reservations=store)
               for name in config.provider_names}
+    routed = PayoutGuard.from_config(config, reservations=store)
     try:
         results = [
             DemoResult("payout within the funds", "allowed",
                        guards["luxcore"].check("2500.00", "ARS")),
             DemoResult("would eat the BRL reserve", "reserve_margin",
-                       guards["luxtak"].check("9000.00", "BRL")),
+                       guards["pagsmile"].check("71000.00", "BRL")),
+            DemoResult("routed past Luxtak's limit", "allowed",
+                       routed.check("15000.00", "BRL")),
             DemoResult("60% of MXN funds frozen", "frozen_funds",
                        guards["luxcore"].check("100.00", "MXN")),
             DemoResult("below the BRL minimum payout", "below_minimum_payout",
@@ -150,10 +163,11 @@ def _scenarios(config: GuardConfig, luxtak: LuxtakEmulator) -> list[DemoResult]:
                                   second))
         return results
     finally:
-        for guard in guards.values():
-            close = getattr(guard.fetcher, "close", None)
-            if callable(close):
-                close()
+        for guard in (*guards.values(), routed):
+            for fetcher in guard.fetchers.values():
+                close = getattr(fetcher, "close", None)
+                if callable(close):
+                    close()
         store.close()
 
 
@@ -168,12 +182,12 @@ def run_demo() -> list[DemoResult]:
     """
     with ExitStack() as stack:
         luxtak = stack.enter_context(
-            LuxtakEmulator(balances={"BRL": "10000.00", "USD": "551.38"})
+            LuxtakEmulator(balances={"BRL": "20000.00", "USD": "551.38"})
         )
         luxcore = stack.enter_context(LuxCoreEmulator())
         luxcore.set_balance("ARS", available="12000.00", frozen="3000.00")
         luxcore.set_balance("MXN", available="400.00", frozen="600.00")
-        pagsmile = stack.enter_context(PagsmileEmulator(balances={"BRL": "5000.00"}))
+        pagsmile = stack.enter_context(PagsmileEmulator(balances={"BRL": "72500.00"}))
         stack.enter_context(_environment({
             "PAYOUT_GUARD_DEMO_LUXTAK_APP_ID": luxtak.app_id,
             "PAYOUT_GUARD_DEMO_LUXTAK_APP_KEY": luxtak.app_key,

@@ -44,6 +44,14 @@ def _row(number: int, result: DemoResult) -> tuple[str, ...]:
     else:
         codes = "\n".join(decision.codes)
         why = "\n".join(reason.message for reason in decision.reasons)
+    if decision.candidates:
+        # Routed: say what each candidate could do, in the order tried.
+        why += "\n" + "\n".join(
+            f"{c.provider}: {'allowed' if c.allowed else 'denied'}"
+            f"{' (' + ', '.join(c.codes) + ')' if c.codes else ''}, "
+            f"max payable {c.max_payable} {decision.currency}"
+            for c in decision.candidates
+        )
     payout = f"{decision.amount} {decision.currency}"
     return (str(number), result.title, decision.provider, payout, verdict, codes, why)
 

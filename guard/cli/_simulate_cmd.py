@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import click
 from rich.table import Table
 
+from guard._config_schema import GuardConfig
 from guard.cli._app import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
@@ -23,7 +24,6 @@ from guard.cli._app import (
 from guard.cli._batch import ROW, InvalidRow, Row, read_batch
 from guard.cli._simulation import Outcome, Simulation, Summary, summarize, write_report
 from guard.cli._snapshot import Snapshot, fetch_snapshot, read_snapshot
-from guard.errors import ConfigurationError
 
 __all__ = ["simulate"]
 
@@ -54,11 +54,15 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[], None] | None]:
         yield lambda: progress.advance(task)
 
 
-def _providers_needed(rows: tuple[Row | InvalidRow, ...], default: str | None) -> set[str]:
+def _providers_needed(rows: tuple[Row | InvalidRow, ...], config: GuardConfig,
+                      pinned: str | None) -> list[str]:
+    """Return the providers whose balances the batch needs: every one, when a row is routed."""
     named = {row.provider for row in rows if isinstance(row, Row) and row.provider}
-    if default is not None and any(isinstance(r, Row) and r.provider is None for r in rows):
-        named.add(default)
-    return named
+    if any(isinstance(r, Row) and r.provider is None for r in rows):
+        if pinned is None:
+            return list(config.provider_names)
+        named.add(pinned)
+    return sorted(named)
 
 
 def _render(summary: Summary) -> None:
@@ -95,7 +99,8 @@ def _render(summary: Summary) -> None:
               type=click.Path(dir_okay=False),
               help="Start from a saved snapshot (`balances --json`) instead of live balances.")
 @click.option("--provider", "-p", metavar="NAME",
-              help="Provider for rows without one (default: default_provider or the only one).")
+              help="Provider for rows without one (default: each such row is routed across "
+                   "the providers).")
 @click.option("--report", metavar="OUT.csv|OUT.json", type=click.Path(dir_okay=False),
               help="Write the per-payout report (.csv, or .json with the summary).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -109,8 +114,9 @@ def simulate(*, payouts: str, config_path: str, snapshot_path: str | None, provi
     PAYOUTS is CSV with a header, or JSON lines: amount, currency (required), payout_id,
     provider, fee. Balances are read once (or taken from --balances) and never refreshed;
     nothing is sent anywhere, and the configured mode is ignored (a simulation always
-    consumes funds). This is how to try a rule change on last week's payouts before
-    enabling it.
+    consumes funds). A row without a provider is routed as the guard would route it (the
+    report names the chosen provider and the candidates). This is how to try a rule change
+    on last week's payouts before enabling it.
 
     Exit codes: 0 done, 1 done but some rows could not be read (each is reported), 2 usage
     or configuration error, 3 a provider's balance was unavailable.
@@ -128,11 +134,7 @@ def simulate(*, payouts: str, config_path: str, snapshot_path: str | None, provi
     if snapshot_path is not None:
         snapshot = read_snapshot(snapshot_path)
     else:
-        try:
-            default: str | None = config.pick_provider(provider)
-        except ConfigurationError:
-            default = None  # rows without a provider are then reported as invalid
-        snapshot = fetch_snapshot(config, sorted(_providers_needed(batch.rows, default)))
+        snapshot = fetch_snapshot(config, _providers_needed(batch.rows, config, provider))
     unavailable = sorted(n for n, e in snapshot.providers.items() if e.error is not None)
     for name in unavailable:
         err_console().print(f"warning: {name} balances unavailable; its payouts are denied "

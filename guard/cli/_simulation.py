@@ -1,7 +1,9 @@
 """Dry-running a batch of payouts against one fixed balance snapshot.
 
-Each provider gets a guard over a ``StaticFetcher`` holding the snapshot's balances, with the
-configured rules, and a clock stopped at the moment the snapshot was taken. Payouts are
+One guard over every provider's ``StaticFetcher`` holding the snapshot's balances, with the
+configured rules and routing, and a clock stopped at the moment the snapshot was taken. A row
+naming a provider is pinned to it; any other row is routed as the live guard would (or
+pinned to ``--provider``), and its outcome names the chosen provider. Payouts are
 judged in file order with ``reserve`` and every allowed one is committed, so it keeps holding
 its funds (``settle_lag`` is effectively infinite) and later payouts see less. Nothing is
 sent anywhere; the configured ``mode`` is ignored (a simulation always consumes funds).
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from guard._config_schema import GuardConfig
+from guard._models import Candidate
 from guard._sync import PayoutGuard
 from guard.cli._batch import InvalidRow, Row
 from guard.cli._snapshot import Snapshot
@@ -34,7 +37,7 @@ Status = Literal["allowed", "denied", "duplicate", "invalid"]
 # so the longest ttl and retention a store accepts (30 days) never pass.
 _FOREVER = 30 * 86_400.0
 REPORT_COLUMNS = ("line", "payout_id", "provider", "amount", "currency", "fee", "status",
-                  "codes", "max_payable", "message")
+                  "codes", "max_payable", "message", "candidates")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class Outcome:
     codes: tuple[str, ...] = ()
     max_payable: Decimal | None = None
     message: str = ""
+    candidates: tuple[Candidate, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """Return the report row (amounts as strings, codes joined by ``;``)."""
@@ -62,6 +66,10 @@ class Outcome:
             "amount": text(self.amount), "currency": self.currency, "fee": text(self.fee),
             "status": self.status, "codes": ";".join(self.codes),
             "max_payable": text(self.max_payable), "message": self.message,
+            "candidates": ";".join(
+                f"{c.provider}:{'allowed' if c.allowed else 'denied'}:{text(c.max_payable)}"
+                for c in self.candidates
+            ),
         }
 
 
@@ -111,29 +119,26 @@ def summarize(outcomes: Iterable[Outcome]) -> Summary:
 
 
 class Simulation:
-    """Guards over a fixed snapshot, one per configured provider, sharing one store.
+    """A guard over a fixed snapshot of every configured provider, routing as configured.
 
     Args:
-        config: The configuration whose rules are tried.
+        config: The configuration whose rules and routing are tried.
         snapshot: The balances to start from.
-        provider: The provider for rows without one (default: the configuration's pick).
+        provider: The provider for rows without one (default: routed).
     """
 
     def __init__(self, config: GuardConfig, snapshot: Snapshot, *,
                  provider: str | None = None) -> None:
-        self._config = config
         self._provider = provider
-        self._default: str | ConfigurationError | None = None
         self._store = InMemoryReservations(retention=_FOREVER)
         now = snapshot.taken_at.timestamp()
-        self.guards: dict[str, PayoutGuard] = {
-            name: PayoutGuard(
-                _fetcher(name, snapshot, lambda: now), config.ruleset, mode="enforce",
-                cache_ttl=60.0, reservations=self._store, fail_open=config.fail_open,
-                settle_lag=_FOREVER, hold_ttl=_FOREVER, clock=lambda: now,
-            )
-            for name in config.provider_names
-        }
+        names = config.pick_providers()
+        self.guard = PayoutGuard(
+            [_fetcher(name, snapshot, lambda: now) for name in names], config.ruleset,
+            mode="enforce", cache_ttl=60.0, reservations=self._store,
+            fail_open=config.fail_open, settle_lag=_FOREVER, hold_ttl=_FOREVER,
+            clock=lambda: now, routing=config.routing.policy, routes=config.routing.routes,
+        )
 
     def run(self, rows: Iterable[Row | InvalidRow],
             progress: Callable[[], None] | None = None) -> list[Outcome]:
@@ -148,41 +153,32 @@ class Simulation:
     def _one(self, row: Row | InvalidRow) -> Outcome:
         if isinstance(row, InvalidRow):
             return _invalid(row)
-        name = row.provider
-        if name is None:
-            if self._default is None:
-                try:
-                    self._default = self._config.pick_provider(self._provider)
-                except ConfigurationError as exc:
-                    self._default = exc
-            if isinstance(self._default, ConfigurationError):
-                why = f"missing: {self._default.message}"
-                return _invalid(InvalidRow(row.line, "provider", why, row.payout_id))
-            name = self._default
-        return self._judge(row, name)
+        return self._judge(row, row.provider or self._provider)
 
-    def _judge(self, row: Row, provider: str) -> Outcome:
-        guard = self.guards[provider]
+    def _judge(self, row: Row, pinned: str | None) -> Outcome:
         try:
-            reservation = guard.reserve(row.amount, row.currency, payout_id=row.payout_id,
-                                        fee=row.fee)
+            reservation = self.guard.reserve(row.amount, row.currency, payout_id=row.payout_id,
+                                             fee=row.fee, provider=pinned)
         except PayoutDenied as denied:
             decision = denied.decision
             if "duplicate_payout" in decision.codes:
-                return Outcome(row.line, "duplicate", row.payout_id, provider, row.amount,
-                               row.currency, row.fee, ("duplicate_payout",),
-                               decision.max_payable, decision.reasons[0].message)
+                return Outcome(row.line, "duplicate", row.payout_id, decision.provider,
+                               row.amount, row.currency, row.fee, ("duplicate_payout",),
+                               decision.max_payable, decision.reasons[0].message,
+                               decision.candidates)
             return Outcome(
-                row.line, "denied", row.payout_id, provider, row.amount, row.currency, row.fee,
-                decision.codes, decision.max_payable,
+                row.line, "denied", row.payout_id, decision.provider, row.amount, row.currency,
+                row.fee, decision.codes, decision.max_payable,
                 "; ".join(f"{r.code}: {r.message}" for r in decision.reasons),
+                decision.candidates,
             )
         except InvalidPayoutRequest as exc:  # pragma: no cover - rows are checked when read
             return _invalid(InvalidRow(row.line, "(row)", str(exc), row.payout_id))
         decision = reservation.decision
         reservation.commit()
-        return Outcome(row.line, "allowed", row.payout_id, provider, row.amount, row.currency,
-                       row.fee, (), decision.max_payable)
+        return Outcome(row.line, "allowed", row.payout_id, decision.provider, row.amount,
+                       row.currency, row.fee, (), decision.max_payable, "",
+                       decision.candidates)
 
 
 def _fetcher(name: str, snapshot: Snapshot, clock: Callable[[], float]) -> BalanceFetcher:

@@ -82,16 +82,19 @@ def fetch_snapshot(
 ) -> Snapshot:
     """Fetch every balance of the providers *names* (default all), once each.
 
-    A provider failure is recorded in the snapshot, not raised.
-
-    Raises:
-        ConfigurationError: a provider's settings or credentials are unusable.
+    A provider failure is recorded in the snapshot, not raised: one that cannot be read, and
+    one that cannot even be built (a credential variable not set), whose error then names
+    the key (``cause`` ``"configuration"``).
     """
     chosen = list(config.provider_names if names is None else names)
     providers: dict[str, ProviderBalances] = {}
     for name in chosen:
-        fetcher = build_fetcher(config, name, env=env)
         kind = config.providers[name].kind
+        try:
+            fetcher = build_fetcher(config, name, env=env)
+        except ConfigurationError as exc:
+            providers[name] = ProviderBalances(kind=kind, error=str(exc), cause="configuration")
+            continue
         try:
             balances = tuple(fetcher.fetch())
         except ProviderError as exc:
