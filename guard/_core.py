@@ -45,7 +45,7 @@ from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
 from guard.stores import Hold, HoldOutcome, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
-from rules.money import money_context
+from rules.money import ADD, money_context
 
 __all__ = [
     "Commit",
@@ -313,6 +313,9 @@ class Core:
         self.routing: Policy = routing
         self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")
+        # Balance key -> the held total the store last reported: what a reserve judges with
+        # first, so that taking the hold is its one round trip (see reserve).
+        self.held_seen: dict[str, Decimal] = {}
 
     def candidates(self, currency: str, provider: str | None = None) -> tuple[str, ...]:
         """Return the providers a *currency* payout is judged at, in priority order.
@@ -405,9 +408,19 @@ class Core:
         routed = len(names) > 1
         decision: Decision | None = None
         lapsed: tuple[Hold, ...] = ()
+        # Judged first with the held totals the store last reported, not read again: the
+        # hold's ceiling is computed from the total judged with, and the store admits the
+        # hold only within it, so a total that has grown since only makes the store refuse
+        # (then the payout is judged again on the total it reports). A denial, or a total
+        # that differed, is judged again on the store's own figures.
+        known: Mapping[str, Decimal] | None = self.held_seen
         for _ in range(_ATTEMPTS):
-            judged = yield from self._judge_all(request, names)
+            used: dict[str, Fetched] = {}
+            judged = yield from self._judge_all(request, names, known=known, used=used)
             order = _allowing(judged)
+            if used and not order:  # denied on remembered totals: read them
+                judged = yield from self._judge_all(request, names)
+                order = _allowing(judged)
             decision = _routed(judged, order[0] if order else None) if routed else judged[0][0]
             if not order or self.mode == "dry_run":
                 decision = yield from self._unless_taken(payout_id, decision)
@@ -418,6 +431,22 @@ class Core:
                 if isinstance(outcome, Reason):  # the store did not answer
                     return Reserved(_denied(decision, outcome), None, lapsed)
                 lapsed += outcome.lapsed
+                self.held_seen[wanted.key] = (
+                    ADD(outcome.counted, wanted.held) if outcome.status == "held"
+                    else outcome.counted
+                )
+                remembered = used.get(wanted.key)
+                if (outcome.status == "held" and remembered is not None
+                        and outcome.counted != judged[index][0].reserved):
+                    # Judged on a remembered total: the decision says what the store held,
+                    # judged again on the same balance.
+                    judged[index] = yield from self.judge(
+                        request, judged[index][0].provider,
+                        known={wanted.key: outcome.counted}, fetched=remembered,
+                    )
+                    if not judged[index][0].allowed:  # a rule of one's own that grows faster
+                        yield Release(wanted.payout_id, wanted.owner)
+                        return Reserved(judged[index][0], None, lapsed)
                 decision = _routed(judged, index, lost) if routed else judged[index][0]
                 if outcome.status == "held":
                     return Reserved(decision, wanted, lapsed)
@@ -426,7 +455,8 @@ class Core:
                 lost.add(index)  # over_ceiling: concurrent payouts took the room there
             if routed:  # taken everywhere it was allowed, as the candidates now say
                 decision = _routed(judged, None, lost)
-            # Judge again, with their holds counted.
+            # Judge again, with their holds counted (as the store just reported them).
+            known = self.held_seen
         assert decision is not None  # noqa: S101 - the loop runs at least once
         reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
@@ -463,7 +493,14 @@ class Core:
             return _reasons.store_reason(request.currency, exc), wanted
         return outcome, wanted
 
-    def _judge_all(self, request: Request, names: tuple[str, ...]) -> Flow[list[Judged]]:
+    def _judge_all(
+        self,
+        request: Request,
+        names: tuple[str, ...],
+        *,
+        known: Mapping[str, Decimal] | None = None,
+        used: dict[str, Fetched] | None = None,
+    ) -> Flow[list[Judged]]:
         """Judge *request* at each of *names*; return the judgements in routing order.
 
         A provider that reports no balance in the currency is no candidate (unless none
@@ -472,7 +509,7 @@ class Core:
         """
         judged: list[Judged] = []
         for name in names:
-            judgement = yield from self.judge(request, name)
+            judgement = yield from self.judge(request, name, known=known, used=used)
             judged.append(judgement)
         if len(judged) == 1:
             return judged
@@ -523,8 +560,15 @@ class Core:
                 amount=str(hold.held), currency=hold.currency,
             )
 
-    def judge(
-        self, request: Request, provider: str | None = None, *, clear: bool = True
+    def judge(  # noqa: PLR0912, PLR0915 - one generator on purpose: every check runs it
+        self,
+        request: Request,
+        provider: str | None = None,
+        *,
+        clear: bool = True,
+        known: Mapping[str, Decimal] | None = None,
+        used: dict[str, Fetched] | None = None,
+        fetched: Fetched | None = None,
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         """Judge *request*; return the decision and the balance it was judged on.
 
@@ -532,17 +576,20 @@ class Core:
         (see ``RuleSet.clearance``); otherwise every rule explains itself. A stale balance is
         judged once more, on a fresh one. One generator, no flow inside it: every step of
         every check passes through here. *provider* (default: the guard's first) is the one
-        judged at.
+        judged at. With *known* (balance key -> held total), a key found there is judged
+        with that total instead of reading the store, and put in *used* with the balance it
+        was judged on; *fetched* is a balance to judge instead of fetching one.
         """
         provider = provider or self.provider
         settle_lag = self.settle_lags[provider]
         fresh = False
         while True:
             try:
-                fetched: Fetched = yield (
-                    _FETCH_STEPS.get((provider, request.currency, fresh))
-                    or _fetch_step(provider, request.currency, fresh)
-                )
+                if fetched is None:
+                    fetched = yield (
+                        _FETCH_STEPS.get((provider, request.currency, fresh))
+                        or _fetch_step(provider, request.currency, fresh)
+                    )
             except StoreUnavailable as exc:  # the fleet store sharing the balances
                 self.log.warning("payout_guard.store_unavailable", store=exc.store,
                                  currency=request.currency)
@@ -568,15 +615,22 @@ class Core:
             age = max(0.0, fetched.received_at - as_of) + max(
                 0.0, self.clocks.monotonic() - fetched.received_mono
             )
-            try:
-                reserved: Decimal = yield ReadHeld(key, since, now)
-            except StoreUnavailable as exc:
-                self.log.warning("payout_guard.store_unavailable", store=exc.store,
-                                 currency=request.currency)
-                return _judge.denial(
-                    request, _reasons.store_reason(request.currency, exc), mode=self.mode,
-                    provider=provider, now=now, balance=snapshot,
-                ), None
+            held = None if known is None else known.get(key)
+            if held is not None:
+                reserved = held
+                if used is not None:
+                    used[key] = fetched
+            else:
+                try:
+                    reserved = yield ReadHeld(key, since, now)
+                except StoreUnavailable as exc:
+                    self.log.warning("payout_guard.store_unavailable", store=exc.store,
+                                     currency=request.currency)
+                    return _judge.denial(
+                        request, _reasons.store_reason(request.currency, exc),
+                        mode=self.mode, provider=provider, now=now, balance=snapshot,
+                    ), None
+                self.held_seen[key] = reserved
             own = _ZERO
             if self.own_window is not None and snapshot.frozen:
                 try:
@@ -625,6 +679,7 @@ class Core:
             if fresh or decision.allowed or "stale_balance" not in decision.codes:
                 return decision, snapshot
             fresh = True  # the cache may hold an old answer: judge a stale balance, fresh
+            fetched = None
 
     def _ruling(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
         """Return the clearance of *facts*, or every rule's verdict when there is none.

@@ -7,6 +7,7 @@ balances are shared.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from guard import BudgetSpent, ConfigurationError, PayoutGuard
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
-from guard.stores import FleetStore, SqliteReservations
+from guard.stores import FleetStore, InMemoryReservations, RedisReservations, SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from rules import FrozenFunds, MaxBalanceAge
@@ -235,3 +236,58 @@ class TestSharedBalances:
     def test_a_store_that_cannot_share_is_refused_when_sharing_is_asked_for(self) -> None:
         with pytest.raises(ConfigurationError, match="share_balances"):
             PayoutGuard(StaticFetcher({"ARS": "1"}), share_balances=True)
+
+
+class TestRoundTrips:
+    def test_through_redis_a_reserve_is_one_script_and_a_commit_another(
+        self, redis_url: str
+    ) -> None:
+        """Once the key's held total is known, reserve + commit cost two EVALSHA calls."""
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        store = RedisReservations(redis_url, namespace=f"trips-{uuid.uuid4().hex}")
+        guard = PayoutGuard(StaticFetcher({"ARS": "10000.00"}), reservations=store,
+                            share_balances=False)
+        with guard.reserve("1.00", "ARS", payout_id="warm-up"):
+            pass
+
+        def scripts() -> int:
+            stats = client.info("commandstats")
+            return sum(int(stats.get(name, {}).get("calls", 0))
+                       for name in ("cmdstat_evalsha", "cmdstat_eval"))
+
+        before = scripts()
+        for n in range(5):
+            with guard.reserve("1.00", "ARS", payout_id=f"p-{n}"):
+                pass
+        assert 10 == scripts() - before
+        decision = guard.check("1.00", "ARS")
+        assert Decimal("6.00") == decision.reserved  # the judged totals are the store's
+        store.close()
+        client.close()
+
+    def test_a_reserve_judged_on_an_outgrown_total_says_what_the_store_held(self) -> None:
+        """Another guard's holds since: the hold is taken, and its decision counts them."""
+        store = InMemoryReservations()
+        fetcher = StaticFetcher({"ARS": "10000.00"})
+        one, two = (PayoutGuard(fetcher, reservations=store) for _ in range(2))
+        with one.reserve("1.00", "ARS", payout_id="a"):
+            pass
+        with two.reserve("500.00", "ARS", payout_id="b"):
+            pass
+        with one.reserve("1.00", "ARS", payout_id="c") as reservation:
+            pass
+        assert (Decimal("501.00"), Decimal("9499.00")) == (
+            reservation.decision.reserved, reservation.decision.max_payable)
+
+    def test_a_payout_denied_on_a_remembered_total_is_judged_on_the_stores(self) -> None:
+        """The remembered total counted holds since released: the store's own allows it."""
+        store = InMemoryReservations()
+        fetcher = StaticFetcher({"ARS": "1000.00"})
+        guard = PayoutGuard(fetcher, reservations=store)
+        reservation = guard.reserve("900.00", "ARS", payout_id="big")
+        reservation.release()  # the guard remembers 900.00 held; the store holds nothing
+        with guard.reserve("800.00", "ARS", payout_id="next") as again:
+            pass
+        assert (True, Decimal(0)) == (again.decision.allowed, again.decision.reserved)
