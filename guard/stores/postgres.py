@@ -9,9 +9,17 @@ checked here, before anything is sent. Serialization failures and deadlocks (SQL
 other database or connection error (refused, dropped, a server restart, ``statement_timeout``),
 so the guard denies ``balance_unavailable``: faults fail closed.
 
-Holds are timed by the guard's clock (the ``now`` and ``counted_since`` the protocol passes),
-like the memory and SQLite stores. Committed transactions are durable: a server restart keeps
-every acknowledged hold.
+One clock per store. With ``clock="database"`` (the default) holds are timed by the database
+server, like Redis's ``clock="server"``: the times a caller passes (on its own clock) travel as
+offsets from the ``now`` it passes (``expires_at - now``, ``counted_since - now``), and each
+function adds them to ``clock_timestamp()`` once it holds its key's lock (the read-only queries
+to ``statement_timestamp()``). So hosts whose clocks disagree still agree on creation, expiry
+and commit times, and the holds the store returns carry the database's times.
+``clock="caller"`` takes the times as passed (one host, or a test that moves the clock by
+hand). Committed transactions are durable: a server restart keeps every acknowledged hold.
+
+The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
+budgets (``gcra``), always on the database's clock, each one round trip.
 
 The schema is the operator's: ``migrate()`` (or ``payout-guard store migrate --config FILE``)
 creates or upgrades it, versioned; a store finding it missing or older raises
@@ -47,11 +55,14 @@ from guard.stores._common import (
     StoreUnavailable,
     ceiling_to_minor,
     check_time,
+    fleet_name,
+    fleet_rate,
+    fleet_seconds,
     from_minor,
     mixed_currencies,
     to_minor,
 )
-from guard.stores._protocol import Hold, HoldOutcome, HoldState
+from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared
 
 if TYPE_CHECKING:
     import psycopg
@@ -67,6 +78,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
+_CLOCKS = ("database", "caller")
 
 def _hold(row: Sequence[Any]) -> Hold:
     payout_id, key, currency, amount, fee, state, created, expires, committed, owner = row
@@ -83,6 +95,17 @@ def _hold(row: Sequence[Any]) -> Hold:
         committed_at=None if committed is None else float(committed),  # money-ok: a time
         owner=owner,
     )
+
+
+def _text(what: str, value: str) -> str:
+    """Return *value* if PostgreSQL can store it as text (no NUL character).
+
+    Raises:
+        ValueError: it holds a NUL.
+    """
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL character")
+    return value
 
 
 def _json_hold(data: Mapping[str, Any]) -> Hold:
@@ -230,13 +253,16 @@ class PostgresReservations:
         check_schema: Check the schema version at first contact (default). ``False`` skips
             the check, for a store made only to call ``migrate()``.
         keep: Idle connections kept between calls for a DSN or a factory (default 4).
+        clock: ``"database"`` (default): holds are timed by the database server's clock, so
+            hosts whose clocks differ agree (see the module docstring); ``"caller"``: by the
+            times passed in (one host, or tests that move the clock by hand).
 
     The first contact with the server (at construction, or at first use when the server cannot
     be reached then) checks the schema version.
 
     Raises:
         ConfigurationError: psycopg is missing; *target* is not a DSN, pool or factory; the
-            schema name or a number is out of range; or the schema is missing or at another
+            schema name, a number or *clock* is out of range; or the schema is missing or at another
             version (the message names ``payout-guard store migrate --config FILE``).
     """
 
@@ -251,6 +277,7 @@ class PostgresReservations:
         create_schema: bool = False,
         check_schema: bool = True,
         keep: int = 4,
+        clock: str = "database",
     ) -> None:
         try:
             import psycopg  # noqa: PLC0415 - optional dependency, imported only when used
@@ -273,6 +300,13 @@ class PostgresReservations:
                 f"must be a non-negative integer or None, got {prepare_threshold!r}",
                 path="prepare_threshold",
             )
+        if clock not in _CLOCKS:
+            raise ConfigurationError(
+                f"must be 'database' (holds timed by the database server) or 'caller' (by the "
+                f"times passed in), got {str(clock)[:40]!r}",
+                path="clock",
+            )
+        self._db_clock = clock == "database"
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigurationError(f"must be a non-negative integer, got {keep!r}",
                                      path="keep")
@@ -287,10 +321,12 @@ class PostgresReservations:
         self._where = "a connection factory"
         self._errors = psycopg.Error
         self._retryable = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+        database_now = sql.DATABASE_NOW if self._db_clock else ""
         self._statements = {
-            name: getattr(sql, name).format(s=self._quoted)
+            name: getattr(sql, name).format(s=self._quoted, t=database_now)
             for name in ("TRY_HOLD", "COMMIT", "MARK_UNCERTAIN", "RESOLVE", "RELEASE", "GET",
-                         "COUNTED", "COMMITTED", "HOLDS")
+                         "COUNTED", "COMMITTED", "HOLDS", "READ_SHARED", "WRITE_SHARED",
+                         "DROP_LEASE", "SPEND")
         }
         self._source: _Source
         if isinstance(target, str):
@@ -319,7 +355,8 @@ class PostgresReservations:
 
     def __repr__(self) -> str:
         view = ", bound" if self._source.bound else ""
-        return f"PostgresReservations({self._where}, schema={self._schema!r}{view})"
+        clock = "" if self._db_clock else ", clock='caller'"
+        return f"PostgresReservations({self._where}, schema={self._schema!r}{clock}{view})"
 
     def __enter__(self) -> PostgresReservations:
         return self
@@ -357,15 +394,19 @@ class PostgresReservations:
         to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
         limit = ceiling_to_minor(ceiling, cur)
         rows = self._run("TRY_HOLD", (
-            hold.payout_id, hold.key, cur, amount, fee, hold.created_at, hold.expires_at,
-            hold.owner, limit, counted_since, now, now - self._retention,
+            hold.payout_id, hold.key, cur, amount, fee, self._at(hold.created_at, now),
+            self._at(hold.expires_at, now), hold.owner, limit, self._at(counted_since, now),
+            self._at(now, now), self._at(now - self._retention, now), self._db_clock,
         ))
-        status, counted_minor, key_currency, existing, lapsed_rows = rows[0]
+        status, counted_minor, key_currency, existing, lapsed_rows, created, expires = rows[0]
         if status == "mixed":
             raise mixed_currencies(hold, key_currency)
         counted = from_minor(int(counted_minor), cur)
         lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
         if status == "held":
+            if self._db_clock:  # as stored: on the database's clock
+                hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
+                            float(created), float(expires), None, hold.owner)  # money-ok: times
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
@@ -383,7 +424,7 @@ class PostgresReservations:
             StoreUnavailable: as for ``try_hold``.
         """
         check_time("now", now)
-        rows = self._run("COMMIT", (payout_id, owner, now))
+        rows = self._run("COMMIT", (payout_id, owner, self._at(now, now), self._db_clock))
         return _hold(rows[0]) if rows else None
 
     def release(self, payout_id: str, *, owner: str) -> bool:
@@ -404,7 +445,8 @@ class PostgresReservations:
             StoreUnavailable: as for ``try_hold``.
         """
         machine.check_life(now, until)
-        rows = self._run("MARK_UNCERTAIN", (payout_id, owner, until))
+        rows = self._run("MARK_UNCERTAIN",
+                         (payout_id, owner, self._at(until, now), self._db_clock))
         return _hold(rows[0]) if rows else None
 
     def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
@@ -415,7 +457,8 @@ class PostgresReservations:
             StoreUnavailable: as for ``try_hold``.
         """
         check_time("now", now)
-        rows = self._run("RESOLVE", (payout_id, bool(sent), now))
+        rows = self._run("RESOLVE",
+                         (payout_id, bool(sent), self._at(now, now), self._db_clock))
         return _hold(rows[0]) if rows else None
 
     def get(self, payout_id: str) -> Hold | None:
@@ -434,9 +477,10 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
+        check_time("now", now)
         rows = self._run("COUNTED", {
-            "key": key, "now": check_time("now", now),
-            "since": check_time("counted_since", counted_since),
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now),
         })
         return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
 
@@ -451,7 +495,8 @@ class PostgresReservations:
             StoreUnavailable: as for ``try_hold``.
         """
         check_time("now", now)
-        rows = self._run("COMMITTED", {"key": key, "since": check_time("since", since)})
+        rows = self._run("COMMITTED",
+                         {"key": key, "since": self._at(check_time("since", since), now)})
         return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
 
     def holds(
@@ -463,11 +508,84 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
+        check_time("now", now)
         rows = self._run("HOLDS", {
-            "key": key, "now": check_time("now", now),
-            "since": check_time("counted_since", counted_since), "limit": limit,
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now), "limit": limit,
         })
         return [_hold(row) for row in rows]
+
+    def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads its fetch.
+
+        See ``FleetStore.read_shared``: one function call, ages and leases on the database's
+        clock. A fresh value is read without a lock; a stale or missing one is read again
+        under its row lock, where *owner* takes the lease unless another owner holds an
+        unexpired one (its own is renewed).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters (or holds a NUL), or a duration is not positive, finite and at
+                most 30 days.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        lease = fleet_seconds("lease_ttl", lease_ttl)
+        fresh = fleet_seconds("fresh_for", fresh_for)
+        payload, age, leads = self._run("READ_SHARED", (name, owner, lease, fresh))[0]
+        value = None if payload is None else Shared(payload, float(age))  # money-ok: an age
+        return value, bool(leads)
+
+    def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease.
+
+        One statement; the value's age starts at the database's clock.
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters, *payload* is not a string (or any of them holds a NUL), or *keep*
+                is not positive, finite and at most 30 days.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        if not isinstance(payload, str):
+            raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
+        _text("payload", payload)
+        seconds_kept = fleet_seconds("keep", keep)
+        self._run("WRITE_SHARED",
+                  {"name": name, "payload": payload, "keep": seconds_kept, "owner": owner},
+                  rows=False)
+
+    def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200 characters
+                (or holds a NUL).
+            StoreUnavailable: as for ``try_hold``.
+        """
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        self._run("DROP_LEASE", (name, owner), rows=False)
+
+    def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait.
+
+        ``gcra`` run in one function call under the budget's row lock, on the database's
+        clock, so every host spends from the same budget.
+
+        Raises:
+            ValueError: *name* is not a non-empty string of at most 200 characters (or holds
+                a NUL), or *per_minute* is not an ``int`` from 1 to 10**9.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        _text("name", fleet_name("name", name))
+        fleet_rate(per_minute)
+        return float(self._run("SPEND", (name, per_minute))[0][0])  # money-ok: seconds
 
     def rearm(self) -> None:
         """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
@@ -630,8 +748,12 @@ class PostgresReservations:
             path="schema",
         )
 
+    def _at(self, value: float, now: float) -> float:
+        """Return the time *value* as the SQL takes it (offset from *now*, or as passed)."""
+        return value - now if self._db_clock else value
+
     def _run(
-        self, name: str, params: Sequence[Any] | Mapping[str, Any]
+        self, name: str, params: Sequence[Any] | Mapping[str, Any], *, rows: bool = True
     ) -> list[tuple[Any, ...]]:
         """Run statement *name*, retrying 40001/40P01 a few times; return its rows."""
         if not self._ready:
@@ -640,7 +762,8 @@ class PostgresReservations:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._source.connection() as conn:
-                    return conn.execute(statement, params, prepare=self._prepare).fetchall()
+                    cursor = conn.execute(statement, params, prepare=self._prepare)
+                    return cursor.fetchall() if rows else []
             except self._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise self._unavailable(exc) from exc
