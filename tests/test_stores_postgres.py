@@ -22,6 +22,7 @@ from guard import PayoutDenied, PayoutGuard, load_config
 from guard._config_build import build_reservations
 from guard.errors import ConfigurationError, StoreUnavailable
 from guard.stores import InMemoryReservations, PostgresReservations
+from guard.stores._postgres_sql import STEPS, version_table
 from guard.testing import StaticFetcher
 from tests._cli import run_cli
 from tests._holds import KEY, T0, hold, owner_of
@@ -80,11 +81,29 @@ class TestSchema:
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
                                      check_schema=False)
         try:
-            assert ((0, 1), (1, 1)) == (store.migrate(), store.migrate())
-            assert 1 == store.schema_version()
+            assert ((0, 2), (2, 2)) == (store.migrate(), store.migrate())
+            assert 2 == store.schema_version()
             assert "held" == take(store, "po_1")
         finally:
             store.close()
+
+    def test_a_version_1_schema_names_the_migrate_command_then_upgrades(
+        self, server: PostgresServer
+    ) -> None:
+        """A schema from before the fleet tables is refused until migrate() upgrades it."""
+        schema = server.fresh_schema()
+        with server.connect() as conn:  # version 1: its tables, as it made them
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(version_table(f'"{schema}"'))
+            for statement in STEPS[0]:
+                conn.execute(statement.format(s=f'"{schema}"'))
+            conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
+        with pytest.raises(ConfigurationError, match=r"version 1.*store migrate --config"):
+            PostgresReservations(server.dsn(), schema=schema)
+        with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as store:
+            assert (1, 2) == store.migrate()
+        with PostgresReservations(server.dsn(), schema=schema) as store:
+            assert ("held", 0.0) == (take(store, "po_1"), store.spend("b", per_minute=60))
 
     def test_concurrent_migrations_take_turns(self, server: PostgresServer) -> None:
         """Four hosts migrating the same schema at once all succeed; one of them created it."""
@@ -100,7 +119,7 @@ class TestSchema:
             thread.start()
         for thread in threads:
             thread.join()
-        assert [(0, 1), (1, 1), (1, 1), (1, 1)] == sorted(results)
+        assert [(0, 2), (2, 2), (2, 2), (2, 2)] == sorted(results)
 
     def test_a_newer_schema_is_refused(self, make: Callable[..., PostgresReservations],
                                        server: PostgresServer) -> None:
@@ -130,8 +149,8 @@ class TestSchema:
         first = run_cli("store", "migrate", "--config", str(config), env=env)
         again = run_cli("store", "migrate", "--config", str(config), env=env)
         assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
-        assert f"schema '{schema}' migrated from version 0 to 1" in first.stdout
-        assert f"schema '{schema}' is at version 1: nothing to do" in again.stdout
+        assert f"schema '{schema}' migrated from version 0 to 2" in first.stdout
+        assert f"schema '{schema}' is at version 2: nothing to do" in again.stdout
         store = build_reservations(load_config(config), env=env)
         try:
             assert isinstance(store, PostgresReservations)
@@ -235,6 +254,66 @@ class TestCallersTransaction:
         """Binding to something that is not a connection is refused."""
         with pytest.raises(ConfigurationError, match=r"psycopg\.Connection"):
             make().bound(object())  # type: ignore[arg-type]  # the wrong type is the test
+
+
+class TestDatabaseClock:
+    def test_callers_60_s_apart_share_one_ceiling_and_agree_on_expiry(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Two hosts whose clocks differ by 60 s: one ceiling, no overspend, one expiry."""
+        behind = make(clock="database")
+        ahead = make(schema=behind.schema, create_schema=False, clock="database")
+        now = time.time()
+        later = now + 60.0  # the second host's clock runs a minute ahead
+        outcomes = [
+            store.try_hold(hold(payout_id, "600.00", at=at, ttl=30.0), ceiling=CEILING,
+                           counted_since=at - 30, now=at).status
+            for store, payout_id, at in ((behind, "po_a", now), (ahead, "po_b", later),
+                                         (behind, "po_c", now), (ahead, "po_d", later))
+        ]
+        seen = [store.get("po_a") for store in (behind, ahead)]
+        counted = [behind.reserved(KEY, counted_since=now - 30, now=now),
+                   ahead.reserved(KEY, counted_since=later - 30, now=later)]
+        assert ["held", "over_ceiling", "over_ceiling", "over_ceiling"] == outcomes
+        assert [Decimal("600.00")] * 2 == counted
+        assert seen[0] is not None
+        assert seen[0] == seen[1]
+        assert now + 29 < seen[0].expires_at < time.time() + 31  # on the database's clock
+        committed = ahead.commit("po_a", owner=owner_of("po_a"), now=later)
+        assert committed is not None
+        assert committed.committed_at is not None
+        assert committed.committed_at < time.time() + 1  # not the caller's clock, a minute on
+        assert [Decimal("600.00")] * 2 == [
+            behind.committed(KEY, since=now - 5, now=now),
+            ahead.committed(KEY, since=later - 5, now=later),
+        ]
+
+    def test_a_hold_expires_by_the_database_clock_whatever_the_caller_passes(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """A caller whose clock stands still still sees a hold expire on the database's time."""
+        store = make(clock="database")
+        store.try_hold(hold("po_1", "10.00", at=T0, ttl=0.3), ceiling=CEILING,
+                       counted_since=0, now=T0)
+        first = store.reserved(KEY, counted_since=0, now=T0)
+        time.sleep(0.6)
+        assert (Decimal("10.00"), Decimal(0)) == (first, store.reserved(KEY, counted_since=0,
+                                                                        now=T0))
+        assert "held" == take(store, "po_1")  # expired: the payout id is free again
+
+    def test_the_callers_clock_keeps_times_as_passed(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """clock='caller' records exactly the times the caller passes."""
+        store = make(clock="caller")
+        take(store, "po_1")
+        found = store.get("po_1")
+        assert (T0, T0 + 300) == ((found.created_at, found.expires_at) if found else None)
+
+    def test_the_clock_must_be_database_or_caller(self, server: PostgresServer) -> None:
+        """Any other clock is refused at construction."""
+        with pytest.raises(ConfigurationError, match="clock"):
+            PostgresReservations(server.dsn(), clock="server")
 
 
 class TestFaults:
