@@ -41,11 +41,11 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from guard._seconds import seconds
 from guard.errors import ConfigurationError
@@ -79,6 +79,20 @@ _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
 _CLOCKS = ("database", "caller")
+T = TypeVar("T")
+
+
+class _Call(NamedTuple):
+    """The one statement a store operation runs (its name in ``sql``, parameters, rows or not)."""
+
+    name: str
+    params: Sequence[Any] | Mapping[str, Any]
+    rows: bool = True
+
+
+# An operation written once (checks, parameters, then reading the rows), driven by the sync
+# store (``_drive``) and the asyncio one (``AsyncPostgresReservations._drive``).
+Flow = Generator[_Call, list[tuple[Any, ...]], T]
 
 def _hold(row: Sequence[Any]) -> Hold:
     payout_id, key, currency, amount, fee, state, created, expires, committed, owner = row
@@ -386,32 +400,7 @@ class PostgresReservations:
             StoreUnavailable: the server could not be reached or failed, the call outlasted
                 ``timeout``, or 40001/40P01 persisted.
         """
-        machine.check_hold(hold, now)
-        check_time("counted_since", counted_since)
-        cur = hold.currency
-        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
-        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
-        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
-        limit = ceiling_to_minor(ceiling, cur)
-        rows = self._run("TRY_HOLD", (
-            hold.payout_id, hold.key, cur, amount, fee, self._at(hold.created_at, now),
-            self._at(hold.expires_at, now), hold.owner, limit, self._at(counted_since, now),
-            self._at(now, now), self._at(now - self._retention, now), self._db_clock,
-        ))
-        status, counted_minor, key_currency, existing, lapsed_rows, created, expires = rows[0]
-        if status == "mixed":
-            raise mixed_currencies(hold, key_currency)
-        counted = from_minor(int(counted_minor), cur)
-        lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
-        if status == "held":
-            if self._db_clock:  # as stored: on the database's clock
-                hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
-                            float(created), float(expires), None, hold.owner)  # money-ok: times
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
-        if status == "over_ceiling":
-            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
-        return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
-                           lapsed=lapsed)
+        return self._drive(self._try_hold_flow(hold, ceiling, counted_since, now))
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
@@ -423,9 +412,7 @@ class PostgresReservations:
             ValueError: *now* is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("COMMIT", (payout_id, owner, self._at(now, now), self._db_clock))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._commit_flow(payout_id, owner, now))
 
     def release(self, payout_id: str, *, owner: str) -> bool:
         """Drop *owner*'s pending hold (see ``ReservationStore.release``).
@@ -433,7 +420,7 @@ class PostgresReservations:
         Raises:
             StoreUnavailable: as for ``try_hold``.
         """
-        return bool(self._run("RELEASE", (payout_id, owner)))
+        return self._drive(self._release_flow(payout_id, owner))
 
     def mark_uncertain(
         self, payout_id: str, *, owner: str, now: float, until: float
@@ -444,10 +431,7 @@ class PostgresReservations:
             ValueError: a time is not finite, or *until* is more than 30 days after *now*.
             StoreUnavailable: as for ``try_hold``.
         """
-        machine.check_life(now, until)
-        rows = self._run("MARK_UNCERTAIN",
-                         (payout_id, owner, self._at(until, now), self._db_clock))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._mark_uncertain_flow(payout_id, owner, now, until))
 
     def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
         """End an uncertain hold (see ``ReservationStore.resolve``).
@@ -456,10 +440,7 @@ class PostgresReservations:
             ValueError: *now* is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("RESOLVE",
-                         (payout_id, bool(sent), self._at(now, now), self._db_clock))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._resolve_flow(payout_id, sent, now))
 
     def get(self, payout_id: str) -> Hold | None:
         """Return the hold recorded under *payout_id*, if any.
@@ -467,8 +448,7 @@ class PostgresReservations:
         Raises:
             StoreUnavailable: as for ``try_hold``.
         """
-        rows = self._run("GET", (payout_id,))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._get_flow(payout_id))
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
@@ -477,12 +457,7 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("COUNTED", {
-            "key": key, "now": self._at(now, now),
-            "since": self._at(check_time("counted_since", counted_since), now),
-        })
-        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+        return self._drive(self._reserved_flow(key, counted_since, now))
 
     def committed(self, key: str, *, since: float, now: float) -> Decimal:
         """Return the total held by the holds on *key* committed after *since*.
@@ -494,10 +469,7 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("COMMITTED",
-                         {"key": key, "since": self._at(check_time("since", since), now)})
-        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+        return self._drive(self._committed_flow(key, since, now))
 
     def holds(
         self, key: str, *, counted_since: float, now: float, limit: int | None = None
@@ -508,12 +480,7 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("HOLDS", {
-            "key": key, "now": self._at(now, now),
-            "since": self._at(check_time("counted_since", counted_since), now), "limit": limit,
-        })
-        return [_hold(row) for row in rows]
+        return self._drive(self._holds_flow(key, counted_since, now, limit))
 
     def read_shared(
         self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
@@ -531,13 +498,7 @@ class PostgresReservations:
                 most 30 days.
             StoreUnavailable: as for ``try_hold``.
         """
-        _text("name", fleet_name("name", name))
-        _text("owner", fleet_name("owner", owner))
-        lease = fleet_seconds("lease_ttl", lease_ttl)
-        fresh = fleet_seconds("fresh_for", fresh_for)
-        payload, age, leads = self._run("READ_SHARED", (name, owner, lease, fresh))[0]
-        value = None if payload is None else Shared(payload, float(age))  # money-ok: an age
-        return value, bool(leads)
+        return self._drive(self._read_shared_flow(name, owner, lease_ttl, fresh_for))
 
     def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
         """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease.
@@ -550,15 +511,7 @@ class PostgresReservations:
                 is not positive, finite and at most 30 days.
             StoreUnavailable: as for ``try_hold``.
         """
-        _text("name", fleet_name("name", name))
-        _text("owner", fleet_name("owner", owner))
-        if not isinstance(payload, str):
-            raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
-        _text("payload", payload)
-        seconds_kept = fleet_seconds("keep", keep)
-        self._run("WRITE_SHARED",
-                  {"name": name, "payload": payload, "keep": seconds_kept, "owner": owner},
-                  rows=False)
+        return self._drive(self._write_shared_flow(name, payload, keep, owner))
 
     def drop_lease(self, name: str, *, owner: str) -> None:
         """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads).
@@ -568,9 +521,7 @@ class PostgresReservations:
                 (or holds a NUL).
             StoreUnavailable: as for ``try_hold``.
         """
-        _text("name", fleet_name("name", name))
-        _text("owner", fleet_name("owner", owner))
-        self._run("DROP_LEASE", (name, owner), rows=False)
+        return self._drive(self._drop_lease_flow(name, owner))
 
     def spend(self, name: str, *, per_minute: int) -> float:
         """Take one request from the budget *name*; return 0.0, or the seconds to wait.
@@ -583,9 +534,7 @@ class PostgresReservations:
                 a NUL), or *per_minute* is not an ``int`` from 1 to 10**9.
             StoreUnavailable: as for ``try_hold``.
         """
-        _text("name", fleet_name("name", name))
-        fleet_rate(per_minute)
-        return float(self._run("SPEND", (name, per_minute))[0][0])  # money-ok: seconds
+        return self._drive(self._spend_flow(name, per_minute))
 
     def rearm(self) -> None:
         """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
@@ -678,6 +627,123 @@ class PostgresReservations:
         except self._errors as exc:
             raise self._unavailable(exc) from exc
 
+    # -- each operation, written once as one call of SQL (see _Call) -------------------
+
+    def _try_hold_flow(
+        self, hold: Hold, ceiling: Decimal, counted_since: float, now: float
+    ) -> Flow[HoldOutcome]:
+        machine.check_hold(hold, now)
+        check_time("counted_since", counted_since)
+        cur = hold.currency
+        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
+        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
+        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
+        limit = ceiling_to_minor(ceiling, cur)
+        rows = yield _Call("TRY_HOLD", (
+            hold.payout_id, hold.key, cur, amount, fee, self._at(hold.created_at, now),
+            self._at(hold.expires_at, now), hold.owner, limit, self._at(counted_since, now),
+            self._at(now, now), self._at(now - self._retention, now), self._db_clock,
+        ))
+        status, counted_minor, key_currency, existing, lapsed_rows, created, expires = rows[0]
+        if status == "mixed":
+            raise mixed_currencies(hold, key_currency)
+        counted = from_minor(int(counted_minor), cur)
+        lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
+        if status == "held":
+            if self._db_clock:  # as stored: on the database's clock
+                hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
+                            float(created), float(expires), None, hold.owner)  # money-ok: times
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+        if status == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
+        return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
+                           lapsed=lapsed)
+
+    def _commit_flow(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        rows = yield _Call("COMMIT", (payout_id, owner, self._at(now, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _release_flow(self, payout_id: str, owner: str) -> Flow[bool]:
+        rows = yield _Call("RELEASE", (payout_id, owner))
+        return bool(rows)
+
+    def _mark_uncertain_flow(
+        self, payout_id: str, owner: str, now: float, until: float
+    ) -> Flow[Hold | None]:
+        machine.check_life(now, until)
+        rows = yield _Call("MARK_UNCERTAIN",
+                           (payout_id, owner, self._at(until, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _resolve_flow(self, payout_id: str, sent: bool, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        rows = yield _Call("RESOLVE",
+                           (payout_id, bool(sent), self._at(now, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _get_flow(self, payout_id: str) -> Flow[Hold | None]:
+        rows = yield _Call("GET", (payout_id,))
+        return _hold(rows[0]) if rows else None
+
+    def _reserved_flow(self, key: str, counted_since: float, now: float) -> Flow[Decimal]:
+        check_time("now", now)
+        rows = yield _Call("COUNTED", {
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now),
+        })
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def _committed_flow(self, key: str, since: float, now: float) -> Flow[Decimal]:
+        check_time("now", now)
+        rows = yield _Call("COMMITTED",
+                           {"key": key, "since": self._at(check_time("since", since), now)})
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def _holds_flow(
+        self, key: str, counted_since: float, now: float, limit: int | None = None
+    ) -> Flow[list[Hold]]:
+        check_time("now", now)
+        rows = yield _Call("HOLDS", {
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now), "limit": limit,
+        })
+        return [_hold(row) for row in rows]
+
+    def _read_shared_flow(
+        self, name: str, owner: str, lease_ttl: float, fresh_for: float
+    ) -> Flow[tuple[Shared | None, bool]]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        lease = fleet_seconds("lease_ttl", lease_ttl)
+        fresh = fleet_seconds("fresh_for", fresh_for)
+        rows = yield _Call("READ_SHARED", (name, owner, lease, fresh))
+        payload, age, leads = rows[0]
+        value = None if payload is None else Shared(payload, float(age))  # money-ok: an age
+        return value, bool(leads)
+
+    def _write_shared_flow(self, name: str, payload: str, keep: float, owner: str) -> Flow[None]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        if not isinstance(payload, str):
+            raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
+        _text("payload", payload)
+        seconds_kept = fleet_seconds("keep", keep)
+        yield _Call("WRITE_SHARED",
+                    {"name": name, "payload": payload, "keep": seconds_kept, "owner": owner},
+                    rows=False)
+
+    def _drop_lease_flow(self, name: str, owner: str) -> Flow[None]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        yield _Call("DROP_LEASE", (name, owner), rows=False)
+
+    def _spend_flow(self, name: str, per_minute: int) -> Flow[float]:
+        _text("name", fleet_name("name", name))
+        fleet_rate(per_minute)
+        rows = yield _Call("SPEND", (name, per_minute))
+        return float(rows[0][0])  # money-ok: seconds
+
     # -- internals ------------------------------------------------------------------------
 
     def _from_dsn(self, dsn: str, keep: int) -> _Source:
@@ -747,6 +813,15 @@ class PostgresReservations:
             f"payout-guard reads ({sql.VERSION}); upgrade payout-guard",
             path="schema",
         )
+
+    def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*'s one statement and return what the flow makes of its rows."""
+        call = next(flow)
+        try:
+            flow.send(self._run(call.name, call.params, rows=call.rows))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # the flow's declared result
+        raise AssertionError("a store operation runs one statement")  # pragma: no cover
 
     def _at(self, value: float, now: float) -> float:
         """Return the time *value* as the SQL takes it (offset from *now*, or as passed)."""
