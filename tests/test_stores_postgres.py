@@ -6,6 +6,7 @@ contract suites, which run against this store too (``make_store`` in ``conftest.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,14 +16,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from structlog.testing import capture_logs
 
-from guard import PayoutDenied, PayoutGuard, load_config
+from guard import AsyncPayoutGuard, PayoutDenied, PayoutGuard, load_config
 from guard._config_build import build_reservations
 from guard.errors import ConfigurationError, StoreUnavailable
 from guard.stores import InMemoryReservations, PostgresReservations
+from guard.stores._async import AsyncReservationStore
 from guard.stores._postgres_sql import STEPS, version_table
+from guard.stores.postgres import AsyncPostgresReservations
 from guard.testing import StaticFetcher
 from tests._cli import run_cli
 from tests._holds import KEY, T0, hold, owner_of
@@ -314,6 +317,162 @@ class TestDatabaseClock:
         """Any other clock is refused at construction."""
         with pytest.raises(ConfigurationError, match="clock"):
             PostgresReservations(server.dsn(), clock="server")
+
+
+class TestAsyncio:
+    def test_the_asyncio_store_shares_the_holds(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Every method awaited; the sync store sees what the asyncio one did, and back."""
+        store = make()
+        twin = store.asyncio()
+        assert isinstance(twin, AsyncPostgresReservations)
+        assert isinstance(twin, AsyncReservationStore)
+        take(store, "po_sync")
+
+        async def scenario() -> tuple[Any, ...]:
+            async with twin:
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                committed = await twin.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
+                duplicate = await twin.try_hold(hold("po_sync", "10.00"), ceiling=CEILING,
+                                                counted_since=0, now=T0)
+                released = await twin.release("po_sync", owner=owner_of("po_sync"))
+                return (outcome.status, committed.state if committed else None,
+                        duplicate.status, released,
+                        await twin.reserved(KEY, counted_since=0, now=T0 + 2),
+                        [h.payout_id for h in await twin.holds(KEY, counted_since=0,
+                                                               now=T0 + 2)])
+
+        assert ("held", "committed", "duplicate", True, Decimal("10.00"), ["po_1"]) == (
+            asyncio.run(scenario())
+        )
+        found = store.get("po_1")
+        assert "committed" == (found.state if found else None)
+
+    def test_the_asyncio_store_is_a_fleet_store(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Shared values, leases and budgets awaited, on the same tables."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> tuple[Any, ...]:
+            async with twin:
+                first = await twin.read_shared("n", owner="a", lease_ttl=5, fresh_for=5)
+                await twin.write_shared("n", "v1", keep=60, owner="a")
+                spent = [await twin.spend("b", per_minute=1) for _ in range(2)]
+                await twin.drop_lease("n", owner="a")
+                return first, spent
+
+        first, spent = asyncio.run(scenario())
+        value, leads = store.read_shared("n", owner="b", lease_ttl=5, fresh_for=5)
+        assert ((None, True), 0.0) == (first, spent[0])
+        assert 0 < spent[1] <= 60
+        assert ("v1", False) == (value.payload if value else None, leads)
+
+    def test_concurrent_tasks_never_overspend(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Fifty tasks holding 10.00 each under a ceiling of 100.00: exactly ten are held."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> list[str]:
+            async with twin:
+                outcomes = await asyncio.gather(*(
+                    twin.try_hold(hold(f"po_{n}", "10.00"), ceiling=Decimal(100),
+                                  counted_since=0, now=T0)
+                    for n in range(50)
+                ))
+            return [outcome.status for outcome in outcomes]
+
+        statuses = asyncio.run(scenario())
+        assert (10, 40) == (statuses.count("held"), statuses.count("over_ceiling"))
+        assert Decimal(100) == store.reserved(KEY, counted_since=0, now=T0)
+
+    def test_async_guard_uses_it_natively(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """AsyncPayoutGuard picks the asyncio store up and holds through it."""
+        store = make()
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+
+        async def scenario() -> tuple[Any, ...]:
+            async with guard.reserve("60.00", "BRL", payout_id="po_1"):
+                pass
+            denied = await guard.check("60.00", "BRL")
+            native = guard._astore  # which store the guard awaits is the test
+            await guard.aclose()
+            return type(native), denied.codes
+
+        assert (AsyncPostgresReservations, ("insufficient_funds",)) == asyncio.run(scenario())
+        found = store.get("po_1")
+        assert "committed" == (found.state if found else None)
+
+    def test_a_callers_async_pool_is_used_and_left_open(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """asyncio(pool) takes connections from the caller's AsyncConnectionPool."""
+        store = make()
+
+        async def scenario() -> tuple[str, bool]:
+            pool = AsyncConnectionPool(server.dsn(), kwargs={"autocommit": True}, open=False)
+            await pool.open()
+            try:
+                twin = store.asyncio(pool)
+                assert twin is not None
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                await twin.aclose()
+                return outcome.status, pool.closed
+            finally:
+                await pool.close()
+
+        assert ("held", False) == asyncio.run(scenario())
+        assert store.get("po_1") is not None
+
+    def test_a_factory_store_has_no_asyncio_form(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A store built from a sync connection factory leaves AsyncPayoutGuard its threads."""
+        assert make(server.connect).asyncio() is None
+
+    def test_a_rollback_drops_an_async_bound_hold(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A hold taken in the caller's asyncio transaction disappears when it rolls back."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> str:
+            conn = await psycopg.AsyncConnection.connect(server.dsn())
+            async with conn, conn.transaction(force_rollback=True):
+                outcome = await twin.bound(conn).try_hold(
+                    hold("po_1", "10.00"), ceiling=CEILING, counted_since=0, now=T0)
+            await twin.aclose()
+            return outcome.status
+
+        assert "held" == asyncio.run(scenario())
+        assert store.get("po_1") is None
+
+    def test_connection_refused_is_unavailable(self) -> None:
+        """Nothing listening: an awaited call raises StoreUnavailable, never a psycopg error."""
+        dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
+        store = PostgresReservations(dsn, timeout=1.0)
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> None:
+            await twin.get("po_1")
+
+        with pytest.raises(StoreUnavailable) as raised:
+            asyncio.run(scenario())
+        store.close()
+        assert PASSWORD not in f"{raised.value} {twin!r}"
 
 
 class TestFaults:

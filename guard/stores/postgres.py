@@ -28,11 +28,16 @@ creates or upgrades it, versioned; a store finding it missing or older raises
 ``bound(connection)`` returns a view of the store that works through the caller's open psycopg
 connection and never commits: the hold and the caller's own rows commit or roll back together.
 
+``asyncio()`` returns the same store on ``psycopg.AsyncConnection`` (its own connections from the
+same DSN or pool settings, or a ``psycopg_pool.AsyncConnectionPool`` of the caller's): every
+method awaited, the same statements, so ``AsyncPayoutGuard`` never waits for a thread.
+
 Needs ``psycopg`` 3 and ``psycopg-pool``: ``pip install payout-guard[postgres]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import math
@@ -41,8 +46,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -68,7 +73,7 @@ if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["MIGRATE_COMMAND", "PostgresReservations"]
+__all__ = ["MIGRATE_COMMAND", "AsyncPostgresReservations", "PostgresReservations"]
 
 MIGRATE_COMMAND = "payout-guard store migrate --config FILE"
 _ZERO = Decimal(0)
@@ -120,6 +125,20 @@ def _text(what: str, value: str) -> str:
     if "\x00" in value:
         raise ValueError(f"{what} must not contain a NUL character")
     return value
+
+
+def _pool_settings(
+    pool: psycopg_pool.ConnectionPool[Any], threshold: int | None
+) -> Callable[[], tuple[str, dict[str, Any]]]:
+    """Return how to read *pool*'s connection settings, for connections of the store's own."""
+
+    def settings() -> tuple[str, dict[str, Any]]:
+        # Read at each connect: a pool's settings may be functions (new credentials).
+        conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+        kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
+        return conninfo, {**(kwargs or {}), "autocommit": True, "prepare_threshold": threshold}
+
+    return settings
 
 
 def _json_hold(data: Mapping[str, Any]) -> Hold:
@@ -342,12 +361,17 @@ class PostgresReservations:
                          "COUNTED", "COMMITTED", "HOLDS", "READ_SHARED", "WRITE_SHARED",
                          "DROP_LEASE", "SPEND")
         }
+        self._keep = keep
+        # How asyncio() opens connections of its own: the DSN and its options, or the pool's
+        # (never shown anywhere: a DSN may carry a password).
+        self._connect_with: Callable[[], tuple[str, dict[str, Any]]] | None = None
         self._source: _Source
         if isinstance(target, str):
             self._source = self._from_dsn(target, keep)
         elif isinstance(target, psycopg_pool.ConnectionPool):
             self._where = "a connection pool"
             self._source = _Pool(target, timeout=self._timeout)
+            self._connect_with = _pool_settings(target, self._threshold)
         elif callable(target):
             self._source = _Connections(target, setup=self._setup, keep=keep)
         else:
@@ -572,6 +596,42 @@ class PostgresReservations:
         view._source = _Bound(connection)
         return view
 
+    def asyncio(
+        self, target: psycopg_pool.AsyncConnectionPool[Any] | None = None
+    ) -> AsyncPostgresReservations | None:
+        """Return this store on ``psycopg.AsyncConnection``: the same schema, clock and calls.
+
+        ``AsyncPayoutGuard`` uses it, so its holds never wait for a thread.
+
+        Args:
+            target: A ``psycopg_pool.AsyncConnectionPool`` of the caller's (opened by the
+                caller, not closed by ``aclose``). Without it the asyncio store opens
+                connections of its own (up to *keep* kept idle; ``aclose`` closes them) with
+                this store's DSN, or its pool's connection settings.
+
+        Returns:
+            The asyncio store, or ``None`` for a store built from a connection factory and
+            given no *target* (``AsyncPayoutGuard`` then runs this store in its thread pool).
+
+        Raises:
+            ConfigurationError: *target* is not an ``AsyncConnectionPool``.
+        """
+        import psycopg_pool  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        source: _AsyncSource
+        if target is not None:
+            if not isinstance(target, psycopg_pool.AsyncConnectionPool):
+                raise ConfigurationError(
+                    f"must be a psycopg_pool.AsyncConnectionPool, not {type(target).__name__}",
+                    path="target",
+                )
+            source = _AsyncPool(target, timeout=self._timeout)
+        elif self._connect_with is not None:
+            source = _AsyncConnections(self._aconnect, keep=self._keep)
+        else:
+            return None
+        return AsyncPostgresReservations(self, source)
+
     def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema, tables and functions; safe to run again.
 
@@ -773,6 +833,7 @@ class PostgresReservations:
         def connect() -> psycopg.Connection[Any]:
             return psycopg.connect(dsn, **options)
 
+        self._connect_with = lambda: (dsn, options)
         return _Connections(connect, setup=self._setup, keep=keep)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
@@ -794,7 +855,14 @@ class PostgresReservations:
         if self._create:
             self.migrate()
             return
-        found = self.schema_version()
+        self._judge(self.schema_version())
+
+    def _judge(self, found: int) -> None:
+        """Accept schema version *found* for every later call, or say what to do.
+
+        Raises:
+            ConfigurationError: the schema is missing, older or newer.
+        """
         if found > sql.VERSION:
             raise self._newer(found)
         if found < sql.VERSION:
@@ -847,10 +915,270 @@ class PostgresReservations:
                 raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+    async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
+        """Open an asyncio connection like the ones this store opens, set up the same way."""
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        assert self._connect_with is not None  # noqa: S101 - asyncio() checked it
+        conninfo, options = self._connect_with()
+        conn = await psycopg.AsyncConnection.connect(conninfo, **options)
+        try:
+            if not conn.autocommit:
+                await conn.set_autocommit(True)
+            millis = max(1, math.ceil(self._timeout * 1000))
+            await conn.execute(f"SET statement_timeout = {millis}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _unavailable(self, exc: Exception, *, bound: bool | None = None) -> StoreUnavailable:
         text = f"{type(exc).__name__}: {str(exc).strip()}"
         if self._secret:
             text = text.replace(self._secret, "***")
-        if self._source.bound:
+        if self._source.bound if bound is None else bound:
             text += " (the caller's transaction is aborted: roll it back)"
         return StoreUnavailable(text[:500], store="postgres")
+
+
+class _AsyncSource:
+    """Where an asyncio store gets a connection for one call."""
+
+    bound = False
+
+    @asynccontextmanager
+    async def connection(  # pragma: no cover - abstract
+        self,
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+        yield
+
+    async def aclose(self) -> None:
+        """Give back what the source holds."""
+
+
+class _AsyncConnections(_AsyncSource):
+    """Connections an asyncio store opens itself, kept idle between calls (one event loop)."""
+
+    def __init__(
+        self, connect: Callable[[], Any], *, keep: int
+    ) -> None:
+        self._connect = connect
+        self._keep = keep
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        conn: psycopg.AsyncConnection[Any] = (
+            self._idle.pop() if self._idle else await self._connect()
+        )
+        try:
+            yield conn
+        finally:
+            # A call cancelled mid-statement leaves the connection busy: it is closed, as is
+            # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
+            idle = psycopg.pq.TransactionStatus.IDLE
+            if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
+                    and len(self._idle) < self._keep):
+                self._idle.append(conn)
+            else:
+                await conn.close()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+class _AsyncPool(_AsyncSource):
+    """A ``psycopg_pool.AsyncConnectionPool`` of the caller's, used as the caller set it up."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any], *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._pool.connection(timeout=self._timeout) as conn:
+            yield conn
+
+
+class _AsyncBound(_AsyncSource):
+    """The caller's open asyncio connection: every call runs inside the caller's transaction."""
+
+    bound = True
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        yield self._conn
+
+
+class AsyncPostgresReservations:
+    """``PostgresReservations`` on ``psycopg.AsyncConnection``: every method awaited.
+
+    Made by ``PostgresReservations.asyncio()``. It runs the sync store's statements (the same
+    schema, clock, checks and retries of 40001/40P01) and raises what it raises; ``aclose``
+    closes the connections it opened (a caller's pool stays open).
+    """
+
+    def __init__(self, store: PostgresReservations, source: _AsyncSource) -> None:
+        self._store = store
+        self._source = source
+
+    def __repr__(self) -> str:
+        view = ", bound" if self._source.bound else ""
+        return f"Async{self._store!r}"[:-1] + f"{view})"
+
+    async def __aenter__(self) -> AsyncPostgresReservations:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def schema(self) -> str:
+        """Return the name of the schema holding the store's tables."""
+        return self._store.schema
+
+    async def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (``PostgresReservations.try_hold``)."""
+        return await self._drive(self._store._try_hold_flow(hold, ceiling, counted_since, now))
+
+    async def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (``PostgresReservations.commit``)."""
+        return await self._drive(self._store._commit_flow(payout_id, owner, now))
+
+    async def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (``PostgresReservations.release``)."""
+        return await self._drive(self._store._release_flow(payout_id, owner))
+
+    async def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (``PostgresReservations.mark_uncertain``)."""
+        return await self._drive(self._store._mark_uncertain_flow(payout_id, owner, now, until))
+
+    async def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (``PostgresReservations.resolve``)."""
+        return await self._drive(self._store._resolve_flow(payout_id, sent, now))
+
+    async def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any."""
+        return await self._drive(self._store._get_flow(payout_id))
+
+    async def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count."""
+        return await self._drive(self._store._reserved_flow(key, counted_since, now))
+
+    async def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the total held by the holds on *key* committed after *since*."""
+        return await self._drive(self._store._committed_flow(key, since, now))
+
+    async def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (at most *limit* of them)."""
+        return await self._drive(self._store._holds_flow(key, counted_since, now, limit))
+
+    async def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads its fetch."""
+        return await self._drive(
+            self._store._read_shared_flow(name, owner, lease_ttl, fresh_for)
+        )
+
+    async def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease."""
+        await self._drive(self._store._write_shared_flow(name, payload, keep, owner))
+
+    async def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads)."""
+        await self._drive(self._store._drop_lease_flow(name, owner))
+
+    async def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait."""
+        return await self._drive(self._store._spend_flow(name, per_minute))
+
+    def bound(self, connection: psycopg.AsyncConnection[Any]) -> AsyncPostgresReservations:
+        """Return a view of this store inside *connection*'s transaction (see the sync one).
+
+        Raises:
+            ConfigurationError: *connection* is not a ``psycopg.AsyncConnection``.
+        """
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise ConfigurationError(
+                f"must be a psycopg.AsyncConnection, not {type(connection).__name__}",
+                path="connection",
+            )
+        return AsyncPostgresReservations(self._store, _AsyncBound(connection))
+
+    async def aclose(self) -> None:
+        """Close the connections this asyncio store opened; a caller's pool stays open."""
+        await self._source.aclose()
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*'s one statement and return what the flow makes of its rows."""
+        call = next(flow)
+        rows = await self._run(call)
+        try:
+            flow.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # the flow's declared result
+        raise AssertionError("a store operation runs one statement")  # pragma: no cover
+
+    async def _run(self, call: _Call) -> list[tuple[Any, ...]]:
+        """Run *call*, retrying 40001/40P01 a few times; return its rows."""
+        store = self._store
+        if not store._ready:
+            await self._contact()
+        statement = store._statements[call.name]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._source.connection() as conn:
+                    cursor = await conn.execute(statement, call.params, prepare=store._prepare)
+                    return await cursor.fetchall() if call.rows else []
+            except store._retryable as exc:
+                if self._source.bound or attempt == _ATTEMPTS:
+                    raise store._unavailable(exc, bound=self._source.bound) from exc
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - jitter
+            except store._errors as exc:
+                raise store._unavailable(exc, bound=self._source.bound) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _contact(self) -> None:
+        """Check the schema version at the first call, as the sync store does.
+
+        Raises:
+            ConfigurationError: the schema is missing, older or newer.
+            StoreUnavailable: the server could not be reached.
+        """
+        store = self._store
+        if store._create:
+            # Tests and demos only: migrating is rare, so it runs as the sync store does it.
+            await asyncio.to_thread(store.migrate)
+            return
+        try:
+            async with self._source.connection() as conn:
+                cursor = await conn.execute("SELECT to_regclass(%s)",
+                                            (f"{store._quoted}.schema_version",))
+                row = await cursor.fetchone()
+                found = 0
+                if row is not None and row[0] is not None:
+                    cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                    row = await cursor.fetchone()
+                    found = int(row[0]) if row and row[0] is not None else 0
+        except store._errors as exc:
+            raise store._unavailable(exc, bound=self._source.bound) from exc
+        store._judge(found)
