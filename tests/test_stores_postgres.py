@@ -319,6 +319,30 @@ class TestDatabaseClock:
             PostgresReservations(server.dsn(), clock="server")
 
 
+class TestFleet:
+    def test_a_nul_character_is_refused_before_anything_is_sent(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """PostgreSQL text cannot hold NUL: names, owners and payloads with one are refused."""
+        store = make()
+        with pytest.raises(ValueError, match="name"):
+            store.spend("a\x00b", per_minute=10)
+        with pytest.raises(ValueError, match="owner"):
+            store.read_shared("n", owner="a\x00", lease_ttl=1, fresh_for=1)
+        with pytest.raises(ValueError, match="payload"):
+            store.write_shared("n", "{\x00}", keep=1, owner="a")
+
+    def test_fleet_times_are_the_databases_even_with_the_callers_clock(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """clock='caller' changes holds only: shared values and budgets keep the database's."""
+        store = make(clock="caller")
+        store.write_shared("n", "v1", keep=60, owner="a")
+        value, _ = store.read_shared("n", owner="b", lease_ttl=1, fresh_for=30)
+        assert value is not None
+        assert 0 <= value.age < 5.0
+
+
 class TestAsyncio:
     def test_the_asyncio_store_shares_the_holds(
         self, make: Callable[..., PostgresReservations]
