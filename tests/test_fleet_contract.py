@@ -1,6 +1,6 @@
 """What a fleet store promises, whichever it is: shared values, fetch leases, a request budget.
 
-One suite for every ``FleetStore`` (SQLite now, Redis once it has the methods), written against
+One suite for every ``FleetStore`` (SQLite, Redis and PostgreSQL), written against
 the protocol: the first reader of a missing or stale value leads the fetch and the others wait,
 a written value is fresh for everyone, a failed fetch hands the lead on, and the budget lets
 through exactly what ``gcra`` allows. It also states ``CommittedTotals`` (PostgreSQL too).
@@ -24,6 +24,7 @@ import pytest
 from guard.stores import (
     CommittedTotals,
     FleetStore,
+    PostgresReservations,
     RedisReservations,
     ReservationStore,
     Shared,
@@ -45,11 +46,14 @@ class _Both(FleetStore, _Totals, Protocol):
     """What the fleet stores under test are: reservation stores, fleet stores, commit totals."""
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Return where a store meets its peers: a SQLite file or a fresh Redis namespace."""
+    """Return where a store meets its peers: a SQLite file, a Redis namespace or a schema."""
     if request.param == "sqlite":
         return str(tmp_path / "fleet.db")
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return f"{server.dsn()}#{server.fresh_schema()}"
     url: str = request.getfixturevalue("redis_url")
     return f"{url}#fleet-{uuid.uuid4().hex}"
 
@@ -60,8 +64,13 @@ def totals(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[_Totals]:
     if request.param == "sqlite":
         where = str(tmp_path / "fleet.db")
     elif request.param == "postgres":
+        # These tests pass commit times by hand: the store keeps them as passed.
         server: PostgresServer = request.getfixturevalue("postgres_server")
-        where = f"{server.dsn()}#{server.fresh_schema()}"
+        made: Any = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
+                                         create_schema=True, clock="caller")
+        yield made
+        made.close()
+        return
     else:
         # These tests pass commit times by hand: the Redis store keeps them as passed.
         opened: Any = RedisReservations(request.getfixturevalue("redis_url"),

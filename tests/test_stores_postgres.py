@@ -6,6 +6,7 @@ contract suites, which run against this store too (``make_store`` in ``conftest.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,13 +16,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from structlog.testing import capture_logs
 
-from guard import PayoutDenied, PayoutGuard, load_config
+from guard import AsyncPayoutGuard, PayoutDenied, PayoutGuard, load_config
 from guard._config_build import build_reservations
 from guard.errors import ConfigurationError, StoreUnavailable
 from guard.stores import InMemoryReservations, PostgresReservations
+from guard.stores._async import AsyncReservationStore
+from guard.stores._postgres_sql import STEPS, version_table
+from guard.stores.postgres import AsyncPostgresReservations
 from guard.testing import StaticFetcher
 from tests._cli import run_cli
 from tests._holds import KEY, T0, hold, owner_of
@@ -80,11 +84,29 @@ class TestSchema:
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
                                      check_schema=False)
         try:
-            assert ((0, 1), (1, 1)) == (store.migrate(), store.migrate())
-            assert 1 == store.schema_version()
+            assert ((0, 2), (2, 2)) == (store.migrate(), store.migrate())
+            assert 2 == store.schema_version()
             assert "held" == take(store, "po_1")
         finally:
             store.close()
+
+    def test_a_version_1_schema_names_the_migrate_command_then_upgrades(
+        self, server: PostgresServer
+    ) -> None:
+        """A schema from before the fleet tables is refused until migrate() upgrades it."""
+        schema = server.fresh_schema()
+        with server.connect() as conn:  # version 1: its tables, as it made them
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+            conn.execute(version_table(f'"{schema}"'))
+            for statement in STEPS[0]:
+                conn.execute(statement.format(s=f'"{schema}"'))
+            conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
+        with pytest.raises(ConfigurationError, match=r"version 1.*store migrate --config"):
+            PostgresReservations(server.dsn(), schema=schema)
+        with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as store:
+            assert (1, 2) == store.migrate()
+        with PostgresReservations(server.dsn(), schema=schema) as store:
+            assert ("held", 0.0) == (take(store, "po_1"), store.spend("b", per_minute=60))
 
     def test_concurrent_migrations_take_turns(self, server: PostgresServer) -> None:
         """Four hosts migrating the same schema at once all succeed; one of them created it."""
@@ -100,7 +122,7 @@ class TestSchema:
             thread.start()
         for thread in threads:
             thread.join()
-        assert [(0, 1), (1, 1), (1, 1), (1, 1)] == sorted(results)
+        assert [(0, 2), (2, 2), (2, 2), (2, 2)] == sorted(results)
 
     def test_a_newer_schema_is_refused(self, make: Callable[..., PostgresReservations],
                                        server: PostgresServer) -> None:
@@ -130,8 +152,8 @@ class TestSchema:
         first = run_cli("store", "migrate", "--config", str(config), env=env)
         again = run_cli("store", "migrate", "--config", str(config), env=env)
         assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
-        assert f"schema '{schema}' migrated from version 0 to 1" in first.stdout
-        assert f"schema '{schema}' is at version 1: nothing to do" in again.stdout
+        assert f"schema '{schema}' migrated from version 0 to 2" in first.stdout
+        assert f"schema '{schema}' is at version 2: nothing to do" in again.stdout
         store = build_reservations(load_config(config), env=env)
         try:
             assert isinstance(store, PostgresReservations)
@@ -235,6 +257,246 @@ class TestCallersTransaction:
         """Binding to something that is not a connection is refused."""
         with pytest.raises(ConfigurationError, match=r"psycopg\.Connection"):
             make().bound(object())  # type: ignore[arg-type]  # the wrong type is the test
+
+
+class TestDatabaseClock:
+    def test_callers_60_s_apart_share_one_ceiling_and_agree_on_expiry(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Two hosts whose clocks differ by 60 s: one ceiling, no overspend, one expiry."""
+        behind = make(clock="database")
+        ahead = make(schema=behind.schema, create_schema=False, clock="database")
+        now = time.time()
+        later = now + 60.0  # the second host's clock runs a minute ahead
+        outcomes = [
+            store.try_hold(hold(payout_id, "600.00", at=at, ttl=30.0), ceiling=CEILING,
+                           counted_since=at - 30, now=at).status
+            for store, payout_id, at in ((behind, "po_a", now), (ahead, "po_b", later),
+                                         (behind, "po_c", now), (ahead, "po_d", later))
+        ]
+        seen = [store.get("po_a") for store in (behind, ahead)]
+        counted = [behind.reserved(KEY, counted_since=now - 30, now=now),
+                   ahead.reserved(KEY, counted_since=later - 30, now=later)]
+        assert ["held", "over_ceiling", "over_ceiling", "over_ceiling"] == outcomes
+        assert [Decimal("600.00")] * 2 == counted
+        assert seen[0] is not None
+        assert seen[0] == seen[1]
+        assert now + 29 < seen[0].expires_at < time.time() + 31  # on the database's clock
+        committed = ahead.commit("po_a", owner=owner_of("po_a"), now=later)
+        assert committed is not None
+        assert committed.committed_at is not None
+        assert committed.committed_at < time.time() + 1  # not the caller's clock, a minute on
+        assert [Decimal("600.00")] * 2 == [
+            behind.committed(KEY, since=now - 5, now=now),
+            ahead.committed(KEY, since=later - 5, now=later),
+        ]
+
+    def test_a_hold_expires_by_the_database_clock_whatever_the_caller_passes(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """A caller whose clock stands still still sees a hold expire on the database's time."""
+        store = make(clock="database")
+        store.try_hold(hold("po_1", "10.00", at=T0, ttl=0.3), ceiling=CEILING,
+                       counted_since=0, now=T0)
+        first = store.reserved(KEY, counted_since=0, now=T0)
+        time.sleep(0.6)
+        assert (Decimal("10.00"), Decimal(0)) == (first, store.reserved(KEY, counted_since=0,
+                                                                        now=T0))
+        assert "held" == take(store, "po_1")  # expired: the payout id is free again
+
+    def test_the_callers_clock_keeps_times_as_passed(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """clock='caller' records exactly the times the caller passes."""
+        store = make(clock="caller")
+        take(store, "po_1")
+        found = store.get("po_1")
+        assert (T0, T0 + 300) == ((found.created_at, found.expires_at) if found else None)
+
+    def test_the_clock_must_be_database_or_caller(self, server: PostgresServer) -> None:
+        """Any other clock is refused at construction."""
+        with pytest.raises(ConfigurationError, match="clock"):
+            PostgresReservations(server.dsn(), clock="server")
+
+
+class TestFleet:
+    def test_a_nul_character_is_refused_before_anything_is_sent(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """PostgreSQL text cannot hold NUL: names, owners and payloads with one are refused."""
+        store = make()
+        with pytest.raises(ValueError, match="name"):
+            store.spend("a\x00b", per_minute=10)
+        with pytest.raises(ValueError, match="owner"):
+            store.read_shared("n", owner="a\x00", lease_ttl=1, fresh_for=1)
+        with pytest.raises(ValueError, match="payload"):
+            store.write_shared("n", "{\x00}", keep=1, owner="a")
+
+    def test_fleet_times_are_the_databases_even_with_the_callers_clock(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """clock='caller' changes holds only: shared values and budgets keep the database's."""
+        store = make(clock="caller")
+        store.write_shared("n", "v1", keep=60, owner="a")
+        value, _ = store.read_shared("n", owner="b", lease_ttl=1, fresh_for=30)
+        assert value is not None
+        assert 0 <= value.age < 5.0
+
+
+class TestAsyncio:
+    def test_the_asyncio_store_shares_the_holds(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Every method awaited; the sync store sees what the asyncio one did, and back."""
+        store = make()
+        twin = store.asyncio()
+        assert isinstance(twin, AsyncPostgresReservations)
+        assert isinstance(twin, AsyncReservationStore)
+        take(store, "po_sync")
+
+        async def scenario() -> tuple[Any, ...]:
+            async with twin:
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                committed = await twin.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
+                duplicate = await twin.try_hold(hold("po_sync", "10.00"), ceiling=CEILING,
+                                                counted_since=0, now=T0)
+                released = await twin.release("po_sync", owner=owner_of("po_sync"))
+                return (outcome.status, committed.state if committed else None,
+                        duplicate.status, released,
+                        await twin.reserved(KEY, counted_since=0, now=T0 + 2),
+                        [h.payout_id for h in await twin.holds(KEY, counted_since=0,
+                                                               now=T0 + 2)])
+
+        assert ("held", "committed", "duplicate", True, Decimal("10.00"), ["po_1"]) == (
+            asyncio.run(scenario())
+        )
+        found = store.get("po_1")
+        assert "committed" == (found.state if found else None)
+
+    def test_the_asyncio_store_is_a_fleet_store(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Shared values, leases and budgets awaited, on the same tables."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> tuple[Any, ...]:
+            async with twin:
+                first = await twin.read_shared("n", owner="a", lease_ttl=5, fresh_for=5)
+                await twin.write_shared("n", "v1", keep=60, owner="a")
+                spent = [await twin.spend("b", per_minute=1) for _ in range(2)]
+                await twin.drop_lease("n", owner="a")
+                return first, spent
+
+        first, spent = asyncio.run(scenario())
+        value, leads = store.read_shared("n", owner="b", lease_ttl=5, fresh_for=5)
+        assert ((None, True), 0.0) == (first, spent[0])
+        assert 0 < spent[1] <= 60
+        assert ("v1", False) == (value.payload if value else None, leads)
+
+    def test_concurrent_tasks_never_overspend(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """Fifty tasks holding 10.00 each under a ceiling of 100.00: exactly ten are held."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> list[str]:
+            async with twin:
+                outcomes = await asyncio.gather(*(
+                    twin.try_hold(hold(f"po_{n}", "10.00"), ceiling=Decimal(100),
+                                  counted_since=0, now=T0)
+                    for n in range(50)
+                ))
+            return [outcome.status for outcome in outcomes]
+
+        statuses = asyncio.run(scenario())
+        assert (10, 40) == (statuses.count("held"), statuses.count("over_ceiling"))
+        assert Decimal(100) == store.reserved(KEY, counted_since=0, now=T0)
+
+    def test_async_guard_uses_it_natively(
+        self, make: Callable[..., PostgresReservations]
+    ) -> None:
+        """AsyncPayoutGuard picks the asyncio store up and holds through it."""
+        store = make()
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+
+        async def scenario() -> tuple[Any, ...]:
+            async with guard.reserve("60.00", "BRL", payout_id="po_1"):
+                pass
+            denied = await guard.check("60.00", "BRL")
+            native = guard._astore  # which store the guard awaits is the test
+            await guard.aclose()
+            return type(native), denied.codes
+
+        assert (AsyncPostgresReservations, ("insufficient_funds",)) == asyncio.run(scenario())
+        found = store.get("po_1")
+        assert "committed" == (found.state if found else None)
+
+    def test_a_callers_async_pool_is_used_and_left_open(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """asyncio(pool) takes connections from the caller's AsyncConnectionPool."""
+        store = make()
+
+        async def scenario() -> tuple[str, bool]:
+            pool = AsyncConnectionPool(server.dsn(), kwargs={"autocommit": True}, open=False)
+            await pool.open()
+            try:
+                twin = store.asyncio(pool)
+                assert twin is not None
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                await twin.aclose()
+                return outcome.status, pool.closed
+            finally:
+                await pool.close()
+
+        assert ("held", False) == asyncio.run(scenario())
+        assert store.get("po_1") is not None
+
+    def test_a_factory_store_has_no_asyncio_form(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A store built from a sync connection factory leaves AsyncPayoutGuard its threads."""
+        assert make(server.connect).asyncio() is None
+
+    def test_a_rollback_drops_an_async_bound_hold(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A hold taken in the caller's asyncio transaction disappears when it rolls back."""
+        store = make()
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> str:
+            conn = await psycopg.AsyncConnection.connect(server.dsn())
+            async with conn, conn.transaction(force_rollback=True):
+                outcome = await twin.bound(conn).try_hold(
+                    hold("po_1", "10.00"), ceiling=CEILING, counted_since=0, now=T0)
+            await twin.aclose()
+            return outcome.status
+
+        assert "held" == asyncio.run(scenario())
+        assert store.get("po_1") is None
+
+    def test_connection_refused_is_unavailable(self) -> None:
+        """Nothing listening: an awaited call raises StoreUnavailable, never a psycopg error."""
+        dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
+        store = PostgresReservations(dsn, timeout=1.0)
+        twin = store.asyncio()
+        assert twin is not None
+
+        async def scenario() -> None:
+            await twin.get("po_1")
+
+        with pytest.raises(StoreUnavailable) as raised:
+            asyncio.run(scenario())
+        store.close()
+        assert PASSWORD not in f"{raised.value} {twin!r}"
 
 
 class TestFaults:

@@ -17,6 +17,14 @@ locks a second ledger: a deadlock there is SQLSTATE 40P01, which the store retri
 The functions mirror the hold state machine of ``guard/stores/_machine.py`` (``admit``,
 ``to_commit``, ``commit_time``, ``to_uncertain``); each says which part. A race only between
 payouts with the same id on two different keys raises SQLSTATE 40001, which the store retries.
+
+Times are seconds since the epoch (``double precision``). With ``p_db`` (the store's
+``clock="database"``) the times a function takes are offsets from the database's
+``clock_timestamp()``, read once after the function has its lock; the read-only queries then
+add ``statement_timestamp()`` (``{t}``). Without it they are taken as passed.
+
+The fleet (``FleetStore``): ``shared`` keeps each shared value with its fetch lease,
+``budgets`` each request budget's ``tat`` (``gcra``); both always on the database's clock.
 """
 
 from __future__ import annotations
@@ -24,17 +32,26 @@ from __future__ import annotations
 __all__ = [
     "COMMITTED",
     "COUNTED",
+    "DATABASE_NOW",
+    "DROP_LEASE",
     "GET",
     "HOLDS",
     "MIGRATION_LOCK",
+    "READ_SHARED",
     "RELEASE",
+    "SPEND",
     "STEPS",
     "VERSION",
     "VERSION_READ",
+    "WRITE_SHARED",
     "functions",
 ]
 
-VERSION = 1
+VERSION = 2
+
+# What a read-only query adds to its time offsets on the database clock ({t}): one instant
+# per statement.
+DATABASE_NOW = "extract(epoch FROM statement_timestamp())::float8 + "
 
 # A constant advisory lock id: migrations of any schema by any host take turns.
 MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(7161102016)"
@@ -90,6 +107,28 @@ STEPS: tuple[tuple[str, ...], ...] = (
         # Uncertain holds not yet reported as lapsed: few, looked at by every try_hold.
         """CREATE INDEX holds_unreported ON {s}.holds (key, expires_at)
             WHERE state = 'uncertain' AND NOT reported""",
+    ),
+    (
+        # Version 2: the fleet tables, and the hold functions take p_db (the database clock);
+        # the old signatures go (the functions are all made again after every step).
+        """CREATE TABLE {s}.shared (
+            name        text PRIMARY KEY,
+            payload     text,
+            written_at  double precision,
+            keep_until  double precision,
+            lease_owner text,
+            lease_until double precision
+        )""",
+        """CREATE TABLE {s}.budgets (
+            name text PRIMARY KEY,
+            tat  double precision
+        )""",
+        """DROP FUNCTION IF EXISTS {s}.try_hold(text, text, text, bigint, bigint,
+            double precision, double precision, text, numeric, double precision,
+            double precision, double precision)""",
+        "DROP FUNCTION IF EXISTS {s}.commit(text, text, double precision)",
+        "DROP FUNCTION IF EXISTS {s}.mark_uncertain(text, text, double precision)",
+        "DROP FUNCTION IF EXISTS {s}.resolve(text, boolean, double precision)",
     ),
 )
 
@@ -163,9 +202,9 @@ CREATE OR REPLACE FUNCTION {s}.try_hold(
     p_id text, p_key text, p_currency text, p_amount bigint, p_fee bigint,
     p_created double precision, p_expires double precision, p_owner text,
     p_ceiling numeric, p_since double precision, p_now double precision,
-    p_horizon double precision,
+    p_horizon double precision, p_db boolean,
     OUT status text, OUT counted numeric, OUT key_currency text, OUT existing json,
-    OUT lapsed json)
+    OUT lapsed json, OUT created double precision, OUT expires double precision)
 LANGUAGE plpgsql AS $$
 DECLARE
     l {s}.ledgers%ROWTYPE;
@@ -176,6 +215,7 @@ DECLARE
     v_committed numeric;
     v_lapsing boolean;
     v_old json;
+    v_t double precision;
 BEGIN
     SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
     IF NOT FOUND THEN
@@ -185,6 +225,16 @@ BEGIN
         v_new := FOUND;
         SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
     END IF;
+    IF p_db THEN  -- offsets from the database clock, read under the key's lock
+        v_t := extract(epoch FROM clock_timestamp())::float8;
+        p_created := v_t + p_created;
+        p_expires := v_t + p_expires;
+        p_since := v_t + p_since;
+        p_now := v_t + p_now;
+        p_horizon := v_t + p_horizon;
+    END IF;
+    created := p_created;
+    expires := p_expires;
     IF l.currency <> p_currency THEN  -- machine.admit: one currency per key
         status := 'mixed';
         key_currency := l.currency;
@@ -285,7 +335,8 @@ END $$"""
 # machine.to_commit: only the owner commits; a committed hold keeps its first commit time.
 # The hot path is one statement after the lock (record_commit, inlined).
 _COMMIT = """
-CREATE OR REPLACE FUNCTION {s}.commit(p_id text, p_owner text, p_now double precision)
+CREATE OR REPLACE FUNCTION {s}.commit(p_id text, p_owner text, p_now double precision,
+                                     p_db boolean)
 RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
 DECLARE
     l {s}.ledgers%ROWTYPE;
@@ -295,6 +346,9 @@ BEGIN
         FOR NO KEY UPDATE;
     IF NOT FOUND OR p_owner = '' THEN
         RETURN;
+    END IF;
+    IF p_db THEN
+        p_now := extract(epoch FROM clock_timestamp())::float8 + p_now;
     END IF;
     RETURN QUERY WITH done AS (
         UPDATE {s}.holds AS h SET state = 'committed',
@@ -350,13 +404,16 @@ END $$"""
 # machine.to_uncertain: only the owner's pending hold becomes uncertain, counting until p_until.
 _MARK_UNCERTAIN = """
 CREATE OR REPLACE FUNCTION {s}.mark_uncertain(p_id text, p_owner text,
-                                             p_until double precision)
+                                             p_until double precision, p_db boolean)
 RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
 DECLARE
     l {s}.ledgers%ROWTYPE;
     e {s}.holds%ROWTYPE;
 BEGIN
 """ + _LOCK_HOLD + """
+    IF p_db THEN
+        p_until := extract(epoch FROM clock_timestamp())::float8 + p_until;
+    END IF;
     IF p_owner = '' OR e.owner <> p_owner THEN
         RETURN;
     END IF;
@@ -375,13 +432,17 @@ END $$"""
 # ReservationStore.resolve: an uncertain hold becomes committed at p_now (sent) or is
 # dropped; the hold is returned as it was found.
 _RESOLVE = """
-CREATE OR REPLACE FUNCTION {s}.resolve(p_id text, p_sent boolean, p_now double precision)
+CREATE OR REPLACE FUNCTION {s}.resolve(p_id text, p_sent boolean, p_now double precision,
+                                      p_db boolean)
 RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
 DECLARE
     l {s}.ledgers%ROWTYPE;
     e {s}.holds%ROWTYPE;
 BEGIN
 """ + _LOCK_HOLD + """
+    IF p_db THEN
+        p_now := extract(epoch FROM clock_timestamp())::float8 + p_now;
+    END IF;
     RETURN NEXT e;
     IF e.state <> 'uncertain' THEN
         RETURN;
@@ -397,24 +458,98 @@ BEGIN
     END IF;
 END $$"""
 
+# FleetStore.read_shared: a fresh value is read without a lock; a stale or missing one again
+# under the name's row lock, where p_owner takes the lease unless another owner holds an
+# unexpired one (its own is renewed). Returns the payload (NULL: none), its age and whether
+# p_owner holds the lease after the call. Times: the database clock.
+_READ_SHARED = """
+CREATE OR REPLACE FUNCTION {s}.read_shared(
+    p_name text, p_owner text, p_lease_ttl double precision, p_fresh_for double precision,
+    OUT payload text, OUT age double precision, OUT leads boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    r {s}.shared%ROWTYPE;
+    v_t double precision := extract(epoch FROM clock_timestamp())::float8;
+BEGIN
+    SELECT * INTO r FROM {s}.shared AS sh WHERE sh.name = p_name;
+    IF FOUND AND r.payload IS NOT NULL AND r.keep_until > v_t
+            AND v_t - r.written_at < p_fresh_for THEN
+        payload := r.payload;
+        age := greatest(0, v_t - r.written_at);  -- written "later": the clock stepped back
+        leads := COALESCE(r.lease_owner = p_owner AND r.lease_until > v_t, false);
+        RETURN;
+    END IF;
+    INSERT INTO {s}.shared (name) VALUES (p_name) ON CONFLICT (name) DO NOTHING;
+    SELECT * INTO r FROM {s}.shared AS sh WHERE sh.name = p_name FOR UPDATE;
+    v_t := extract(epoch FROM clock_timestamp())::float8;
+    IF r.payload IS NOT NULL AND r.keep_until > v_t THEN
+        payload := r.payload;
+        age := greatest(0, v_t - r.written_at);
+        IF age < p_fresh_for THEN  -- another process wrote it meanwhile
+            leads := COALESCE(r.lease_owner = p_owner AND r.lease_until > v_t, false);
+            RETURN;
+        END IF;
+    END IF;
+    IF r.lease_owner IS NOT NULL AND r.lease_owner <> p_owner AND r.lease_until > v_t THEN
+        leads := false;  -- someone else is fetching it
+        RETURN;
+    END IF;
+    UPDATE {s}.shared AS sh SET lease_owner = p_owner, lease_until = v_t + p_lease_ttl
+        WHERE sh.name = p_name;
+    leads := true;
+END $$"""
+
+# _protocol.gcra, line for line, under the budget's row lock, on the database clock (read
+# after the lock, so each budget's clock never runs backwards between its callers). Returns
+# 0 (one request taken) or the seconds to wait (nothing taken).
+_SPEND = """
+CREATE OR REPLACE FUNCTION {s}.spend(p_name text, p_per_minute integer)
+RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    v_tat double precision;
+    v_now double precision;
+    v_burst integer := greatest(1, p_per_minute / 10);
+    v_interval double precision;
+    v_tolerance double precision;
+    v_start double precision;
+BEGIN
+    INSERT INTO {s}.budgets (name) VALUES (p_name) ON CONFLICT (name) DO NOTHING;
+    SELECT b.tat INTO v_tat FROM {s}.budgets AS b WHERE b.name = p_name FOR UPDATE;
+    v_now := extract(epoch FROM clock_timestamp())::float8;
+    v_interval := 60.0::float8 / (p_per_minute - v_burst + 1);
+    v_tolerance := (v_burst - 1) * v_interval;
+    IF v_tat IS NULL OR v_tat < v_now THEN
+        v_start := v_now;
+    ELSE
+        v_start := v_tat;
+    END IF;
+    IF v_start - v_now > v_tolerance THEN
+        RETURN v_start - v_tolerance - v_now;
+    END IF;
+    UPDATE {s}.budgets AS b SET tat = v_start + v_interval WHERE b.name = p_name;
+    RETURN 0;
+END $$"""
+
 _FUNCTIONS = (_COMMIT_TIME, _RECORD_COMMIT, _TRY_HOLD, _COMMIT, _RELEASE, _MARK_UNCERTAIN,
-              _RESOLVE)
+              _RESOLVE, _READ_SHARED, _SPEND)
 
 # %s parameters are bound by psycopg; {s} is the schema (a checked, quoted identifier).
 TRY_HOLD = (
-    "SELECT status, counted, key_currency, existing, lapsed FROM {s}.try_hold("
-    "%s, %s, %s, %s::bigint, %s::bigint, %s::float8, %s::float8, %s, %s::numeric, "
-    "%s::float8, %s::float8, %s::float8)"
+    "SELECT status, counted, key_currency, existing, lapsed, created, expires FROM "
+    "{s}.try_hold(%s, %s, %s, %s::bigint, %s::bigint, %s::float8, %s::float8, %s, %s::numeric, "
+    "%s::float8, %s::float8, %s::float8, %s::boolean)"
 )
-COMMIT = "SELECT " + COLUMNS + " FROM {s}.commit(%s, %s, %s::float8)"
-MARK_UNCERTAIN = "SELECT " + COLUMNS + " FROM {s}.mark_uncertain(%s, %s, %s::float8)"
-RESOLVE = "SELECT " + COLUMNS + " FROM {s}.resolve(%s, %s, %s::float8)"
+COMMIT = "SELECT " + COLUMNS + " FROM {s}.commit(%s, %s, %s::float8, %s::boolean)"
+MARK_UNCERTAIN = (
+    "SELECT " + COLUMNS + " FROM {s}.mark_uncertain(%s, %s, %s::float8, %s::boolean)"
+)
+RESOLVE = "SELECT " + COLUMNS + " FROM {s}.resolve(%s, %s, %s::float8, %s::boolean)"
 RELEASE = "SELECT * FROM {s}.release(%s, %s)"
 GET = "SELECT " + COLUMNS + " FROM {s}.holds WHERE payout_id = %s"
 # (key, now, counted_since) -> (currency, counted minor units); no row: nothing held.
 COUNTED = (
     "SELECT l.currency, "
-    + _COUNT.format(s="{s}", now="%(now)s::float8", since="%(since)s::float8")
+    + _COUNT.format(s="{s}", now="({t}%(now)s::float8)", since="({t}%(since)s::float8)")
     + " FROM {s}.ledgers AS l WHERE l.key = %(key)s"
 )
 # (key, since) -> (currency, minor units committed after since): the ledger's running total
@@ -422,18 +557,39 @@ COUNTED = (
 COMMITTED = (
     "SELECT l.currency, COALESCE((SELECT l.committed_minor - running_minor + amount_minor "
     "+ fee_minor FROM {s}.holds WHERE state = 'committed' AND key = %(key)s "
-    "AND committed_at > %(since)s::float8 ORDER BY committed_at, running_minor LIMIT 1), 0) "
+    "AND committed_at > ({t}%(since)s::float8) "
+    "ORDER BY committed_at, running_minor LIMIT 1), 0) "
     "FROM {s}.ledgers AS l WHERE l.key = %(key)s"
 )
 HOLDS = (
     "SELECT * FROM ("
     "SELECT " + COLUMNS + " FROM {s}.holds WHERE state <> 'committed' AND key = %(key)s "
-    "AND expires_at > %(now)s::float8 "
+    "AND expires_at > ({t}%(now)s::float8) "
     "UNION ALL "
     "SELECT " + COLUMNS + " FROM {s}.holds WHERE state = 'committed' AND key = %(key)s "
-    "AND committed_at > %(since)s::float8) AS counting "
+    "AND committed_at > ({t}%(since)s::float8)) AS counting "
     "ORDER BY created_at, payout_id LIMIT %(limit)s"
 )
+
+# (name, owner, lease_ttl, fresh_for) -> (payload or NULL, age, leads).
+READ_SHARED = "SELECT payload, age, leads FROM {s}.read_shared(%s, %s, %s::float8, %s::float8)"
+# (name, payload, keep, owner): one statement, one instant of the database clock.
+WRITE_SHARED = """
+    INSERT INTO {s}.shared AS sh (name, payload, written_at, keep_until)
+    SELECT %(name)s, %(payload)s, c.t, c.t + %(keep)s::float8
+    FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) AS c
+    ON CONFLICT (name) DO UPDATE SET payload = EXCLUDED.payload,
+        written_at = EXCLUDED.written_at, keep_until = EXCLUDED.keep_until,
+        lease_until = CASE WHEN sh.lease_owner = %(owner)s THEN NULL ELSE sh.lease_until END,
+        lease_owner = CASE WHEN sh.lease_owner = %(owner)s THEN NULL ELSE sh.lease_owner END
+"""
+# (name, owner): only the holder's lease goes.
+DROP_LEASE = (
+    "UPDATE {s}.shared SET lease_owner = NULL, lease_until = NULL "
+    "WHERE name = %s AND lease_owner = %s"
+)
+# (name, per_minute) -> seconds to wait (0: taken).
+SPEND = "SELECT {s}.spend(%s, %s::integer)"
 
 
 def functions(schema: str) -> tuple[str, ...]:

@@ -9,9 +9,17 @@ checked here, before anything is sent. Serialization failures and deadlocks (SQL
 other database or connection error (refused, dropped, a server restart, ``statement_timeout``),
 so the guard denies ``balance_unavailable``: faults fail closed.
 
-Holds are timed by the guard's clock (the ``now`` and ``counted_since`` the protocol passes),
-like the memory and SQLite stores. Committed transactions are durable: a server restart keeps
-every acknowledged hold.
+One clock per store. With ``clock="database"`` (the default) holds are timed by the database
+server, like Redis's ``clock="server"``: the times a caller passes (on its own clock) travel as
+offsets from the ``now`` it passes (``expires_at - now``, ``counted_since - now``), and each
+function adds them to ``clock_timestamp()`` once it holds its key's lock (the read-only queries
+to ``statement_timestamp()``). So hosts whose clocks disagree still agree on creation, expiry
+and commit times, and the holds the store returns carry the database's times.
+``clock="caller"`` takes the times as passed (one host, or a test that moves the clock by
+hand). Committed transactions are durable: a server restart keeps every acknowledged hold.
+
+The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
+budgets (``gcra``), always on the database's clock, each one round trip.
 
 The schema is the operator's: ``migrate()`` (or ``payout-guard store migrate --config FILE``)
 creates or upgrades it, versioned; a store finding it missing or older raises
@@ -20,11 +28,16 @@ creates or upgrades it, versioned; a store finding it missing or older raises
 ``bound(connection)`` returns a view of the store that works through the caller's open psycopg
 connection and never commits: the hold and the caller's own rows commit or roll back together.
 
+``asyncio()`` returns the same store on ``psycopg.AsyncConnection`` (its own connections from the
+same DSN or pool settings, or a ``psycopg_pool.AsyncConnectionPool`` of the caller's): every
+method awaited, the same statements, so ``AsyncPayoutGuard`` never waits for a thread.
+
 Needs ``psycopg`` 3 and ``psycopg-pool``: ``pip install payout-guard[postgres]``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import math
@@ -33,11 +46,11 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from guard._seconds import seconds
 from guard.errors import ConfigurationError
@@ -47,17 +60,20 @@ from guard.stores._common import (
     StoreUnavailable,
     ceiling_to_minor,
     check_time,
+    fleet_name,
+    fleet_rate,
+    fleet_seconds,
     from_minor,
     mixed_currencies,
     to_minor,
 )
-from guard.stores._protocol import Hold, HoldOutcome, HoldState
+from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared
 
 if TYPE_CHECKING:
     import psycopg
     import psycopg_pool
 
-__all__ = ["MIGRATE_COMMAND", "PostgresReservations"]
+__all__ = ["MIGRATE_COMMAND", "AsyncPostgresReservations", "PostgresReservations"]
 
 MIGRATE_COMMAND = "payout-guard store migrate --config FILE"
 _ZERO = Decimal(0)
@@ -67,6 +83,21 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
+_CLOCKS = ("database", "caller")
+T = TypeVar("T")
+
+
+class _Call(NamedTuple):
+    """The one statement a store operation runs (its name in ``sql``, parameters, rows or not)."""
+
+    name: str
+    params: Sequence[Any] | Mapping[str, Any]
+    rows: bool = True
+
+
+# An operation written once (checks, parameters, then reading the rows), driven by the sync
+# store (``_drive``) and the asyncio one (``AsyncPostgresReservations._drive``).
+Flow = Generator[_Call, list[tuple[Any, ...]], T]
 
 def _hold(row: Sequence[Any]) -> Hold:
     payout_id, key, currency, amount, fee, state, created, expires, committed, owner = row
@@ -83,6 +114,31 @@ def _hold(row: Sequence[Any]) -> Hold:
         committed_at=None if committed is None else float(committed),  # money-ok: a time
         owner=owner,
     )
+
+
+def _text(what: str, value: str) -> str:
+    """Return *value* if PostgreSQL can store it as text (no NUL character).
+
+    Raises:
+        ValueError: it holds a NUL.
+    """
+    if "\x00" in value:
+        raise ValueError(f"{what} must not contain a NUL character")
+    return value
+
+
+def _pool_settings(
+    pool: psycopg_pool.ConnectionPool[Any], threshold: int | None
+) -> Callable[[], tuple[str, dict[str, Any]]]:
+    """Return how to read *pool*'s connection settings, for connections of the store's own."""
+
+    def settings() -> tuple[str, dict[str, Any]]:
+        # Read at each connect: a pool's settings may be functions (new credentials).
+        conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+        kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs
+        return conninfo, {**(kwargs or {}), "autocommit": True, "prepare_threshold": threshold}
+
+    return settings
 
 
 def _json_hold(data: Mapping[str, Any]) -> Hold:
@@ -230,13 +286,16 @@ class PostgresReservations:
         check_schema: Check the schema version at first contact (default). ``False`` skips
             the check, for a store made only to call ``migrate()``.
         keep: Idle connections kept between calls for a DSN or a factory (default 4).
+        clock: ``"database"`` (default): holds are timed by the database server's clock, so
+            hosts whose clocks differ agree (see the module docstring); ``"caller"``: by the
+            times passed in (one host, or tests that move the clock by hand).
 
     The first contact with the server (at construction, or at first use when the server cannot
     be reached then) checks the schema version.
 
     Raises:
         ConfigurationError: psycopg is missing; *target* is not a DSN, pool or factory; the
-            schema name or a number is out of range; or the schema is missing or at another
+            schema name, a number or *clock* is out of range; or the schema is missing or at another
             version (the message names ``payout-guard store migrate --config FILE``).
     """
 
@@ -251,6 +310,7 @@ class PostgresReservations:
         create_schema: bool = False,
         check_schema: bool = True,
         keep: int = 4,
+        clock: str = "database",
     ) -> None:
         try:
             import psycopg  # noqa: PLC0415 - optional dependency, imported only when used
@@ -273,6 +333,13 @@ class PostgresReservations:
                 f"must be a non-negative integer or None, got {prepare_threshold!r}",
                 path="prepare_threshold",
             )
+        if clock not in _CLOCKS:
+            raise ConfigurationError(
+                f"must be 'database' (holds timed by the database server) or 'caller' (by the "
+                f"times passed in), got {str(clock)[:40]!r}",
+                path="clock",
+            )
+        self._db_clock = clock == "database"
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ConfigurationError(f"must be a non-negative integer, got {keep!r}",
                                      path="keep")
@@ -287,17 +354,24 @@ class PostgresReservations:
         self._where = "a connection factory"
         self._errors = psycopg.Error
         self._retryable = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+        database_now = sql.DATABASE_NOW if self._db_clock else ""
         self._statements = {
-            name: getattr(sql, name).format(s=self._quoted)
+            name: getattr(sql, name).format(s=self._quoted, t=database_now)
             for name in ("TRY_HOLD", "COMMIT", "MARK_UNCERTAIN", "RESOLVE", "RELEASE", "GET",
-                         "COUNTED", "COMMITTED", "HOLDS")
+                         "COUNTED", "COMMITTED", "HOLDS", "READ_SHARED", "WRITE_SHARED",
+                         "DROP_LEASE", "SPEND")
         }
+        self._keep = keep
+        # How asyncio() opens connections of its own: the DSN and its options, or the pool's
+        # (never shown anywhere: a DSN may carry a password).
+        self._connect_with: Callable[[], tuple[str, dict[str, Any]]] | None = None
         self._source: _Source
         if isinstance(target, str):
             self._source = self._from_dsn(target, keep)
         elif isinstance(target, psycopg_pool.ConnectionPool):
             self._where = "a connection pool"
             self._source = _Pool(target, timeout=self._timeout)
+            self._connect_with = _pool_settings(target, self._threshold)
         elif callable(target):
             self._source = _Connections(target, setup=self._setup, keep=keep)
         else:
@@ -319,7 +393,8 @@ class PostgresReservations:
 
     def __repr__(self) -> str:
         view = ", bound" if self._source.bound else ""
-        return f"PostgresReservations({self._where}, schema={self._schema!r}{view})"
+        clock = "" if self._db_clock else ", clock='caller'"
+        return f"PostgresReservations({self._where}, schema={self._schema!r}{clock}{view})"
 
     def __enter__(self) -> PostgresReservations:
         return self
@@ -349,28 +424,7 @@ class PostgresReservations:
             StoreUnavailable: the server could not be reached or failed, the call outlasted
                 ``timeout``, or 40001/40P01 persisted.
         """
-        machine.check_hold(hold, now)
-        check_time("counted_since", counted_since)
-        cur = hold.currency
-        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
-        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
-        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
-        limit = ceiling_to_minor(ceiling, cur)
-        rows = self._run("TRY_HOLD", (
-            hold.payout_id, hold.key, cur, amount, fee, hold.created_at, hold.expires_at,
-            hold.owner, limit, counted_since, now, now - self._retention,
-        ))
-        status, counted_minor, key_currency, existing, lapsed_rows = rows[0]
-        if status == "mixed":
-            raise mixed_currencies(hold, key_currency)
-        counted = from_minor(int(counted_minor), cur)
-        lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
-        if status == "held":
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
-        if status == "over_ceiling":
-            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
-        return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
-                           lapsed=lapsed)
+        return self._drive(self._try_hold_flow(hold, ceiling, counted_since, now))
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
@@ -382,9 +436,7 @@ class PostgresReservations:
             ValueError: *now* is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("COMMIT", (payout_id, owner, now))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._commit_flow(payout_id, owner, now))
 
     def release(self, payout_id: str, *, owner: str) -> bool:
         """Drop *owner*'s pending hold (see ``ReservationStore.release``).
@@ -392,7 +444,7 @@ class PostgresReservations:
         Raises:
             StoreUnavailable: as for ``try_hold``.
         """
-        return bool(self._run("RELEASE", (payout_id, owner)))
+        return self._drive(self._release_flow(payout_id, owner))
 
     def mark_uncertain(
         self, payout_id: str, *, owner: str, now: float, until: float
@@ -403,9 +455,7 @@ class PostgresReservations:
             ValueError: a time is not finite, or *until* is more than 30 days after *now*.
             StoreUnavailable: as for ``try_hold``.
         """
-        machine.check_life(now, until)
-        rows = self._run("MARK_UNCERTAIN", (payout_id, owner, until))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._mark_uncertain_flow(payout_id, owner, now, until))
 
     def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
         """End an uncertain hold (see ``ReservationStore.resolve``).
@@ -414,9 +464,7 @@ class PostgresReservations:
             ValueError: *now* is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("RESOLVE", (payout_id, bool(sent), now))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._resolve_flow(payout_id, sent, now))
 
     def get(self, payout_id: str) -> Hold | None:
         """Return the hold recorded under *payout_id*, if any.
@@ -424,8 +472,7 @@ class PostgresReservations:
         Raises:
             StoreUnavailable: as for ``try_hold``.
         """
-        rows = self._run("GET", (payout_id,))
-        return _hold(rows[0]) if rows else None
+        return self._drive(self._get_flow(payout_id))
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
@@ -434,11 +481,7 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        rows = self._run("COUNTED", {
-            "key": key, "now": check_time("now", now),
-            "since": check_time("counted_since", counted_since),
-        })
-        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+        return self._drive(self._reserved_flow(key, counted_since, now))
 
     def committed(self, key: str, *, since: float, now: float) -> Decimal:
         """Return the total held by the holds on *key* committed after *since*.
@@ -450,9 +493,7 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        check_time("now", now)
-        rows = self._run("COMMITTED", {"key": key, "since": check_time("since", since)})
-        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+        return self._drive(self._committed_flow(key, since, now))
 
     def holds(
         self, key: str, *, counted_since: float, now: float, limit: int | None = None
@@ -463,11 +504,61 @@ class PostgresReservations:
             ValueError: a time is not finite.
             StoreUnavailable: as for ``try_hold``.
         """
-        rows = self._run("HOLDS", {
-            "key": key, "now": check_time("now", now),
-            "since": check_time("counted_since", counted_since), "limit": limit,
-        })
-        return [_hold(row) for row in rows]
+        return self._drive(self._holds_flow(key, counted_since, now, limit))
+
+    def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads its fetch.
+
+        See ``FleetStore.read_shared``: one function call, ages and leases on the database's
+        clock. A fresh value is read without a lock; a stale or missing one is read again
+        under its row lock, where *owner* takes the lease unless another owner holds an
+        unexpired one (its own is renewed).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters (or holds a NUL), or a duration is not positive, finite and at
+                most 30 days.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return self._drive(self._read_shared_flow(name, owner, lease_ttl, fresh_for))
+
+    def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease.
+
+        One statement; the value's age starts at the database's clock.
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200
+                characters, *payload* is not a string (or any of them holds a NUL), or *keep*
+                is not positive, finite and at most 30 days.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return self._drive(self._write_shared_flow(name, payload, keep, owner))
+
+    def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads).
+
+        Raises:
+            ValueError: *name* or *owner* is not a non-empty string of at most 200 characters
+                (or holds a NUL).
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return self._drive(self._drop_lease_flow(name, owner))
+
+    def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait.
+
+        ``gcra`` run in one function call under the budget's row lock, on the database's
+        clock, so every host spends from the same budget.
+
+        Raises:
+            ValueError: *name* is not a non-empty string of at most 200 characters (or holds
+                a NUL), or *per_minute* is not an ``int`` from 1 to 10**9.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return self._drive(self._spend_flow(name, per_minute))
 
     def rearm(self) -> None:
         """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
@@ -504,6 +595,42 @@ class PostgresReservations:
         view = copy.copy(self)
         view._source = _Bound(connection)
         return view
+
+    def asyncio(
+        self, target: psycopg_pool.AsyncConnectionPool[Any] | None = None
+    ) -> AsyncPostgresReservations | None:
+        """Return this store on ``psycopg.AsyncConnection``: the same schema, clock and calls.
+
+        ``AsyncPayoutGuard`` uses it, so its holds never wait for a thread.
+
+        Args:
+            target: A ``psycopg_pool.AsyncConnectionPool`` of the caller's (opened by the
+                caller, not closed by ``aclose``). Without it the asyncio store opens
+                connections of its own (up to *keep* kept idle; ``aclose`` closes them) with
+                this store's DSN, or its pool's connection settings.
+
+        Returns:
+            The asyncio store, or ``None`` for a store built from a connection factory and
+            given no *target* (``AsyncPayoutGuard`` then runs this store in its thread pool).
+
+        Raises:
+            ConfigurationError: *target* is not an ``AsyncConnectionPool``.
+        """
+        import psycopg_pool  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        source: _AsyncSource
+        if target is not None:
+            if not isinstance(target, psycopg_pool.AsyncConnectionPool):
+                raise ConfigurationError(
+                    f"must be a psycopg_pool.AsyncConnectionPool, not {type(target).__name__}",
+                    path="target",
+                )
+            source = _AsyncPool(target, timeout=self._timeout)
+        elif self._connect_with is not None:
+            source = _AsyncConnections(self._aconnect, keep=self._keep)
+        else:
+            return None
+        return AsyncPostgresReservations(self, source)
 
     def migrate(self) -> tuple[int, int]:
         """Create or upgrade the store's schema, tables and functions; safe to run again.
@@ -560,6 +687,123 @@ class PostgresReservations:
         except self._errors as exc:
             raise self._unavailable(exc) from exc
 
+    # -- each operation, written once as one call of SQL (see _Call) -------------------
+
+    def _try_hold_flow(
+        self, hold: Hold, ceiling: Decimal, counted_since: float, now: float
+    ) -> Flow[HoldOutcome]:
+        machine.check_hold(hold, now)
+        check_time("counted_since", counted_since)
+        cur = hold.currency
+        amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
+        fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
+        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
+        limit = ceiling_to_minor(ceiling, cur)
+        rows = yield _Call("TRY_HOLD", (
+            hold.payout_id, hold.key, cur, amount, fee, self._at(hold.created_at, now),
+            self._at(hold.expires_at, now), hold.owner, limit, self._at(counted_since, now),
+            self._at(now, now), self._at(now - self._retention, now), self._db_clock,
+        ))
+        status, counted_minor, key_currency, existing, lapsed_rows, created, expires = rows[0]
+        if status == "mixed":
+            raise mixed_currencies(hold, key_currency)
+        counted = from_minor(int(counted_minor), cur)
+        lapsed = tuple(_json_hold(row) for row in lapsed_rows or ())
+        if status == "held":
+            if self._db_clock:  # as stored: on the database's clock
+                hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
+                            float(created), float(expires), None, hold.owner)  # money-ok: times
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+        if status == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
+        return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
+                           lapsed=lapsed)
+
+    def _commit_flow(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        rows = yield _Call("COMMIT", (payout_id, owner, self._at(now, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _release_flow(self, payout_id: str, owner: str) -> Flow[bool]:
+        rows = yield _Call("RELEASE", (payout_id, owner))
+        return bool(rows)
+
+    def _mark_uncertain_flow(
+        self, payout_id: str, owner: str, now: float, until: float
+    ) -> Flow[Hold | None]:
+        machine.check_life(now, until)
+        rows = yield _Call("MARK_UNCERTAIN",
+                           (payout_id, owner, self._at(until, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _resolve_flow(self, payout_id: str, sent: bool, now: float) -> Flow[Hold | None]:
+        check_time("now", now)
+        rows = yield _Call("RESOLVE",
+                           (payout_id, bool(sent), self._at(now, now), self._db_clock))
+        return _hold(rows[0]) if rows else None
+
+    def _get_flow(self, payout_id: str) -> Flow[Hold | None]:
+        rows = yield _Call("GET", (payout_id,))
+        return _hold(rows[0]) if rows else None
+
+    def _reserved_flow(self, key: str, counted_since: float, now: float) -> Flow[Decimal]:
+        check_time("now", now)
+        rows = yield _Call("COUNTED", {
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now),
+        })
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def _committed_flow(self, key: str, since: float, now: float) -> Flow[Decimal]:
+        check_time("now", now)
+        rows = yield _Call("COMMITTED",
+                           {"key": key, "since": self._at(check_time("since", since), now)})
+        return from_minor(int(rows[0][1]), rows[0][0]) if rows else _ZERO
+
+    def _holds_flow(
+        self, key: str, counted_since: float, now: float, limit: int | None = None
+    ) -> Flow[list[Hold]]:
+        check_time("now", now)
+        rows = yield _Call("HOLDS", {
+            "key": key, "now": self._at(now, now),
+            "since": self._at(check_time("counted_since", counted_since), now), "limit": limit,
+        })
+        return [_hold(row) for row in rows]
+
+    def _read_shared_flow(
+        self, name: str, owner: str, lease_ttl: float, fresh_for: float
+    ) -> Flow[tuple[Shared | None, bool]]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        lease = fleet_seconds("lease_ttl", lease_ttl)
+        fresh = fleet_seconds("fresh_for", fresh_for)
+        rows = yield _Call("READ_SHARED", (name, owner, lease, fresh))
+        payload, age, leads = rows[0]
+        value = None if payload is None else Shared(payload, float(age))  # money-ok: an age
+        return value, bool(leads)
+
+    def _write_shared_flow(self, name: str, payload: str, keep: float, owner: str) -> Flow[None]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        if not isinstance(payload, str):
+            raise ValueError(f"a shared payload must be a str, got {type(payload).__name__}")
+        _text("payload", payload)
+        seconds_kept = fleet_seconds("keep", keep)
+        yield _Call("WRITE_SHARED",
+                    {"name": name, "payload": payload, "keep": seconds_kept, "owner": owner},
+                    rows=False)
+
+    def _drop_lease_flow(self, name: str, owner: str) -> Flow[None]:
+        _text("name", fleet_name("name", name))
+        _text("owner", fleet_name("owner", owner))
+        yield _Call("DROP_LEASE", (name, owner), rows=False)
+
+    def _spend_flow(self, name: str, per_minute: int) -> Flow[float]:
+        _text("name", fleet_name("name", name))
+        fleet_rate(per_minute)
+        rows = yield _Call("SPEND", (name, per_minute))
+        return float(rows[0][0])  # money-ok: seconds
+
     # -- internals ------------------------------------------------------------------------
 
     def _from_dsn(self, dsn: str, keep: int) -> _Source:
@@ -589,6 +833,7 @@ class PostgresReservations:
         def connect() -> psycopg.Connection[Any]:
             return psycopg.connect(dsn, **options)
 
+        self._connect_with = lambda: (dsn, options)
         return _Connections(connect, setup=self._setup, keep=keep)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
@@ -610,7 +855,14 @@ class PostgresReservations:
         if self._create:
             self.migrate()
             return
-        found = self.schema_version()
+        self._judge(self.schema_version())
+
+    def _judge(self, found: int) -> None:
+        """Accept schema version *found* for every later call, or say what to do.
+
+        Raises:
+            ConfigurationError: the schema is missing, older or newer.
+        """
         if found > sql.VERSION:
             raise self._newer(found)
         if found < sql.VERSION:
@@ -630,8 +882,21 @@ class PostgresReservations:
             path="schema",
         )
 
+    def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*'s one statement and return what the flow makes of its rows."""
+        call = next(flow)
+        try:
+            flow.send(self._run(call.name, call.params, rows=call.rows))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # the flow's declared result
+        raise AssertionError("a store operation runs one statement")  # pragma: no cover
+
+    def _at(self, value: float, now: float) -> float:
+        """Return the time *value* as the SQL takes it (offset from *now*, or as passed)."""
+        return value - now if self._db_clock else value
+
     def _run(
-        self, name: str, params: Sequence[Any] | Mapping[str, Any]
+        self, name: str, params: Sequence[Any] | Mapping[str, Any], *, rows: bool = True
     ) -> list[tuple[Any, ...]]:
         """Run statement *name*, retrying 40001/40P01 a few times; return its rows."""
         if not self._ready:
@@ -640,7 +905,8 @@ class PostgresReservations:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._source.connection() as conn:
-                    return conn.execute(statement, params, prepare=self._prepare).fetchall()
+                    cursor = conn.execute(statement, params, prepare=self._prepare)
+                    return cursor.fetchall() if rows else []
             except self._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise self._unavailable(exc) from exc
@@ -649,10 +915,270 @@ class PostgresReservations:
                 raise self._unavailable(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+    async def _aconnect(self) -> psycopg.AsyncConnection[Any]:
+        """Open an asyncio connection like the ones this store opens, set up the same way."""
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        assert self._connect_with is not None  # noqa: S101 - asyncio() checked it
+        conninfo, options = self._connect_with()
+        conn = await psycopg.AsyncConnection.connect(conninfo, **options)
+        try:
+            if not conn.autocommit:
+                await conn.set_autocommit(True)
+            millis = max(1, math.ceil(self._timeout * 1000))
+            await conn.execute(f"SET statement_timeout = {millis}")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _unavailable(self, exc: Exception, *, bound: bool | None = None) -> StoreUnavailable:
         text = f"{type(exc).__name__}: {str(exc).strip()}"
         if self._secret:
             text = text.replace(self._secret, "***")
-        if self._source.bound:
+        if self._source.bound if bound is None else bound:
             text += " (the caller's transaction is aborted: roll it back)"
         return StoreUnavailable(text[:500], store="postgres")
+
+
+class _AsyncSource:
+    """Where an asyncio store gets a connection for one call."""
+
+    bound = False
+
+    @asynccontextmanager
+    async def connection(  # pragma: no cover - abstract
+        self,
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+        yield
+
+    async def aclose(self) -> None:
+        """Give back what the source holds."""
+
+
+class _AsyncConnections(_AsyncSource):
+    """Connections an asyncio store opens itself, kept idle between calls (one event loop)."""
+
+    def __init__(
+        self, connect: Callable[[], Any], *, keep: int
+    ) -> None:
+        self._connect = connect
+        self._keep = keep
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        conn: psycopg.AsyncConnection[Any] = (
+            self._idle.pop() if self._idle else await self._connect()
+        )
+        try:
+            yield conn
+        finally:
+            # A call cancelled mid-statement leaves the connection busy: it is closed, as is
+            # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
+            idle = psycopg.pq.TransactionStatus.IDLE
+            if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
+                    and len(self._idle) < self._keep):
+                self._idle.append(conn)
+            else:
+                await conn.close()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+class _AsyncPool(_AsyncSource):
+    """A ``psycopg_pool.AsyncConnectionPool`` of the caller's, used as the caller set it up."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Any], *, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self._pool.connection(timeout=self._timeout) as conn:
+            yield conn
+
+
+class _AsyncBound(_AsyncSource):
+    """The caller's open asyncio connection: every call runs inside the caller's transaction."""
+
+    bound = True
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        yield self._conn
+
+
+class AsyncPostgresReservations:
+    """``PostgresReservations`` on ``psycopg.AsyncConnection``: every method awaited.
+
+    Made by ``PostgresReservations.asyncio()``. It runs the sync store's statements (the same
+    schema, clock, checks and retries of 40001/40P01) and raises what it raises; ``aclose``
+    closes the connections it opened (a caller's pool stays open).
+    """
+
+    def __init__(self, store: PostgresReservations, source: _AsyncSource) -> None:
+        self._store = store
+        self._source = source
+
+    def __repr__(self) -> str:
+        view = ", bound" if self._source.bound else ""
+        return f"Async{self._store!r}"[:-1] + f"{view})"
+
+    async def __aenter__(self) -> AsyncPostgresReservations:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def schema(self) -> str:
+        """Return the name of the schema holding the store's tables."""
+        return self._store.schema
+
+    async def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        """Add *hold* atomically if it fits under *ceiling* (``PostgresReservations.try_hold``)."""
+        return await self._drive(self._store._try_hold_flow(hold, ceiling, counted_since, now))
+
+    async def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
+        """Mark *owner*'s hold as sent (``PostgresReservations.commit``)."""
+        return await self._drive(self._store._commit_flow(payout_id, owner, now))
+
+    async def release(self, payout_id: str, *, owner: str) -> bool:
+        """Drop *owner*'s pending hold (``PostgresReservations.release``)."""
+        return await self._drive(self._store._release_flow(payout_id, owner))
+
+    async def mark_uncertain(
+        self, payout_id: str, *, owner: str, now: float, until: float
+    ) -> Hold | None:
+        """Mark *owner*'s pending hold uncertain (``PostgresReservations.mark_uncertain``)."""
+        return await self._drive(self._store._mark_uncertain_flow(payout_id, owner, now, until))
+
+    async def resolve(self, payout_id: str, *, sent: bool, now: float) -> Hold | None:
+        """End an uncertain hold (``PostgresReservations.resolve``)."""
+        return await self._drive(self._store._resolve_flow(payout_id, sent, now))
+
+    async def get(self, payout_id: str) -> Hold | None:
+        """Return the hold recorded under *payout_id*, if any."""
+        return await self._drive(self._store._get_flow(payout_id))
+
+    async def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        """Return the total held on *key* by holds that count."""
+        return await self._drive(self._store._reserved_flow(key, counted_since, now))
+
+    async def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        """Return the total held by the holds on *key* committed after *since*."""
+        return await self._drive(self._store._committed_flow(key, since, now))
+
+    async def holds(
+        self, key: str, *, counted_since: float, now: float, limit: int | None = None
+    ) -> list[Hold]:
+        """Return the holds on *key* that count, oldest first (at most *limit* of them)."""
+        return await self._drive(self._store._holds_flow(key, counted_since, now, limit))
+
+    async def read_shared(
+        self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
+    ) -> tuple[Shared | None, bool]:
+        """Return the value shared under *name* and whether *owner* leads its fetch."""
+        return await self._drive(
+            self._store._read_shared_flow(name, owner, lease_ttl, fresh_for)
+        )
+
+    async def write_shared(self, name: str, payload: str, *, keep: float, owner: str) -> None:
+        """Share *payload* under *name* for *keep* seconds and drop *owner*'s lease."""
+        await self._drive(self._store._write_shared_flow(name, payload, keep, owner))
+
+    async def drop_lease(self, name: str, *, owner: str) -> None:
+        """Drop *owner*'s lease on *name* (a failed fetch: the next reader leads)."""
+        await self._drive(self._store._drop_lease_flow(name, owner))
+
+    async def spend(self, name: str, *, per_minute: int) -> float:
+        """Take one request from the budget *name*; return 0.0, or the seconds to wait."""
+        return await self._drive(self._store._spend_flow(name, per_minute))
+
+    def bound(self, connection: psycopg.AsyncConnection[Any]) -> AsyncPostgresReservations:
+        """Return a view of this store inside *connection*'s transaction (see the sync one).
+
+        Raises:
+            ConfigurationError: *connection* is not a ``psycopg.AsyncConnection``.
+        """
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        if not isinstance(connection, psycopg.AsyncConnection):
+            raise ConfigurationError(
+                f"must be a psycopg.AsyncConnection, not {type(connection).__name__}",
+                path="connection",
+            )
+        return AsyncPostgresReservations(self._store, _AsyncBound(connection))
+
+    async def aclose(self) -> None:
+        """Close the connections this asyncio store opened; a caller's pool stays open."""
+        await self._source.aclose()
+
+    async def _drive(self, flow: Flow[T]) -> T:
+        """Run *flow*'s one statement and return what the flow makes of its rows."""
+        call = next(flow)
+        rows = await self._run(call)
+        try:
+            flow.send(rows)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]  # the flow's declared result
+        raise AssertionError("a store operation runs one statement")  # pragma: no cover
+
+    async def _run(self, call: _Call) -> list[tuple[Any, ...]]:
+        """Run *call*, retrying 40001/40P01 a few times; return its rows."""
+        store = self._store
+        if not store._ready:
+            await self._contact()
+        statement = store._statements[call.name]
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                async with self._source.connection() as conn:
+                    cursor = await conn.execute(statement, call.params, prepare=store._prepare)
+                    return await cursor.fetchall() if call.rows else []
+            except store._retryable as exc:
+                if self._source.bound or attempt == _ATTEMPTS:
+                    raise store._unavailable(exc, bound=self._source.bound) from exc
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 - jitter
+            except store._errors as exc:
+                raise store._unavailable(exc, bound=self._source.bound) from exc
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    async def _contact(self) -> None:
+        """Check the schema version at the first call, as the sync store does.
+
+        Raises:
+            ConfigurationError: the schema is missing, older or newer.
+            StoreUnavailable: the server could not be reached.
+        """
+        store = self._store
+        if store._create:
+            # Tests and demos only: migrating is rare, so it runs as the sync store does it.
+            await asyncio.to_thread(store.migrate)
+            return
+        try:
+            async with self._source.connection() as conn:
+                cursor = await conn.execute("SELECT to_regclass(%s)",
+                                            (f"{store._quoted}.schema_version",))
+                row = await cursor.fetchone()
+                found = 0
+                if row is not None and row[0] is not None:
+                    cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                    row = await cursor.fetchone()
+                    found = int(row[0]) if row and row[0] is not None else 0
+        except store._errors as exc:
+            raise store._unavailable(exc, bound=self._source.bound) from exc
+        store._judge(found)

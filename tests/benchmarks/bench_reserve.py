@@ -28,7 +28,8 @@ Redis round trips: ``guard.reserve`` + commit per second against redis-py callin
 ``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%).
 
 ``--part holds`` or ``--part redis`` runs only those figures (``--stores redis,sqlite``: only
-those stores).
+those stores); ``--part postgres`` only the PostgreSQL ones (reserve+commit with 1 client, direct
+and through the guard, against the raw round trips, and the checks with 0 and 5,000 holds).
 """
 
 from __future__ import annotations
@@ -443,8 +444,28 @@ def print_redis_share(url: str | None, seconds: float) -> None:
           f"(target >= 60%)")
 
 
+def run_postgres(seconds: float, *, durable: bool) -> None:
+    """Print only the PostgreSQL figures: reserve+commit with 1 client against the raw rate."""
+    with postgres_server(durable=durable) as dsn:
+        if dsn is None:
+            print_postgres([], [], durable=durable)
+            return
+        rows: list[tuple[str, str, str, float]] = []
+        for runner in ("direct", "guard"):
+            store = open_store(f"{dsn}#bench_{runner}_1")
+            rows.append(("postgres", runner, "1", in_threads(runner, store, 1, seconds)))
+            store.close()
+        figures = postgres_figures(dsn, seconds)
+    for store_name, runner, clients, rate in rows:
+        print(f"{store_name:<8} {runner:<7} {clients:<20} {rate:>10,.0f}")
+    print_postgres(rows, figures, durable=durable)
+
+
 def run_part(part: str, seconds: float, *, durable: bool, stores: frozenset[str]) -> None:
-    """Print only the holds figures or only the Redis round trips."""
+    """Print only the holds figures, only the Redis round trips or only PostgreSQL's."""
+    if part == "postgres":
+        run_postgres(seconds, durable=durable)
+        return
     folder = Path(tempfile.mkdtemp(prefix="bench-reserve-"))
     try:
         with redis_server() as url:
@@ -462,8 +483,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement")
     parser.add_argument("--pg-durable", action="store_true",
                         help="PostgreSQL with fsync=on (the default is the tests' fsync=off)")
-    parser.add_argument("--part", choices=("all", "holds", "redis"), default="all",
-                        help="run every figure, or only the holds or the Redis round trips")
+    parser.add_argument("--part", choices=("all", "holds", "redis", "postgres"), default="all",
+                        help="run every figure, or only the holds, the Redis round trips or the "
+                        "PostgreSQL figures")
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres",
                         help="with --part holds: the stores to measure, comma-separated")
     args = parser.parse_args()
