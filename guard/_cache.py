@@ -7,9 +7,10 @@ per key). Three layers stand between a check and the provider:
    (a wall clock stepping neither keeps a balance forever nor drops it early). While one
    thread fetches a currency, the others wait for that same fetch (single flight), bounded by
    ``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
-2. **The fleet's entries** (with a ``FleetStore``: SQLite, Redis). A miss reads the balance
-   another process wrote; when it is missing or old, one process takes a short lease and
-   fetches, the others wait for what it writes (bounded by the fetch deadline) and read it.
+2. **The fleet's entries** (with a ``FleetStore``: SQLite, Redis, PostgreSQL). A miss reads
+   the balance another process wrote; when it is missing or old, one process takes a short
+   lease and fetches, the others wait for what it writes (bounded by the fetch deadline) and
+   read it.
 3. **The request budget.** No request is sent beyond ``requests_per_minute`` for the provider
    key, counted in the fleet store when there is one (else in this process). With the budget
    spent, the newest balance still within ``stale_limit`` seconds is used; without one, the

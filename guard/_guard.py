@@ -476,8 +476,9 @@ def _cache_of(
     fleet = store if isinstance(store, FleetStore) else None
     if share and fleet is None:
         raise ConfigurationError(
-            f"balances are shared through SqliteReservations or RedisReservations; this "
-            f"guard's store is {type(store).__name__}", path="share_balances",
+            f"balances are shared through SqliteReservations, RedisReservations or "
+            f"PostgresReservations; this guard's store is {type(store).__name__}",
+            path="share_balances",
         )
     name = getattr(fetcher, "budget_name", None)
     name = name if isinstance(name, str) and name else fetcher.name

@@ -71,7 +71,8 @@ def make_store(
         elif postgres is not None:
             # A schema of its own per store: tests never see each other's holds.
             store = PostgresReservations(postgres.dsn(), schema=postgres.fresh_schema(),
-                                         retention=retention, create_schema=True)
+                                         retention=retention, create_schema=True,
+                                         clock="caller")
         else:
             store = RedisReservations(url, namespace=f"{namespace}-{len(made)}",
                                       retention=retention, clock="caller")

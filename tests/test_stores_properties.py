@@ -189,7 +189,7 @@ class TestStoreInvariant:
 
                 def make_pg() -> tuple[ReservationStore, Callable[[], None]]:
                     store = PostgresReservations(pg.dsn(), schema=pg.fresh_schema(),
-                                                 create_schema=True)
+                                                 create_schema=True, clock="caller")
                     return store, lambda: None
 
                 self._run(make_pg)

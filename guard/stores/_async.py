@@ -1,7 +1,8 @@
 """What a reservation store offers ``AsyncPayoutGuard`` when it can be awaited natively.
 
 A store with an ``asyncio()`` method returning an ``AsyncReservationStore`` (as
-``RedisReservations`` does, on ``redis.asyncio``) is awaited natively; ``InMemoryReservations``
+``RedisReservations`` does, on ``redis.asyncio``, and ``PostgresReservations`` on
+``psycopg.AsyncConnection``) is awaited natively; ``InMemoryReservations``
 is called directly on the loop (no I/O, a lock held for microseconds); any other store runs in
 the guard's own thread pool, never in the event loop's default executor.
 """

@@ -251,10 +251,11 @@ class Shared(NamedTuple):
 class FleetStore(Protocol):
     """A store through which processes and hosts share balances, fetches and a request budget.
 
-    ``SqliteReservations`` (one host) and ``RedisReservations`` (any number of hosts) are
-    fleet stores. Names are short strings made by the guard (``"bal|luxcore|ARS"``); every
-    method is one atomic step, and every time is the store's own clock (the Redis server's
-    ``TIME``; the host clock for SQLite).
+    ``SqliteReservations`` (one host), ``RedisReservations`` and ``PostgresReservations`` (any
+    number of hosts) are fleet stores. Names are short strings made by the guard
+    (``"balance|luxcore:...|ARS"``); every method is one atomic step, and every time is the
+    store's own clock (the Redis server's ``TIME``, PostgreSQL's ``clock_timestamp()``; the
+    host clock for SQLite).
     """
 
     def read_shared(
