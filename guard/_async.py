@@ -41,12 +41,14 @@ from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles
 from guard._request import Request, parse_payout_id, parse_request
 from guard._reservation import AsyncReservation
-from guard.errors import InvalidPayoutRequest, PayoutDenied
+from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 from guard.stores import Hold, HoldOutcome, InMemoryReservations
 from guard.stores._async import AsyncReservationStore
 from rules.money import money_context
 
 __all__ = ["AsyncPayoutGuard"]
+
+Perform = Callable[[Step], Awaitable[Any]]
 
 # Holds given back after their task was cancelled: asyncio keeps only weak references.
 _giving_back: set[asyncio.Future[Any]] = set()
@@ -160,19 +162,30 @@ class AsyncPayoutGuard(GuardBase):
         fee: object = None,
         ttl: float | None = None,
         provider: str | None = None,
+        connection: object = None,
     ) -> Reserving:
         """Check and hold the funds for one payout, atomically (``PayoutGuard.reserve``).
 
         Await it for the ``AsyncReservation``, or use it directly as ``async with
-        guard.reserve(...) as reservation:``. The request is checked at once.
+        guard.reserve(...) as reservation:``. The request is checked at once. With
+        *connection* (an open ``psycopg.AsyncConnection``, for ``PostgresReservations``), the
+        hold, and the reservation's ``commit()``/``release()``, are written in that
+        connection's transaction, as ``PayoutGuard.reserve`` does with a blocking one.
 
         Raises:
+            ConfigurationError: *connection* is given but the store cannot work inside a
+                caller's transaction, or it is not a ``psycopg.AsyncConnection``.
             InvalidPayoutRequest: the request is malformed (a ``payout_id`` is required).
             PayoutDenied: (when awaited) the payout is denied and the guard enforces.
         """
         request, hold_ttl = self.parse_reserve(amount, currency, payout_id, account, fee, ttl)
-        return Reserving(functools.partial(self._reserve, provider=self.pinned(provider)),
-                         request, hold_ttl)
+        perform = self._perform if connection is None else self._performer(
+            self._bound(connection)
+        )
+        return Reserving(
+            functools.partial(self._reserve, provider=self.pinned(provider), perform=perform),
+            request, hold_ttl,
+        )
 
     async def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (``PayoutGuard.hold``)."""
@@ -208,14 +221,38 @@ class AsyncPayoutGuard(GuardBase):
         return self._admit
 
     async def _reserve(
-        self, request: Request, hold_ttl: float, *, provider: str | None = None
+        self, request: Request, hold_ttl: float, *, provider: str | None = None,
+        perform: Perform | None = None,
     ) -> AsyncReservation:
         owner = owner_token()
+        perform = perform or self._perform
         reserved = await arun(
-            self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider),
-            self._perform,
+            self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider), perform,
         )
-        return await self._handle(reserved)
+        return await self._handle(reserved, perform)
+
+    def _bound(self, connection: object) -> AsyncReservationStore:
+        """Return the asyncio store's view working inside *connection*'s transaction."""
+        bound = getattr(self._astore, "bound", None)
+        if not callable(bound):
+            raise ConfigurationError(
+                f"reserve(connection=...) needs a store that can work inside the caller's "
+                f"transaction on asyncio (PostgresReservations); this guard's is "
+                f"{type(self.reservations).__name__}",
+                path="connection",
+            )
+        store: AsyncReservationStore = bound(connection)
+        return store
+
+    def _performer(self, store: AsyncReservationStore) -> Perform:
+        """Return how steps are awaited with *store* in place of the guard's store."""
+
+        def perform(step: Step) -> Awaitable[Any]:
+            if isinstance(step, FetchBalances):
+                return self._perform(step)
+            return store_call(store, step)  # type: ignore[no-any-return]
+
+        return perform
 
     def _perform(self, step: Step) -> Awaitable[Any]:
         """Return the awaitable that does *step*."""
@@ -257,25 +294,33 @@ class AsyncPayoutGuard(GuardBase):
     async def _run(self, flow: Flow[Any]) -> Any:
         return await arun(flow, self._perform)
 
-    async def _handle(self, reserved: Reserved) -> AsyncReservation:
+    async def _handle(
+        self, reserved: Reserved, perform: Perform | None = None
+    ) -> AsyncReservation:
         """Log *reserved*'s decision and return its handle, or raise its denial."""
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
         if hold is not None:
             try:
                 self.core.emit(decision)
-                return self._reservation(decision, hold)
+                return self._reservation(decision, hold, perform)
             except BaseException:
                 # Nobody would hold the handle: give the hold back before the error goes on.
-                await asyncio.shield(self._store(Release(hold.payout_id, hold.owner)))
+                step = Release(hold.payout_id, hold.owner)
+                await asyncio.shield((perform or self._perform)(step))
                 raise
         self.core.emit(decision)
         if decision.blocks:
             raise PayoutDenied(decision)
-        return self._reservation(decision, None)
+        return self._reservation(decision, None, perform)
 
-    def _reservation(self, decision: Decision, hold: Hold | None) -> AsyncReservation:
-        return AsyncReservation(decision, hold, self._handling)
+    def _reservation(
+        self, decision: Decision, hold: Hold | None, perform: Perform | None = None
+    ) -> AsyncReservation:
+        if perform is None or perform == self._perform:
+            return AsyncReservation(decision, hold, self._handling)
+        handling = self.handling(lambda flow: arun(flow, perform))
+        return AsyncReservation(decision, hold, handling)
 
     async def _admit(self, request: dict[str, Any]) -> Settles | None:
         if "payout_id" in request:

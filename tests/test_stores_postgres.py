@@ -483,6 +483,46 @@ class TestAsyncio:
         assert "held" == asyncio.run(scenario())
         assert store.get("po_1") is None
 
+    def test_the_async_guard_holds_inside_the_callers_transaction(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """AsyncPayoutGuard.reserve(connection=...): the hold and the caller's row go together.
+
+        Rolled back: neither is there. Committed: both are, and the funds are taken.
+        """
+        store = make()
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        table = f'"{store.schema}".payouts'
+
+        async def pay(conn: psycopg.AsyncConnection[Any], payout_id: str) -> None:
+            async with guard.reserve("60.00", "BRL", payout_id=payout_id, connection=conn):
+                await conn.execute(f"INSERT INTO {table} VALUES (%s)", (payout_id,))
+
+        async def scenario() -> tuple[Any, ...]:
+            conn = await psycopg.AsyncConnection.connect(server.dsn())
+            async with conn:
+                await conn.execute(f"CREATE TABLE {table} (id text PRIMARY KEY)")
+                await conn.commit()
+                async with conn.transaction(force_rollback=True):
+                    await pay(conn, "po_rolled_back")
+                async with conn.transaction():
+                    await pay(conn, "po_sent")
+                rows = await (await conn.execute(f"SELECT id FROM {table}")).fetchall()
+            denied = await guard.check("60.00", "BRL")
+            await guard.aclose()
+            return rows, denied.codes
+
+        rows, codes = asyncio.run(scenario())
+        assert ([("po_sent",)], ("insufficient_funds",)) == (rows, codes)
+        assert store.get("po_rolled_back") is None
+        found = store.get("po_sent")
+        assert "committed" == (found.state if found else None)
+
+    def test_the_async_guard_refuses_a_connection_its_store_cannot_join(self) -> None:
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+        with pytest.raises(ConfigurationError, match="connection"):
+            guard.reserve("10.00", "BRL", payout_id="po_1", connection=object())
+
     def test_connection_refused_is_unavailable(self) -> None:
         """Nothing listening: an awaited call raises StoreUnavailable, never a psycopg error."""
         dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/postgres"
