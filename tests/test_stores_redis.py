@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -194,6 +195,47 @@ class TestClients:
                 assert "held" == take(store, owned("po_1", "1.00"))
             finally:
                 server.stop()
+
+    def test_a_server_that_stops_answering_fails_within_the_timeout(
+        self, own_server: RedisServer
+    ) -> None:
+        """A hung server (SIGSTOP) is a StoreUnavailable after about one timeout, not four.
+
+        redis-py retries timeouts three times with backoff by default; the store does not
+        (invariant 4: a store call is bounded by its timeout).
+        """
+        with RedisReservations(own_server.url, timeout=0.5) as store:
+            take(store, owned("po_1", "1.00"))
+            os.kill(own_server.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable, match=r"[Tt]imeout"):
+                    store.get("po_1")
+                took = time.monotonic() - started
+            finally:
+                os.kill(own_server.process.pid, signal.SIGCONT)
+        assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
+
+    def test_the_async_twin_stops_waiting_within_the_timeout(
+        self, own_server: RedisServer
+    ) -> None:
+        """The redis.asyncio client of asyncio() is bounded the same way."""
+        async def scenario() -> float:
+            with RedisReservations(own_server.url, timeout=0.5) as store:
+                twin = store.asyncio()
+                assert await twin.get("po_1") is None
+                os.kill(own_server.process.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(StoreUnavailable):
+                        await twin.get("po_1")
+                    return time.monotonic() - started
+                finally:
+                    os.kill(own_server.process.pid, signal.SIGCONT)
+                    await twin.aclose()
+
+        took = asyncio.run(scenario())
+        assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
 
     def test_an_evicting_server_found_at_first_use_denies(self) -> None:
         """Deferred to the first use, the eviction check makes that use a StoreUnavailable."""

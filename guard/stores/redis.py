@@ -149,6 +149,19 @@ def _milliseconds(value: float, name: str) -> int:
     return max(1, math.ceil(fleet_seconds(name, value) * 1000))
 
 
+def _one_retry(module: Any) -> Any:
+    """Return the retry policy of the clients built here: one retry, at once, on a lost link.
+
+    A pooled connection the server dropped (a restart, an idle timeout) fails at once, and one
+    retry on a new connection is what it needs. Timeouts are never retried, whatever the
+    redis-py version's default (3 retries with backoff since 6.0): a store call is bounded by
+    its ``timeout`` (invariant 4). *module* is ``redis`` or ``redis.asyncio``.
+    """
+    from redis.backoff import NoBackoff  # noqa: PLC0415 - optional dependency
+
+    return module.retry.Retry(NoBackoff(), 1, supported_errors=(module.ConnectionError,))
+
+
 class RedisReservations:
     """A reservation store in Redis, safe across threads, processes and hosts.
 
@@ -163,7 +176,8 @@ class RedisReservations:
         namespace: Prefix of every key, so several guards can share one Redis.
         retention: Seconds a finished hold is remembered for idempotency (default one day; at
             most 30 days).
-        timeout: Socket timeout in seconds for a client built from a URL (default 5).
+        timeout: Socket timeout in seconds for a client built from a URL (default 5); such a
+            client retries once, at once, a connection the server dropped, and never a timeout.
         allow_eviction: Accept a server whose ``maxmemory-policy`` is not ``noeviction``
             (evicted holds are then noticed only through the epoch marker, if at all).
         clock: ``"server"`` (default): holds are timed by the Redis server's clock, so hosts
@@ -211,7 +225,7 @@ class RedisReservations:
             try:
                 client = redis.Redis.from_url(
                     url_or_client, socket_timeout=socket_timeout,
-                    socket_connect_timeout=socket_timeout,
+                    socket_connect_timeout=socket_timeout, retry=_one_retry(redis),
                 )
             except ValueError:
                 # The URL is not repeated: it may carry a password.
@@ -608,7 +622,8 @@ class RedisReservations:
 
         if self._url is not None:
             return aioredis.Redis.from_url(
-                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
+                self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
+                retry=_one_retry(aioredis),
             )
         settings = dict(self._live().connection_pool.connection_kwargs)
         if "path" in settings:  # a unix socket
