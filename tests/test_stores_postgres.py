@@ -7,6 +7,8 @@ contract suites, which run against this store too (``make_store`` in ``conftest.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -569,6 +571,58 @@ class TestFaults:
             assert time.monotonic() - started < 2.0
         assert "held" == take(store, "po_2")  # the store goes on once the lock is gone
 
+    def test_a_server_that_stops_answering_fails_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A backend that hangs (SIGSTOP: the kernel still acknowledges, nothing answers).
+
+        ``statement_timeout`` cannot fire in a stopped server, so the store keeps its own
+        deadline: StoreUnavailable about a second after the timeout, then the store goes on.
+        """
+        store = make(timeout=0.5)
+        take(store, "po_1")
+        backend = _backend_of(server, store)
+        outcome: list[BaseException | None] = []
+        started = time.monotonic()
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            worker = threading.Thread(target=_call_into, args=(store.get, outcome))
+            worker.start()
+            worker.join(timeout=10)
+            took = time.monotonic() - started
+        finally:
+            os.kill(backend, signal.SIGCONT)
+        assert not worker.is_alive(), "the call was still waiting after 10 s"
+        assert [StoreUnavailable] == [type(e) for e in outcome]
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+        assert "held" == take(store, "po_2")  # a new connection: the store goes on
+
+    def test_the_asyncio_store_stops_waiting_too(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The asyncio twin is bounded the same way on a hung backend."""
+        store = make(timeout=0.5)
+
+        async def scenario() -> float:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                assert await twin.get("po_1") is None
+                backend = _backend_of(server, store)
+                os.kill(backend, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(StoreUnavailable):
+                        await asyncio.wait_for(twin.get("po_1"), timeout=10)
+                    return time.monotonic() - started
+                finally:
+                    os.kill(backend, signal.SIGCONT)
+            finally:
+                await twin.aclose()
+
+        took = asyncio.run(scenario())
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+
     def test_a_connection_dropped_mid_statement_is_unavailable(
         self, make: Callable[..., PostgresReservations], server: PostgresServer
     ) -> None:
@@ -618,6 +672,27 @@ class TestFaults:
             assert ["committed", "pending", "pending", "pending", "pending"] == [
                 h.state for h in each.holds(KEY, counted_since=0, now=T0 + 2)
             ]
+
+
+def _call_into(call: Callable[[str], object], outcome: list[BaseException | None]) -> None:
+    """Run ``call("po_1")``; append the exception it raised (``None``: it returned)."""
+    try:
+        call("po_1")
+    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        outcome.append(exc)
+    else:
+        outcome.append(None)
+
+
+def _backend_of(server: PostgresServer, store: PostgresReservations) -> int:
+    """Return the pid of the idle backend whose last statement used *store*'s schema."""
+    with server.connect() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'payout-guard' "
+            "AND state = 'idle' AND position(%s in query) > 0", (f'"{store.schema}"',),
+        ).fetchall()
+    assert 1 == len(rows), f"expected one idle backend of the store, found {len(rows)}"
+    return int(rows[0][0])
 
 
 def _waiting_backend(conn: psycopg.Connection[Any]) -> int:

@@ -44,6 +44,7 @@ import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
@@ -84,6 +85,9 @@ _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
 _CLOCKS = ("database", "caller")
+# How long past the store's timeout a call may wait before its connection is cut: the server's
+# statement_timeout fires first; this deadline is for a server that cannot answer at all.
+_GRACE = 1.0
 T = TypeVar("T")
 
 
@@ -143,6 +147,76 @@ def _pool_settings(
 
 def _json_hold(data: Mapping[str, Any]) -> Hold:
     return _hold([data[name] for name in sql.COLUMNS.split(", ")])
+
+
+def _cut(conn: Any) -> None:
+    """Shut *conn*'s socket down, so whatever waits on it wakes with "connection lost".
+
+    Only the socket is touched (through a duplicate of its descriptor): the connection object
+    itself belongs to the thread waiting on it, which sees the error and drops it.
+    """
+    with contextlib.suppress(Exception):
+        link = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            link.shutdown(socket.SHUT_RDWR)
+        finally:
+            link.close()
+
+
+class _Deadlines:
+    """One thread per process that cuts the connection of a call past its deadline.
+
+    ``statement_timeout`` ends a slow statement, but a server that cannot answer at all (a
+    stopped process, a paused host; the kernel still acknowledges every packet) would keep a
+    call waiting forever. Arming costs a lock and a dict entry; the thread sleeps until the
+    earliest deadline. A connection is cut only while its call is armed, under the lock, so a
+    call that has disarmed never loses its connection; one that finds it was cut drops it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition(threading.Lock())
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._next = 0
+        self._pid = 0
+        self._wakes_at = math.inf  # when the thread wakes next (inf: when notified)
+
+    def arm(self, conn: Any, seconds: float) -> int:
+        """Cut *conn* unless :meth:`disarm` is called within *seconds*; return the ticket."""
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child: no thread yet
+                self._pid, self._armed = os.getpid(), {}
+                threading.Thread(target=self._watch, name="payout-guard-pg-deadlines",
+                                 daemon=True).start()
+            self._next += 1
+            deadline = time.monotonic() + seconds
+            if deadline < self._wakes_at:  # the thread would sleep past it
+                self._lock.notify()
+            self._armed[self._next] = (deadline, conn)
+            return self._next
+
+    def disarm(self, ticket: int) -> bool:
+        """End the watch of *ticket*; return ``False`` if its connection was cut meanwhile."""
+        with self._lock:
+            return self._armed.pop(ticket, None) is not None
+
+    def _watch(self) -> None:
+        pid = os.getpid()
+        with self._lock:
+            while self._pid == pid:
+                now = time.monotonic()
+                due = min((deadline for deadline, _ in self._armed.values()), default=math.inf)
+                if due > now:
+                    self._wakes_at = due
+                    self._lock.wait(None if due == math.inf else due - now)
+                    self._wakes_at = -math.inf  # awake: nobody needs to notify
+                    continue
+                for ticket, (deadline, conn) in list(self._armed.items()):
+                    if deadline <= now:
+                        del self._armed[ticket]
+                        _cut(conn)
+
+
+_DEADLINES = _Deadlines()
 
 
 class _Source:
@@ -277,7 +351,9 @@ class PostgresReservations:
         timeout: Seconds any call may take: the ``statement_timeout`` the store sets on the
             connections it makes (from a DSN or a factory; a caller's pool and a caller's
             bound connection keep their own), the wait for a pooled connection and (rounded
-            up) the connect timeout of a DSN (default 5; at most 30 days).
+            up) the connect timeout of a DSN (default 5; at most 30 days). A call with no
+            answer a second after it (a hung server, where ``statement_timeout`` cannot fire)
+            has its connection closed and raises ``StoreUnavailable``.
         prepare_threshold: After how many runs a statement is prepared on a connection (psycopg's
             ``prepare_threshold``, default 5); ``None`` never prepares, as PgBouncer in
             transaction mode requires.
@@ -905,8 +981,15 @@ class PostgresReservations:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 with self._source.connection() as conn:
-                    cursor = conn.execute(statement, params, prepare=self._prepare)
-                    return cursor.fetchall() if rows else []
+                    ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
+                    try:
+                        cursor = conn.execute(statement, params, prepare=self._prepare)
+                        found = cursor.fetchall() if rows else []
+                    finally:
+                        if not _DEADLINES.disarm(ticket):
+                            conn.close()  # cut: whatever it answered, it is not reused
+                            raise self._silent()
+                    return found
             except self._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise self._unavailable(exc) from exc
@@ -931,6 +1014,14 @@ class PostgresReservations:
             await conn.close()
             raise
         return conn
+
+    def _silent(self, *, bound: bool | None = None) -> StoreUnavailable:
+        """Return the error of a call whose connection was cut: the server did not answer."""
+        text = (f"the PostgreSQL server did not answer within {self._timeout + _GRACE:g} s "
+                f"(the store's timeout plus {_GRACE:g} s); the connection was closed")
+        if self._source.bound if bound is None else bound:
+            text += " (the caller's transaction is aborted: roll it back)"
+        return StoreUnavailable(text, store="postgres")
 
     def _unavailable(self, exc: Exception, *, bound: bool | None = None) -> StoreUnavailable:
         text = f"{type(exc).__name__}: {str(exc).strip()}"
@@ -1147,8 +1238,16 @@ class AsyncPostgresReservations:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._source.connection() as conn:
-                    cursor = await conn.execute(statement, call.params, prepare=store._prepare)
-                    return await cursor.fetchall() if call.rows else []
+                    ticket = _DEADLINES.arm(conn, store._timeout + _GRACE)
+                    try:
+                        cursor = await conn.execute(statement, call.params,
+                                                    prepare=store._prepare)
+                        found = await cursor.fetchall() if call.rows else []
+                    finally:
+                        if not _DEADLINES.disarm(ticket):
+                            await conn.close()  # cut: whatever it answered, it is not reused
+                            raise store._silent(bound=self._source.bound)
+                    return found
             except store._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise store._unavailable(exc, bound=self._source.bound) from exc
