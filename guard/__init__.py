@@ -7,6 +7,15 @@ from guard._config_schema import GuardConfig
 from guard._health import Health, ProviderHealth, StoreHealth
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
+from guard._records import (
+    VERSION,
+    DecisionLog,
+    DecisionRecord,
+    JsonLinesDecisionLog,
+    SqliteDecisionLog,
+    read_decisions,
+    rules_fingerprint,
+)
 from guard._reservation import AsyncReservation, Reservation
 from guard._sync import PayoutGuard
 from guard.errors import (
@@ -35,12 +44,15 @@ __all__ = [
     "Clocks",
     "ConfigurationError",
     "Decision",
+    "DecisionLog",
+    "DecisionRecord",
     "Decorator",
     "GuardConfig",
     "GuardError",
     "Health",
     "HoldSummary",
     "InvalidPayoutRequest",
+    "JsonLinesDecisionLog",
     "Mode",
     "PayoutDenied",
     "PayoutGuard",
@@ -55,7 +67,13 @@ __all__ = [
     "Reason",
     "Reservation",
     "Reserving",
+    "SqliteDecisionLog",
     "StoreHealth",
     "StoreUnavailable",
+    "__version__",
     "load_config",
+    "read_decisions",
+    "rules_fingerprint",
 ]
+
+__version__ = VERSION

@@ -85,11 +85,11 @@ class AsyncPayoutGuard(GuardBase):
         return self._astore is None and isinstance(self.reservations, InMemoryReservations)
 
     async def aclose(self) -> None:
-        """Close the fetchers' HTTP sessions and the store (in the guard's thread pool)."""
+        """Close the fetchers' HTTP sessions, the store and the decision log (in its pool)."""
         aclose = getattr(self._astore, "aclose", None)
         if callable(aclose):
             await aclose()
-        for part in (*self.fetchers.values(), self.reservations):
+        for part in (*self.fetchers.values(), self.reservations, self.decision_log):
             close = getattr(part, "close", None)
             if callable(close):
                 await asyncio.wrap_future(self.threads.submit(close))
@@ -125,7 +125,7 @@ class AsyncPayoutGuard(GuardBase):
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
         decision, _ = await arun(self.core.check(request, pinned), self._perform)
-        self.core.emit(decision)
+        self.core.emit(decision, "check", pinned)
         return decision
 
     @overload
@@ -229,7 +229,7 @@ class AsyncPayoutGuard(GuardBase):
         reserved = await arun(
             self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider), perform,
         )
-        return await self._handle(reserved, perform)
+        return await self._handle(reserved, perform, provider)
 
     def _bound(self, connection: object) -> AsyncReservationStore:
         """Return the asyncio store's view working inside *connection*'s transaction."""
@@ -295,21 +295,24 @@ class AsyncPayoutGuard(GuardBase):
         return await arun(flow, self._perform)
 
     async def _handle(
-        self, reserved: Reserved, perform: Perform | None = None
+        self, reserved: Reserved, perform: Perform | None = None, asked: str | None = None
     ) -> AsyncReservation:
-        """Log *reserved*'s decision and return its handle, or raise its denial."""
+        """Log *reserved*'s decision and return its handle, or raise its denial.
+
+        *asked* is the provider the caller pinned, for the decision's record.
+        """
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
         if hold is not None:
             try:
-                self.core.emit(decision)
+                self.core.emit(decision, "reserve", asked)
                 return self._reservation(decision, hold, perform)
             except BaseException:
                 # Nobody would hold the handle: give the hold back before the error goes on.
                 step = Release(hold.payout_id, hold.owner)
                 await asyncio.shield((perform or self._perform)(step))
                 raise
-        self.core.emit(decision)
+        self.core.emit(decision, "reserve", asked)
         if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None, perform)

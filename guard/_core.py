@@ -41,6 +41,14 @@ from guard._cache import SKEW_WARNING, Fetched
 from guard._capture import record
 from guard._clock import Clocks, counted_since
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason, built
+from guard._records import (
+    VERSION,
+    DecisionLog,
+    DecisionRecord,
+    Operation,
+    rules_fingerprint,
+    write_failed,
+)
 from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
 from guard.stores import Hold, HoldOutcome, balance_key
@@ -286,6 +294,7 @@ class Core:
         routing: ``"priority"`` (the providers' order) or ``"most_headroom"`` (the largest
             ``max_payable`` first): the order candidates are tried in.
         routes: Currency -> the providers that may pay it, in order (default: every one).
+        decision_log: Where a record of every decision goes (``DecisionLog``), if anywhere.
     """
 
     def __init__(
@@ -300,6 +309,7 @@ class Core:
         own_window: float | None = None,
         routing: Policy = "priority",
         routes: Mapping[str, tuple[str, ...]] | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.providers = providers
         self.provider = providers[0]
@@ -313,6 +323,10 @@ class Core:
         self.routing: Policy = routing
         self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")
+        self.decision_log = decision_log
+        self.fingerprint = rules_fingerprint(rules)
+        # What every decision event says decided it, beside the decision's own fields.
+        self.stamp = {"rules_fingerprint": self.fingerprint, "version": VERSION}
         # Balance key -> the held total the store last reported: what a reserve judges with
         # first, so that taking the hold is its one round trip (see reserve).
         self.held_seen: dict[str, Decimal] = {}
@@ -547,10 +561,25 @@ class Core:
         now_held = yield GetHold(payout_id)
         return None if now_held is None else now_held.public()
 
-    def emit(self, decision: Decision) -> None:
-        """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
+    def emit(
+        self, decision: Decision, operation: Operation = "check", asked: str | None = None
+    ) -> None:
+        """Log *decision* (``payout_guard.decision``), hand it to any capture and the sink.
+
+        *operation* and *asked* (the provider the caller pinned) go into its record. The
+        decision log's ``write`` never fails a decision: what it raises is counted as dropped.
+        """
         record(decision)
-        _judge.log_decision(self.log, decision)
+        _judge.log_decision(self.log, decision, self.stamp)
+        sink = self.decision_log
+        if sink is not None:
+            try:
+                sink.write(built(DecisionRecord, {
+                    "decision": decision, "operation": operation, "provider_asked": asked,
+                    "rules_fingerprint": self.fingerprint, "version": VERSION,
+                }))
+            except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
+                write_failed(sink, exc)
 
     def note_lapsed(self, lapsed: tuple[Hold, ...]) -> None:
         """Log each uncertain hold whose ``uncertain_ttl`` ended (warning level)."""
@@ -584,6 +613,7 @@ class Core:
         settle_lag = self.settle_lags[provider]
         fresh = False
         while True:
+            asked_at = self.clocks.monotonic()
             try:
                 if fetched is None:
                     fetched = yield (
@@ -644,6 +674,9 @@ class Core:
                 request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
                 snapshot.total, reserved, age, provider, request.account, own,
             )
+            judged = _judge.JudgedOn(
+                age, "fetched" if fetched.received_mono >= asked_at else "cached", own
+            )
             try:
                 verdict = self._ruling(facts, clear=clear)
             except Exception as exc:
@@ -651,12 +684,12 @@ class Core:
                                    currency=request.currency)
                 return _judge.denial(
                     request, _reasons.rule_error_reason(exc), mode=self.mode, provider=provider,
-                    now=now, balance=snapshot,
+                    now=now, balance=snapshot, reserved=reserved, judged=judged,
                 ), snapshot
             if isinstance(verdict, Clearance):
                 return _skewed(_judge.from_clearance(
                     request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-                    reserved=reserved, now=now,
+                    reserved=reserved, now=now, judged=judged,
                 ), provider, fetched.skew), snapshot
             holds: tuple[HoldSummary, ...] = ()
             more_holds = False
@@ -674,7 +707,7 @@ class Core:
                 )
             decision = _skewed(_judge.from_verdict(
                 request, verdict, mode=self.mode, provider=provider, balance=snapshot,
-                reserved=reserved, now=now, holds=holds, more_holds=more_holds,
+                reserved=reserved, now=now, judged=judged, holds=holds, more_holds=more_holds,
             ), provider, fetched.skew)
             if fresh or decision.allowed or "stale_balance" not in decision.codes:
                 return decision, snapshot
@@ -747,6 +780,10 @@ def _routed(judged: list[Judged], chosen: int | None, lost: set[int] | None = No
             "allowed": decision.allowed and i not in lost,
             "max_payable": decision.max_payable,
             "codes": ("insufficient_funds",) if i in lost else decision.codes,
+            "balance": decision.balance,
+            "reserved": None if decision.balance_age is None else decision.reserved,
+            "balance_age": decision.balance_age,
+            "own_in_flight": decision.own_in_flight,
         })
         for i, (decision, _) in enumerate(judged)
     )

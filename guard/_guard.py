@@ -22,6 +22,7 @@ from guard._health import Health, health_of
 from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
 from guard._protect import AsyncAdmit, Decorator, SyncAdmit
+from guard._records import DecisionLog
 from guard._request import Request, optional_text, parse_request
 from guard._reservation import DEFAULT_UNCERTAIN_ON, Handling, uncertain_on_option
 from guard._seconds import seconds
@@ -35,7 +36,7 @@ from rules import FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds
 if TYPE_CHECKING:
     from guard._config import ConfigSource
 
-__all__ = ["Clock", "GuardBase", "owner_token"]
+__all__ = ["Clock", "GuardBase", "guard_rules", "owner_token", "watches_frozen"]
 
 _ZERO = Decimal(0)
 
@@ -107,6 +108,10 @@ class GuardBase:
             ``max_payable`` first). The first candidate whose rules allow a payout pays it.
         routes: Currency -> the provider names that may pay it, in priority order (default:
             every provider, for every currency).
+        decision_log: Where a ``DecisionRecord`` of every decision goes
+            (``JsonLinesDecisionLog``, ``SqliteDecisionLog`` or your own ``DecisionLog``):
+            what ``payout-guard replay`` judges again. Its ``write`` never blocks or fails a
+            decision. Closed with the guard.
 
     Raises:
         ConfigurationError: any option is invalid (two fetchers sharing a name among them).
@@ -135,6 +140,7 @@ class GuardBase:
         clock: Clock | None = None,
         routing: Policy = "priority",
         routes: Mapping[str, Sequence[str]] | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         fetchers = _fetchers_of(fetcher)
         names = tuple(fetchers)
@@ -151,9 +157,13 @@ class GuardBase:
                 f"must be a reservation store, got {type(reservations).__name__}",
                 path="reservations",
             )
-        ruleset = RuleSet(list(rules))
-        if not any(isinstance(rule, SufficientFunds) for rule in ruleset):
-            ruleset = RuleSet([SufficientFunds(), *ruleset])
+        if decision_log is not None and not isinstance(decision_log, DecisionLog):
+            raise ConfigurationError(
+                f"must have write(record) and close() (a DecisionLog), got "
+                f"{type(decision_log).__name__}",
+                path="decision_log",
+            )
+        ruleset = guard_rules(rules)
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ConfigurationError(
                 f"must be a whole number >= 1, got {str(max_workers)[:40]}", path="max_workers"
@@ -186,8 +196,9 @@ class GuardBase:
         own_window = seconds(own_payouts_window, "own_payouts_window")
         self.core = Core(providers=names, rules=ruleset, mode=mode,
                          fail_open=self.fail_open, settle_lags=self.settle_lags, clocks=clocks,
-                         own_window=own_window if _watches_frozen(ruleset) else None,
-                         routing=routing, routes=routed)
+                         own_window=own_window if watches_frozen(ruleset) else None,
+                         routing=routing, routes=routed, decision_log=decision_log)
+        self.decision_log = decision_log
         # One balance cache per provider, each with its own request budget.
         ttl, stale_limit = seconds(cache_ttl, "cache_ttl"), _stale_limit(ruleset, max_stale)
         self.caches: dict[str, BalanceCache] = {
@@ -494,7 +505,15 @@ def _cache_of(
     )
 
 
-def _watches_frozen(rules: RuleSet) -> bool:
+def guard_rules(rules: Iterable[Rule]) -> RuleSet:
+    """Return the rules a guard judges with: *rules*, after ``SufficientFunds`` if missing."""
+    ruleset = RuleSet(list(rules))
+    if not any(isinstance(rule, SufficientFunds) for rule in ruleset):
+        ruleset = RuleSet([SufficientFunds(), *ruleset])
+    return ruleset
+
+
+def watches_frozen(rules: RuleSet) -> bool:
     """Return whether a rule judges frozen funds by their ratio (needs ``own_in_flight``)."""
     return any(isinstance(rule, FrozenFunds) and rule.max_ratio is not None for rule in rules)
 

@@ -6,7 +6,7 @@ import logging
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request
@@ -14,6 +14,7 @@ from rules import Clearance, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
 __all__ = [
+    "JudgedOn",
     "denial",
     "from_clearance",
     "from_verdict",
@@ -23,6 +24,22 @@ __all__ = [
 ]
 
 _ZERO = Decimal(0)
+
+
+class JudgedOn(NamedTuple):
+    """The facts beside the balance a decision was judged on (see ``Decision``).
+
+    Attributes:
+        age: Seconds old the balance was; ``source``: ``"fetched"`` or ``"cached"``;
+        own: Our own sent payouts taken to explain frozen funds.
+    """
+
+    age: float
+    source: Literal["fetched", "cached"]
+    own: Decimal
+
+
+_NOT_JUDGED: dict[str, Any] = {"balance_age": None, "balance_source": None, "own_in_flight": _ZERO}
 
 
 def new_decision_id() -> str:
@@ -87,6 +104,7 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
     now: float,
     reserve: Decimal,
     max_payable: Decimal,
+    judged: JudgedOn,
 ) -> dict[str, Any]:
     """Return the fields of an allowed decision without reasons, warnings or holds."""
     amount, currency, fee, account, payout_id = request
@@ -112,6 +130,9 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
         "more_holds": False,
         "candidates": (),
         "evaluated_at": datetime.fromtimestamp(now, UTC),
+        "balance_age": judged.age,
+        "balance_source": judged.source,
+        "own_in_flight": judged.own,
     }
 
 
@@ -124,12 +145,13 @@ def from_clearance(
     balance: BalanceSnapshot,
     reserved: Decimal,
     now: float,
+    judged: JudgedOn,
 ) -> Decision:
     """Return the decision for *request*, which every rule passed without a warning."""
     floor, cap, reserve = clearance
     max_payable = max_payable_of(floor, cap, request.currency)
     return built(Decision, _allowed_values(
-        request, mode, provider, balance, reserved, now, reserve, max_payable
+        request, mode, provider, balance, reserved, now, reserve, max_payable, judged
     ))
 
 
@@ -142,6 +164,7 @@ def from_verdict(
     balance: BalanceSnapshot,
     reserved: Decimal,
     now: float,
+    judged: JudgedOn,
     holds: tuple[HoldSummary, ...] = (),
     more_holds: bool = False,
 ) -> Decision:
@@ -149,7 +172,7 @@ def from_verdict(
     warned, reserve = _scan(verdict)
     max_payable = max_payable_of(verdict.floor, verdict.cap, request.currency)
     values = _allowed_values(
-        request, mode, provider, balance, reserved, now, reserve, max_payable
+        request, mode, provider, balance, reserved, now, reserve, max_payable, judged
     )
     if verdict.denies:
         values["allowed"] = False
@@ -165,8 +188,11 @@ def _every_level(level: int) -> bool:  # noqa: ARG001 - is_enabled_for's signatu
     return True
 
 
-def log_decision(log: Any, decision: Decision) -> None:
+def log_decision(log: Any, decision: Decision, stamp: dict[str, str] | None = None) -> None:
     """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial).
+
+    The event carries the decision's fields and facts (``Decision.log_fields``) and *stamp*
+    (the rules' fingerprint and the library's version).
 
     The fields are built only for an event the logger's level lets through
     (``is_enabled_for``): a production logger filtering at WARNING costs an allowed check no
@@ -178,6 +204,8 @@ def log_decision(log: Any, decision: Decision) -> None:
     if not info and not (would_deny and enabled(logging.WARNING)):
         return
     fields = decision.log_fields()
+    if stamp:
+        fields.update(stamp)
     if info:
         log.info("payout_guard.decision", **fields)
     if would_deny:
@@ -193,13 +221,17 @@ def denial(
     now: float,
     allowed: bool = False,
     balance: BalanceSnapshot | None = None,
+    reserved: Decimal | None = None,
+    judged: JudgedOn | None = None,
 ) -> Decision:
-    """Return a decision for a denial the guard itself makes (no rule was judged).
+    """Return a decision for a denial the guard itself makes (no rule decided it).
 
-    With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead.
+    With ``allowed=True`` (``fail_open``), *reason* becomes a warning instead. *reserved* and
+    *judged* are the facts the rules were about to judge, when the guard had them (a rule
+    that raised), so that the decision can be judged again.
     """
     none = zero(request.currency)
-    return built(Decision, dict(  # noqa: C408 - the fields, named as the model names them
+    return built(Decision, dict(
         decision_id=new_decision_id(),
         allowed=allowed,
         mode=mode,
@@ -212,7 +244,7 @@ def denial(
         reasons=() if allowed else (reason,),
         warnings=(reason,) if allowed else (),
         balance=balance,
-        reserved=none,
+        reserved=none if reserved is None else reserved,
         reserve=_ZERO,
         spendable=none if balance is None else balance.available,
         max_payable=none,
@@ -220,4 +252,8 @@ def denial(
         more_holds=False,
         candidates=(),
         evaluated_at=datetime.fromtimestamp(now, UTC),
+        **(_NOT_JUDGED if judged is None else {
+            "balance_age": judged.age, "balance_source": judged.source,
+            "own_in_flight": judged.own,
+        }),
     ))

@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -51,6 +52,9 @@ Currency = Annotated[str, AfterValidator(_currency)]
 # A detail is an amount, or a word such as a hold's state. Amounts are tried first, so an amount
 # read back from JSON (a string there) is a Decimal again; a word never parses as one.
 Detail = Annotated[Money | str, Field(union_mode="left_to_right")]
+# A number of seconds (a balance's age): a float, written to JSON as its shortest exact text, so
+# that no JSON number is a float and reading it back gives the very same float.
+Seconds = Annotated[float, PlainSerializer(repr, return_type=str, when_used="json")]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False, ser_json_inf_nan="strings")
 
@@ -139,6 +143,13 @@ class Candidate(BaseModel):
             the hold was taken there).
         max_payable: The largest amount this provider could pay now with the same fee.
         codes: The reason codes of its denial (empty when allowed).
+        balance: The balance it was judged on (``None`` when none could be read).
+        reserved: The holds counted against it when judged (``None`` when not read).
+        balance_age: How old that balance was, in seconds, when judged.
+        own_in_flight: Our own recently sent payouts counted as explaining frozen funds.
+
+    The last four are the facts the payout was judged on there: what ``payout-guard
+    replay`` judges again.
     """
 
     model_config = _FROZEN
@@ -147,6 +158,10 @@ class Candidate(BaseModel):
     allowed: bool
     max_payable: Money
     codes: tuple[str, ...] = ()
+    balance: BalanceSnapshot | None = None
+    reserved: Money | None = None
+    balance_age: Seconds | None = None
+    own_in_flight: Money = Decimal(0)
 
 
 class Decision(BaseModel):
@@ -171,6 +186,15 @@ class Decision(BaseModel):
             the order tried (empty for a guard of one provider, or a pinned payout).
             ``provider`` is then the chosen one (for a denial, the first candidate) and
             ``max_payable`` the best any candidate could pay.
+        balance_age: How old ``balance`` was, in seconds, when it was judged (``None`` when
+            no rule judged it: no balance, or the store could not say what was held).
+        balance_source: ``"fetched"`` when the balance was requested for this decision,
+            ``"cached"`` when an earlier answer was reused (``None`` without a balance).
+        own_in_flight: Our own payouts sent within ``own_payouts_window`` that
+            ``FrozenFunds(max_ratio=...)`` took to explain frozen funds (0 when not asked).
+
+    With ``balance``, ``reserved`` and these three, a decision carries every fact its rules
+    judged: ``DecisionRecord`` logs it and ``payout-guard replay`` judges it again.
     """
 
     model_config = _FROZEN
@@ -195,6 +219,9 @@ class Decision(BaseModel):
     more_holds: bool = False
     candidates: tuple[Candidate, ...] = ()
     evaluated_at: UtcDatetime
+    balance_age: Seconds | None = None
+    balance_source: Literal["fetched", "cached"] | None = None
+    own_in_flight: Money = Decimal(0)
 
     @property
     def retryable(self) -> bool:
@@ -271,8 +298,14 @@ class Decision(BaseModel):
         return "\n".join(lines)
 
     def log_fields(self) -> dict[str, Any]:
-        """Return the key/value fields of the ``payout_guard.decision`` log event."""
-        return {
+        """Return the key/value fields of the ``payout_guard.decision`` log event.
+
+        Everything the decision was judged on is there (amounts as strings): the request,
+        the balance, the held total, the balance's age and source, our own payouts in
+        flight, reasons with messages, warnings, ``max_payable`` and the candidates, each
+        with its facts. ``decision.model_dump(mode="json")`` is the same in full.
+        """
+        fields: dict[str, Any] = {
             "decision_id": self.decision_id,
             "allowed": self.allowed,
             "codes": [reason.code for reason in self.reasons],
@@ -281,12 +314,46 @@ class Decision(BaseModel):
             "provider": self.provider,
             "mode": self.mode,
             "payout_id": self.payout_id,
-            **({"candidates": [
-                {"provider": c.provider, "allowed": c.allowed,
-                 "max_payable": str(c.max_payable), "codes": list(c.codes)}
-                for c in self.candidates
-            ]} if self.candidates else {}),
+            "fee": str(self.fee),
+            "account": self.account,
+            "reasons": [{"code": r.code, "message": r.message} for r in self.reasons],
+            "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
+            "max_payable": str(self.max_payable),
+            "held": str(self.reserved),
+            **_facts_fields(self.balance, self.balance_age, self.own_in_flight),
+            "balance_source": self.balance_source,
         }
+        if self.candidates:
+            fields["candidates"] = [
+                {"provider": c.provider, "allowed": c.allowed,
+                 "max_payable": str(c.max_payable), "codes": list(c.codes),
+                 "held": None if c.reserved is None else str(c.reserved),
+                 **_facts_fields(c.balance, c.balance_age, c.own_in_flight)}
+                for c in self.candidates
+            ]
+        return fields
+
+
+def _facts_fields(
+    balance: BalanceSnapshot | None, age: float | None, own: Decimal
+) -> dict[str, Any]:
+    """Return a decision event's fields for the balance judged (``None``s when none was)."""
+    if balance is None:
+        return {"balance": None, "balance_age": age, "own_in_flight": str(own)}
+    return {
+        "balance": {
+            "available": str(balance.available),
+            "frozen": None if balance.frozen is None else str(balance.frozen),
+            "total": None if balance.total is None else str(balance.total),
+            "account": balance.account,
+            "as_of": balance.as_of.isoformat(),
+            "requested_at": (
+                None if balance.requested_at is None else balance.requested_at.isoformat()
+            ),
+        },
+        "balance_age": age,
+        "own_in_flight": str(own),
+    }
 
 
 def _candidates_table(
@@ -322,20 +389,23 @@ _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 _FIELDS: dict[type[BaseModel], frozenset[str]] = {
     cls: frozenset(cls.model_fields) for cls in (Decision, Reason, HoldSummary, Candidate)
 }
-ModelT = TypeVar("ModelT", Decision, Reason, HoldSummary, Candidate)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
-    """Return a *cls* (``Decision``, ``Reason``) from trusted, complete *values*, unvalidated.
+    """Return a *cls* (``Decision``, ``Reason``, ...) from trusted, complete *values*, unvalidated.
 
     The guard's one fast constructor: what ``model_construct`` does for a model without extras
     or private attributes, without its generic per-field loop (a tenth of its cost, on the hot
     path of every check). Every field must be given, already valid; the decision tests
     round-trip such models through JSON.
     """
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = frozenset(cls.model_fields)
     model = object.__new__(cls)
     _SET_DICT(model, values)
-    _SET_FIELDS_SET(model, set(_FIELDS[cls]))
+    _SET_FIELDS_SET(model, set(fields))
     _SET_EXTRA(model, None)
     _SET_PRIVATE(model, None)
     return model

@@ -44,9 +44,9 @@ class PayoutGuard(GuardBase):
     """
 
     def close(self) -> None:
-        """Close the fetchers' HTTP sessions and the reservation store, where they have one."""
+        """Close the fetchers' HTTP sessions, the reservation store and the decision log."""
         self.threads.close()
-        for part in (*self.fetchers.values(), self.reservations):
+        for part in (*self.fetchers.values(), self.reservations, self.decision_log):
             close = getattr(part, "close", None)
             if callable(close):
                 close()
@@ -99,7 +99,7 @@ class PayoutGuard(GuardBase):
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
         decision, _ = run(self.core.check(request, pinned), self._perform)
-        self.core.emit(decision)
+        self.core.emit(decision, "check", pinned)
         return decision
 
     @overload
@@ -176,7 +176,7 @@ class PayoutGuard(GuardBase):
         owner = owner_token()
         reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=pinned),
                        perform)
-        return self._handle(reserved, perform)
+        return self._handle(reserved, perform, pinned)
 
     def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (without its owner token), if any.
@@ -294,19 +294,24 @@ class PayoutGuard(GuardBase):
         store: ReservationStore = bound(connection)
         return store
 
-    def _handle(self, reserved: Reserved, perform: Perform) -> Reservation:
-        """Log *reserved*'s decision and return its handle, or raise its denial."""
+    def _handle(
+        self, reserved: Reserved, perform: Perform, asked: str | None = None
+    ) -> Reservation:
+        """Log *reserved*'s decision and return its handle, or raise its denial.
+
+        *asked* is the provider the caller pinned, for the decision's record.
+        """
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
         if hold is not None:
             try:
-                self.core.emit(decision)
+                self.core.emit(decision, "reserve", asked)
                 return self._reservation(decision, hold, perform)
             except BaseException:
                 # Nobody would hold the handle: give the hold back in this same call.
                 run(_release(hold), perform)
                 raise
-        self.core.emit(decision)
+        self.core.emit(decision, "reserve", asked)
         if decision.blocks:
             raise PayoutDenied(decision)
         return self._reservation(decision, None, perform)

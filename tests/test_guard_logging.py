@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 from structlog.testing import capture_logs
 
-from guard import Decision, PayoutDenied, PayoutGuard
+from guard import Decision, PayoutDenied, PayoutGuard, __version__, rules_fingerprint
 from guard._judge import log_decision
 from guard.testing import FailingFetcher, StaticFetcher
 from rules import MaxBalanceAge, MaxPayout
@@ -28,10 +28,13 @@ def make_guard(**options: object) -> PayoutGuard:
 
 
 class TestDecisionEvent:
-    def test_check_logs_one_event_with_the_decision_fields(self) -> None:
-        """decision_id, allowed, codes, amount, currency, provider, mode and payout_id."""
+    def test_check_logs_one_event_with_the_decision_and_its_facts(self) -> None:
+        """The request, the balance judged, the held total, reasons with messages, the rules'
+        fingerprint and the version: "why was payout X denied?" is answered by the log."""
+        guard = make_guard()
         with capture_logs() as logs:
-            decision = make_guard().check("90", "BRL", payout_id="po_7")
+            decision = guard.check("90", "BRL", payout_id="po_7")
+        stamp = "2023-11-14T22:13:20+00:00"
         assert [{
             "event": "payout_guard.decision",
             "log_level": "info",
@@ -43,6 +46,20 @@ class TestDecisionEvent:
             "provider": "luxcore",
             "mode": "enforce",
             "payout_id": "po_7",
+            "fee": "0.00",
+            "account": None,
+            "reasons": [{"code": "above_maximum_payout",
+                         "message": "90.00 BRL is above the maximum payout of 80.00 BRL"}],
+            "warnings": [],
+            "max_payable": "80.00",
+            "held": "0.00",
+            "balance": {"available": "100.00", "frozen": None, "total": None, "account": None,
+                        "as_of": stamp, "requested_at": stamp},
+            "balance_age": 0.0,
+            "balance_source": "fetched",
+            "own_in_flight": "0",
+            "rules_fingerprint": rules_fingerprint(guard.rules),
+            "version": __version__,
         }] == logs
 
     def test_amounts_are_logged_as_strings(self) -> None:

@@ -166,10 +166,17 @@ class TestRouting:
         with three.guard() as guard, capture_logs() as logs:
             guard.check("15000.00", "BRL")
         event = next(log for log in logs if log["event"] == "payout_guard.decision")
+        shown = ("provider", "allowed", "max_payable", "codes", "held")
         assert [{"provider": "luxtak", "allowed": False, "max_payable": "5000.00",
-                 "codes": ["above_maximum_payout"]},
+                 "codes": ["above_maximum_payout"], "held": "0.00"},
                 {"provider": "pagsmile", "allowed": True, "max_payable": "70500.00",
-                 "codes": []}] == event["candidates"]
+                 "codes": [], "held": "0.00"}] == [
+            {key: c[key] for key in shown} for c in event["candidates"]
+        ]
+        # Each candidate carries the balance it was judged on: what replay judges again.
+        assert ["20000.00", "70500.00"] == [
+            c["balance"]["available"] for c in event["candidates"]
+        ]
 
     def test_a_routed_decision_round_trips_through_json(self, three: Three) -> None:
         """Candidates survive JSON exactly."""

@@ -1,0 +1,473 @@
+"""Decision records and the sinks that keep them: every decision, with the facts it was made on.
+
+A ``DecisionRecord`` is a ``Decision`` (the request, the balance, the held total, the balance's
+age and source, our own payouts in flight, reasons with messages, warnings, ``max_payable`` and
+the routing candidates, each with its own facts) plus what it was decided by: the rules'
+fingerprint and the library's version. ``payout-guard replay`` judges records again with other
+rules (``guard/_replay.py``).
+
+A sink (``decision_log=`` on a guard) takes records on the decision's path and must never block
+or fail it: ``JsonLinesDecisionLog`` and ``SqliteDecisionLog`` queue each record (a few hundred
+nanoseconds) and write from a thread of their own. A full queue or a failing disk drops records,
+counts them (``dropped``) and says so in the log at most once a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from guard._models import Decision
+from guard.errors import ConfigurationError, GuardError
+from rules import RuleSet, dump
+
+__all__ = [
+    "VERSION",
+    "DecisionLog",
+    "DecisionRecord",
+    "JsonLinesDecisionLog",
+    "Operation",
+    "SqliteDecisionLog",
+    "count_decisions",
+    "on_dropped",
+    "read_decisions",
+    "rules_fingerprint",
+    "write_failed",
+]
+
+Operation = Literal["check", "reserve"]
+
+try:
+    VERSION = metadata.version("payout-guard")
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    VERSION = "unknown"
+
+_LOG = structlog.get_logger("payout_guard")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# How often a failing sink says so (seconds); the count of drops is always exact.
+_COMPLAIN_EVERY = 60.0
+
+
+def rules_fingerprint(rules: RuleSet) -> str:
+    """Return the sha256 (hex) of *rules*' canonical data: equal rules, equal fingerprints.
+
+    The data is ``rules.dump(rules)`` as JSON with sorted keys and no spaces. A rule that
+    cannot be dumped (a rule class of one's own that is not registered) is fingerprinted by
+    its class's qualified name and ``repr``.
+    """
+    try:
+        data: Any = dump(rules)
+    except ConfigurationError:
+        data = [f"{type(rule).__module__}.{type(rule).__qualname__}:{rule!r}" for rule in rules]
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class DecisionRecord(BaseModel):
+    """One decision as a decision log keeps it: enough to judge it again, exactly.
+
+    Attributes:
+        decision: The decision, with the facts it was judged on (``Decision.balance``,
+            ``reserved``, ``balance_age``, ``balance_source``, ``own_in_flight``, and per
+            candidate the same).
+        operation: ``"check"`` or ``"reserve"``.
+        provider_asked: The provider the caller pinned (``None``: routed by the guard).
+        rules_fingerprint: :func:`rules_fingerprint` of the rules that decided.
+        version: The payout-guard version that decided.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision: Decision
+    operation: Operation
+    provider_asked: str | None = None
+    rules_fingerprint: str
+    version: str
+
+    def to_json(self) -> str:
+        """Return the record as one line of JSON (amounts as strings; no float anywhere)."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> DecisionRecord:
+        """Return the record written by :meth:`to_json`.
+
+        Raises:
+            pydantic.ValidationError: *text* is not a decision record.
+        """
+        return cls.model_validate_json(text)
+
+
+@runtime_checkable
+class DecisionLog(Protocol):
+    """Where a guard sends a record of every decision (``decision_log=``).
+
+    ``write`` is called on the decision's path: it must return at once and never raise (a
+    guard counts and drops a record whose ``write`` raises anyway). ``close`` writes what is
+    queued, within a bounded time.
+    """
+
+    def write(self, record: DecisionRecord) -> None:
+        """Take *record* to be kept."""
+        ...
+
+    def close(self) -> None:
+        """Write what is queued and release the sink's file."""
+        ...
+
+
+class _QueuedLog:
+    """A sink that queues records and writes them in batches from its own daemon thread.
+
+    Subclasses open their target (``_open``), write a batch (``_write_batch``) and close it
+    (``_close_target``), all in the writer thread.
+    """
+
+    def __init__(self, *, max_pending: int) -> None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ConfigurationError(
+                f"must be a whole number >= 1, got {str(max_pending)[:40]}", path="max_pending"
+            )
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[DecisionRecord | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self._complained_at = -_COMPLAIN_EVERY
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def write(self, record: DecisionRecord) -> None:
+        """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+        if self._closed or self._queue.qsize() >= self.max_pending:
+            self._drop(1, "the queue is full" if not self._closed else "the log is closed")
+            return
+        self._idle.clear()
+        self._queue.put(record)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued record is written (or dropped); ``False`` on timeout."""
+        if self._thread is None:
+            return True
+        deadline = time.monotonic() + timeout
+        while not (self._queue.empty() and self._idle.is_set()):
+            if time.monotonic() >= deadline:
+                return False
+            self._idle.wait(0.01)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (waiting at most *timeout* seconds) and close the target."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+        if thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            # A forked child has the parent's sink but not its thread: it starts its own
+            # (and its own queue: records queued in the parent are the parent's to write).
+            self._pid = os.getpid()
+            self._queue = queue.SimpleQueue()
+            self._thread = threading.Thread(
+                target=self._run, name=f"payout-guard {type(self).__name__}", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        target: Any = None
+        stop = False
+        while not stop:
+            batch: list[DecisionRecord] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
+                if len(batch) >= 512:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    if target is None:
+                        target = self._open()
+                    self._write_batch(target, batch)
+                except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
+                    self._drop(len(batch), type(exc).__name__)
+                    self._discard(target)
+                    target = None  # opened again for the next batch
+            if self._queue.empty():
+                self._idle.set()
+        self._discard(target)
+        self._idle.set()
+
+    def _discard(self, target: Any) -> None:
+        if target is not None:
+            # Closing a target that may already have failed: nothing more to report.
+            with contextlib.suppress(Exception):
+                self._close_target(target)
+
+    def _drop(self, count: int, why: str) -> None:
+        with self._lock:
+            self.dropped += count
+            now = time.monotonic()
+            complain = now - self._complained_at >= _COMPLAIN_EVERY
+            if complain:
+                self._complained_at = now
+        on_dropped(count)
+        if complain:
+            _LOG.warning("payout_guard.decision_log_dropped", sink=type(self).__name__,
+                         error=why, dropped_total=self.dropped)
+
+    def _open(self) -> Any:
+        raise NotImplementedError
+
+    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+        raise NotImplementedError
+
+    def _close_target(self, target: Any) -> None:
+        raise NotImplementedError
+
+
+def on_dropped(count: int) -> None:
+    """Count *count* dropped decision records (the metric, when instrumentation is on)."""
+
+
+_failed_at: dict[int, float] = {}
+
+
+def write_failed(sink: object, exc: Exception) -> None:
+    """Count a record a sink's ``write`` raised for; say so at most once a minute per sink."""
+    on_dropped(1)
+    now = time.monotonic()
+    if now - _failed_at.get(id(sink), -_COMPLAIN_EVERY) >= _COMPLAIN_EVERY:
+        _failed_at[id(sink)] = now
+        _LOG.warning("payout_guard.decision_log_dropped", sink=type(sink).__name__,
+                     error=type(exc).__name__)
+
+
+class JsonLinesDecisionLog(_QueuedLog):
+    """Keep every decision as one line of JSON in *path*, rotating it by size.
+
+    Args:
+        path: The file written (created with its directory when missing; appended to).
+        max_bytes: Rotate before the file would exceed this size: *path* becomes
+            ``path.1`` (``path.1`` becomes ``path.2``, ...); ``None`` never rotates.
+        backups: How many rotated files are kept (the oldest is deleted).
+        max_pending: Records queued at most while the writer catches up; beyond it they are
+            dropped and counted, never waited for.
+
+    Raises:
+        ConfigurationError: an option is invalid.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int | None = 100 * 1024 * 1024,
+        backups: int = 5,
+        max_pending: int = 10_000,
+    ) -> None:
+        super().__init__(max_pending=max_pending)
+        if max_bytes is not None and (
+            isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1024
+        ):
+            raise ConfigurationError(
+                f"must be a whole number of bytes >= 1024, or None, got {str(max_bytes)[:40]}",
+                path="max_bytes",
+            )
+        if isinstance(backups, bool) or not isinstance(backups, int) or backups < 1:
+            raise ConfigurationError(
+                f"must be a whole number >= 1, got {str(backups)[:40]}", path="backups"
+            )
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._file: Any = None
+
+    def __repr__(self) -> str:
+        return f"JsonLinesDecisionLog({str(self.path)!r}, max_bytes={self.max_bytes})"
+
+    def _open(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("ab")
+        return self._file
+
+    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
+        # The file of the moment (a rotation replaces it), not the one first opened.
+        file = self._file
+        for record in batch:
+            line = record.model_dump_json().encode() + b"\n"
+            if self.max_bytes is not None and file.tell() and (
+                file.tell() + len(line) > self.max_bytes
+            ):
+                file.close()
+                self._rotate()
+                file = self._file = self.path.open("ab")
+            file.write(line)
+        file.flush()
+
+    def _rotate(self) -> None:
+        name = self.path.name
+        self.path.with_name(f"{name}.{self.backups}").unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{name}.{n + 1}"))
+        self.path.replace(self.path.with_name(f"{name}.1"))
+
+    def _close_target(self, target: Any) -> None:  # noqa: ARG002
+        self._file.close()
+
+
+class SqliteDecisionLog(_QueuedLog):
+    """Keep every decision as a row of a SQLite database at *path* (table ``decisions``).
+
+    Columns: ``decision_id`` (primary key), ``evaluated_at`` (ISO 8601, UTC), ``operation``,
+    ``provider``, ``currency``, ``allowed`` (0/1), ``codes`` (comma-separated), ``payout_id``
+    and ``record`` (the ``DecisionRecord`` as JSON): query it with any SQLite client.
+
+    Args:
+        path: The database file (created when missing).
+        max_pending: As for :class:`JsonLinesDecisionLog`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 10_000) -> None:
+        super().__init__(max_pending=max_pending)
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"SqliteDecisionLog({str(self.path)!r})"
+
+    def _open(self) -> Any:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, "
+            "evaluated_at TEXT NOT NULL, operation TEXT NOT NULL, provider TEXT NOT NULL, "
+            "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
+            "payout_id TEXT, record TEXT NOT NULL)"
+        )
+        return conn
+
+    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+        rows = [
+            (r.decision.decision_id, r.decision.evaluated_at.isoformat(), r.operation,
+             r.decision.provider, r.decision.currency, int(r.decision.allowed),
+             ",".join(r.decision.codes), r.decision.payout_id, r.model_dump_json())
+            for r in batch
+        ]
+        target.execute("BEGIN IMMEDIATE")
+        try:
+            target.executemany(
+                "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        except BaseException:
+            target.execute("ROLLBACK")
+            raise
+        target.execute("COMMIT")
+
+    def _close_target(self, target: Any) -> None:
+        target.close()
+
+
+def count_decisions(path: str | os.PathLike[str]) -> int:
+    """Return how many records the decision log at *path* holds (lines, or rows)."""
+    file = Path(path)
+    if _is_sqlite(file):
+        conn = _readonly(file)
+        try:
+            (count,) = conn.execute("SELECT count(*) FROM decisions").fetchone()
+            return int(count)
+        finally:
+            conn.close()
+    with file.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def read_decisions(path: str | os.PathLike[str]) -> Iterator[DecisionRecord]:
+    """Yield the records of the decision log at *path*, oldest first.
+
+    *path* is a file written by :class:`JsonLinesDecisionLog` (rotated files are read one
+    by one: pass each) or a :class:`SqliteDecisionLog` database.
+
+    Raises:
+        GuardError: *path* cannot be read, or a line is not a decision record (naming the
+            line).
+    """
+    file = Path(path)
+    try:
+        if _is_sqlite(file):
+            yield from _sqlite_records(file)
+            return
+        with file.open("rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield DecisionRecord.model_validate_json(line)
+                except ValidationError as exc:
+                    shown = line[:60].decode(errors="replace")
+                    raise GuardError(
+                        f"{file}:{number} is not a decision record "
+                        f"({exc.error_count()} problem(s), first: {exc.errors()[0]['msg']}); "
+                        f"the line starts {shown!r}"
+                    ) from None
+    except OSError as exc:
+        raise GuardError(f"cannot read the decision log {file}: {exc.strerror}") from None
+
+
+def _is_sqlite(file: Path) -> bool:
+    with file.open("rb") as f:
+        return f.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+
+
+def _readonly(file: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def _sqlite_records(file: Path) -> Iterator[DecisionRecord]:
+    conn = _readonly(file)
+    try:
+        rows = conn.execute("SELECT decision_id, record FROM decisions ORDER BY rowid")
+        for decision_id, text in rows:
+            try:
+                yield DecisionRecord.model_validate_json(text)
+            except ValidationError:
+                raise GuardError(
+                    f"{file}: the row of decision {str(decision_id)[:40]!r} is not a decision "
+                    f"record"
+                ) from None
+    except sqlite3.Error as exc:
+        raise GuardError(f"cannot read the decision log {file}: {exc}") from None
+    finally:
+        conn.close()
