@@ -7,8 +7,8 @@ from guard._config_schema import GuardConfig
 from guard._health import Health, ProviderHealth, StoreHealth
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
+from guard._records import VERSION as __version__
 from guard._records import (
-    VERSION,
     DecisionLog,
     DecisionRecord,
     JsonLinesDecisionLog,
@@ -76,4 +76,3 @@ __all__ = [
     "rules_fingerprint",
 ]
 
-__version__ = VERSION
