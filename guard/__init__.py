@@ -7,7 +7,7 @@ from guard._config_schema import GuardConfig
 from guard._health import Health, ProviderHealth, StoreHealth
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
-from guard._records import VERSION as __version__  # noqa: N811 - the conventional name
+from guard._records import VERSION as __version__  # noqa: F401, N811 - the conventional name
 from guard._records import (
     DecisionLog,
     DecisionRecord,
