@@ -780,6 +780,7 @@ def _routed(judged: list[Judged], chosen: int | None, lost: set[int] | None = No
             "allowed": decision.allowed and i not in lost,
             "max_payable": decision.max_payable,
             "codes": ("insufficient_funds",) if i in lost else decision.codes,
+            "lost": i in lost,
             "balance": decision.balance,
             "reserved": None if decision.balance_age is None else decision.reserved,
             "balance_age": decision.balance_age,

@@ -143,6 +143,8 @@ class Candidate(BaseModel):
             the hold was taken there).
         max_payable: The largest amount this provider could pay now with the same fee.
         codes: The reason codes of its denial (empty when allowed).
+        lost: Its rules allowed the payout, but concurrent payouts took the room there
+            before the hold (``allowed`` is then ``False``, ``codes`` insufficient_funds).
         balance: The balance it was judged on (``None`` when none could be read).
         reserved: The holds counted against it when judged (``None`` when not read).
         balance_age: How old that balance was, in seconds, when judged.
@@ -158,6 +160,7 @@ class Candidate(BaseModel):
     allowed: bool
     max_payable: Money
     codes: tuple[str, ...] = ()
+    lost: bool = False
     balance: BalanceSnapshot | None = None
     reserved: Money | None = None
     balance_age: Seconds | None = None
