@@ -127,7 +127,7 @@ class TestSameRules:
     def test_replaying_with_the_same_rules_reproduces_every_decision(
         self, logged: tuple[list[Decision], Path]
     ) -> None:
-        made, path = logged
+        _, path = logged
         replayer = Replayer(RULES)
         summary = ReplaySummary()
         rejudged = 0
@@ -193,7 +193,7 @@ class TestChangedRules:
         self, logged: tuple[list[Decision], Path]
     ) -> None:
         """The oracle: the rule engine itself, on the facts read back from the record."""
-        made, path = logged
+        _, path = logged
         looser = RuleSet([MaxPayout({"BRL": "1200", "ARS": "90000"}), MaxBalanceAge(90)])
         replayer = Replayer(looser)
         judged = 0
@@ -211,7 +211,7 @@ class TestChangedRules:
     def test_a_replay_reports_payouts_now_allowed(
         self, logged: tuple[list[Decision], Path]
     ) -> None:
-        made, path = logged
+        _, path = logged
         summary = ReplaySummary()
         for replayed in Replayer([MaxPayout({"BRL": "5000", "ARS": "90000"})]).replay_all(
             read_decisions(path)
