@@ -312,6 +312,7 @@ class JsonLinesDecisionLog(_QueuedLog):
         self.max_bytes = max_bytes
         self.backups = backups
         self._file: Any = None
+        self._size = 0
 
     def __repr__(self) -> str:
         return f"JsonLinesDecisionLog({str(self.path)!r}, max_bytes={self.max_bytes})"
@@ -319,6 +320,7 @@ class JsonLinesDecisionLog(_QueuedLog):
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("ab")
+        self._size = os.fstat(self._file.fileno()).st_size  # counted, not tell(): a pipe works
         return self._file
 
     def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
@@ -326,13 +328,15 @@ class JsonLinesDecisionLog(_QueuedLog):
         file = self._file
         for record in batch:
             line = record.model_dump_json().encode() + b"\n"
-            if self.max_bytes is not None and file.tell() and (
-                file.tell() + len(line) > self.max_bytes
+            if self.max_bytes is not None and self._size and (
+                self._size + len(line) > self.max_bytes
             ):
                 file.close()
                 self._rotate()
                 file = self._file = self.path.open("ab")
+                self._size = 0
             file.write(line)
+            self._size += len(line)
         file.flush()
 
     def _rotate(self) -> None:

@@ -1,0 +1,144 @@
+"""Decision logs: every decision kept, and a sink that fails or stalls never fails a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from guard import (
+    AsyncPayoutGuard,
+    ConfigurationError,
+    DecisionRecord,
+    JsonLinesDecisionLog,
+    PayoutGuard,
+    SqliteDecisionLog,
+    read_decisions,
+)
+from guard.testing import StaticFetcher
+from rules import MaxPayout
+
+
+def guard_with(sink: object) -> PayoutGuard:
+    return PayoutGuard(StaticFetcher({"BRL": "1000.00"}, name="luxtak"), [MaxPayout({"BRL": "500"})],
+                       decision_log=sink)  # type: ignore[arg-type]  # a sink of the test's own
+
+
+class TestJsonLines:
+    def test_every_check_and_reserve_is_written_with_its_operation(self, tmp_path: Path) -> None:
+        path = tmp_path / "logs" / "decisions.jsonl"
+        with guard_with(JsonLinesDecisionLog(path)) as guard:
+            allowed = guard.check("10", "BRL")
+            denied = guard.check("600", "BRL")
+            with guard.reserve("20", "BRL", payout_id="po-1") as held:
+                pass
+        records = list(read_decisions(path))
+        assert [(allowed, "check"), (denied, "check"), (held.decision, "reserve")] == [
+            (r.decision, r.operation) for r in records
+        ]
+
+    def test_it_rotates_before_a_file_would_pass_max_bytes(self, tmp_path: Path) -> None:
+        path = tmp_path / "decisions.jsonl"
+        sink = JsonLinesDecisionLog(path, max_bytes=4096, backups=2)
+        with guard_with(sink) as guard:
+            made = [guard.check("10", "BRL") for _ in range(40)]
+        files = [path.with_name(f"decisions.jsonl.{n}") for n in (2, 1)] + [path]
+        assert all(f.stat().st_size <= 4096 for f in files)
+        assert not path.with_name("decisions.jsonl.3").exists()  # only two backups are kept
+        kept = [r.decision for f in files for r in read_decisions(f)]
+        assert kept == made[-len(kept):]  # the newest, in order; the oldest file was deleted
+        assert len(kept) < len(made)
+
+    def test_a_directory_it_cannot_write_drops_and_counts_and_says_so_once(
+        self, tmp_path: Path
+    ) -> None:
+        blocked = tmp_path / "not-a-file"
+        blocked.mkdir()
+        sink = JsonLinesDecisionLog(blocked)  # a directory: every open fails
+        with capture_logs() as logs, guard_with(sink) as guard:
+            decisions = [guard.check("10", "BRL") for _ in range(5)]
+            assert sink.flush()
+        assert all(d.allowed for d in decisions)
+        assert 5 == sink.dropped
+        complaints = [e for e in logs if e["event"] == "payout_guard.decision_log_dropped"]
+        assert 1 == len(complaints)
+        assert "IsADirectoryError" == complaints[0]["error"]
+
+    def test_a_stalled_writer_never_holds_a_check_up(self, tmp_path: Path) -> None:
+        """A FIFO nobody reads blocks the writer thread on open; checks go on, records drop."""
+        fifo = tmp_path / "stalled"
+        os.mkfifo(fifo)
+        sink = JsonLinesDecisionLog(fifo, max_pending=10)
+        guard = guard_with(sink)
+        started = time.monotonic()
+        decisions = [guard.check("10", "BRL") for _ in range(200)]
+        elapsed = time.monotonic() - started
+        assert all(d.allowed for d in decisions)
+        assert elapsed < 5.0  # generous: the point is that nothing waits for the stalled file
+        # Kept at most: a batch the writer took before it stalled, and a full queue.
+        assert sink.dropped >= 200 - 2 * 10 - 1
+        reader = threading.Thread(target=lambda: fifo.read_bytes(), daemon=True)
+        reader.start()  # unstall, so that the writer can finish and close
+        guard.close()
+
+    def test_options_are_checked(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="bytes >= 1024"):
+            JsonLinesDecisionLog(tmp_path / "x", max_bytes=10)
+        with pytest.raises(ConfigurationError, match="max_pending"):
+            JsonLinesDecisionLog(tmp_path / "x", max_pending=0)
+        with pytest.raises(ConfigurationError, match="DecisionLog"):
+            guard_with(tmp_path / "x")
+
+
+class TestOwnSinks:
+    def test_a_sink_whose_write_raises_never_fails_a_decision(self) -> None:
+        class Broken:
+            def write(self, record: DecisionRecord) -> None:
+                raise RuntimeError("disk on fire")
+
+            def close(self) -> None:
+                pass
+
+        with capture_logs() as logs, guard_with(Broken()) as guard:
+            decisions = [guard.check("10", "BRL") for _ in range(3)]
+        assert all(d.allowed for d in decisions)
+        assert [("Broken", "RuntimeError")] == [
+            (e["sink"], e["error"]) for e in logs if e["event"] == "payout_guard.decision_log_dropped"
+        ]
+
+
+class TestSqlite:
+    def test_rows_can_be_queried_with_sqlite(self, tmp_path: Path) -> None:
+        path = tmp_path / "decisions.db"
+        with guard_with(SqliteDecisionLog(path)) as guard:
+            guard.check("10", "BRL", payout_id="po-9")
+            guard.check("600", "BRL")
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute(
+                "SELECT operation, allowed, codes, payout_id FROM decisions ORDER BY rowid"
+            ).fetchall()
+        finally:
+            conn.close()
+        assert [("check", 1, "", "po-9"), ("check", 0, "above_maximum_payout", None)] == rows
+
+
+class TestAsync:
+    def test_the_async_guard_logs_its_decisions_too(self, tmp_path: Path) -> None:
+        path = tmp_path / "decisions.jsonl"
+
+        async def main() -> list[str]:
+            async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}),
+                                        decision_log=JsonLinesDecisionLog(path)) as guard:
+                await guard.check("1", "BRL")
+                async with await guard.reserve("2", "BRL", payout_id="po-a"):
+                    pass
+            return [r.operation for r in read_decisions(path)]
+
+        assert ["check", "reserve"] == asyncio.run(main())
