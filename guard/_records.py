@@ -59,6 +59,8 @@ _LOG = structlog.get_logger("payout_guard")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 # How often a failing sink says so (seconds); the count of drops is always exact.
 _COMPLAIN_EVERY = 60.0
+# Seconds the writer waits after a first record for others to join its batch.
+_LINGER = 0.02
 
 
 def rules_fingerprint(rules: RuleSet) -> str:
@@ -203,12 +205,16 @@ class _QueuedLog:
         while not stop:
             batch: list[DecisionRecord] = []
             item = self._queue.get()
+            if item is not None:
+                # Linger a moment: records written in batches wake this thread (and take the
+                # GIL from the checks) once per batch, not once per decision.
+                time.sleep(_LINGER)
             while True:
                 if item is None:
                     stop = True
                 else:
                     batch.append(item)
-                if len(batch) >= 512:
+                if len(batch) >= 4096:
                     break
                 try:
                     item = self._queue.get_nowait()
