@@ -26,7 +26,8 @@ from rules import MaxPayout
 
 
 def guard_with(sink: object) -> PayoutGuard:
-    return PayoutGuard(StaticFetcher({"BRL": "1000.00"}, name="luxtak"), [MaxPayout({"BRL": "500"})],
+    return PayoutGuard(StaticFetcher({"BRL": "1000.00"}, name="luxtak"),
+                       [MaxPayout({"BRL": "500"})],
                        decision_log=sink)  # type: ignore[arg-type]  # a sink of the test's own
 
 
@@ -83,7 +84,7 @@ class TestJsonLines:
         assert elapsed < 5.0  # generous: the point is that nothing waits for the stalled file
         # Kept at most: a batch the writer took before it stalled, and a full queue.
         assert sink.dropped >= 200 - 2 * 10 - 1
-        reader = threading.Thread(target=lambda: fifo.read_bytes(), daemon=True)
+        reader = threading.Thread(target=fifo.read_bytes, daemon=True)
         reader.start()  # unstall, so that the writer can finish and close
         guard.close()
 
@@ -100,7 +101,7 @@ class TestOwnSinks:
     def test_a_sink_whose_write_raises_never_fails_a_decision(self) -> None:
         class Broken:
             def write(self, record: DecisionRecord) -> None:
-                raise RuntimeError("disk on fire")
+                raise RuntimeError(f"disk on fire, {record.operation} lost")
 
             def close(self) -> None:
                 pass
@@ -109,7 +110,8 @@ class TestOwnSinks:
             decisions = [guard.check("10", "BRL") for _ in range(3)]
         assert all(d.allowed for d in decisions)
         assert [("Broken", "RuntimeError")] == [
-            (e["sink"], e["error"]) for e in logs if e["event"] == "payout_guard.decision_log_dropped"
+            (e["sink"], e["error"]) for e in logs
+            if e["event"] == "payout_guard.decision_log_dropped"
         ]
 
 

@@ -29,8 +29,10 @@ def make_guard(**options: object) -> PayoutGuard:
 
 class TestDecisionEvent:
     def test_check_logs_one_event_with_the_decision_and_its_facts(self) -> None:
-        """The request, the balance judged, the held total, reasons with messages, the rules'
-        fingerprint and the version: "why was payout X denied?" is answered by the log."""
+        """The request, the balance, the held total, reasons with messages, rules and version.
+
+        "Why was payout X denied?" is answered by the log.
+        """
         guard = make_guard()
         with capture_logs() as logs:
             decision = guard.check("90", "BRL", payout_id="po_7")

@@ -58,7 +58,8 @@ class TestReplayCommand:
         text = run_cli("replay", str(log), "--config", str(config(tmp_path, LOWER)))
         assert 0 == text.returncode, text.stderr
         assert "allowed -> denied" in text.stdout
-        assert f"{count}" in text.stdout and f"{total}" in text.stdout
+        assert f"{count}" in text.stdout
+        assert f"{total}" in text.stdout
 
     def test_the_report_lists_each_changed_decision(self, log: Path, tmp_path: Path) -> None:
         report = tmp_path / "out.csv"
