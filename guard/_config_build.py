@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from guard._clock import Clock
@@ -22,6 +23,7 @@ from guard._config_schema import (
     ProviderConfig,
 )
 from guard._models import BalanceSnapshot
+from guard._records import DecisionLog, JsonLinesDecisionLog, SqliteDecisionLog
 from guard.errors import ConfigurationError
 from guard.fetchers import (
     BalanceFetcher,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NamedFetcher",
+    "build_decision_log",
     "build_fetcher",
     "build_reservations",
     "configured_guard",
@@ -331,7 +334,27 @@ def configured_guard(
         clock=clock,
         routing=routing.policy,
         routes=routes,
+        decision_log=build_decision_log(config),
     )
+
+
+_SQLITE_SUFFIXES = frozenset({".db", ".sqlite", ".sqlite3"})
+
+
+def build_decision_log(config: GuardConfig) -> DecisionLog | None:
+    """Return the decision log ``[decision_log]`` configures, or ``None`` without one.
+
+    A relative path is taken from the configuration file's directory.
+    """
+    spec = config.decision_log
+    if spec is None:
+        return None
+    path = Path(spec.path)
+    if not path.is_absolute() and config.source:
+        path = Path(config.source).parent / path
+    if path.suffix.lower() in _SQLITE_SUFFIXES:
+        return SqliteDecisionLog(path)
+    return JsonLinesDecisionLog(path, max_bytes=spec.max_bytes, backups=spec.backups)
 
 
 def _close(thing: object) -> None:

@@ -185,6 +185,21 @@ class CacheConfig(BaseModel):
     max_stale: Seconds = Decimal(60)
 
 
+class DecisionLogConfig(BaseModel):
+    """Where every decision is recorded (the ``[decision_log]`` table; absent: nowhere).
+
+    ``path``: the file, relative to the configuration's directory; a ``.db``, ``.sqlite`` or
+    ``.sqlite3`` file is a SQLite database (``SqliteDecisionLog``), anything else JSON lines
+    (``JsonLinesDecisionLog``). ``max_bytes`` and ``backups``: the JSON-lines file's rotation.
+    """
+
+    model_config = _STRICT
+
+    path: Text
+    max_bytes: int | None = Field(default=100 * 1024 * 1024, ge=1024, strict=True)
+    backups: int = Field(default=5, ge=1, strict=True)
+
+
 class RoutingConfig(BaseModel):
     """How a guard over several providers routes each payout (the ``[routing]`` table).
 
@@ -302,6 +317,7 @@ class GuardConfig(BaseModel):
         cache: The balance cache (``ttl`` seconds).
         reservations: The reservation store and hold timing.
         routing: How a guard over several providers routes payouts.
+        decision_log: Where every decision is recorded (``None``: nowhere).
         rules: The rules, in the ``rules.load`` format (use :attr:`ruleset` for the rules).
         rules_file: A TOML/YAML rules file (relative to the configuration's directory) used
             instead of inline rules.
@@ -319,6 +335,7 @@ class GuardConfig(BaseModel):
     cache: CacheConfig = CacheConfig()
     reservations: ReservationsConfig = ReservationsConfig()
     routing: RoutingConfig = RoutingConfig()
+    decision_log: DecisionLogConfig | None = None
     rules: tuple[Any, ...] = ()
     rules_file: Text | None = None
 

@@ -144,3 +144,30 @@ class TestAsync:
             return [r.operation for r in read_decisions(path)]
 
         assert ["check", "reserve"] == asyncio.run(main())
+
+
+class TestConfigured:
+    @pytest.mark.parametrize(("name", "kind"), [("decisions.jsonl", JsonLinesDecisionLog),
+                                                ("decisions.db", SqliteDecisionLog)])
+    def test_decision_log_in_the_configuration(
+        self, tmp_path: Path, name: str, kind: type[object]
+    ) -> None:
+        """``[decision_log] path`` is relative to the file; .db/.sqlite is a SQLite database."""
+        config = tmp_path / "guard.toml"
+        config.write_text(
+            '[providers.luxtak]\nbase_url = "http://127.0.0.1:9"\n'
+            'app_id_env = "ID"\napp_key_env = "KEY"\n'
+            f'[decision_log]\npath = "{name}"\n',
+            encoding="utf-8",
+        )
+        with PayoutGuard.from_config(config, env={"ID": "i", "KEY": "k"}) as guard:
+            assert isinstance(guard.decision_log, kind)
+            decision = guard.check("1", "BRL")  # the provider is down: a logged denial
+        assert [decision] == [r.decision for r in read_decisions(tmp_path / name)]
+
+    def test_a_tiny_max_bytes_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigurationError, match="max_bytes"):
+            PayoutGuard.from_config({"providers": {"luxtak": {
+                "base_url": "http://127.0.0.1:9", "app_id_env": "ID", "app_key_env": "KEY"}},
+                "decision_log": {"path": str(tmp_path / "d.jsonl"), "max_bytes": 10}},
+                env={"ID": "i", "KEY": "k"})
