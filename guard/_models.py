@@ -16,7 +16,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -52,9 +51,6 @@ Currency = Annotated[str, AfterValidator(_currency)]
 # A detail is an amount, or a word such as a hold's state. Amounts are tried first, so an amount
 # read back from JSON (a string there) is a Decimal again; a word never parses as one.
 Detail = Annotated[Money | str, Field(union_mode="left_to_right")]
-# A number of seconds (a balance's age): a float, written to JSON as its shortest exact text, so
-# that no JSON number is a float and reading it back gives the very same float.
-Seconds = Annotated[float, PlainSerializer(repr, return_type=str, when_used="json")]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid", strict=False, ser_json_inf_nan="strings")
 
@@ -163,7 +159,7 @@ class Candidate(BaseModel):
     lost: bool = False
     balance: BalanceSnapshot | None = None
     reserved: Money | None = None
-    balance_age: Seconds | None = None
+    balance_age: float | None = None
     own_in_flight: Money = Decimal(0)
 
 
@@ -222,7 +218,7 @@ class Decision(BaseModel):
     more_holds: bool = False
     candidates: tuple[Candidate, ...] = ()
     evaluated_at: UtcDatetime
-    balance_age: Seconds | None = None
+    balance_age: float | None = None
     balance_source: Literal["fetched", "cached"] | None = None
     own_in_flight: Money = Decimal(0)
 
