@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import queue
@@ -151,8 +152,11 @@ class _QueuedLog:
         self._pid = os.getpid()
         self._closed = False
         self._complained_at = -_COMPLAIN_EVERY
-        self._idle = threading.Event()
-        self._idle.set()
+        # Records queued (numbered as they are) and records the writer is done with (written
+        # or dropped): flush() waits for the second to reach the first.
+        self._numbers = itertools.count(1)
+        self._queued = 0
+        self._done = 0
 
     def write(self, record: DecisionRecord) -> None:
         """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
@@ -161,18 +165,18 @@ class _QueuedLog:
         if self._closed or self._queue.qsize() >= self.max_pending:
             self._drop(1, "the queue is full" if not self._closed else "the log is closed")
             return
-        self._idle.clear()
+        self._queued = next(self._numbers)
         self._queue.put(record)
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or dropped); ``False`` on timeout."""
         if self._thread is None:
             return True
-        deadline = time.monotonic() + timeout
-        while not (self._queue.empty() and self._idle.is_set()):
+        wanted, deadline = self._queued, time.monotonic() + timeout
+        while self._done < wanted:
             if time.monotonic() >= deadline:
                 return False
-            self._idle.wait(0.01)
+            time.sleep(0.005)
         return True
 
     def close(self, timeout: float = 5.0) -> None:
@@ -194,6 +198,7 @@ class _QueuedLog:
             # (and its own queue: records queued in the parent are the parent's to write).
             self._pid = os.getpid()
             self._queue = queue.SimpleQueue()
+            self._numbers, self._queued, self._done = itertools.count(1), 0, 0
             self._thread = threading.Thread(
                 target=self._run, name=f"payout-guard {type(self).__name__}", daemon=True
             )
@@ -229,10 +234,8 @@ class _QueuedLog:
                     self._drop(len(batch), type(exc).__name__)
                     self._discard(target)
                     target = None  # opened again for the next batch
-            if self._queue.empty():
-                self._idle.set()
+            self._done += len(batch)
         self._discard(target)
-        self._idle.set()
 
     def _discard(self, target: Any) -> None:
         if target is not None:
@@ -325,25 +328,35 @@ class JsonLinesDecisionLog(_QueuedLog):
 
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        # Unbuffered, one write() per batch: processes appending to one file (O_APPEND) never
+        # interleave inside a line.
+        self._file = self.path.open("ab", buffering=0)
         self._size = os.fstat(self._file.fileno()).st_size  # counted, not tell(): a pipe works
         return self._file
 
     def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
-        # The file of the moment (a rotation replaces it), not the one first opened.
-        file = self._file
-        for record in batch:
-            line = record.model_dump_json().encode() + b"\n"
-            if self.max_bytes is not None and self._size and (
-                self._size + len(line) > self.max_bytes
-            ):
-                file.close()
+        lines = [record.model_dump_json().encode() + b"\n" for record in batch]
+        chunk: list[bytes] = []
+        size = self._size
+        for line in lines:
+            if self.max_bytes is not None and size and size + len(line) > self.max_bytes:
+                self._append(b"".join(chunk))
+                chunk, size = [], 0
+                # The file of the moment is replaced: later lines go to a new one.
+                self._file.close()
                 self._rotate()
-                file = self._file = self.path.open("ab")
+                self._file = self.path.open("ab", buffering=0)
                 self._size = 0
-            file.write(line)
-            self._size += len(line)
-        file.flush()
+            chunk.append(line)
+            size += len(line)
+        self._append(b"".join(chunk))
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a short write (a full pipe, a signal) goes on where it stopped
+            written = self._file.write(view)
+            view = view[written:]
+        self._size += len(data)
 
     def _rotate(self) -> None:
         name = self.path.name

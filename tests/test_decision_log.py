@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import sqlite3
 import threading
@@ -171,3 +172,26 @@ class TestConfigured:
                 "base_url": "http://127.0.0.1:9", "app_id_env": "ID", "app_key_env": "KEY"}},
                 "decision_log": {"path": str(tmp_path / "d.jsonl"), "max_bytes": 10}},
                 env={"ID": "i", "KEY": "k"})
+
+
+def _log_checks(path: str, count: int) -> None:
+    """A worker process: *count* checks through a guard logging to *path*."""
+    with guard_with(JsonLinesDecisionLog(path)) as guard:
+        for _ in range(count):
+            guard.check("10", "BRL")
+
+
+class TestProcesses:
+    def test_processes_appending_to_one_file_never_break_a_line(self, tmp_path: Path) -> None:
+        """Each batch is one write() to a file opened for appending: lines stay whole."""
+        path = tmp_path / "decisions.jsonl"
+        context = multiprocessing.get_context("spawn")
+        workers = [context.Process(target=_log_checks, args=(str(path), 400)) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        assert [0, 0, 0] == [worker.exitcode for worker in workers]
+        records = list(read_decisions(path))  # raises on any broken line
+        assert 1200 == len(records)
+        assert 1200 == len({r.decision.decision_id for r in records})
