@@ -37,7 +37,8 @@ class TestDryRunCheck:
             entry["event"] for entry in logs
         ]
         assert {**decision.log_fields(), "event": "payout_guard.would_deny",
-                "log_level": "warning"} == logs[1]
+                "log_level": "warning", "rules_fingerprint": logs[0]["rules_fingerprint"],
+                "version": logs[0]["version"]} == logs[1]
 
     def test_an_allowed_payout_logs_no_warning(self) -> None:
         """Only would-be denials warn."""
