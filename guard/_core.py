@@ -43,6 +43,7 @@ from guard._clock import Clocks, counted_since
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
+from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
 from rules.money import ADD, money_context
@@ -551,6 +552,7 @@ class Core:
         """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
         record(decision)
         _judge.log_decision(self.log, decision)
+        EVENTS.decision(decision)  # metrics and the span's outcome (guard.instrumentation)
 
     def note_lapsed(self, lapsed: tuple[Hold, ...]) -> None:
         """Log each uncertain hold whose ``uncertain_ttl`` ended (warning level)."""
