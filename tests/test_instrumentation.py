@@ -185,7 +185,7 @@ class TestSwitch:
 
     def test_something_that_is_not_a_hook_is_refused_naming_its_place(self) -> None:
         with pytest.raises(ConfigurationError, match=r"hooks\[1\].*Hook.*str"):
-            instr.set_hooks([instr.Hook(), "prometheus"])  # type: ignore[arg-type] # on purpose
+            instr.set_hooks([instr.Hook(), "prometheus"])  # type: ignore[list-item] # on purpose
 
     def test_a_failing_hook_never_fails_a_check_and_is_logged_once(self) -> None:
         class Broken(instr.Hook):
@@ -206,7 +206,8 @@ class TestSwitch:
         def broken() -> instr.Hook:
             raise ImportError("no backend")
 
-        hooks = [instr.HookFactory(broken), instr.PrometheusHook(registry=registry)]
+        hooks: list[instr.Hook | instr.HookFactory] = [
+            instr.HookFactory(broken), instr.PrometheusHook(registry=registry)]
         with instr.set_hooks(hooks), capture_logs() as logs:
             assert static_guard().check("10.00", "BRL").allowed
             assert 1 == len(instr.get_hooks())
