@@ -8,6 +8,8 @@ providers built here and handed to the hook (the global providers are never touc
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from guard.testing import FailingFetcher, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from tests._guard_strategies import BlockingFetcher, wait_until_blocked
 
+ROOT = Path(__file__).resolve().parent.parent
 POLICY = RetryPolicy(attempts=3, deadline=5.0, backoff=0.001, max_backoff=0.002)
 PAYOUT_ID = "po_secretive_7d1e"
 ACCOUNT = "acct_merchant_42"
@@ -124,16 +127,29 @@ def static_guard(**options: Any) -> PayoutGuard:
 
 
 class TestSwitch:
-    def test_the_defaults_are_the_backends_that_import(self) -> None:
-        """Both backends are installed here: the defaults are a Prometheus and an OTel hook."""
+    def test_without_an_otel_provider_the_default_is_prometheus_alone(self) -> None:
+        """Both packages import here, but no global OpenTelemetry provider was set."""
         made = [factory.hook_factory for factory in instr.default_hooks()]
-        assert [instr.PrometheusHook, instr.OpenTelemetryHook] == made
+        assert [instr.PrometheusHook] == made
+
+    def test_with_a_global_otel_provider_set_both_are_defaults(self) -> None:
+        """In a process that set a global tracer provider (once: it cannot be unset)."""
+        script = (
+            "from opentelemetry import trace\n"
+            "from opentelemetry.sdk.trace import TracerProvider\n"
+            "from guard import instrumentation as instr\n"
+            "trace.set_tracer_provider(TracerProvider())\n"
+            "print(sorted(type(h).__name__ for h in instr.get_hooks()))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True, cwd=ROOT)
+        assert "['OpenTelemetryHook', 'PrometheusHook']" == done.stdout.strip()
 
     def test_restoring_the_defaults_makes_them_on_the_next_use(self) -> None:
         with instr.set_hooks([]):
             instr.restore_default_hooks()
             kinds = [type(hook) for hook in instr.get_hooks()]
-        assert [instr.PrometheusHook, instr.OpenTelemetryHook] == kinds
+        assert [instr.PrometheusHook] == kinds
 
     def test_default_hooks_on_the_global_registry_can_be_made_twice(self) -> None:
         """Restoring the defaults again reuses the metrics already on the registry."""

@@ -9,8 +9,8 @@ and their backends' imports, cost nothing until a guard records something.
 
 Default hooks, by what imports: ``PrometheusHook`` (on ``prometheus_client.REGISTRY``) when
 ``prometheus_client`` does, ``OpenTelemetryHook`` (the global meter and tracer providers) when
-``opentelemetry-api`` does. structlog events are logged by the guard itself, always, whatever
-the hooks.
+``opentelemetry-api`` does and a global provider is set. structlog events are logged by the
+guard itself, always, whatever the hooks.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import structlog
 
 from guard.errors import ConfigurationError
 from guard.instrumentation._data import Hook, HookFactory, judged_held
-from guard.instrumentation._otel import OpenTelemetryHook
+from guard.instrumentation._otel import OpenTelemetryHook, global_providers_set
 from guard.instrumentation._prometheus import PrometheusHook
 
 if TYPE_CHECKING:
@@ -60,15 +60,19 @@ def _importable(module: str) -> bool:
 
 
 def default_hooks() -> tuple[HookFactory, ...]:
-    """Return the hooks used unless others are set: one per backend that imports.
+    """Return the hooks used unless others are set, as they stand now.
 
-    ``PrometheusHook`` when ``prometheus_client`` imports, ``OpenTelemetryHook`` when
-    ``opentelemetry-api`` does; none when neither does.
+    ``PrometheusHook`` when ``prometheus_client`` imports; ``OpenTelemetryHook`` when
+    ``opentelemetry-api`` imports and the process has set a global meter or tracer provider
+    (through the API's stand-in, every check would pay for metrics and spans that go
+    nowhere). The guard asks this once, at its first event: set the OpenTelemetry providers
+    before the first check, or call :func:`restore_default_hooks` after setting them.
     """
     hooks: list[HookFactory] = []
     if _importable("prometheus_client"):
         hooks.append(HookFactory(PrometheusHook))
-    if _importable("opentelemetry.metrics") and _importable("opentelemetry.trace"):
+    if (_importable("opentelemetry.metrics") and _importable("opentelemetry.trace")
+            and global_providers_set()):
         hooks.append(HookFactory(OpenTelemetryHook))
     return tuple(hooks)
 

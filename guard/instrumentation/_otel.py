@@ -26,13 +26,34 @@ if TYPE_CHECKING:
 
     from guard._models import Decision
 
-__all__ = ["OpenTelemetryHook"]
+__all__ = ["OpenTelemetryHook", "global_providers_set"]
 
 # The span of the check or reserve running in this context, when an OpenTelemetryHook opened
 # it: where the decision's attributes go.
 _OPEN: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
     "payout_guard_span", default=None
 )
+
+
+def global_providers_set() -> bool:
+    """Return whether the process set a global meter or tracer provider.
+
+    The API's own stand-ins (its proxy and no-op providers, defined in
+    ``opentelemetry.metrics`` and ``opentelemetry.trace``) are no provider: what is recorded
+    through them goes nowhere until one is set.
+
+    Raises:
+        ImportError: ``opentelemetry-api`` is not installed.
+    """
+    from opentelemetry import metrics, trace  # noqa: PLC0415 - optional: imported when used
+
+    return not (_api_own(trace.get_tracer_provider(), "opentelemetry.trace")
+                and _api_own(metrics.get_meter_provider(), "opentelemetry.metrics"))
+
+
+def _api_own(provider: object, package: str) -> bool:
+    module = type(provider).__module__
+    return module == package or module.startswith(package + ".")
 
 
 def _version() -> str:
@@ -73,7 +94,6 @@ class OpenTelemetryHook(Hook):
         # stand-in would cost every check a no-op span (about 7 us, half an allowed check).
         self._global_tracers = tracer_provider is None
         self._tracer_provider = trace.get_tracer_provider
-        self._unset = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
         self._status_error = trace.StatusCode.ERROR
         self._status = trace.Status
         self._spans = spans
@@ -153,7 +173,7 @@ class OpenTelemetryHook(Hook):
     def span(self, name: str, attributes: Mapping[str, str]) -> AbstractContextManager[None]:
         """Return the span of one ``check`` or ``reserve`` (nothing when ``spans=False``)."""
         if not self._spans or (self._global_tracers
-                               and isinstance(self._tracer_provider(), self._unset)):
+                               and _api_own(self._tracer_provider(), "opentelemetry.trace")):
             return nullcontext()
         return self._span(name, attributes)
 
