@@ -95,15 +95,19 @@ def _register(registry: CollectorRegistry) -> _Metrics:
     )
 
 
-def _children(metric: Any) -> Callable[..., Any]:
-    """Return ``metric.labels`` remembering each child: one dict read per event, no lock."""
+def _children(metric: Any, method: str) -> Callable[..., Any]:
+    """Return the labelled child's *method* (``inc``, ``set``, ``observe``) by label values.
+
+    Each child's method is remembered: one dict read per event instead of ``labels()``
+    (which validates the values and takes the metric's lock every time).
+    """
     made: dict[Hashable, Any] = {}
     labels = metric.labels
 
     def child(*values: str) -> Any:
         found = made.get(values)
         if found is None:
-            found = made[values] = labels(*values)
+            found = made[values] = getattr(labels(*values), method)
         return found
 
     return child
@@ -131,12 +135,12 @@ class PrometheusHook(Hook):
         metrics = _REGISTERED.get(self.registry)
         if metrics is None:
             metrics = _REGISTERED[self.registry] = _register(self.registry)
-        self._decisions = _children(metrics.decisions)
-        self._fetch = _children(metrics.fetch_seconds)
-        self._requests = _children(metrics.provider_requests)
-        self._cache = _children(metrics.cache)
-        self._held = _children(metrics.held)
-        self._store = _children(metrics.store_seconds)
+        self._decisions = _children(metrics.decisions, "inc")
+        self._fetch = _children(metrics.fetch_seconds, "observe")
+        self._requests = _children(metrics.provider_requests, "inc")
+        self._cache = _children(metrics.cache, "inc")
+        self._held = _children(metrics.held, "set")
+        self._store = _children(metrics.store_seconds, "observe")
         self._dropped = metrics.log_dropped
 
     def __repr__(self) -> str:
@@ -148,27 +152,27 @@ class PrometheusHook(Hook):
         self._decisions(
             decision.provider, decision.currency, outcome_of(decision),
             reasons[0].code if reasons else "",
-        ).inc()
+        )()
 
     def held(self, provider: str, currency: str, state: str, amount: Decimal) -> None:
         """Set the held gauge of *provider* and *currency* to *amount*."""
-        self._held(provider, currency, state).set(float(amount))
+        self._held(provider, currency, state)(float(amount))
 
     def balance_fetch(self, provider: str, outcome: str, seconds: float) -> None:
         """Observe one balance fetch's duration."""
-        self._fetch(provider, outcome).observe(seconds)
+        self._fetch(provider, outcome)(seconds)
 
     def provider_request(self, provider: str, status: str) -> None:
         """Count one provider request by its status."""
-        self._requests(provider, status).inc()
+        self._requests(provider, status)()
 
     def balance_cache(self, result: str) -> None:
         """Count one balance lookup by its result."""
-        self._cache(result).inc()
+        self._cache(result)()
 
     def store_call(self, store: str, operation: str, seconds: float) -> None:
         """Observe one store call's duration."""
-        self._store(store, operation).observe(seconds)
+        self._store(store, operation)(seconds)
 
     def decision_log_dropped(self) -> None:
         """Count one dropped decision record."""
