@@ -271,7 +271,7 @@ class AsyncPayoutGuard(GuardBase):
         return self._store(step)
 
     async def _store(self, step: StoreStep) -> Any:
-        with EVENTS.store_timer(self._astore or self.reservations, step):
+        with EVENTS.store_timer(self.reservations if self._astore is None else self._astore, step):
             if self._astore is not None:
                 return await store_call(self._astore, step)
             if self._inline:
