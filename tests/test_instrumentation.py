@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -31,10 +32,16 @@ from guard import AsyncPayoutGuard, ConfigurationError, PayoutDenied, PayoutGuar
 from guard import instrumentation as instr
 from guard.errors import ProviderUnavailable
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
-from guard.stores import InMemoryReservations, RedisReservations, SqliteReservations
+from guard.stores import (
+    InMemoryReservations,
+    PostgresReservations,
+    RedisReservations,
+    SqliteReservations,
+)
 from guard.testing import FailingFetcher, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from tests._guard_strategies import BlockingFetcher, wait_until_blocked
+from tests._postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY = RetryPolicy(attempts=3, deadline=5.0, backoff=0.001, max_backoff=0.002)
@@ -489,6 +496,34 @@ class TestStores:
             for s in m.samples
         }
         assert {"RedisReservations", "AsyncRedisReservations"} == names
+
+
+    def test_a_reserve_in_the_callers_transaction_is_timed_sync_and_asyncio(
+        self, registry: CollectorRegistry, postgres_server: PostgresServer
+    ) -> None:
+        """reserve(connection=...) on PostgreSQL: the bound store's calls are timed too."""
+        with PostgresReservations(postgres_server.dsn(), schema=postgres_server.fresh_schema(),
+                                  create_schema=True) as store:
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store,
+                                share_balances=False)
+            with postgres_server.connect() as conn, conn.transaction():
+                guard.reserve("10.00", "BRL", payout_id="p-1", connection=conn).commit()
+
+            async def main() -> None:
+                aconn = await psycopg.AsyncConnection.connect(postgres_server.dsn())
+                async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}),
+                                            reservations=store, share_balances=False) as aguard:
+                    async with aconn, aconn.transaction():
+                        reservation = await aguard.reserve("10.00", "BRL", payout_id="p-2",
+                                                           connection=aconn)
+                        await reservation.commit()
+
+            asyncio.run(main())
+        stores = {
+            s.labels["store"] for m in registry.collect() if m.name == "payout_guard_store_seconds"
+            for s in m.samples if s.labels.get("operation") == "commit"
+        }
+        assert {"PostgresReservations", "AsyncPostgresReservations"} == stores
 
 
 class TestAsyncGuard:
