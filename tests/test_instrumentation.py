@@ -511,12 +511,12 @@ class TestStores:
 
             async def main() -> None:
                 aconn = await psycopg.AsyncConnection.connect(postgres_server.dsn())
-                async with AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}),
-                                            reservations=store, share_balances=False) as aguard:
-                    async with aconn, aconn.transaction():
-                        reservation = await aguard.reserve("10.00", "BRL", payout_id="p-2",
-                                                           connection=aconn)
-                        await reservation.commit()
+                aguard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store,
+                                          share_balances=False)
+                async with aguard, aconn, aconn.transaction():
+                    reservation = await aguard.reserve("10.00", "BRL", payout_id="p-2",
+                                                       connection=aconn)
+                    await reservation.commit()
 
             asyncio.run(main())
         stores = {
