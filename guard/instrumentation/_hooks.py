@@ -71,9 +71,13 @@ def default_hooks() -> tuple[HookFactory, ...]:
     hooks: list[HookFactory] = []
     if _importable("prometheus_client"):
         hooks.append(HookFactory(PrometheusHook))
-    if (_importable("opentelemetry.metrics") and _importable("opentelemetry.trace")
-            and global_providers_set()):
-        hooks.append(HookFactory(OpenTelemetryHook))
+    if _importable("opentelemetry.metrics") and _importable("opentelemetry.trace"):
+        try:
+            configured = global_providers_set()
+        except Exception:  # noqa: BLE001 - a broken install is no backend
+            configured = False
+        if configured:
+            hooks.append(HookFactory(OpenTelemetryHook))
     return tuple(hooks)
 
 
@@ -297,8 +301,13 @@ class Events:
             return hooks
         with self._lock:
             if self._hooks is None:
-                chosen = self._chosen if self._chosen is not None else default_hooks()
-                self._install(self._made(chosen))
+                try:
+                    chosen = self._chosen if self._chosen is not None else default_hooks()
+                    made = self._made(chosen)
+                except Exception as exc:  # noqa: BLE001 - never fail a check: record nothing
+                    self._failures.report(self, "resolve", exc)
+                    made = ()
+                self._install(made)
             return self._hooks  # type: ignore[return-value] # set by _install
 
     def _made(self, chosen: tuple[HookOrFactory, ...]) -> tuple[Hook, ...]:
