@@ -42,6 +42,7 @@ from guard._protect import AsyncAdmit, Settles
 from guard._request import Request, parse_payout_id, parse_request
 from guard._reservation import AsyncReservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
+from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, InMemoryReservations
 from guard.stores._async import AsyncReservationStore
 from rules.money import money_context
@@ -124,8 +125,9 @@ class AsyncPayoutGuard(GuardBase):
         """
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
-        decision, _ = await arun(self.core.check(request, pinned), self._perform)
-        self.core.emit(decision, "check", pinned)
+        with EVENTS.span("payout_guard.check", request):
+            decision, _ = await arun(self.core.check(request, pinned), self._perform)
+            self.core.emit(decision, "check", pinned)
         return decision
 
     @overload
@@ -226,10 +228,11 @@ class AsyncPayoutGuard(GuardBase):
     ) -> AsyncReservation:
         owner = owner_token()
         perform = perform or self._perform
-        reserved = await arun(
-            self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider), perform,
-        )
-        return await self._handle(reserved, perform, provider)
+        with EVENTS.span("payout_guard.reserve", request):
+            reserved = await arun(
+                self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider), perform,
+            )
+            return await self._handle(reserved, perform, provider)
 
     def _bound(self, connection: object) -> AsyncReservationStore:
         """Return the asyncio store's view working inside *connection*'s transaction."""
@@ -247,10 +250,14 @@ class AsyncPayoutGuard(GuardBase):
     def _performer(self, store: AsyncReservationStore) -> Perform:
         """Return how steps are awaited with *store* in place of the guard's store."""
 
+        async def timed(step: StoreStep) -> Any:
+            with EVENTS.store_timer(store, step):
+                return await store_call(store, step)
+
         def perform(step: Step) -> Awaitable[Any]:
             if isinstance(step, FetchBalances):
                 return self._perform(step)
-            return store_call(store, step)  # type: ignore[no-any-return]
+            return timed(step)
 
         return perform
 
@@ -264,11 +271,14 @@ class AsyncPayoutGuard(GuardBase):
         return self._store(step)
 
     async def _store(self, step: StoreStep) -> Any:
-        if self._astore is not None:
-            return await store_call(self._astore, step)
-        if self._inline:
-            return store_call(self.reservations, step)
-        return await asyncio.wrap_future(self.threads.submit(store_call, self.reservations, step))
+        with EVENTS.store_timer(self.reservations if self._astore is None else self._astore, step):
+            if self._astore is not None:
+                return await store_call(self._astore, step)
+            if self._inline:
+                return store_call(self.reservations, step)
+            return await asyncio.wrap_future(
+                self.threads.submit(store_call, self.reservations, step)
+            )
 
     async def _try_hold(self, step: TryHold) -> HoldOutcome:
         """Take a hold; if the awaiting task is cancelled meanwhile, give it back once taken."""

@@ -50,6 +50,7 @@ from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
 from guard.errors import BudgetSpent, ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
+from guard.instrumentation._hooks import EVENTS
 from guard.stores._protocol import FleetStore, Shared, gcra
 from rules.money import money_context
 
@@ -210,12 +211,15 @@ class BalanceCache:
             # this is every cached check.
             entry = self._entries.get(currency)
             if entry is not None and self._clock() < entry.expires:
+                EVENTS.balance_cache("hit")
                 return entry.found
         fresh, future, leader = self._join(currency, force=force)
         if fresh is not None:
+            EVENTS.balance_cache("hit")
             return fresh
         if leader:
             return self._lead(currency, future, force)[currency]
+        EVENTS.balance_cache("shared")
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
@@ -234,9 +238,12 @@ class BalanceCache:
         """
         fresh, future, leader = self._join(currency, force=force)
         if fresh is not None:
+            EVENTS.balance_cache("hit")
             return fresh
         if leader:
             submit(self._lead, currency, future, force)
+        else:
+            EVENTS.balance_cache("shared")
         try:
             found = await asyncio.wait_for(
                 asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
@@ -353,6 +360,7 @@ class BalanceCache:
             )
             waited = self._clock() - started
             if shared is not None and shared.age < max(fresh_for, waited):
+                EVENTS.balance_cache("shared")
                 found = self._decoded(shared, currency)
                 return {currency: found}, max(self._ttl - shared.age, 0.0)
             if leads:
@@ -394,9 +402,11 @@ class BalanceCache:
             BudgetSpent: no balance within ``stale_limit`` seconds is at hand.
         """
         if newest is not None and self._clock() - newest.found.received_mono <= self._stale_limit:
+            EVENTS.balance_cache("stale")
             _log.info("payout_guard.budget_spent", provider=self._fetcher.name,
                       currency=currency, retry_after=round(wait, 3), used="cached")
             return {currency: newest.found}, min(wait, self._ttl)
+        EVENTS.balance_cache("miss")
         _log.warning("payout_guard.budget_spent", provider=self._fetcher.name,
                      currency=currency, retry_after=round(wait, 3), used="none")
         raise BudgetSpent(
@@ -445,6 +455,7 @@ class BalanceCache:
 
     def _recorded(self, currency: str | None) -> list[BalanceSnapshot]:
         """Return the fetcher's snapshots of *currency*, recording how the request ended."""
+        started = time.perf_counter()
         try:
             # Fetchers parse amounts: in the money context, never in whatever the caller set.
             with money_context():
@@ -453,11 +464,15 @@ class BalanceCache:
             self.last_fetch = self.last_failure = FetchOutcome(
                 ok=False, at=self._clocks.monotonic(), error=type(exc).__name__
             )
+            EVENTS.balance_fetch(self._fetcher.name, type(exc).__name__,
+                                 time.perf_counter() - started)
             raise
         self.last_fetch = FetchOutcome(ok=True, at=self._clocks.monotonic())
+        EVENTS.balance_fetch(self._fetcher.name, "ok", time.perf_counter() - started)
         return snapshots
 
     def _fetch(self, currency: str) -> dict[str, Fetched]:
+        EVENTS.balance_cache("miss")
         requested = self._clocks.time()
         snapshots = self._recorded(currency)
         wall, mono = self._clocks.time(), self._clocks.monotonic()

@@ -51,6 +51,7 @@ from guard._records import (
 )
 from guard._request import Request, pick_account
 from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
+from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
 from rules.money import ADD, money_context
@@ -580,6 +581,7 @@ class Core:
                 }))
             except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
                 write_failed(sink, exc)
+        EVENTS.decision(decision)  # metrics and the span's outcome (guard.instrumentation)
 
     def note_lapsed(self, lapsed: tuple[Hold, ...]) -> None:
         """Log each uncertain hold whose ``uncertain_ttl`` ended (warning level)."""

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from guard._models import Decision
 from guard.errors import ConfigurationError, GuardError
+from guard.instrumentation import decision_log_dropped
 from rules import RuleSet, dump
 
 __all__ = [
@@ -266,7 +267,9 @@ class _QueuedLog:
 
 
 def on_dropped(count: int) -> None:
-    """Count *count* dropped decision records (the metric, when instrumentation is on)."""
+    """Count *count* dropped decision records (``payout_guard_decision_log_dropped_total``)."""
+    for _ in range(count):
+        decision_log_dropped()
 
 
 _failed_at: dict[int, float] = {}

@@ -28,6 +28,7 @@ from guard._protect import AsyncAdmit, Settles, SyncAdmit
 from guard._request import parse_payout_id, parse_request
 from guard._reservation import ExceptionTypes, Reservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
+from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, ReservationStore
 from rules.money import money_context
 
@@ -98,8 +99,9 @@ class PayoutGuard(GuardBase):
         """
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
-        decision, _ = run(self.core.check(request, pinned), self._perform)
-        self.core.emit(decision, "check", pinned)
+        with EVENTS.span("payout_guard.check", request):
+            decision, _ = run(self.core.check(request, pinned), self._perform)
+            self.core.emit(decision, "check", pinned)
         return decision
 
     @overload
@@ -174,9 +176,10 @@ class PayoutGuard(GuardBase):
             self._bound(connection)
         )
         owner = owner_token()
-        reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=pinned),
-                       perform)
-        return self._handle(reserved, perform, pinned)
+        with EVENTS.span("payout_guard.reserve", request):
+            reserved = run(self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=pinned),
+                           perform)
+            return self._handle(reserved, perform, pinned)
 
     def hold(self, payout_id: str) -> Hold | None:
         """Return what the store records for *payout_id* (without its owner token), if any.
@@ -266,6 +269,9 @@ class PayoutGuard(GuardBase):
         kind = type(step)
         if kind is FetchBalances:
             return self.caches[step.provider].get_fetched(step.currency, force=step.fresh)
+        if EVENTS.stores:  # a hook times store calls
+            with EVENTS.store_timer(self.reservations, step):
+                return store_call(self.reservations, step)
         if kind is ReadHeld:  # every check: asked directly, not through store_call
             return self.reservations.reserved(step.key, counted_since=step.counted_since,
                                               now=step.now)
@@ -277,7 +283,8 @@ class PayoutGuard(GuardBase):
         def perform(step: Step) -> Any:
             if isinstance(step, FetchBalances):
                 return self.caches[step.provider].get_fetched(step.currency, force=step.fresh)
-            return store_call(store, step)
+            with EVENTS.store_timer(store, step):
+                return store_call(store, step)
 
         return perform
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from guard import (
@@ -20,6 +21,7 @@ from guard import (
     JsonLinesDecisionLog,
     PayoutGuard,
     SqliteDecisionLog,
+    instrumentation,
     read_decisions,
 )
 from guard.testing import StaticFetcher
@@ -195,3 +197,19 @@ class TestProcesses:
         records = list(read_decisions(path))  # raises on any broken line
         assert 1200 == len(records)
         assert 1200 == len({r.decision.decision_id for r in records})
+
+
+class TestDropMetric:
+    def test_dropped_records_are_counted_in_prometheus(self, tmp_path: Path) -> None:
+        """payout_guard_decision_log_dropped_total counts what a failing sink dropped."""
+        registry = CollectorRegistry()
+        blocked = tmp_path / "a-directory"
+        blocked.mkdir()
+        sink = JsonLinesDecisionLog(blocked)
+        with instrumentation.set_hooks([instrumentation.PrometheusHook(registry=registry)]):
+            with guard_with(sink) as guard:
+                for _ in range(4):
+                    guard.check("10", "BRL")
+                assert sink.flush()
+            dropped = registry.get_sample_value("payout_guard_decision_log_dropped_total")
+        assert 4.0 == dropped

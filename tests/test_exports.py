@@ -7,7 +7,7 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ["guard", "guard.testing", "guard.stores"]
+PACKAGES = ["guard", "guard.instrumentation", "guard.testing", "guard.stores"]
 
 
 def public_names(module: ModuleType) -> set[str]:

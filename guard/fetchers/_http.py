@@ -46,6 +46,7 @@ from guard.fetchers._checks import (
 from guard.fetchers._parse import BodyError, loads, shown
 from guard.fetchers._retry import AttemptFailed, RetryPolicy, run_with_retry
 from guard.fetchers._transport import DeadlineAdapter, Watch
+from guard.instrumentation._hooks import EVENTS
 from rules.money import money_context
 
 __all__ = [
@@ -331,6 +332,7 @@ class HttpFetcher(ABC):
                     if watch.fired:  # what was read ended where the cut did
                         raise _transport(label, f"timed out: no complete answer within "
                                          f"{left:.3g} s", "timeout", TimeoutError())
+                    EVENTS.provider_request(self.provider, response.status_code)
                     return Answer(
                         label=label,
                         status=response.status_code,
@@ -339,9 +341,11 @@ class HttpFetcher(ABC):
                         received_at=datetime.fromtimestamp(self._clock(), UTC),
                         retry_after=self._retry_after(response, label),
                     )
-            except AttemptFailed:
+            except AttemptFailed as failure:
+                EVENTS.provider_request(self.provider, failure.status)  # None: no answer
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever the transport raised, mapped
+                EVENTS.provider_request(self.provider, None)
                 if watch.fired:
                     raise _transport(label, f"timed out: no complete answer within {left:.3g} s",
                                      "timeout", exc) from None
