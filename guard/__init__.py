@@ -7,7 +7,7 @@ from guard._config_schema import GuardConfig
 from guard._health import Health, ProviderHealth, StoreHealth
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason
 from guard._protect import Decorator
-from guard._records import VERSION as __version__  # noqa: F401, N811 - the conventional name
+from guard._records import VERSION as _VERSION
 from guard._records import (
     DecisionLog,
     DecisionRecord,
@@ -75,3 +75,5 @@ __all__ = [
     "rules_fingerprint",
 ]
 
+__version__: str = _VERSION
+"""The installed payout-guard version (what decision records carry)."""

@@ -211,8 +211,9 @@ def test_the_guard_decides_the_same_with_or_without_verdicts(case: tuple[Facts, 
     [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
     request = Request(fact.amount, fact.currency, fact.fee, None, None)
     now = time.time()
+    judged = _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight)
     fast = _judge.from_clearance(request, clearance, mode="enforce", provider="static",
-                                 balance=snapshot, reserved=fact.reserved, now=now)
+                                 balance=snapshot, reserved=fact.reserved, now=now, judged=judged)
     full = _judge.from_verdict(request, rules.evaluate(fact), mode="enforce", provider="static",
-                               balance=snapshot, reserved=fact.reserved, now=now)
+                               balance=snapshot, reserved=fact.reserved, now=now, judged=judged)
     assert full.model_dump(exclude={"decision_id"}) == fast.model_dump(exclude={"decision_id"})
