@@ -20,7 +20,13 @@ from pathlib import Path
 
 import structlog
 
-from guard import JsonLinesDecisionLog, PayoutGuard, SqliteDecisionLog, read_decisions
+from guard import (
+    JsonLinesDecisionLog,
+    PayoutGuard,
+    SqliteDecisionLog,
+    instrumentation,
+    read_decisions,
+)
 from guard._replay import Replayer, ReplaySummary
 from guard.testing import StaticFetcher
 from rules import CurrencyMinimums, FrozenFunds, MaxBalanceAge, MaxPayout, ReserveMargin, Rule
@@ -53,6 +59,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 above +30%")
     args = parser.parse_args()
+    # Metrics off: what a check costs itself (bench_instrumentation.py prices the hooks).
+    instrumentation.set_hooks([])
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,
