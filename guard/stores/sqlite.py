@@ -38,6 +38,8 @@ from guard.stores._common import (
     fleet_rate,
     fleet_seconds,
     from_minor,
+    listing,
+    newest_first,
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
@@ -280,6 +282,33 @@ class SqliteReservations:
         """
         with self._read() as conn:
             return _get(conn, payout_id)
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``ReservationStore``).
+
+        One query that scans the holds table (every hold the retention keeps).
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one.
+            ValueError: *now* is not finite.
+            StoreUnavailable: the database failed.
+        """
+        wanted = listing(provider, currency, state, limit)
+        check_time("now", now)
+        with self._read() as conn:
+            rows = conn.execute(sql.LIST, {
+                "now": now, "state": wanted.state, "currency": wanted.currency,
+                "provider": wanted.provider, "limit": wanted.limit,
+            }).fetchall()
+        return newest_first((_hold(row) for row in rows), wanted.limit)
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
