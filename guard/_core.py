@@ -67,6 +67,9 @@ __all__ = [
     "Step",
     "TryHold",
     "arun",
+    "list_flow",
+    "release_flow",
+    "resolve_flow",
     "run",
     "store_call",
 ]
@@ -80,6 +83,7 @@ _STATES: dict[object, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
 _LIST_MOST = 10_000  # the most holds one list_holds returns (the stores' bound)
+_log = structlog.get_logger("payout_guard")
 # How often a payout is judged again after concurrent payouts took the room it was judged with.
 _ATTEMPTS = 5
 # The room given to a hold taken without a balance (fail_open): counted, never capped.
@@ -548,97 +552,18 @@ class Core:
             GuardError: no hold is recorded for *payout_id*, or it is not uncertain.
             StoreUnavailable: the store did not answer.
         """
-        found = yield Resolve(payout_id, sent, self.clocks.time())
-        if found is None:
-            raise GuardError(
-                f"no hold is recorded for payout {payout_id[:40]!r}; nothing to resolve"
-            )
-        if found.state != "uncertain":
-            raise GuardError(
-                f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
-                f"outcome is unknown is resolved"
-            )
-        self.log.warning(
-            "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
-            amount=str(found.held), currency=found.currency,
-        )
-        if not sent:
-            return None
-        now_held = yield GetHold(payout_id)
-        return None if now_held is None else now_held.public()
+        return resolve_flow(payout_id, sent=sent, now=self.clocks.time())
 
     def list_holds(
         self, *, provider: str | None, currency: object, state: object, limit: object
     ) -> Flow[list[Hold]]:
-        """Return the holds across every key, newest first, without owner tokens.
-
-        *provider* was checked by the guard (one of its providers, or ``None``).
-
-        Raises:
-            InvalidPayoutRequest: *currency* is not an ISO 4217 code, *state* is not
-                ``pending``, ``committed`` or ``uncertain``, or *limit* is not an ``int``
-                from 1 to 10,000.
-            StoreUnavailable: the store did not answer.
-        """
-        code = None if currency is None else parse_currency(currency)
-        if state is not None and state not in _STATES:
-            raise InvalidPayoutRequest(
-                f"state must be 'pending', 'committed' or 'uncertain' (or None for every "
-                f"state), got {str(state)[:40]!r}"
-            )
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _LIST_MOST:
-            raise InvalidPayoutRequest(
-                f"limit must be an int from 1 to {_LIST_MOST}, got {str(limit)[:40]!r}"
-            )
-        found: list[Hold] = yield ListAll(
-            provider, code, None if state is None else _STATES[state], limit, self.clocks.time()
-        )
-        return found
+        """Return the holds across every key, newest first (see :func:`list_flow`)."""
+        return list_flow(provider=provider, currency=currency, state=state, limit=limit,
+                         now=self.clocks.time())
 
     def release_hold(self, payout_id: str) -> Flow[Hold]:
-        """Drop the pending hold of *payout_id* as an operator (no owner token needed).
-
-        The hold is read, then released with the token it records, in the store's atomic
-        ``release``: if its reservation committed or marked it meanwhile, nothing is dropped.
-        Returns the hold released (without its owner token).
-
-        Raises:
-            GuardError: no hold is recorded for *payout_id*; it is committed (the money
-                left: nothing to release) or uncertain (``resolve`` it); or it changed
-                meanwhile.
-            StoreUnavailable: the store did not answer.
-        """
-        found: Hold | None = yield GetHold(payout_id)
-        if found is None:
-            raise GuardError(
-                f"no hold is recorded for payout {payout_id[:40]!r}; nothing to release"
-            )
-        if found.state == "committed":
-            raise GuardError(
-                f"payout {payout_id[:40]!r} is committed: it was sent, so its hold is not "
-                f"released (it stops counting once a balance shows it)"
-            )
-        if found.state == "uncertain":
-            raise GuardError(
-                f"payout {payout_id[:40]!r} is uncertain: it may have been sent; resolve it "
-                f"(sent or not sent) once the provider says, instead of releasing it"
-            )
-        if not found.owner:
-            raise GuardError(
-                f"the hold of payout {payout_id[:40]!r} was taken by an older version, without "
-                f"an owner token: it cannot be released, and stops counting at its ttl"
-            )
-        released = yield Release(payout_id, found.owner)
-        if not released:
-            raise GuardError(
-                f"the hold of payout {payout_id[:40]!r} changed while it was being released "
-                f"(committed, marked uncertain or released by its reservation); look again"
-            )
-        self.log.warning(
-            "payout_guard.hold", change="released", by="operator", payout_id=payout_id,
-            amount=str(found.held), currency=found.currency,
-        )
-        return found.public()
+        """Drop the pending hold of *payout_id* as an operator (see :func:`release_flow`)."""
+        return release_flow(payout_id)
 
     def emit(self, decision: Decision) -> None:
         """Log *decision* (``payout_guard.decision``) and hand it to any capture."""
@@ -878,3 +803,105 @@ def _duplicate(decision: Decision, held: Hold) -> Decision:
     """Return *decision* denied because its payout id already has *held*."""
     reason = _reasons.duplicate_reason(decision.payout_id or held.payout_id, held)
     return decision.model_copy(update={"allowed": False, "reasons": (reason,)})
+
+
+# -- what an operator does to holds (PayoutGuard and the ``payout-guard holds`` command) -----
+
+
+def list_flow(
+    *, provider: str | None, currency: object, state: object, limit: object, now: float
+) -> Flow[list[Hold]]:
+    """Return the holds across every key, newest first, without owner tokens.
+
+    *provider* was checked by the caller (one of its providers, or ``None``).
+
+    Raises:
+        InvalidPayoutRequest: *currency* is not an ISO 4217 code, *state* is not ``pending``,
+            ``committed`` or ``uncertain``, or *limit* is not an ``int`` from 1 to 10,000.
+        StoreUnavailable: the store did not answer.
+    """
+    code = None if currency is None else parse_currency(currency)
+    if state is not None and state not in _STATES:
+        raise InvalidPayoutRequest(
+            f"state must be 'pending', 'committed' or 'uncertain' (or None for every state), "
+            f"got {str(state)[:40]!r}"
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _LIST_MOST:
+        raise InvalidPayoutRequest(
+            f"limit must be an int from 1 to {_LIST_MOST}, got {str(limit)[:40]!r}"
+        )
+    found: list[Hold] = yield ListAll(
+        provider, code, None if state is None else _STATES[state], limit, now
+    )
+    return found
+
+
+def release_flow(payout_id: str) -> Flow[Hold]:
+    """Drop the pending hold of *payout_id* as an operator (no owner token needed).
+
+    The hold is read, then released with the token it records, in the store's atomic
+    ``release``: if its reservation committed or marked it meanwhile, nothing is dropped.
+    Logged as ``payout_guard.hold`` with ``change="released"`` and ``by="operator"``.
+    Returns the hold released (without its owner token).
+
+    Raises:
+        GuardError: no hold is recorded for *payout_id*; it is committed (the money left:
+            nothing to release) or uncertain (``resolve`` it); or it changed meanwhile.
+        StoreUnavailable: the store did not answer.
+    """
+    found: Hold | None = yield GetHold(payout_id)
+    if found is None:
+        raise GuardError(f"no hold is recorded for payout {payout_id[:40]!r}; nothing to release")
+    if found.state == "committed":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is committed: it was sent, so its hold is not released "
+            f"(it stops counting once a balance shows it)"
+        )
+    if found.state == "uncertain":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is uncertain: it may have been sent; resolve it (sent "
+            f"or not sent) once the provider says, instead of releasing it"
+        )
+    if not found.owner:
+        raise GuardError(
+            f"the hold of payout {payout_id[:40]!r} was taken by an older version, without an "
+            f"owner token: it cannot be released, and stops counting at its ttl"
+        )
+    released = yield Release(payout_id, found.owner)
+    if not released:
+        raise GuardError(
+            f"the hold of payout {payout_id[:40]!r} changed while it was being released "
+            f"(committed, marked uncertain or released by its reservation); look again"
+        )
+    _log.warning(
+        "payout_guard.hold", change="released", by="operator", payout_id=payout_id,
+        amount=str(found.held), currency=found.currency,
+    )
+    return found.public()
+
+
+def resolve_flow(payout_id: str, *, sent: bool, now: float) -> Flow[Hold | None]:
+    """End an uncertain hold at *now*: committed when *sent*, released otherwise.
+
+    Returns the committed hold (without its owner token), or ``None`` once released.
+
+    Raises:
+        GuardError: no hold is recorded for *payout_id*, or it is not uncertain.
+        StoreUnavailable: the store did not answer.
+    """
+    found = yield Resolve(payout_id, sent, now)
+    if found is None:
+        raise GuardError(f"no hold is recorded for payout {payout_id[:40]!r}; nothing to resolve")
+    if found.state != "uncertain":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
+            f"outcome is unknown is resolved"
+        )
+    _log.warning(
+        "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
+        amount=str(found.held), currency=found.currency,
+    )
+    if not sent:
+        return None
+    now_held = yield GetHold(payout_id)
+    return None if now_held is None else now_held.public()
