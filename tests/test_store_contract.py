@@ -6,6 +6,7 @@ per key, bounds checked before anything is written, and a stateful comparison wi
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -624,3 +625,19 @@ class TestListHolds:
         """A state, limit or name that cannot be one is refused with a clear error."""
         with pytest.raises(InvalidPayoutRequest, match=field):
             store.list_holds(now=T0, **{field: value})  # type: ignore[arg-type]
+
+    def test_the_asyncio_twin_lists_the_same(self, filled: ReservationStore) -> None:
+        """A store's asyncio twin (Redis, PostgreSQL) lists exactly what the store lists."""
+        make_twin = getattr(filled, "asyncio", None)
+        twin = make_twin() if callable(make_twin) else None
+        if twin is None:
+            pytest.skip("this store has no asyncio twin")
+
+        async def listed() -> list[Hold]:
+            try:
+                found: list[Hold] = await twin.list_holds(state="pending", limit=2, now=T0 + 7)
+            finally:
+                await twin.aclose()
+            return found
+
+        assert filled.list_holds(state="pending", limit=2, now=T0 + 7) == asyncio.run(listed())
