@@ -515,6 +515,14 @@ class Core:
             outcome: HoldOutcome = yield TryHold(wanted, ceiling, since, now)
         except StoreUnavailable as exc:
             return _reasons.store_reason(request.currency, exc), wanted
+        if outcome.replaced is not None:
+            # Its reservation never ended it (a crash, a lost worker): say so once, here.
+            old = outcome.replaced
+            self.log.warning(
+                "payout_guard.hold", change="expired", payout_id=old.payout_id,
+                amount=str(old.held), currency=old.currency, expires_at=old.expires_at,
+                noticed_by="reserve",
+            )
         return outcome, wanted
 
     def _judge_all(

@@ -171,7 +171,7 @@ class _Handle:
                 and now >= hold.expires_at):
             self._expiry_noted = True
             _hold_event(logging.WARNING, "expired", hold, expires_at=hold.expires_at,
-                        late_by=round(now - hold.expires_at, 3))
+                        late_by=round(now - hold.expires_at, 3), noticed_by="reservation")
 
     def _commit(self) -> Flow[None]:
         if self._state in ("none", "committed"):

@@ -369,3 +369,15 @@ class TestExpiredEvent:
         with capture_logs() as logs:
             reservation.release()
         assert ["released"] == [e["change"] for e in logs if e["event"] == "payout_guard.hold"]
+
+    def test_a_reserve_over_an_expired_hold_logs_it(self) -> None:
+        """Reserving a payout id whose pending hold expired logs that hold as expired."""
+        guard, clock = _guard(hold_ttl=30.0)
+        guard.reserve("10", "BRL", payout_id="po_retry")  # its worker never ends it
+        clock.advance(60)
+        with capture_logs() as logs:
+            guard.reserve("10", "BRL", payout_id="po_retry")
+        assert [("expired", "reserve", "10.00")] == [
+            (e["change"], e["noticed_by"], e["amount"]) for e in logs
+            if e["event"] == "payout_guard.hold" and e["log_level"] == "warning"
+        ]

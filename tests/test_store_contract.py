@@ -641,3 +641,17 @@ class TestListHolds:
             return found
 
         assert filled.list_holds(state="pending", limit=2, now=T0 + 7) == asyncio.run(listed())
+
+
+class TestReplacedReported:
+    def test_an_expired_pending_hold_replaced_is_reported(self, store: ReservationStore) -> None:
+        """A hold that replaces its id's expired pending hold reports that hold, once."""
+        first = owned("po_1", owner="crashed", ttl=10.0)
+        assert take(store, first).replaced is None
+        again = take(store, owned("po_1", "20.00", owner="retry", at=T0 + 60))
+        assert ("held", "po_1", Decimal("10.00")) == (
+            again.status, again.replaced.payout_id if again.replaced else None,
+            again.replaced.amount if again.replaced else None,
+        )
+        third = take(store, owned("po_2", owner="other", at=T0 + 61))
+        assert third.replaced is None

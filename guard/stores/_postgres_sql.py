@@ -269,6 +269,7 @@ BEGIN
         status := 'over_ceiling';
     ELSE
         status := 'held';
+        existing := v_old;  -- NULL, or the expired pending hold this one replaces
     END IF;
     IF v_lapsing THEN
         WITH gone AS (

@@ -137,12 +137,15 @@ class HoldOutcome:
         counted: The total of counting holds on the key when the store decided (before adding).
         lapsed: Uncertain holds on the key whose ``uncertain_ttl`` this call found ended (each
             reported once, so the guard can log it).
+        replaced: For ``held``, the pending hold past its ttl that had the same payout id and
+            that the new hold replaced (so the guard can log that it expired), else ``None``.
     """
 
     status: Literal["held", "duplicate", "over_ceiling"]
     hold: Hold | None
     counted: Decimal
     lapsed: tuple[Hold, ...] = ()
+    replaced: Hold | None = None
 
 
 @runtime_checkable

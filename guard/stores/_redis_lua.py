@@ -354,7 +354,7 @@ end
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
 # retention (seconds), record ttl (seconds).
 # Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
-# lapsed holds {{id, fields...}, ...}}.
+# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}.
 TRY_HOLD = _COMMON + r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
@@ -427,7 +427,9 @@ redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
 join_live(L, ea, held)
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
-return {'held', total, {ca, ea}, lapsed}
+local replaced = {}
+if rec then replaced = reply(rec) end
+return {'held', total, {ca, ea}, lapsed, replaced}
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the

@@ -234,7 +234,8 @@ class InMemoryReservations:
             ledger.add_live(hold)
             ledger.publish()
             self._by_id[hold.payout_id] = hold
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=existing)
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``)."""

@@ -812,7 +812,8 @@ class PostgresReservations:
             if self._db_clock:  # as stored: on the database's clock
                 hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
                             float(created), float(expires), None, hold.owner)  # money-ok: times
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=None if existing is None else _json_hold(existing))
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
         return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,

@@ -494,7 +494,9 @@ class RedisReservations:
                 hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
                             float(_text(reply[2][0])), float(_text(reply[2][1])),  # money-ok: times
                             None, hold.owner)
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            old = reply[4] if len(reply) > 4 else None
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=_hold(hold.payout_id, old) if old else None)
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
         existing = _hold(hold.payout_id, reply[2])

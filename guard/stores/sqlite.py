@@ -200,7 +200,8 @@ class SqliteReservations:
             conn.execute(sql.ADJUST_LIVE, (hold.key, *old, hold.expires_at, minor))
             if ledger is None or self._purge_due(ledger[5], now):
                 self._purge(conn, hold.key, now)
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=existing)
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
