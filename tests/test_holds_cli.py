@@ -37,6 +37,7 @@ from guard.stores import (
 from guard.testing import StaticFetcher
 from tests._cli import run_cli
 from tests._guard_strategies import FakeClock
+from tests._redis_server import free_port
 
 LUX_BRL = balance_key("luxcore", None, "BRL")
 LUX_ARS = balance_key("luxcore", "shop-2", "ARS")
@@ -250,6 +251,38 @@ class TestHoldsRearm:
         result = setup.run("rearm")
         assert 0 == result.returncode, result.stderr
         assert 4 == len(setup.json("list"))
+
+
+def test_a_store_that_does_not_answer_exits_3(tmp_path: Path) -> None:
+    """A Redis nobody listens on is exit code 3, as a provider outage is for `check`."""
+    config = tmp_path / "guard.toml"
+    config.write_text(
+        '[providers.luxcore]\nbase_url = "http://127.0.0.1:9"\napi_key_env = "UNSET"\n'
+        f'[reservations]\nstore = "redis"\nurl = "redis://127.0.0.1:{free_port()}/0"\n'
+        'timeout = 1\n',
+        encoding="utf-8",
+    )
+    result = run_cli("holds", "list", "-c", str(config))
+    assert 3 == result.returncode, result.stderr
+    assert "redis" in result.stderr.lower()
+
+
+def test_ids_are_shown_as_written(tmp_path: Path) -> None:
+    """A payout id that looks like rich markup is printed as it is, not styled away."""
+    path = tmp_path / "holds.db"
+    config = tmp_path / "guard.toml"
+    config.write_text(
+        '[providers.luxcore]\nbase_url = "http://127.0.0.1:9"\napi_key_env = "UNSET"\n'
+        f'[reservations]\nstore = "sqlite"\npath = "{path}"\n', encoding="utf-8",
+    )
+    with SqliteReservations(path) as store:
+        _take(store, "po_[bold]1", "10.00")
+    result = run_cli("holds", "list", "-c", str(config))
+    assert 0 == result.returncode, result.stderr
+    assert "po_[bold]1" in result.stdout
+    refused = run_cli("holds", "resolve", "po_[bold]1", "--sent", "-c", str(config))
+    assert 1 == refused.returncode
+    assert "po_[bold]1" in refused.stderr
 
 
 def test_rearm_rebuilds_a_lost_redis_ledger(redis_url: str, tmp_path: Path) -> None:

@@ -20,11 +20,22 @@ from functools import wraps
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from guard._config_build import build_reservations
 from guard._config_schema import GuardConfig
-from guard._core import Flow, list_flow, release_flow, resolve_flow, run, store_call
+from guard._core import (
+    FetchBalances,
+    Flow,
+    Step,
+    list_flow,
+    release_flow,
+    resolve_flow,
+    run,
+    store_call,
+)
 from guard._request import parse_payout_id
 from guard.cli._app import (
     EXIT_DENIED,
@@ -51,7 +62,7 @@ _STATES = ("pending", "committed", "uncertain")
 
 def _refused(message: str) -> NoReturn:
     """Stop with *message* on stderr and exit code 1 (not found, or refused)."""
-    err_console().print(f"[red]Refused:[/red] {message}", markup=True, soft_wrap=True)
+    err_console().print(Text.assemble(("Refused: ", "red"), message), soft_wrap=True)
     raise SystemExit(EXIT_REFUSED)
 
 
@@ -83,8 +94,14 @@ def _store(config: GuardConfig | str) -> Iterator[ReservationStore]:
 
 
 def _run(store: ReservationStore, flow: Flow[R]) -> R:
-    """Run *flow* with its store steps done on *store*."""
-    return run(flow, lambda step: store_call(store, step))  # type: ignore[arg-type]
+    """Run *flow* with its store steps done on *store* (the operator flows fetch nothing)."""
+
+    def perform(step: Step) -> Any:
+        if isinstance(step, FetchBalances):  # pragma: no cover - the operator flows never ask
+            raise TypeError("the holds commands read no balance")
+        return store_call(store, step)
+
+    return run(flow, perform)
 
 
 def _time(value: float | None) -> str | None:
@@ -140,9 +157,10 @@ def _table(holds: list[Hold], title: str, now: float) -> Table:
     for hold in holds:
         provider, account = _parts(hold.key)
         created = datetime.fromtimestamp(hold.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(hold.payout_id, f"[{colors[hold.state]}]{hold.state}[/]", provider,
-                      account or "-", money(hold.held), hold.currency, created,
-                      _note(hold, now))
+        # Names come from the store: escaped, so that "[...]" in an id is shown, not styled.
+        table.add_row(escape(hold.payout_id), f"[{colors[hold.state]}]{hold.state}[/]",
+                      escape(provider), escape(account or "-"), money(hold.held),
+                      hold.currency, created, _note(hold, now))
     return table
 
 
@@ -217,7 +235,7 @@ def show(*, config_path: str, payout_id: str, as_json: bool) -> None:
         return
     now = time.time()
     console = out_console()
-    console.print(_table([found.public()], f"Hold of {wanted[:40]}", now))
+    console.print(_table([found.public()], f"Hold of {escape(wanted[:40])}", now))
     if found.expired(now):
         console.print("expired: it no longer counts, and its payout id is free again")
 
