@@ -450,7 +450,7 @@ class StoreVersusModel(RuleBasedStateMachine):
         elif total + wanted.held > Decimal(ceiling):
             assert ("over_ceiling", None) == (outcome.status, outcome.hold)
         else:
-            assert ("held", wanted) == (outcome.status, outcome.hold)
+            assert ("held", wanted, existing) == (outcome.status, outcome.hold, outcome.replaced)
             self.model[payout_id] = wanted
             return True
         return False
@@ -526,6 +526,10 @@ class StoreVersusModel(RuleBasedStateMachine):
             i for i, h in self.model.items()
             if h.counts(now=self.now, counted_since=self.now - LAG)
         ) == sorted(h.payout_id for h in listed)
+        kept = sorted((h.public() for h in self.model.values() if not h.expired(self.now)),
+                      key=lambda h: h.payout_id)
+        kept.sort(key=lambda h: h.created_at, reverse=True)
+        assert kept == self.store.list_holds(now=self.now)
 
     def teardown(self) -> None:
         """Close the store."""
