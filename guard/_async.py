@@ -43,7 +43,7 @@ from guard._request import Request, parse_payout_id, parse_request
 from guard._reservation import AsyncReservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 from guard.instrumentation._hooks import EVENTS
-from guard.stores import Hold, HoldOutcome, InMemoryReservations
+from guard.stores import Hold, HoldOutcome, HoldState, InMemoryReservations
 from guard.stores._async import AsyncReservationStore
 from rules.money import money_context
 
@@ -193,6 +193,26 @@ class AsyncPayoutGuard(GuardBase):
         """Return what the store records for *payout_id* (``PayoutGuard.hold``)."""
         found = await self._store(GetHold(parse_payout_id(payout_id)))
         return None if found is None else found.public()
+
+    async def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+    ) -> list[Hold]:
+        """Return the holds the store records across every key (``PayoutGuard.list_holds``)."""
+        flow = self.core.list_holds(provider=self.pinned(provider), currency=currency,
+                                    state=state, limit=limit)
+        found: list[Hold] = await arun(flow, self._perform)
+        return found
+
+    async def release_hold(self, payout_id: str) -> Hold:
+        """Release a pending hold as an operator (``PayoutGuard.release_hold``)."""
+        released: Hold = await arun(self.core.release_hold(parse_payout_id(payout_id)),
+                                    self._perform)
+        return released
 
     async def resolve(self, payout_id: str, *, sent: bool) -> Hold | None:
         """End an uncertain hold once you know whether its payout left (see ``PayoutGuard``)."""

@@ -14,6 +14,7 @@ httpx's ``Auth.auth_flow`` serves its sync and async clients. ::
                -> over the ceiling (others took the room): judge again, at most 5 times
                                                                             -> Reserved
     a reservation ending: Commit | Release | MarkUncertain (guard/_reservation.py)
+    operators  ListAll (list_holds) | GetHold -> Release (release_hold) | Resolve (resolve)
 
 A guard over several providers *routes*: each candidate provider (the currency's route, or
 every provider) is judged in turn (each ``FetchBalances`` names its provider), the first one
@@ -41,6 +42,7 @@ from guard._cache import SKEW_WARNING, Fetched
 from guard._capture import record
 from guard._clock import Clocks, counted_since
 from guard._models import BalanceSnapshot, Candidate, Decision, HoldSummary, Mode, Reason, built
+from guard._money import parse_currency
 from guard._records import (
     VERSION,
     DecisionLog,
@@ -50,9 +52,9 @@ from guard._records import (
     write_failed,
 )
 from guard._request import Request, pick_account
-from guard.errors import GuardError, ProviderAuthError, StoreUnavailable
+from guard.errors import GuardError, InvalidPayoutRequest, ProviderAuthError, StoreUnavailable
 from guard.instrumentation._hooks import EVENTS
-from guard.stores import Hold, HoldOutcome, balance_key
+from guard.stores import Hold, HoldOutcome, HoldState, balance_key
 from rules import Clearance, Facts, RuleSet, Verdict
 from rules.money import ADD, money_context
 
@@ -62,6 +64,7 @@ __all__ = [
     "FetchBalances",
     "Flow",
     "GetHold",
+    "ListAll",
     "ListHolds",
     "MarkUncertain",
     "Policy",
@@ -73,6 +76,9 @@ __all__ = [
     "Step",
     "TryHold",
     "arun",
+    "list_flow",
+    "release_flow",
+    "resolve_flow",
     "run",
     "store_call",
 ]
@@ -82,6 +88,11 @@ T = TypeVar("T")
 Policy = Literal["priority", "most_headroom"]
 
 _SHOWN_HOLDS = 20
+_STATES: dict[object, HoldState] = {
+    "pending": "pending", "committed": "committed", "uncertain": "uncertain"
+}
+_LIST_MOST = 10_000  # the most holds one list_holds returns (the stores' bound)
+_log = structlog.get_logger("payout_guard")
 # How often a payout is judged again after concurrent payouts took the room it was judged with.
 _ATTEMPTS = 5
 # The room given to a hold taken without a balance (fail_open): counted, never capped.
@@ -126,6 +137,16 @@ class ListHolds(NamedTuple):
     counted_since: float
     now: float
     limit: int
+
+
+class ListAll(NamedTuple):
+    """List the holds across every key, newest first (``ReservationStore.list_holds``)."""
+
+    provider: str | None
+    currency: str | None
+    state: HoldState | None
+    limit: int
+    now: float
 
 
 class GetHold(NamedTuple):
@@ -176,8 +197,8 @@ class Resolve(NamedTuple):
 
 
 StoreStep = (
-    ReadHeld | ReadCommitted | ListHolds | GetHold | TryHold | Commit | Release | MarkUncertain
-    | Resolve
+    ReadHeld | ReadCommitted | ListHolds | ListAll | GetHold | TryHold | Commit | Release
+    | MarkUncertain | Resolve
 )
 Step = FetchBalances | StoreStep
 Flow = Generator[Step, Any, T]
@@ -189,6 +210,9 @@ _STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
     ReadCommitted: lambda store, s: store.committed(s.key, since=s.since, now=s.now),
     ListHolds: lambda store, s: store.holds(
         s.key, counted_since=s.counted_since, now=s.now, limit=s.limit
+    ),
+    ListAll: lambda store, s: store.list_holds(
+        provider=s.provider, currency=s.currency, state=s.state, limit=s.limit, now=s.now
     ),
     GetHold: lambda store, s: store.get(s.payout_id),
     TryHold: lambda store, s: store.try_hold(
@@ -506,6 +530,14 @@ class Core:
             outcome: HoldOutcome = yield TryHold(wanted, ceiling, since, now)
         except StoreUnavailable as exc:
             return _reasons.store_reason(request.currency, exc), wanted
+        if outcome.replaced is not None:
+            # Its reservation never ended it (a crash, a lost worker): say so once, here.
+            old = outcome.replaced
+            self.log.warning(
+                "payout_guard.hold", change="expired", payout_id=old.payout_id,
+                amount=str(old.held), currency=old.currency, expires_at=old.expires_at,
+                noticed_by="reserve",
+            )
         return outcome, wanted
 
     def _judge_all(
@@ -543,24 +575,18 @@ class Core:
             GuardError: no hold is recorded for *payout_id*, or it is not uncertain.
             StoreUnavailable: the store did not answer.
         """
-        found = yield Resolve(payout_id, sent, self.clocks.time())
-        if found is None:
-            raise GuardError(
-                f"no hold is recorded for payout {payout_id[:40]!r}; nothing to resolve"
-            )
-        if found.state != "uncertain":
-            raise GuardError(
-                f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
-                f"outcome is unknown is resolved"
-            )
-        self.log.warning(
-            "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
-            amount=str(found.held), currency=found.currency,
-        )
-        if not sent:
-            return None
-        now_held = yield GetHold(payout_id)
-        return None if now_held is None else now_held.public()
+        return resolve_flow(payout_id, sent=sent, now=self.clocks.time())
+
+    def list_holds(
+        self, *, provider: str | None, currency: object, state: object, limit: object
+    ) -> Flow[list[Hold]]:
+        """Return the holds across every key, newest first (see :func:`list_flow`)."""
+        return list_flow(provider=provider, currency=currency, state=state, limit=limit,
+                         now=self.clocks.time())
+
+    def release_hold(self, payout_id: str) -> Flow[Hold]:
+        """Drop the pending hold of *payout_id* as an operator (see :func:`release_flow`)."""
+        return release_flow(payout_id)
 
     def emit(
         self, decision: Decision, operation: Operation = "check", asked: str | None = None
@@ -825,3 +851,105 @@ def _duplicate(decision: Decision, held: Hold) -> Decision:
     """Return *decision* denied because its payout id already has *held*."""
     reason = _reasons.duplicate_reason(decision.payout_id or held.payout_id, held)
     return decision.model_copy(update={"allowed": False, "reasons": (reason,)})
+
+
+# -- what an operator does to holds (PayoutGuard and the ``payout-guard holds`` command) -----
+
+
+def list_flow(
+    *, provider: str | None, currency: object, state: object, limit: object, now: float
+) -> Flow[list[Hold]]:
+    """Return the holds across every key, newest first, without owner tokens.
+
+    *provider* was checked by the caller (one of its providers, or ``None``).
+
+    Raises:
+        InvalidPayoutRequest: *currency* is not an ISO 4217 code, *state* is not ``pending``,
+            ``committed`` or ``uncertain``, or *limit* is not an ``int`` from 1 to 10,000.
+        StoreUnavailable: the store did not answer.
+    """
+    code = None if currency is None else parse_currency(currency)
+    if state is not None and state not in _STATES:
+        raise InvalidPayoutRequest(
+            f"state must be 'pending', 'committed' or 'uncertain' (or None for every state), "
+            f"got {str(state)[:40]!r}"
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _LIST_MOST:
+        raise InvalidPayoutRequest(
+            f"limit must be an int from 1 to {_LIST_MOST}, got {str(limit)[:40]!r}"
+        )
+    found: list[Hold] = yield ListAll(
+        provider, code, None if state is None else _STATES[state], limit, now
+    )
+    return found
+
+
+def release_flow(payout_id: str) -> Flow[Hold]:
+    """Drop the pending hold of *payout_id* as an operator (no owner token needed).
+
+    The hold is read, then released with the token it records, in the store's atomic
+    ``release``: if its reservation committed or marked it meanwhile, nothing is dropped.
+    Logged as ``payout_guard.hold`` with ``change="released"`` and ``by="operator"``.
+    Returns the hold released (without its owner token).
+
+    Raises:
+        GuardError: no hold is recorded for *payout_id*; it is committed (the money left:
+            nothing to release) or uncertain (``resolve`` it); or it changed meanwhile.
+        StoreUnavailable: the store did not answer.
+    """
+    found: Hold | None = yield GetHold(payout_id)
+    if found is None:
+        raise GuardError(f"no hold is recorded for payout {payout_id[:40]!r}; nothing to release")
+    if found.state == "committed":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is committed: it was sent, so its hold is not released "
+            f"(it stops counting once a balance shows it)"
+        )
+    if found.state == "uncertain":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is uncertain: it may have been sent; resolve it (sent "
+            f"or not sent) once the provider says, instead of releasing it"
+        )
+    if not found.owner:
+        raise GuardError(
+            f"the hold of payout {payout_id[:40]!r} was taken by an older version, without an "
+            f"owner token: it cannot be released, and stops counting at its ttl"
+        )
+    released = yield Release(payout_id, found.owner)
+    if not released:
+        raise GuardError(
+            f"the hold of payout {payout_id[:40]!r} changed while it was being released "
+            f"(committed, marked uncertain or released by its reservation); look again"
+        )
+    _log.warning(
+        "payout_guard.hold", change="released", by="operator", payout_id=payout_id,
+        amount=str(found.held), currency=found.currency,
+    )
+    return found.public()
+
+
+def resolve_flow(payout_id: str, *, sent: bool, now: float) -> Flow[Hold | None]:
+    """End an uncertain hold at *now*: committed when *sent*, released otherwise.
+
+    Returns the committed hold (without its owner token), or ``None`` once released.
+
+    Raises:
+        GuardError: no hold is recorded for *payout_id*, or it is not uncertain.
+        StoreUnavailable: the store did not answer.
+    """
+    found = yield Resolve(payout_id, sent, now)
+    if found is None:
+        raise GuardError(f"no hold is recorded for payout {payout_id[:40]!r}; nothing to resolve")
+    if found.state != "uncertain":
+        raise GuardError(
+            f"payout {payout_id[:40]!r} is {found.state}, not uncertain; only a hold whose "
+            f"outcome is unknown is resolved"
+        )
+    _log.warning(
+        "payout_guard.hold", change="resolved", payout_id=payout_id, sent=sent,
+        amount=str(found.held), currency=found.currency,
+    )
+    if not sent:
+        return None
+    now_held = yield GetHold(payout_id)
+    return None if now_held is None else now_held.public()

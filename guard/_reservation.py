@@ -135,6 +135,7 @@ class _Handle:
         self._owner = "" if hold is None else hold.owner
         self._handling = handling
         self._state: State = "none" if hold is None else hold.state
+        self._expiry_noted = False
         if hold is not None:
             _hold_event(logging.DEBUG, "reserved", hold, expires_at=hold.expires_at)
 
@@ -158,6 +159,20 @@ class _Handle:
         """
         return None if self._hold is None else self._hold.public()
 
+    def _note_expiry(self, now: float) -> None:
+        """Log once (``change="expired"``) that the pending hold passed its ttl before it ended.
+
+        From then on it no longer held the funds, and its payout id could be reserved again:
+        the payout took longer than the hold's ttl. Noticed here, when the reservation ends,
+        at no cost to the store.
+        """
+        hold = self._hold
+        if (self._state == "pending" and hold is not None and not self._expiry_noted
+                and now >= hold.expires_at):
+            self._expiry_noted = True
+            _hold_event(logging.WARNING, "expired", hold, expires_at=hold.expires_at,
+                        late_by=round(now - hold.expires_at, 3), noticed_by="reservation")
+
     def _commit(self) -> Flow[None]:
         if self._state in ("none", "committed"):
             return
@@ -165,7 +180,9 @@ class _Handle:
             raise GuardError(
                 f"payout {self.payout_id[:40]!r} was released; it cannot be committed"
             )
-        hold = yield Commit(self.payout_id, self._owner, self._handling.clock())
+        now = self._handling.clock()
+        self._note_expiry(now)
+        hold = yield Commit(self.payout_id, self._owner, now)
         if hold is None:
             raise self._lost("the commit was not recorded")
         self._hold = hold
@@ -176,6 +193,7 @@ class _Handle:
     def _release(self) -> Flow[bool]:
         if self._state != "pending":
             return False
+        self._note_expiry(self._handling.clock())
         released: bool = yield Release(self.payout_id, self._owner)
         self._state = "released"
         if released and self._hold is not None:
@@ -190,6 +208,7 @@ class _Handle:
                 f"payout {self.payout_id[:40]!r} was released; it cannot be marked uncertain"
             )
         now = self._handling.clock()
+        self._note_expiry(now)
         hold = yield MarkUncertain(self.payout_id, self._owner, now,
                                    now + self._handling.uncertain_ttl)
         if hold is None:

@@ -29,7 +29,7 @@ from guard._request import parse_payout_id, parse_request
 from guard._reservation import ExceptionTypes, Reservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 from guard.instrumentation._hooks import EVENTS
-from guard.stores import Hold, ReservationStore
+from guard.stores import Hold, HoldState, ReservationStore
 from rules.money import money_context
 
 __all__ = ["PayoutGuard"]
@@ -193,6 +193,56 @@ class PayoutGuard(GuardBase):
         """
         found = self.reservations.get(parse_payout_id(payout_id))
         return None if found is None else found.public()
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+    ) -> list[Hold]:
+        """Return the holds the store records across every key, newest first.
+
+        For operators: what is pending (not past its ttl), uncertain (also past its
+        ``uncertain_ttl``: it still waits for ``resolve``) and committed (while the store's
+        retention keeps it). A pending hold past its ttl is not listed (its payout id is free
+        again). Newest first: ``created_at`` descending, then ``payout_id``. Holds come
+        without their owner tokens. The store reads every hold it keeps for this: a call for
+        an operator or a dashboard, not for the payout path.
+
+        Args:
+            provider: Only holds on this provider's balances.
+            currency: Only holds in this currency (ISO 4217, any case).
+            state: ``"pending"``, ``"committed"`` or ``"uncertain"``; ``None``: all three.
+            limit: At most this many holds (1 to 10,000).
+
+        Raises:
+            ConfigurationError: *provider* is none of this guard's providers.
+            InvalidPayoutRequest: *currency*, *state* or *limit* is not one.
+            StoreUnavailable: the store did not answer.
+        """
+        flow = self.core.list_holds(provider=self.pinned(provider), currency=currency,
+                                    state=state, limit=limit)
+        return run(flow, self._perform)
+
+    def release_hold(self, payout_id: str) -> Hold:
+        """Release the pending hold of *payout_id* as an operator, without its reservation.
+
+        For a hold left by a worker that will never end it (its funds stay held until the
+        ttl). Refused for a committed hold (the money left) and an uncertain one (use
+        ``resolve``); atomic against the reservation ending it at the same moment. Logged as
+        ``payout_guard.hold`` with ``change="released"`` and ``by="operator"``.
+
+        Returns:
+            The hold released, without its owner token.
+
+        Raises:
+            GuardError: no hold is recorded for *payout_id*, or it is not pending.
+            InvalidPayoutRequest: *payout_id* cannot be a payout id.
+            StoreUnavailable: the store did not answer.
+        """
+        return run(self.core.release_hold(parse_payout_id(payout_id)), self._perform)
 
     def resolve(self, payout_id: str, *, sent: bool) -> Hold | None:
         """End an uncertain hold once you know whether its payout left.

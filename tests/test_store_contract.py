@@ -6,6 +6,7 @@ per key, bounds checked before anything is written, and a stateful comparison wi
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +28,7 @@ from guard.stores import (
     Hold,
     HoldOutcome,
     ReservationStore,
+    balance_key,
 )
 from tests._holds import KEY, T0, hold
 
@@ -448,7 +450,7 @@ class StoreVersusModel(RuleBasedStateMachine):
         elif total + wanted.held > Decimal(ceiling):
             assert ("over_ceiling", None) == (outcome.status, outcome.hold)
         else:
-            assert ("held", wanted) == (outcome.status, outcome.hold)
+            assert ("held", wanted, existing) == (outcome.status, outcome.hold, outcome.replaced)
             self.model[payout_id] = wanted
             return True
         return False
@@ -524,6 +526,10 @@ class StoreVersusModel(RuleBasedStateMachine):
             i for i, h in self.model.items()
             if h.counts(now=self.now, counted_since=self.now - LAG)
         ) == sorted(h.payout_id for h in listed)
+        kept = sorted((h.public() for h in self.model.values() if not h.expired(self.now)),
+                      key=lambda h: h.payout_id)
+        kept.sort(key=lambda h: h.created_at, reverse=True)
+        assert kept == self.store.list_holds(now=self.now)
 
     def teardown(self) -> None:
         """Close the store."""
@@ -543,3 +549,113 @@ class TestAgainstAModel:
             settings=settings(max_examples=25 if remote else 60, stateful_step_count=40,
                               deadline=None),
         )
+
+
+def _listed(holds: list[Hold]) -> list[tuple[str, str]]:
+    return [(h.payout_id, h.state) for h in holds]
+
+
+class TestListHolds:
+    """``list_holds``: every key's holds, newest first, filtered, without owner tokens."""
+
+    @pytest.fixture
+    def filled(self, store: ReservationStore) -> ReservationStore:
+        """Return *store* with holds on three keys: pending, committed, uncertain, expired."""
+        ars = balance_key("luxcore", None, "ARS")
+        other = balance_key("pagsmile", "acct-2", "BRL")
+        take(store, owned("po_old", owner="o1", at=T0 - 1000, ttl=10.0), now=T0 - 1000)
+        take(store, owned("po_brl", owner="o2", at=T0 + 1))
+        take(store, owned("po_ars", "500", owner="o3", currency="ARS", key=ars, at=T0 + 2),
+             ceiling="100000")
+        take(store, owned("po_other", owner="o4", key=other, at=T0 + 3))
+        take(store, owned("po_sent", owner="o5", key=other, at=T0 + 4))
+        store.commit("po_sent", owner="o5", now=T0 + 5)
+        take(store, owned("po_unknown", owner="o6", at=T0 + 6))
+        store.mark_uncertain("po_unknown", owner="o6", now=T0 + 6, until=T0 + 20)
+        return store
+
+    def test_every_key_newest_first(self, filled: ReservationStore) -> None:
+        """Holds on every key are listed newest first; an expired pending hold is not."""
+        assert [
+            ("po_unknown", "uncertain"), ("po_sent", "committed"), ("po_other", "pending"),
+            ("po_ars", "pending"), ("po_brl", "pending"),
+        ] == _listed(filled.list_holds(now=T0 + 7))
+
+    def test_no_owner_tokens(self, filled: ReservationStore) -> None:
+        """Listed holds carry no owner token, and the same fields as ``get`` otherwise."""
+        listed = filled.list_holds(now=T0 + 7)
+        assert {""} == {h.owner for h in listed}
+        got = filled.get("po_ars")
+        assert got is not None
+        assert got.public() == next(h for h in listed if h.payout_id == "po_ars")
+
+    def test_filters(self, filled: ReservationStore) -> None:
+        """Provider, currency and state narrow the list; they combine."""
+        now = T0 + 7
+        assert ["po_sent", "po_other"] == [
+            h.payout_id for h in filled.list_holds(provider="pagsmile", now=now)
+        ]
+        assert ["po_ars"] == [h.payout_id for h in filled.list_holds(currency="ARS", now=now)]
+        assert ["po_unknown"] == [
+            h.payout_id for h in filled.list_holds(state="uncertain", now=now)
+        ]
+        assert ["po_brl"] == [
+            h.payout_id for h in filled.list_holds(
+                provider="luxcore", currency="BRL", state="pending", now=now)
+        ]
+        assert [] == filled.list_holds(provider="nobody", now=now)
+
+    def test_limit_keeps_the_newest(self, filled: ReservationStore) -> None:
+        """With *limit*, the newest holds are the ones listed."""
+        assert ["po_unknown", "po_sent"] == [
+            h.payout_id for h in filled.list_holds(limit=2, now=T0 + 7)
+        ]
+
+    def test_lapsed_uncertain_stays_listed(self, filled: ReservationStore) -> None:
+        """An uncertain hold past its uncertain_ttl is still listed: it waits for resolve."""
+        later = T0 + 400  # every pending hold has expired (ttl 300)
+        assert ["po_unknown"] == [
+            h.payout_id for h in filled.list_holds(state="uncertain", now=later)
+        ]
+        assert [] == filled.list_holds(state="pending", now=later)
+
+    @pytest.mark.parametrize(("field", "value"), [
+        ("state", "expired"), ("limit", 0), ("limit", 10_001), ("limit", True),
+        ("provider", ""), ("currency", 7),
+    ])
+    def test_bad_filters_are_refused(
+        self, store: ReservationStore, field: str, value: object
+    ) -> None:
+        """A state, limit or name that cannot be one is refused with a clear error."""
+        with pytest.raises(InvalidPayoutRequest, match=field):
+            store.list_holds(now=T0, **{field: value})  # type: ignore[arg-type]
+
+    def test_the_asyncio_twin_lists_the_same(self, filled: ReservationStore) -> None:
+        """A store's asyncio twin (Redis, PostgreSQL) lists exactly what the store lists."""
+        make_twin = getattr(filled, "asyncio", None)
+        twin = make_twin() if callable(make_twin) else None
+        if twin is None:
+            pytest.skip("this store has no asyncio twin")
+
+        async def listed() -> list[Hold]:
+            try:
+                found: list[Hold] = await twin.list_holds(state="pending", limit=2, now=T0 + 7)
+            finally:
+                await twin.aclose()
+            return found
+
+        assert filled.list_holds(state="pending", limit=2, now=T0 + 7) == asyncio.run(listed())
+
+
+class TestReplacedReported:
+    def test_an_expired_pending_hold_replaced_is_reported(self, store: ReservationStore) -> None:
+        """A hold that replaces its id's expired pending hold reports that hold, once."""
+        first = owned("po_1", owner="crashed", ttl=10.0)
+        assert take(store, first).replaced is None
+        again = take(store, owned("po_1", "20.00", owner="retry", at=T0 + 60))
+        assert ("held", "po_1", Decimal("10.00")) == (
+            again.status, again.replaced.payout_id if again.replaced else None,
+            again.replaced.amount if again.replaced else None,
+        )
+        third = take(store, owned("po_2", owner="other", at=T0 + 61))
+        assert third.replaced is None

@@ -1,7 +1,7 @@
 """The ``payout-guard`` command (``python -m guard`` too).
 
 Commands: ``demo``, ``check``, ``balances``, ``simulate``, ``emulate``, ``health``,
-``replay``, ``rules validate`` and ``store migrate``.
+``holds list|show|release|resolve|rearm``, ``replay``, ``rules validate`` and ``store migrate``.
 Exit codes: 0 allowed / done, 1 denied, 2 usage or configuration error (rejected
 credentials too), 3 provider unavailable. The command needs the ``cli`` extra (click and
 rich); without it, :func:`main` says how to install it.

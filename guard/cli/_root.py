@@ -8,14 +8,15 @@ from guard.cli._app import cli
 from guard.cli._commands import balances, check, rules_group
 from guard.cli._emulate import demo, emulate
 from guard.cli._health_cmd import health
+from guard.cli._holds_cmd import holds_group
 from guard.cli._replay_cmd import replay
 from guard.cli._simulate_cmd import simulate
 from guard.cli._store_cmd import store_group
 
 __all__ = ["cli", "run"]
 
-for command in (demo, check, balances, simulate, emulate, health, replay, rules_group,
-                store_group):
+for command in (demo, check, balances, simulate, emulate, health, holds_group, replay,
+                rules_group, store_group):
     cli.add_command(command)
 
 

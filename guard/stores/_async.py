@@ -12,7 +12,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Protocol, runtime_checkable
 
-from guard.stores._protocol import Hold, HoldOutcome
+from guard.stores._protocol import Hold, HoldOutcome, HoldState
 
 __all__ = ["AsyncReservationStore"]
 
@@ -57,4 +57,16 @@ class AsyncReservationStore(Protocol):
         self, key: str, *, counted_since: float, now: float, limit: int | None = None
     ) -> list[Hold]:
         """Return the holds on *key* that count at *now*, oldest first."""
+        ...
+
+    async def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds the store records across every key, newest first."""
         ...

@@ -7,15 +7,19 @@ BRL is ``1050``, ``1500`` CLP is ``1500``, ``1.250`` KWD is ``1250``), never as 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from decimal import ROUND_FLOOR, Decimal, localcontext
+from typing import NamedTuple
 
 from guard._seconds import MAX_SECONDS
 from guard.errors import InvalidPayoutRequest, StoreUnavailable
-from guard.stores._protocol import Hold
+from guard.stores._protocol import Hold, HoldState
 from rules.money import MONEY_CONTEXT, currency_exponent, quantize_exact
 
 __all__ = [
+    "LIST_MOST",
     "MAX_SECONDS",
+    "Listing",
     "StoreUnavailable",
     "ceiling_to_minor",
     "check_time",
@@ -23,7 +27,10 @@ __all__ = [
     "fleet_rate",
     "fleet_seconds",
     "from_minor",
+    "listing",
     "mixed_currencies",
+    "newest_first",
+    "provider_of",
     "to_minor",
 ]
 
@@ -91,6 +98,85 @@ def check_time(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite time in seconds, got {value!r}")
     return value
+
+
+LIST_MOST = 10_000  # holds one list_holds call returns at most
+_STATE_NAMES: dict[object, HoldState] = {
+    "pending": "pending", "committed": "committed", "uncertain": "uncertain"
+}
+
+
+class Listing(NamedTuple):
+    """What ``list_holds`` was asked for, checked (see ``listing``).
+
+    Attributes:
+        provider: Only holds on this provider's balances (``None``: every provider).
+        currency: Only holds in this currency (``None``: every currency).
+        state: Only holds in this state (``None``: every state).
+        limit: At most this many holds.
+    """
+
+    provider: str | None
+    currency: str | None
+    state: HoldState | None
+    limit: int
+
+    def wants(self, hold: Hold, now: float) -> bool:
+        """Return whether *hold* is listed at *now* (an expired pending hold never is)."""
+        return (
+            not hold.expired(now)
+            and (self.state is None or hold.state == self.state)
+            and (self.currency is None or hold.currency == self.currency)
+            and (self.provider is None or provider_of(hold.key) == self.provider)
+        )
+
+
+def listing(
+    provider: object, currency: object, state: object, limit: object
+) -> Listing:
+    """Return the filters of a ``list_holds`` call, checked.
+
+    Raises:
+        InvalidPayoutRequest: *provider* or *currency* is not ``None`` or a non-empty short
+            ``str``; *state* is not ``None``, ``"pending"``, ``"committed"`` or
+            ``"uncertain"``; *limit* is not an ``int`` from 1 to ``LIST_MOST``.
+    """
+    for name, value in (("provider", provider), ("currency", currency)):
+        if value is not None and (not isinstance(value, str) or not value
+                                  or len(value) > _NAME_MOST or "|" in value):
+            raise InvalidPayoutRequest(
+                f"{name} must be None or a non-empty name without '|', got {str(value)[:40]!r}"
+            )
+    if state is not None and state not in _STATE_NAMES:
+        raise InvalidPayoutRequest(
+            f"state must be None, 'pending', 'committed' or 'uncertain', got {str(state)[:40]!r}"
+        )
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_MOST:
+        raise InvalidPayoutRequest(
+            f"limit must be an int from 1 to {LIST_MOST}, got {str(limit)[:40]!r}"
+        )
+    return Listing(
+        provider if isinstance(provider, str) else None,
+        currency if isinstance(currency, str) else None,
+        None if state is None else _STATE_NAMES[state],
+        limit,
+    )
+
+
+def provider_of(key: str) -> str:
+    """Return the provider of the balance *key* (``balance_key``'s first part)."""
+    return key.split("|", 1)[0]
+
+
+def newest_first(holds: Iterable[Hold], limit: int) -> list[Hold]:
+    """Return at most *limit* of *holds*, newest first, without their owner tokens.
+
+    Newest first is ``created_at`` descending, then ``payout_id`` ascending: the order every
+    store lists holds in.
+    """
+    ordered = sorted(holds, key=lambda h: h.payout_id)
+    ordered.sort(key=lambda h: h.created_at, reverse=True)
+    return [h.public() for h in ordered[:limit]]
 
 
 def mixed_currencies(hold: Hold, held_currency: str) -> InvalidPayoutRequest:

@@ -36,6 +36,7 @@ __all__ = [
     "DROP_LEASE",
     "GET",
     "HOLDS",
+    "LIST",
     "MIGRATION_LOCK",
     "READ_SHARED",
     "RELEASE",
@@ -268,6 +269,7 @@ BEGIN
         status := 'over_ceiling';
     ELSE
         status := 'held';
+        existing := v_old;  -- NULL, or the expired pending hold this one replaces
     END IF;
     IF v_lapsing THEN
         WITH gone AS (
@@ -569,6 +571,18 @@ HOLDS = (
     "SELECT " + COLUMNS + " FROM {s}.holds WHERE state = 'committed' AND key = %(key)s "
     "AND committed_at > ({t}%(since)s::float8)) AS counting "
     "ORDER BY created_at, payout_id LIMIT %(limit)s"
+)
+# Every hold across keys, newest first, for operators (list_holds): a scan of the holds table.
+# (now, state, currency, provider: NULL for any; limit). A pending hold past its ttl is left
+# out. Ties by payout id in byte order (COLLATE "C"), as the other stores sort them.
+LIST = (
+    "SELECT " + COLUMNS + " FROM {s}.holds "
+    "WHERE (state <> 'pending' OR expires_at > ({t}%(now)s::float8)) "
+    "AND (%(state)s::text IS NULL OR state = %(state)s::text) "
+    "AND (%(currency)s::text IS NULL OR currency = %(currency)s::text) "
+    "AND (%(provider)s::text IS NULL OR key = %(provider)s::text "
+    "OR left(key, length(%(provider)s::text) + 1) = %(provider)s::text || '|') "
+    "ORDER BY created_at DESC, payout_id COLLATE \"C\" LIMIT %(limit)s"
 )
 
 # (name, owner, lease_ttl, fresh_for) -> (payload or NULL, age, leads).

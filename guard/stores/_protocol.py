@@ -137,12 +137,15 @@ class HoldOutcome:
         counted: The total of counting holds on the key when the store decided (before adding).
         lapsed: Uncertain holds on the key whose ``uncertain_ttl`` this call found ended (each
             reported once, so the guard can log it).
+        replaced: For ``held``, the pending hold past its ttl that had the same payout id and
+            that the new hold replaced (so the guard can log that it expired), else ``None``.
     """
 
     status: Literal["held", "duplicate", "over_ceiling"]
     hold: Hold | None
     counted: Decimal
     lapsed: tuple[Hold, ...] = ()
+    replaced: Hold | None = None
 
 
 @runtime_checkable
@@ -209,6 +212,37 @@ class ReservationStore(Protocol):
 
         With *limit*, at most that many (which ones, when there are more, is the store's
         choice: listing must stay cheap however many holds a key has).
+        """
+        ...
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds the store records across every key, newest first.
+
+        For operators (``payout-guard holds list``): pending holds not past ``expires_at``,
+        uncertain holds (also those whose ``uncertain_ttl`` ended: they still wait for
+        ``resolve``) and committed holds still remembered (the retention). A pending hold past
+        its ttl is never listed: its payout id is free again. Newest first is ``created_at``
+        descending, then ``payout_id``. Holds come without their owner tokens
+        (``Hold.public``). Not one atomic snapshot across keys, and it reads every hold the
+        store keeps: an operator's call, not one for the payout path.
+
+        Args:
+            provider: Only holds on this provider's balances (the first part of the key).
+            currency: Only holds in this currency.
+            state: Only holds in this state.
+            limit: At most this many (1 to 10,000).
+            now: The time on the store's clock (a store on its server's clock uses its own).
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one (see ``_common.listing``).
         """
         ...
 

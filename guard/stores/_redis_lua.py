@@ -71,6 +71,7 @@ __all__ = [
     "HOLDS",
     "MARK_UNCERTAIN",
     "READ_SHARED",
+    "RECORDS",
     "RELEASE",
     "REPAIR",
     "RESERVED",
@@ -353,7 +354,7 @@ end
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
 # retention (seconds), record ttl (seconds).
 # Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
-# lapsed holds {{id, fields...}, ...}}.
+# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}.
 TRY_HOLD = _COMMON + r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
@@ -426,7 +427,9 @@ redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
 join_live(L, ea, held)
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
-return {'held', total, {ca, ea}, lapsed}
+local replaced = {}
+if rec then replaced = reply(rec) end
+return {'held', total, {ca, ea}, lapsed, replaced}
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
@@ -646,6 +649,29 @@ for n, id in ipairs(ids) do
   end
 end
 -- one JSON string of strings (no numbers, so nothing is rounded): far cheaper to parse
+return cjson.encode(found)
+"""
+
+# KEYS the records of the holds to read (at most a few hundred a call: a listing never holds
+# Redis long). ARGV: 1 prefix, 2 epoch, 3 now ("T": the server's). Returns a JSON list of
+# [payout_id, k, cur, amt, fee, st, ca, ea, cm, ""] (no owner token) of the holds found, but a
+# pending hold past its ttl (Hold.expired): list_holds, for operators.
+RECORDS = _COMMON + r"""
+local base = ARGV[1]
+if not armed(base, ARGV[2]) then return lost() end
+local _, nows = clock(ARGV[3])
+local now = tonumber(nows)
+local skip = #base + 3
+local found = {}
+for _, name in ipairs(KEYS) do
+  local r = record(name)
+  if r and not (r[5] == 'pending' and tonumber(r[7]) <= now) then
+    local row = reply(r)
+    row[9] = ''
+    table.insert(row, 1, string.sub(name, skip))
+    table.insert(found, row)
+  end
+end
 return cjson.encode(found)
 """
 

@@ -38,6 +38,7 @@ __all__ = [
     "LAPSE_AT_SOONER",
     "LEDGER_COMMIT",
     "LEDGER_INSERT",
+    "LIST",
     "LIVE_DELETE",
     "MARK_COMMITTED",
     "MARK_UNCERTAIN",
@@ -187,6 +188,18 @@ HOLDS = f"""
     SELECT {_COLUMNS} FROM holds WHERE state = 'committed' AND key = ?1 AND committed_at > ?3
     ORDER BY created_at, payout_id
     LIMIT ?4
+"""  # noqa: S608 - built from constants only; values are bound parameters
+# Every hold across keys, newest first, for operators (list_holds): a scan of the table.
+# :now, :state, :currency, :provider (NULL: any), :limit. A pending hold past its ttl is left out.
+LIST = f"""
+    SELECT {_COLUMNS} FROM holds
+    WHERE (state != 'pending' OR expires_at > :now)
+        AND (:state IS NULL OR state = :state)
+        AND (:currency IS NULL OR currency = :currency)
+        AND (:provider IS NULL OR key = :provider
+             OR substr(key, 1, length(:provider) + 1) = :provider || '|')
+    ORDER BY created_at DESC, payout_id
+    LIMIT :limit
 """  # noqa: S608 - built from constants only; values are bound parameters
 GET = f"SELECT {_COLUMNS} FROM holds WHERE payout_id = ?"  # noqa: S608 - constants only
 # ?1 key, ?2 now: the uncertain holds whose uncertain_ttl ended, each returned once.

@@ -12,7 +12,8 @@ from heapq import heappop, heappush
 
 from guard._seconds import seconds
 from guard.stores import _machine as machine
-from guard.stores._protocol import Hold, HoldOutcome
+from guard.stores._common import listing, newest_first
+from guard.stores._protocol import Hold, HoldOutcome, HoldState
 from rules.money import ADD, SUBTRACT
 
 __all__ = ["InMemoryReservations"]
@@ -233,7 +234,8 @@ class InMemoryReservations:
             ledger.add_live(hold)
             ledger.publish()
             self._by_id[hold.payout_id] = hold
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=existing)
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``)."""
@@ -342,6 +344,25 @@ class InMemoryReservations:
             found += [h for i, h in ledger.live.items() if i in ledger.counting]
             found.sort(key=lambda h: h.created_at)
             return found if limit is None else found[:limit]
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``ReservationStore``).
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one.
+        """
+        wanted = listing(provider, currency, state, limit)
+        with self._lock:
+            found = [h for h in self._by_id.values() if wanted.wants(h, now)]
+        return newest_first(found, wanted.limit)
 
     def rearm(self) -> None:
         """Do nothing: holds in this process's memory are lost only with the process."""

@@ -65,7 +65,9 @@ from guard.stores._common import (
     fleet_rate,
     fleet_seconds,
     from_minor,
+    listing,
     mixed_currencies,
+    newest_first,
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared
@@ -434,7 +436,7 @@ class PostgresReservations:
         self._statements = {
             name: getattr(sql, name).format(s=self._quoted, t=database_now)
             for name in ("TRY_HOLD", "COMMIT", "MARK_UNCERTAIN", "RESOLVE", "RELEASE", "GET",
-                         "COUNTED", "COMMITTED", "HOLDS", "READ_SHARED", "WRITE_SHARED",
+                         "COUNTED", "COMMITTED", "HOLDS", "LIST", "READ_SHARED", "WRITE_SHARED",
                          "DROP_LEASE", "SPEND")
         }
         self._keep = keep
@@ -581,6 +583,27 @@ class PostgresReservations:
             StoreUnavailable: as for ``try_hold``.
         """
         return self._drive(self._holds_flow(key, counted_since, now, limit))
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``ReservationStore``).
+
+        One query that scans the holds table (every hold the retention keeps); on the
+        database's clock, expiry is judged on it.
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one.
+            ValueError: *now* is not finite.
+            StoreUnavailable: as for ``try_hold``.
+        """
+        return self._drive(self._list_holds_flow(provider, currency, state, limit, now))
 
     def read_shared(
         self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
@@ -789,7 +812,8 @@ class PostgresReservations:
             if self._db_clock:  # as stored: on the database's clock
                 hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
                             float(created), float(expires), None, hold.owner)  # money-ok: times
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=None if existing is None else _json_hold(existing))
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
         return HoldOutcome(status="duplicate", hold=_json_hold(existing), counted=counted,
@@ -845,6 +869,17 @@ class PostgresReservations:
             "since": self._at(check_time("counted_since", counted_since), now), "limit": limit,
         })
         return [_hold(row) for row in rows]
+
+    def _list_holds_flow(
+        self, provider: object, currency: object, state: object, limit: object, now: float
+    ) -> Flow[list[Hold]]:
+        wanted = listing(provider, currency, state, limit)
+        check_time("now", now)
+        rows = yield _Call("LIST", {
+            "now": self._at(now, now), "state": wanted.state, "currency": wanted.currency,
+            "provider": wanted.provider, "limit": wanted.limit,
+        })
+        return newest_first((_hold(row) for row in rows), wanted.limit)
 
     def _read_shared_flow(
         self, name: str, owner: str, lease_ttl: float, fresh_for: float
@@ -1179,6 +1214,20 @@ class AsyncPostgresReservations:
     ) -> list[Hold]:
         """Return the holds on *key* that count, oldest first (at most *limit* of them)."""
         return await self._drive(self._store._holds_flow(key, counted_since, now, limit))
+
+    async def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``list_holds``)."""
+        return await self._drive(
+            self._store._list_holds_flow(provider, currency, state, limit, now)
+        )
 
     async def read_shared(
         self, name: str, *, owner: str, lease_ttl: float, fresh_for: float

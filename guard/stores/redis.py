@@ -61,7 +61,10 @@ from guard.stores._common import (
     fleet_rate,
     fleet_seconds,
     from_minor,
+    listing,
     mixed_currencies,
+    newest_first,
+    provider_of,
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared
@@ -90,10 +93,13 @@ _SCRIPTS = (
     ("try_hold", lua.TRY_HOLD), ("commit", lua.COMMIT), ("release", lua.RELEASE),
     ("mark_uncertain", lua.MARK_UNCERTAIN), ("resolve", lua.RESOLVE), ("get", lua.GET),
     ("reserved", lua.RESERVED), ("holds", lua.HOLDS), ("repair", lua.REPAIR),
+    ("records", lua.RECORDS),
     ("committed", lua.COMMITTED), ("read_shared", lua.READ_SHARED),
     ("write_shared", lua.WRITE_SHARED), ("drop_lease", lua.DROP_LEASE), ("spend", lua.SPEND),
 )
 _CLOCKS = ("server", "caller")
+_PAGE = 1000  # members of an index read per ZRANGE, names per SCAN, when listing holds
+_RECORDS = 200  # records read per RECORDS script, when listing holds
 _SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, keys, argv)
 
 
@@ -359,6 +365,29 @@ class RedisReservations:
         """
         return self._drive(self._holds(key, counted_since, now, limit))
 
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``ReservationStore``).
+
+        Never blocks Redis for long: the keys' ledgers are found with ``SCAN``, each key's
+        indexes read a page at a time (``ZRANGE``), and the holds a few hundred per script
+        (which leaves out pending holds past their ttl, on the store's clock). So it is not
+        one atomic snapshot; with *provider*, only that provider's keys are read.
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one.
+            ValueError: *now* is not finite.
+            StoreUnavailable: Redis could not be reached, or lost its holds.
+        """
+        return self._drive(self._list_holds(provider, currency, state, limit, now))
+
     def committed(self, key: str, *, since: float, now: float) -> Decimal:
         """Return the sum of ``held`` over the holds on *key* committed after *since*.
 
@@ -465,7 +494,9 @@ class RedisReservations:
                 hold = Hold(hold.payout_id, hold.key, cur, hold.amount, hold.fee, "pending",
                             float(_text(reply[2][0])), float(_text(reply[2][1])),  # money-ok: times
                             None, hold.owner)
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            old = reply[4] if len(reply) > 4 else None
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=_hold(hold.payout_id, old) if old else None)
         if status == "over_ceiling":
             return HoldOutcome(status="over_ceiling", hold=None, counted=counted, lapsed=lapsed)
         existing = _hold(hold.payout_id, reply[2])
@@ -534,6 +565,59 @@ class RedisReservations:
         )
         found = [_hold(row[0], row[1:]) for row in json.loads(reply)]
         return sorted(found, key=lambda h: (h.created_at, h.payout_id))
+
+    def _list_holds(
+        self, provider: object, currency: object, state: object, limit: object, now: float
+    ) -> Flow[list[Hold]]:
+        wanted = listing(provider, currency, state, limit)
+        check_time("now", now)
+        try:
+            epoch = yield from self._contacted()
+        except ConfigurationError as exc:
+            raise StoreUnavailable(str(exc), store="redis") from None
+        prefix = self._prefix
+        kinds = [kind for kind, states in (("x:", ("pending", "uncertain")), ("c:", ("committed",)))
+                 if wanted.state is None or wanted.state in states]
+        pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in prefix)
+        ids: set[str] = set()
+        try:
+            found = yield _Call("get", (f"{prefix}epoch",))
+            if found is None or _text(found) != epoch:
+                raise StoreUnavailable(_LOST.format("the epoch marker is missing or changed"),
+                                       store="redis")
+            keys: set[str] = set()
+            cursor: Any = 0
+            while True:
+                cursor, names = yield _Call("scan", (cursor,),
+                                            {"match": f"{pattern}t:*", "count": _PAGE})
+                keys.update(_text(name)[len(prefix) + 2:] for name in names)
+                if int(cursor) == 0:
+                    break
+            for key in sorted(keys):
+                if wanted.provider is not None and provider_of(key) != wanted.provider:
+                    continue
+                for kind in kinds:
+                    start = 0
+                    while True:
+                        members = yield _Call("zrange", (f"{prefix}{kind}{key}", start,
+                                                         start + _PAGE - 1))
+                        # x: "<held> <id>", c: "<running> <held> <id>"
+                        ids.update(_text(m).split(" ", 2 if kind == "c:" else 1)[-1]
+                                   for m in members)
+                        if len(members) < _PAGE:
+                            break
+                        start += _PAGE
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        holds: list[Hold] = []
+        ordered = sorted(ids)
+        for at in range(0, len(ordered), _RECORDS):
+            names = [self._record(i) for i in ordered[at:at + _RECORDS]]
+            reply = yield from self._script("records", names[0], [self._now(now)],
+                                            more=tuple(names[1:]))
+            holds.extend(_hold(row[0], row[1:]) for row in json.loads(reply))
+        # Expiry was judged by the script, on the store's clock.
+        return newest_first((h for h in holds if wanted.wants(h, -math.inf)), wanted.limit)
 
     def _read_shared(
         self, name: str, owner: str, lease_ttl: float, fresh_for: float
@@ -805,6 +889,18 @@ class AsyncRedisReservations:
     ) -> list[Hold]:
         """Return the holds on *key* that count, oldest first (``RedisReservations.holds``)."""
         return await self._drive(self._store._holds(key, counted_since, now, limit))
+
+    async def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``list_holds``)."""
+        return await self._drive(self._store._list_holds(provider, currency, state, limit, now))
 
     async def committed(self, key: str, *, since: float, now: float) -> Decimal:
         """Return what the holds on *key* committed after *since* hold (``committed``)."""

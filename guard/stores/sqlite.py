@@ -38,6 +38,8 @@ from guard.stores._common import (
     fleet_rate,
     fleet_seconds,
     from_minor,
+    listing,
+    newest_first,
     to_minor,
 )
 from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
@@ -198,7 +200,8 @@ class SqliteReservations:
             conn.execute(sql.ADJUST_LIVE, (hold.key, *old, hold.expires_at, minor))
             if ledger is None or self._purge_due(ledger[5], now):
                 self._purge(conn, hold.key, now)
-            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed)
+            return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
+                               replaced=existing)
 
     def commit(self, payout_id: str, *, owner: str, now: float) -> Hold | None:
         """Mark *owner*'s hold as sent (see ``ReservationStore.commit``).
@@ -280,6 +283,33 @@ class SqliteReservations:
         """
         with self._read() as conn:
             return _get(conn, payout_id)
+
+    def list_holds(
+        self,
+        *,
+        provider: str | None = None,
+        currency: str | None = None,
+        state: HoldState | None = None,
+        limit: int = 100,
+        now: float,
+    ) -> list[Hold]:
+        """Return the holds recorded across every key, newest first (``ReservationStore``).
+
+        One query that scans the holds table (every hold the retention keeps).
+
+        Raises:
+            InvalidPayoutRequest: a filter or *limit* is not one.
+            ValueError: *now* is not finite.
+            StoreUnavailable: the database failed.
+        """
+        wanted = listing(provider, currency, state, limit)
+        check_time("now", now)
+        with self._read() as conn:
+            rows = conn.execute(sql.LIST, {
+                "now": now, "state": wanted.state, "currency": wanted.currency,
+                "provider": wanted.provider, "limit": wanted.limit,
+            }).fetchall()
+        return newest_first((_hold(row) for row in rows), wanted.limit)
 
     def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
         """Return the total held on *key* by holds that count.
