@@ -115,6 +115,9 @@ class DecisionRecord(BaseModel):
         return cls.model_validate_json(text)
 
 
+_SERIALIZER = DecisionRecord.__pydantic_serializer__
+
+
 @runtime_checkable
 class DecisionLog(Protocol):
     """Where a guard sends a record of every decision (``decision_log=``).
@@ -338,7 +341,8 @@ class JsonLinesDecisionLog(_QueuedLog):
         return self._file
 
     def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
-        lines = [record.model_dump_json().encode() + b"\n" for record in batch]
+        to_json = _SERIALIZER.to_json  # bytes straight from pydantic-core: no str between
+        lines = [to_json(record) + b"\n" for record in batch]
         chunk: list[bytes] = []
         size = self._size
         for line in lines:
