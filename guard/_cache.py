@@ -54,7 +54,15 @@ from guard.instrumentation._hooks import EVENTS
 from guard.stores._protocol import FleetStore, Shared, gcra
 from rules.money import money_context
 
-__all__ = ["SKEW_WARNING", "BalanceCache", "Budget", "FetchOutcome", "Fetched", "LocalBudget"]
+__all__ = [
+    "SKEW_WARNING",
+    "BalanceCache",
+    "Budget",
+    "BudgetOutcome",
+    "FetchOutcome",
+    "Fetched",
+    "LocalBudget",
+]
 
 # currency -> account -> snapshot; an empty inner dict records "currency not held".
 _ByAccount = dict[str | None, BalanceSnapshot]
@@ -105,6 +113,18 @@ class FetchOutcome(NamedTuple):
     error: str | None = None
 
 
+class BudgetOutcome(NamedTuple):
+    """How the request budget answered one ask.
+
+    Attributes:
+        wait: 0.0 when the request was let through, else the seconds until one would be.
+        at: Monotonic time of the ask.
+    """
+
+    wait: float
+    at: float
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     fetched: float  # monotonic time the balance arrived (here, or in the process that fetched)
@@ -150,6 +170,7 @@ class BalanceCache:
         share: The fleet store balances are shared through (``None``: this process only).
         name: What the provider key's shared balances and budget are named by.
         budget: Takes one request from the provider key's budget (default: unlimited).
+        requests_per_minute: The budget's size, for ``health()`` (``None``: unlimited).
         stale_limit: Seconds old a balance may be and still be used while the budget is
             spent (``MaxBalanceAge``'s limit, or the guard's ``max_stale``).
     """
@@ -164,6 +185,7 @@ class BalanceCache:
         share: FleetStore | None = None,
         name: str = "",
         budget: Budget | None = None,
+        requests_per_minute: int | None = None,
         stale_limit: float = 60.0,
     ) -> None:
         self._fetcher = fetcher
@@ -186,6 +208,10 @@ class BalanceCache:
         """How the last request to the provider ended (``None`` before the first)."""
         self.last_failure: FetchOutcome | None = None
         """How the last failed request to the provider ended (``None`` if none failed)."""
+        self.requests_per_minute = requests_per_minute
+        """The request budget's size (``None``: unlimited)."""
+        self.last_budget: BudgetOutcome | None = None
+        """How the last request asked of the budget was answered (``None``: never asked)."""
 
     @property
     def shared(self) -> bool:
@@ -326,10 +352,17 @@ class BalanceCache:
         """
         if self._share is not None and self._ttl > 0:
             return self._from_fleet(self._share, currency, force=force)
-        wait = self._budget()
+        wait = self._take()
         if wait:
             return self._spent(currency, wait, self._entries.get(currency))
         return self._fetch(currency), self._ttl
+
+    def _take(self) -> float:
+        """Take one request from the budget (see ``Budget``), remembering the answer."""
+        wait = self._budget()
+        if self.requests_per_minute is not None:
+            self.last_budget = BudgetOutcome(wait=wait, at=self._clock())
+        return wait
 
     def _fresh_for(self, currency: str, *, force: bool) -> float:
         """Return how old a balance may be and still serve *currency* now."""
@@ -374,7 +407,7 @@ class BalanceCache:
     ) -> tuple[dict[str, Fetched], float]:
         """Fetch *currency* for the fleet (this process holds the lease) and write it."""
         try:
-            wait = self._budget()
+            wait = self._take()
             if wait:
                 newest = None if shared is None else self._decoded(shared, currency)
                 local = self._entries.get(currency)

@@ -501,7 +501,7 @@ def _cache_of(
     return BalanceCache(
         fetcher, ttl=ttl, clock=clocks, wait_timeout=_wait_timeout(fetcher),
         share=fleet if share is not False else None, name=f"balance|{name}", budget=budget,
-        stale_limit=stale_limit,
+        requests_per_minute=per_minute, stale_limit=stale_limit,
     )
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
-from guard._cache import BalanceCache, FetchOutcome
+from guard._cache import BalanceCache, BudgetOutcome, FetchOutcome
 from guard._models import UtcDatetime
 
 __all__ = ["HEALTH_PROBE_ID", "Health", "ProviderHealth", "StoreHealth", "health_of"]
@@ -34,6 +34,12 @@ class ProviderHealth(BaseModel):
         last_error: The error class of the last failed request (``ProviderUnavailable``,
             ``ProviderAuthError``, ...), even if a later one succeeded; ``None`` if none failed.
         last_error_age_seconds: Seconds since that failure.
+        requests_per_minute: The provider key's request budget (``None``: unlimited).
+        budget_wait_seconds: With a budget: 0.0 when the last request asked of it was let
+            through, else the seconds still to wait from now until it lets one through, as it
+            said then (a fleet's budget is shared: other processes may spend it meanwhile);
+            ``None`` before the first ask. A spent budget alone is not unhealthy: the guard
+            then judges with a cached balance while it can.
     """
 
     model_config = _FROZEN
@@ -43,6 +49,8 @@ class ProviderHealth(BaseModel):
     age_seconds: float | None = None
     last_error: str | None = None
     last_error_age_seconds: float | None = None
+    requests_per_minute: int | None = None
+    budget_wait_seconds: float | None = None
 
     @computed_field  # type: ignore[prop-decorator]  # pydantic's documented way to serialize a property
     @property
@@ -87,6 +95,12 @@ def _age(outcome: FetchOutcome | None, now: float) -> float | None:
     return None if outcome is None else round(max(now - outcome.at, 0.0), 3)
 
 
+def _wait(outcome: BudgetOutcome | None, now: float) -> float | None:
+    if outcome is None:
+        return None
+    return round(max(outcome.wait - max(now - outcome.at, 0.0), 0.0), 3)
+
+
 def health_of(
     caches: Mapping[str, BalanceCache], store: object, store_error: BaseException | None, *,
     monotonic: float, wall: float,
@@ -108,6 +122,8 @@ def health_of(
             age_seconds=_age(last, monotonic),
             last_error=None if failed is None else failed.error,
             last_error_age_seconds=_age(failed, monotonic),
+            requests_per_minute=cache.requests_per_minute,
+            budget_wait_seconds=_wait(cache.last_budget, monotonic),
         )
     return Health(
         providers=providers,

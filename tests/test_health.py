@@ -156,3 +156,29 @@ class TestAsyncHealth:
 
         health = asyncio.run(main())
         assert (False, "StoreUnavailable") == (health.store.ok, health.store.error)
+
+
+class TestBudget:
+    def test_health_reports_the_budget_and_how_long_it_is_spent_for(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """One request a minute: the second balance request waits 60 s; health counts down."""
+        clock = FakeClock(START)
+        budgeted = LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url, requests_per_minute=1,
+                                  retry=RetryPolicy(attempts=1, deadline=5))
+        with PayoutGuard(budgeted, cache_ttl=0, clock=clock) as guard:
+            assert guard.check("1", "ARS").allowed
+            first = provider(guard.health())
+            assert (1, 0.0) == (first.requests_per_minute, first.budget_wait_seconds)
+            # The budget is spent: judged on the balance at hand, no request sent.
+            assert guard.check("1", "ARS").allowed
+            clock.advance(10)
+            spent = provider(guard.health())
+        assert 1 == len(luxcore.balance_calls)
+        assert 50.0 == spent.budget_wait_seconds
+
+    def test_without_a_budget_there_is_nothing_to_report(self) -> None:
+        guard = PayoutGuard(StaticFetcher({"BRL": "1.00"}))
+        guard.check("1", "BRL")
+        assert (None, None) == (provider(guard.health()).requests_per_minute,
+                                provider(guard.health()).budget_wait_seconds)

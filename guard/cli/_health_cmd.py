@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from guard._health import Health
+from guard._health import Health, ProviderHealth
 from guard._sync import PayoutGuard
 from guard.cli._app import EXIT_DENIED, EXIT_OK, config_option, handle_errors, load, out_console
 
@@ -25,20 +25,29 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}s ago"
 
 
+def _budget(part: ProviderHealth) -> str:
+    """Return the budget column: its size, and how long it is spent for (if it is)."""
+    if part.requests_per_minute is None:
+        return "unlimited"
+    wait = part.budget_wait_seconds
+    spent = f", spent for {wait:.0f}s" if wait else ""
+    return f"{part.requests_per_minute}/min{spent}"
+
+
 def _render(report: Health) -> None:
     table = Table(title=f"Health ({report.checked_at:%Y-%m-%d %H:%M:%SZ})")
-    for column in ("part", "status", "last request", "last error"):
+    for column in ("part", "status", "last request", "last error", "budget"):
         table.add_column(column, no_wrap=True)
     for name, part in report.providers.items():
         status = "[green]ok[/green]" if part.healthy else "[red]FAILING[/red]"
         error = "-" if part.last_error is None else (
             f"{part.last_error} ({_seconds(part.last_error_age_seconds)})"
         )
-        table.add_row(name, status, _seconds(part.age_seconds), error)
+        table.add_row(name, status, _seconds(part.age_seconds), error, _budget(part))
     store = report.store
     table.add_row(f"store ({store.store})",
                   "[green]ok[/green]" if store.ok else "[red]FAILING[/red]", "-",
-                  store.error or "-")
+                  store.error or "-", "-")
     console = out_console()
     console.print(table)
     console.print("healthy" if report.healthy else "[red]UNHEALTHY[/red]")
