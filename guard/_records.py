@@ -14,6 +14,7 @@ counts them (``dropped``) and says so in the log at most once a minute.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import itertools
@@ -23,6 +24,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -136,6 +138,16 @@ class DecisionLog(Protocol):
         ...
 
 
+_RUNNING: weakref.WeakSet[_QueuedLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_running() -> None:
+    """At exit, write what the sinks still queue (a guard nobody closed loses nothing)."""
+    for sink in list(_RUNNING):
+        sink.close(timeout=2.0)
+
+
 class _QueuedLog:
     """A sink that queues records and writes them in batches from its own daemon thread.
 
@@ -207,6 +219,7 @@ class _QueuedLog:
                 target=self._run, name=f"payout-guard {type(self).__name__}", daemon=True
             )
             self._thread.start()
+            _RUNNING.add(self)
 
     def _run(self) -> None:
         target: Any = None

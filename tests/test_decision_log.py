@@ -6,6 +6,8 @@ import asyncio
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -213,3 +215,21 @@ class TestDropMetric:
                 assert sink.flush()
             dropped = registry.get_sample_value("payout_guard_decision_log_dropped_total")
         assert 4.0 == dropped
+
+
+class TestExit:
+    def test_a_guard_nobody_closed_still_writes_its_records_at_exit(self, tmp_path: Path) -> None:
+        """The sinks still running are closed (their queues written) when the process exits."""
+        path = tmp_path / "decisions.jsonl"
+        script = (
+            "import sys\n"
+            "from guard import JsonLinesDecisionLog, PayoutGuard\n"
+            "from guard.testing import StaticFetcher\n"
+            "g = PayoutGuard(StaticFetcher({'BRL': '10.00'}),\n"
+            "                decision_log=JsonLinesDecisionLog(sys.argv[1]))\n"
+            "for _ in range(100):\n"
+            "    g.check('1', 'BRL')\n"
+        )
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60,
+                       capture_output=True)
+        assert 100 == len(list(read_decisions(path)))
