@@ -152,7 +152,12 @@ class LocalBudget:
 
 def shared_budget(store: FleetStore, name: str, per_minute: int) -> Budget:
     """Return the budget *name* kept in *store*, shared by every process that uses it."""
-    return lambda: store.spend(name, per_minute=per_minute)
+
+    def spend() -> float:
+        with EVENTS.store_timer(store, "spend"):
+            return store.spend(name, per_minute=per_minute)
+
+    return spend
 
 
 def _unlimited() -> float:
@@ -387,10 +392,11 @@ class BalanceCache:
         started = self._clock()
         ends = started + self._wait_timeout
         while True:
-            shared, leads = share.read_shared(
-                name, owner=self._owner, lease_ttl=self._wait_timeout,
-                fresh_for=max(fresh_for, 0.001),
-            )
+            with EVENTS.store_timer(share, "read_shared"):
+                shared, leads = share.read_shared(
+                    name, owner=self._owner, lease_ttl=self._wait_timeout,
+                    fresh_for=max(fresh_for, 0.001),
+                )
             waited = self._clock() - started
             if shared is not None and shared.age < max(fresh_for, waited):
                 EVENTS.balance_cache("shared")
@@ -414,7 +420,8 @@ class BalanceCache:
                 if newest is None or (local is not None
                                       and local.found.received_mono > newest.received_mono):
                     newest = None if local is None else local.found
-                share.drop_lease(name, owner=self._owner)
+                with EVENTS.store_timer(share, "drop_lease"):
+                    share.drop_lease(name, owner=self._owner)
                 return self._spent(currency, wait, None if newest is None else _Entry(
                     newest.received_mono, newest.received_mono, newest))
             found = self._fetch(currency)
@@ -423,7 +430,9 @@ class BalanceCache:
                 share.drop_lease(name, owner=self._owner)
             raise
         keep = max(self._ttl, self._stale_limit) + self._wait_timeout
-        share.write_shared(name, self._encoded(found[currency]), keep=keep, owner=self._owner)
+        with EVENTS.store_timer(share, "write_shared"):
+            share.write_shared(name, self._encoded(found[currency]), keep=keep,
+                               owner=self._owner)
         return found, self._ttl
 
     def _spent(

@@ -478,6 +478,22 @@ class TestStores:
         assert 1 == sample(registry, "payout_guard_store_seconds_count",
                            store="SqliteReservations", operation="release")
 
+    def test_the_fleet_calls_of_a_shared_balance_are_timed_too(
+        self, registry: CollectorRegistry, tmp_path: Path, luxcore: LuxCoreEmulator
+    ) -> None:
+        """Sharing balances reads and writes them in the store and spends the budget there."""
+        fetcher = LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url,
+                                 retry=RetryPolicy(attempts=1, deadline=5))
+        with SqliteReservations(tmp_path / "holds.db") as store, PayoutGuard(
+            fetcher, reservations=store
+        ) as guard:
+            assert guard.check("1.00", "ARS").allowed
+        count = "payout_guard_store_seconds_count"
+        assert {"read_shared": 1, "spend": 1, "write_shared": 1} == {
+            op: sample(registry, count, store="SqliteReservations", operation=op)
+            for op in ("read_shared", "spend", "write_shared")
+        }
+
     def test_a_redis_store_is_timed_asyncio_and_blocking(
         self, registry: CollectorRegistry, redis_url: str
     ) -> None:

@@ -109,6 +109,8 @@ _OPERATIONS: dict[type[Any], str] = {}
 
 
 def _operation(step: object) -> str:
+    if isinstance(step, str):  # a fleet call named by the balance cache (spend, read_shared)
+        return step
     kind = type(step)
     name = _OPERATIONS.get(kind)
     if name is None:
@@ -260,7 +262,12 @@ class Events:
     # -- the call points that are not plain callables ----------------------------------------
 
     def store_timer(self, store: object, step: object) -> AbstractContextManager[None]:
-        """Return a context manager timing one call of *store* for *step* (a store step)."""
+        """Return a context manager timing one call of *store* for *step*.
+
+        *step* is a store step (its class names the operation: ``TryHold`` is ``try_hold``)
+        or the operation's name itself (the balance cache's fleet calls: ``read_shared``,
+        ``write_shared``, ``drop_lease``, ``spend``).
+        """
         if self._hooks is None:
             self.resolve()
         if self._store_call is _nothing:
