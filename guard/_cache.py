@@ -479,12 +479,13 @@ class BalanceCache:
             snapshots = [BalanceSnapshot.model_validate(s) for s in data["snapshots"]]
         wall, mono = self._clocks.time(), self._clock()
         written = shared.age
-        received_ago = written + float(data["received_ago"])
-        requested = wall - written - float(data["requested_ago"])
+        received_ago = written + float(data["received_ago"])  # money-ok: seconds
+        requested = wall - written - float(data["requested_ago"])  # money-ok: seconds
         stamp = {"requested_at": datetime.fromtimestamp(requested, UTC)}
         return Fetched(
             {s.account: s.model_copy(update=stamp) for s in snapshots if s.currency == currency},
-            wall - received_ago, mono - received_ago, float(data["skew"]), requested,
+            wall - received_ago, mono - received_ago, float(data["skew"]),  # money-ok: seconds
+            requested,
         )
 
     def probe(self) -> None:

@@ -158,7 +158,7 @@ class Replayer:
             ConfigurationError: the configuration is invalid.
         """
         config = load_config(source)
-        window = float(config.reservations.own_payouts_window)
+        window = float(config.reservations.own_payouts_window)  # money-ok: seconds
         return cls(config.ruleset, fail_open=config.fail_open, routing=config.routing.policy,
                    own_payouts_window=window)
 

@@ -156,6 +156,7 @@ class PrometheusHook(Hook):
 
     def held(self, provider: str, currency: str, state: str, amount: Decimal) -> None:
         """Set the held gauge of *provider* and *currency* to *amount*."""
+        # money-ok: a gauge sample for a dashboard (Prometheus values are floats), never judged
         self._held(provider, currency, state)(float(amount))
 
     def balance_fetch(self, provider: str, outcome: str, seconds: float) -> None:
