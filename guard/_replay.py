@@ -46,7 +46,6 @@ __all__ = ["Change", "ReplaySummary", "Replayed", "Replayer", "outcome", "rejudg
 
 Change = Literal["unchanged", "allowed_to_denied", "denied_to_allowed", "reasons_changed"]
 
-_SHOWN_HOLDS = 20
 _ELSEWHERE = "(a provider without the currency)"
 
 
@@ -276,7 +275,7 @@ class _Answers:
             holds.append(Hold(payout_id="(more)", key=key, currency=decision.currency,
                               amount=Decimal(0), fee=Decimal(0), state="pending",
                               created_at=self.now, expires_at=math.inf))
-        return holds[: _SHOWN_HOLDS + 1]
+        return holds
 
 
 def _skew_of(decision: Decision) -> float:
@@ -302,6 +301,7 @@ class ReplaySummary:
             allowed then and denied now (a payout denied for two reasons counts under both).
         denied_to_allowed: Currency -> [count, total amount] of payouts denied then and
             allowed now.
+        newly_denied: Payouts allowed then and denied now (each once).
     """
 
     total: int = 0
@@ -311,7 +311,11 @@ class ReplaySummary:
     allowed_to_denied: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     denied_to_allowed: dict[str, list[Any]] = field(default_factory=dict)
     newly_denied: int = 0
-    newly_allowed: int = 0
+
+    @property
+    def newly_allowed(self) -> int:
+        """Return how many payouts were denied then and are allowed now."""
+        return sum(count for count, _ in self.denied_to_allowed.values())
 
     def add(self, replayed: Replayed) -> None:
         """Count *replayed*."""
@@ -332,7 +336,6 @@ class ReplaySummary:
             for code in dict.fromkeys(after.codes):
                 _tally(self.allowed_to_denied.setdefault(code, {}), currency, amount)
         else:
-            self.newly_allowed += 1
             _tally(self.denied_to_allowed, currency, amount)
 
     def as_data(self) -> dict[str, Any]:

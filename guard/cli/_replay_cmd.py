@@ -89,10 +89,13 @@ def replay(*, logs: tuple[str, ...], config_path: str, report_path: str | None,
     """
     replayer = Replayer.from_config(load(config_path))
     summary = ReplaySummary()
-    try:
-        total = sum(count_decisions(path) for path in logs)
-    except (OSError, GuardError) as exc:
-        fail(f"cannot read the decision log: {exc}")
+    console = err_console()
+    total = 0
+    if console.is_terminal:  # the records are counted only for a bar someone will see
+        try:
+            total = sum(count_decisions(path) for path in logs)
+        except (OSError, GuardError) as exc:
+            fail(f"cannot read the decision log: {exc}")
     report_file = None
     writer = None
     if report_path is not None:
@@ -101,8 +104,7 @@ def replay(*, logs: tuple[str, ...], config_path: str, report_path: str | None,
         writer.writerow(_REPORT_COLUMNS)
     progress = Progress(
         TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err_console(), transient=True,
-        disable=total < _PROGRESS_FROM or not err_console().is_terminal,
+        console=console, transient=True, disable=total < _PROGRESS_FROM,
     )
     try:
         with progress:
