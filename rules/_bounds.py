@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 from rules._facts import Facts, Verdict
 from rules._money import MONEY_CONTEXT, SUBTRACT, money_context, smallest_unit
@@ -34,6 +34,7 @@ __all__ = [
     "BoundsByVerdict",
     "BoundsOf",
     "Clearance",
+    "Window",
     "bounds_method",
     "bounds_of",
     "combine",
@@ -41,6 +42,7 @@ __all__ = [
     "payable_cap",
     "settle",
     "tighten",
+    "window",
 ]
 
 _ZERO = Decimal(0)
@@ -168,14 +170,31 @@ def settle(bounds: Bounds, facts: Facts) -> tuple[bool, Decimal | None, Decimal 
     return passed, floor, cap
 
 
-def combine(
-    parts: Iterable[Bounds], facts: Facts
-) -> tuple[bool, Decimal | None, Decimal | None, Decimal]:
-    """Return ``(clean, floor, cap, reserve)`` of rules that must all pass: bounds combined.
+class Window(NamedTuple):
+    """What rules that must all pass allow with some facts, whatever the amount.
 
-    ``clean`` is whether every rule passes ``facts.amount`` without anything to explain.
-    ``floor`` and ``cap`` are the tightest bounds, on the currency's grid (see
-    :func:`tighten`); ``reserve`` is the largest reserve kept. Spendable is computed once,
+    Attributes:
+        clean: No rule denies every amount or needs its ``evaluate`` to explain itself.
+        low: The largest floor, before rounding to the currency's grid; ``None`` for none.
+        high: The smallest cap, ``spendable - fee - keep`` included, before rounding.
+        clearance: ``floor`` and ``cap`` on the grid (see :func:`tighten`) and the reserve.
+    """
+
+    clean: bool
+    low: Decimal | None
+    high: Decimal | None
+    clearance: Clearance
+
+    def admits(self, amount: Decimal) -> bool:
+        """Return whether every rule passes *amount* without anything to explain."""
+        low, high = self.low, self.high
+        return self.clean and (low is None or amount >= low) and (high is None or amount <= high)
+
+
+def window(parts: Iterable[Bounds], facts: Facts) -> Window:
+    """Return what rules with bounds *parts* allow together with *facts*: bounds combined.
+
+    The only place bounds combine. ``facts.amount`` is not read. Spendable is computed once,
     for the largest ``keep``.
     """
     low: Decimal | None = None
@@ -188,7 +207,8 @@ def combine(
             continue  # most rules, most of the time
         floor, cap, kept, held, explain, blocked = part
         if blocked:
-            return False, None, _ZERO, reserve
+            nothing = Clearance(None, _ZERO, reserve)
+            return Window(clean=False, low=None, high=_ZERO, clearance=nothing)
         if floor is not None and (low is None or floor > low):
             low = floor
         if cap is not None and (high is None or cap < high):
@@ -203,11 +223,22 @@ def combine(
         limit = _limit(facts, keep)
         if high is None or limit < high:
             high = limit
-    if clean:
-        amount = facts.amount
-        clean = (low is None or amount >= low) and (high is None or amount <= high)
     floor, cap = tighten(low, high, facts.currency)
-    return clean, floor, cap, reserve
+    return Window(clean, low, high, Clearance(floor, cap, reserve))
+
+
+def combine(
+    parts: Iterable[Bounds], facts: Facts
+) -> tuple[bool, Decimal | None, Decimal | None, Decimal]:
+    """Return ``(clean, floor, cap, reserve)`` of rules that must all pass (see :func:`window`).
+
+    ``clean`` is whether every rule passes ``facts.amount`` without anything to explain.
+    ``floor`` and ``cap`` are the tightest bounds, on the currency's grid (see
+    :func:`tighten`); ``reserve`` is the largest reserve kept.
+    """
+    found = window(parts, facts)
+    floor, cap, reserve = found.clearance
+    return found.admits(facts.amount), floor, cap, reserve
 
 
 def bounds_of(verdict: Verdict, facts: Facts) -> Bounds:
@@ -272,7 +303,16 @@ class BoundedRule:
 
     __slots__ = ()
 
+    # Whether ``_bounds`` reads neither ``facts.amount`` nor ``facts.age_seconds``: then the
+    # bounds of a balance are worked out once and reused while it is judged (``RuleSet``).
+    # A built-in says so in its own class; a subclass that changes ``evaluate`` or
+    # ``_bounds`` does not inherit the claim.
+    _age_free: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "evaluate" in vars(cls) and "_bounds" not in vars(cls):
             cls._bounds = bounds_from_evaluate  # type: ignore[attr-defined] # set on the class, on purpose
+        changed = "evaluate" in vars(cls) or "_bounds" in vars(cls)
+        if changed and "_age_free" not in vars(cls):
+            cls._age_free = False

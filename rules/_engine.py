@@ -20,11 +20,15 @@ from decimal import Decimal
 
 from rules._bounds import (
     EXPLAIN,
+    NO_BOUNDS,
+    BoundedRule,
     Bounds,
     Clearance,
+    Window,
     bounds_method,
     bounds_of,
     combine,
+    window,
 )
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
@@ -111,6 +115,13 @@ def _combined(
     )
 
 
+def _age_free(rule: Rule) -> bool:
+    """Return whether *rule*'s bounds read neither the amount nor the balance's age."""
+    if isinstance(rule, When):
+        return _age_free(rule.rule)  # its scope reads the currency and provider only
+    return isinstance(rule, BoundedRule) and rule._age_free  # the rules' private protocol
+
+
 def _has_any_of(rule: Rule) -> bool:
     if isinstance(rule, AnyOf):
         return True
@@ -136,7 +147,7 @@ class RuleSet:
         ConfigurationError: a member is not a rule.
     """
 
-    __slots__ = ("_name", "_parts", "intervals", "rules")
+    __slots__ = ("_last", "_moving", "_name", "_parts", "_steady", "intervals", "rules")
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
@@ -147,6 +158,13 @@ class RuleSet:
         self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
         self._name = f"all_of({', '.join(self.names)})"
         self._parts = tuple(bounds_method(rule) for rule in flat)
+        # Bounds that read neither the amount nor the balance's age are worked out once per
+        # balance (see clearance); the others (MaxBalanceAge, yours) every time.
+        steady = [_age_free(rule) for rule in flat]
+        self._steady = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if fixed)
+        self._moving = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if not fixed)
+        # The facts the steady bounds were last worked out for, and what they allow.
+        self._last: tuple[tuple[object, ...], Window] | None = None
 
     @property
     def name(self) -> str:
@@ -176,8 +194,20 @@ class RuleSet:
         ``floor`` and ``cap`` are those :meth:`evaluate` reports, and ``reserve`` is the
         largest ``details["reserve"]`` of its verdicts.
         """
-        clean, floor, cap, reserve = combine([part(facts) for part in self._parts], facts)
-        return Clearance(floor, cap, reserve) if clean else None
+        for part in self._moving:
+            if part(facts) is not NO_BOUNDS:  # e.g. a stale balance: combine them all
+                found = window([part(facts) for part in self._parts], facts)
+                return found.clearance if found.admits(facts.amount) else None
+        # Every check of one cached balance judges the same numbers but for the amount (and
+        # the age, which only the moving rules read): their window is reused. The tuple is
+        # swapped whole, so threads sharing the set never see half of one.
+        key = (facts.currency, facts.available, facts.fee, facts.frozen, facts.total,
+               facts.reserved, facts.provider, facts.account, facts.own_in_flight)
+        last = self._last
+        if last is None or last[0] != key:
+            last = self._last = (key, window([part(facts) for part in self._steady], facts))
+        found = last[1]
+        return found.clearance if found.admits(facts.amount) else None
 
     def _bounds(self, facts: Facts) -> Bounds:
         clean, floor, cap, reserve = combine([part(facts) for part in self._parts], facts)

@@ -56,6 +56,7 @@ class SufficientFunds(BoundedRule):
     """
 
     type_name: ClassVar[str] = "sufficient_funds"
+    _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
         """``{type = "sufficient_funds"}``: no keys of its own."""
@@ -152,6 +153,7 @@ class ReserveMargin(BoundedRule):
         object.__setattr__(self, "_floors", dict(self.minimum))
 
     type_name: ClassVar[str] = "reserve_margin"
+    _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
         """``{type = "reserve_margin", percent = "5", minimum = {ARS = "1000.00"}}``."""
@@ -280,6 +282,7 @@ class FrozenFunds(BoundedRule):
         object.__setattr__(self, "when_unknown", when_unknown)
 
     type_name: ClassVar[str] = "frozen_funds"
+    _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
         """``{type = "frozen_funds", max_ratio = "0.5", when_unknown = "warn"}``."""

@@ -76,6 +76,7 @@ class CurrencyMinimums(BoundedRule):
         object.__setattr__(self, "_by_currency", by_currency)
 
     type_name: ClassVar[str] = "currency_minimums"
+    _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
         """``{type = "currency_minimums", min_payout = {...}, min_remaining = {...}}``."""
@@ -190,6 +191,7 @@ class MaxPayout(BoundedRule):
         object.__setattr__(self, "_by_currency", by_currency)
 
     type_name: ClassVar[str] = "max_payout"
+    _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
         """``{type = "max_payout", limits = {BRL = "5000.00"}}``."""

@@ -33,6 +33,7 @@ from rules import (
     any_of,
     when,
 )
+from rules._bounds import BLOCKED, Bounds  # the private protocol a subclass overrides
 from tests._facts import brl
 from tests.rules_contract import probe_amounts
 from tests.strategies import builtin_rules, currencies, facts, rule_trees
@@ -115,6 +116,75 @@ class TestAgreesWithEvaluate:
             assert expected == rules.clearance(fact)
 
 
+_CHANGES = ("amount", "age_seconds", "available", "fee", "frozen", "total", "reserved",
+            "provider", "account", "own_in_flight", "all")
+
+
+class TestOneBalanceJudgedManyTimes:
+    """A rule set reuses the bounds it worked out for a balance: never where it must not."""
+
+    @given(judged(any_of_ok=False), st.lists(st.sampled_from(_CHANGES), max_size=8), st.data())
+    def test_a_set_judging_in_turn_answers_as_a_fresh_set_would(
+        self, case: tuple[Facts, RuleSet], changes: list[str], data: st.DataObject
+    ) -> None:
+        """Each next payout changes one fact (or all): judged as if it came first."""
+        fact, drawn = case
+        rules = all_of(SufficientFunds(), drawn)  # as every guard judges: funds first
+
+        def assert_as_fresh(fact: Facts, change: str) -> None:
+            fresh = RuleSet(rules.rules)  # at amounts on both sides of every bound
+            for amount in probe_amounts(fresh.evaluate(fact), fact):
+                at = replace(fact, amount=amount)
+                assert rules.clearance(at) == fresh.clearance(at), (change, amount)
+
+        assert_as_fresh(fact, "first")
+        for change in changes:
+            other = data.draw(facts(fact.currency))
+            if change == "all":
+                fact = other
+            elif change == "own_in_flight":  # not drawn by facts(): some of the frozen funds
+                fact = replace(fact, own_in_flight=other.frozen or D(0))
+            else:
+                fact = replace(fact, **{change: getattr(other, change)})
+            assert_as_fresh(fact, change)
+
+    def test_a_balance_that_moves_is_judged_on_its_new_numbers(self) -> None:
+        rules = all_of(SufficientFunds(), ReserveMargin(percent="10"))
+        assert rules.clearance(brl("80.00", available="100.00")) is not None
+        assert rules.clearance(brl("80.00", available="100.00", reserved=D("20.00"))) is None
+        assert rules.clearance(brl("80.00", available="85.00", reserved=D("20.00"))) is None
+
+    def test_frozen_funds_are_judged_on_each_balance_s_own_numbers(self) -> None:
+        rules = all_of(SufficientFunds(), FrozenFunds(max_ratio="0.5"))
+        some = {"frozen": D("10.00"), "total": D("300.00")}
+        assert rules.clearance(brl("10.00", available="100.00", **some)) is not None
+        more = {"frozen": D("200.00"), "total": D("300.00")}
+        assert rules.clearance(brl("10.00", available="100.00", **more)) is None
+        ours = {**more, "own_in_flight": D("200.00")}
+        assert rules.clearance(brl("10.00", available="100.00", **ours)) is not None
+        assert rules.clearance(brl("10.00", available="100.00", **more)) is None
+        less_total = {"frozen": D("10.00"), "total": D("15.00")}
+        assert rules.clearance(brl("10.00", available="100.00", **some)) is not None
+        assert rules.clearance(brl("10.00", available="100.00", **less_total)) is None
+
+    def test_a_subclass_with_its_own_bounds_is_asked_every_time(self) -> None:
+        """A built-in's claim that its bounds ignore the age is not inherited."""
+        assert not YoungFunds._age_free
+        rules = all_of(YoungFunds())
+        assert rules.clearance(brl("10.00", age_seconds=1.0)) is not None
+        assert rules.clearance(brl("10.00", age_seconds=20.0)) is None
+
+    def test_a_rule_scoped_to_a_provider_is_judged_per_provider(self) -> None:
+        rules = all_of(SufficientFunds(), when(MaxPayout({"BRL": "5"}), provider="x"))
+        assert rules.clearance(brl("10.00", provider="y")) is not None
+        assert rules.clearance(brl("10.00", provider="x")) is None
+
+    def test_a_stale_balance_is_refused_though_the_same_balance_was_fresh(self) -> None:
+        rules = all_of(SufficientFunds(), MaxBalanceAge(30))
+        assert rules.clearance(brl("10.00", age_seconds=1.0)) is not None
+        assert rules.clearance(brl("10.00", age_seconds=31.0)) is None
+
+
 class TestBuiltins:
     def test_every_rule_passing_gives_the_tightest_bounds_and_the_reserve(self) -> None:
         rules = all_of(SufficientFunds(), ReserveMargin(percent="10"), MaxPayout({"BRL": "500"}))
@@ -160,6 +230,13 @@ class StrictFunds(SufficientFunds):
 
     def evaluate(self, facts: Facts) -> Verdict:  # noqa: ARG002 - denies whatever the facts
         return Verdict(rule="strict_funds", passed=False, code="never", cap=D(0))
+
+
+class YoungFunds(SufficientFunds):
+    """A built-in subclass whose own ``_bounds`` reads the balance's age."""
+
+    def _bounds(self, facts: Facts) -> Bounds:
+        return BLOCKED if facts.age_seconds > 10 else super()._bounds(facts)
 
 
 class TestRulesWithoutBounds:
