@@ -7,9 +7,10 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from guard._models import BalanceSnapshot
-from guard._money import parse_amount, parse_currency, zero
+from guard._money import parse_amount, parse_currency, smallest_unit, zero
 from guard._text import quoted
 from guard.errors import InvalidPayoutRequest
+from rules.money import MONEY_CONTEXT
 
 __all__ = [
     "Request",
@@ -20,6 +21,11 @@ __all__ = [
 ]
 
 _MAX_ID = 200
+# Currency codes as callers wrote them, once accepted -> (code, smallest unit, zero).
+_SEEN: dict[str, tuple[str, Decimal, Decimal]] = {}
+_SEEN_MOST = 256  # ISO 4217 has fewer codes; spellings beyond this take the full path
+# Amounts whose integer part has this many digits or more take the full path (its message).
+_MOST_DIGITS = 20
 _SHOWN = 40
 # C0 and C1 control characters and DEL: they corrupt logs, keys and terminals.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -47,7 +53,18 @@ def parse_request(
     Raises:
         InvalidPayoutRequest: any part is malformed; the message says what is accepted.
     """
+    # Most checks: a Decimal amount, a currency code seen before, nothing else. Anything
+    # else, or anything this cannot accept as it is, takes the full path and its messages.
+    seen = _SEEN.get(currency) if type(currency) is str else None
+    if seen is not None and type(amount) is Decimal and fee is account is payout_id is None:
+        code, unit, none = seen
+        if amount.is_finite() and amount > 0 and amount.adjusted() < _MOST_DIGITS:
+            exact = amount.quantize(unit, None, MONEY_CONTEXT)
+            if exact == amount:
+                return Request(exact, code, none, None, None)
     code = parse_currency(currency)
+    if type(currency) is str and len(_SEEN) < _SEEN_MOST:
+        _SEEN[currency] = (code, smallest_unit(code), zero(code))
     return Request(
         parse_amount(amount, code),
         code,

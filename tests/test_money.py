@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from guard import InvalidPayoutRequest
 from guard._money import (
@@ -14,6 +16,8 @@ from guard._money import (
     parse_currency,
     smallest_unit,
 )
+from guard._request import Request, parse_request
+from tests.strategies import CURRENCIES
 
 
 class TestParseAmount:
@@ -185,3 +189,32 @@ class TestMinorToMajor:
         """'1.5' minor units is not a whole number of cents."""
         with pytest.raises(ValueError, match="not a whole number"):
             minor_to_major("1.5", "BRL")
+
+
+_ANY_DECIMAL = (
+    st.decimals(allow_nan=True, allow_infinity=True)
+    | st.decimals(min_value=-10, max_value=10**25, places=4)
+    | st.integers(-5, 10**30).map(Decimal)
+)
+
+
+class TestParseRequestQuickPath:
+    """A Decimal amount in a currency seen before is taken without the full parse, alike."""
+
+    @given(_ANY_DECIMAL, st.sampled_from((*CURRENCIES, "brl", "Ars", "XXX", "BR")))
+    def test_it_answers_exactly_as_the_full_parse(self, amount: Decimal, currency: str) -> None:
+        """Same request, or the same refusal, as with a fee given (which takes the full path)."""
+
+        def parsed(fee: object) -> Request | str:
+            try:
+                return parse_request(amount, currency, None, None, fee)
+            except InvalidPayoutRequest as exc:
+                return str(exc)
+
+        parsed(None)  # the first time a spelling is seen it is parsed in full, and remembered
+        assert parsed(None) == parsed("0")
+
+    def test_a_rounded_amount_is_still_refused(self) -> None:
+        parse_request(Decimal("1.00"), "BRL", None, None, None)
+        with pytest.raises(InvalidPayoutRequest, match="more decimal places than BRL allows"):
+            parse_request(Decimal("1.001"), "BRL", None, None, None)
