@@ -163,24 +163,27 @@ local function ledger_of(base, key)
   local v = redis.call('HMGET', base .. 't:' .. key, unpack(LEDGER))
   return {cur = v[1], total = v[2], last = v[3], live = tonumber(v[4] or '0'), wm = v[5],
     gcu = tonumber(v[6] or '0'), pur = v[7], nx = v[8], ul = v[9],
-    old = v[1] and not v[4] and not v[5]}
+    old = v[1] and not v[4] and not v[5], stored = v}
 end
 -- a ledger from before the running total of live holds, with live holds it cannot count
 local function outdated(base, key, L)
   return L.old and redis.call('EXISTS', base .. 'p:' .. key) == 1
 end
--- write the ledger `L`
+-- write the ledger `L`: the fields that differ from what `ledger_of` read (every value moved
+-- across redis.call costs; most writes change one or two fields)
 local function put(base, key, L)
-  local args = {}
-  for _, f in ipairs(LEDGER) do
+  local args, stored = {}, L.stored or {}
+  for i, f in ipairs(LEDGER) do
     local v = L[f]
     if v then
       if type(v) == 'number' then v = int(v) end
-      args[#args + 1] = f
-      args[#args + 1] = v
+      if v ~= stored[i] then
+        args[#args + 1] = f
+        args[#args + 1] = v
+      end
     end
   end
-  redis.call('HSET', base .. 't:' .. key, unpack(args))
+  if #args > 0 then redis.call('HSET', base .. 't:' .. key, unpack(args)) end
 end
 -- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
 -- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
@@ -354,13 +357,14 @@ end
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
 # retention (seconds), record ttl (seconds).
 # Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
-# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}.
+# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}; when
+# no hold lapsed and none was replaced, "held <counted> <ca> <ea>" or "over_ceiling <counted>"
+# instead (one string).
 TRY_HOLD = _COMMON + r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
-local v = {}
-for token in string.gmatch(ARGV[7], '%S+') do v[#v + 1] = token end
-local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = unpack(v)
+local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = string.match(ARGV[7],
+  '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 local T, at
 T, nows, at = clock(nows)
 ca, ea, since = at(ca), at(ea), at(since)
@@ -374,7 +378,9 @@ if not L.cur and ledger_gone(base, key) then return lost_ledger() end
 if outdated(base, key, L) then return old_layout() end
 local total = counted(base, key, L, now, nows, since)
 if not total then return too_large() end
-local rec = record(KEYS[1])
+-- a new payout id (the usual case) costs one EXISTS, not a read of every field
+local rec = nil
+if redis.call('EXISTS', KEYS[1]) == 1 then rec = record(KEYS[1]) end
 local status = 'held'
 -- _machine.admit, then: any hold but an expired pending one (Hold.expired) is a duplicate;
 -- then the ceiling
@@ -407,6 +413,7 @@ end
 if status ~= 'held' then
   if L.moved then put(base, key, L) end
   if status == 'duplicate' then return {status, total, reply(rec), lapsed} end
+  if #lapsed == 0 then return 'over_ceiling ' .. int(total) end
   return {status, total, {}, lapsed}
 end
 -- try_hold in the memory store: an expired pending hold under the same id leaves its key
@@ -427,13 +434,16 @@ redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
 join_live(L, ea, held)
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
+-- the usual answer as one string: far cheaper for a client to read than nested arrays
+if not rec and #lapsed == 0 then return 'held ' .. int(total) .. ' ' .. ca .. ' ' .. ea end
 local replaced = {}
 if rec then replaced = reply(rec) end
 return {'held', total, {ca, ea}, lapsed, replaced}
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
-# server's), 6 record ttl. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
+# server's), 6 record ttl. Returns nil or the hold as one string "cur amt fee st ca ea cm k"
+# (the key last: it is the one field that may hold spaces; the owner is the caller's own).
 COMMIT = _COMMON + r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
@@ -446,7 +456,8 @@ if r[5] ~= 'committed' then
   if not at then return lost_ledger() end
   r[5], r[8] = 'committed', at
 end
-return reply(r)
+return r[2] .. ' ' .. r[3] .. ' ' .. r[4] .. ' ' .. r[5] .. ' ' .. r[6] .. ' ' .. r[7] .. ' '
+  .. (r[8] or '') .. ' ' .. r[1]
 """
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner.

@@ -140,6 +140,21 @@ def _hold(payout_id: str, fields: list[Any]) -> Hold:
     )
 
 
+def _line_hold(payout_id: str, owner: str, reply: object) -> Hold:
+    """Return the hold a script replied as one string ``"cur amt fee st ca ea cm k"``.
+
+    The key comes last (the one field that may hold spaces); the owner is the caller's own.
+    """
+    cur, amt, fee, state, created, expires, committed, key = _text(reply).split(" ", 7)
+    return Hold(
+        payout_id, key, cur, from_minor(int(amt), cur), from_minor(int(fee), cur),
+        _STATES[state],
+        float(created), float(expires),  # money-ok: times
+        float(committed) if committed else None,  # money-ok: a time
+        owner,
+    )
+
+
 def _seconds(value: float) -> str:
     """Return *value* as the shortest text that reads back as the same double."""
     return repr(float(value))  # money-ok: a time
@@ -486,6 +501,8 @@ class RedisReservations:
             "try_hold", self._record(hold.payout_id),
             [hold.payout_id, hold.key, cur, hold.owner, numbers], hold,
         )
+        if isinstance(reply, (bytes, str)):  # no hold lapsed or replaced: one string
+            return self._line_outcome(hold, _text(reply).split(" "))
         status = _text(reply[0])
         counted = from_minor(int(reply[1]), cur)
         lapsed = tuple(_hold(_text(row[0]), row[1:]) for row in reply[3])
@@ -502,12 +519,23 @@ class RedisReservations:
         existing = _hold(hold.payout_id, reply[2])
         return HoldOutcome(status="duplicate", hold=existing, counted=counted, lapsed=lapsed)
 
+    def _line_outcome(self, hold: Hold, fields: list[str]) -> HoldOutcome:
+        """Return what ``"held <counted> <ca> <ea>"`` or ``"over_ceiling <counted>"`` says."""
+        counted = from_minor(int(fields[1]), hold.currency)
+        if fields[0] == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
+        if self._server_clock:  # as stored: on the server's clock
+            hold = Hold(hold.payout_id, hold.key, hold.currency, hold.amount, hold.fee,
+                        "pending", float(fields[2]), float(fields[3]),  # money-ok: times
+                        None, hold.owner)
+        return HoldOutcome(status="held", hold=hold, counted=counted)
+
     def _commit(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
         check_time("now", now)
         reply = yield from self._script(
             "commit", self._record(payout_id), [payout_id, owner, self._now(now), self._gc]
         )
-        return None if reply is None else _hold(payout_id, reply)
+        return None if reply is None else _line_hold(payout_id, owner, reply)
 
     def _release(self, payout_id: str, owner: str) -> Flow[bool]:
         reply = yield from self._script("release", self._record(payout_id), [payout_id, owner])
