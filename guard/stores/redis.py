@@ -272,6 +272,7 @@ class RedisReservations:
         self._namespace = namespace
         self._allow_eviction = bool(allow_eviction)
         self._gc = math.ceil(self._retention) + _GC_MARGIN
+        self._retention_text = _seconds(self._retention)
         self._epoch: str | None = None
         self._warned = False
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
@@ -489,12 +490,14 @@ class RedisReservations:
         cur = hold.currency
         amount = to_minor(hold.amount, cur, limit=_LIMIT, store="redis")
         fee = to_minor(hold.fee, cur, limit=_LIMIT, store="redis")
-        held = to_minor(hold.held, cur, limit=_LIMIT, store="redis")
+        held = amount + fee  # exact: both are whole minor units of one currency
+        if held >= _LIMIT:  # refused with the message of an amount that large
+            to_minor(hold.held, cur, limit=_LIMIT, store="redis")
         limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
         numbers = " ".join((
             str(amount), str(fee), str(held), self._at(hold.created_at, now),
             self._at(hold.expires_at, now), str(limit), self._at(counted_since, now),
-            self._now(now), _seconds(self._retention),
+            self._now(now), self._retention_text,
             str(_life(now, hold.expires_at, self._gc)),
         ))
         reply = yield from self._script(
@@ -771,11 +774,13 @@ class RedisReservations:
         more: tuple[str, ...] = (),
     ) -> Flow[Any]:
         """Run script *name* on *key* (and *more* keys) with the prefix and epoch before *args*."""
-        try:
-            epoch = yield from self._contacted()
-        except ConfigurationError as exc:
-            # Found only now (Redis was unreachable at construction): a use must deny.
-            raise StoreUnavailable(str(exc), store="redis") from None
+        epoch = self._epoch
+        if epoch is None:
+            try:
+                epoch = yield from self._contacted()
+            except ConfigurationError as exc:
+                # Found only now (Redis was unreachable at construction): a use must deny.
+                raise StoreUnavailable(str(exc), store="redis") from None
         try:
             return (yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, epoch, *args])))
         except self._errors as exc:
