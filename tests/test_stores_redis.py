@@ -424,6 +424,68 @@ class TestRearmRepairs:
         assert "held" == take(store, owned("po_2", "1.00"))
 
 
+class _Counting(redis.Redis):
+    """A redis-py client that records the name of every command it sends."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+class TestRoundTrips:
+    def test_reserve_commit_and_check_are_one_evalsha_each(self, redis_url: str) -> None:
+        """try_hold, commit and reserved each cost one EVALSHA, on either clock.
+
+        Once the server has the scripts: the first call of each on a server loads it.
+        """
+        for clock in ("server", "caller"):
+            client = _Counting.from_url(redis_url)
+            client.sent = []
+            with RedisReservations(client, namespace=f"rt-{uuid.uuid4().hex}",
+                                   clock=clock) as store:
+                warm = owned("po_0", "1.00")
+                take(store, warm)
+                store.commit("po_0", owner=warm.owner, now=T0)
+                store.reserved(KEY, counted_since=0, now=T0)
+                taken = owned("po_1", "1.00")
+                client.sent.clear()
+                assert "held" == take(store, taken)
+                assert ["EVALSHA"] == client.sent
+                client.sent.clear()
+                assert store.commit("po_1", owner=taken.owner, now=T0) is not None
+                assert ["EVALSHA"] == client.sent
+                client.sent.clear()
+                store.reserved(KEY, counted_since=0, now=T0)
+                assert ["EVALSHA"] == client.sent
+            client.close()
+
+    def test_a_server_that_forgot_the_scripts_gets_them_again(self, redis_url: str) -> None:
+        """After SCRIPT FLUSH, the next call loads its script and runs it (blocking and asyncio)."""
+        admin = redis.Redis.from_url(redis_url)
+        with RedisReservations(redis_url, namespace=f"nf-{uuid.uuid4().hex}",
+                               clock="caller") as store:
+            first = owned("po_1", "1.00")
+            admin.script_flush()
+            assert "held" == take(store, first)
+            done = store.commit("po_1", owner=first.owner, now=T0)
+            assert done is not None
+            assert "committed" == done.state
+            twin = store.asyncio()
+
+            async def run() -> str:
+                second = owned("po_2", "2.00")
+                await twin.try_hold(second, ceiling=Decimal(100), counted_since=0, now=T0)
+                admin.script_flush()
+                done = await twin.commit("po_2", owner=second.owner, now=T0)
+                await twin.aclose()
+                return "" if done is None else done.state
+
+            assert "committed" == asyncio.run(run())
+        admin.close()
+
+
 class TestServerChecks:
     def test_an_evicting_policy_is_refused(self) -> None:
         """maxmemory-policy allkeys-lru is a ConfigurationError naming the setting and value."""
