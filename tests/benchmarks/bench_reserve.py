@@ -25,7 +25,11 @@ Holds at O(1), per store (memory, SQLite, Redis, PostgreSQL when found): a check
 last slice costs about what the first does; a slice slower than 30 s stops the fill).
 
 Redis round trips: ``guard.reserve`` + commit per second against redis-py calling
-``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%).
+``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%). The raw
+calls, ``try_hold`` + ``commit`` and ``guard.reserve`` + commit take turns in five rounds, so
+a machine that gets busier or quieter during the run moves all three alike; each line also
+gives the Redis server's CPU time per operation (``INFO cpu``, its main thread: the Lua
+scripts' share). The parser named is redis-py's (hiredis only when it is installed).
 
 ``--part holds`` or ``--part redis`` runs only those figures (``--stores redis,sqlite``: only
 those stores); ``--part postgres`` only the PostgreSQL ones (reserve+commit with 1 client, direct
