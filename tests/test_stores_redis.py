@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 # Not exported from guard.stores on this branch yet.
 from guard.stores import CommittedTotals, FleetStore, Hold, RedisReservations, StoreUnavailable
+from guard.stores import _redis_lua as lua
 from guard.testing import FakeClock, StaticFetcher
 from tests._holds import KEY, T0, hold
 from tests._redis_server import RedisServer, free_port, redis_binary, shared_redis, start_redis
@@ -484,6 +486,22 @@ class TestRoundTrips:
 
             assert "committed" == asyncio.run(run())
         admin.close()
+
+
+class TestScripts:
+    def test_each_script_defines_every_helper_it_names(self, redis_url: str) -> None:
+        """Each script carries the shared Lua helpers it names (and only those), and compiles."""
+        helpers = set(re.findall(r"^local (?:function )?(\w+)", lua._COMMON, re.M))
+        client = redis.Redis.from_url(redis_url)
+        try:
+            for name in lua.__all__:
+                text = getattr(lua, name)
+                defined = set(re.findall(r"^local (?:function )?(\w+)", text, re.M))
+                named = set(re.findall(r"\w+", re.sub(r"--[^\n]*", "", text)))
+                assert helpers & named <= defined, name
+                assert client.script_load(text)
+        finally:
+            client.close()
 
 
 class TestServerChecks:

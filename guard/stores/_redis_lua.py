@@ -367,6 +367,10 @@ def _parts(common: str) -> list[tuple[str, str]]:
     lines: list[str] = []
     name = ""
     for line in common.splitlines(keepends=True):
+        top = bool(line.strip()) and not line[0].isspace()
+        if top and not line.startswith(("local ", "--", "end")):  # pragma: no cover
+            # a statement here would be kept or left out with whichever part it follows
+            raise ValueError(f"_COMMON holds only definitions, not {line!r}")
         if name and (line.startswith(("local ", "--"))):
             parts.append((name, "".join(lines)))
             lines, name = [], ""
