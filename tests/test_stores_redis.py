@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 # Not exported from guard.stores on this branch yet.
 from guard.stores import CommittedTotals, FleetStore, Hold, RedisReservations, StoreUnavailable
+from guard.stores import _redis_lua as lua
 from guard.testing import FakeClock, StaticFetcher
 from tests._holds import KEY, T0, hold
 from tests._redis_server import RedisServer, free_port, redis_binary, shared_redis, start_redis
@@ -422,6 +424,84 @@ class TestRearmRepairs:
         store.rearm()
         assert Decimal(0) == store.reserved(KEY, counted_since=0, now=T0)
         assert "held" == take(store, owned("po_2", "1.00"))
+
+
+class _Counting(redis.Redis):
+    """A redis-py client that records the name of every command it sends."""
+
+    sent: list[str]
+
+    def execute_command(self, *args: object, **options: object) -> object:
+        self.sent.append(str(args[0]))
+        return super().execute_command(*args, **options)
+
+
+class TestRoundTrips:
+    def test_reserve_commit_and_check_are_one_evalsha_each(self, redis_url: str) -> None:
+        """try_hold, commit and reserved each cost one EVALSHA, on either clock.
+
+        Once the server has the scripts: the first call of each on a server loads it.
+        """
+        for clock in ("server", "caller"):
+            client = _Counting.from_url(redis_url)
+            client.sent = []
+            with RedisReservations(client, namespace=f"rt-{uuid.uuid4().hex}",
+                                   clock=clock) as store:
+                warm = owned("po_0", "1.00")
+                take(store, warm)
+                store.commit("po_0", owner=warm.owner, now=T0)
+                store.reserved(KEY, counted_since=0, now=T0)
+                taken = owned("po_1", "1.00")
+                client.sent.clear()
+                assert "held" == take(store, taken)
+                assert ["EVALSHA"] == client.sent
+                client.sent.clear()
+                assert store.commit("po_1", owner=taken.owner, now=T0) is not None
+                assert ["EVALSHA"] == client.sent
+                client.sent.clear()
+                store.reserved(KEY, counted_since=0, now=T0)
+                assert ["EVALSHA"] == client.sent
+            client.close()
+
+    def test_a_server_that_forgot_the_scripts_gets_them_again(self, redis_url: str) -> None:
+        """After SCRIPT FLUSH, the next call loads its script and runs it (blocking and asyncio)."""
+        admin = redis.Redis.from_url(redis_url)
+        with RedisReservations(redis_url, namespace=f"nf-{uuid.uuid4().hex}",
+                               clock="caller") as store:
+            first = owned("po_1", "1.00")
+            admin.script_flush()
+            assert "held" == take(store, first)
+            done = store.commit("po_1", owner=first.owner, now=T0)
+            assert done is not None
+            assert "committed" == done.state
+            twin = store.asyncio()
+
+            async def run() -> str:
+                second = owned("po_2", "2.00")
+                await twin.try_hold(second, ceiling=Decimal(100), counted_since=0, now=T0)
+                admin.script_flush()
+                done = await twin.commit("po_2", owner=second.owner, now=T0)
+                await twin.aclose()
+                return "" if done is None else done.state
+
+            assert "committed" == asyncio.run(run())
+        admin.close()
+
+
+class TestScripts:
+    def test_each_script_defines_every_helper_it_names(self, redis_url: str) -> None:
+        """Each script carries the shared Lua helpers it names (and only those), and compiles."""
+        helpers = set(re.findall(r"^local (?:function )?(\w+)", lua._COMMON, re.M))
+        client = redis.Redis.from_url(redis_url)
+        try:
+            for name in lua.__all__:
+                text = getattr(lua, name)
+                defined = set(re.findall(r"^local (?:function )?(\w+)", text, re.M))
+                named = set(re.findall(r"\w+", re.sub(r"--[^\n]*", "", text)))
+                assert helpers & named <= defined, name
+                assert client.script_load(text)
+        finally:
+            client.close()
 
 
 class TestServerChecks:

@@ -63,6 +63,8 @@ the fetch lease (expiring with it); ``P g:<name>`` string, a budget's ``tat`` (`
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "COMMIT",
     "COMMITTED",
@@ -163,24 +165,27 @@ local function ledger_of(base, key)
   local v = redis.call('HMGET', base .. 't:' .. key, unpack(LEDGER))
   return {cur = v[1], total = v[2], last = v[3], live = tonumber(v[4] or '0'), wm = v[5],
     gcu = tonumber(v[6] or '0'), pur = v[7], nx = v[8], ul = v[9],
-    old = v[1] and not v[4] and not v[5]}
+    old = v[1] and not v[4] and not v[5], stored = v}
 end
 -- a ledger from before the running total of live holds, with live holds it cannot count
 local function outdated(base, key, L)
   return L.old and redis.call('EXISTS', base .. 'p:' .. key) == 1
 end
--- write the ledger `L`
+-- write the ledger `L`: the fields that differ from what `ledger_of` read (every value moved
+-- across redis.call costs; most writes change one or two fields)
 local function put(base, key, L)
-  local args = {}
-  for _, f in ipairs(LEDGER) do
+  local args, stored = {}, L.stored or {}
+  for i, f in ipairs(LEDGER) do
     local v = L[f]
     if v then
       if type(v) == 'number' then v = int(v) end
-      args[#args + 1] = f
-      args[#args + 1] = v
+      if v ~= stored[i] then
+        args[#args + 1] = f
+        args[#args + 1] = v
+      end
     end
   end
-  redis.call('HSET', base .. 't:' .. key, unpack(args))
+  if #args > 0 then redis.call('HSET', base .. 't:' .. key, unpack(args)) end
 end
 -- Write the ledger `L`, then keep the key's structures alive: when one must outlive `secs`
 -- more seconds of the server's time `T` and the ledger's TTL is too short, all of them get
@@ -348,19 +353,79 @@ local function purge(base, key, L, now, retention)
 end
 """
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAMED = re.compile(r"^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)(?: =|\()")
+
+
+def _parts(common: str) -> list[tuple[str, str]]:
+    """Split *common* into its top-level definitions: (the name each defines, its text).
+
+    Each part is one ``local NAME = ...`` or ``local function NAME(...)`` at the start of a
+    line, with the comment lines just before it.
+    """
+    parts: list[tuple[str, str]] = []
+    lines: list[str] = []
+    name = ""
+    for line in common.splitlines(keepends=True):
+        top = bool(line.strip()) and not line[0].isspace()
+        if top and not line.startswith(("local ", "--", "end")):  # pragma: no cover
+            # a statement here would be kept or left out with whichever part it follows
+            raise ValueError(f"_COMMON holds only definitions, not {line!r}")
+        if name and (line.startswith(("local ", "--"))):
+            parts.append((name, "".join(lines)))
+            lines, name = [], ""
+        if line.startswith("local "):
+            found = _NAMED.match(line)
+            if found is None:  # pragma: no cover - a definition this splitter cannot name
+                raise ValueError(f"cannot tell what this line of _COMMON defines: {line!r}")
+            name = found.group(1)
+        lines.append(line)
+    if name:
+        parts.append((name, "".join(lines)))
+    elif "".join(lines).strip():  # pragma: no cover - text after the last definition
+        raise ValueError("_COMMON must end with a definition")
+    return parts
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(re.sub(r"--[^\n]*", "", text)))
+
+
+def _script(body: str) -> str:
+    """Return *body* after the definitions of ``_COMMON`` it uses, directly or not.
+
+    Redis runs a script's whole text at every call, so every helper defined costs (a closure
+    made, then collected) even when unused: each script carries only the ones it names. A
+    helper left out by mistake cannot happen: Lua finds a local only by its name in the text.
+    """
+    parts = _parts(_COMMON)
+    wanted = _words(body)
+    kept: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, text in parts:
+            if name in wanted and name not in kept:
+                kept.add(name)
+                wanted |= _words(text)
+                grew = True
+    return "".join(text for name, text in parts if name in kept) + body
+
+
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 key, 5 currency, 6 owner,
 # 7 the numbers, space-separated (fewer arguments cost the client less): amount, fee, held,
 # created_at, expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
 # retention (seconds), record ttl (seconds).
 # Returns {status, counted, the existing hold or {} or (held) the times stored {ca, ea},
-# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}.
-TRY_HOLD = _COMMON + r"""
+# lapsed holds {{id, fields...}, ...}, (held) the expired pending hold replaced or {}}; when
+# no hold lapsed and none was replaced, "held <counted> <ca> <ea>" or "over_ceiling <counted>"
+# instead (one string).
+TRY_HOLD = _script(r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not armed(base, epoch) then return lost() end
-local v = {}
-for token in string.gmatch(ARGV[7], '%S+') do v[#v + 1] = token end
-local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = unpack(v)
+local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = string.match(ARGV[7],
+  '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 local T, at
 T, nows, at = clock(nows)
 ca, ea, since = at(ca), at(ea), at(since)
@@ -374,7 +439,9 @@ if not L.cur and ledger_gone(base, key) then return lost_ledger() end
 if outdated(base, key, L) then return old_layout() end
 local total = counted(base, key, L, now, nows, since)
 if not total then return too_large() end
-local rec = record(KEYS[1])
+-- a new payout id (the usual case) costs one EXISTS, not a read of every field
+local rec = nil
+if redis.call('EXISTS', KEYS[1]) == 1 then rec = record(KEYS[1]) end
 local status = 'held'
 -- _machine.admit, then: any hold but an expired pending one (Hold.expired) is a duplicate;
 -- then the ceiling
@@ -407,6 +474,7 @@ end
 if status ~= 'held' then
   if L.moved then put(base, key, L) end
   if status == 'duplicate' then return {status, total, reply(rec), lapsed} end
+  if #lapsed == 0 then return 'over_ceiling ' .. int(total) end
   return {status, total, {}, lapsed}
 end
 -- try_hold in the memory store: an expired pending hold under the same id leaves its key
@@ -427,14 +495,17 @@ redis.call('ZADD', base .. 'x:' .. key, ea, held .. ' ' .. id)
 join_live(L, ea, held)
 if not L.cur then L.cur, L.total = cur, ZERO end
 save(base, key, L, T, tonumber(life), 'x:')
+-- the usual answer as one string: far cheaper for a client to read than nested arrays
+if not rec and #lapsed == 0 then return 'held ' .. int(total) .. ' ' .. ca .. ' ' .. ea end
 local replaced = {}
 if rec then replaced = reply(rec) end
 return {'held', total, {ca, ea}, lapsed, replaced}
-"""
+""")
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
-# server's), 6 record ttl. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
-COMMIT = _COMMON + r"""
+# server's), 6 record ttl. Returns nil or the hold as one string "cur amt fee st ca ea cm k"
+# (the key last: it is the one field that may hold spaces; the owner is the caller's own).
+COMMIT = _script(r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
@@ -446,12 +517,13 @@ if r[5] ~= 'committed' then
   if not at then return lost_ledger() end
   r[5], r[8] = 'committed', at
 end
-return reply(r)
-"""
+return r[2] .. ' ' .. r[3] .. ' ' .. r[4] .. ' ' .. r[5] .. ' ' .. r[6] .. ' ' .. r[7] .. ' '
+  .. (r[8] or '') .. ' ' .. r[1]
+""")
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner.
 # Returns 1 if the owner's pending hold went.
-RELEASE = _COMMON + r"""
+RELEASE = _script(r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
@@ -459,12 +531,12 @@ local r = record(KEYS[1])
 if not r or r[5] ~= 'pending' or not owned(r, ARGV[4]) then return 0 end
 forget(base, id, KEYS[1], r)
 return 1
-"""
+""")
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
 # server's), 6 until (an offset from the caller's now on the server's clock), 7 ttl (seconds)
 # of the record and its key's structures. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
-MARK_UNCERTAIN = _COMMON + r"""
+MARK_UNCERTAIN = _script(r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
@@ -486,11 +558,11 @@ if r[5] == 'pending' then
   r[5], r[7] = 'uncertain', untl
 end
 return reply(r)
-"""
+""")
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 sent ("1" or "0"),
 # 5 now ("T": the server's), 6 record ttl. Returns nil or the hold as found.
-RESOLVE = _COMMON + r"""
+RESOLVE = _script(r"""
 local base, id = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local r = record(KEYS[1])
@@ -508,7 +580,7 @@ else
   forget(base, id, KEYS[1], r)
 end
 return found
-"""
+""")
 
 # KEYS[1] a key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 ledger ttl (seconds).
 # Run by rearm() for every key with holds: moves live holds kept as an older version did (a
@@ -516,7 +588,7 @@ return found
 # holds kept (the live ones' total, the commits' last running total and time) and the currency
 # of any hold still recorded on the key; when no hold says which currency, the key's leftovers
 # are forgotten (nothing can count them). Returns "kept", "migrated", "rebuilt" or "forgotten".
-REPAIR = _COMMON + r"""
+REPAIR = _script(r"""
 local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local c, x, p = base .. 'c:' .. key, base .. 'x:' .. key, base .. 'p:' .. key
@@ -578,21 +650,21 @@ for _, name in ipairs({'x:', 'u:', 'c:'}) do
 end
 redis.call('EXPIRE', KEYS[1], secs)
 return 'rebuilt'
-"""
+""")
 
 # KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch.
 # Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
-GET = _COMMON + r"""
+GET = _script(r"""
 if not armed(ARGV[1], ARGV[2]) then return lost() end
 local r = record(KEYS[1])
 if not r then return nil end
 return reply(r)
-"""
+""")
 
 # KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
 # server's; counted_since is then an offset from the caller's now).
 # Returns {currency, counted} or {} when nothing was ever held on the key.
-RESERVED = _COMMON + r"""
+RESERVED = _script(r"""
 local base, key = ARGV[1], ARGV[3]
 local L, ends = ledger_to_read(base, key, ARGV[2])
 if not L then return ends end
@@ -602,12 +674,12 @@ if not total then return too_large() end
 -- the expired holds taken out stay out: the next count starts from here
 if L.moved then put(base, key, L) end
 return {L.cur, total}
-"""
+""")
 
 # KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 since, 5 now ("T": the
 # server's; since is then an offset from the caller's now).
 # Returns {currency, committed} or {} when nothing was ever held on the key.
-COMMITTED = _COMMON + r"""
+COMMITTED = _script(r"""
 local base, key = ARGV[1], ARGV[3]
 local L, ends = ledger_to_read(base, key, ARGV[2])
 if not L then return ends end
@@ -615,12 +687,12 @@ local _, _, at = clock(ARGV[5])
 local total = committed_since(base, key, L, at(ARGV[4]))
 if not total then return too_large() end
 return {L.cur, total}
-"""
+""")
 
 # KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
 # server's), 6 limit. Returns a JSON list of [payout_id, k, cur, amt, fee, st, ca, ea, cm, o]
 # of the holds that count (Hold.counts).
-HOLDS = _COMMON + r"""
+HOLDS = _script(r"""
 local base, key = ARGV[1], ARGV[3]
 if not armed(base, ARGV[2]) then return lost() end
 local _, nows, at = clock(ARGV[5])
@@ -650,13 +722,13 @@ for n, id in ipairs(ids) do
 end
 -- one JSON string of strings (no numbers, so nothing is rounded): far cheaper to parse
 return cjson.encode(found)
-"""
+""")
 
 # KEYS the records of the holds to read (at most a few hundred a call: a listing never holds
 # Redis long). ARGV: 1 prefix, 2 epoch, 3 now ("T": the server's). Returns a JSON list of
 # [payout_id, k, cur, amt, fee, st, ca, ea, cm, ""] (no owner token) of the holds found, but a
 # pending hold past its ttl (Hold.expired): list_holds, for operators.
-RECORDS = _COMMON + r"""
+RECORDS = _script(r"""
 local base = ARGV[1]
 if not armed(base, ARGV[2]) then return lost() end
 local _, nows = clock(ARGV[3])
@@ -673,7 +745,7 @@ for _, name in ipairs(KEYS) do
   end
 end
 return cjson.encode(found)
-"""
+""")
 
 _FLEET = r"""
 local function fmt(n)

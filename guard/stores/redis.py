@@ -140,6 +140,30 @@ def _hold(payout_id: str, fields: list[Any]) -> Hold:
     )
 
 
+def _line_hold(payout_id: str, owner: str, reply: object) -> Hold:
+    """Return the hold a script replied as one string ``"cur amt fee st ca ea cm k"``.
+
+    The key comes last (the one field that may hold spaces); the owner is the caller's own.
+    """
+    cur, amt, fee, state, created, expires, committed, key = _text(reply).split(" ", 7)
+    return Hold(
+        payout_id, key, cur, from_minor(int(amt), cur), from_minor(int(fee), cur),
+        _STATES[state],
+        float(created), float(expires),  # money-ok: times
+        float(committed) if committed else None,  # money-ok: a time
+        owner,
+    )
+
+
+def _evalsha(client: Any, sha: str, keys: list[str], args: list[Any]) -> Any:
+    """Send ``EVALSHA`` through *client* (blocking or asyncio: then the awaitable).
+
+    Straight through ``execute_command``: redis-py's ``Script`` call costs a reserve as much
+    client time again as its arguments do (measured).
+    """
+    return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
 def _seconds(value: float) -> str:
     """Return *value* as the shortest text that reads back as the same double."""
     return repr(float(value))  # money-ok: a time
@@ -253,10 +277,12 @@ class RedisReservations:
         self._timeout = socket_timeout
         self._errors = redis.RedisError
         self._response_error = redis.ResponseError
+        self._no_script = redis.exceptions.NoScriptError
         self._prefix = f"{{{namespace}}}:"
         self._namespace = namespace
         self._allow_eviction = bool(allow_eviction)
         self._gc = math.ceil(self._retention) + _GC_MARGIN
+        self._retention_text = _seconds(self._retention)
         self._epoch: str | None = None
         self._warned = False
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
@@ -474,18 +500,22 @@ class RedisReservations:
         cur = hold.currency
         amount = to_minor(hold.amount, cur, limit=_LIMIT, store="redis")
         fee = to_minor(hold.fee, cur, limit=_LIMIT, store="redis")
-        held = to_minor(hold.held, cur, limit=_LIMIT, store="redis")
+        held = amount + fee  # exact: both are whole minor units of one currency
+        if held >= _LIMIT:  # refused with the message of an amount that large
+            to_minor(hold.held, cur, limit=_LIMIT, store="redis")
         limit = min(max(ceiling_to_minor(ceiling, cur), -1), _LIMIT)
         numbers = " ".join((
             str(amount), str(fee), str(held), self._at(hold.created_at, now),
             self._at(hold.expires_at, now), str(limit), self._at(counted_since, now),
-            self._now(now), _seconds(self._retention),
+            self._now(now), self._retention_text,
             str(_life(now, hold.expires_at, self._gc)),
         ))
         reply = yield from self._script(
             "try_hold", self._record(hold.payout_id),
             [hold.payout_id, hold.key, cur, hold.owner, numbers], hold,
         )
+        if isinstance(reply, (bytes, str)):  # no hold lapsed or replaced: one string
+            return self._line_outcome(hold, _text(reply).split(" "))
         status = _text(reply[0])
         counted = from_minor(int(reply[1]), cur)
         lapsed = tuple(_hold(_text(row[0]), row[1:]) for row in reply[3])
@@ -502,12 +532,23 @@ class RedisReservations:
         existing = _hold(hold.payout_id, reply[2])
         return HoldOutcome(status="duplicate", hold=existing, counted=counted, lapsed=lapsed)
 
+    def _line_outcome(self, hold: Hold, fields: list[str]) -> HoldOutcome:
+        """Return what ``"held <counted> <ca> <ea>"`` or ``"over_ceiling <counted>"`` says."""
+        counted = from_minor(int(fields[1]), hold.currency)
+        if fields[0] == "over_ceiling":
+            return HoldOutcome(status="over_ceiling", hold=None, counted=counted)
+        if self._server_clock:  # as stored: on the server's clock
+            hold = Hold(hold.payout_id, hold.key, hold.currency, hold.amount, hold.fee,
+                        "pending", float(fields[2]), float(fields[3]),  # money-ok: times
+                        None, hold.owner)
+        return HoldOutcome(status="held", hold=hold, counted=counted)
+
     def _commit(self, payout_id: str, owner: str, now: float) -> Flow[Hold | None]:
         check_time("now", now)
         reply = yield from self._script(
             "commit", self._record(payout_id), [payout_id, owner, self._now(now), self._gc]
         )
-        return None if reply is None else _hold(payout_id, reply)
+        return None if reply is None else _line_hold(payout_id, owner, reply)
 
     def _release(self, payout_id: str, owner: str) -> Flow[bool]:
         reply = yield from self._script("release", self._record(payout_id), [payout_id, owner])
@@ -728,7 +769,12 @@ class RedisReservations:
                 try:
                     if call.method == _SCRIPT:
                         name, keys, args = call.args
-                        reply = self._scripts[name](keys=keys, args=args, client=client)
+                        script = self._scripts[name]
+                        try:
+                            reply = _evalsha(client, script.sha, keys, args)
+                        except self._no_script:  # the server lost its scripts: load, retry
+                            script.sha = client.script_load(script.script)
+                            reply = _evalsha(client, script.sha, keys, args)
                     else:
                         reply = getattr(client, call.method)(*call.args, **call.kwargs)
                 except self._errors as exc:
@@ -743,11 +789,13 @@ class RedisReservations:
         more: tuple[str, ...] = (),
     ) -> Flow[Any]:
         """Run script *name* on *key* (and *more* keys) with the prefix and epoch before *args*."""
-        try:
-            epoch = yield from self._contacted()
-        except ConfigurationError as exc:
-            # Found only now (Redis was unreachable at construction): a use must deny.
-            raise StoreUnavailable(str(exc), store="redis") from None
+        epoch = self._epoch
+        if epoch is None:
+            try:
+                epoch = yield from self._contacted()
+            except ConfigurationError as exc:
+                # Found only now (Redis was unreachable at construction): a use must deny.
+                raise StoreUnavailable(str(exc), store="redis") from None
         try:
             return (yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, epoch, *args])))
         except self._errors as exc:
@@ -934,13 +982,19 @@ class AsyncRedisReservations:
         """Run *flow*, awaiting each call it asks for with this loop's asyncio client."""
         client, scripts = self._client()
         errors = self._store._errors
+        no_script = self._store._no_script
         try:
             call = next(flow)
             while True:
                 try:
                     if call.method == _SCRIPT:
                         name, keys, args = call.args
-                        reply = await scripts[name](keys=keys, args=args)
+                        script = scripts[name]
+                        try:
+                            reply = await _evalsha(client, script.sha, keys, args)
+                        except no_script:  # the server lost its scripts: load, retry
+                            script.sha = await client.script_load(script.script)
+                            reply = await _evalsha(client, script.sha, keys, args)
                     else:
                         reply = await getattr(client, call.method)(*call.args, **call.kwargs)
                 except errors as exc:

@@ -25,7 +25,11 @@ Holds at O(1), per store (memory, SQLite, Redis, PostgreSQL when found): a check
 last slice costs about what the first does; a slice slower than 30 s stops the fill).
 
 Redis round trips: ``guard.reserve`` + commit per second against redis-py calling
-``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%).
+``EVALSHA "return 1"`` twice, in the same process and run (target: at least 60%). The raw
+calls, ``try_hold`` + ``commit`` and ``guard.reserve`` + commit take turns in five rounds, so
+a machine that gets busier or quieter during the run moves all three alike; each line also
+gives the Redis server's CPU time per operation (``INFO cpu``, its main thread: the Lua
+scripts' share). The parser named is redis-py's (hiredis only when it is installed).
 
 ``--part holds`` or ``--part redis`` runs only those figures (``--stores redis,sqlite``: only
 those stores); ``--part postgres`` only the PostgreSQL ones (reserve+commit with 1 client, direct
@@ -406,9 +410,8 @@ def print_holds(
               f"  [{shown}]{note}")
 
 
-def raw_evalsha(url: str, seconds: float) -> float:
-    """Return how many times per second redis-py runs ``EVALSHA "return 1"`` twice."""
-    client = redis.Redis.from_url(url)
+def raw_evalsha(client: redis.Redis, seconds: float) -> int:
+    """Return how many times redis-py ran ``EVALSHA "return 1"`` twice in *seconds*."""
     script = client.register_script("return 1")
     script()
     done = 0
@@ -418,29 +421,64 @@ def raw_evalsha(url: str, seconds: float) -> float:
             script()
             script()
             done += 1
-    client.close()
-    return done / seconds
+    return done
 
 
-def print_redis_share(url: str | None, seconds: float) -> None:
-    """Print Redis reserve+commit (direct and through the guard) against raw round trips."""
+def server_cpu(client: redis.Redis) -> float:
+    """Return the CPU seconds the Redis server's main thread has used."""
+    found = client.info("cpu")
+    return float(found["used_cpu_user_main_thread"]) + float(found["used_cpu_sys_main_thread"])
+
+
+def print_redis_share(url: str | None, seconds: float, rounds: int = 5) -> None:
+    """Print Redis reserve+commit (direct and through the guard) against raw round trips.
+
+    The three are measured in turns (*rounds* slices of ``seconds / rounds`` each), in the same
+    process on the same server, so a machine getting busier or quieter during the run moves
+    all three alike. Also prints the server's CPU time per operation (Lua included).
+    """
     if url is None:
         print("redis-server not found: Redis was not measured")
         return
-    raw = raw_evalsha(url, seconds)
+    client = redis.Redis.from_url(url)
     store = open_store(f"{url}#share-{uuid.uuid4().hex}")
+    raw_evalsha(client, 0.05)
     direct(store, "warm", 0.05)
     through_guard(store, "warm-guard", 0.05)
-    rc = direct(store, f"d-{uuid.uuid4().hex}", seconds) / seconds
-    guarded = through_guard(store, f"g-{uuid.uuid4().hex}", seconds) / seconds
+    slice_ = seconds / rounds
+    names = ("raw", "direct", "guard")
+    done = dict.fromkeys(names, 0)
+    spent = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
+    per_round: list[float] = []
+    for n in range(rounds):
+        for name in names:
+            before, started = server_cpu(client), time.perf_counter()
+            if name == "raw":
+                count = raw_evalsha(client, slice_)
+            elif name == "direct":
+                count = direct(store, f"d{n}-{uuid.uuid4().hex}", slice_)
+            else:
+                count = through_guard(store, f"g{n}-{uuid.uuid4().hex}", slice_)
+            spent[name] += time.perf_counter() - started
+            cpu[name] += server_cpu(client) - before
+            done[name] += count
+            if name == "raw":
+                per_round.append(count / slice_)
     store.close()
-    again = raw_evalsha(url, seconds)
+    client.close()
+    rate = {name: done[name] / spent[name] for name in names}
+    work = {name: cpu[name] / done[name] * 1e6 for name in names}
+    raw = rate["raw"]
     parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure-Python parser"
     print()
-    print(f"redis round trips, 1 client, same process ({parser}):")
-    print(f"  EVALSHA 'return 1' x2            {raw:>9,.0f}/s (again after: {again:,.0f}/s)")
-    print(f"  try_hold + commit                {rc:>9,.0f}/s  {rc / raw:5.0%} of raw")
-    print(f"  guard.reserve + commit           {guarded:>9,.0f}/s  {guarded / raw:5.0%} of raw "
+    print(f"redis round trips, 1 client, same process, {rounds} interleaved rounds ({parser}):")
+    print(f"  EVALSHA 'return 1' x2            {raw:>9,.0f}/s  (rounds: "
+          f"{min(per_round):,.0f} to {max(per_round):,.0f}/s)  server {work['raw']:5.0f} us/op")
+    print(f"  try_hold + commit                {rate['direct']:>9,.0f}/s  "
+          f"{rate['direct'] / raw:5.0%} of raw  server {work['direct']:5.0f} us/op")
+    print(f"  guard.reserve + commit           {rate['guard']:>9,.0f}/s  "
+          f"{rate['guard'] / raw:5.0%} of raw  server {work['guard']:5.0f} us/op "
           f"(target >= 60%)")
 
 
