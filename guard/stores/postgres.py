@@ -746,20 +746,29 @@ class PostgresReservations:
         """
         try:
             with self._home.connection() as conn, conn.transaction():
-                conn.execute(sql.MIGRATION_LOCK)
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
-                conn.execute(sql.version_table(self._quoted))
-                row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+
+                def run(
+                    statement: str, params: tuple[Any, ...] | None = None
+                ) -> psycopg.Cursor[Any]:
+                    # Each statement bounded like every call (a migration as a whole may
+                    # take longer: it waits its turn, then runs many statements).
+                    with self._watched(conn, bound=False):
+                        return conn.execute(statement, params)
+
+                run(sql.MIGRATION_LOCK)
+                run(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
+                run(sql.version_table(self._quoted))
+                row = run(sql.VERSION_READ.format(s=self._quoted)).fetchone()
                 found = int(row[0]) if row and row[0] is not None else 0
                 if found > sql.VERSION:
                     raise self._newer(found)
                 for step in sql.STEPS[found:]:
                     for statement in step:
-                        conn.execute(statement.format(s=self._quoted))
+                        run(statement.format(s=self._quoted))
                 if found < sql.VERSION:
                     for statement in sql.functions(self._quoted):
-                        conn.execute(statement)
-                    conn.execute(
+                        run(statement)
+                    run(
                         f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
                         (sql.VERSION,),
                     )
@@ -772,11 +781,14 @@ class PostgresReservations:
     def schema_version(self) -> int:
         """Return the version of the store's schema in the database (0: there is none).
 
+        Bounded like every call: a server that does not answer within the store's timeout
+        (and a second) has its connection closed.
+
         Raises:
-            StoreUnavailable: the server could not be reached.
+            StoreUnavailable: the server could not be reached or did not answer in time.
         """
         try:
-            with self._home.connection() as conn:
+            with self._home.connection() as conn, self._watched(conn, bound=False):
                 row = conn.execute("SELECT to_regclass(%s)",
                                    (f"{self._quoted}.schema_version",)).fetchone()
                 if row is None or row[0] is None:
@@ -948,10 +960,33 @@ class PostgresReservations:
         return _Connections(connect, setup=self._setup, keep=keep)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
-        """Set the store's statement timeout (and prepare threshold) on a new connection."""
+        """Set the store's statement timeout (and prepare threshold) on a new connection.
+
+        Raises:
+            StoreUnavailable: the server did not answer within the store's timeout.
+        """
         conn.prepare_threshold = self._threshold
         millis = max(1, math.ceil(self._timeout * 1000))
-        conn.execute(f"SET statement_timeout = {millis}")
+        with self._watched(conn, bound=False):
+            conn.execute(f"SET statement_timeout = {millis}")
+
+    @contextmanager
+    def _watched(self, conn: Any, *, bound: bool) -> Iterator[None]:
+        """Cut *conn* if the block outlasts the store's timeout (and a second).
+
+        For the calls outside ``_run`` (the schema check, a new connection's set-up), so the
+        first contact is bounded like every statement.
+
+        Raises:
+            StoreUnavailable: the connection was cut: the server did not answer in time.
+        """
+        ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
+        try:
+            yield
+        finally:
+            if not _DEADLINES.disarm(ticket):
+                conn.close()  # cut: whatever it answered, it is not reused
+                raise self._silent(bound=bound)
 
     def _contact(self) -> None:
         """Check (or, with ``create_schema``, make) the schema at the first contact.
@@ -1044,7 +1079,12 @@ class PostgresReservations:
             if not conn.autocommit:
                 await conn.set_autocommit(True)
             millis = max(1, math.ceil(self._timeout * 1000))
-            await conn.execute(f"SET statement_timeout = {millis}")
+            ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
+            try:
+                await conn.execute(f"SET statement_timeout = {millis}")
+            finally:
+                if not _DEADLINES.disarm(ticket):
+                    raise self._silent(bound=False)  # the connection is closed below
         except BaseException:
             await conn.close()
             raise
@@ -1319,14 +1359,21 @@ class AsyncPostgresReservations:
             return
         try:
             async with self._source.connection() as conn:
-                cursor = await conn.execute("SELECT to_regclass(%s)",
-                                            (f"{store._quoted}.schema_version",))
-                row = await cursor.fetchone()
-                found = 0
-                if row is not None and row[0] is not None:
-                    cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                # Bounded like every call: a silent server has its connection cut.
+                ticket = _DEADLINES.arm(conn, store._timeout + _GRACE)
+                try:
+                    cursor = await conn.execute("SELECT to_regclass(%s)",
+                                                (f"{store._quoted}.schema_version",))
                     row = await cursor.fetchone()
-                    found = int(row[0]) if row and row[0] is not None else 0
+                    found = 0
+                    if row is not None and row[0] is not None:
+                        cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                        row = await cursor.fetchone()
+                        found = int(row[0]) if row and row[0] is not None else 0
+                finally:
+                    if not _DEADLINES.disarm(ticket):
+                        await conn.close()  # cut: whatever it answered, it is not reused
+                        raise store._silent(bound=self._source.bound)
         except store._errors as exc:
             raise store._unavailable(exc, bound=self._source.bound) from exc
         store._judge(found)
