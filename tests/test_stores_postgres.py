@@ -648,6 +648,41 @@ class TestFaults:
         finally:
             store.close()
 
+    def test_the_asyncio_schema_check_on_a_hung_backend_ends_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The asyncio twin's schema check is bounded the same way."""
+        schema = make().schema
+        store = PostgresReservations(server.dsn(), schema=schema, timeout=0.5)
+        store.close()  # only the twin's connection stays: the backend to stop is its one
+
+        async def scenario() -> tuple[float, list[type[BaseException]]]:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                assert await twin.get("po_1") is None
+                store.rearm()  # the twin's next call checks the schema again
+                backend = _backend_of(server, store)
+                os.kill(backend, signal.SIGSTOP)
+                raised: list[type[BaseException]] = []
+                try:
+                    started = time.monotonic()
+                    try:
+                        await asyncio.wait_for(twin.get("po_1"), timeout=10)
+                    except BaseException as exc:  # noqa: BLE001 - the test checks its type
+                        raised.append(type(exc))
+                    took = time.monotonic() - started
+                finally:
+                    os.kill(backend, signal.SIGCONT)
+                assert await twin.get("po_1") is None  # a new connection: it goes on
+                return took, raised
+            finally:
+                await twin.aclose()
+
+        took, raised = asyncio.run(scenario())
+        assert [StoreUnavailable] == raised
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+
     def test_a_pool_store_built_on_a_hung_backend_returns_in_bounded_time(
         self, make: Callable[..., PostgresReservations], server: PostgresServer
     ) -> None:
