@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -597,6 +599,109 @@ class TestFaults:
         assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
         assert "held" == take(store, "po_2")  # a new connection: the store goes on
 
+    def test_a_server_that_never_answers_bounds_the_first_contact(self) -> None:
+        """A listening socket that never replies: construction and calls end in bounded time.
+
+        The first contact (the schema check) gives up at the connect timeout (the store's,
+        rounded up; libpq's least is 2 s), and every call after it raises StoreUnavailable.
+        """
+        with _silent_listener() as port:
+            dsn = f"postgresql://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"
+            started = time.monotonic()
+            store = PostgresReservations(dsn, timeout=0.5)
+            try:
+                built = time.monotonic() - started
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable) as raised:
+                    take(store, "po_1")
+                called = time.monotonic() - started
+            finally:
+                store.close()
+        assert built < 4.0, f"construction took {built:.2f} s"
+        assert called < 4.0, f"a call took {called:.2f} s"
+        assert PASSWORD not in f"{raised.value} {store!r}"
+
+    def test_the_schema_check_on_a_hung_backend_ends_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The schema check (first contact, or after ``rearm``) is bounded like every call."""
+        schema = make().schema
+        store = PostgresReservations(server.dsn(), schema=schema, timeout=0.5)
+        try:
+            assert store.get("po_1") is None  # the check passed; one connection kept idle
+            store.rearm()  # the next call checks the schema again, on that connection
+            backend = _backend_of(server, store)
+            outcome: list[BaseException | None] = []
+            started = time.monotonic()
+            os.kill(backend, signal.SIGSTOP)
+            try:
+                worker = threading.Thread(target=_call_into, args=(store.get, outcome))
+                worker.start()
+                worker.join(timeout=10)
+                took = time.monotonic() - started
+            finally:
+                os.kill(backend, signal.SIGCONT)
+            assert not worker.is_alive(), "the schema check was still waiting after 10 s"
+            assert [StoreUnavailable] == [type(e) for e in outcome]
+            assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+            assert store.get("po_1") is None  # a new connection: the store goes on
+        finally:
+            store.close()
+
+    def test_the_asyncio_schema_check_on_a_hung_backend_ends_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The asyncio twin's schema check is bounded the same way."""
+        schema = make().schema
+        store = PostgresReservations(server.dsn(), schema=schema, timeout=0.5)
+        store.close()  # only the twin's connection stays: the backend to stop is its one
+
+        async def scenario() -> tuple[float, list[type[BaseException]]]:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                assert await twin.get("po_1") is None
+                store.rearm()  # the twin's next call checks the schema again
+                backend = _backend_of(server, store)
+                os.kill(backend, signal.SIGSTOP)
+                raised: list[type[BaseException]] = []
+                try:
+                    started = time.monotonic()
+                    try:
+                        await asyncio.wait_for(twin.get("po_1"), timeout=10)
+                    except BaseException as exc:  # noqa: BLE001 - the test checks its type
+                        raised.append(type(exc))
+                    took = time.monotonic() - started
+                finally:
+                    os.kill(backend, signal.SIGCONT)
+                assert await twin.get("po_1") is None  # a new connection: it goes on
+                return took, raised
+            finally:
+                await twin.aclose()
+
+        took, raised = asyncio.run(scenario())
+        assert [StoreUnavailable] == raised
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+
+    def test_a_pool_store_built_on_a_hung_backend_returns_in_bounded_time(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A store made from a caller's pool whose connection hangs: the check is cut, too."""
+        schema = make().schema
+        with ConnectionPool(server.dsn(), min_size=1, max_size=1, open=True,
+                            kwargs={"application_name": "pool-test"}) as pool:
+            with pool.connection() as conn:
+                pid = conn.info.backend_pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                store = PostgresReservations(pool, schema=schema, timeout=0.5)
+                took = time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            store.close()
+        assert took < 3.0, f"construction took {took:.2f} s with a 0.5 s timeout"
+
     def test_the_asyncio_store_stops_waiting_too(
         self, make: Callable[..., PostgresReservations], server: PostgresServer
     ) -> None:
@@ -682,6 +787,35 @@ def _call_into(call: Callable[[str], object], outcome: list[BaseException | None
         outcome.append(exc)
     else:
         outcome.append(None)
+
+
+@contextmanager
+def _silent_listener() -> Iterator[int]:
+    """Yield the port of a loopback socket that accepts connections and never replies."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    worker = threading.Thread(target=accept, daemon=True)
+    worker.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
 
 
 def _backend_of(server: PostgresServer, store: PostgresReservations) -> int:

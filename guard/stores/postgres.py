@@ -176,7 +176,10 @@ class _Deadlines:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Condition(threading.Lock())
+        # Arming and disarming take the plain lock (C-level, the hot path); the condition
+        # shares it, for waking the thread.
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
         self._armed: dict[int, tuple[float, Any]] = {}
         self._next = 0
         self._pid = 0
@@ -184,7 +187,7 @@ class _Deadlines:
 
     def arm(self, conn: Any, seconds: float) -> int:
         """Cut *conn* unless :meth:`disarm` is called within *seconds*; return the ticket."""
-        with self._lock:
+        with self._mutex:
             if self._pid != os.getpid():  # first use, or a forked child: no thread yet
                 self._pid, self._armed = os.getpid(), {}
                 threading.Thread(target=self._watch, name="payout-guard-pg-deadlines",
@@ -198,7 +201,7 @@ class _Deadlines:
 
     def disarm(self, ticket: int) -> bool:
         """End the watch of *ticket*; return ``False`` if its connection was cut meanwhile."""
-        with self._lock:
+        with self._mutex:
             return self._armed.pop(ticket, None) is not None
 
     def _watch(self) -> None:
@@ -231,6 +234,11 @@ class _Source:
         raise NotImplementedError
         yield
 
+    def run(self, call: Callable[[Any, Any], T]) -> T:
+        """Return ``call(connection, cursor)`` on a connection of this source's."""
+        with self.connection() as conn:
+            return call(conn, conn.cursor())
+
     def close(self) -> None:
         """Give back what the source holds."""
 
@@ -238,40 +246,57 @@ class _Source:
 class _Connections(_Source):
     """Connections the store makes itself (from a DSN or a factory), kept idle between calls.
 
-    Each is set up once: autocommit, the prepare threshold and ``statement_timeout``. One
-    inherited through ``fork`` is never used (nor closed) in the child.
+    Each is set up once: autocommit, the prepare threshold and ``statement_timeout``; each
+    keeps one cursor, reused by every call (a call costs no cursor set-up). One inherited
+    through ``fork`` is never used (nor closed) in the child.
     """
 
     def __init__(
         self, factory: Callable[[], psycopg.Connection[Any]], *, setup: Callable[..., None],
         keep: int,
     ) -> None:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
         self._factory = factory
         self._setup = setup
         self._keep = keep
-        self._idle: list[psycopg.Connection[Any]] = []
+        self._idle: list[tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]] = []
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._idle_status = psycopg.pq.TransactionStatus.IDLE
+        self._error = psycopg.Error
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        conn = self._take()
+        conn, cursor = self._take()
         try:
             yield conn
         except BaseException:
-            self._give_back(conn, failed=True)
+            self._give_back(conn, cursor, failed=True)
             raise
-        self._give_back(conn, failed=False)
+        self._give_back(conn, cursor, failed=False)
+
+    def run(self, call: Callable[[Any, Any], T]) -> T:
+        """Return ``call(connection, cursor)`` on an idle connection (or a new one)."""
+        # The hot path of every store call: no context manager, the connection's own cursor.
+        conn, cursor = self._take()
+        try:
+            found = call(conn, cursor)
+        except BaseException:
+            self._give_back(conn, cursor, failed=True)
+            raise
+        self._give_back(conn, cursor, failed=False)
+        return found
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
             if self._pid != os.getpid():
                 return
-        for conn in idle:
+        for conn, _ in idle:
             conn.close()
 
-    def _take(self) -> psycopg.Connection[Any]:
+    def _take(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
         with self._lock:
             if self._pid != os.getpid():
                 self._pid, self._idle = os.getpid(), []
@@ -285,22 +310,22 @@ class _Connections(_Source):
         except BaseException:
             conn.close()
             raise
-        return conn
+        return conn, conn.cursor()
 
-    def _give_back(self, conn: psycopg.Connection[Any], *, failed: bool) -> None:
-        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
-
-        idle = psycopg.pq.TransactionStatus.IDLE
+    def _give_back(
+        self, conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any], *, failed: bool
+    ) -> None:
+        pgconn = conn.pgconn
         healthy = not conn.closed and not conn.broken
-        if healthy and failed and conn.info.transaction_status != idle:
+        if healthy and failed and pgconn.transaction_status != self._idle_status:
             try:
                 conn.rollback()
-            except psycopg.Error:
+            except self._error:
                 healthy = False
         with self._lock:
-            if (healthy and conn.info.transaction_status == idle
+            if (healthy and pgconn.transaction_status == self._idle_status
                     and self._pid == os.getpid() and len(self._idle) < self._keep):
-                self._idle.append(conn)
+                self._idle.append((conn, cursor))
                 return
         if self._pid == os.getpid():
             conn.close()
@@ -746,20 +771,29 @@ class PostgresReservations:
         """
         try:
             with self._home.connection() as conn, conn.transaction():
-                conn.execute(sql.MIGRATION_LOCK)
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
-                conn.execute(sql.version_table(self._quoted))
-                row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+
+                def run(
+                    statement: str, params: tuple[Any, ...] | None = None
+                ) -> psycopg.Cursor[Any]:
+                    # Each statement bounded like every call (a migration as a whole may
+                    # take longer: it waits its turn, then runs many statements).
+                    with self._watched(conn, bound=False):
+                        return conn.execute(statement, params)
+
+                run(sql.MIGRATION_LOCK)
+                run(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
+                run(sql.version_table(self._quoted))
+                row = run(sql.VERSION_READ.format(s=self._quoted)).fetchone()
                 found = int(row[0]) if row and row[0] is not None else 0
                 if found > sql.VERSION:
                     raise self._newer(found)
                 for step in sql.STEPS[found:]:
                     for statement in step:
-                        conn.execute(statement.format(s=self._quoted))
+                        run(statement.format(s=self._quoted))
                 if found < sql.VERSION:
                     for statement in sql.functions(self._quoted):
-                        conn.execute(statement)
-                    conn.execute(
+                        run(statement)
+                    run(
                         f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
                         (sql.VERSION,),
                     )
@@ -772,11 +806,14 @@ class PostgresReservations:
     def schema_version(self) -> int:
         """Return the version of the store's schema in the database (0: there is none).
 
+        Bounded like every call: a server that does not answer within the store's timeout
+        (and a second) has its connection closed.
+
         Raises:
-            StoreUnavailable: the server could not be reached.
+            StoreUnavailable: the server could not be reached or did not answer in time.
         """
         try:
-            with self._home.connection() as conn:
+            with self._home.connection() as conn, self._watched(conn, bound=False):
                 row = conn.execute("SELECT to_regclass(%s)",
                                    (f"{self._quoted}.schema_version",)).fetchone()
                 if row is None or row[0] is None:
@@ -948,10 +985,33 @@ class PostgresReservations:
         return _Connections(connect, setup=self._setup, keep=keep)
 
     def _setup(self, conn: psycopg.Connection[Any]) -> None:
-        """Set the store's statement timeout (and prepare threshold) on a new connection."""
+        """Set the store's statement timeout (and prepare threshold) on a new connection.
+
+        Raises:
+            StoreUnavailable: the server did not answer within the store's timeout.
+        """
         conn.prepare_threshold = self._threshold
         millis = max(1, math.ceil(self._timeout * 1000))
-        conn.execute(f"SET statement_timeout = {millis}")
+        with self._watched(conn, bound=False):
+            conn.execute(f"SET statement_timeout = {millis}")
+
+    @contextmanager
+    def _watched(self, conn: Any, *, bound: bool) -> Iterator[None]:
+        """Cut *conn* if the block outlasts the store's timeout (and a second).
+
+        For the calls outside ``_run`` (the schema check, a new connection's set-up), so the
+        first contact is bounded like every statement.
+
+        Raises:
+            StoreUnavailable: the connection was cut: the server did not answer in time.
+        """
+        ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
+        try:
+            yield
+        finally:
+            if not _DEADLINES.disarm(ticket):
+                conn.close()  # cut: whatever it answered, it is not reused
+                raise self._silent(bound=bound)
 
     def _contact(self) -> None:
         """Check (or, with ``create_schema``, make) the schema at the first contact.
@@ -1013,18 +1073,23 @@ class PostgresReservations:
         if not self._ready:
             self._contact()
         statement = self._statements[name]
+        timeout = self._timeout + _GRACE
+        prepare = self._prepare
+
+        def call(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Any]:
+            ticket = _DEADLINES.arm(conn, timeout)
+            try:
+                cursor.execute(statement, params, prepare=prepare)
+                found = cursor.fetchall() if rows else []
+            finally:
+                if not _DEADLINES.disarm(ticket):
+                    conn.close()  # cut: whatever it answered, it is not reused
+                    raise self._silent()
+            return found
+
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                with self._source.connection() as conn:
-                    ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
-                    try:
-                        cursor = conn.execute(statement, params, prepare=self._prepare)
-                        found = cursor.fetchall() if rows else []
-                    finally:
-                        if not _DEADLINES.disarm(ticket):
-                            conn.close()  # cut: whatever it answered, it is not reused
-                            raise self._silent()
-                    return found
+                return self._source.run(call)
             except self._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise self._unavailable(exc) from exc
@@ -1044,7 +1109,12 @@ class PostgresReservations:
             if not conn.autocommit:
                 await conn.set_autocommit(True)
             millis = max(1, math.ceil(self._timeout * 1000))
-            await conn.execute(f"SET statement_timeout = {millis}")
+            ticket = _DEADLINES.arm(conn, self._timeout + _GRACE)
+            try:
+                await conn.execute(f"SET statement_timeout = {millis}")
+            finally:
+                if not _DEADLINES.disarm(ticket):
+                    raise self._silent(bound=False)  # the connection is closed below
         except BaseException:
             await conn.close()
             raise
@@ -1319,14 +1389,21 @@ class AsyncPostgresReservations:
             return
         try:
             async with self._source.connection() as conn:
-                cursor = await conn.execute("SELECT to_regclass(%s)",
-                                            (f"{store._quoted}.schema_version",))
-                row = await cursor.fetchone()
-                found = 0
-                if row is not None and row[0] is not None:
-                    cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                # Bounded like every call: a silent server has its connection cut.
+                ticket = _DEADLINES.arm(conn, store._timeout + _GRACE)
+                try:
+                    cursor = await conn.execute("SELECT to_regclass(%s)",
+                                                (f"{store._quoted}.schema_version",))
                     row = await cursor.fetchone()
-                    found = int(row[0]) if row and row[0] is not None else 0
+                    found = 0
+                    if row is not None and row[0] is not None:
+                        cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
+                        row = await cursor.fetchone()
+                        found = int(row[0]) if row and row[0] is not None else 0
+                finally:
+                    if not _DEADLINES.disarm(ticket):
+                        await conn.close()  # cut: whatever it answered, it is not reused
+                        raise store._silent(bound=self._source.bound)
         except store._errors as exc:
             raise store._unavailable(exc, bound=self._source.bound) from exc
         store._judge(found)
