@@ -308,11 +308,15 @@ class BoundedRule:
     # A built-in says so in its own class; a subclass that changes ``evaluate`` or
     # ``_bounds`` does not inherit the claim.
     _age_free: ClassVar[bool] = False
+    # Whether ``_bounds`` gives the floor and cap the verdict reports whatever it decides
+    # (not only when it passes cleanly): ``all_of.evaluate`` then combines bounds, not verdicts.
+    _exact: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "evaluate" in vars(cls) and "_bounds" not in vars(cls):
             cls._bounds = bounds_from_evaluate  # type: ignore[attr-defined] # set on the class, on purpose
-        changed = "evaluate" in vars(cls) or "_bounds" in vars(cls)
-        if changed and "_age_free" not in vars(cls):
-            cls._age_free = False
+        if "evaluate" in vars(cls) or "_bounds" in vars(cls):
+            for claim in ("_age_free", "_exact"):
+                if claim not in vars(cls):
+                    setattr(cls, claim, False)

@@ -88,7 +88,10 @@ def _combined(
 ) -> Verdict:
     floor: Decimal | None
     cap: Decimal | None
-    if isinstance(rule, RuleSet) and rule.intervals:
+    if isinstance(rule, RuleSet) and rule._by_bounds:
+        # Every member's _bounds are its verdict's: the window the clearance worked out.
+        floor, cap, _ = rule._window(facts).clearance
+    elif isinstance(rule, RuleSet) and rule.intervals:
         # Without any_of inside, every member allows one range: their bounds combine.
         _, floor, cap, _ = combine([bounds_of(child, facts) for child in children], facts)
     else:
@@ -122,6 +125,13 @@ def _age_free(rule: Rule) -> bool:
     return isinstance(rule, BoundedRule) and rule._age_free  # the rules' private protocol
 
 
+def _exact(rule: Rule) -> bool:
+    """Return whether *rule*'s bounds are those its verdict reports, whatever it decides."""
+    if isinstance(rule, When):
+        return _exact(rule.rule)  # outside its scope: no bounds and a pass, alike
+    return isinstance(rule, BoundedRule) and rule._exact  # the rules' private protocol
+
+
 def _has_any_of(rule: Rule) -> bool:
     if isinstance(rule, AnyOf):
         return True
@@ -147,7 +157,9 @@ class RuleSet:
         ConfigurationError: a member is not a rule.
     """
 
-    __slots__ = ("_last", "_moving", "_name", "_parts", "_steady", "intervals", "rules")
+    __slots__ = (
+        "_by_bounds", "_last", "_moving", "_name", "_parts", "_steady", "intervals", "rules"
+    )
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
         flat: list[Rule] = []
@@ -156,6 +168,8 @@ class RuleSet:
         self.rules: tuple[Rule, ...] = tuple(flat)
         # Without any_of inside, every member allows one range: bounds are simple arithmetic.
         self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
+        # Whether every member's bounds are those its verdict reports (every built-in's).
+        self._by_bounds: bool = all(_exact(rule) for rule in flat)
         self._name = f"all_of({', '.join(self.names)})"
         self._parts = tuple(bounds_method(rule) for rule in flat)
         # Bounds that read neither the amount nor the balance's age are worked out once per
@@ -194,10 +208,14 @@ class RuleSet:
         ``floor`` and ``cap`` are those :meth:`evaluate` reports, and ``reserve`` is the
         largest ``details["reserve"]`` of its verdicts.
         """
+        found = self._window(facts)
+        return found.clearance if found.admits(facts.amount) else None
+
+    def _window(self, facts: Facts) -> Window:
+        """Return what the members allow together with *facts*, whatever the amount."""
         for part in self._moving:
             if part(facts) is not NO_BOUNDS:  # e.g. a stale balance: combine them all
-                found = window([part(facts) for part in self._parts], facts)
-                return found.clearance if found.admits(facts.amount) else None
+                return window([part(facts) for part in self._parts], facts)
         # Every check of one cached balance judges the same numbers but for the amount (and
         # the age, which only the moving rules read): their window is reused. The tuple is
         # swapped whole, so threads sharing the set never see half of one.
@@ -206,8 +224,7 @@ class RuleSet:
         last = self._last
         if last is None or last[0] != key:
             last = self._last = (key, window([part(facts) for part in self._steady], facts))
-        found = last[1]
-        return found.clearance if found.admits(facts.amount) else None
+        return last[1]
 
     def _bounds(self, facts: Facts) -> Bounds:
         clean, floor, cap, reserve = combine([part(facts) for part in self._parts], facts)

@@ -56,6 +56,7 @@ class SufficientFunds(BoundedRule):
     """
 
     type_name: ClassVar[str] = "sufficient_funds"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
     _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
@@ -153,6 +154,7 @@ class ReserveMargin(BoundedRule):
         object.__setattr__(self, "_floors", dict(self.minimum))
 
     type_name: ClassVar[str] = "reserve_margin"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
     _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
@@ -282,6 +284,7 @@ class FrozenFunds(BoundedRule):
         object.__setattr__(self, "when_unknown", when_unknown)
 
     type_name: ClassVar[str] = "frozen_funds"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
     _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):

@@ -76,6 +76,7 @@ class CurrencyMinimums(BoundedRule):
         object.__setattr__(self, "_by_currency", by_currency)
 
     type_name: ClassVar[str] = "currency_minimums"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
     _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
@@ -191,6 +192,7 @@ class MaxPayout(BoundedRule):
         object.__setattr__(self, "_by_currency", by_currency)
 
     type_name: ClassVar[str] = "max_payout"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
     _age_free: ClassVar[bool] = True  # its bounds read neither amount nor age
 
     class Config(RuleConfig):
@@ -265,6 +267,7 @@ class MaxBalanceAge(BoundedRule):
         object.__setattr__(self, "_surely_fresh", math.nextafter(below, -math.inf))
 
     type_name: ClassVar[str] = "max_balance_age"
+    _exact: ClassVar[bool] = True  # its verdicts report the bounds _bounds gives
 
     class Config(RuleConfig):
         """``{type = "max_balance_age", seconds = 30}``."""

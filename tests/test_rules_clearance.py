@@ -33,7 +33,12 @@ from rules import (
     any_of,
     when,
 )
-from rules._bounds import BLOCKED, Bounds  # the private protocol a subclass overrides
+from rules._bounds import (  # the private protocol: what a subclass overrides, the oracle
+    BLOCKED,
+    Bounds,
+    bounds_of,
+    combine,
+)
 from tests._facts import brl
 from tests.rules_contract import probe_amounts
 from tests.strategies import builtin_rules, currencies, facts, rule_trees
@@ -147,6 +152,19 @@ class TestOneBalanceJudgedManyTimes:
             else:
                 fact = replace(fact, **{change: getattr(other, change)})
             assert_as_fresh(fact, change)
+
+    @given(judged(any_of_ok=False))
+    def test_all_of_reports_the_bounds_its_members_verdicts_report(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        """Built from the members' bounds, whatever they decide: as from their verdicts."""
+        fact, drawn = case
+        rules = all_of(SufficientFunds(), drawn)
+        for amount in probe_amounts(rules.evaluate(fact), fact):
+            at = replace(fact, amount=amount)
+            verdict = rules.evaluate(at)
+            _, floor, cap, _ = combine([bounds_of(c, at) for c in verdict.children], at)
+            assert (verdict.floor, verdict.cap) == (floor, cap), amount
 
     def test_a_balance_that_moves_is_judged_on_its_new_numbers(self) -> None:
         rules = all_of(SufficientFunds(), ReserveMargin(percent="10"))
