@@ -10,13 +10,14 @@ from guard._models import BalanceSnapshot
 from guard._money import parse_amount, parse_currency, smallest_unit, zero
 from guard._text import quoted
 from guard.errors import InvalidPayoutRequest
-from rules.money import MONEY_CONTEXT
+from rules.money import AMOUNT_GRAMMAR, MONEY_CONTEXT
 
 __all__ = [
     "Request",
     "optional_text",
     "parse_payout_id",
     "parse_request",
+    "parsed_in_full",
     "pick_account",
 ]
 
@@ -53,15 +54,40 @@ def parse_request(
     Raises:
         InvalidPayoutRequest: any part is malformed; the message says what is accepted.
     """
-    # Most checks: a Decimal amount, a currency code seen before, nothing else. Anything
-    # else, or anything this cannot accept as it is, takes the full path and its messages.
+    # Most payouts: a Decimal (or a short amount string) in a currency spelling seen before.
+    # Anything else, or anything this cannot accept as it is, takes the full path.
     seen = _SEEN.get(currency) if type(currency) is str else None
-    if seen is not None and type(amount) is Decimal and fee is account is payout_id is None:
-        code, unit, none = seen
-        if amount.is_finite() and amount > 0 and amount.adjusted() < _MOST_DIGITS:
-            exact = amount.quantize(unit, None, MONEY_CONTEXT)
-            if exact == amount:
-                return Request(exact, code, none, None, None)
+    if seen is not None:
+        number: Decimal | None = None
+        if type(amount) is Decimal:
+            number = amount
+        elif type(amount) is str and len(amount) < _MOST_DIGITS and AMOUNT_GRAMMAR.fullmatch(
+            amount
+        ):
+            number = Decimal(amount)
+        if number is not None and number.is_finite() and number > 0 and (
+            number.adjusted() < _MOST_DIGITS
+        ):
+            code, unit, none = seen
+            exact = number.quantize(unit, None, MONEY_CONTEXT)
+            if exact == number:
+                return Request(
+                    exact, code,
+                    none if fee is None else parse_amount(fee, code, field="fee", allow_zero=True),
+                    None if account is None else optional_text(account, "account"),
+                    None if payout_id is None else parse_payout_id(payout_id),
+                )
+    return parsed_in_full(amount, currency, account, payout_id, fee)
+
+
+def parsed_in_full(
+    amount: object, currency: object, account: object, payout_id: object, fee: object
+) -> Request:
+    """Return the request, every part parsed by its own parser (see :func:`parse_request`).
+
+    Raises:
+        InvalidPayoutRequest: any part is malformed; the message says what is accepted.
+    """
     code = parse_currency(currency)
     if type(currency) is str and len(_SEEN) < _SEEN_MOST:
         _SEEN[currency] = (code, smallest_unit(code), zero(code))

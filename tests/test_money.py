@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -16,7 +17,7 @@ from guard._money import (
     parse_currency,
     smallest_unit,
 )
-from guard._request import Request, parse_request
+from guard._request import Request, parse_request, parsed_in_full
 from tests.strategies import CURRENCIES
 
 
@@ -191,30 +192,42 @@ class TestMinorToMajor:
             minor_to_major("1.5", "BRL")
 
 
-_ANY_DECIMAL = (
+_ANY_AMOUNT = (
     st.decimals(allow_nan=True, allow_infinity=True)
     | st.decimals(min_value=-10, max_value=10**25, places=4)
     | st.integers(-5, 10**30).map(Decimal)
+    | st.from_regex(r"[0-9]{1,24}(\.[0-9]{0,4})?", fullmatch=True)
+    | st.text(max_size=30)
 )
 
 
 class TestParseRequestQuickPath:
-    """A Decimal amount in a currency seen before is taken without the full parse, alike."""
+    """A Decimal or amount string in a currency seen before skips the full parse, alike."""
 
-    @given(_ANY_DECIMAL, st.sampled_from((*CURRENCIES, "brl", "Ars", "XXX", "BR")))
-    def test_it_answers_exactly_as_the_full_parse(self, amount: Decimal, currency: str) -> None:
-        """Same request, or the same refusal, as with a fee given (which takes the full path)."""
+    @given(
+        _ANY_AMOUNT,
+        st.sampled_from((*CURRENCIES, "brl", "Ars", "XXX", "BR")),
+        st.none() | st.sampled_from(("acct", "", " ")),
+        st.none() | st.sampled_from(("p-1", "", "x\x00")),
+        st.none() | st.sampled_from((Decimal("0.50"), "1", "-1", 1.5)),
+    )
+    def test_it_answers_exactly_as_the_full_parse(
+        self, amount: object, currency: str, account: object, payout_id: object, fee: object
+    ) -> None:
+        """Same request, or the same refusal, as when every part is parsed by its parser."""
 
-        def parsed(fee: object) -> Request | str:
+        def parsed(parse: Callable[..., Request]) -> Request | str:
             try:
-                return parse_request(amount, currency, None, None, fee)
+                return parse(amount, currency, account, payout_id, fee)
             except InvalidPayoutRequest as exc:
                 return str(exc)
 
-        parsed(None)  # the first time a spelling is seen it is parsed in full, and remembered
-        assert parsed(None) == parsed("0")
+        full = parsed(parsed_in_full)  # which also remembers the currency's spelling
+        assert parsed(parse_request) == full
 
     def test_a_rounded_amount_is_still_refused(self) -> None:
         parse_request(Decimal("1.00"), "BRL", None, None, None)
         with pytest.raises(InvalidPayoutRequest, match="more decimal places than BRL allows"):
             parse_request(Decimal("1.001"), "BRL", None, None, None)
+        with pytest.raises(InvalidPayoutRequest, match="more decimal places than BRL allows"):
+            parse_request("1.001", "BRL", None, None, None)
