@@ -9,7 +9,10 @@ rules (``guard/_replay.py``).
 A sink (``decision_log=`` on a guard) takes records on the decision's path and must never block
 or fail it: ``JsonLinesDecisionLog`` and ``SqliteDecisionLog`` queue each record (a few hundred
 nanoseconds) and write from a thread of their own. A full queue or a failing disk drops records,
-counts them (``dropped``) and says so in the log at most once a minute.
+counts them (``dropped``) and says so in the log at most once a minute. The writer thread shares
+the interpreter lock with the checks, so what it does per record is kept small: a cached
+balance is serialized once for all the decisions made on it (``_Encoder``), and SQLite fills
+its columns from the JSON in one statement per batch.
 """
 
 from __future__ import annotations
@@ -157,9 +160,9 @@ _MEMO_SIZE = 64
 
 
 class _Encoder:
-    """Write records as JSON lines that read back as the records written, at half the cost.
+    """Write records as JSON lines that read back as the records written, for less.
 
-    Most of a record's serializing goes into its balance (two timestamps), and consecutive
+    A third of a record's serializing goes into its balance (two timestamps), and consecutive
     decisions are made on one cached balance: its JSON is made once and remembered (with
     the snapshot, so its ``id`` is not reused while remembered), and spliced in as the
     decision's first key. The record's last four fields (operation, provider asked, rules
