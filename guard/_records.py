@@ -519,6 +519,8 @@ SELECT json_extract(r, '$.decision.decision_id'),
   FROM (SELECT value AS r, json_extract(value, '$.decision.evaluated_at') AS t
           FROM json_each(?) ORDER BY key)
 """
+# Without SQLite's JSON functions, row by row, the columns filled by the writer.
+_INSERT_ROW = "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class SqliteDecisionLog(_QueuedLog):
@@ -536,6 +538,7 @@ class SqliteDecisionLog(_QueuedLog):
     def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 10_000) -> None:
         super().__init__(max_pending=max_pending)
         self.path = Path(path)
+        self._json = True  # whether SQLite has its JSON functions (known once opened)
 
     def __repr__(self) -> str:
         return f"SqliteDecisionLog({str(self.path)!r})"
@@ -550,13 +553,26 @@ class SqliteDecisionLog(_QueuedLog):
             "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
             "payout_id TEXT, record TEXT NOT NULL)"
         )
+        try:
+            conn.execute("SELECT json_extract('{}', '$')")
+            self._json = True
+        except sqlite3.OperationalError:  # an SQLite built without its JSON functions
+            self._json = False
         return conn
 
     def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
-        records = b"[" + b",".join(self._encoder.lines(batch)) + b"]"
+        lines = self._encoder.lines(batch)
         target.execute("BEGIN IMMEDIATE")
         try:
-            target.execute(_INSERT, (records.decode(),))
+            if self._json:
+                target.execute(_INSERT, ((b"[" + b",".join(lines) + b"]").decode(),))
+            else:
+                target.executemany(_INSERT_ROW, [
+                    (r.decision.decision_id, r.decision.evaluated_at.isoformat(), r.operation,
+                     r.decision.provider, r.decision.currency, int(r.decision.allowed),
+                     ",".join(r.decision.codes), r.decision.payout_id, line.decode())
+                    for r, line in zip(batch, lines, strict=True)
+                ])
         except BaseException:
             target.execute("ROLLBACK")
             raise
