@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from structlog.testing import capture_logs
 from guard import (
     AsyncPayoutGuard,
     ConfigurationError,
+    Decision,
     DecisionRecord,
     JsonLinesDecisionLog,
     PayoutGuard,
@@ -100,6 +102,68 @@ class TestJsonLines:
             JsonLinesDecisionLog(tmp_path / "x", max_pending=0)
         with pytest.raises(ConfigurationError, match="DecisionLog"):
             guard_with(tmp_path / "x")
+
+
+def _mixed_decisions(guard: PayoutGuard) -> list[Decision]:
+    """Allowed, denied, without a balance, on two balances in turn, with ids to escape."""
+    return [
+        guard.check("10", "BRL"),
+        guard.check("600", "BRL", payout_id='po "quoted" \\ é'),
+        guard.check("20", "USD", account="acct-1"),
+        guard.check("10", "EUR"),  # no EUR balance: no balance in the record
+        guard.check("30", "BRL", fee="1.50"),
+        guard.check("40", "USD", account="acct-1"),
+        guard.check("30", "BRL"),
+    ]
+
+
+class TestLines:
+    def _guard(self, sink: object) -> PayoutGuard:
+        fetcher = StaticFetcher({"BRL": {"available": "1000.00", "frozen": "10.00"},
+                                 "USD": "250.00"}, name="luxtak")
+        return PayoutGuard(fetcher, [MaxPayout({"BRL": "500"})],
+                           decision_log=sink)  # type: ignore[arg-type]  # one of ours
+
+    def test_a_line_holds_what_the_records_own_json_holds(self, tmp_path: Path) -> None:
+        """Keys may come in another order; every key and value is ``to_json``'s."""
+        path = tmp_path / "decisions.jsonl"
+        with self._guard(JsonLinesDecisionLog(path)) as guard:
+            made = _mixed_decisions(guard)
+        lines = path.read_bytes().splitlines()
+        records = list(read_decisions(path))
+        assert made == [r.decision for r in records]
+        assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
+
+    def test_a_log_of_records_own_json_still_reads(self, tmp_path: Path) -> None:
+        """A log written by an earlier version (``to_json`` lines) reads as before."""
+        path = tmp_path / "decisions.jsonl"
+        with self._guard(JsonLinesDecisionLog(path)) as guard:
+            _mixed_decisions(guard)
+        records = list(read_decisions(path))
+        old = tmp_path / "old.jsonl"
+        old.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+        assert records == list(read_decisions(old))
+
+    def test_sqlite_columns_are_the_decisions_fields(self, tmp_path: Path) -> None:
+        """SQLite fills the columns from the record as they always were filled."""
+        path = tmp_path / "decisions.db"
+        with self._guard(SqliteDecisionLog(path)) as guard:
+            made = _mixed_decisions(guard)
+            with guard.reserve("20", "BRL", payout_id="po-2") as held:
+                pass
+        made.append(held.decision)
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT * FROM decisions ORDER BY rowid").fetchall()
+        finally:
+            conn.close()
+        expected = [
+            (d.decision_id, d.evaluated_at.isoformat(), op, d.provider, d.currency,
+             int(d.allowed), ",".join(d.codes), d.payout_id)
+            for d, op in zip(made, ["check"] * (len(made) - 1) + ["reserve"], strict=True)
+        ]
+        assert expected == [row[:8] for row in rows]
+        assert made == [r.decision for r in read_decisions(path)]
 
 
 class TestOwnSinks:
