@@ -14,7 +14,6 @@ from typing import Any, Literal, overload
 from guard._core import (
     FetchBalances,
     Flow,
-    ReadCommitted,
     ReadHeld,
     Release,
     Reserved,
@@ -326,8 +325,6 @@ class PayoutGuard(GuardBase):
         if kind is ReadHeld:  # every check: asked directly, not through store_call
             return self.reservations.reserved(step.key, counted_since=step.counted_since,
                                               now=step.now)
-        if kind is ReadCommitted:  # every check of a balance with frozen funds, FrozenFunds on
-            return self.reservations.committed(step.key, since=step.since, now=step.now)
         return store_call(self.reservations, step)
 
     def _performer(self, store: ReservationStore) -> Perform:
