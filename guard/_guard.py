@@ -30,6 +30,7 @@ from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.fetchers._checks import check_requests_per_minute
 from guard.fetchers._protocol import BalanceFetcher
+from guard.instrumentation._hooks import EVENTS
 from guard.stores import FleetStore, Hold, InMemoryReservations, ReservationStore
 from rules import FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds
 
@@ -208,6 +209,7 @@ class GuardBase:
         }
         self.cache = self.caches[names[0]]
         self._handling = self.handling(self.runner())
+        EVENTS.preload()  # the metrics backends imported here, not on an event loop later
 
     @classmethod
     def from_config(

@@ -152,6 +152,31 @@ class TestSwitch:
                               timeout=60, check=True, cwd=ROOT)
         assert "['OpenTelemetryHook', 'PrometheusHook']" == done.stdout.strip()
 
+    def test_a_guard_imports_the_backends_when_built_not_on_its_event_loop(self) -> None:
+        """Imported by the constructor; the hooks are still chosen at the first check.
+
+        In a fresh process, so an OpenTelemetry provider set after the guard was built, before
+        its first check, still counts.
+        """
+        script = (
+            "import asyncio, sys\n"
+            "from guard import AsyncPayoutGuard\n"
+            "from guard.testing import StaticFetcher\n"
+            "before = 'prometheus_client' in sys.modules\n"
+            "guard = AsyncPayoutGuard(StaticFetcher({'ARS': '10.00'}))\n"
+            "built = 'prometheus_client' in sys.modules, 'opentelemetry.trace' in sys.modules\n"
+            "from opentelemetry import trace\n"
+            "from opentelemetry.sdk.trace import TracerProvider\n"
+            "trace.set_tracer_provider(TracerProvider())\n"
+            "asyncio.run(guard.check('1.00', 'ARS'))\n"
+            "from guard import instrumentation as instr\n"
+            "print(before, built, sorted(type(h).__name__ for h in instr.get_hooks()))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, check=True, cwd=ROOT)
+        last = done.stdout.strip().splitlines()[-1]  # after the decision's log line
+        assert "False (True, True) ['OpenTelemetryHook', 'PrometheusHook']" == last
+
     def test_restoring_the_defaults_makes_them_on_the_next_use(self) -> None:
         with instr.set_hooks([]):
             instr.restore_default_hooks()

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from decimal import Decimal
+from importlib import import_module
 from importlib.util import find_spec
 from time import perf_counter
 from types import TracebackType
@@ -300,6 +301,22 @@ class Events:
             self._hooks = None
             self._unresolved()
             return old
+
+    def preload(self) -> None:
+        """Import the backends the default hooks would use, now rather than at the first event.
+
+        A guard calls this when it is built: the first event of an ``AsyncPayoutGuard`` runs
+        on the event loop, which an import of ``prometheus_client`` (about 150 ms) would stall.
+        Which hooks are used is still decided at the first event.
+        """
+        if self._hooks is not None or self._chosen is not None:
+            return
+        for module in ("prometheus_client", "opentelemetry.metrics", "opentelemetry.trace"):
+            if _importable(module):
+                try:
+                    import_module(module)
+                except Exception:  # noqa: BLE001, S112 - a broken install is no backend: skip it
+                    continue
 
     def resolve(self) -> tuple[Hook, ...]:
         """Return the hooks in use, making them (and the call points) on the first call."""
