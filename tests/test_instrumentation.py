@@ -133,6 +133,13 @@ def static_guard(**options: Any) -> PayoutGuard:
 # -- the switch ---------------------------------------------------------------------------------
 
 
+def _last_line_printed(script: str) -> str:
+    """Run *script* in a fresh interpreter; return the last line it printed (after any log)."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True, cwd=ROOT)
+    return done.stdout.strip().splitlines()[-1]
+
+
 class TestSwitch:
     def test_without_an_otel_provider_the_default_is_prometheus_alone(self) -> None:
         """Both packages import here, but no global OpenTelemetry provider was set."""
@@ -148,9 +155,7 @@ class TestSwitch:
             "trace.set_tracer_provider(TracerProvider())\n"
             "print(sorted(type(h).__name__ for h in instr.get_hooks()))\n"
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60, check=True, cwd=ROOT)
-        assert "['OpenTelemetryHook', 'PrometheusHook']" == done.stdout.strip()
+        assert "['OpenTelemetryHook', 'PrometheusHook']" == _last_line_printed(script)
 
     def test_a_guard_imports_the_backends_when_built_not_on_its_event_loop(self) -> None:
         """Imported by the constructor; the hooks are still chosen at the first check.
@@ -172,10 +177,8 @@ class TestSwitch:
             "from guard import instrumentation as instr\n"
             "print(before, built, sorted(type(h).__name__ for h in instr.get_hooks()))\n"
         )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              timeout=60, check=True, cwd=ROOT)
-        last = done.stdout.strip().splitlines()[-1]  # after the decision's log line
-        assert "False (True, True) ['OpenTelemetryHook', 'PrometheusHook']" == last
+        assert ("False (True, True) ['OpenTelemetryHook', 'PrometheusHook']"
+                == _last_line_printed(script))
 
     def test_restoring_the_defaults_makes_them_on_the_next_use(self) -> None:
         with instr.set_hooks([]):

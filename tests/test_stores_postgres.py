@@ -583,19 +583,8 @@ class TestFaults:
         """
         store = make(timeout=0.5)
         take(store, "po_1")
-        backend = _backend_of(server, store)
-        outcome: list[BaseException | None] = []
-        started = time.monotonic()
-        os.kill(backend, signal.SIGSTOP)
-        try:
-            worker = threading.Thread(target=_call_into, args=(store.get, outcome))
-            worker.start()
-            worker.join(timeout=10)
-            took = time.monotonic() - started
-        finally:
-            os.kill(backend, signal.SIGCONT)
-        assert not worker.is_alive(), "the call was still waiting after 10 s"
-        assert [StoreUnavailable] == [type(e) for e in outcome]
+        raised, took = _while_stopped(_backend_of(server, store), store.get)
+        assert [StoreUnavailable] == raised
         assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
         assert "held" == take(store, "po_2")  # a new connection: the store goes on
 
@@ -630,19 +619,8 @@ class TestFaults:
         try:
             assert store.get("po_1") is None  # the check passed; one connection kept idle
             store.rearm()  # the next call checks the schema again, on that connection
-            backend = _backend_of(server, store)
-            outcome: list[BaseException | None] = []
-            started = time.monotonic()
-            os.kill(backend, signal.SIGSTOP)
-            try:
-                worker = threading.Thread(target=_call_into, args=(store.get, outcome))
-                worker.start()
-                worker.join(timeout=10)
-                took = time.monotonic() - started
-            finally:
-                os.kill(backend, signal.SIGCONT)
-            assert not worker.is_alive(), "the schema check was still waiting after 10 s"
-            assert [StoreUnavailable] == [type(e) for e in outcome]
+            raised, took = _while_stopped(_backend_of(server, store), store.get)
+            assert [StoreUnavailable] == raised
             assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
             assert store.get("po_1") is None  # a new connection: the store goes on
         finally:
@@ -777,6 +755,28 @@ class TestFaults:
             assert ["committed", "pending", "pending", "pending", "pending"] == [
                 h.state for h in each.holds(KEY, counted_since=0, now=T0 + 2)
             ]
+
+
+def _while_stopped(
+    backend: int, call: Callable[[str], object]
+) -> tuple[list[type[BaseException] | None], float]:
+    """Run ``call("po_1")`` in a thread while *backend* is stopped (SIGSTOP).
+
+    Returns what it raised (``[None]``: it returned) and the seconds it took; fails the test
+    if it still waits after 10 s.
+    """
+    outcome: list[BaseException | None] = []
+    started = time.monotonic()
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=_call_into, args=(call, outcome))
+        worker.start()
+        worker.join(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    assert not worker.is_alive(), "the call was still waiting after 10 s"
+    return [None if e is None else type(e) for e in outcome], took
 
 
 def _call_into(call: Callable[[str], object], outcome: list[BaseException | None]) -> None:
