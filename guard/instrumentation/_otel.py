@@ -147,8 +147,8 @@ class OpenTelemetryHook(Hook):
     def held(self, provider: str, currency: str, state: str, amount: Decimal) -> None:
         """Record the held total of *provider* and *currency*."""
         if self._held is not None:
-            # money-ok: a gauge sample for a dashboard, never judged
-            self._held.set(float(amount),
+            # A gauge sample for a dashboard, never judged.
+            self._held.set(float(amount),  # money-ok: a gauge sample
                            {"provider": provider, "currency": currency, "state": state})
 
     def balance_fetch(self, provider: str, outcome: str, seconds: float) -> None:

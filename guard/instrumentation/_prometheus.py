@@ -156,8 +156,8 @@ class PrometheusHook(Hook):
 
     def held(self, provider: str, currency: str, state: str, amount: Decimal) -> None:
         """Set the held gauge of *provider* and *currency* to *amount*."""
-        # money-ok: a gauge sample for a dashboard (Prometheus values are floats), never judged
-        self._held(provider, currency, state)(float(amount))
+        # A gauge sample for a dashboard (Prometheus values are floats), never judged.
+        self._held(provider, currency, state)(float(amount))  # money-ok: a gauge sample
 
     def balance_fetch(self, provider: str, outcome: str, seconds: float) -> None:
         """Observe one balance fetch's duration."""
