@@ -118,18 +118,15 @@ def _combined(
     )
 
 
-def _age_free(rule: Rule) -> bool:
-    """Return whether *rule*'s bounds read neither the amount nor the balance's age."""
-    if isinstance(rule, When):
-        return _age_free(rule.rule)  # its scope reads the currency and provider only
-    return isinstance(rule, BoundedRule) and rule._age_free  # the rules' private protocol
+def _built_in(rule: Rule) -> BoundedRule | None:
+    """Return the built-in *rule* is or scopes (``when``), whose claims it shares; else None.
 
-
-def _exact(rule: Rule) -> bool:
-    """Return whether *rule*'s bounds are those its verdict reports, whatever it decides."""
-    if isinstance(rule, When):
-        return _exact(rule.rule)  # outside its scope: no bounds and a pass, alike
-    return isinstance(rule, BoundedRule) and rule._exact  # the rules' private protocol
+    A scope reads only the currency and provider, and outside it there are no bounds and a
+    pass, alike: ``_age_free`` and ``_exact`` (the rules' private protocol) hold for it too.
+    """
+    while isinstance(rule, When):
+        rule = rule.rule
+    return rule if isinstance(rule, BoundedRule) else None
 
 
 def _has_any_of(rule: Rule) -> bool:
@@ -168,13 +165,14 @@ class RuleSet:
         self.rules: tuple[Rule, ...] = tuple(flat)
         # Without any_of inside, every member allows one range: bounds are simple arithmetic.
         self.intervals: bool = not any(_has_any_of(rule) for rule in flat)
+        built_in = [_built_in(rule) for rule in flat]
         # Whether every member's bounds are those its verdict reports (every built-in's).
-        self._by_bounds: bool = all(_exact(rule) for rule in flat)
+        self._by_bounds: bool = all(b is not None and b._exact for b in built_in)
         self._name = f"all_of({', '.join(self.names)})"
         self._parts = tuple(bounds_method(rule) for rule in flat)
         # Bounds that read neither the amount nor the balance's age are worked out once per
         # balance (see clearance); the others (MaxBalanceAge, yours) every time.
-        steady = [_age_free(rule) for rule in flat]
+        steady = [b is not None and b._age_free for b in built_in]
         self._steady = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if fixed)
         self._moving = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if not fixed)
         # The facts the steady bounds were last worked out for, and what they allow.
