@@ -235,15 +235,24 @@ class BalanceCache:
         """
         return self.get_fetched(currency, force=force).by_account
 
+    def fresh(self, currency: str) -> Fetched | None:
+        """Return *currency*'s snapshots while they are fresh, else ``None``; never waits.
+
+        Read without the lock (see ``_join``): every cached check reads its balance here,
+        directly, without a step of the flow (``Core.judge``).
+        """
+        entry = self._entries.get(currency)
+        if entry is not None and self._clock() < entry.expires:
+            EVENTS.balance_cache("hit")
+            return entry.found
+        return None
+
     def get_fetched(self, currency: str, *, force: bool = False) -> Fetched:
         """Return *currency*'s snapshots with their times (see :meth:`get`)."""
         if not force:
-            # A fresh entry is read without the lock (see _join), here without even a call:
-            # this is every cached check.
-            entry = self._entries.get(currency)
-            if entry is not None and self._clock() < entry.expires:
-                EVENTS.balance_cache("hit")
-                return entry.found
+            found = self.fresh(currency)
+            if found is not None:
+                return found
         fresh, future, leader = self._join(currency, force=force)
         if fresh is not None:
             EVENTS.balance_cache("hit")

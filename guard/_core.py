@@ -355,6 +355,10 @@ class Core:
         # Balance key -> the held total the store last reported: what a reserve judges with
         # first, so that taking the hold is its one round trip (see reserve).
         self.held_seen: dict[str, Decimal] = {}
+        # Provider -> how to read its fresh cached balance in place (BalanceCache.fresh), set
+        # by the guard: a cached check then takes no step for its balance. Without one, the
+        # balance is always a step (FetchBalances).
+        self.cached: dict[str, Callable[[str], Fetched | None]] = {}
 
     def candidates(self, currency: str, provider: str | None = None) -> tuple[str, ...]:
         """Return the providers a *currency* payout is judged at, in priority order.
@@ -642,6 +646,10 @@ class Core:
         fresh = False
         while True:
             asked_at = self.clocks.monotonic()
+            if fetched is None and not fresh:
+                cached = self.cached.get(provider)
+                if cached is not None:
+                    fetched = cached(request.currency)
             try:
                 if fetched is None:
                     fetched = yield (
@@ -670,8 +678,11 @@ class Core:
             # A payout committed settle_lag before the request can show in this balance.
             since = counted_since(fetched.requested_at, now, settle_lag)
             # Its age on the monotonic clock: how old it was on arrival, plus the time since.
-            age = max(0.0, fetched.received_at - as_of) + max(
-                0.0, self.clocks.monotonic() - fetched.received_mono
+            # (Conditionals, not max(): this runs in every check.)
+            on_arrival = fetched.received_at - as_of
+            since_arrival = self.clocks.monotonic() - fetched.received_mono
+            age = (on_arrival if on_arrival > 0.0 else 0.0) + (
+                since_arrival if since_arrival > 0.0 else 0.0
             )
             held = None if known is None else known.get(key)
             if held is not None:

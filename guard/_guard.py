@@ -208,6 +208,7 @@ class GuardBase:
             for name, one in fetchers.items()
         }
         self.cache = self.caches[names[0]]
+        self.core.cached = {name: cache.fresh for name, cache in self.caches.items()}
         self._handling = self.handling(self.runner())
         EVENTS.preload()  # the metrics backends imported here, not on an event loop later
 

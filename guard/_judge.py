@@ -198,6 +198,11 @@ def log_decision(log: Any, decision: Decision, stamp: dict[str, str] | None = No
     (``is_enabled_for``): a production logger filtering at WARNING costs an allowed check no
     field building. A logger that cannot tell its level gets every event.
     """
+    # bind() resolves structlog's lazy proxy (the guard's logger) once, and at once when
+    # structlog caches loggers: reading two attributes off the proxy assembles it twice.
+    bind = getattr(log, "bind", None)
+    if bind is not None:
+        log = bind()
     enabled = getattr(log, "is_enabled_for", _every_level)
     would_deny = not decision.allowed and decision.mode == "dry_run"
     info = enabled(logging.INFO)
