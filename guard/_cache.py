@@ -250,9 +250,9 @@ class BalanceCache:
     def get_fetched(self, currency: str, *, force: bool = False) -> Fetched:
         """Return *currency*'s snapshots with their times (see :meth:`get`)."""
         if not force:
-            found = self.fresh(currency)
-            if found is not None:
-                return found
+            cached = self.fresh(currency)
+            if cached is not None:
+                return cached
         fresh, future, leader = self._join(currency, force=force)
         if fresh is not None:
             EVENTS.balance_cache("hit")

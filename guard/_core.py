@@ -55,7 +55,7 @@ from guard._request import Request, pick_account
 from guard.errors import GuardError, InvalidPayoutRequest, ProviderAuthError, StoreUnavailable
 from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, HoldState, balance_key
-from rules import Clearance, Facts, RuleSet, Verdict
+from rules import Clearance, Facts, Failures, RuleSet
 from rules.money import ADD, money_context
 
 __all__ = [
@@ -732,7 +732,7 @@ class Core:
                 ), provider, fetched.skew), snapshot
             holds: tuple[HoldSummary, ...] = ()
             more_holds = False
-            if verdict.denies and reserved:
+            if reserved and any(v.denies for v in verdict.verdicts):
                 # Only a denial explains itself with the holds; listing them costs a store read,
                 # so ask for one more than is shown, just to know whether there are more.
                 try:
@@ -744,7 +744,7 @@ class Core:
                     HoldSummary(payout_id=h.payout_id, amount=h.held, state=h.state)
                     for h in listed[:_SHOWN_HOLDS]
                 )
-            decision = _skewed(_judge.from_verdict(
+            decision = _skewed(_judge.from_failures(
                 request, verdict, mode=self.mode, provider=provider, balance=snapshot,
                 reserved=reserved, now=now, judged=judged, holds=holds, more_holds=more_holds,
             ), provider, fetched.skew)
@@ -753,17 +753,22 @@ class Core:
             fresh = True  # the cache may hold an old answer: judge a stale balance, fresh
             fetched = None
 
-    def _ruling(self, facts: Facts, *, clear: bool) -> Clearance | Verdict:
-        """Return the clearance of *facts*, or every rule's verdict when there is none.
+    def _ruling(self, facts: Facts, *, clear: bool) -> Clearance | Failures:
+        """Return the clearance of *facts*, or what the rules that deny or warn say.
 
         There is a clearance when *clear* asks for one and every rule allows *facts* without
-        a warning. Raises whatever a rule raises.
+        a warning. Otherwise only the members that deny or warn explain themselves
+        (``RuleSet.failures``), or every rule does when the set cannot tell which (a rule of
+        your own). Raises whatever a rule raises.
         """
         clearance = self.rules.clearance(facts) if clear else None
         if clearance is not None:
             return clearance  # nothing to explain: no verdicts built
         with money_context():  # rules, yours among them, compute in the money context
-            return self.rules.evaluate(facts)
+            failures = self.rules.failures(facts)
+            if failures is not None:
+                return failures
+            return _judge.failures_of(self.rules.evaluate(facts))
 
     def _unavailable(self, request: Request, provider: str, exc: Exception) -> Decision:
         """Return the denial (or, with ``fail_open``, the warning) for a failed fetch."""

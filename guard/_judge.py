@@ -10,14 +10,15 @@ from typing import Any, Literal, NamedTuple
 
 from guard._models import BalanceSnapshot, Decision, HoldSummary, Mode, Reason, built
 from guard._request import Request
-from rules import Clearance, Verdict
+from rules import Clearance, Failures, Verdict
 from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
 __all__ = [
     "JudgedOn",
     "denial",
+    "failures_of",
     "from_clearance",
-    "from_verdict",
+    "from_failures",
     "log_decision",
     "max_payable_of",
     "new_decision_id",
@@ -72,22 +73,23 @@ def max_payable_of(floor: Decimal | None, cap: Decimal | None, currency: str) ->
     return zero(currency)
 
 
-def _scan(verdict: Verdict) -> tuple[list[Verdict], Decimal]:
-    """Return the warning leaves of *verdict* (in order) and the largest reserve reported."""
-    warnings: list[Verdict] = []
+def failures_of(verdict: Verdict) -> Failures:
+    """Return what every rule's *verdict* reports, as ``RuleSet.failures`` would.
+
+    Its bounds, the largest reserve any of its leaves reports, and the verdict itself (its
+    denials and warnings are its leaves').
+    """
     largest = _ZERO
     pending = [verdict]
     while pending:
         current = pending.pop()
         if current.children:
-            pending.extend(reversed(current.children))
+            pending.extend(current.children)
             continue
-        if not current.passed and current.severity == "warn":
-            warnings.append(current)
         reserve = current.details.get("reserve")
         if reserve is not None and reserve > largest:
             largest = reserve
-    return warnings, largest
+    return Failures(Clearance(verdict.floor, verdict.cap, largest), (verdict,))
 
 
 def _decision(values: dict[str, Any]) -> Decision:
@@ -155,9 +157,9 @@ def from_clearance(
     ))
 
 
-def from_verdict(
+def from_failures(
     request: Request,
-    verdict: Verdict,
+    failures: Failures,
     *,
     mode: Mode,
     provider: str,
@@ -168,16 +170,19 @@ def from_verdict(
     holds: tuple[HoldSummary, ...] = (),
     more_holds: bool = False,
 ) -> Decision:
-    """Return the decision for *request* judged by *verdict*."""
-    warned, reserve = _scan(verdict)
-    max_payable = max_payable_of(verdict.floor, verdict.cap, request.currency)
+    """Return the decision for *request*, which the rules' *failures* explain."""
+    floor, cap, reserve = failures.clearance
+    max_payable = max_payable_of(floor, cap, request.currency)
     values = _allowed_values(
         request, mode, provider, balance, reserved, now, reserve, max_payable, judged
     )
-    if verdict.denies:
+    denials = [leaf for verdict in failures.verdicts for leaf in verdict.denials()]
+    if denials:
         values["allowed"] = False
-        values["reasons"] = tuple(_reason(v) for v in verdict.denials())
-    values["warnings"] = tuple(_reason(v) for v in warned)
+        values["reasons"] = tuple(_reason(v) for v in denials)
+    values["warnings"] = tuple(
+        _reason(leaf) for verdict in failures.verdicts for leaf in verdict.warnings()
+    )
     values["holds"] = holds
     values["more_holds"] = more_holds
     return _decision(values)

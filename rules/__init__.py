@@ -5,7 +5,7 @@ No clock, no logging, and this package never imports ``guard``. Its only I/O is
 your own loadable from data like a built-in.
 """
 
-from rules._bounds import Clearance
+from rules._bounds import Clearance, Failures
 from rules._describe import describe
 from rules._engine import AnyOf, Rule, RuleSet, When, all_of, any_of, when
 from rules._errors import ConfigurationError, GuardError
@@ -28,6 +28,7 @@ __all__ = [
     "CurrencyMinimums",
     "DataRule",
     "Facts",
+    "Failures",
     "FrozenFunds",
     "GuardError",
     "MaxBalanceAge",

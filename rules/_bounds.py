@@ -34,11 +34,13 @@ __all__ = [
     "BoundsByVerdict",
     "BoundsOf",
     "Clearance",
+    "Failures",
     "Window",
     "bounds_method",
     "bounds_of",
     "combine",
     "keeping",
+    "passes_quietly",
     "payable_cap",
     "settle",
     "tighten",
@@ -116,6 +118,40 @@ class Clearance(NamedTuple):
     floor: Decimal | None
     cap: Decimal | None
     reserve: Decimal = _ZERO
+
+
+class Failures(NamedTuple):
+    """What rules that must all pass report of facts they do not all pass without a word.
+
+    What ``RuleSet.evaluate`` reports, less the verdicts of the members that pass without
+    a warning (see ``RuleSet.failures``).
+
+    Attributes:
+        clearance: The set's ``floor`` and ``cap`` (as its verdict reports them) and the
+            largest reserve a member reports keeping.
+        verdicts: The verdicts of the members that deny or warn, in the set's order.
+    """
+
+    clearance: Clearance
+    verdicts: tuple[Verdict, ...]
+
+
+def passes_quietly(bounds: Bounds, facts: Facts) -> bool:
+    """Return whether a rule with *bounds* passes *facts* without anything to explain.
+
+    Only for a rule whose bounds are its verdict's (``BoundedRule._exact``).
+    """
+    if bounds is NO_BOUNDS:
+        return True  # most rules, most of the time
+    floor, cap, keep, _, explain, blocked = bounds
+    if explain or blocked:
+        return False
+    amount = facts.amount
+    return (
+        (floor is None or amount >= floor)
+        and (cap is None or amount <= cap)
+        and (keep is None or amount <= _limit(facts, keep))
+    )
 
 
 def payable_cap(limit: Decimal, currency: str) -> Decimal:

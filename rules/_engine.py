@@ -24,10 +24,12 @@ from rules._bounds import (
     BoundedRule,
     Bounds,
     Clearance,
+    Failures,
     Window,
     bounds_method,
     bounds_of,
     combine,
+    passes_quietly,
     window,
 )
 from rules._errors import ConfigurationError
@@ -208,6 +210,30 @@ class RuleSet:
         """
         found = self._window(facts)
         return found.clearance if found.admits(facts.amount) else None
+
+    def failures(self, facts: Facts) -> Failures | None:
+        """Return the verdicts of the members that deny or warn, with the set's bounds.
+
+        What :meth:`evaluate` reports when :meth:`clearance` is ``None``, for less: only
+        the members whose bounds do not pass *facts* quietly are asked for a verdict. The
+        reasons, warnings, bounds and reserve are :meth:`evaluate`'s. ``None`` when a
+        member's bounds are not known to be its verdict's (a rule of your own, ``any_of``):
+        call :meth:`evaluate`. Members compute in the money context, as in :meth:`evaluate`.
+        """
+        if not self._by_bounds:
+            return None
+        found: list[Verdict] = []
+        reserve = _ZERO  # every member's, as evaluate reports it (the window stops at a block)
+        for rule, part in zip(self.rules, self._parts, strict=True):
+            bounds = part(facts)
+            if bounds.reserve > reserve:  # noqa: PLR1730 - max() costs a call per member
+                reserve = bounds.reserve
+            if not passes_quietly(bounds, facts):
+                verdict = rule.evaluate(facts)
+                if not verdict.passed:
+                    found.append(verdict)
+        floor, cap, _ = self._window(facts).clearance
+        return Failures(Clearance(floor, cap, reserve), tuple(found))
 
     def _window(self, facts: Facts) -> Window:
         """Return what the members allow together with *facts*, whatever the amount."""

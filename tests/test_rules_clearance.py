@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import ROUND_UP, Decimal, localcontext
 
@@ -309,6 +310,78 @@ def test_the_guard_decides_the_same_with_or_without_verdicts(case: tuple[Facts, 
     judged = _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight)
     fast = _judge.from_clearance(request, clearance, mode="enforce", provider="static",
                                  balance=snapshot, reserved=fact.reserved, now=now, judged=judged)
-    full = _judge.from_verdict(request, rules.evaluate(fact), mode="enforce", provider="static",
-                               balance=snapshot, reserved=fact.reserved, now=now, judged=judged)
+    full = _judge.from_failures(request, _judge.failures_of(rules.evaluate(fact)),
+                                mode="enforce", provider="static", balance=snapshot,
+                                reserved=fact.reserved, now=now, judged=judged)
     assert full.model_dump(exclude={"decision_id"}) == fast.model_dump(exclude={"decision_id"})
+
+
+Shown = list[tuple[object, ...]]
+
+
+def leaves(verdicts: Iterable[Verdict]) -> tuple[Shown, Shown]:
+    """Return what a decision shows of *verdicts*: its denial leaves and its warning leaves."""
+
+    def shown(leaf: Verdict) -> tuple[object, ...]:
+        return (leaf.rule, leaf.code, leaf.message, leaf.retryable, dict(leaf.details))
+
+    verdicts = list(verdicts)
+    return ([shown(leaf) for v in verdicts for leaf in v.denials()],
+            [shown(leaf) for v in verdicts for leaf in v.warnings()])
+
+
+class TestFailures:
+    """RuleSet.failures: only the members that deny or warn explain themselves."""
+
+    @given(judged(any_of_ok=False))
+    def test_it_reports_what_evaluate_reports_at_every_bound(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        fact, rules = case
+        # Built-ins, scoped or not, say their bounds are their verdicts' (a scoped set does not).
+        assume(rules.failures(fact) is not None)
+        for amount in probe_amounts(rules.evaluate(fact), fact):
+            at = replace(fact, amount=amount)
+            verdict = rules.evaluate(at)
+            failures = rules.failures(at)
+            assert failures is not None
+            assert Clearance(verdict.floor, verdict.cap, largest_reserve(verdict)) == (
+                failures.clearance), amount
+            assert leaves([verdict]) == leaves(failures.verdicts), amount
+            assert all(not v.passed for v in failures.verdicts)
+
+    @given(judged(any_of_ok=True))
+    def test_the_guard_decides_the_same_from_failures_as_from_every_verdict(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        fact, rules = case
+        failures = rules.failures(fact)
+        assume(failures is not None)
+        assert failures is not None
+        [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
+        request = Request(fact.amount, fact.currency, fact.fee, None, None)
+        now = time.time()
+        judged = _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight)
+        sparse, full = (
+            _judge.from_failures(request, found, mode="enforce", provider="static",
+                                 balance=snapshot, reserved=fact.reserved, now=now,
+                                 judged=judged).model_dump(exclude={"decision_id"})
+            for found in (failures, _judge.failures_of(rules.evaluate(fact)))
+        )
+        assert full == sparse
+
+    def test_a_denial_asks_only_the_members_that_deny(self) -> None:
+        """Of three rules, the one that denies is the one asked for its verdict."""
+        fact = brl(amount="600.00", available="1000.00")
+        rules = RuleSet([MaxPayout({"BRL": "500"}), SufficientFunds(), ReserveMargin(percent="5")])
+        failures = rules.failures(fact)
+        assert failures is not None
+        assert ["max_payout"] == [v.rule for v in failures.verdicts]
+        assert Clearance(None, D("500.00"), D("50.00")) == failures.clearance
+
+    def test_without_known_bounds_it_leaves_the_verdicts_to_evaluate(self) -> None:
+        """A rule of your own, or any_of: which members deny is not known without asking."""
+        fact = brl(amount="600.00", available="1000.00")
+        assert RuleSet([AtMost(D("500"))]).failures(fact) is None
+        either = any_of(MaxPayout({"BRL": "500"}), SufficientFunds())
+        assert RuleSet([either]).failures(fact) is None
