@@ -40,6 +40,7 @@ import contextlib
 import inspect
 import json
 import math
+import os
 import secrets
 import weakref
 from collections.abc import Generator
@@ -156,12 +157,64 @@ def _line_hold(payout_id: str, owner: str, reply: object) -> Hold:
 
 
 def _evalsha(client: Any, sha: str, keys: list[str], args: list[Any]) -> Any:
-    """Send ``EVALSHA`` through *client* (blocking or asyncio: then the awaitable).
+    """Return the awaitable of ``EVALSHA`` through the asyncio *client*.
 
     Straight through ``execute_command``: redis-py's ``Script`` call costs a reserve as much
-    client time again as its arguments do (measured).
+    client time again as its arguments do (measured). The blocking store goes further (see
+    ``_Lines``).
     """
     return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+class _Lines:
+    """The connections a blocking store sends its scripts on: borrowed from its client's pool.
+
+    ``execute_command`` costs a script call about as much client time as the round trip
+    itself (measured: the pool's checks of a connection at every borrow, the retry wrapper,
+    redis-py's metrics and per-command dispatch). So a store borrows a connection from its
+    client's pool once and keeps it between calls: each call takes an idle one (or borrows
+    another), sends the packed ``EVALSHA`` and reads the reply on it, then puts it back.
+    ``list.pop`` and ``append`` are atomic, so a connection serves one thread at a time. The
+    connection's own retry policy applies, as in ``execute_command`` (one retry on a dropped
+    link for a client built from a URL); a connection that failed disconnected itself and
+    reconnects at its next use. Connections inherited through ``fork`` are never used (nor
+    closed) in the child. ``close`` gives the idle ones back to the pool.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._idle: list[Any] = []
+        self._pid = os.getpid()
+        # redis-py before 5.3 requires a command name here; later versions deprecate it.
+        wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
+        self._named = wanted is not None and wanted.default is inspect.Parameter.empty
+
+    def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        """Return the reply of ``EVALSHA sha`` on an idle connection (error replies raise)."""
+        if self._pid != os.getpid():  # forked: the parent's sockets are not this process's
+            self._pid, self._idle = os.getpid(), []
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self._pool.get_connection("EVALSHA") if self._named else (
+                self._pool.get_connection())
+        try:
+            packed = conn.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+
+            def send() -> Any:
+                conn.send_packed_command(packed)
+                return conn.read_response()
+
+            return conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+        finally:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        """Give the idle connections back to the pool (in the process that borrowed them)."""
+        idle, self._idle = self._idle, []
+        if self._pid == os.getpid():
+            for conn in idle:
+                self._pool.release(conn)
 
 
 def _seconds(value: float) -> str:
@@ -272,6 +325,7 @@ class RedisReservations:
                 path="url_or_client",
             )
         self._client: Redis | None = client
+        self._lines = _Lines(client.connection_pool)
         # Kept to open asyncio clients on the same server (asyncio()); never shown anywhere.
         self._url = url_or_client if isinstance(url_or_client, str) else None
         self._timeout = socket_timeout
@@ -729,6 +783,7 @@ class RedisReservations:
 
     def close(self) -> None:
         """Close the client if this store built it; the holds stay in Redis."""
+        self._lines.close()
         if self._client is not None and self._owned:
             self._client.close()
         self._client = None
@@ -771,10 +826,10 @@ class RedisReservations:
                         name, keys, args = call.args
                         script = self._scripts[name]
                         try:
-                            reply = _evalsha(client, script.sha, keys, args)
+                            reply = self._lines.evalsha(script.sha, keys, args)
                         except self._no_script:  # the server lost its scripts: load, retry
                             script.sha = client.script_load(script.script)
-                            reply = _evalsha(client, script.sha, keys, args)
+                            reply = self._lines.evalsha(script.sha, keys, args)
                     else:
                         reply = getattr(client, call.method)(*call.args, **call.kwargs)
                 except self._errors as exc:
