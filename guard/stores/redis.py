@@ -270,7 +270,8 @@ class RedisReservations:
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://``, ``unix://``) or a
             ``redis.Redis`` client. A client built here from a URL is closed by ``close``; one
-            passed in belongs to the caller.
+            passed in belongs to the caller. The store keeps the pool connections its
+            scripts ran on (as many as threads called it at once) until ``close``.
         namespace: Prefix of every key, so several guards can share one Redis.
         retention: Seconds a finished hold is remembered for idempotency (default one day; at
             most 30 days).
