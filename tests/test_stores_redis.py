@@ -219,6 +219,28 @@ class TestClients:
                 os.kill(own_server.process.pid, signal.SIGCONT)
         assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
 
+    def test_a_reply_that_came_too_late_is_never_read_as_the_next_calls(
+        self, own_server: RedisServer
+    ) -> None:
+        """A connection that timed out is dropped, never reused in mid-reply.
+
+        The store keeps its connections between calls: the late answer about po_1 must not
+        pass for the answer about po_2.
+        """
+        with RedisReservations(own_server.url, timeout=0.5) as store:
+            take(store, owned("po_1", "1.00"))
+            os.kill(own_server.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable):
+                    store.get("po_1")
+            finally:
+                os.kill(own_server.process.pid, signal.SIGCONT)
+            time.sleep(0.2)  # the server answers the abandoned call now
+            assert store.get("po_2") is None
+            hold = store.get("po_1")
+            assert hold is not None
+            assert "po_1" == hold.payout_id
+
     def test_the_async_twin_stops_waiting_within_the_timeout(
         self, own_server: RedisServer
     ) -> None:

@@ -191,6 +191,9 @@ class _Lines:
         # redis-py before 5.3 requires a command name here; later versions deprecate it.
         wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
         self._named = wanted is not None and wanted.default is inspect.Parameter.empty
+        from redis.exceptions import ResponseError  # noqa: PLC0415 - optional dependency
+
+        self._replied: type[Exception] = ResponseError
 
     def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         """Return the reply of ``EVALSHA sha`` on an idle connection (error replies raise)."""
@@ -201,16 +204,26 @@ class _Lines:
         except IndexError:
             conn = self._pool.get_connection("EVALSHA") if self._named else (
                 self._pool.get_connection())
+        packed = self._pack(["EVALSHA", sha, len(keys), *keys, *args])
+
+        def send() -> Any:
+            conn.send_packed_command((packed,))
+            return conn.read_response()
+
         try:
-            packed = self._pack(["EVALSHA", sha, len(keys), *keys, *args])
-
-            def send() -> Any:
-                conn.send_packed_command((packed,))
-                return conn.read_response()
-
-            return conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
-        finally:
+            reply = conn.retry.call_with_retry(send, lambda _error: conn.disconnect())
+        except self._replied:  # an error reply, read whole: the connection is in step
             self._idle.append(conn)
+            raise
+        except BaseException:
+            # Anything else may leave a reply unread on the socket, which the next call would
+            # take for its own (the pool checks for that at a borrow; kept connections are
+            # not borrowed again): the connection is dropped and reconnects at its next use.
+            conn.disconnect()
+            self._idle.append(conn)
+            raise
+        self._idle.append(conn)
+        return reply
 
     def _pack(self, args: list[Any]) -> bytes:
         """Return *args* (``str`` and ``int``) as one RESP command, as the pool's encoder would.
@@ -219,8 +232,15 @@ class _Lines:
         """
         parts = [b"*%d\r\n" % len(args)]
         for arg in args:
-            data = (arg if isinstance(arg, str) else str(arg)).encode(
-                self._encoding, self._encoding_errors)
+            if type(arg) is str:
+                data = arg.encode(self._encoding, self._encoding_errors)
+            elif type(arg) is int:
+                data = b"%d" % arg
+            elif type(arg) is bytes:
+                data = arg
+            else:  # what the scripts are given is text or whole numbers, nothing else
+                raise TypeError(f"a script argument must be str, int or bytes, "
+                                f"got {type(arg).__name__}")
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         return b"".join(parts)
 
