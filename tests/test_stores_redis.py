@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import redis
@@ -217,6 +218,28 @@ class TestClients:
             finally:
                 os.kill(own_server.process.pid, signal.SIGCONT)
         assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
+
+    def test_a_reply_that_came_too_late_is_never_read_as_the_next_calls(
+        self, own_server: RedisServer
+    ) -> None:
+        """A connection that timed out is dropped, never reused in mid-reply.
+
+        The store keeps its connections between calls: the late answer about po_1 must not
+        pass for the answer about po_2.
+        """
+        with RedisReservations(own_server.url, timeout=0.5) as store:
+            take(store, owned("po_1", "1.00"))
+            os.kill(own_server.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable):
+                    store.get("po_1")
+            finally:
+                os.kill(own_server.process.pid, signal.SIGCONT)
+            time.sleep(0.2)  # the server answers the abandoned call now
+            assert store.get("po_2") is None
+            hold = store.get("po_1")
+            assert hold is not None
+            assert "po_1" == hold.payout_id
 
     def test_the_async_twin_stops_waiting_within_the_timeout(
         self, own_server: RedisServer
@@ -426,14 +449,19 @@ class TestRearmRepairs:
         assert "held" == take(store, owned("po_2", "1.00"))
 
 
-class _Counting(redis.Redis):
-    """A redis-py client that records the name of every command it sends."""
+class _Counting(redis.Connection):
+    """A redis-py connection that records the name of every command sent on it.
 
-    sent: list[str]
+    On the connection, not the client: the store sends its scripts straight on connections
+    borrowed from the client's pool, past ``execute_command``.
+    """
 
-    def execute_command(self, *args: object, **options: object) -> object:
-        self.sent.append(str(args[0]))
-        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+    sent: ClassVar[list[str]] = []
+
+    def send_packed_command(self, command: object, check_health: bool = True) -> None:
+        packed = command if isinstance(command, bytes) else b"".join(command)  # type: ignore[arg-type]
+        self.sent.append(packed.split(b"\r\n", 3)[2].decode())
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 class TestRoundTrips:
@@ -442,9 +470,10 @@ class TestRoundTrips:
 
         Once the server has the scripts: the first call of each on a server loads it.
         """
+        sent = _Counting.sent
         for clock in ("server", "caller"):
-            client = _Counting(connection_pool=redis.ConnectionPool.from_url(redis_url))
-            client.sent = []
+            client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+                redis_url, connection_class=_Counting))
             with RedisReservations(client, namespace=f"rt-{uuid.uuid4().hex}",
                                    clock=clock) as store:
                 warm = owned("po_0", "1.00")
@@ -452,15 +481,15 @@ class TestRoundTrips:
                 store.commit("po_0", owner=warm.owner, now=T0)
                 store.reserved(KEY, counted_since=0, now=T0)
                 taken = owned("po_1", "1.00")
-                client.sent.clear()
+                sent.clear()
                 assert "held" == take(store, taken)
-                assert ["EVALSHA"] == client.sent
-                client.sent.clear()
+                assert ["EVALSHA"] == sent
+                sent.clear()
                 assert store.commit("po_1", owner=taken.owner, now=T0) is not None
-                assert ["EVALSHA"] == client.sent
-                client.sent.clear()
+                assert ["EVALSHA"] == sent
+                sent.clear()
                 store.reserved(KEY, counted_since=0, now=T0)
-                assert ["EVALSHA"] == client.sent
+                assert ["EVALSHA"] == sent
             client.close()
             client.connection_pool.disconnect()  # the client was given the pool: not its to close
 
