@@ -166,6 +166,16 @@ def _evalsha(client: Any, sha: str, keys: list[str], args: list[Any]) -> Any:
     return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
+def _bulk(arg: object) -> bytes:
+    """Return a script argument that is not ``str`` as the bytes sent for it."""
+    if type(arg) is int:
+        return b"%d" % arg
+    if type(arg) is bytes:
+        return arg
+    # What the scripts are given is text or whole numbers, nothing else.
+    raise TypeError(f"a script argument must be str, int or bytes, got {type(arg).__name__}")
+
+
 class _Lines:
     """The connections a blocking store sends its scripts on: borrowed from its client's pool.
 
@@ -230,19 +240,13 @@ class _Lines:
 
         Written here: redis-py's packer costs about 15 us a script call, this about 4.
         """
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            if type(arg) is str:
-                data = arg.encode(self._encoding, self._encoding_errors)
-            elif type(arg) is int:
-                data = b"%d" % arg
-            elif type(arg) is bytes:
-                data = arg
-            else:  # what the scripts are given is text or whole numbers, nothing else
-                raise TypeError(f"a script argument must be str, int or bytes, "
-                                f"got {type(arg).__name__}")
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        return b"".join(parts)
+        encoding, errors = self._encoding, self._encoding_errors
+        data = [
+            arg.encode(encoding, errors) if type(arg) is str else _bulk(arg) for arg in args
+        ]
+        return b"*%d\r\n" % len(data) + b"".join(
+            [b"$%d\r\n%b\r\n" % (len(item), item) for item in data]
+        )
 
     def close(self) -> None:
         """Give the idle connections back to the pool (in the process that borrowed them)."""
