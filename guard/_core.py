@@ -227,6 +227,9 @@ _STORE_CALLS: dict[type[Any], Callable[[Any, Any], Any]] = {
 }
 
 
+# The steps and records every check builds, built as the tuples they are: a NamedTuple's own
+# constructor is a Python function, which costs a check a call each.
+_new_tuple = tuple.__new__
 _FETCH_STEPS: dict[tuple[str, str, bool], FetchBalances] = {}
 
 
@@ -691,7 +694,7 @@ class Core:
                     used[key] = fetched
             else:
                 try:
-                    reserved = yield ReadHeld(key, since, now)
+                    reserved = yield _new_tuple(ReadHeld, (key, since, now))
                 except StoreUnavailable as exc:
                     self.log.warning("payout_guard.store_unavailable", store=exc.store,
                                      currency=request.currency)
@@ -703,7 +706,7 @@ class Core:
             own = _ZERO
             if self.own_window is not None and snapshot.frozen:
                 try:
-                    own = yield ReadCommitted(key, now - self.own_window, now)
+                    own = yield _new_tuple(ReadCommitted, (key, now - self.own_window, now))
                 except StoreUnavailable as exc:
                     return _judge.denial(
                         request, _reasons.store_reason(request.currency, exc), mode=self.mode,
@@ -713,9 +716,9 @@ class Core:
                 request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
                 snapshot.total, reserved, age, provider, request.account, own,
             )
-            judged = _judge.JudgedOn(
+            judged = _new_tuple(_judge.JudgedOn, (
                 age, "fetched" if fetched.received_mono >= asked_at else "cached", own
-            )
+            ))
             try:
                 verdict = self._ruling(facts, clear=clear)
             except Exception as exc:
@@ -726,10 +729,13 @@ class Core:
                     now=now, balance=snapshot, reserved=reserved, judged=judged,
                 ), snapshot
             if isinstance(verdict, Clearance):
-                return _skewed(_judge.from_clearance(
+                allowed = _judge.from_clearance(
                     request, verdict, mode=self.mode, provider=provider, balance=snapshot,
                     reserved=reserved, now=now, judged=judged,
-                ), provider, fetched.skew), snapshot
+                )
+                if fetched.skew > SKEW_WARNING:
+                    allowed = _skewed(allowed, provider, fetched.skew)
+                return allowed, snapshot
             holds: tuple[HoldSummary, ...] = ()
             more_holds = False
             if reserved and any(v.denies for v in verdict.verdicts):

@@ -46,6 +46,9 @@ class Request(NamedTuple):
     payout_id: str | None
 
 
+_new_tuple = tuple.__new__
+
+
 def parse_request(
     amount: object, currency: object, account: object, payout_id: object, fee: object
 ) -> Request:
@@ -71,12 +74,12 @@ def parse_request(
             code, unit, none = seen
             exact = number.quantize(unit, None, MONEY_CONTEXT)
             if exact == number:
-                return Request(
+                return _new_tuple(Request, (  # Request(...) without its Python constructor
                     exact, code,
                     none if fee is None else parse_amount(fee, code, field="fee", allow_zero=True),
                     None if account is None else optional_text(account, "account"),
                     None if payout_id is None else parse_payout_id(payout_id),
-                )
+                ))
     return parsed_in_full(amount, currency, account, payout_id, fee)
 
 
