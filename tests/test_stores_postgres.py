@@ -88,8 +88,8 @@ class TestSchema:
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
                                      check_schema=False)
         try:
-            assert ((0, 2), (2, 2)) == (store.migrate(), store.migrate())
-            assert 2 == store.schema_version()
+            assert ((0, 3), (3, 3)) == (store.migrate(), store.migrate())
+            assert 3 == store.schema_version()
             assert "held" == take(store, "po_1")
         finally:
             store.close()
@@ -108,9 +108,44 @@ class TestSchema:
         with pytest.raises(ConfigurationError, match=r"version 1.*store migrate --config"):
             PostgresReservations(server.dsn(), schema=schema)
         with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as store:
-            assert (1, 2) == store.migrate()
+            assert (1, 3) == store.migrate()
         with PostgresReservations(server.dsn(), schema=schema) as store:
             assert ("held", 0.0) == (take(store, "po_1"), store.spend("b", per_minute=60))
+
+    def test_a_version_2_schema_keeps_its_holds_and_checks_through_the_upgrade(
+        self, server: PostgresServer
+    ) -> None:
+        """Version 3 turns the holds' CHECK constraints into domains: rows stay, checks hold."""
+        schema = server.fresh_schema()
+        quoted = f'"{schema}"'
+        with server.connect() as conn:  # version 2's tables, a pending and a committed hold
+            conn.execute(f"CREATE SCHEMA {quoted}")
+            conn.execute(version_table(quoted))
+            for statement in STEPS[0] + STEPS[1]:
+                conn.execute(statement.format(s=quoted))
+            conn.execute(f"INSERT INTO {quoted}.ledgers (key, currency, committed_minor, "
+                         f"last_commit, live_minor) VALUES (%s, 'BRL', 500, %s, 1000)",
+                         (KEY, T0))
+            conn.execute(
+                f"INSERT INTO {quoted}.holds (payout_id, key, currency, amount_minor, "
+                "fee_minor, state, created_at, expires_at, committed_at, running_minor, owner) "
+                "VALUES ('po_old', %s, 'BRL', 1000, 0, 'pending', %s, %s, NULL, NULL, 'w'), "
+                "('po_sent', %s, 'BRL', 500, 0, 'committed', %s, %s, %s, 500, 'w')",
+                (KEY, T0, T0 + 3600, KEY, T0, T0 + 3600, T0))
+            conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES (2)")
+        with PostgresReservations(server.dsn(), schema=schema, check_schema=False,
+                                  clock="caller") as store:
+            assert (2, 3) == store.migrate()
+            found = store.get("po_old")
+            assert found is not None
+            assert (Decimal("10.00"), "pending") == (found.amount, found.state)
+            assert Decimal("15.00") == store.reserved(KEY, counted_since=T0 - 1, now=T0 + 1)
+            assert "held" == take(store, "po_new")
+        with server.connect() as conn:
+            for column, value in (("amount_minor", -1), ("fee_minor", -1), ("state", "'lost'")):
+                with pytest.raises(psycopg.errors.CheckViolation):
+                    conn.execute(f"UPDATE {quoted}.holds SET {column} = {value} "
+                                 "WHERE payout_id = 'po_old'")
 
     def test_concurrent_migrations_take_turns(self, server: PostgresServer) -> None:
         """Four hosts migrating the same schema at once all succeed; one of them created it."""
@@ -126,7 +161,7 @@ class TestSchema:
             thread.start()
         for thread in threads:
             thread.join()
-        assert [(0, 2), (2, 2), (2, 2), (2, 2)] == sorted(results)
+        assert [(0, 3), (3, 3), (3, 3), (3, 3)] == sorted(results)
 
     def test_a_newer_schema_is_refused(self, make: Callable[..., PostgresReservations],
                                        server: PostgresServer) -> None:
@@ -156,8 +191,8 @@ class TestSchema:
         first = run_cli("store", "migrate", "--config", str(config), env=env)
         again = run_cli("store", "migrate", "--config", str(config), env=env)
         assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
-        assert f"schema '{schema}' migrated from version 0 to 2" in first.stdout
-        assert f"schema '{schema}' is at version 2: nothing to do" in again.stdout
+        assert f"schema '{schema}' migrated from version 0 to 3" in first.stdout
+        assert f"schema '{schema}' is at version 3: nothing to do" in again.stdout
         store = build_reservations(load_config(config), env=env)
         try:
             assert isinstance(store, PostgresReservations)

@@ -833,7 +833,8 @@ class PostgresReservations:
         cur = hold.currency
         amount = to_minor(hold.amount, cur, limit=_LIMIT, store="postgres")
         fee = to_minor(hold.fee, cur, limit=_LIMIT, store="postgres")
-        to_minor(hold.held, cur, limit=_LIMIT, store="postgres")
+        if amount + fee >= _LIMIT:  # the sum in minor units is exact: no second rounding
+            to_minor(hold.held, cur, limit=_LIMIT, store="postgres")  # raises, saying why
         limit = ceiling_to_minor(ceiling, cur)
         rows = yield _Call("TRY_HOLD", (
             hold.payout_id, hold.key, cur, amount, fee, self._at(hold.created_at, now),
