@@ -376,7 +376,7 @@ class PayoutGuard(GuardBase):
     def _reservation(
         self, decision: Decision, hold: Hold | None, perform: Perform
     ) -> Reservation:
-        if perform is self._perform:
+        if perform == self._perform:  # ==: each self._perform is a new bound method
             return Reservation(decision, hold, self._handling)
         return Reservation(decision, hold, self.handling(lambda flow: run(flow, perform)))
 

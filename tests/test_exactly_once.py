@@ -30,7 +30,7 @@ from guard import (
     PayoutOutcomeUnknown,
 )
 from guard.stores import InMemoryReservations, SqliteReservations
-from guard.testing import StaticFetcher
+from guard.testing import StaticFetcher, capture_decisions
 from tests._guard_strategies import BlockingFetcher, FakeClock
 
 
@@ -218,13 +218,16 @@ class TestAsyncCancellation:
                 await task
             fetcher.release.set()  # the judging thread goes on and takes the hold
 
-        asyncio.run(scenario())
-        guard.threads.close()
-        # The thread that took the hold released it as soon as it finished.
-        for _ in range(400):
-            if guard.hold("X") is None:
-                break
-            threading.Event().wait(0.01)
+        with capture_decisions() as decided:
+            asyncio.run(scenario())
+            guard.threads.close()
+            # The judging thread decides (the hold is taken), then gives the hold back as
+            # soon as it finishes: wait for the decision first, or the hold is not there yet.
+            for _ in range(400):
+                if decided and guard.hold("X") is None:
+                    break
+                threading.Event().wait(0.01)
+        assert ["reserve X"] == [f"reserve {d.payout_id}" for d in decided]
         assert ([], None, Decimal("0.00")) == (
             ran, guard.hold("X"), guard.check("1", "BRL").reserved)
 

@@ -63,7 +63,7 @@ import psycopg
 import redis
 import structlog
 
-from guard import PayoutGuard
+from guard import PayoutGuard, instrumentation
 from guard.fetchers import LuxCoreFetcher
 from guard.stores import (
     Hold,
@@ -88,8 +88,14 @@ _barrier: Barrier | None = None
 
 
 def quiet() -> None:
-    """Keep structlog's decision lines out of the measurement (as a service would)."""
+    """Keep structlog's decision lines out of the measurement (as a service would).
+
+    And the metrics hooks off, as in ``bench_check.py``: what the store path costs itself
+    (``bench_instrumentation.py`` prices the hooks, on by default when ``prometheus_client``
+    is installed).
+    """
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    instrumentation.set_hooks([])
 
 
 def open_store(target: str) -> ReservationStore:
