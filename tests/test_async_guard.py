@@ -398,7 +398,8 @@ class TestTheLoopKeepsRunning:
         worst, allowed, requests = asyncio.run(scenario())
         assert 64 == allowed
         assert requests <= 2  # one shared fetch (a commit may ask for one more)
-        assert worst < 0.2, f"the loop stalled {worst * 1000:.0f} ms"
+        # A loop frozen for the fetch stalls 2 s; a busy 2-core CI machine, some 0.2 s.
+        assert worst < 0.5, f"the loop stalled {worst * 1000:.0f} ms"
 
 
 class TestStores:
