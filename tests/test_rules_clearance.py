@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import ROUND_UP, Decimal, localcontext
+from typing import Any
 
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -22,6 +23,7 @@ from guard.testing import StaticFetcher
 from rules import (
     Clearance,
     Facts,
+    Failures,
     FrozenFunds,
     MaxBalanceAge,
     MaxPayout,
@@ -297,23 +299,31 @@ class TestMaxBalanceAge:
         assert rule.evaluate(fact).passed == (all_of(rule).clearance(fact) is not None)
 
 
+def decisions(fact: Facts, *found: Clearance | Failures) -> list[dict[str, Any]]:
+    """Return the decisions (but their ids) the guard builds of each of *found* for *fact*."""
+    [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
+    request = Request(fact.amount, fact.currency, fact.fee, None, None)
+    on: dict[str, Any] = {
+        "mode": "enforce", "provider": "static", "balance": snapshot, "reserved": fact.reserved,
+        "now": time.time(),
+        "judged": _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight),
+    }
+    return [
+        (_judge.from_clearance(request, one, **on) if isinstance(one, Clearance)
+         else _judge.from_failures(request, one, **on)).model_dump(exclude={"decision_id"})
+        for one in found
+    ]
+
+
 @given(judged(any_of_ok=True))
 def test_the_guard_decides_the_same_with_or_without_verdicts(case: tuple[Facts, RuleSet]) -> None:
-    """from_clearance and from_verdict build the same decision (but its id) for a clean pass."""
+    """from_clearance and from_failures build the same decision (but its id) for a clean pass."""
     fact, rules = case
     clearance = rules.clearance(fact)
     assume(clearance is not None)
     assert clearance is not None
-    [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
-    request = Request(fact.amount, fact.currency, fact.fee, None, None)
-    now = time.time()
-    judged = _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight)
-    fast = _judge.from_clearance(request, clearance, mode="enforce", provider="static",
-                                 balance=snapshot, reserved=fact.reserved, now=now, judged=judged)
-    full = _judge.from_failures(request, _judge.failures_of(rules.evaluate(fact)),
-                                mode="enforce", provider="static", balance=snapshot,
-                                reserved=fact.reserved, now=now, judged=judged)
-    assert full.model_dump(exclude={"decision_id"}) == fast.model_dump(exclude={"decision_id"})
+    fast, full = decisions(fact, clearance, _judge.failures_of(rules.evaluate(fact)))
+    assert full == fast
 
 
 Shown = list[tuple[object, ...]]
@@ -358,16 +368,7 @@ class TestFailures:
         failures = rules.failures(fact)
         assume(failures is not None)
         assert failures is not None
-        [snapshot] = StaticFetcher({fact.currency: str(fact.available)}).fetch(fact.currency)
-        request = Request(fact.amount, fact.currency, fact.fee, None, None)
-        now = time.time()
-        judged = _judge.JudgedOn(fact.age_seconds, "cached", fact.own_in_flight)
-        sparse, full = (
-            _judge.from_failures(request, found, mode="enforce", provider="static",
-                                 balance=snapshot, reserved=fact.reserved, now=now,
-                                 judged=judged).model_dump(exclude={"decision_id"})
-            for found in (failures, _judge.failures_of(rules.evaluate(fact)))
-        )
+        sparse, full = decisions(fact, failures, _judge.failures_of(rules.evaluate(fact)))
         assert full == sparse
 
     def test_a_denial_asks_only_the_members_that_deny(self) -> None:
