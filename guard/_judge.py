@@ -176,13 +176,21 @@ def from_failures(
     values = _allowed_values(
         request, mode, provider, balance, reserved, now, reserve, max_payable, judged
     )
-    denials = [leaf for verdict in failures.verdicts for leaf in verdict.denials()]
+    denials: list[Verdict] = []
+    warned: list[Verdict] = []
+    for verdict in failures.verdicts:
+        if verdict.children:
+            denials.extend(verdict.denials())
+            warned.extend(verdict.warnings())
+        elif not verdict.passed:  # a leaf (most often): it is its own denial or warning
+            if verdict.severity == "deny":
+                denials.append(verdict)
+            elif verdict.severity == "warn":
+                warned.append(verdict)
     if denials:
         values["allowed"] = False
-        values["reasons"] = tuple(_reason(v) for v in denials)
-    values["warnings"] = tuple(
-        _reason(leaf) for verdict in failures.verdicts for leaf in verdict.warnings()
-    )
+        values["reasons"] = tuple([_reason(v) for v in denials])
+    values["warnings"] = tuple([_reason(v) for v in warned])
     values["holds"] = holds
     values["more_holds"] = more_holds
     return _decision(values)

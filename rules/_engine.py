@@ -226,6 +226,8 @@ class RuleSet:
         reserve = _ZERO  # every member's, as evaluate reports it (the window stops at a block)
         for rule, part in zip(self.rules, self._parts, strict=True):
             bounds = part(facts)
+            if bounds is NO_BOUNDS:
+                continue  # passes quietly, keeps nothing: most members, most of the time
             if bounds.reserve > reserve:  # noqa: PLR1730 - max() costs a call per member
                 reserve = bounds.reserve
             if not passes_quietly(bounds, facts):
