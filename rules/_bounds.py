@@ -136,21 +136,21 @@ class Failures(NamedTuple):
     verdicts: tuple[Verdict, ...]
 
 
-def passes_quietly(bounds: Bounds, facts: Facts) -> bool:
-    """Return whether a rule with *bounds* passes *facts* without anything to explain.
+def passes_quietly(bounds: Bounds, amount: Decimal, room: Decimal) -> bool:
+    """Return whether a rule with *bounds* passes *amount* without anything to explain.
 
-    Only for a rule whose bounds are its verdict's (``BoundedRule._exact``).
+    *room* is spendable less the fee (``spendable - fee``), worked out once for every member
+    of a set. Only for a rule whose bounds are its verdict's (``BoundedRule._exact``).
     """
     if bounds is NO_BOUNDS:
         return True  # most rules, most of the time
     floor, cap, keep, _, explain, blocked = bounds
     if explain or blocked:
         return False
-    amount = facts.amount
     return (
         (floor is None or amount >= floor)
         and (cap is None or amount <= cap)
-        and (keep is None or amount <= _limit(facts, keep))
+        and (keep is None or amount <= SUBTRACT(room, keep))
     )
 
 

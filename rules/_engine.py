@@ -34,6 +34,7 @@ from rules._bounds import (
 )
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
+from rules._money import SUBTRACT
 from rules._protocol import Rule
 from rules._ranges import Ranges
 from rules._scope import When, when
@@ -41,6 +42,7 @@ from rules._scope import When, when
 __all__ = ["AnyOf", "Rule", "RuleSet", "When", "all_of", "any_of", "when"]
 
 _ZERO = Decimal(0)
+_new_tuple = tuple.__new__
 
 
 def _members(rules: Iterable[Rule], combinator: str) -> list[Rule]:
@@ -157,7 +159,8 @@ class RuleSet:
     """
 
     __slots__ = (
-        "_by_bounds", "_last", "_moving", "_name", "_parts", "_steady", "intervals", "rules"
+        "_by_bounds", "_fixed", "_last", "_moving", "_name", "_parts", "_steady", "intervals",
+        "rules",
     )
 
     def __init__(self, rules: Collection[Rule] = ()) -> None:
@@ -174,11 +177,14 @@ class RuleSet:
         self._parts = tuple(bounds_method(rule) for rule in flat)
         # Bounds that read neither the amount nor the balance's age are worked out once per
         # balance (see clearance); the others (MaxBalanceAge, yours) every time.
-        steady = [b is not None and b._age_free for b in built_in]
-        self._steady = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if fixed)
-        self._moving = tuple(p for p, fixed in zip(self._parts, steady, strict=True) if not fixed)
-        # The facts the steady bounds were last worked out for, and what they allow.
-        self._last: tuple[tuple[object, ...], Window] | None = None
+        self._fixed = tuple(b is not None and b._age_free for b in built_in)
+        self._steady = tuple(p for p, fixed in zip(self._parts, self._fixed, strict=True) if fixed)
+        self._moving = tuple(
+            p for p, fixed in zip(self._parts, self._fixed, strict=True) if not fixed
+        )
+        # The facts the steady bounds were last worked out for, what they allow together,
+        # and the steady bounds themselves (in order).
+        self._last: tuple[tuple[object, ...], Window, tuple[Bounds, ...]] | None = None
 
     @property
     def name(self) -> str:
@@ -224,18 +230,27 @@ class RuleSet:
             return None
         found: list[Verdict] = []
         reserve = _ZERO  # every member's, as evaluate reports it (the window stops at a block)
-        for rule, part in zip(self.rules, self._parts, strict=True):
-            bounds = part(facts)
+        amount, room = facts.amount, SUBTRACT(facts.spendable, facts.fee)
+        found_window = self._window(facts)
+        last = self._last
+        if last is not None and last[1] is found_window:  # the steady bounds of these facts
+            steady = iter(last[2])
+            every = [next(steady) if fixed else part(facts)
+                     for part, fixed in zip(self._parts, self._fixed, strict=True)]
+        else:
+            every = [part(facts) for part in self._parts]
+        for rule, bounds in zip(self.rules, every, strict=True):
             if bounds is NO_BOUNDS:
                 continue  # passes quietly, keeps nothing: most members, most of the time
             if bounds.reserve > reserve:  # noqa: PLR1730 - max() costs a call per member
                 reserve = bounds.reserve
-            if not passes_quietly(bounds, facts):
+            if not passes_quietly(bounds, amount, room):
                 verdict = rule.evaluate(facts)
                 if not verdict.passed:
                     found.append(verdict)
-        floor, cap, _ = self._window(facts).clearance
-        return Failures(Clearance(floor, cap, reserve), tuple(found))
+        floor, cap, _ = found_window.clearance
+        # Built as the tuples they are: a NamedTuple's constructor is a Python function.
+        return _new_tuple(Failures, (_new_tuple(Clearance, (floor, cap, reserve)), tuple(found)))
 
     def _window(self, facts: Facts) -> Window:
         """Return what the members allow together with *facts*, whatever the amount."""
@@ -249,7 +264,8 @@ class RuleSet:
                facts.reserved, facts.provider, facts.account, facts.own_in_flight)
         last = self._last
         if last is None or last[0] != key:
-            last = self._last = (key, window([part(facts) for part in self._steady], facts))
+            steady = tuple([part(facts) for part in self._steady])
+            last = self._last = (key, window(steady, facts), steady)
         return last[1]
 
     def _bounds(self, facts: Facts) -> Bounds:
