@@ -684,8 +684,8 @@ class Core:
             # (Conditionals, not max(): this runs in every check.)
             on_arrival = fetched.received_at - as_of
             since_arrival = self.clocks.monotonic() - fetched.received_mono
-            age = (on_arrival if on_arrival > 0.0 else 0.0) + (
-                since_arrival if since_arrival > 0.0 else 0.0
+            age = (on_arrival if on_arrival > 0.0 else 0.0) + (  # money-ok: seconds
+                since_arrival if since_arrival > 0.0 else 0.0  # money-ok: seconds
             )
             held = None if known is None else known.get(key)
             if held is not None:
