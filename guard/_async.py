@@ -125,9 +125,14 @@ class AsyncPayoutGuard(GuardBase):
         """
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
-        with EVENTS.span("payout_guard.check", request):
-            decision, _ = await arun(self.core.check(request, pinned), self._perform)
-            self.core.emit(decision, "check", pinned)
+        if EVENTS.tracing:
+            with EVENTS.span("payout_guard.check", request):
+                return await self._checked(request, pinned)
+        return await self._checked(request, pinned)
+
+    async def _checked(self, request: Request, pinned: str | None) -> Decision:
+        decision, _ = await arun(self.core.check(request, pinned), self._perform)
+        self.core.emit(decision, "check", pinned)
         return decision
 
     @overload

@@ -54,7 +54,7 @@ from guard._records import (
 from guard._request import Request, pick_account
 from guard.errors import GuardError, InvalidPayoutRequest, ProviderAuthError, StoreUnavailable
 from guard.instrumentation._hooks import EVENTS
-from guard.stores import Hold, HoldOutcome, HoldState, balance_key
+from guard.stores import Hold, HoldOutcome, HoldState, InMemoryReservations, balance_key
 from rules import Clearance, Facts, Failures, RuleSet
 from rules.money import ADD, money_context
 
@@ -362,6 +362,10 @@ class Core:
         # by the guard: a cached check then takes no step for its balance. Without one, the
         # balance is always a step (FetchBalances).
         self.cached: dict[str, Callable[[str], Fetched | None]] = {}
+        # A store read in place, set by the guard when its store does no I/O
+        # (``InMemoryReservations``): a check then takes no step for the held totals either.
+        # Without one, or while a hook times store calls, each read is a step.
+        self.inline: InMemoryReservations | None = None
 
     def candidates(self, currency: str, provider: str | None = None) -> tuple[str, ...]:
         """Return the providers a *currency* payout is judged at, in priority order.
@@ -646,6 +650,7 @@ class Core:
         """
         provider = provider or self.provider
         settle_lag = self.settle_lags[provider]
+        inline = self.inline
         fresh = False
         while True:
             asked_at = self.clocks.monotonic()
@@ -694,7 +699,10 @@ class Core:
                     used[key] = fetched
             else:
                 try:
-                    reserved = yield _new_tuple(ReadHeld, (key, since, now))
+                    if inline is not None and not EVENTS.stores:
+                        reserved = inline.reserved(key, counted_since=since, now=now)
+                    else:
+                        reserved = yield _new_tuple(ReadHeld, (key, since, now))
                 except StoreUnavailable as exc:
                     self.log.warning("payout_guard.store_unavailable", store=exc.store,
                                      currency=request.currency)
@@ -706,7 +714,10 @@ class Core:
             own = _ZERO
             if self.own_window is not None and snapshot.frozen:
                 try:
-                    own = yield _new_tuple(ReadCommitted, (key, now - self.own_window, now))
+                    if inline is not None and not EVENTS.stores:
+                        own = inline.committed(key, since=now - self.own_window, now=now)
+                    else:
+                        own = yield _new_tuple(ReadCommitted, (key, now - self.own_window, now))
                 except StoreUnavailable as exc:
                     return _judge.denial(
                         request, _reasons.store_reason(request.currency, exc), mode=self.mode,

@@ -209,6 +209,8 @@ class GuardBase:
         }
         self.cache = self.caches[names[0]]
         self.core.cached = {name: cache.fresh for name, cache in self.caches.items()}
+        if type(self.reservations) is InMemoryReservations:  # no I/O: read in place
+            self.core.inline = self.reservations
         self._handling = self.handling(self.runner())
         EVENTS.preload()  # the metrics backends imported here, not on an event loop later
 

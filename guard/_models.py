@@ -385,8 +385,10 @@ _SET_DICT = BaseModel.__dict__["__dict__"].__set__
 _SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
-_FIELDS: dict[type[BaseModel], frozenset[str]] = {
-    cls: frozenset(cls.model_fields) for cls in (Decision, Reason, HoldSummary, Candidate)
+# Per model class, the set of its field names every built model shares as its fields set:
+# the models are frozen, so pydantic never adds to it (``model_copy`` copies it first).
+_FIELDS: dict[type[BaseModel], set[str]] = {
+    cls: set(cls.model_fields) for cls in (Decision, Reason, HoldSummary, Candidate)
 }
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -397,14 +399,17 @@ def built(cls: type[ModelT], values: dict[str, Any]) -> ModelT:
     The guard's one fast constructor: what ``model_construct`` does for a model without extras
     or private attributes, without its generic per-field loop (a tenth of its cost, on the hot
     path of every check). Every field must be given, already valid; the decision tests
-    round-trip such models through JSON.
+    round-trip such models through JSON. *cls* must be frozen: its models share one fields
+    set.
     """
     fields = _FIELDS.get(cls)
     if fields is None:
-        fields = _FIELDS[cls] = frozenset(cls.model_fields)
+        if not cls.model_config.get("frozen"):
+            raise TypeError(f"built() makes frozen models only, not {cls.__name__}")
+        fields = _FIELDS[cls] = set(cls.model_fields)
     model = object.__new__(cls)
     _SET_DICT(model, values)
-    _SET_FIELDS_SET(model, set(fields))
+    _SET_FIELDS_SET(model, fields)
     _SET_EXTRA(model, None)
     _SET_PRIVATE(model, None)
     return model

@@ -25,7 +25,7 @@ from guard._guard import GuardBase, owner_token
 from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles, SyncAdmit
-from guard._request import parse_payout_id, parse_request
+from guard._request import Request, parse_payout_id, parse_request
 from guard._reservation import ExceptionTypes, Reservation
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 from guard.instrumentation._hooks import EVENTS
@@ -99,9 +99,14 @@ class PayoutGuard(GuardBase):
         """
         request = parse_request(amount, currency, account, payout_id, fee)
         pinned = None if provider is None else self.pinned(provider)
-        with EVENTS.span("payout_guard.check", request):
-            decision, _ = run(self.core.check(request, pinned), self._perform)
-            self.core.emit(decision, "check", pinned)
+        if EVENTS.tracing:
+            with EVENTS.span("payout_guard.check", request):
+                return self._checked(request, pinned)
+        return self._checked(request, pinned)
+
+    def _checked(self, request: Request, pinned: str | None) -> Decision:
+        decision, _ = run(self.core.check(request, pinned), self._perform)
+        self.core.emit(decision, "check", pinned)
         return decision
 
     @overload

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from rules._money import MONEY_CONTEXT, normalize_currency
 
@@ -81,7 +81,7 @@ class Facts:
         ):
             # An unknown age is judged as infinitely old (MaxBalanceAge denies), never as fresh.
             object.__setattr__(self, "age_seconds", math.inf)
-        _set_spendable(self, _SUBTRACT(self.available, self.reserved))
+        object.__setattr__(self, "_spendable", _SUBTRACT(self.available, self.reserved))
 
     @classmethod
     def trusted(  # noqa: PLR0917 - positional on purpose: the hot path of every check
@@ -102,22 +102,31 @@ class Facts:
 
         Skips the checks of ``__post_init__``; every argument must already be what those
         checks would accept (Decimals, a normalized currency code, a number of seconds).
+        A subclass of ``Facts`` is built by its own constructor, checks included.
         """
-        facts = object.__new__(cls)
-        # Each field's slot set directly: a third faster than object.__setattr__ by name.
-        _set_amount(facts, amount)
-        _set_currency(facts, currency)
-        _set_available(facts, available)
-        _set_fee(facts, fee)
-        _set_frozen(facts, frozen)
-        _set_total(facts, total)
-        _set_reserved(facts, reserved)
-        _set_age_seconds(facts, age_seconds)
-        _set_provider(facts, provider)
-        _set_account(facts, account)
-        _set_own_in_flight(facts, own_in_flight)
-        _set_spendable(facts, _SUBTRACT(available, reserved))
-        return facts
+        if cls is not Facts:
+            return cls(amount, currency, available, fee, frozen, total, reserved, age_seconds,
+                       provider, account, own_in_flight)
+        # Built as its writable twin, then made a Facts: plain attribute stores instead of a
+        # slot descriptor called per field (the class switch is checked by CPython: the
+        # layouts are the same). A twelfth of an allowed check, measured.
+        # Any: mypy would hold the twin to the frozen fields it inherits.
+        facts: Any = object.__new__(_Unsealed)
+        facts.amount = amount
+        facts.currency = currency
+        facts.available = available
+        facts.fee = fee
+        facts.frozen = frozen
+        facts.total = total
+        facts.reserved = reserved
+        facts.age_seconds = age_seconds
+        facts.provider = provider
+        facts.account = account
+        facts.own_in_flight = own_in_flight
+        facts._spendable = _SUBTRACT(available, reserved)
+        facts.__class__ = Facts
+        made: Facts = facts
+        return made
 
     @property
     def required(self) -> Decimal:
@@ -130,24 +139,19 @@ class Facts:
         return self._spendable
 
 
-def _setter(name: str) -> Callable[[Facts, object], None]:
-    setter: Callable[[Facts, object], None] = vars(Facts)[name].__set__
-    return setter
-
-
-_set_amount = _setter("amount")
-_set_currency = _setter("currency")
-_set_available = _setter("available")
-_set_fee = _setter("fee")
-_set_frozen = _setter("frozen")
-_set_total = _setter("total")
-_set_reserved = _setter("reserved")
-_set_age_seconds = _setter("age_seconds")
-_set_provider = _setter("provider")
-_set_account = _setter("account")
-_set_own_in_flight = _setter("own_in_flight")
-_set_spendable = _setter("_spendable")
 _SUBTRACT = MONEY_CONTEXT.subtract
+
+
+class _Unsealed(Facts):
+    """Facts while ``Facts.trusted`` fills them in: the same layout, without the frozen guard.
+
+    Both ``__setattr__`` and ``__delattr__`` are object's own, so CPython stores straight
+    into the slots.
+    """
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
 
 
 class Verdict(NamedTuple):

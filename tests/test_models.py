@@ -147,6 +147,15 @@ class TestDecisionJson:
         with pytest.raises(ValidationError):
             decision.allowed = False
 
+    def test_a_copy_with_changes_leaves_other_decisions_as_they_are(self) -> None:
+        """Decisions share their (full) fields set; a ``model_copy`` gets its own."""
+        guard = make_guard({"BRL": "100.00"})
+        first, second = guard.check("1", "BRL"), guard.check("2", "BRL")
+        changed = first.model_copy(update={"allowed": False})
+        assert (first.allowed, second.allowed, changed.allowed) == (True, True, False)
+        assert set(Decision.model_fields) == first.model_fields_set == second.model_fields_set
+        assert changed.model_fields_set is not first.model_fields_set
+
 
 class TestExplain:
     def test_a_denial_shows_every_number_and_each_failing_rule(self) -> None:

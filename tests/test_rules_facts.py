@@ -81,6 +81,31 @@ class TestFacts:
             facts.amount = D(1)  # type: ignore[misc] # frozen on purpose
         assert brl() == facts
 
+    def test_trusted_facts_are_the_same_frozen_value(self) -> None:
+        """The guard's fast constructor makes a Facts like any other: equal, hashed, frozen."""
+        made = Facts.trusted(D("100.00"), "BRL", D("1000.00"), D("2.00"), D("5.00"), None,
+                             D("300.00"), 4.0, "luxtak", "acc-1", D("1.00"))
+        built = Facts(amount=D("100.00"), currency="BRL", available=D("1000.00"),
+                      fee=D("2.00"), frozen=D("5.00"), reserved=D("300.00"), age_seconds=4.0,
+                      provider="luxtak", account="acc-1", own_in_flight=D("1.00"))
+        assert type(made) is Facts
+        assert (made, hash(made), made.spendable) == (built, hash(built), D("700.00"))
+        with pytest.raises(AttributeError):
+            made.amount = D(1)  # type: ignore[misc] # frozen on purpose
+        with pytest.raises(AttributeError):
+            del made.currency
+
+    def test_a_subclass_built_by_trusted_runs_its_own_checks(self) -> None:
+        """Only Facts itself skips the checks; a subclass is built by its own constructor."""
+
+        class Mine(Facts):
+            __slots__ = ()
+
+        made = Mine.trusted(D("1"), "brl", D("5"), D(0), None, None, D(0), 0.0, "", None)
+        assert (type(made), made.currency) == (Mine, "BRL")
+        with pytest.raises(TypeError, match="amount"):
+            Mine.trusted(1.5, "BRL", D("5"), D(0), None, None, D(0), 0.0, "", None)  # type: ignore[arg-type] # the float is the point
+
 
 class TestVerdict:
     def test_passing_verdict_neither_denies_nor_warns(self) -> None:
