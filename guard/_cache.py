@@ -90,6 +90,8 @@ class Fetched(NamedTuple):
         received_mono: Monotonic time of arrival (for the balance's age).
         skew: Seconds the provider's stamp was ahead of ``received_at`` (0 when not ahead).
         requested_at: Wall time the request was sent: the balance was computed after it.
+        picked: Account asked -> what the core works out once from its snapshot (filled in
+            by ``Core.judge``, which treats it as its own; one provider's, like the rest).
     """
 
     by_account: _ByAccount
@@ -97,6 +99,7 @@ class Fetched(NamedTuple):
     received_mono: float
     skew: float
     requested_at: float
+    picked: dict[str | None, Any]
 
 
 class FetchOutcome(NamedTuple):
@@ -494,7 +497,7 @@ class BalanceCache:
         return Fetched(
             {s.account: s.model_copy(update=stamp) for s in snapshots if s.currency == currency},
             wall - received_ago, mono - received_ago, float(data["skew"]),  # money-ok: seconds
-            requested,
+            requested, {},
         )
 
     def probe(self) -> None:
@@ -549,6 +552,6 @@ class BalanceCache:
                 skew_seconds=round(worst, 3), currencies=sorted(skews),
             )
         return {
-            code: Fetched(by_account, wall, mono, skews.get(code, 0.0), requested)
+            code: Fetched(by_account, wall, mono, skews.get(code, 0.0), requested, {})
             for code, by_account in grouped.items()
         }

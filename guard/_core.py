@@ -674,22 +674,26 @@ class Core:
             except Exception as exc:  # noqa: BLE001 - fail closed on anything a fetcher raises
                 return self._unavailable(request, provider, exc), None
             now = self.clocks.time()
-            snapshot = pick_account(fetched.by_account, request.account, provider, request.currency)
-            if snapshot is None:
-                reason = _reasons.not_held_reason(provider, request.currency, request.account)
-                return _judge.denial(
-                    request, reason, mode=self.mode, provider=provider, now=now
-                ), None
-            # Holds live under the account actually judged, however the caller named it.
-            key = balance_key(provider, snapshot.account, request.currency)
-            as_of = snapshot.as_of.timestamp()  # never after its arrival (see BalanceCache)
+            picked = fetched.picked.get(request.account)
+            if picked is None:  # the first check of this balance for this account
+                snapshot = pick_account(fetched.by_account, request.account, provider,
+                                        request.currency)
+                if snapshot is None:
+                    reason = _reasons.not_held_reason(provider, request.currency,
+                                                      request.account)
+                    return _judge.denial(
+                        request, reason, mode=self.mode, provider=provider, now=now
+                    ), None
+                picked = fetched.picked[request.account] = _picked(
+                    snapshot, provider, request.currency, fetched.received_at
+                )
+            snapshot, key, on_arrival, available, frozen, total = picked
             # A payout committed settle_lag before the request can show in this balance.
             since = counted_since(fetched.requested_at, now, settle_lag)
             # Its age on the monotonic clock: how old it was on arrival, plus the time since.
-            # (Conditionals, not max(): this runs in every check.)
-            on_arrival = fetched.received_at - as_of
+            # (A conditional, not max(): this runs in every check.)
             since_arrival = self.clocks.monotonic() - fetched.received_mono
-            age = (on_arrival if on_arrival > 0.0 else 0.0) + (  # money-ok: seconds
+            age = on_arrival + (
                 since_arrival if since_arrival > 0.0 else 0.0  # money-ok: seconds
             )
             held = None if known is None else known.get(key)
@@ -712,7 +716,7 @@ class Core:
                     ), None
                 self.held_seen[key] = reserved
             own = _ZERO
-            if self.own_window is not None and snapshot.frozen:
+            if self.own_window is not None and frozen:
                 try:
                     if inline is not None and not EVENTS.stores:
                         own = inline.committed(key, since=now - self.own_window, now=now)
@@ -724,8 +728,8 @@ class Core:
                         provider=provider, now=now, balance=snapshot,
                     ), None
             facts = Facts.trusted(
-                request.amount, request.currency, snapshot.available, request.fee, snapshot.frozen,
-                snapshot.total, reserved, age, provider, request.account, own,
+                request.amount, request.currency, available, request.fee, frozen, total,
+                reserved, age, provider, request.account, own,
             )
             judged = _new_tuple(_judge.JudgedOn, (
                 age, "fetched" if fetched.received_mono >= asked_at else "cached", own
@@ -859,6 +863,36 @@ def _routed(judged: list[Judged], chosen: int | None, lost: set[int] | None = No
             seen.setdefault((reason.code, reason.message), reason)
     update["reasons"] = tuple(seen.values())
     return judged[0][0].model_copy(update=update)
+
+
+class Picked(NamedTuple):
+    """What every check of one account's cached snapshot needs, worked out once.
+
+    Attributes:
+        snapshot: The snapshot judged.
+        key: The balance key its holds live under (the account actually judged, however
+            the caller named it).
+        on_arrival: Seconds old it was when it arrived (its ``as_of`` is never later).
+        available: Its available amount.
+        frozen: Its frozen amount, if reported.
+        total: Its total, if reported.
+    """
+
+    snapshot: BalanceSnapshot
+    key: str
+    on_arrival: float
+    available: Decimal
+    frozen: Decimal | None
+    total: Decimal | None
+
+
+def _picked(snapshot: BalanceSnapshot, provider: str, currency: str, received_at: float) -> Picked:
+    on_arrival = received_at - snapshot.as_of.timestamp()
+    return Picked(
+        snapshot, balance_key(provider, snapshot.account, currency),
+        on_arrival if on_arrival > 0.0 else 0.0,  # money-ok: seconds
+        snapshot.available, snapshot.frozen, snapshot.total,
+    )
 
 
 def _requested(snapshot: BalanceSnapshot) -> float:

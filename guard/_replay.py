@@ -251,7 +251,7 @@ class _Answers:
         balance = facts.balance
         if balance is None:
             if "currency_not_held" in facts.codes:
-                return Fetched({}, self.now, 0.0, 0.0, self.now)
+                return Fetched({}, self.now, 0.0, 0.0, self.now, {})
             raise ProviderUnavailable(
                 f"{provider}'s balance could not be read when this was decided",
                 provider=provider,
@@ -260,7 +260,7 @@ class _Answers:
         # Arrived at its own as_of, and -age on a monotonic clock that reads 0 now: the core
         # computes exactly the recorded age (0.0 + age, and 0.0 - -age).
         skew = self.skew if provider == self.decision.provider else 0.0
-        return Fetched({balance.account: balance}, as_of, -(facts.age or 0.0), skew, as_of)
+        return Fetched({balance.account: balance}, as_of, -(facts.age or 0.0), skew, as_of, {})
 
     def _holds(self, key: str) -> list[Hold]:
         decision = self.decision
