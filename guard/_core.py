@@ -351,6 +351,10 @@ class Core:
         self.routing: Policy = routing
         self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")
+        # The logger the proxy stands for and its level test, once structlog caches it
+        # (cache_logger_on_first_use): decisions are then logged to it directly.
+        self.logging_to: tuple[Any, Callable[[int], bool]] | None = None
+        self.log_probed = False
         self.decision_log = decision_log
         self.fingerprint = rules_fingerprint(rules)
         # What every decision event says decided it, beside the decision's own fields.
@@ -608,7 +612,14 @@ class Core:
         decision log's ``write`` never fails a decision: what it raises is counted as dropped.
         """
         record(decision)
-        _judge.log_decision(self.log, decision, self.stamp)
+        logging_to = self.logging_to
+        if logging_to is not None:
+            _judge.log_resolved(logging_to[0], logging_to[1], decision, self.stamp)
+        else:
+            _judge.log_decision(self.log, decision, self.stamp)
+            if not self.log_probed:  # once: does structlog keep the logger it assembled?
+                self.log_probed = True
+                self.logging_to = _judge.cached_logger(self.log)
         sink = self.decision_log
         if sink is not None:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, NamedTuple
@@ -15,11 +16,13 @@ from rules.money import MONEY_CONTEXT, SUBTRACT, smallest_unit, zero
 
 __all__ = [
     "JudgedOn",
+    "cached_logger",
     "denial",
     "failures_of",
     "from_clearance",
     "from_failures",
     "log_decision",
+    "log_resolved",
     "max_payable_of",
     "new_decision_id",
 ]
@@ -202,23 +205,33 @@ def _every_level(level: int) -> bool:  # noqa: ARG001 - is_enabled_for's signatu
 
 
 def log_decision(log: Any, decision: Decision, stamp: dict[str, str] | None = None) -> None:
-    """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial).
+    """Log ``payout_guard.decision`` (and ``would_deny`` for a dry-run denial) to *log*.
 
-    The event carries the decision's fields and facts (``Decision.log_fields``) and *stamp*
-    (the rules' fingerprint and the library's version).
-
-    The fields are built only for an event the logger's level lets through
-    (``is_enabled_for``): a production logger filtering at WARNING costs an allowed check no
-    field building. A logger that cannot tell its level gets every event.
+    *log* is structlog's lazy proxy (the guard's logger) or any logger: see
+    :func:`log_resolved`, which this calls with the logger the proxy stands for.
     """
-    # bind() resolves structlog's lazy proxy (the guard's logger) once, and at once when
-    # structlog caches loggers: reading two attributes off the proxy assembles it twice.
+    # bind() resolves structlog's lazy proxy once: reading two attributes off the proxy
+    # assembles it twice.
     bind = getattr(log, "bind", None)
     if bind is not None:
         log = bind()
-    enabled = getattr(log, "is_enabled_for", _every_level)
-    would_deny = not decision.allowed and decision.mode == "dry_run"
+    log_resolved(log, getattr(log, "is_enabled_for", _every_level), decision, stamp)
+
+
+def log_resolved(
+    log: Any, enabled: Callable[[int], bool], decision: Decision,
+    stamp: dict[str, str] | None = None,
+) -> None:
+    """Log *decision* to *log*, a resolved logger whose level test is *enabled*.
+
+    The event carries the decision's fields and facts (``Decision.log_fields``) and *stamp*
+    (the rules' fingerprint and the library's version). The fields are built only for an
+    event the logger's level lets through (``is_enabled_for``): a production logger
+    filtering at WARNING costs an allowed check no field building. A logger that cannot
+    tell its level gets every event.
+    """
     info = enabled(logging.INFO)
+    would_deny = not decision.allowed and decision.mode == "dry_run"
     if not info and not (would_deny and enabled(logging.WARNING)):
         return
     fields = decision.log_fields()
@@ -228,6 +241,23 @@ def log_decision(log: Any, decision: Decision, stamp: dict[str, str] | None = No
         log.info("payout_guard.decision", **fields)
     if would_deny:
         log.warning("payout_guard.would_deny", **fields)
+
+
+def cached_logger(log: Any) -> tuple[Any, Callable[[int], bool]] | None:
+    """Return the logger structlog's proxy *log* stands for and its level test, once cached.
+
+    With ``cache_logger_on_first_use``, structlog assembles the logger once and the proxy
+    keeps it for good (two ``bind()`` calls give the same logger): it can then be used
+    directly. ``None`` when structlog assembles a new one each time (configuration changes
+    then apply at once).
+    """
+    bind = getattr(log, "bind", None)
+    if bind is None:
+        return None
+    first = bind()
+    if log.bind() is not first:  # looked up again: caching replaces the proxy's bind
+        return None
+    return first, getattr(first, "is_enabled_for", _every_level)
 
 
 def denial(

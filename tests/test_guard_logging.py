@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any, ClassVar
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from guard import Decision, PayoutDenied, PayoutGuard, __version__, rules_fingerprint
@@ -185,6 +186,52 @@ class TestLevels:
 
         log_decision(Plain(), make_guard().check("10", "BRL"))
         assert ["payout_guard.decision"] == Plain.events
+
+
+@pytest.fixture
+def restored_structlog() -> Iterator[None]:
+    """Put structlog's configuration back as it was after the test."""
+    before = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
+
+
+class TestCachedLogger:
+    def test_a_logger_structlog_caches_is_logged_to_directly(
+        self, restored_structlog: None  # noqa: ARG002 - the fixture restores structlog
+    ) -> None:
+        """With cache_logger_on_first_use, decisions go to the logger assembled first."""
+        seen: list[str] = []
+
+        def keep(_: object, __: str, event: MutableMapping[str, Any]) -> Any:
+            seen.append(event["event"])
+            raise structlog.DropEvent
+
+        structlog.configure(processors=[keep], cache_logger_on_first_use=True,
+                            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+        guard = make_guard()
+        guard.check("10", "BRL")
+        assert guard.core.logging_to is not None
+        guard.check("90", "BRL")
+        # Like structlog's own cached loggers, a later configuration does not apply.
+        structlog.configure(processors=[], cache_logger_on_first_use=True)
+        guard.check("20", "BRL")
+        assert ["payout_guard.decision"] * 3 == seen
+
+    def test_a_logger_assembled_each_time_follows_the_configuration(
+        self, restored_structlog: None  # noqa: ARG002 - the fixture restores structlog
+    ) -> None:
+        """Without caching, every decision asks the proxy: a new configuration applies."""
+        structlog.configure(cache_logger_on_first_use=False,
+                            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+        guard = make_guard()
+        guard.check("10", "BRL")
+        assert guard.core.logging_to is None
+        with capture_logs() as logs:
+            guard.check("20", "BRL")
+        assert ["payout_guard.decision"] == [entry["event"] for entry in logs]
 
 
 def hold_changes(logs: Sequence[MutableMapping[str, Any]]) -> list[tuple[str, str, str, str]]:
