@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from decimal import Decimal
@@ -84,6 +85,16 @@ def default_hooks() -> tuple[HookFactory, ...]:
 
 def _nothing(*args: object) -> None:
     """Record nothing: the event no hook records."""
+
+
+# The same for an event of one argument, without a Python call: a C method that drops what it
+# is given (a deque that keeps nothing). Every check makes two such events.
+_drop_one: Callable[[object], None] = deque[object](maxlen=0).append
+
+
+def _one(call: Callable[..., None]) -> Callable[..., None]:
+    """Return *call*, an event of one argument, or the free no-op when it records nothing."""
+    return _drop_one if call is _nothing else call
 
 
 class _NoSpan:
@@ -377,7 +388,7 @@ class Events:
 
         decided, held = calls("decision"), calls("held")
         if held is _nothing:
-            self.decision = decided
+            self.decision = _one(decided)
         else:
             def decision(made: Decision) -> None:
                 decided(made)
@@ -395,7 +406,7 @@ class Events:
 
             self.provider_request = provider_request
         self.balance_fetch = calls("balance_fetch")
-        self.balance_cache = calls("balance_cache")
+        self.balance_cache = _one(calls("balance_cache"))
         self.decision_log_dropped = calls("decision_log_dropped")
         self._store_call = calls("store_call")
         self.stores = self._store_call is not _nothing
