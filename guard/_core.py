@@ -796,10 +796,13 @@ class Core:
         clearance = self.rules.clearance(facts) if clear else None
         if clearance is not None:
             return clearance  # nothing to explain: no verdicts built
-        with money_context():  # rules, yours among them, compute in the money context
-            failures = self.rules.failures(facts)
-            if failures is not None:
-                return failures
+        # Built-ins compute in the money context themselves (a caller's decimal context
+        # changes none of their failures: tested), so only a set that holds a rule of your
+        # own (failures is None) is evaluated inside a money block.
+        failures = self.rules.failures(facts)
+        if failures is not None:
+            return failures
+        with money_context():  # rules of your own compute in the money context too
             return _judge.failures_of(self.rules.evaluate(facts))
 
     def _unavailable(self, request: Request, provider: str, exc: Exception) -> Decision:

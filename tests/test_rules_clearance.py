@@ -360,6 +360,26 @@ class TestFailures:
             assert leaves([verdict]) == leaves(failures.verdicts), amount
             assert all(not v.passed for v in failures.verdicts)
 
+    @given(judged(any_of_ok=False))
+    def test_the_callers_decimal_context_changes_nothing(
+        self, case: tuple[Facts, RuleSet]
+    ) -> None:
+        """Built-ins compute in MONEY_CONTEXT: the guard asks for failures outside a money block.
+
+        A caller's 3-digit, rounding-up context changes no verdict, bound or word.
+        """
+        fact, rules = case
+        assume(rules.failures(fact) is not None)
+        for amount in probe_amounts(rules.evaluate(fact), fact):
+            at = replace(fact, amount=amount)
+            with localcontext() as ctx:
+                ctx.prec = 3
+                ctx.rounding = ROUND_UP
+                ctx.clear_traps()
+                # A fresh set: nothing it remembers was worked out in the other context.
+                low = RuleSet(rules.rules).failures(at)
+            assert RuleSet(rules.rules).failures(at) == low, amount
+
     @given(judged(any_of_ok=True))
     def test_the_guard_decides_the_same_from_failures_as_from_every_verdict(
         self, case: tuple[Facts, RuleSet]
