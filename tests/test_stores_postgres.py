@@ -150,31 +150,34 @@ class TestSchema:
     def test_a_version_3_schema_reports_its_lapsed_uncertain_hold_after_the_upgrade(
         self, server: PostgresServer
     ) -> None:
-        """Version 4 compares keys and ids bytewise and marks when uncertain holds lapse."""
+        """Version 4 compares keys and ids bytewise and marks when live holds run out."""
         schema = server.fresh_schema()
         quoted = f'"{schema}"'
-        with server.connect() as conn:  # version 3's tables: an uncertain hold, lapsing at T0
+        with server.connect() as conn:  # version 3's tables: holds that run out at T0, T0 + 10
             conn.execute(f"CREATE SCHEMA {quoted}")
             conn.execute(version_table(quoted))
             for statement in STEPS[0] + STEPS[1] + STEPS[2]:
                 conn.execute(statement.format(s=quoted))
             conn.execute(f"INSERT INTO {quoted}.ledgers (key, currency, live_minor, "
-                         f"settled_until) VALUES (%s, 'BRL', 1000, %s)", (KEY, T0 - 60))
+                         f"settled_until) VALUES (%s, 'BRL', 2000, %s)", (KEY, T0 - 60))
             conn.execute(
                 f"INSERT INTO {quoted}.holds (payout_id, key, currency, amount_minor, "
                 "fee_minor, state, created_at, expires_at, owner) "
-                "VALUES ('po_maybe', %s, 'BRL', 1000, 0, 'uncertain', %s, %s, 'w')",
-                (KEY, T0 - 120, T0))
+                "VALUES ('po_maybe', %s, 'BRL', 1000, 0, 'uncertain', %s, %s, 'w'), "
+                "('po_old', %s, 'BRL', 1000, 0, 'pending', %s, %s, 'w')",
+                (KEY, T0 - 120, T0, KEY, T0 - 120, T0 + 10))
             conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES (3)")
         with PostgresReservations(server.dsn(), schema=schema, check_schema=False,
                                   clock="caller") as store:
             assert (3, 4) == store.migrate()
-            outcome = store.try_hold(hold("po_new", "10.00"), ceiling=CEILING,
-                                     counted_since=0, now=T0 + 1)
-            assert ("held", ["po_maybe"]) == (outcome.status,
-                                              [h.payout_id for h in outcome.lapsed])
-            assert () == store.try_hold(hold("po_next", "10.00"), ceiling=CEILING,
-                                        counted_since=0, now=T0 + 2).lapsed
+            first = store.try_hold(hold("po_new", "10.00"), ceiling=CEILING,
+                                   counted_since=0, now=T0 + 1)
+            assert ("held", Decimal("10.00"), ["po_maybe"]) == (
+                first.status, first.counted, [h.payout_id for h in first.lapsed])
+            later = store.try_hold(hold("po_next", "10.00"), ceiling=CEILING,
+                                   counted_since=0, now=T0 + 11)
+            # po_old ran out at T0 + 10: only po_new counts, and po_maybe is not reported again.
+            assert ("held", Decimal("10.00"), ()) == (later.status, later.counted, later.lapsed)
         with server.connect() as conn:
             collations = conn.execute(
                 "SELECT table_name, column_name, collation_name "

@@ -166,15 +166,21 @@ STEPS: tuple[tuple[str, ...], ...] = (
         # every index probe and insert on them compared them through the database's locale
         # before, and the other stores order ties by payout id in byte order too. Each ledger
         # keeps a lower bound of when one of its unreported uncertain holds lapses
-        # (lapse_from, NULL: none), so try_hold looks for lapsed holds only from then on.
+        # (lapse_from, NULL: none), so try_hold looks for lapsed holds only from then on,
+        # and one of when the next live hold after settled_until expires (next_expiry,
+        # NULL: none), so try_hold sums the holds expired since the mark only from then on.
         """ALTER TABLE {s}.holds ALTER COLUMN payout_id TYPE text COLLATE "C",
             ALTER COLUMN key TYPE text COLLATE "C"
         """,
         """ALTER TABLE {s}.ledgers ALTER COLUMN key TYPE text COLLATE "C",
-            ADD COLUMN lapse_from double precision""",
-        """UPDATE {s}.ledgers AS l SET lapse_from = (
-            SELECT min(h.expires_at) FROM {s}.holds AS h
-            WHERE h.key = l.key AND h.state = 'uncertain' AND NOT h.reported)""",
+            ADD COLUMN lapse_from double precision,
+            ADD COLUMN next_expiry double precision""",
+        """UPDATE {s}.ledgers AS l SET
+            lapse_from = (SELECT min(h.expires_at) FROM {s}.holds AS h
+                WHERE h.key = l.key AND h.state = 'uncertain' AND NOT h.reported),
+            next_expiry = (SELECT min(h.expires_at) FROM {s}.holds AS h
+                WHERE h.key = l.key AND h.state <> 'committed'
+                AND h.expires_at > l.settled_until)""",
     ),
 )
 
@@ -258,6 +264,7 @@ DECLARE
     v_range numeric;
     v_committed numeric;
     v_old json;
+    v_next double precision;
     v_t double precision;
 BEGIN
     SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
@@ -283,16 +290,34 @@ BEGIN
         r.key_currency := l.currency;
         RETURN;
     END IF;
-    SELECT
-        COALESCE((SELECT sum(amount_minor + fee_minor) FROM {s}.holds
-            WHERE state <> 'committed' AND key = p_key
-            AND expires_at > least(l.settled_until, p_now)
-            AND expires_at <= greatest(l.settled_until, p_now)), 0),
-        COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
-            FROM {s}.holds WHERE state = 'committed' AND key = p_key
-            AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
-        (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id)
-    INTO v_range, v_committed, v_old;
+    IF l.next_expiry <= p_now OR p_now < l.settled_until THEN
+        -- A live hold may have expired since the mark (or the clock stepped back): sum
+        -- them, and find when the next one expires.
+        SELECT
+            COALESCE((SELECT sum(amount_minor + fee_minor) FROM {s}.holds
+                WHERE state <> 'committed' AND key = p_key
+                AND expires_at > least(l.settled_until, p_now)
+                AND expires_at <= greatest(l.settled_until, p_now)), 0),
+            COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+                FROM {s}.holds WHERE state = 'committed' AND key = p_key
+                AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
+            (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id),
+            (SELECT min(expires_at) FROM {s}.holds WHERE state <> 'committed'
+                AND key = p_key AND expires_at > greatest(l.settled_until, p_now))
+        INTO v_range, v_committed, v_old, v_next;
+        IF p_now > l.settled_until THEN
+            l.next_expiry := v_next;  -- kept with the settled mark, below
+        END IF;
+    ELSE
+        -- No live hold expires between the mark and now: nothing to sum.
+        v_range := 0;
+        SELECT
+            COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+                FROM {s}.holds WHERE state = 'committed' AND key = p_key
+                AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
+            (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id)
+        INTO v_committed, v_old;
+    END IF;
     IF p_now > l.settled_until THEN
         -- Settle the holds that expired since the mark: each crosses it once.
         l.live_minor := l.live_minor - v_range;
@@ -352,6 +377,7 @@ BEGIN
     END IF;
     IF p_expires > l.settled_until THEN
         l.live_minor := l.live_minor + p_amount + p_fee;
+        l.next_expiry := least(l.next_expiry, p_expires);
     END IF;
     -- A new id is a plain insert: the server sets up no update for it.
     IF v_old IS NULL THEN
@@ -379,7 +405,7 @@ BEGIN
         RAISE EXCEPTION 'hold % taken concurrently', p_id USING ERRCODE = '40001';
     END IF;
     UPDATE {s}.ledgers SET live_minor = l.live_minor, settled_until = l.settled_until,
-        purged_at = l.purged_at, lapse_from = l.lapse_from
+        purged_at = l.purged_at, lapse_from = l.lapse_from, next_expiry = l.next_expiry
     WHERE key = p_key;
 END $$"""
 
@@ -473,7 +499,7 @@ BEGIN
             - CASE WHEN e.expires_at > l.settled_until THEN e.amount_minor + e.fee_minor
                    ELSE 0 END
             + CASE WHEN p_until > l.settled_until THEN e.amount_minor + e.fee_minor ELSE 0 END,
-            lapse_from = least(lapse_from, p_until)
+            lapse_from = least(lapse_from, p_until), next_expiry = least(next_expiry, p_until)
             WHERE key = l.key;
         UPDATE {s}.holds SET state = 'uncertain', expires_at = p_until WHERE payout_id = p_id
             RETURNING * INTO e;
