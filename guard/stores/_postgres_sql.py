@@ -257,7 +257,7 @@ CREATE OR REPLACE FUNCTION {s}.try_hold(
     p_horizon double precision, p_db boolean, OUT r {s}.hold_outcome)
 LANGUAGE plpgsql AS $$
 DECLARE
-    l {s}.ledgers%ROWTYPE;
+    l record;  -- the key's ledger row, and where it is (row_id)
     o {s}.holds%ROWTYPE;
     other {s}.ledgers%ROWTYPE;
     v_new boolean := false;
@@ -267,13 +267,14 @@ DECLARE
     v_next double precision;
     v_t double precision;
 BEGIN
-    SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+    SELECT ctid AS row_id, * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         -- Two first holds on a key: the second waits here for the first to commit.
         INSERT INTO {s}.ledgers (key, currency) VALUES (p_key, p_currency)
             ON CONFLICT (key) DO NOTHING;
         v_new := FOUND;
-        SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+        SELECT ctid AS row_id, * INTO l FROM {s}.ledgers WHERE key = p_key
+            FOR NO KEY UPDATE;
     END IF;
     IF p_db THEN  -- offsets from the database clock, read under the key's lock
         v_t := extract(epoch FROM clock_timestamp())::float8;
@@ -404,9 +405,14 @@ BEGIN
         -- the next attempt reports it as a duplicate.
         RAISE EXCEPTION 'hold % taken concurrently', p_id USING ERRCODE = '40001';
     END IF;
+    -- The row as locked above: nobody else can have changed it since, and this call
+    -- changes it only here (a row found by its place costs the server no index search).
     UPDATE {s}.ledgers SET live_minor = l.live_minor, settled_until = l.settled_until,
         purged_at = l.purged_at, lapse_from = l.lapse_from, next_expiry = l.next_expiry
-    WHERE key = p_key;
+    WHERE ctid = l.row_id AND key = p_key;
+    IF NOT FOUND THEN  -- cannot happen (the row is locked): refuse rather than lose a hold
+        RAISE EXCEPTION 'ledger % moved', p_key USING ERRCODE = '40001';
+    END IF;
 END $$"""
 
 # machine.to_commit: only the owner commits; a committed hold keeps its first commit time.
@@ -418,10 +424,10 @@ CREATE OR REPLACE FUNCTION {s}.commit(p_id text, p_owner text, p_now double prec
                                      p_db boolean)
 RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
 DECLARE
-    l {s}.ledgers%ROWTYPE;
+    l record;  -- the key's ledger row, and where it is (row_id)
     e {s}.holds%ROWTYPE;
 BEGIN
-    SELECT * INTO l FROM {s}.ledgers
+    SELECT ctid AS row_id, * INTO l FROM {s}.ledgers
         WHERE key = (SELECT h.key FROM {s}.holds AS h WHERE h.payout_id = p_id)
         FOR NO KEY UPDATE;
     IF NOT FOUND OR p_owner = '' THEN
@@ -442,7 +448,10 @@ BEGIN
         UPDATE {s}.ledgers SET committed_minor = e.running_minor, last_commit = p_now,
             live_minor = live_minor - CASE WHEN e.expires_at > l.settled_until
                                            THEN e.amount_minor + e.fee_minor ELSE 0 END
-            WHERE key = l.key;
+            WHERE ctid = l.row_id AND key = l.key;  -- as locked above (see try_hold)
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger % moved', l.key USING ERRCODE = '40001';
+        END IF;
         RETURN NEXT e;
         RETURN;
     END IF;
