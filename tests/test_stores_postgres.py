@@ -88,8 +88,8 @@ class TestSchema:
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
                                      check_schema=False)
         try:
-            assert ((0, 3), (3, 3)) == (store.migrate(), store.migrate())
-            assert 3 == store.schema_version()
+            assert ((0, 4), (4, 4)) == (store.migrate(), store.migrate())
+            assert 4 == store.schema_version()
             assert "held" == take(store, "po_1")
         finally:
             store.close()
@@ -108,7 +108,7 @@ class TestSchema:
         with pytest.raises(ConfigurationError, match=r"version 1.*store migrate --config"):
             PostgresReservations(server.dsn(), schema=schema)
         with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as store:
-            assert (1, 3) == store.migrate()
+            assert (1, 4) == store.migrate()
         with PostgresReservations(server.dsn(), schema=schema) as store:
             assert ("held", 0.0) == (take(store, "po_1"), store.spend("b", per_minute=60))
 
@@ -135,7 +135,7 @@ class TestSchema:
             conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES (2)")
         with PostgresReservations(server.dsn(), schema=schema, check_schema=False,
                                   clock="caller") as store:
-            assert (2, 3) == store.migrate()
+            assert (2, 4) == store.migrate()
             found = store.get("po_old")
             assert found is not None
             assert (Decimal("10.00"), "pending") == (found.amount, found.state)
@@ -146,6 +146,46 @@ class TestSchema:
                 with pytest.raises(psycopg.errors.CheckViolation):
                     conn.execute(f"UPDATE {quoted}.holds SET {column} = {value} "
                                  "WHERE payout_id = 'po_old'")
+
+    def test_a_version_3_schema_reports_its_lapsed_uncertain_hold_after_the_upgrade(
+        self, server: PostgresServer
+    ) -> None:
+        """Version 4 compares keys and ids bytewise and marks when live holds run out."""
+        schema = server.fresh_schema()
+        quoted = f'"{schema}"'
+        with server.connect() as conn:  # version 3's tables: holds that run out at T0, T0 + 10
+            conn.execute(f"CREATE SCHEMA {quoted}")
+            conn.execute(version_table(quoted))
+            for statement in STEPS[0] + STEPS[1] + STEPS[2]:
+                conn.execute(statement.format(s=quoted))
+            conn.execute(f"INSERT INTO {quoted}.ledgers (key, currency, live_minor, "
+                         f"settled_until) VALUES (%s, 'BRL', 2000, %s)", (KEY, T0 - 60))
+            conn.execute(
+                f"INSERT INTO {quoted}.holds (payout_id, key, currency, amount_minor, "
+                "fee_minor, state, created_at, expires_at, owner) "
+                "VALUES ('po_maybe', %s, 'BRL', 1000, 0, 'uncertain', %s, %s, 'w'), "
+                "('po_old', %s, 'BRL', 1000, 0, 'pending', %s, %s, 'w')",
+                (KEY, T0 - 120, T0, KEY, T0 - 120, T0 + 10))
+            conn.execute(f"INSERT INTO {quoted}.schema_version (version) VALUES (3)")
+        with PostgresReservations(server.dsn(), schema=schema, check_schema=False,
+                                  clock="caller") as store:
+            assert (3, 4) == store.migrate()
+            first = store.try_hold(hold("po_new", "10.00"), ceiling=CEILING,
+                                   counted_since=0, now=T0 + 1)
+            assert ("held", Decimal("10.00"), ["po_maybe"]) == (
+                first.status, first.counted, [h.payout_id for h in first.lapsed])
+            later = store.try_hold(hold("po_next", "10.00"), ceiling=CEILING,
+                                   counted_since=0, now=T0 + 11)
+            # po_old ran out at T0 + 10: only po_new counts, and po_maybe is not reported again.
+            assert ("held", Decimal("10.00"), ()) == (later.status, later.counted, later.lapsed)
+        with server.connect() as conn:
+            collations = conn.execute(
+                "SELECT table_name, column_name, collation_name "
+                "FROM information_schema.columns WHERE table_schema = %s "
+                "AND column_name IN ('key', 'payout_id') "
+                "AND table_name IN ('holds', 'ledgers') ORDER BY 1, 2", (schema,)).fetchall()
+        assert [("holds", "key", "C"), ("holds", "payout_id", "C"),
+                ("ledgers", "key", "C")] == collations
 
     def test_concurrent_migrations_take_turns(self, server: PostgresServer) -> None:
         """Four hosts migrating the same schema at once all succeed; one of them created it."""
@@ -161,7 +201,7 @@ class TestSchema:
             thread.start()
         for thread in threads:
             thread.join()
-        assert [(0, 3), (3, 3), (3, 3), (3, 3)] == sorted(results)
+        assert [(0, 4), (4, 4), (4, 4), (4, 4)] == sorted(results)
 
     def test_a_newer_schema_is_refused(self, make: Callable[..., PostgresReservations],
                                        server: PostgresServer) -> None:
@@ -191,8 +231,8 @@ class TestSchema:
         first = run_cli("store", "migrate", "--config", str(config), env=env)
         again = run_cli("store", "migrate", "--config", str(config), env=env)
         assert (0, 0) == (first.returncode, again.returncode), first.stderr + again.stderr
-        assert f"schema '{schema}' migrated from version 0 to 3" in first.stdout
-        assert f"schema '{schema}' is at version 3: nothing to do" in again.stdout
+        assert f"schema '{schema}' migrated from version 0 to 4" in first.stdout
+        assert f"schema '{schema}' is at version 4: nothing to do" in again.stdout
         store = build_reservations(load_config(config), env=env)
         try:
             assert isinstance(store, PostgresReservations)

@@ -48,7 +48,7 @@ __all__ = [
     "functions",
 ]
 
-VERSION = 3
+VERSION = 4
 
 # What a read-only query adds to its time offsets on the database clock ({t}): one instant
 # per statement.
@@ -161,6 +161,27 @@ STEPS: tuple[tuple[str, ...], ...] = (
         # server instructions per hold and commit, for a table of one row per key.
         "ALTER TABLE {s}.ledgers SET (fillfactor = 10)",
     ),
+    (
+        # Version 4, for speed: keys and payout ids are compared byte by byte (COLLATE "C"):
+        # every index probe and insert on them compared them through the database's locale
+        # before, and the other stores order ties by payout id in byte order too. Each ledger
+        # keeps a lower bound of when one of its unreported uncertain holds lapses
+        # (lapse_from, NULL: none), so try_hold looks for lapsed holds only from then on,
+        # and one of when the next live hold after settled_until expires (next_expiry,
+        # NULL: none), so try_hold sums the holds expired since the mark only from then on.
+        """ALTER TABLE {s}.holds ALTER COLUMN payout_id TYPE text COLLATE "C",
+            ALTER COLUMN key TYPE text COLLATE "C"
+        """,
+        """ALTER TABLE {s}.ledgers ALTER COLUMN key TYPE text COLLATE "C",
+            ADD COLUMN lapse_from double precision,
+            ADD COLUMN next_expiry double precision""",
+        """UPDATE {s}.ledgers AS l SET
+            lapse_from = (SELECT min(h.expires_at) FROM {s}.holds AS h
+                WHERE h.key = l.key AND h.state = 'uncertain' AND NOT h.reported),
+            next_expiry = (SELECT min(h.expires_at) FROM {s}.holds AS h
+                WHERE h.key = l.key AND h.state <> 'committed'
+                AND h.expires_at > l.settled_until)""",
+    ),
 )
 
 # What the holds on a key take now: the live total corrected by the holds expiring between
@@ -236,23 +257,24 @@ CREATE OR REPLACE FUNCTION {s}.try_hold(
     p_horizon double precision, p_db boolean, OUT r {s}.hold_outcome)
 LANGUAGE plpgsql AS $$
 DECLARE
-    l {s}.ledgers%ROWTYPE;
+    l record;  -- the key's ledger row, and where it is (row_id)
     o {s}.holds%ROWTYPE;
     other {s}.ledgers%ROWTYPE;
     v_new boolean := false;
     v_range numeric;
     v_committed numeric;
-    v_lapsing boolean;
     v_old json;
+    v_next double precision;
     v_t double precision;
 BEGIN
-    SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+    SELECT ctid AS row_id, * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         -- Two first holds on a key: the second waits here for the first to commit.
         INSERT INTO {s}.ledgers (key, currency) VALUES (p_key, p_currency)
             ON CONFLICT (key) DO NOTHING;
         v_new := FOUND;
-        SELECT * INTO l FROM {s}.ledgers WHERE key = p_key FOR NO KEY UPDATE;
+        SELECT ctid AS row_id, * INTO l FROM {s}.ledgers WHERE key = p_key
+            FOR NO KEY UPDATE;
     END IF;
     IF p_db THEN  -- offsets from the database clock, read under the key's lock
         v_t := extract(epoch FROM clock_timestamp())::float8;
@@ -269,18 +291,34 @@ BEGIN
         r.key_currency := l.currency;
         RETURN;
     END IF;
-    SELECT
-        COALESCE((SELECT sum(amount_minor + fee_minor) FROM {s}.holds
-            WHERE state <> 'committed' AND key = p_key
-            AND expires_at > least(l.settled_until, p_now)
-            AND expires_at <= greatest(l.settled_until, p_now)), 0),
-        COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
-            FROM {s}.holds WHERE state = 'committed' AND key = p_key
-            AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
-        EXISTS (SELECT 1 FROM {s}.holds WHERE key = p_key AND state = 'uncertain'
-            AND NOT reported AND expires_at <= p_now),
-        (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id)
-    INTO v_range, v_committed, v_lapsing, v_old;
+    IF l.next_expiry <= p_now OR p_now < l.settled_until THEN
+        -- A live hold may have expired since the mark (or the clock stepped back): sum
+        -- them, and find when the next one expires.
+        SELECT
+            COALESCE((SELECT sum(amount_minor + fee_minor) FROM {s}.holds
+                WHERE state <> 'committed' AND key = p_key
+                AND expires_at > least(l.settled_until, p_now)
+                AND expires_at <= greatest(l.settled_until, p_now)), 0),
+            COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+                FROM {s}.holds WHERE state = 'committed' AND key = p_key
+                AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
+            (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id),
+            (SELECT min(expires_at) FROM {s}.holds WHERE state <> 'committed'
+                AND key = p_key AND expires_at > greatest(l.settled_until, p_now))
+        INTO v_range, v_committed, v_old, v_next;
+        IF p_now > l.settled_until THEN
+            l.next_expiry := v_next;  -- kept with the settled mark, below
+        END IF;
+    ELSE
+        -- No live hold expires between the mark and now: nothing to sum.
+        v_range := 0;
+        SELECT
+            COALESCE((SELECT l.committed_minor - running_minor + amount_minor + fee_minor
+                FROM {s}.holds WHERE state = 'committed' AND key = p_key
+                AND committed_at > p_since ORDER BY committed_at, running_minor LIMIT 1), 0),
+            (SELECT row_to_json(h) FROM {s}.holds AS h WHERE h.payout_id = p_id)
+        INTO v_committed, v_old;
+    END IF;
     IF p_now > l.settled_until THEN
         -- Settle the holds that expired since the mark: each crosses it once.
         l.live_minor := l.live_minor - v_range;
@@ -299,12 +337,15 @@ BEGIN
         r.status := 'held';
         r.existing := v_old;  -- NULL, or the expired pending hold this one replaces
     END IF;
-    IF v_lapsing THEN
+    IF l.lapse_from <= p_now THEN  -- an uncertain hold may have lapsed: report each once
         WITH gone AS (
             UPDATE {s}.holds SET reported = true
             WHERE key = p_key AND state = 'uncertain' AND NOT reported AND expires_at <= p_now
             RETURNING {columns}
         ) SELECT json_agg(row_to_json(gone)) INTO r.lapsed FROM gone;
+        -- Kept only with a hold taken (below); otherwise it stays a lower bound.
+        l.lapse_from := (SELECT min(expires_at) FROM {s}.holds WHERE key = p_key
+                         AND state = 'uncertain' AND NOT reported);
     END IF;
     IF r.status <> 'held' THEN
         IF v_new THEN
@@ -337,8 +378,16 @@ BEGIN
     END IF;
     IF p_expires > l.settled_until THEN
         l.live_minor := l.live_minor + p_amount + p_fee;
+        l.next_expiry := least(l.next_expiry, p_expires);
     END IF;
-    WITH taken AS (
+    -- A new id is a plain insert: the server sets up no update for it.
+    IF v_old IS NULL THEN
+        INSERT INTO {s}.holds (payout_id, key, currency, amount_minor, fee_minor, state,
+                               created_at, expires_at, owner)
+        VALUES (p_id, p_key, p_currency, p_amount, p_fee, 'pending', p_created, p_expires,
+                p_owner)
+        ON CONFLICT (payout_id) DO NOTHING;
+    ELSE
         INSERT INTO {s}.holds AS h (payout_id, key, currency, amount_minor, fee_minor, state,
                                     created_at, expires_at, owner)
         VALUES (p_id, p_key, p_currency, p_amount, p_fee, 'pending', p_created, p_expires,
@@ -349,16 +398,20 @@ BEGIN
             state = 'pending', created_at = EXCLUDED.created_at,
             expires_at = EXCLUDED.expires_at, committed_at = NULL, running_minor = NULL,
             owner = EXCLUDED.owner, reported = false
-        WHERE h.state = 'pending' AND h.expires_at <= p_now
-        RETURNING 1
-    )
-    UPDATE {s}.ledgers SET live_minor = l.live_minor, settled_until = l.settled_until,
-        purged_at = l.purged_at
-    WHERE key = p_key AND EXISTS (SELECT 1 FROM taken);
+        WHERE h.state = 'pending' AND h.expires_at <= p_now;
+    END IF;
     IF NOT FOUND THEN
         -- The same payout id was taken on another key since we looked: start again, and
         -- the next attempt reports it as a duplicate.
         RAISE EXCEPTION 'hold % taken concurrently', p_id USING ERRCODE = '40001';
+    END IF;
+    -- The row as locked above: nobody else can have changed it since, and this call
+    -- changes it only here (a row found by its place costs the server no index search).
+    UPDATE {s}.ledgers SET live_minor = l.live_minor, settled_until = l.settled_until,
+        purged_at = l.purged_at, lapse_from = l.lapse_from, next_expiry = l.next_expiry
+    WHERE ctid = l.row_id AND key = p_key;
+    IF NOT FOUND THEN  -- cannot happen (the row is locked): refuse rather than lose a hold
+        RAISE EXCEPTION 'ledger % moved', p_key USING ERRCODE = '40001';
     END IF;
 END $$"""
 
@@ -371,10 +424,10 @@ CREATE OR REPLACE FUNCTION {s}.commit(p_id text, p_owner text, p_now double prec
                                      p_db boolean)
 RETURNS SETOF {s}.holds LANGUAGE plpgsql AS $$
 DECLARE
-    l {s}.ledgers%ROWTYPE;
+    l record;  -- the key's ledger row, and where it is (row_id)
     e {s}.holds%ROWTYPE;
 BEGIN
-    SELECT * INTO l FROM {s}.ledgers
+    SELECT ctid AS row_id, * INTO l FROM {s}.ledgers
         WHERE key = (SELECT h.key FROM {s}.holds AS h WHERE h.payout_id = p_id)
         FOR NO KEY UPDATE;
     IF NOT FOUND OR p_owner = '' THEN
@@ -395,7 +448,10 @@ BEGIN
         UPDATE {s}.ledgers SET committed_minor = e.running_minor, last_commit = p_now,
             live_minor = live_minor - CASE WHEN e.expires_at > l.settled_until
                                            THEN e.amount_minor + e.fee_minor ELSE 0 END
-            WHERE key = l.key;
+            WHERE ctid = l.row_id AND key = l.key;  -- as locked above (see try_hold)
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'ledger % moved', l.key USING ERRCODE = '40001';
+        END IF;
         RETURN NEXT e;
         RETURN;
     END IF;
@@ -451,7 +507,8 @@ BEGIN
         UPDATE {s}.ledgers SET live_minor = live_minor
             - CASE WHEN e.expires_at > l.settled_until THEN e.amount_minor + e.fee_minor
                    ELSE 0 END
-            + CASE WHEN p_until > l.settled_until THEN e.amount_minor + e.fee_minor ELSE 0 END
+            + CASE WHEN p_until > l.settled_until THEN e.amount_minor + e.fee_minor ELSE 0 END,
+            lapse_from = least(lapse_from, p_until), next_expiry = least(next_expiry, p_until)
             WHERE key = l.key;
         UPDATE {s}.holds SET state = 'uncertain', expires_at = p_until WHERE payout_id = p_id
             RETURNING * INTO e;
