@@ -6,12 +6,14 @@ The hold state machine itself (duplicates, owners, uncertain holds) is in
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from decimal import Decimal, localcontext
 
 import pytest
 
 from guard.stores import (
+    Hold,
     ReservationStore,
     balance_key,
 )
@@ -300,3 +302,33 @@ class TestProtocol:
     def test_is_a_reservation_store(self, store: ReservationStore) -> None:
         """Every store satisfies the runtime-checkable protocol."""
         assert isinstance(store, ReservationStore)
+
+
+class TestHoldValue:
+    """A Hold is the frozen dataclass it declares, however it is built."""
+
+    def test_built_positionally_or_by_keyword_it_is_one_frozen_value(self) -> None:
+        by_position = Hold("po_1", KEY, "BRL", Decimal("10.00"), Decimal("0.50"), "pending",
+                           T0, T0 + 60)
+        by_keyword = Hold(payout_id="po_1", key=KEY, currency="BRL", amount=Decimal("10.00"),
+                          fee=Decimal("0.50"), state="pending", created_at=T0,
+                          expires_at=T0 + 60, committed_at=None, owner="")
+        assert type(by_position) is Hold
+        assert (by_position, hash(by_position)) == (by_keyword, hash(by_keyword))
+        assert {f.name: getattr(by_position, f.name) for f in dataclasses.fields(Hold)} == {
+            "payout_id": "po_1", "key": KEY, "currency": "BRL", "amount": Decimal("10.00"),
+            "fee": Decimal("0.50"), "state": "pending", "created_at": T0,
+            "expires_at": T0 + 60, "committed_at": None, "owner": "",
+        }
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            by_position.state = "committed"  # type: ignore[misc] # frozen on purpose
+        changed = dataclasses.replace(by_position, state="committed", committed_at=T0 + 1)
+        assert (changed.state, changed.committed_at, by_position.state) == (
+            "committed", T0 + 1, "pending")
+
+    def test_a_subclass_of_another_layout_is_built_field_by_field(self) -> None:
+        class Tagged(Hold):
+            __slots__ = ("tag",)
+
+        tagged = Tagged("po_1", KEY, "BRL", Decimal("1.00"), Decimal(0), "pending", T0, T0 + 1)
+        assert (type(tagged), tagged.payout_id, tagged.expires_at) == (Tagged, "po_1", T0 + 1)
