@@ -23,6 +23,7 @@ import copy
 import hashlib
 import itertools
 import json
+import operator
 import os
 import queue
 import sqlite3
@@ -30,9 +31,13 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import metadata
+from json.encoder import encode_basestring
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -125,64 +130,138 @@ class DecisionRecord(BaseModel):
 _SERIALIZER = DecisionRecord.__pydantic_serializer__
 
 
-def _without_balance() -> SchemaSerializer | None:
-    """Return a serializer of a ``Decision``'s ``__dict__`` but its balance (``None``: cannot).
-
-    It is pydantic's own schema of each field (the same JSON for each), as a typed dict
-    without ``balance``; ``None`` when ``Decision``'s schema is not of the shape expected.
-    """
+def _field_schemas() -> tuple[Any, dict[str, Any], Any] | None:
+    """Return ``Decision``'s core schema, its fields' schemas and its config (``None``: cannot)."""
     schema: Any = copy.deepcopy(Decision.__pydantic_core_schema__)
     model = schema["schema"] if schema["type"] == "definitions" else schema
     fields = model.get("schema", {}).get("fields")
-    if model["type"] != "model" or not isinstance(fields, dict) or "balance" not in fields:
+    if model["type"] != "model" or not isinstance(fields, dict):
         return None  # pragma: no cover - pydantic's schema of a model with fields has them
-    typed = {
+    return schema, fields, model.get("config")
+
+
+def _serializer_of(make: Any) -> SchemaSerializer | None:
+    """Return a serializer of what ``make(fields' schemas)`` describes, in ``Decision``'s terms.
+
+    It is pydantic's own schema of each field (the same JSON for each) with ``Decision``'s
+    config and definitions; ``None`` when ``Decision``'s schema is not of the shape expected.
+    """
+    found = _field_schemas()
+    if found is None:  # pragma: no cover - see _field_schemas
+        return None
+    schema, fields, config = found
+    try:
+        made = make(fields)
+    except KeyError:  # pragma: no cover - a field Decision no longer has
+        return None
+    if schema["type"] == "definitions":
+        schema["schema"] = made
+    else:  # pragma: no cover - Decision's reasons are a definition of their own
+        schema = made
+    return SchemaSerializer(schema, config)
+
+
+def _fields_serializer(names: tuple[str, ...]) -> SchemaSerializer | None:
+    """Return a serializer of a dict of *names* (``Decision`` fields), as a typed dict."""
+    return _serializer_of(lambda fields: {
         "type": "typed-dict",
         "total": True,
         "fields": {
-            name: {"type": "typed-dict-field", "schema": field["schema"], "required": True}
-            for name, field in fields.items()
-            if name != "balance"
+            name: {"type": "typed-dict-field", "schema": fields[name]["schema"], "required": True}
+            for name in names
         },
-    }
-    if schema["type"] == "definitions":
-        schema["schema"] = typed
-    else:  # pragma: no cover - Decision's reasons are a definition of their own
-        schema = typed
-    return SchemaSerializer(schema, model.get("config"))
+    })
 
 
-_DECISION_SANS_BALANCE = _without_balance()
+def _field_serializer(name: str) -> SchemaSerializer | None:
+    """Return a serializer of the value of ``Decision``'s field *name*."""
+    return _serializer_of(lambda fields: fields[name]["schema"])
+
+
+_DECISION_FIELDS = tuple(Decision.model_fields)
+# A decision's fields that change from one decision to the next, written by _Encoder as
+# pydantic writes them; the others repeat, and pydantic writes them once for all the
+# decisions that share them.
+_VOLATILE = (
+    "decision_id", "amount", "payout_id", "reserved", "spendable", "evaluated_at", "balance_age",
+)
+_STEADY = tuple(name for name in _DECISION_FIELDS if name not in {"balance", *_VOLATILE})
+# The record's own fields after its decision (they repeat too).
+_TAIL = ("operation", "provider_asked", "rules_fingerprint", "version")
+
+
+class _Serializers(NamedTuple):
+    """Pydantic's serializers of parts of a ``Decision``, each field as pydantic writes it."""
+
+    sans_balance: SchemaSerializer
+    steady: SchemaSerializer
+    balance_age: SchemaSerializer
+
+
+def _serializers() -> _Serializers | None:
+    sans_balance = _fields_serializer(tuple(n for n in _DECISION_FIELDS if n != "balance"))
+    steady = _fields_serializer(_STEADY)
+    balance_age = _field_serializer("balance_age")
+    if sans_balance is None or steady is None or balance_age is None:
+        return None  # pragma: no cover - see _serializer_of
+    return _Serializers(sans_balance, steady, balance_age)
+
+
+_PARTS = _serializers()
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
 _MEMO_SIZE = 64
 
 
+def _second_of(moment: datetime) -> tuple[datetime, datetime, str]:
+    """Return the second *moment* (UTC) falls in: its start, its end, and its ISO 8601 text.
+
+    The text is pydantic's for the second's start, without its ``Z``: pydantic writes a
+    time as that, ``.`` and six digits of microseconds unless they are 0, and ``Z``.
+    """
+    start = moment.replace(microsecond=0)
+    return start, start + timedelta(seconds=1), start.isoformat()[:19]
+
+
 class _Encoder:
     """Write records as JSON lines that read back as the records written, for less.
 
-    A third of a record's serializing goes into its balance (two timestamps), and consecutive
-    decisions are made on one cached balance: its JSON is made once and remembered (with
-    the snapshot, so its ``id`` is not reused while remembered), and spliced in as the
-    decision's first key. The record's last four fields (operation, provider asked, rules
-    fingerprint, version) repeat too. The line holds the same keys and values as
-    ``DecisionRecord.to_json``'s, in another order. A record of another shape (a
-    ``DecisionRecord`` or ``Decision`` subclass, a ``Decision`` without a balance field) is
-    written by :meth:`DecisionRecord.to_json`. Used by one writer thread at a time.
+    Most of a record repeats from one decision to the next: its balance (consecutive
+    decisions are made on one cached balance), its steady fields (mode, currency, fee, the
+    reserve, ``max_payable``, empty reasons, ...) and its own last four fields (operation,
+    provider asked, rules fingerprint, version). Pydantic serializes each once, and it is
+    remembered: a balance and steady fields by the identity of their values (held with the
+    memo, so no ``id`` is reused while remembered; equal Decimals may be written apart), the
+    last four fields, strings, by value. The seven fields that change every time (id,
+    amount, payout id, reserved, spendable, time, balance age) are written here as pydantic
+    writes them (the balance age by pydantic itself). The line holds the same keys and
+    values as ``DecisionRecord.to_json``'s, in another order. A record of another shape (a
+    ``DecisionRecord`` or ``Decision`` subclass, amounts that are not Decimals, a time that
+    is not a UTC datetime, an id that is not a string) is written by pydantic alone. Used
+    by one writer thread at a time.
     """
 
     def __init__(self) -> None:
         self._balances: dict[int, tuple[object, bytes]] = {}
+        self._steadies: dict[tuple[int, ...], tuple[tuple[object, ...], bytes]] = {}
         self._tails: dict[tuple[object, ...], bytes] = {}
+        # The last record's steady fields and their JSON (none yet: values no decision
+        # holds), the second its time fell in, and its last four fields and their JSON.
+        self._steady: tuple[tuple[object, ...], bytes] = ((object(),) * len(_STEADY), b"")
+        self._second = _second_of(datetime.min.replace(tzinfo=UTC))
+        self._tail: tuple[tuple[object, ...] | None, bytes] = (None, b"")
 
     def lines(self, batch: list[DecisionRecord]) -> list[bytes]:
         """Return each record of *batch* as one line of JSON, without its newline."""
-        # One loop with its names at hand: it runs once per decision, on the GIL.
-        sans_balance = _DECISION_SANS_BALANCE
-        if sans_balance is None:  # pragma: no cover - see _without_balance
+        if _PARTS is None:  # pragma: no cover - see _serializers
             return [_SERIALIZER.to_json(record) for record in batch]
-        to_json, balances, tails, join = sans_balance.to_json, self._balances, self._tails, b"".join
+        # One loop with its names at hand: it runs once per decision, on the GIL.
+        balances, steadies, join, same = self._balances, self._steadies, b"".join, operator.is_
+        steady_of, volatile_of = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
+        tail_of = itemgetter(*_TAIL)
+        decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, _PARTS.balance_age.to_json
+        steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
         head = b'{"decision":{"balance":'
         lines: list[bytes] = []
         append = lines.append
@@ -191,22 +270,49 @@ class _Encoder:
             if type(record) is not DecisionRecord or type(decision) is not Decision:
                 append(_SERIALIZER.to_json(record))
                 continue
-            balance = decision.balance
+            fields = decision.__dict__
+            try:
+                balance, values = fields["balance"], steady_of(fields)
+                decision_id, amount, payout_id, reserved, spendable, at, age = volatile_of(fields)
+            except KeyError:  # a field missing: pydantic says which
+                append(_SERIALIZER.to_json(record))
+                continue
             memo = balances.get(id(balance))
             if memo is None or memo[0] is not balance:
                 memo = self._remember(balance)
-            key = (record.operation, record.provider_asked, record.rules_fingerprint,
-                   record.version)
-            tail = tails.get(key)
-            if tail is None:
-                tail = self._tail(record, key)
-            try:
-                body = to_json(decision.__dict__)
-            except PydanticSerializationError:  # a field missing: pydantic says which
-                append(_SERIALIZER.to_json(record))
+            key = tail_of(record.__dict__)
+            if key != tail_key:
+                tail_key, tail = key, self._tails.get(key) or self._new_tail(record, key)
+            if not (type(amount) is type(reserved) is type(spendable) is decimal
+                    and type(at) is datetime and at.tzinfo is utc):
+                append(self._whole(record, memo[1], tail))
                 continue
-            append(join((head, memo[1], b",", body[1:], tail)))
+            if not start <= at < end:
+                start, end, second = self._second = _second_of(at)
+            micro = at.microsecond
+            try:
+                if not all(map(same, values, steady[0])):
+                    steady = steadies.get(tuple(map(id, values))) or self._new_steady(values)
+                text = (
+                    f',"decision_id":{quoted(decision_id)},"amount":"{amount!s}",'
+                    f'"payout_id":{"null" if payout_id is None else quoted(payout_id)},'
+                    f'"reserved":"{reserved!s}","spendable":"{spendable!s}","evaluated_at":'
+                    f'"{second}{f".{micro:06d}" if micro else ""}Z","balance_age":'
+                ).encode()
+                line = join((head, memo[1], text, age_json(age), steady[1], tail))
+            except (PydanticSerializationError, TypeError, UnicodeEncodeError):  # an odd id
+                line = self._whole(record, memo[1], tail)
+            append(line)
+        self._steady, self._tail = steady, (tail_key, tail)
         return lines
+
+    def _whole(self, record: DecisionRecord, balance: bytes, tail: bytes) -> bytes:
+        """Return the line of a record whose decision pydantic serializes but its balance."""
+        try:
+            body = _PARTS.sans_balance.to_json(record.decision.__dict__)  # type: ignore[union-attr]  # not None: lines() checks
+        except PydanticSerializationError:  # a field missing: pydantic says which
+            return _SERIALIZER.to_json(record)
+        return b"".join((b'{"decision":{"balance":', balance, b",", body[1:], tail))
 
     def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
         if len(self._balances) >= _MEMO_SIZE:
@@ -215,7 +321,15 @@ class _Encoder:
         memo = self._balances[id(balance)] = (balance, text)
         return memo
 
-    def _tail(self, record: DecisionRecord, key: tuple[object, ...]) -> bytes:
+    def _new_steady(self, values: tuple[object, ...]) -> tuple[tuple[object, ...], bytes]:
+        if len(self._steadies) >= _MEMO_SIZE:
+            self._steadies.clear()
+        # After a comma, without its opening brace; with the decision's closing one.
+        text = _PARTS.steady.to_json(dict(zip(_STEADY, values, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
+        memo = self._steadies[tuple(map(id, values))] = (values, b"," + text[1:])
+        return memo
+
+    def _new_tail(self, record: DecisionRecord, key: tuple[object, ...]) -> bytes:
         if len(self._tails) >= _MEMO_SIZE:
             self._tails.clear()
         # The record's own fields after its decision, as pydantic writes them.
