@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import copy
 import hashlib
-import itertools
 import json
 import operator
 import os
@@ -43,7 +42,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticSerializationError, SchemaSerializer
 
-from guard._models import BalanceSnapshot, Decision
+from guard._models import BalanceSnapshot, Decision, built
 from guard.errors import ConfigurationError, GuardError
 from guard.instrumentation import decision_log_dropped
 from rules import RuleSet, dump
@@ -130,40 +129,32 @@ class DecisionRecord(BaseModel):
 _SERIALIZER = DecisionRecord.__pydantic_serializer__
 
 
-def _field_schemas() -> tuple[Any, dict[str, Any], Any] | None:
-    """Return ``Decision``'s core schema, its fields' schemas and its config (``None``: cannot)."""
-    schema: Any = copy.deepcopy(Decision.__pydantic_core_schema__)
-    model = schema["schema"] if schema["type"] == "definitions" else schema
-    fields = model.get("schema", {}).get("fields")
-    if model["type"] != "model" or not isinstance(fields, dict):
-        return None  # pragma: no cover - pydantic's schema of a model with fields has them
-    return schema, fields, model.get("config")
+def _serializer_of(model: type[BaseModel], make: Any) -> SchemaSerializer | None:
+    """Return a serializer of what ``make(fields' schemas)`` describes, in *model*'s terms.
 
-
-def _serializer_of(make: Any) -> SchemaSerializer | None:
-    """Return a serializer of what ``make(fields' schemas)`` describes, in ``Decision``'s terms.
-
-    It is pydantic's own schema of each field (the same JSON for each) with ``Decision``'s
-    config and definitions; ``None`` when ``Decision``'s schema is not of the shape expected.
+    It is pydantic's own schema of each of *model*'s fields (the same JSON for each) with
+    *model*'s config and definitions; ``None`` when *model*'s schema is not of the shape
+    expected.
     """
-    found = _field_schemas()
-    if found is None:  # pragma: no cover - see _field_schemas
-        return None
-    schema, fields, config = found
+    schema: Any = copy.deepcopy(model.__pydantic_core_schema__)
+    inner = schema["schema"] if schema["type"] == "definitions" else schema
+    fields = inner.get("schema", {}).get("fields")
+    if inner["type"] != "model" or not isinstance(fields, dict):
+        return None  # pragma: no cover - pydantic's schema of a model with fields has them
     try:
         made = make(fields)
-    except KeyError:  # pragma: no cover - a field Decision no longer has
+    except KeyError:  # pragma: no cover - a field the model no longer has
         return None
     if schema["type"] == "definitions":
         schema["schema"] = made
-    else:  # pragma: no cover - Decision's reasons are a definition of their own
+    else:
         schema = made
-    return SchemaSerializer(schema, config)
+    return SchemaSerializer(schema, inner.get("config"))
 
 
-def _fields_serializer(names: tuple[str, ...]) -> SchemaSerializer | None:
-    """Return a serializer of a dict of *names* (``Decision`` fields), as a typed dict."""
-    return _serializer_of(lambda fields: {
+def _fields_serializer(model: type[BaseModel], names: tuple[str, ...]) -> SchemaSerializer | None:
+    """Return a serializer of a dict of *names* (*model*'s fields), as a typed dict."""
+    return _serializer_of(model, lambda fields: {
         "type": "typed-dict",
         "total": True,
         "fields": {
@@ -171,11 +162,6 @@ def _fields_serializer(names: tuple[str, ...]) -> SchemaSerializer | None:
             for name in names
         },
     })
-
-
-def _field_serializer(name: str) -> SchemaSerializer | None:
-    """Return a serializer of the value of ``Decision``'s field *name*."""
-    return _serializer_of(lambda fields: fields[name]["schema"])
 
 
 _DECISION_FIELDS = tuple(Decision.model_fields)
@@ -196,18 +182,44 @@ class _Serializers(NamedTuple):
     sans_balance: SchemaSerializer
     steady: SchemaSerializer
     balance_age: SchemaSerializer
+    tail: SchemaSerializer
 
 
 def _serializers() -> _Serializers | None:
-    sans_balance = _fields_serializer(tuple(n for n in _DECISION_FIELDS if n != "balance"))
-    steady = _fields_serializer(_STEADY)
-    balance_age = _field_serializer("balance_age")
-    if sans_balance is None or steady is None or balance_age is None:
+    sans_balance = _fields_serializer(Decision, tuple(n for n in _DECISION_FIELDS
+                                                      if n != "balance"))
+    steady = _fields_serializer(Decision, _STEADY)
+    balance_age = _serializer_of(Decision, lambda fields: fields["balance_age"]["schema"])
+    tail = _fields_serializer(DecisionRecord, _TAIL)
+    if sans_balance is None or steady is None or balance_age is None or tail is None:
         return None  # pragma: no cover - see _serializer_of
-    return _Serializers(sans_balance, steady, balance_age)
+    return _Serializers(sans_balance, steady, balance_age, tail)
 
 
 _PARTS = _serializers()
+_STEADY_OF, _VOLATILE_OF = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
+_TAIL_OF = itemgetter(*_TAIL)
+_FIELD_COUNT = len(_DECISION_FIELDS)
+# What the writer of a decision log is given of a record: its balance, its steady and
+# volatile fields' values, and its tail's; or the record itself when it is of another shape
+# (a subclass, a field missing). A queued record is six objects the garbage collector walks
+# at each collection while the record waits (the decision, the record, their dicts, their
+# sets of fields set: the most of what a decision log cost); this is one, as the three
+# tuples of plain values inside are untracked at the first collection they meet.
+_Prepared = tuple[BalanceSnapshot | None, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
+
+
+def _prepared(record: DecisionRecord) -> _Prepared | DecisionRecord:
+    """Return what the writer is given of *record* (see ``_Prepared``)."""
+    if type(record) is DecisionRecord:
+        decision = record.decision
+        if type(decision) is Decision:
+            fields = decision.__dict__
+            if len(fields) == _FIELD_COUNT:  # else a field missing: pydantic says which
+                with contextlib.suppress(KeyError):  # or one of another name
+                    return (fields["balance"], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                            _TAIL_OF(record.__dict__))
+    return record
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
@@ -252,40 +264,32 @@ class _Encoder:
         self._second = _second_of(datetime.min.replace(tzinfo=UTC))
         self._tail: tuple[tuple[object, ...] | None, bytes] = (None, b"")
 
-    def lines(self, batch: list[DecisionRecord]) -> list[bytes]:
+    def lines(self, batch: list[_Prepared | DecisionRecord]) -> list[bytes]:
         """Return each record of *batch* as one line of JSON, without its newline."""
-        if _PARTS is None:  # pragma: no cover - see _serializers
-            return [_SERIALIZER.to_json(record) for record in batch]
+        parts = _PARTS
+        if parts is None:  # pragma: no cover - see _serializers
+            return [_SERIALIZER.to_json(_record_of(item)) for item in batch]
         # One loop with its names at hand: it runs once per decision, on the GIL.
         balances, steadies, join, same = self._balances, self._steadies, b"".join, operator.is_
-        steady_of, volatile_of = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
-        tail_of = itemgetter(*_TAIL)
-        decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, _PARTS.balance_age.to_json
+        decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, parts.balance_age.to_json
         steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
         head = b'{"decision":{"balance":'
         lines: list[bytes] = []
         append = lines.append
-        for record in batch:
-            decision = record.decision
-            if type(record) is not DecisionRecord or type(decision) is not Decision:
-                append(_SERIALIZER.to_json(record))
+        for item in batch:
+            if type(item) is not tuple:  # a record of another shape: pydantic writes it
+                append(_SERIALIZER.to_json(item))
                 continue
-            fields = decision.__dict__
-            try:
-                balance, values = fields["balance"], steady_of(fields)
-                decision_id, amount, payout_id, reserved, spendable, at, age = volatile_of(fields)
-            except KeyError:  # a field missing: pydantic says which
-                append(_SERIALIZER.to_json(record))
-                continue
+            balance, values, volatile, key = item
             memo = balances.get(id(balance))
             if memo is None or memo[0] is not balance:
                 memo = self._remember(balance)
-            key = tail_of(record.__dict__)
-            if key != tail_key:
-                tail_key, tail = key, self._tails.get(key) or self._new_tail(record, key)
+            if key != tail_key:  # strings and None: equal, the same JSON
+                tail_key, tail = key, self._tails.get(key) or self._new_tail(key)
+            decision_id, amount, payout_id, reserved, spendable, at, age = volatile
             if not (type(amount) is type(reserved) is type(spendable) is decimal
                     and type(at) is datetime and at.tzinfo is utc):
-                append(self._whole(record, memo[1], tail))
+                append(self._whole(item, memo[1], tail))
                 continue
             if not start <= at < end:
                 start, end, second = self._second = _second_of(at)
@@ -301,17 +305,17 @@ class _Encoder:
                 ).encode()
                 line = join((head, memo[1], text, age_json(age), steady[1], tail))
             except (PydanticSerializationError, TypeError, UnicodeEncodeError):  # an odd id
-                line = self._whole(record, memo[1], tail)
+                line = self._whole(item, memo[1], tail)
             append(line)
         self._steady, self._tail = steady, (tail_key, tail)
         return lines
 
-    def _whole(self, record: DecisionRecord, balance: bytes, tail: bytes) -> bytes:
+    def _whole(self, item: _Prepared, balance: bytes, tail: bytes) -> bytes:
         """Return the line of a record whose decision pydantic serializes but its balance."""
-        try:
-            body = _PARTS.sans_balance.to_json(record.decision.__dict__)  # type: ignore[union-attr]  # not None: lines() checks
-        except PydanticSerializationError:  # a field missing: pydantic says which
-            return _SERIALIZER.to_json(record)
+        _, values, volatile, _ = item
+        fields = dict(zip(_STEADY, values, strict=True))
+        fields.update(zip(_VOLATILE, volatile, strict=True))
+        body = _PARTS.sans_balance.to_json(fields)  # type: ignore[union-attr]  # not None: lines() checks
         return b"".join((b'{"decision":{"balance":', balance, b",", body[1:], tail))
 
     def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
@@ -329,13 +333,24 @@ class _Encoder:
         memo = self._steadies[tuple(map(id, values))] = (values, b"," + text[1:])
         return memo
 
-    def _new_tail(self, record: DecisionRecord, key: tuple[object, ...]) -> bytes:
+    def _new_tail(self, key: tuple[object, ...]) -> bytes:
         if len(self._tails) >= _MEMO_SIZE:
             self._tails.clear()
         # The record's own fields after its decision, as pydantic writes them.
-        whole = _SERIALIZER.to_json(record, exclude={"decision"})
+        whole = _PARTS.tail.to_json(dict(zip(_TAIL, key, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
         tail = self._tails[key] = b"," + whole[1:]
         return tail
+
+
+def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
+    """Return the record *item* was prepared from (see ``_prepared``), built again."""
+    if not isinstance(item, tuple):
+        return item
+    balance, values, volatile, key = item
+    fields = dict(zip(_STEADY, values, strict=True))
+    fields.update(zip(_VOLATILE, volatile, strict=True), balance=balance)
+    decision = built(Decision, {name: fields[name] for name in _DECISION_FIELDS})
+    return built(DecisionRecord, {"decision": decision, **dict(zip(_TAIL, key, strict=True))})
 
 
 @runtime_checkable
@@ -357,6 +372,11 @@ class DecisionLog(Protocol):
 
 
 _RUNNING: weakref.WeakSet[_QueuedLog] = weakref.WeakSet()
+# What a writer thread's queue holds: records, ``None`` (closed: write the rest and stop)
+# and a flush's event (set once what was queued before it is written).
+_Item = Any  # _Prepared | DecisionRecord | threading.Event | None; mypy: no recursion
+# Records written at most in one batch.
+_BATCH = 4096
 
 
 @atexit.register
@@ -366,11 +386,22 @@ def _close_running() -> None:
         sink.close(timeout=2.0)
 
 
+def _forget_writers() -> None:
+    """In a forked child, forget the parent's writer threads: none of them runs here."""
+    for sink in list(_RUNNING):
+        sink._forked()
+
+
+os.register_at_fork(after_in_child=_forget_writers)
+
+
 class _QueuedLog:
     """A sink that queues records and writes them in batches from its own daemon thread.
 
     Subclasses open their target (``_open``), write a batch (``_write_batch``) and close it
-    (``_close_target``), all in the writer thread.
+    (``_close_target``), all in the writer thread. A forked child starts a writer of its
+    own on its first record (and a queue of its own: records queued in the parent are the
+    parent's to write).
     """
 
     def __init__(self, *, max_pending: int) -> None:
@@ -381,38 +412,45 @@ class _QueuedLog:
         self.max_pending = max_pending
         self.dropped = 0
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[DecisionRecord | None] = queue.SimpleQueue()
+        # The writer's queue: None until the writer runs, and once the log is closed.
+        self._queue: queue.SimpleQueue[_Item] | None = None
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
         self._complained_at = -_COMPLAIN_EVERY
-        # Records queued (numbered as they are) and records the writer is done with (written
-        # or dropped): flush() waits for the second to reach the first.
-        self._numbers = itertools.count(1)
-        self._queued = 0
-        self._done = 0
+        # Flushes waiting: while there are none, the writer need not look for their events.
+        self._flushes = 0
         self._encoder = _Encoder()  # used by the writer thread only
 
     def write(self, record: DecisionRecord) -> None:
         """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
-        if self._thread is None or self._pid != os.getpid():
-            self._start()
-        if self._closed or self._queue.qsize() >= self.max_pending:
-            self._drop(1, "the queue is full" if not self._closed else "the log is closed")
+        pending = self._queue  # on every decision's path: _prepared(record), inlined
+        if pending is None or pending.qsize() >= self.max_pending:
+            self._refuse(record)
             return
-        self._queued = next(self._numbers)
-        self._queue.put(record)
+        if (type(record) is DecisionRecord and type(decision := record.decision) is Decision
+                and len(fields := decision.__dict__) == _FIELD_COUNT):
+            try:
+                pending.put((fields["balance"], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                             _TAIL_OF(record.__dict__)))
+            except KeyError:  # a field of another name: pydantic says which
+                pending.put(record)
+            return
+        pending.put(_prepared(record))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or dropped); ``False`` on timeout."""
-        if self._thread is None:
+        with self._lock:
+            pending, thread = self._queue, self._thread
+            if pending is not None:
+                self._flushes += 1
+        if thread is None:
             return True
-        wanted, deadline = self._queued, time.monotonic() + timeout
-        while self._done < wanted:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        if pending is None:  # closed: the writer writes the rest and stops
+            thread.join(timeout)
+            return not thread.is_alive()
+        done = threading.Event()
+        pending.put(done)
+        return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (waiting at most *timeout* seconds) and close the target."""
@@ -420,47 +458,60 @@ class _QueuedLog:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        if thread is not None and self._pid == os.getpid():
-            self._queue.put(None)
+            pending, thread = self._queue, self._thread
+            self._queue = None
+        if pending is not None and thread is not None:
+            pending.put(None)
             thread.join(timeout)
 
-    def _start(self) -> None:
+    def _refuse(self, record: DecisionRecord) -> None:
+        """Queue *record* once the writer runs; drop it if the log is closed or full."""
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            # A forked child has the parent's sink but not its thread: it starts its own
-            # (and its own queue: records queued in the parent are the parent's to write).
-            self._pid = os.getpid()
-            self._queue = queue.SimpleQueue()
-            self._numbers, self._queued, self._done = itertools.count(1), 0, 0
-            self._thread = threading.Thread(
-                target=self._run, name=f"payout-guard {type(self).__name__}", daemon=True
-            )
-            self._thread.start()
-            _RUNNING.add(self)
+            if self._queue is None and not self._closed:
+                self._start()
+            pending = self._queue
+        if pending is not None and pending.qsize() < self.max_pending:
+            pending.put(_prepared(record))
+            return
+        self._drop(1, "the log is closed" if self._closed else "the queue is full")
 
-    def _run(self) -> None:
+    def _start(self) -> None:
+        pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, args=(pending,), name=f"payout-guard {type(self).__name__}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._queue = pending
+        _RUNNING.add(self)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._queue, self._thread, self._flushes = None, None, 0
+
+    def _run(self, pending: queue.SimpleQueue[_Item]) -> None:
         target: Any = None
-        stop = False
-        while not stop:
-            batch: list[DecisionRecord] = []
-            item = self._queue.get()
-            if item is not None:
+        get, take, size = pending.get, pending.get_nowait, pending.qsize
+        closing = False
+        while not closing or size():
+            first = get()
+            if type(first) is not threading.Event and first is not None and not closing:
                 # Linger a moment: records written in batches wake this thread (and take the
                 # GIL from the checks) once per batch, not once per decision.
                 time.sleep(_LINGER)
-            while True:
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                if len(batch) >= 4096:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            # This thread alone takes from the queue: what it holds now is there to take.
+            batch: list[Any] = [first, *[take() for _ in range(min(size(), _BATCH - 1))]]
+            done: list[threading.Event] = []
+            if self._flushes or self._closed:  # an event or the end may be in the batch
+                records = []
+                for item in batch:
+                    if item is None:
+                        closing = True
+                    elif type(item) is threading.Event:
+                        done.append(item)
+                    else:
+                        records.append(item)
+                batch = records
             if batch:
                 try:
                     if target is None:
@@ -470,7 +521,10 @@ class _QueuedLog:
                     self._drop(len(batch), type(exc).__name__)
                     self._discard(target)
                     target = None  # opened again for the next batch
-            self._done += len(batch)
+            for event in done:
+                with self._lock:
+                    self._flushes -= 1
+                event.set()
         self._discard(target)
 
     def _discard(self, target: Any) -> None:
@@ -494,7 +548,7 @@ class _QueuedLog:
     def _open(self) -> Any:
         raise NotImplementedError
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
         raise NotImplementedError
 
     def _close_target(self, target: Any) -> None:
@@ -572,7 +626,9 @@ class JsonLinesDecisionLog(_QueuedLog):
         self._size = os.fstat(self._file.fileno()).st_size  # counted, not tell(): a pipe works
         return self._file
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
+    def _write_batch(
+        self, target: Any, batch: list[_Prepared | DecisionRecord]  # noqa: ARG002 - self._file
+    ) -> None:
         lines = self._encoder.lines(batch)
         total = sum(map(len, lines)) + len(lines)
         if self.max_bytes is None or self._size + total <= self.max_bytes:
@@ -650,15 +706,12 @@ class SqliteDecisionLog(_QueuedLog):
         )
         return conn
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
         lines = self._encoder.lines(batch)
         target.execute("BEGIN IMMEDIATE")
         try:
             target.executemany(_INSERT_ROW, [
-                (r.decision.decision_id, r.decision.evaluated_at.isoformat(), r.operation,
-                 r.decision.provider, r.decision.currency, int(r.decision.allowed),
-                 ",".join(r.decision.codes), r.decision.payout_id, line.decode())
-                for r, line in zip(batch, lines, strict=True)
+                (*_columns(item), line.decode()) for item, line in zip(batch, lines, strict=True)
             ])
         except BaseException:
             target.execute("ROLLBACK")
@@ -667,6 +720,22 @@ class SqliteDecisionLog(_QueuedLog):
 
     def _close_target(self, target: Any) -> None:
         target.close()
+
+
+_PROVIDER, _CURRENCY, _ALLOWED, _REASONS = map(
+    _STEADY.index, ("provider", "currency", "allowed", "reasons")
+)
+
+
+def _columns(item: _Prepared | DecisionRecord) -> tuple[object, ...]:
+    """Return the columns of a SQLite row but its record, from what the writer was given."""
+    if isinstance(item, tuple):
+        _, values, (decision_id, _, payout_id, _, _, at, _), (operation, *_) = item
+        return (decision_id, at.isoformat(), operation, values[_PROVIDER], values[_CURRENCY],
+                int(values[_ALLOWED]), ",".join(r.code for r in values[_REASONS]), payout_id)
+    d = item.decision
+    return (d.decision_id, d.evaluated_at.isoformat(), item.operation, d.provider, d.currency,
+            int(d.allowed), ",".join(d.codes), d.payout_id)
 
 
 def count_decisions(path: str | os.PathLike[str]) -> int:
