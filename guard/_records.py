@@ -200,26 +200,14 @@ _PARTS = _serializers()
 _STEADY_OF, _VOLATILE_OF = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
 _TAIL_OF = itemgetter(*_TAIL)
 _FIELD_COUNT = len(_DECISION_FIELDS)
-# What the writer of a decision log is given of a record: its balance, its steady and
-# volatile fields' values, and its tail's; or the record itself when it is of another shape
-# (a subclass, a field missing). A queued record is six objects the garbage collector walks
-# at each collection while the record waits (the decision, the record, their dicts, their
-# sets of fields set: the most of what a decision log cost); this is one, as the three
-# tuples of plain values inside are untracked at the first collection they meet.
-_Prepared = tuple[BalanceSnapshot | None, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
-
-
-def _prepared(record: DecisionRecord) -> _Prepared | DecisionRecord:
-    """Return what the writer is given of *record* (see ``_Prepared``)."""
-    if type(record) is DecisionRecord:
-        decision = record.decision
-        if type(decision) is Decision:
-            fields = decision.__dict__
-            if len(fields) == _FIELD_COUNT:  # else a field missing: pydantic says which
-                with contextlib.suppress(KeyError):  # or one of another name
-                    return (fields["balance"], _STEADY_OF(fields), _VOLATILE_OF(fields),
-                            _TAIL_OF(record.__dict__))
-    return record
+# What the writer of a decision log is given of a record: its balance's JSON (made once
+# for all the decisions on the balance), its steady and volatile fields' values and its
+# tail's; or the record itself when it is of another shape (a subclass, a field missing).
+# A record waiting in the queue is six objects the garbage collector walks at each
+# collection, and moves to its older generations, which then are walked more often (the
+# most of what a decision log cost); tuples of plain values (strings, Decimals, times,
+# empty tuples) are untracked at the first collection they meet.
+_Prepared = tuple[bytes, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
@@ -255,7 +243,6 @@ class _Encoder:
     """
 
     def __init__(self) -> None:
-        self._balances: dict[int, tuple[object, bytes]] = {}
         self._steadies: dict[tuple[int, ...], tuple[tuple[object, ...], bytes]] = {}
         self._tails: dict[tuple[object, ...], bytes] = {}
         # The last record's steady fields and their JSON (none yet: values no decision
@@ -270,7 +257,7 @@ class _Encoder:
         if parts is None:  # pragma: no cover - see _serializers
             return [_SERIALIZER.to_json(_record_of(item)) for item in batch]
         # One loop with its names at hand: it runs once per decision, on the GIL.
-        balances, steadies, join, same = self._balances, self._steadies, b"".join, operator.is_
+        steadies, join, same = self._steadies, b"".join, operator.is_
         decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, parts.balance_age.to_json
         steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
         head = b'{"decision":{"balance":'
@@ -281,15 +268,12 @@ class _Encoder:
                 append(_SERIALIZER.to_json(item))
                 continue
             balance, values, volatile, key = item
-            memo = balances.get(id(balance))
-            if memo is None or memo[0] is not balance:
-                memo = self._remember(balance)
             if key != tail_key:  # strings and None: equal, the same JSON
                 tail_key, tail = key, self._tails.get(key) or self._new_tail(key)
             decision_id, amount, payout_id, reserved, spendable, at, age = volatile
             if not (type(amount) is type(reserved) is type(spendable) is decimal
                     and type(at) is datetime and at.tzinfo is utc):
-                append(self._whole(item, memo[1], tail))
+                append(self._whole(item, tail))
                 continue
             if not start <= at < end:
                 start, end, second = self._second = _second_of(at)
@@ -303,27 +287,20 @@ class _Encoder:
                     f'"reserved":"{reserved!s}","spendable":"{spendable!s}","evaluated_at":'
                     f'"{second}{f".{micro:06d}" if micro else ""}Z","balance_age":'
                 ).encode()
-                line = join((head, memo[1], text, age_json(age), steady[1], tail))
+                line = join((head, balance, text, age_json(age), steady[1], tail))
             except (PydanticSerializationError, TypeError, UnicodeEncodeError):  # an odd id
-                line = self._whole(item, memo[1], tail)
+                line = self._whole(item, tail)
             append(line)
         self._steady, self._tail = steady, (tail_key, tail)
         return lines
 
-    def _whole(self, item: _Prepared, balance: bytes, tail: bytes) -> bytes:
+    def _whole(self, item: _Prepared, tail: bytes) -> bytes:
         """Return the line of a record whose decision pydantic serializes but its balance."""
-        _, values, volatile, _ = item
+        balance, values, volatile, _ = item
         fields = dict(zip(_STEADY, values, strict=True))
         fields.update(zip(_VOLATILE, volatile, strict=True))
         body = _PARTS.sans_balance.to_json(fields)  # type: ignore[union-attr]  # not None: lines() checks
         return b"".join((b'{"decision":{"balance":', balance, b",", body[1:], tail))
-
-    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
-        if len(self._balances) >= _MEMO_SIZE:
-            self._balances.clear()
-        text = b"null" if balance is None else _BALANCE_SERIALIZER.to_json(balance)
-        memo = self._balances[id(balance)] = (balance, text)
-        return memo
 
     def _new_steady(self, values: tuple[object, ...]) -> tuple[tuple[object, ...], bytes]:
         if len(self._steadies) >= _MEMO_SIZE:
@@ -346,7 +323,8 @@ def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
     """Return the record *item* was prepared from (see ``_prepared``), built again."""
     if not isinstance(item, tuple):
         return item
-    balance, values, volatile, key = item
+    text, values, volatile, key = item
+    balance = None if text == b"null" else BalanceSnapshot.model_validate_json(text)
     fields = dict(zip(_STEADY, values, strict=True))
     fields.update(zip(_VOLATILE, volatile, strict=True), balance=balance)
     decision = built(Decision, {name: fields[name] for name in _DECISION_FIELDS})
@@ -419,6 +397,8 @@ class _QueuedLog:
         self._complained_at = -_COMPLAIN_EVERY
         # Flushes waiting: while there are none, the writer need not look for their events.
         self._flushes = 0
+        # The balances of recent records, with their JSON: any thread adds to it.
+        self._balances: dict[int, tuple[object, bytes]] = {}
         self._encoder = _Encoder()  # used by the writer thread only
 
     def write(self, record: DecisionRecord) -> None:
@@ -430,12 +410,16 @@ class _QueuedLog:
         if (type(record) is DecisionRecord and type(decision := record.decision) is Decision
                 and len(fields := decision.__dict__) == _FIELD_COUNT):
             try:
-                pending.put((fields["balance"], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                balance = fields["balance"]
+                known = self._balances.get(id(balance))
+                if known is None or known[0] is not balance:
+                    known = self._remember(balance)
+                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
                              _TAIL_OF(record.__dict__)))
             except KeyError:  # a field of another name: pydantic says which
                 pending.put(record)
             return
-        pending.put(_prepared(record))
+        pending.put(self._prepared(record))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or dropped); ``False`` on timeout."""
@@ -471,9 +455,31 @@ class _QueuedLog:
                 self._start()
             pending = self._queue
         if pending is not None and pending.qsize() < self.max_pending:
-            pending.put(_prepared(record))
+            pending.put(self._prepared(record))
             return
         self._drop(1, "the log is closed" if self._closed else "the queue is full")
+
+    def _prepared(self, record: DecisionRecord) -> _Prepared | DecisionRecord:
+        """Return what the writer is given of *record* (see ``_Prepared``)."""
+        if type(record) is DecisionRecord and type(decision := record.decision) is Decision:
+            fields = decision.__dict__
+            if len(fields) == _FIELD_COUNT:  # else a field missing: pydantic says which
+                with contextlib.suppress(KeyError):  # or one of another name
+                    balance = fields["balance"]
+                    known = self._balances.get(id(balance))
+                    if known is None or known[0] is not balance:
+                        known = self._remember(balance)
+                    return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                            _TAIL_OF(record.__dict__))
+        return record
+
+    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
+        """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused)."""
+        if len(self._balances) >= _MEMO_SIZE:
+            self._balances.clear()
+        text = b"null" if balance is None else _BALANCE_SERIALIZER.to_json(balance)
+        known = self._balances[id(balance)] = (balance, text)
+        return known
 
     def _start(self) -> None:
         pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
