@@ -421,6 +421,38 @@ class _QueuedLog:
             return
         pending.put(self._prepared(record))
 
+    def write_decision(
+        self,
+        decision: Decision,
+        operation: Operation,
+        provider_asked: str | None,
+        rules_fingerprint: str,
+        version: str,
+    ) -> None:
+        """Queue the record of *decision* made of these fields, without building it.
+
+        What ``write(DecisionRecord(decision=decision, operation=operation, ...))`` does,
+        for less: a guard calls it when its sink has it.
+        """
+        pending = self._queue  # on every decision's path: write()'s, without a record
+        if (pending is not None and pending.qsize() < self.max_pending
+                and type(decision) is Decision
+                and len(fields := decision.__dict__) == _FIELD_COUNT):
+            try:
+                balance = fields["balance"]
+                known = self._balances.get(id(balance))
+                if known is None or known[0] is not balance:
+                    known = self._remember(balance)
+                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                             (operation, provider_asked, rules_fingerprint, version)))
+                return
+            except KeyError:  # a field of another name: pydantic says which
+                pass
+        self.write(built(DecisionRecord, {
+            "decision": decision, "operation": operation, "provider_asked": provider_asked,
+            "rules_fingerprint": rules_fingerprint, "version": version,
+        }))
+
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or dropped); ``False`` on timeout."""
         with self._lock:

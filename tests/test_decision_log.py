@@ -166,6 +166,24 @@ class TestLines:
         assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
         assert records == list(read_decisions(path))[1:]
 
+    def test_write_decision_writes_what_write_writes(self, tmp_path: Path) -> None:
+        """A decision's fields given without a record are the record ``write`` is given."""
+        recorded, fields_only = tmp_path / "recorded.jsonl", tmp_path / "fields.jsonl"
+        with self._guard(None) as guard:
+            made = _mixed_decisions(guard)
+        for path in (recorded, fields_only):
+            sink = JsonLinesDecisionLog(path)
+            for decision in made:
+                if path == recorded:
+                    sink.write(DecisionRecord(decision=decision, operation="reserve",
+                                              provider_asked="luxtak", rules_fingerprint="f",
+                                              version="v"))
+                else:
+                    sink.write_decision(decision, "reserve", "luxtak", "f", "v")
+            sink.close()
+        assert recorded.read_bytes() == fields_only.read_bytes()
+        assert made == [r.decision for r in read_decisions(fields_only)]
+
     def test_a_log_of_records_own_json_still_reads(self, tmp_path: Path) -> None:
         """A log written by an earlier version (``to_json`` lines) reads as before."""
         path = tmp_path / "decisions.jsonl"
