@@ -228,18 +228,18 @@ class _Encoder:
     """Write records as JSON lines that read back as the records written, for less.
 
     Most of a record repeats from one decision to the next: its balance (consecutive
-    decisions are made on one cached balance), its steady fields (mode, currency, fee, the
-    reserve, ``max_payable``, empty reasons, ...) and its own last four fields (operation,
-    provider asked, rules fingerprint, version). Pydantic serializes each once, and it is
-    remembered: a balance and steady fields by the identity of their values (held with the
-    memo, so no ``id`` is reused while remembered; equal Decimals may be written apart), the
-    last four fields, strings, by value. The seven fields that change every time (id,
-    amount, payout id, reserved, spendable, time, balance age) are written here as pydantic
-    writes them (the balance age by pydantic itself). The line holds the same keys and
-    values as ``DecisionRecord.to_json``'s, in another order. A record of another shape (a
-    ``DecisionRecord`` or ``Decision`` subclass, amounts that are not Decimals, a time that
-    is not a UTC datetime, an id that is not a string) is written by pydantic alone. Used
-    by one writer thread at a time.
+    decisions are made on one cached balance: the sink gives its JSON, made once), its
+    steady fields (mode, currency, fee, the reserve, ``max_payable``, empty reasons, ...)
+    and its own last four fields (operation, provider asked, rules fingerprint, version).
+    Pydantic serializes each once, and it is remembered: steady fields by the identity of
+    their values (held with the memo, so no ``id`` is reused while remembered; equal
+    Decimals of other exponents are written apart), the last four, strings, by value. The
+    seven fields that change every time (id, amount, payout id, reserved, spendable, time,
+    balance age) are written here as pydantic writes them (the balance age by pydantic
+    itself). The line holds the same keys and values as ``DecisionRecord.to_json``'s, in
+    another order. A record of another shape (amounts that are not Decimals, a time that is
+    not a UTC datetime, an id that is not a string, a record or decision subclass) is
+    written by pydantic alone. Used by one writer thread at a time.
     """
 
     def __init__(self) -> None:
@@ -668,9 +668,10 @@ class JsonLinesDecisionLog(_QueuedLog):
         self, target: Any, batch: list[_Prepared | DecisionRecord]  # noqa: ARG002 - self._file
     ) -> None:
         lines = self._encoder.lines(batch)
-        total = sum(map(len, lines)) + len(lines)
-        if self.max_bytes is None or self._size + total <= self.max_bytes:
-            self._append(b"\n".join(lines) + b"\n")  # the common case: no rotation, one write
+        if (self.max_bytes is None
+                or self._size + sum(map(len, lines)) + len(lines) <= self.max_bytes):
+            lines.append(b"")  # the common case: no rotation, one write, one copy
+            self._append(b"\n".join(lines))
             return
         chunk: list[bytes] = []
         size = self._size
