@@ -10,9 +10,11 @@ A sink (``decision_log=`` on a guard) takes records on the decision's path and m
 or fail it: ``JsonLinesDecisionLog`` and ``SqliteDecisionLog`` queue each record (a few hundred
 nanoseconds) and write from a thread of their own. A full queue or a failing disk drops records,
 counts them (``dropped``) and says so in the log at most once a minute. The writer thread shares
-the interpreter lock with the checks, so what it does per record is kept small: a cached
-balance is serialized once for all the decisions made on it (``_Encoder``), and SQLite fills
-its columns from the JSON in one statement per batch.
+the interpreter lock with the checks, so what it does per record is kept small: what repeats
+(a cached balance, the steady fields) is serialized once for all the decisions that share it
+and the rest is written by hand (``_Encoder``), and SQLite fills its columns in one statement
+per batch. What waits in the queue is a record's plain values, not the record: the garbage
+collector walks a waiting record's objects at each collection (see ``_Prepared``).
 """
 
 from __future__ import annotations
