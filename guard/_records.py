@@ -10,9 +10,11 @@ A sink (``decision_log=`` on a guard) takes records on the decision's path and m
 or fail it: ``JsonLinesDecisionLog`` and ``SqliteDecisionLog`` queue each record (a few hundred
 nanoseconds) and write from a thread of their own. A full queue or a failing disk drops records,
 counts them (``dropped``) and says so in the log at most once a minute. The writer thread shares
-the interpreter lock with the checks, so what it does per record is kept small: a cached
-balance is serialized once for all the decisions made on it (``_Encoder``), and SQLite fills
-its columns from the JSON in one statement per batch.
+the interpreter lock with the checks, so what it does per record is kept small: what repeats
+(a cached balance, the steady fields) is serialized once for all the decisions that share it
+and the rest is written by hand (``_Encoder``), and SQLite fills its columns in one statement
+per batch. What waits in the queue is a record's plain values, not the record: the garbage
+collector walks a waiting record's objects at each collection (see ``_Prepared``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import atexit
 import contextlib
 import copy
 import hashlib
-import itertools
 import json
+import operator
 import os
 import queue
 import sqlite3
@@ -30,15 +32,19 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import metadata
+from json.encoder import encode_basestring
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticSerializationError, SchemaSerializer
 
-from guard._models import BalanceSnapshot, Decision
+from guard._models import BalanceSnapshot, Decision, built
 from guard.errors import ConfigurationError, GuardError
 from guard.instrumentation import decision_log_dropped
 from rules import RuleSet, dump
@@ -125,103 +131,206 @@ class DecisionRecord(BaseModel):
 _SERIALIZER = DecisionRecord.__pydantic_serializer__
 
 
-def _without_balance() -> SchemaSerializer | None:
-    """Return a serializer of a ``Decision``'s ``__dict__`` but its balance (``None``: cannot).
+def _serializer_of(model: type[BaseModel], make: Any) -> SchemaSerializer | None:
+    """Return a serializer of what ``make(fields' schemas)`` describes, in *model*'s terms.
 
-    It is pydantic's own schema of each field (the same JSON for each), as a typed dict
-    without ``balance``; ``None`` when ``Decision``'s schema is not of the shape expected.
+    It is pydantic's own schema of each of *model*'s fields (the same JSON for each) with
+    *model*'s config and definitions; ``None`` when *model*'s schema is not of the shape
+    expected.
     """
-    schema: Any = copy.deepcopy(Decision.__pydantic_core_schema__)
-    model = schema["schema"] if schema["type"] == "definitions" else schema
-    fields = model.get("schema", {}).get("fields")
-    if model["type"] != "model" or not isinstance(fields, dict) or "balance" not in fields:
+    schema: Any = copy.deepcopy(model.__pydantic_core_schema__)
+    inner = schema["schema"] if schema["type"] == "definitions" else schema
+    fields = inner.get("schema", {}).get("fields")
+    if inner["type"] != "model" or not isinstance(fields, dict):
         return None  # pragma: no cover - pydantic's schema of a model with fields has them
-    typed = {
+    try:
+        made = make(fields)
+    except KeyError:  # pragma: no cover - a field the model no longer has
+        return None
+    if schema["type"] == "definitions":
+        schema["schema"] = made
+    else:
+        schema = made
+    return SchemaSerializer(schema, inner.get("config"))
+
+
+def _fields_serializer(model: type[BaseModel], names: tuple[str, ...]) -> SchemaSerializer | None:
+    """Return a serializer of a dict of *names* (*model*'s fields), as a typed dict."""
+    return _serializer_of(model, lambda fields: {
         "type": "typed-dict",
         "total": True,
         "fields": {
-            name: {"type": "typed-dict-field", "schema": field["schema"], "required": True}
-            for name, field in fields.items()
-            if name != "balance"
+            name: {"type": "typed-dict-field", "schema": fields[name]["schema"], "required": True}
+            for name in names
         },
-    }
-    if schema["type"] == "definitions":
-        schema["schema"] = typed
-    else:  # pragma: no cover - Decision's reasons are a definition of their own
-        schema = typed
-    return SchemaSerializer(schema, model.get("config"))
+    })
 
 
-_DECISION_SANS_BALANCE = _without_balance()
+_DECISION_FIELDS = tuple(Decision.model_fields)
+# A decision's fields that change from one decision to the next, written by _Encoder as
+# pydantic writes them; the others repeat, and pydantic writes them once for all the
+# decisions that share them.
+_VOLATILE = (
+    "decision_id", "amount", "payout_id", "reserved", "spendable", "evaluated_at", "balance_age",
+)
+_STEADY = tuple(name for name in _DECISION_FIELDS if name not in {"balance", *_VOLATILE})
+# The record's own fields after its decision (they repeat too).
+_TAIL = ("operation", "provider_asked", "rules_fingerprint", "version")
+
+
+class _Serializers(NamedTuple):
+    """Pydantic's serializers of parts of a ``Decision``, each field as pydantic writes it."""
+
+    sans_balance: SchemaSerializer
+    steady: SchemaSerializer
+    balance_age: SchemaSerializer
+    tail: SchemaSerializer
+
+
+def _serializers() -> _Serializers | None:
+    sans_balance = _fields_serializer(Decision, tuple(n for n in _DECISION_FIELDS
+                                                      if n != "balance"))
+    steady = _fields_serializer(Decision, _STEADY)
+    balance_age = _serializer_of(Decision, lambda fields: fields["balance_age"]["schema"])
+    tail = _fields_serializer(DecisionRecord, _TAIL)
+    if sans_balance is None or steady is None or balance_age is None or tail is None:
+        return None  # pragma: no cover - see _serializer_of
+    return _Serializers(sans_balance, steady, balance_age, tail)
+
+
+_PARTS = _serializers()
+_STEADY_OF, _VOLATILE_OF = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
+_TAIL_OF = itemgetter(*_TAIL)
+_FIELD_COUNT = len(_DECISION_FIELDS)
+# What the writer of a decision log is given of a record: its balance's JSON (made once
+# for all the decisions on the balance), its steady and volatile fields' values and its
+# tail's; or the record itself when it is of another shape (a subclass, a field missing).
+# A record waiting in the queue is six objects the garbage collector walks at each
+# collection, and moves to its older generations, which then are walked more often (the
+# most of what a decision log cost); tuples of plain values (strings, Decimals, times,
+# empty tuples) are untracked at the first collection they meet.
+_Prepared = tuple[bytes, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
 _MEMO_SIZE = 64
 
 
+def _second_of(moment: datetime) -> tuple[datetime, datetime, str]:
+    """Return the second *moment* (UTC) falls in: its start, its end, and its ISO 8601 text.
+
+    The text is pydantic's for the second's start, without its ``Z``: pydantic writes a
+    time as that, ``.`` and six digits of microseconds unless they are 0, and ``Z``.
+    """
+    start = moment.replace(microsecond=0)
+    return start, start + timedelta(seconds=1), start.isoformat()[:19]
+
+
 class _Encoder:
     """Write records as JSON lines that read back as the records written, for less.
 
-    A third of a record's serializing goes into its balance (two timestamps), and consecutive
-    decisions are made on one cached balance: its JSON is made once and remembered (with
-    the snapshot, so its ``id`` is not reused while remembered), and spliced in as the
-    decision's first key. The record's last four fields (operation, provider asked, rules
-    fingerprint, version) repeat too. The line holds the same keys and values as
-    ``DecisionRecord.to_json``'s, in another order. A record of another shape (a
-    ``DecisionRecord`` or ``Decision`` subclass, a ``Decision`` without a balance field) is
-    written by :meth:`DecisionRecord.to_json`. Used by one writer thread at a time.
+    Most of a record repeats from one decision to the next: its balance (consecutive
+    decisions are made on one cached balance: the sink gives its JSON, made once), its
+    steady fields (mode, currency, fee, the reserve, ``max_payable``, empty reasons, ...)
+    and its own last four fields (operation, provider asked, rules fingerprint, version).
+    Pydantic serializes each once, and it is remembered: steady fields by the identity of
+    their values (held with the memo, so no ``id`` is reused while remembered; equal
+    Decimals of other exponents are written apart), the last four, strings, by value. The
+    seven fields that change every time (id, amount, payout id, reserved, spendable, time,
+    balance age) are written here as pydantic writes them (the balance age by pydantic
+    itself). The line holds the same keys and values as ``DecisionRecord.to_json``'s, in
+    another order. A record of another shape (amounts that are not Decimals, a time that is
+    not a UTC datetime, an id that is not a string, a record or decision subclass) is
+    written by pydantic alone. Used by one writer thread at a time.
     """
 
     def __init__(self) -> None:
-        self._balances: dict[int, tuple[object, bytes]] = {}
+        self._steadies: dict[tuple[int, ...], tuple[tuple[object, ...], bytes]] = {}
         self._tails: dict[tuple[object, ...], bytes] = {}
+        # The last record's steady fields and their JSON (none yet: values no decision
+        # holds), the second its time fell in, and its last four fields and their JSON.
+        self._steady: tuple[tuple[object, ...], bytes] = ((object(),) * len(_STEADY), b"")
+        self._second = _second_of(datetime.min.replace(tzinfo=UTC))
+        self._tail: tuple[tuple[object, ...] | None, bytes] = (None, b"")
 
-    def lines(self, batch: list[DecisionRecord]) -> list[bytes]:
+    def lines(self, batch: list[_Prepared | DecisionRecord]) -> list[bytes]:
         """Return each record of *batch* as one line of JSON, without its newline."""
+        parts = _PARTS
+        if parts is None:  # pragma: no cover - see _serializers
+            return [_SERIALIZER.to_json(_record_of(item)) for item in batch]
         # One loop with its names at hand: it runs once per decision, on the GIL.
-        sans_balance = _DECISION_SANS_BALANCE
-        if sans_balance is None:  # pragma: no cover - see _without_balance
-            return [_SERIALIZER.to_json(record) for record in batch]
-        to_json, balances, tails, join = sans_balance.to_json, self._balances, self._tails, b"".join
+        steadies, join, same = self._steadies, b"".join, operator.is_
+        decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, parts.balance_age.to_json
+        steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
         head = b'{"decision":{"balance":'
         lines: list[bytes] = []
         append = lines.append
-        for record in batch:
-            decision = record.decision
-            if type(record) is not DecisionRecord or type(decision) is not Decision:
-                append(_SERIALIZER.to_json(record))
+        for item in batch:
+            if type(item) is not tuple:  # a record of another shape: pydantic writes it
+                append(_SERIALIZER.to_json(item))
                 continue
-            balance = decision.balance
-            memo = balances.get(id(balance))
-            if memo is None or memo[0] is not balance:
-                memo = self._remember(balance)
-            key = (record.operation, record.provider_asked, record.rules_fingerprint,
-                   record.version)
-            tail = tails.get(key)
-            if tail is None:
-                tail = self._tail(record, key)
+            balance, values, volatile, key = item
+            if key != tail_key:  # strings and None: equal, the same JSON
+                tail_key, tail = key, self._tails.get(key) or self._new_tail(key)
+            decision_id, amount, payout_id, reserved, spendable, at, age = volatile
+            if not (type(amount) is type(reserved) is type(spendable) is decimal
+                    and type(at) is datetime and at.tzinfo is utc):
+                append(self._whole(item, tail))
+                continue
+            if not start <= at < end:
+                start, end, second = self._second = _second_of(at)
+            micro = at.microsecond
             try:
-                body = to_json(decision.__dict__)
-            except PydanticSerializationError:  # a field missing: pydantic says which
-                append(_SERIALIZER.to_json(record))
-                continue
-            append(join((head, memo[1], b",", body[1:], tail)))
+                if not all(map(same, values, steady[0])):
+                    steady = steadies.get(tuple(map(id, values))) or self._new_steady(values)
+                text = (
+                    f',"decision_id":{quoted(decision_id)},"amount":"{amount!s}",'
+                    f'"payout_id":{"null" if payout_id is None else quoted(payout_id)},'
+                    f'"reserved":"{reserved!s}","spendable":"{spendable!s}","evaluated_at":'
+                    f'"{second}{f".{micro:06d}" if micro else ""}Z","balance_age":'
+                ).encode()
+                line = join((head, balance, text, age_json(age), steady[1], tail))
+            except (PydanticSerializationError, TypeError, UnicodeEncodeError):  # an odd id
+                line = self._whole(item, tail)
+            append(line)
+        self._steady, self._tail = steady, (tail_key, tail)
         return lines
 
-    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
-        if len(self._balances) >= _MEMO_SIZE:
-            self._balances.clear()
-        text = b"null" if balance is None else _BALANCE_SERIALIZER.to_json(balance)
-        memo = self._balances[id(balance)] = (balance, text)
+    def _whole(self, item: _Prepared, tail: bytes) -> bytes:
+        """Return the line of a record whose decision pydantic serializes but its balance."""
+        balance, values, volatile, _ = item
+        fields = dict(zip(_STEADY, values, strict=True))
+        fields.update(zip(_VOLATILE, volatile, strict=True))
+        body = _PARTS.sans_balance.to_json(fields)  # type: ignore[union-attr]  # not None: lines() checks
+        return b"".join((b'{"decision":{"balance":', balance, b",", body[1:], tail))
+
+    def _new_steady(self, values: tuple[object, ...]) -> tuple[tuple[object, ...], bytes]:
+        if len(self._steadies) >= _MEMO_SIZE:
+            self._steadies.clear()
+        # After a comma, without its opening brace; with the decision's closing one.
+        text = _PARTS.steady.to_json(dict(zip(_STEADY, values, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
+        memo = self._steadies[tuple(map(id, values))] = (values, b"," + text[1:])
         return memo
 
-    def _tail(self, record: DecisionRecord, key: tuple[object, ...]) -> bytes:
+    def _new_tail(self, key: tuple[object, ...]) -> bytes:
         if len(self._tails) >= _MEMO_SIZE:
             self._tails.clear()
         # The record's own fields after its decision, as pydantic writes them.
-        whole = _SERIALIZER.to_json(record, exclude={"decision"})
+        whole = _PARTS.tail.to_json(dict(zip(_TAIL, key, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
         tail = self._tails[key] = b"," + whole[1:]
         return tail
+
+
+def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
+    """Return the record *item* was prepared from (see ``_prepared``), built again."""
+    if not isinstance(item, tuple):
+        return item
+    text, values, volatile, key = item
+    balance = None if text == b"null" else BalanceSnapshot.model_validate_json(text)
+    fields = dict(zip(_STEADY, values, strict=True))
+    fields.update(zip(_VOLATILE, volatile, strict=True), balance=balance)
+    decision = built(Decision, {name: fields[name] for name in _DECISION_FIELDS})
+    return built(DecisionRecord, {"decision": decision, **dict(zip(_TAIL, key, strict=True))})
 
 
 @runtime_checkable
@@ -243,6 +352,11 @@ class DecisionLog(Protocol):
 
 
 _RUNNING: weakref.WeakSet[_QueuedLog] = weakref.WeakSet()
+# What a writer thread's queue holds: records, ``None`` (closed: write the rest and stop)
+# and a flush's event (set once what was queued before it is written).
+_Item = Any  # _Prepared | DecisionRecord | threading.Event | None; mypy: no recursion
+# Records written at most in one batch.
+_BATCH = 4096
 
 
 @atexit.register
@@ -252,11 +366,22 @@ def _close_running() -> None:
         sink.close(timeout=2.0)
 
 
+def _forget_writers() -> None:
+    """In a forked child, forget the parent's writer threads: none of them runs here."""
+    for sink in list(_RUNNING):
+        sink._forked()
+
+
+os.register_at_fork(after_in_child=_forget_writers)
+
+
 class _QueuedLog:
     """A sink that queues records and writes them in batches from its own daemon thread.
 
     Subclasses open their target (``_open``), write a batch (``_write_batch``) and close it
-    (``_close_target``), all in the writer thread.
+    (``_close_target``), all in the writer thread. A forked child starts a writer of its
+    own on its first record (and a queue of its own: records queued in the parent are the
+    parent's to write).
     """
 
     def __init__(self, *, max_pending: int) -> None:
@@ -267,38 +392,83 @@ class _QueuedLog:
         self.max_pending = max_pending
         self.dropped = 0
         self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[DecisionRecord | None] = queue.SimpleQueue()
+        # The writer's queue: None until the writer runs, and once the log is closed.
+        self._queue: queue.SimpleQueue[_Item] | None = None
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._closed = False
         self._complained_at = -_COMPLAIN_EVERY
-        # Records queued (numbered as they are) and records the writer is done with (written
-        # or dropped): flush() waits for the second to reach the first.
-        self._numbers = itertools.count(1)
-        self._queued = 0
-        self._done = 0
+        # Flushes waiting: while there are none, the writer need not look for their events.
+        self._flushes = 0
+        # The balances of recent records, with their JSON: any thread adds to it.
+        self._balances: dict[int, tuple[object, bytes]] = {}
         self._encoder = _Encoder()  # used by the writer thread only
 
     def write(self, record: DecisionRecord) -> None:
         """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
-        if self._thread is None or self._pid != os.getpid():
-            self._start()
-        if self._closed or self._queue.qsize() >= self.max_pending:
-            self._drop(1, "the queue is full" if not self._closed else "the log is closed")
+        pending = self._queue  # on every decision's path: _prepared(record), inlined
+        if pending is None or pending.qsize() >= self.max_pending:
+            self._refuse(record)
             return
-        self._queued = next(self._numbers)
-        self._queue.put(record)
+        if (type(record) is DecisionRecord and type(decision := record.decision) is Decision
+                and len(fields := decision.__dict__) == _FIELD_COUNT):
+            try:
+                balance = fields["balance"]
+                known = self._balances.get(id(balance))
+                if known is None or known[0] is not balance:
+                    known = self._remember(balance)
+                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                             _TAIL_OF(record.__dict__)))
+            except KeyError:  # a field of another name: pydantic says which
+                pending.put(record)
+            return
+        pending.put(self._prepared(record))
+
+    def write_decision(
+        self,
+        decision: Decision,
+        operation: Operation,
+        provider_asked: str | None,
+        rules_fingerprint: str,
+        version: str,
+    ) -> None:
+        """Queue the record of *decision* made of these fields, without building it.
+
+        What ``write(DecisionRecord(decision=decision, operation=operation, ...))`` does,
+        for less: a guard calls it when its sink has it.
+        """
+        pending = self._queue  # on every decision's path: write()'s, without a record
+        if (pending is not None and pending.qsize() < self.max_pending
+                and type(decision) is Decision
+                and len(fields := decision.__dict__) == _FIELD_COUNT):
+            try:
+                balance = fields["balance"]
+                known = self._balances.get(id(balance))
+                if known is None or known[0] is not balance:
+                    known = self._remember(balance)
+                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                             (operation, provider_asked, rules_fingerprint, version)))
+                return
+            except KeyError:  # a field of another name: pydantic says which
+                pass
+        self.write(built(DecisionRecord, {
+            "decision": decision, "operation": operation, "provider_asked": provider_asked,
+            "rules_fingerprint": rules_fingerprint, "version": version,
+        }))
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued record is written (or dropped); ``False`` on timeout."""
-        if self._thread is None:
+        with self._lock:
+            pending, thread = self._queue, self._thread
+            if pending is not None:
+                self._flushes += 1
+        if thread is None:
             return True
-        wanted, deadline = self._queued, time.monotonic() + timeout
-        while self._done < wanted:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        if pending is None:  # closed: the writer writes the rest and stops
+            thread.join(timeout)
+            return not thread.is_alive()
+        done = threading.Event()
+        pending.put(done)
+        return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (waiting at most *timeout* seconds) and close the target."""
@@ -306,47 +476,82 @@ class _QueuedLog:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        if thread is not None and self._pid == os.getpid():
-            self._queue.put(None)
+            pending, thread = self._queue, self._thread
+            self._queue = None
+        if pending is not None and thread is not None:
+            pending.put(None)
             thread.join(timeout)
 
-    def _start(self) -> None:
+    def _refuse(self, record: DecisionRecord) -> None:
+        """Queue *record* once the writer runs; drop it if the log is closed or full."""
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
-                return
-            # A forked child has the parent's sink but not its thread: it starts its own
-            # (and its own queue: records queued in the parent are the parent's to write).
-            self._pid = os.getpid()
-            self._queue = queue.SimpleQueue()
-            self._numbers, self._queued, self._done = itertools.count(1), 0, 0
-            self._thread = threading.Thread(
-                target=self._run, name=f"payout-guard {type(self).__name__}", daemon=True
-            )
-            self._thread.start()
-            _RUNNING.add(self)
+            if self._queue is None and not self._closed:
+                self._start()
+            pending = self._queue
+        if pending is not None and pending.qsize() < self.max_pending:
+            pending.put(self._prepared(record))
+            return
+        self._drop(1, "the log is closed" if self._closed else "the queue is full")
 
-    def _run(self) -> None:
+    def _prepared(self, record: DecisionRecord) -> _Prepared | DecisionRecord:
+        """Return what the writer is given of *record* (see ``_Prepared``)."""
+        if type(record) is DecisionRecord and type(decision := record.decision) is Decision:
+            fields = decision.__dict__
+            if len(fields) == _FIELD_COUNT:  # else a field missing: pydantic says which
+                with contextlib.suppress(KeyError):  # or one of another name
+                    balance = fields["balance"]
+                    known = self._balances.get(id(balance))
+                    if known is None or known[0] is not balance:
+                        known = self._remember(balance)
+                    return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
+                            _TAIL_OF(record.__dict__))
+        return record
+
+    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
+        """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused)."""
+        if len(self._balances) >= _MEMO_SIZE:
+            self._balances.clear()
+        text = b"null" if balance is None else _BALANCE_SERIALIZER.to_json(balance)
+        known = self._balances[id(balance)] = (balance, text)
+        return known
+
+    def _start(self) -> None:
+        pending: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._run, args=(pending,), name=f"payout-guard {type(self).__name__}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._queue = pending
+        _RUNNING.add(self)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
+        self._queue, self._thread, self._flushes = None, None, 0
+
+    def _run(self, pending: queue.SimpleQueue[_Item]) -> None:
         target: Any = None
-        stop = False
-        while not stop:
-            batch: list[DecisionRecord] = []
-            item = self._queue.get()
-            if item is not None:
+        get, take, size = pending.get, pending.get_nowait, pending.qsize
+        closing = False
+        while not closing or size():
+            first = get()
+            if type(first) is not threading.Event and first is not None and not closing:
                 # Linger a moment: records written in batches wake this thread (and take the
                 # GIL from the checks) once per batch, not once per decision.
                 time.sleep(_LINGER)
-            while True:
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
-                if len(batch) >= 4096:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            # This thread alone takes from the queue: what it holds now is there to take.
+            batch: list[Any] = [first, *[take() for _ in range(min(size(), _BATCH - 1))]]
+            done: list[threading.Event] = []
+            if self._flushes or self._closed:  # an event or the end may be in the batch
+                records = []
+                for item in batch:
+                    if item is None:
+                        closing = True
+                    elif type(item) is threading.Event:
+                        done.append(item)
+                    else:
+                        records.append(item)
+                batch = records
             if batch:
                 try:
                     if target is None:
@@ -356,7 +561,10 @@ class _QueuedLog:
                     self._drop(len(batch), type(exc).__name__)
                     self._discard(target)
                     target = None  # opened again for the next batch
-            self._done += len(batch)
+            for event in done:
+                with self._lock:
+                    self._flushes -= 1
+                event.set()
         self._discard(target)
 
     def _discard(self, target: Any) -> None:
@@ -380,7 +588,7 @@ class _QueuedLog:
     def _open(self) -> Any:
         raise NotImplementedError
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
         raise NotImplementedError
 
     def _close_target(self, target: Any) -> None:
@@ -458,11 +666,14 @@ class JsonLinesDecisionLog(_QueuedLog):
         self._size = os.fstat(self._file.fileno()).st_size  # counted, not tell(): a pipe works
         return self._file
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:  # noqa: ARG002
+    def _write_batch(
+        self, target: Any, batch: list[_Prepared | DecisionRecord]  # noqa: ARG002 - self._file
+    ) -> None:
         lines = self._encoder.lines(batch)
-        total = sum(map(len, lines)) + len(lines)
-        if self.max_bytes is None or self._size + total <= self.max_bytes:
-            self._append(b"\n".join(lines) + b"\n")  # the common case: no rotation, one write
+        if (self.max_bytes is None
+                or self._size + sum(map(len, lines)) + len(lines) <= self.max_bytes):
+            lines.append(b"")  # the common case: no rotation, one write, one copy
+            self._append(b"\n".join(lines))
             return
         chunk: list[bytes] = []
         size = self._size
@@ -536,15 +747,12 @@ class SqliteDecisionLog(_QueuedLog):
         )
         return conn
 
-    def _write_batch(self, target: Any, batch: list[DecisionRecord]) -> None:
+    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
         lines = self._encoder.lines(batch)
         target.execute("BEGIN IMMEDIATE")
         try:
             target.executemany(_INSERT_ROW, [
-                (r.decision.decision_id, r.decision.evaluated_at.isoformat(), r.operation,
-                 r.decision.provider, r.decision.currency, int(r.decision.allowed),
-                 ",".join(r.decision.codes), r.decision.payout_id, line.decode())
-                for r, line in zip(batch, lines, strict=True)
+                (*_columns(item), line.decode()) for item, line in zip(batch, lines, strict=True)
             ])
         except BaseException:
             target.execute("ROLLBACK")
@@ -553,6 +761,22 @@ class SqliteDecisionLog(_QueuedLog):
 
     def _close_target(self, target: Any) -> None:
         target.close()
+
+
+_PROVIDER, _CURRENCY, _ALLOWED, _REASONS = map(
+    _STEADY.index, ("provider", "currency", "allowed", "reasons")
+)
+
+
+def _columns(item: _Prepared | DecisionRecord) -> tuple[object, ...]:
+    """Return the columns of a SQLite row but its record, from what the writer was given."""
+    if isinstance(item, tuple):
+        _, values, (decision_id, _, payout_id, _, _, at, _), (operation, *_) = item
+        return (decision_id, at.isoformat(), operation, values[_PROVIDER], values[_CURRENCY],
+                int(values[_ALLOWED]), ",".join(r.code for r in values[_REASONS]), payout_id)
+    d = item.decision
+    return (d.decision_id, d.evaluated_at.isoformat(), item.operation, d.provider, d.currency,
+            int(d.allowed), ",".join(d.codes), d.payout_id)
 
 
 def count_decisions(path: str | os.PathLike[str]) -> int:

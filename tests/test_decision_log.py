@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -133,6 +135,54 @@ class TestLines:
         records = list(read_decisions(path))
         assert made == [r.decision for r in records]
         assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
+
+    def test_the_fields_that_change_every_time_are_written_as_pydantic_writes_them(
+        self, tmp_path: Path
+    ) -> None:
+        """Ids to escape, amounts with exponents, a time on the second, any balance age."""
+        path = tmp_path / "decisions.jsonl"
+        with self._guard(JsonLinesDecisionLog(path)) as guard:
+            made = guard.check("10", "BRL")
+            odd = [
+                made.model_copy(update=update) for update in (
+                    {"decision_id": 'id "\\ \n\u00e9\u2028', "payout_id": "po-\x00-\U0001f600"},
+                    {"amount": Decimal("1E+2"), "reserved": Decimal("-0.00"),
+                     "spendable": Decimal("0E-8")},
+                    {"evaluated_at": made.evaluated_at.replace(microsecond=0)},
+                    {"evaluated_at": made.evaluated_at.replace(microsecond=500_000)},
+                    {"evaluated_at": made.evaluated_at.astimezone(timezone(timedelta(hours=-3)))},
+                    {"balance_age": None},
+                    {"balance_age": 1e-05},
+                    {"balance_age": float("inf")},
+                )
+            ]
+            sink = guard.decision_log
+            assert isinstance(sink, JsonLinesDecisionLog)
+            records = [DecisionRecord(decision=d, operation="check", rules_fingerprint="f",
+                                      version="v") for d in odd]
+            for record in records:
+                sink.write(record)
+        lines = path.read_bytes().splitlines()[1:]
+        assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
+        assert records == list(read_decisions(path))[1:]
+
+    def test_write_decision_writes_what_write_writes(self, tmp_path: Path) -> None:
+        """A decision's fields given without a record are the record ``write`` is given."""
+        recorded, fields_only = tmp_path / "recorded.jsonl", tmp_path / "fields.jsonl"
+        with self._guard(None) as guard:
+            made = _mixed_decisions(guard)
+        for path in (recorded, fields_only):
+            sink = JsonLinesDecisionLog(path)
+            for decision in made:
+                if path == recorded:
+                    sink.write(DecisionRecord(decision=decision, operation="reserve",
+                                              provider_asked="luxtak", rules_fingerprint="f",
+                                              version="v"))
+                else:
+                    sink.write_decision(decision, "reserve", "luxtak", "f", "v")
+            sink.close()
+        assert recorded.read_bytes() == fields_only.read_bytes()
+        assert made == [r.decision for r in read_decisions(fields_only)]
 
     def test_a_log_of_records_own_json_still_reads(self, tmp_path: Path) -> None:
         """A log written by an earlier version (``to_json`` lines) reads as before."""
