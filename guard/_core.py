@@ -356,6 +356,8 @@ class Core:
         self.logging_to: tuple[Any, Callable[[int], bool]] | None = None
         self.log_probed = False
         self.decision_log = decision_log
+        # A sink that takes a decision's fields without a record built (the library's own).
+        self.write_decision = getattr(decision_log, "write_decision", None)
         self.fingerprint = rules_fingerprint(rules)
         # What every decision event says decided it, beside the decision's own fields.
         self.stamp = {"rules_fingerprint": self.fingerprint, "version": VERSION}
@@ -623,10 +625,13 @@ class Core:
         sink = self.decision_log
         if sink is not None:
             try:
-                sink.write(built(DecisionRecord, {
-                    "decision": decision, "operation": operation, "provider_asked": asked,
-                    "rules_fingerprint": self.fingerprint, "version": VERSION,
-                }))
+                if self.write_decision is not None:
+                    self.write_decision(decision, operation, asked, self.fingerprint, VERSION)
+                else:
+                    sink.write(built(DecisionRecord, {
+                        "decision": decision, "operation": operation, "provider_asked": asked,
+                        "rules_fingerprint": self.fingerprint, "version": VERSION,
+                    }))
             except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
                 write_failed(sink, exc)
         EVENTS.decision(decision)  # metrics and the span's outcome (guard.instrumentation)
