@@ -14,11 +14,14 @@ server's ``TIME``. So hosts whose clocks disagree still agree on creation, expir
 times, and the holds the store returns carry the server's times. ``clock="caller"`` takes the
 times as passed (one host, or a test that moves the clock by hand).
 
-Every operation is one round trip (one ``EVALSHA``) and costs O(1) amortized however many holds
+Every operation is one round trip and costs O(1) amortized however many holds
 its key has: live holds are a running total kept with an index by expiry, from which expired
 holds leave lazily; commits a running total with a sorted set by commit time; purges of what
 the retention no longer keeps run only when due, a bounded number per call. Redis TTLs (the
-retention plus an hour past a hold's life) only collect what nobody touches any more.
+retention plus an hour past a hold's life) only collect what nobody touches any more. The
+blocking store loads the scripts once as a Redis Functions library (``FUNCTION LOAD``, Redis 7)
+and runs each with one ``FCALL``; without Functions (an older server, or an ACL that refuses
+them) with one ``EVALSHA``, the same scripts. The asyncio store always uses ``EVALSHA``.
 
 The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
 budgets (``gcra``), always on the server's clock.
@@ -102,6 +105,7 @@ _CLOCKS = ("server", "caller")
 _PAGE = 1000  # members of an index read per ZRANGE, names per SCAN, when listing holds
 _RECORDS = 200  # records read per RECORDS script, when listing holds
 _SCRIPT = "script"  # a _Call of one of the _SCRIPTS: args are (name, keys, argv)
+_FUNCTION_GONE = "Function not found"  # FCALL's error when the library is not loaded
 
 
 class _Call(NamedTuple):
@@ -183,7 +187,8 @@ class _Lines:
     itself (measured: the pool's checks of a connection at every borrow, the retry wrapper,
     redis-py's metrics and per-command dispatch). So a store borrows a connection from its
     client's pool once and keeps it between calls: each call takes an idle one (or borrows
-    another), sends the packed ``EVALSHA`` and reads the reply on it, then puts it back.
+    another), sends the packed ``FCALL`` or ``EVALSHA`` and reads the reply on it, then puts it
+    back.
     ``list.pop`` and ``append`` are atomic, so a connection serves one thread at a time. The
     connection's own retry policy applies, as in ``execute_command`` (one retry on a dropped
     link for a client built from a URL); a connection that failed disconnected itself and
@@ -203,16 +208,19 @@ class _Lines:
         wanted = inspect.signature(pool.get_connection).parameters.get("command_name")
         self._named = wanted is not None and wanted.default is inspect.Parameter.empty
 
-    def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
-        """Return the reply of ``EVALSHA sha`` on an idle connection (error replies raise)."""
+    def run(self, command: str, target: str, keys: list[str], args: list[Any]) -> Any:
+        """Return the reply of ``FCALL`` or ``EVALSHA`` (*command*) on an idle connection.
+
+        *target* is the function or the script's digest; error replies raise.
+        """
         if self._pid != os.getpid():  # forked: the parent's sockets are not this process's
             self._pid, self._idle = os.getpid(), []
         try:
             conn = self._idle.pop()
         except IndexError:
-            conn = self._pool.get_connection("EVALSHA") if self._named else (
+            conn = self._pool.get_connection(command) if self._named else (
                 self._pool.get_connection())
-        packed = self._pack(["EVALSHA", sha, len(keys), *keys, *args])
+        packed = self._pack([command, target, len(keys), *keys, *args])
 
         def send() -> Any:
             conn.send_packed_command((packed,))
@@ -376,6 +384,9 @@ class RedisReservations:
         self._epoch: str | None = None
         self._warned = False
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
+        # The scripts as Redis Functions (name -> function), once loaded at first contact;
+        # None: run them with EVALSHA (a server without Functions, or none loaded yet).
+        self._functions: dict[str, str] | None = None
         # Redis cannot be reached now: the first use tries again.
         with contextlib.suppress(StoreUnavailable):
             self._drive(self._contacted())
@@ -859,13 +870,7 @@ class RedisReservations:
             while True:
                 try:
                     if call.method == _SCRIPT:
-                        name, keys, args = call.args
-                        script = self._scripts[name]
-                        try:
-                            reply = self._lines.evalsha(script.sha, keys, args)
-                        except self._no_script:  # the server lost its scripts: load, retry
-                            script.sha = client.script_load(script.script)
-                            reply = self._lines.evalsha(script.sha, keys, args)
+                        reply = self._run_script(client, *call.args)
                     else:
                         reply = getattr(client, call.method)(*call.args, **call.kwargs)
                 except self._errors as exc:
@@ -874,6 +879,32 @@ class RedisReservations:
                     call = flow.send(reply)
         except StopIteration as stop:
             return cast("T", stop.value)
+
+    def _run_script(self, client: Redis, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Return the reply of script *name*, by ``FCALL`` or else ``EVALSHA``.
+
+        ``FCALL`` when the store loaded the scripts as functions; either is loaded again when
+        the server lost it (a restart, a flush).
+        """
+        functions = self._functions
+        if functions is not None:
+            try:
+                return self._lines.run("FCALL", functions[name], keys, args)
+            except self._response_error as exc:
+                if str(exc) != _FUNCTION_GONE:
+                    raise
+            try:
+                client.function_load(lua.LIBRARY, replace=True)
+            except self._response_error:  # a server without Functions now (a failover)
+                self._functions = None
+            else:
+                return self._lines.run("FCALL", functions[name], keys, args)
+        script = self._scripts[name]
+        try:
+            return self._lines.run("EVALSHA", script.sha, keys, args)
+        except self._no_script:  # the server lost its scripts: load, retry
+            script.sha = client.script_load(script.script)
+            return self._lines.run("EVALSHA", script.sha, keys, args)
 
     def _script(
         self, name: str, key: str, args: list[Any], hold: Hold | None = None,
@@ -924,8 +955,22 @@ class RedisReservations:
             raise self._unavailable(exc) from exc
         if epoch is None:  # deleted between the two calls: try again at the next call
             raise StoreUnavailable(_LOST.format("the epoch marker vanished"), store="redis")
+        yield from self._load_functions()
         self._epoch = _text(epoch)
         return self._epoch
+
+    def _load_functions(self) -> Flow[None]:
+        """Load the scripts as one Redis Functions library (``lua.LIBRARY``), for ``FCALL``.
+
+        A server without Functions (before Redis 7), or whose ACL refuses ``FUNCTION LOAD``,
+        leaves the store on ``EVALSHA``: the same steps, each call defining its helpers again.
+        """
+        try:
+            yield _Call("function_load", (lua.LIBRARY,), {"replace": True})
+        except self._response_error:
+            self._functions = None
+        else:
+            self._functions = lua.FUNCTIONS
 
     def _check_server(self) -> Flow[None]:
         """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
