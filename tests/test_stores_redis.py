@@ -528,6 +528,25 @@ class TestRoundTrips:
             assert "committed" == asyncio.run(run())
         admin.close()
 
+    def test_either_protocol_gives_the_same_replies(self, redis_url: str) -> None:
+        """A store on a RESP2 link (read by the store) and one on RESP3 (by redis-py) agree."""
+        found = []
+        for protocol in (2, 3):
+            client = redis.Redis.from_url(redis_url, protocol=protocol)
+            with RedisReservations(client, namespace=f"p{protocol}-{uuid.uuid4().hex}",
+                                   clock="caller") as store:
+                taken = owned("po_1", "2.50")
+                outcome = store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
+                again = store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
+                done = store.commit("po_1", owner=taken.owner, now=T0 + 1)
+                found.append((outcome.status, outcome.hold, again.status, again.hold, done,
+                               store.get("po_1"), store.get("po_9"), store.release(
+                                   "po_1", owner=taken.owner),
+                               store.reserved(KEY, counted_since=0, now=T0 + 1)))
+            client.close()
+        assert found[0] == found[1]
+        assert ("held", "duplicate") == (found[0][0], found[0][2])
+
     def test_a_server_that_forgot_the_functions_gets_them_again(self, redis_url: str) -> None:
         """After FUNCTION FLUSH, the next call loads the library again and runs its function."""
         if not has_functions(redis_url):
