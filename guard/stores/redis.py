@@ -1049,11 +1049,12 @@ class RedisReservations:
             marker = f"{self._prefix}epoch"
             yield _Call("set", (marker, secrets.token_hex(16)), {"nx": True})
             epoch = yield _Call("get", (marker,))
+            if epoch is not None:
+                yield from self._load_functions()
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         if epoch is None:  # deleted between the two calls: try again at the next call
             raise StoreUnavailable(_LOST.format("the epoch marker vanished"), store="redis")
-        yield from self._load_functions()
         self._epoch = _text(epoch)
         return self._epoch
 
