@@ -242,7 +242,10 @@ class TestRoundTrips:
     def test_through_redis_a_reserve_is_one_script_and_a_commit_another(
         self, redis_url: str
     ) -> None:
-        """Once the key's held total is known, reserve + commit cost two EVALSHA calls."""
+        """Once the key's held total is known, reserve + commit cost two script calls.
+
+        Two FCALL (EVALSHA before Redis 7).
+        """
         import redis
 
         client = redis.Redis.from_url(redis_url)
@@ -255,7 +258,7 @@ class TestRoundTrips:
         def scripts() -> int:
             stats = client.info("commandstats")
             return sum(int(stats.get(name, {}).get("calls", 0))
-                       for name in ("cmdstat_evalsha", "cmdstat_eval"))
+                       for name in ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall"))
 
         before = scripts()
         for n in range(5):

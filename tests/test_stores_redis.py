@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -464,13 +464,24 @@ class _Counting(redis.Connection):
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
-class TestRoundTrips:
-    def test_reserve_commit_and_check_are_one_evalsha_each(self, redis_url: str) -> None:
-        """try_hold, commit and reserved each cost one EVALSHA, on either clock.
+def has_functions(url: str) -> bool:
+    """Return whether the server at *url* has Redis Functions (Redis 7 and later)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("server")["redis_version"].split(".")[0]) >= 7
+    finally:
+        client.close()
 
-        Once the server has the scripts: the first call of each on a server loads it.
+
+class TestRoundTrips:
+    def test_reserve_commit_and_check_are_one_script_call_each(self, redis_url: str) -> None:
+        """try_hold, commit and reserved each cost one script call, on either clock.
+
+        One FCALL (EVALSHA before Redis 7), once the server has the scripts: the first call of
+        each on a server loads it.
         """
         sent = _Counting.sent
+        one = ["FCALL"] if has_functions(redis_url) else ["EVALSHA"]
         for clock in ("server", "caller"):
             client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
                 redis_url, connection_class=_Counting))
@@ -483,13 +494,13 @@ class TestRoundTrips:
                 taken = owned("po_1", "1.00")
                 sent.clear()
                 assert "held" == take(store, taken)
-                assert ["EVALSHA"] == sent
+                assert one == sent
                 sent.clear()
                 assert store.commit("po_1", owner=taken.owner, now=T0) is not None
-                assert ["EVALSHA"] == sent
+                assert one == sent
                 sent.clear()
                 store.reserved(KEY, counted_since=0, now=T0)
-                assert ["EVALSHA"] == sent
+                assert one == sent
             client.close()
             client.connection_pool.disconnect()  # the client was given the pool: not its to close
 
@@ -517,6 +528,73 @@ class TestRoundTrips:
             assert "committed" == asyncio.run(run())
         admin.close()
 
+    def test_either_protocol_gives_the_same_replies(self, redis_url: str) -> None:
+        """A store on a RESP2 link (read by the store) and one on RESP3 (by redis-py) agree."""
+        found = []
+        for protocol in (2, 3):
+            client = redis.Redis.from_url(redis_url, protocol=protocol)
+            with RedisReservations(client, namespace=f"p{protocol}-{uuid.uuid4().hex}",
+                                   clock="caller") as store:
+                taken = owned("po_1", "2.50")
+                outcome = store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
+                again = store.try_hold(taken, ceiling=Decimal(100), counted_since=0, now=T0)
+                done = store.commit("po_1", owner=taken.owner, now=T0 + 1)
+                found.append((outcome.status, outcome.hold, again.status, again.hold, done,
+                               store.get("po_1"), store.get("po_9"), store.release(
+                                   "po_1", owner=taken.owner),
+                               store.reserved(KEY, counted_since=0, now=T0 + 1)))
+            client.close()
+        assert found[0] == found[1]
+        assert ("held", "duplicate") == (found[0][0], found[0][2])
+
+    def test_a_server_that_forgot_the_functions_gets_them_again(self, redis_url: str) -> None:
+        """After FUNCTION FLUSH, the next call loads the library again and runs its function."""
+        if not has_functions(redis_url):
+            pytest.skip("Redis Functions need Redis 7")
+        admin = redis.Redis.from_url(redis_url)
+        sent = _Counting.sent
+        client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            redis_url, connection_class=_Counting))
+        with RedisReservations(client, namespace=f"ff-{uuid.uuid4().hex}",
+                               clock="caller") as store:
+            first = owned("po_1", "1.00")
+            assert "held" == take(store, first)
+            admin.function_flush()
+            sent.clear()
+            done = store.commit("po_1", owner=first.owner, now=T0)
+            assert (2, 1) == (sent.count("FCALL"), sent.count("FUNCTION"))  # refused, loaded
+            assert done is not None
+            assert "committed" == done.state
+        client.close()
+        client.connection_pool.disconnect()
+        admin.close()
+
+    def test_a_user_refused_functions_runs_the_scripts(self, redis_url: str) -> None:
+        """A Redis user the ACL refuses FUNCTION LOAD gets the same holds through EVALSHA."""
+        if not has_functions(redis_url):
+            pytest.skip("Redis Functions need Redis 7")
+        admin = redis.Redis.from_url(redis_url)
+        name, secret = f"nofn-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+        admin.acl_setuser(name, enabled=True, passwords=[f"+{secret}"], keys=["*"],
+                          channels=["*"], commands=["+@all", "-function", "-fcall"])
+        sent = _Counting.sent
+        client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(
+            redis_url, connection_class=_Counting, username=name, password=secret))
+        try:
+            with RedisReservations(client, namespace=f"nf-{uuid.uuid4().hex}") as store:
+                taken = owned("po_1", "1.00")
+                sent.clear()
+                assert "held" == take(store, taken)
+                assert store.commit("po_1", owner=taken.owner, now=T0) is not None
+                assert Decimal("1.00") == store.committed(KEY, since=T0 - 60, now=T0)
+                assert "FCALL" not in sent
+                assert "EVALSHA" in sent
+        finally:
+            client.close()
+            client.connection_pool.disconnect()
+            admin.acl_deluser(name)
+            admin.close()
+
 
 class TestScripts:
     def test_each_script_defines_every_helper_it_names(self, redis_url: str) -> None:
@@ -532,6 +610,38 @@ class TestScripts:
                 assert client.script_load(text)
         finally:
             client.close()
+
+    def test_the_library_holds_every_script_as_a_function(self, redis_url: str) -> None:
+        """The Functions library loads, and names one function for each script (Redis 7)."""
+        if not has_functions(redis_url):
+            pytest.skip("Redis Functions need Redis 7")
+        client = redis.Redis.from_url(redis_url)
+        try:
+            assert lua.LIBRARY_NAME.encode() == client.function_load(lua.LIBRARY, replace=True)
+            found = client.function_list(library=lua.LIBRARY_NAME)
+        finally:
+            client.close()
+        names = {_name(f) for library in found for f in _field(library, "functions")}
+        assert set(lua.FUNCTIONS.values()) == names
+        assert {_name_of(text) for text in lua.__all__} == set(lua.FUNCTIONS)
+
+
+def _field(entry: object, name: str) -> Any:
+    """Return the field *name* of a FUNCTION LIST entry (a flat list of names and values)."""
+    assert isinstance(entry, list)
+    return entry[[_text(k) for k in entry[::2]].index(name) * 2 + 1]
+
+
+def _name(function: object) -> str:
+    return _text(_field(function, "name"))
+
+
+def _name_of(constant: str) -> str:
+    return constant.lower()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class TestServerChecks:
@@ -809,7 +919,7 @@ class TestHoldsAtConstantCost:
         finally:
             client.close()
         calls = sum(int(v["calls"]) for k, v in stats.items()
-                    if k not in {"cmdstat_evalsha", "cmdstat_config|resetstat"})
+                    if k not in {"cmdstat_evalsha", "cmdstat_fcall", "cmdstat_config|resetstat"})
         assert calls <= 12, stats
 
 

@@ -6,6 +6,7 @@ BRL is ``1050``, ``1500`` CLP is ``1500``, ``1.250`` KWD is ``1250``), never as 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from decimal import ROUND_FLOOR, Decimal, localcontext
@@ -76,6 +77,13 @@ def ceiling_to_minor(ceiling: Decimal, currency: str) -> int:
     """
     if not ceiling.is_finite():
         raise ValueError(f"ceiling must be a finite amount, got {ceiling}")
+    return _floor_minor(ceiling, currency)
+
+
+# A guard passes the same ceiling on every hold until its balance changes: each is worked out
+# once (the answer depends only on the value: Decimal("10.0") and Decimal("10.00") share it).
+@functools.lru_cache(maxsize=256)
+def _floor_minor(ceiling: Decimal, currency: str) -> int:
     with localcontext(MONEY_CONTEXT) as ctx:
         # Enough digits that scaling never rounds (a rounded-up ceiling would allow too much).
         ctx.prec = len(ceiling.as_tuple().digits) + 8
