@@ -405,21 +405,9 @@ class _QueuedLog:
 
     def write(self, record: DecisionRecord) -> None:
         """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
-        pending = self._queue  # on every decision's path: _prepared(record), inlined
+        pending = self._queue
         if pending is None or pending.qsize() >= self.max_pending:
             self._refuse(record)
-            return
-        if (type(record) is DecisionRecord and type(decision := record.decision) is Decision
-                and len(fields := decision.__dict__) == _FIELD_COUNT):
-            try:
-                balance = fields["balance"]
-                known = self._balances.get(id(balance))
-                if known is None or known[0] is not balance:
-                    known = self._remember(balance)
-                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
-                             _TAIL_OF(record.__dict__)))
-            except KeyError:  # a field of another name: pydantic says which
-                pending.put(record)
             return
         pending.put(self._prepared(record))
 
@@ -436,20 +424,16 @@ class _QueuedLog:
         What ``write(DecisionRecord(decision=decision, operation=operation, ...))`` does,
         for less: a guard calls it when its sink has it.
         """
-        pending = self._queue  # on every decision's path: write()'s, without a record
-        if (pending is not None and pending.qsize() < self.max_pending
-                and type(decision) is Decision
-                and len(fields := decision.__dict__) == _FIELD_COUNT):
-            try:
-                balance = fields["balance"]
-                known = self._balances.get(id(balance))
-                if known is None or known[0] is not balance:
-                    known = self._remember(balance)
-                pending.put((known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
-                             (operation, provider_asked, rules_fingerprint, version)))
+        pending = self._queue  # on every decision's path: no record built
+        if pending is not None and pending.qsize() < self.max_pending and (
+            type(decision) is Decision
+        ):
+            values = self._values(decision.__dict__, (
+                operation, provider_asked, rules_fingerprint, version,
+            ))
+            if values is not None:
+                pending.put(values)
                 return
-            except KeyError:  # a field of another name: pydantic says which
-                pass
         self.write(built(DecisionRecord, {
             "decision": decision, "operation": operation, "provider_asked": provider_asked,
             "rules_fingerprint": rules_fingerprint, "version": version,
@@ -495,17 +479,27 @@ class _QueuedLog:
 
     def _prepared(self, record: DecisionRecord) -> _Prepared | DecisionRecord:
         """Return what the writer is given of *record* (see ``_Prepared``)."""
-        if type(record) is DecisionRecord and type(decision := record.decision) is Decision:
-            fields = decision.__dict__
-            if len(fields) == _FIELD_COUNT:  # else a field missing: pydantic says which
-                with contextlib.suppress(KeyError):  # or one of another name
-                    balance = fields["balance"]
-                    known = self._balances.get(id(balance))
-                    if known is None or known[0] is not balance:
-                        known = self._remember(balance)
-                    return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields),
-                            _TAIL_OF(record.__dict__))
+        if type(record) is DecisionRecord and type(record.decision) is Decision:
+            values = self._values(record.decision.__dict__, _TAIL_OF(record.__dict__))
+            if values is not None:
+                return values
         return record
+
+    def _values(self, fields: dict[str, Any], tail: tuple[Any, ...]) -> _Prepared | None:
+        """Return what the writer is given of a decision's *fields* and its record's *tail*.
+
+        ``None`` when a field is missing or of another name: pydantic then says which.
+        """
+        if len(fields) != _FIELD_COUNT:
+            return None
+        try:
+            balance = fields["balance"]
+            known = self._balances.get(id(balance))
+            if known is None or known[0] is not balance:
+                known = self._remember(balance)
+            return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields), tail)
+        except KeyError:
+            return None
 
     def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
         """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused)."""
