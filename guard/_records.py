@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import metadata
@@ -184,6 +184,8 @@ class _Serializers(NamedTuple):
     sans_balance: SchemaSerializer
     steady: SchemaSerializer
     balance_age: SchemaSerializer
+    # A list of balance ages: one call for a batch's, each written as ``balance_age`` is.
+    balance_ages: SchemaSerializer
     tail: SchemaSerializer
 
 
@@ -192,10 +194,14 @@ def _serializers() -> _Serializers | None:
                                                       if n != "balance"))
     steady = _fields_serializer(Decision, _STEADY)
     balance_age = _serializer_of(Decision, lambda fields: fields["balance_age"]["schema"])
+    balance_ages = _serializer_of(Decision, lambda fields: {
+        "type": "list", "items_schema": fields["balance_age"]["schema"],
+    })
     tail = _fields_serializer(DecisionRecord, _TAIL)
-    if sans_balance is None or steady is None or balance_age is None or tail is None:
+    if (sans_balance is None or steady is None or balance_age is None or balance_ages is None
+            or tail is None):
         return None  # pragma: no cover - see _serializer_of
-    return _Serializers(sans_balance, steady, balance_age, tail)
+    return _Serializers(sans_balance, steady, balance_age, balance_ages, tail)
 
 
 _PARTS = _serializers()
@@ -207,9 +213,10 @@ _FIELD_COUNT = len(_DECISION_FIELDS)
 # tail's; or the record itself when it is of another shape (a subclass, a field missing).
 # A record waiting in the queue is six objects the garbage collector walks at each
 # collection, and moves to its older generations, which then are walked more often (the
-# most of what a decision log cost); tuples of plain values (strings, Decimals, times,
-# empty tuples) are untracked at the first collection they meet.
-_Prepared = tuple[bytes, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
+# most of what a decision log cost under callgrind, where the writer lags; at full speed
+# collections are rare: 7 to 12 in 20,000 checks); tuples of plain values (strings,
+# Decimals, times, empty tuples) are untracked at the first collection they meet.
+_Prepared = tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
@@ -237,45 +244,48 @@ class _Encoder:
     their values (held with the memo, so no ``id`` is reused while remembered; equal
     Decimals of other exponents are written apart), the last four, strings, by value. The
     seven fields that change every time (id, amount, payout id, reserved, spendable, time,
-    balance age) are written here as pydantic writes them (the balance age by pydantic
-    itself). The line holds the same keys and values as ``DecisionRecord.to_json``'s, in
+    balance age) are written here as pydantic writes them (the balance ages by pydantic
+    itself, a batch's in one call). A batch is written as one text, its lines' pieces
+    joined once. The line holds the same keys and values as ``DecisionRecord.to_json``'s, in
     another order. A record of another shape (amounts that are not Decimals, a time that is
     not a UTC datetime, an id that is not a string, a record or decision subclass) is
     written by pydantic alone. Used by one writer thread at a time.
     """
 
     def __init__(self) -> None:
-        self._steadies: dict[tuple[int, ...], tuple[tuple[object, ...], bytes]] = {}
-        self._tails: dict[tuple[object, ...], bytes] = {}
+        self._steadies: dict[tuple[int, ...], tuple[tuple[object, ...], str]] = {}
+        self._tails: dict[tuple[object, ...], str] = {}
         # The last record's steady fields and their JSON (none yet: values no decision
         # holds), the second its time fell in, and its last four fields and their JSON.
-        self._steady: tuple[tuple[object, ...], bytes] = ((object(),) * len(_STEADY), b"")
+        self._steady: tuple[tuple[object, ...], str] = ((object(),) * len(_STEADY), "")
         self._second = _second_of(datetime.min.replace(tzinfo=UTC))
-        self._tail: tuple[tuple[object, ...] | None, bytes] = (None, b"")
+        self._tail: tuple[tuple[object, ...] | None, str] = (None, "")
 
-    def lines(self, batch: list[_Prepared | DecisionRecord]) -> list[bytes]:
-        """Return each record of *batch* as one line of JSON, without its newline."""
+    def text(self, batch: list[_Prepared | DecisionRecord]) -> str:
+        """Return the records of *batch* as lines of JSON, each ending in a newline."""
         parts = _PARTS
         if parts is None:  # pragma: no cover - see _serializers
-            return [_SERIALIZER.to_json(_record_of(item)) for item in batch]
+            return "".join(f"{_SERIALIZER.to_json(_record_of(item)).decode()}\n"
+                           for item in batch)
         # One loop with its names at hand: it runs once per decision, on the GIL.
-        steadies, join, same = self._steadies, b"".join, operator.is_
-        decimal, utc, quoted, age_json = Decimal, UTC, encode_basestring, parts.balance_age.to_json
+        steadies, same, decimal, utc, quoted = (
+            self._steadies, operator.is_, Decimal, UTC, encode_basestring
+        )
         steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
-        head = b'{"decision":{"balance":'
-        lines: list[bytes] = []
-        append = lines.append
-        for item in batch:
+        head = '{"decision":{"balance":'
+        pieces: list[str] = []
+        extend = pieces.extend
+        for item, age in zip(batch, self._ages(batch), strict=True):
             if type(item) is not tuple:  # a record of another shape: pydantic writes it
-                append(_SERIALIZER.to_json(item))
+                extend((_SERIALIZER.to_json(item).decode(), "\n"))
                 continue
             balance, values, volatile, key = item
             if key != tail_key:  # strings and None: equal, the same JSON
                 tail_key, tail = key, self._tails.get(key) or self._new_tail(key)
-            decision_id, amount, payout_id, reserved, spendable, at, age = volatile
+            decision_id, amount, payout_id, reserved, spendable, at, _ = volatile
             if not (type(amount) is type(reserved) is type(spendable) is decimal
-                    and type(at) is datetime and at.tzinfo is utc):
-                append(self._whole(item, tail))
+                    and type(at) is datetime and at.tzinfo is utc and age is not None):
+                extend((self._whole(item), tail))
                 continue
             if not start <= at < end:
                 start, end, second = self._second = _second_of(at)
@@ -283,42 +293,65 @@ class _Encoder:
             try:
                 if not all(map(same, values, steady[0])):
                     steady = steadies.get(tuple(map(id, values))) or self._new_steady(values)
-                text = (
+                extend((head, balance, (
                     f',"decision_id":{quoted(decision_id)},"amount":"{amount!s}",'
                     f'"payout_id":{"null" if payout_id is None else quoted(payout_id)},'
                     f'"reserved":"{reserved!s}","spendable":"{spendable!s}","evaluated_at":'
-                    f'"{second}{f".{micro:06d}" if micro else ""}Z","balance_age":'
-                ).encode()
-                line = join((head, balance, text, age_json(age), steady[1], tail))
-            except (PydanticSerializationError, TypeError, UnicodeEncodeError):  # an odd id
-                line = self._whole(item, tail)
-            append(line)
+                    f'"{second}{".%06d" % micro if micro else ""}Z","balance_age":{age}'  # noqa: UP031 - % is half a format spec's cost here
+                ), steady[1], tail))
+            except TypeError:  # an id that is not a string
+                extend((self._whole(item), tail))
         self._steady, self._tail = steady, (tail_key, tail)
-        return lines
+        return "".join(pieces)
 
-    def _whole(self, item: _Prepared, tail: bytes) -> bytes:
-        """Return the line of a record whose decision pydantic serializes but its balance."""
+    @staticmethod
+    def _ages(batch: list[_Prepared | DecisionRecord]) -> Sequence[str | None]:
+        """Return the JSON of the balance age of each of *batch*'s prepared records.
+
+        Pydantic writes them in one call, as it writes each; ``None`` for a record that is
+        not prepared, or whose age pydantic could not write alone.
+        """
+        ages = [item[2][-1] if type(item) is tuple else None for item in batch]
+        try:
+            texts = _PARTS.balance_ages.to_json(ages).decode()[1:-1].split(",")  # type: ignore[union-attr]  # not None: text() checks
+        except PydanticSerializationError:
+            texts = []
+        if len(texts) == len(ages):  # a number or null: no commas of its own
+            return texts
+        return [_age_json(age) for age in ages]
+
+    def _whole(self, item: _Prepared) -> str:
+        """Return a record's line but its tail: pydantic serializes its decision but its balance."""
         balance, values, volatile, _ = item
         fields = dict(zip(_STEADY, values, strict=True))
         fields.update(zip(_VOLATILE, volatile, strict=True))
-        body = _PARTS.sans_balance.to_json(fields)  # type: ignore[union-attr]  # not None: lines() checks
-        return b"".join((b'{"decision":{"balance":', balance, b",", body[1:], tail))
+        body = _PARTS.sans_balance.to_json(fields).decode()  # type: ignore[union-attr]  # not None: text() checks
+        return f'{{"decision":{{"balance":{balance},{body[1:]}'
 
-    def _new_steady(self, values: tuple[object, ...]) -> tuple[tuple[object, ...], bytes]:
+    def _new_steady(self, values: tuple[object, ...]) -> tuple[tuple[object, ...], str]:
         if len(self._steadies) >= _MEMO_SIZE:
             self._steadies.clear()
         # After a comma, without its opening brace; with the decision's closing one.
-        text = _PARTS.steady.to_json(dict(zip(_STEADY, values, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
-        memo = self._steadies[tuple(map(id, values))] = (values, b"," + text[1:])
+        text = _PARTS.steady.to_json(dict(zip(_STEADY, values, strict=True)))  # type: ignore[union-attr]  # not None: text() checks
+        memo = self._steadies[tuple(map(id, values))] = (values, f",{text[1:].decode()}")
         return memo
 
-    def _new_tail(self, key: tuple[object, ...]) -> bytes:
+    def _new_tail(self, key: tuple[object, ...]) -> str:
         if len(self._tails) >= _MEMO_SIZE:
             self._tails.clear()
-        # The record's own fields after its decision, as pydantic writes them.
-        whole = _PARTS.tail.to_json(dict(zip(_TAIL, key, strict=True)))  # type: ignore[union-attr]  # not None: lines() checks
-        tail = self._tails[key] = b"," + whole[1:]
+        # The record's own fields after its decision, as pydantic writes them, and the
+        # line's end.
+        whole = _PARTS.tail.to_json(dict(zip(_TAIL, key, strict=True)))  # type: ignore[union-attr]  # not None: text() checks
+        tail = self._tails[key] = f",{whole[1:].decode()}\n"
         return tail
+
+
+def _age_json(age: object) -> str | None:
+    """Return pydantic's JSON of one balance age; ``None`` when it cannot write it."""
+    try:
+        return _PARTS.balance_age.to_json(age).decode()  # type: ignore[union-attr]  # not None: text() checks
+    except PydanticSerializationError:
+        return None
 
 
 def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
@@ -326,7 +359,7 @@ def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
     if not isinstance(item, tuple):
         return item
     text, values, volatile, key = item
-    balance = None if text == b"null" else BalanceSnapshot.model_validate_json(text)
+    balance = None if text == "null" else BalanceSnapshot.model_validate_json(text)
     fields = dict(zip(_STEADY, values, strict=True))
     fields.update(zip(_VOLATILE, volatile, strict=True), balance=balance)
     decision = built(Decision, {name: fields[name] for name in _DECISION_FIELDS})
@@ -399,8 +432,10 @@ class _QueuedLog:
         self._complained_at = -_COMPLAIN_EVERY
         # Flushes waiting: while there are none, the writer need not look for their events.
         self._flushes = 0
-        # The balances of recent records, with their JSON: any thread adds to it.
-        self._balances: dict[int, tuple[object, bytes]] = {}
+        # The balances of recent records, with their JSON, and the last one: any thread
+        # adds to them.
+        self._balances: dict[int, tuple[object, str]] = {}
+        self._balance: tuple[object, str] = (object(), "")
         self._encoder = _Encoder()  # used by the writer thread only
 
     def write(self, record: DecisionRecord) -> None:
@@ -494,19 +529,26 @@ class _QueuedLog:
             return None
         try:
             balance = fields["balance"]
-            known = self._balances.get(id(balance))
-            if known is None or known[0] is not balance:
+            known = self._balance
+            if known[0] is not balance:
                 known = self._remember(balance)
             return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields), tail)
         except KeyError:
             return None
 
-    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, bytes]:
-        """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused)."""
-        if len(self._balances) >= _MEMO_SIZE:
-            self._balances.clear()
-        text = b"null" if balance is None else _BALANCE_SERIALIZER.to_json(balance)
-        known = self._balances[id(balance)] = (balance, text)
+    def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, str]:
+        """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused).
+
+        The last one is at hand (``_balance``: most decisions are made on the balance the
+        one before was), the others by ``id``.
+        """
+        known = self._balances.get(id(balance))
+        if known is None or known[0] is not balance:
+            if len(self._balances) >= _MEMO_SIZE:
+                self._balances.clear()
+            text = "null" if balance is None else _BALANCE_SERIALIZER.to_json(balance).decode()
+            known = self._balances[id(balance)] = (balance, text)
+        self._balance = known  # one tuple: a thread never sees a balance with another's JSON
         return known
 
     def _start(self) -> None:
@@ -663,15 +705,13 @@ class JsonLinesDecisionLog(_QueuedLog):
     def _write_batch(
         self, target: Any, batch: list[_Prepared | DecisionRecord]  # noqa: ARG002 - self._file
     ) -> None:
-        lines = self._encoder.lines(batch)
-        if (self.max_bytes is None
-                or self._size + sum(map(len, lines)) + len(lines) <= self.max_bytes):
-            lines.append(b"")  # the common case: no rotation, one write, one copy
-            self._append(b"\n".join(lines))
+        data = self._encoder.text(batch).encode()
+        if self.max_bytes is None or self._size + len(data) <= self.max_bytes:
+            self._append(data)  # the common case: no rotation, one write
             return
         chunk: list[bytes] = []
         size = self._size
-        for text in lines:
+        for text in data.split(b"\n")[:-1]:  # JSON holds no "\n" of its own
             line = text + b"\n"
             if self.max_bytes is not None and size and size + len(line) > self.max_bytes:
                 self._append(b"".join(chunk))
@@ -742,11 +782,11 @@ class SqliteDecisionLog(_QueuedLog):
         return conn
 
     def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
-        lines = self._encoder.lines(batch)
+        lines = self._encoder.text(batch).split("\n")[:-1]  # JSON holds no "\n" of its own
         target.execute("BEGIN IMMEDIATE")
         try:
             target.executemany(_INSERT_ROW, [
-                (*_columns(item), line.decode()) for item, line in zip(batch, lines, strict=True)
+                (*_columns(item), line) for item, line in zip(batch, lines, strict=True)
             ])
         except BaseException:
             target.execute("ROLLBACK")

@@ -11,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -119,6 +121,10 @@ def _mixed_decisions(guard: PayoutGuard) -> list[Decision]:
     ]
 
 
+# Decimals of any exponent and sign, zeros among them (they write as they were made).
+_ANY_DECIMAL = st.decimals(allow_nan=False, allow_infinity=False)
+
+
 class TestLines:
     def _guard(self, sink: object) -> PayoutGuard:
         fetcher = StaticFetcher({"BRL": {"available": "1000.00", "frozen": "10.00"},
@@ -165,6 +171,38 @@ class TestLines:
         lines = path.read_bytes().splitlines()[1:]
         assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
         assert records == list(read_decisions(path))[1:]
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.fixed_dictionaries({
+        "decision_id": st.text(max_size=12),
+        "amount": _ANY_DECIMAL, "reserved": _ANY_DECIMAL, "spendable": _ANY_DECIMAL,
+        "payout_id": st.none() | st.text(max_size=8),
+        "evaluated_at": st.datetimes(timezones=st.sampled_from(
+            [UTC, UTC, timezone(timedelta(hours=-3))])),
+        "balance_age": st.none() | st.floats(allow_nan=False),
+        "currency": st.sampled_from(["BRL", "USD"]),
+        "fee": _ANY_DECIMAL,
+    }), min_size=1, max_size=12), st.lists(st.booleans(), min_size=12, max_size=12))
+    def test_any_batch_reads_back_as_the_records_written(
+        self, tmp_path: Path, updates: list[dict[str, object]], whole: list[bool]
+    ) -> None:
+        """Whatever the fields that change hold, each line is the record's own JSON."""
+        path = tmp_path / f"any-{len(list(tmp_path.iterdir()))}.jsonl"
+        with self._guard(None) as guard:
+            made = guard.check("10", "BRL")
+        sink = JsonLinesDecisionLog(path)
+        records = [DecisionRecord(decision=made.model_copy(update=update), operation="check",
+                                  rules_fingerprint="f", version="v") for update in updates]
+        for record, as_record in zip(records, whole, strict=False):
+            if as_record:
+                sink.write(record)
+            else:
+                sink.write_decision(record.decision, "check", None, "f", "v")
+        sink.close()
+        lines = path.read_bytes().splitlines()
+        assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
+        assert records == list(read_decisions(path))
 
     def test_write_decision_writes_what_write_writes(self, tmp_path: Path) -> None:
         """A decision's fields given without a record are the record ``write`` is given."""
