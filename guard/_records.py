@@ -183,7 +183,6 @@ class _Serializers(NamedTuple):
 
     sans_balance: SchemaSerializer
     steady: SchemaSerializer
-    balance_age: SchemaSerializer
     # A list of balance ages: one call for a batch's, each written as ``balance_age`` is.
     balance_ages: SchemaSerializer
     tail: SchemaSerializer
@@ -193,15 +192,13 @@ def _serializers() -> _Serializers | None:
     sans_balance = _fields_serializer(Decision, tuple(n for n in _DECISION_FIELDS
                                                       if n != "balance"))
     steady = _fields_serializer(Decision, _STEADY)
-    balance_age = _serializer_of(Decision, lambda fields: fields["balance_age"]["schema"])
     balance_ages = _serializer_of(Decision, lambda fields: {
         "type": "list", "items_schema": fields["balance_age"]["schema"],
     })
     tail = _fields_serializer(DecisionRecord, _TAIL)
-    if (sans_balance is None or steady is None or balance_age is None or balance_ages is None
-            or tail is None):
+    if sans_balance is None or steady is None or balance_ages is None or tail is None:
         return None  # pragma: no cover - see _serializer_of
-    return _Serializers(sans_balance, steady, balance_age, balance_ages, tail)
+    return _Serializers(sans_balance, steady, balance_ages, tail)
 
 
 _PARTS = _serializers()
@@ -349,7 +346,7 @@ class _Encoder:
 def _age_json(age: object) -> str | None:
     """Return pydantic's JSON of one balance age; ``None`` when it cannot write it."""
     try:
-        return _PARTS.balance_age.to_json(age).decode()  # type: ignore[union-attr]  # not None: text() checks
+        return _PARTS.balance_ages.to_json([age]).decode()[1:-1]  # type: ignore[union-attr]  # not None: text() checks
     except PydanticSerializationError:
         return None
 
