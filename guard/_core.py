@@ -254,9 +254,9 @@ def run(flow: Flow[T], perform: Callable[[Step], Any]) -> T:
 
     An ``Exception`` from *perform* is thrown into the flow, which decides what it means.
     """
-    send = flow.send
     try:
         step = next(flow)
+        send = flow.send  # after the first step: most checks have none (no bound method)
         while True:
             try:
                 answer = perform(step)

@@ -44,6 +44,11 @@ class JudgedOn(NamedTuple):
 
 
 _NOT_JUDGED: dict[str, Any] = {"balance_age": None, "balance_source": None, "own_in_flight": _ZERO}
+# An allowed decision's fields in Decision's order; those set per decision are None here.
+_ALLOWED: dict[str, Any] = dict.fromkeys(Decision.model_fields) | {
+    "allowed": True, "reasons": (), "warnings": (), "holds": (), "more_holds": False,
+    "candidates": (),
+}
 
 
 def new_decision_id() -> str:
@@ -113,32 +118,27 @@ def _allowed_values(  # noqa: PLR0917 - positional: the hot path of every check
 ) -> dict[str, Any]:
     """Return the fields of an allowed decision without reasons, warnings or holds."""
     amount, currency, fee, account, payout_id = request
-    reserved = reserved.quantize(smallest_unit(currency), None, MONEY_CONTEXT)
-    return {
-        "decision_id": random.getrandbits(128).to_bytes(16, "big").hex(),  # new_decision_id()
-        "allowed": True,
-        "mode": mode,
-        "amount": amount,
-        "currency": currency,
-        "fee": fee,
-        "provider": provider,
-        "account": account,
-        "payout_id": payout_id,
-        "reasons": (),
-        "warnings": (),
-        "balance": balance,
-        "reserved": reserved,
-        "reserve": reserve,
-        "spendable": SUBTRACT(balance.available, reserved),
-        "max_payable": max_payable,
-        "holds": (),
-        "more_holds": False,
-        "candidates": (),
-        "evaluated_at": datetime.fromtimestamp(now, UTC),
-        "balance_age": judged.age,
-        "balance_source": judged.source,
-        "own_in_flight": judged.own,
-    }
+    # A copy of the template, then the fields that change: a dict of 23 fields built from a
+    # display costs twice as much (measured), and every check builds one.
+    values = _ALLOWED.copy()
+    values["decision_id"] = random.getrandbits(128).to_bytes(16, "big").hex()  # new_decision_id()
+    values["mode"] = mode
+    values["amount"] = amount
+    values["currency"] = currency
+    values["fee"] = fee
+    values["provider"] = provider
+    values["account"] = account
+    values["payout_id"] = payout_id
+    values["balance"] = balance
+    values["reserved"] = reserved = reserved.quantize(smallest_unit(currency), None, MONEY_CONTEXT)
+    values["reserve"] = reserve
+    values["spendable"] = SUBTRACT(balance.available, reserved)
+    values["max_payable"] = max_payable
+    values["evaluated_at"] = datetime.fromtimestamp(now, UTC)
+    values["balance_age"] = judged.age
+    values["balance_source"] = judged.source
+    values["own_in_flight"] = judged.own
+    return values
 
 
 def from_clearance(
