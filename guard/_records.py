@@ -586,19 +586,57 @@ class _QueuedLog:
                         records.append(item)
                 batch = records
             if batch:
-                try:
-                    if target is None:
-                        target = self._open()
-                    self._write_batch(target, batch)
-                except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
-                    self._drop(len(batch), type(exc).__name__)
-                    self._discard(target)
-                    target = None  # opened again for the next batch
+                target = self._written(target, batch)
             for event in done:
                 with self._lock:
                     self._flushes -= 1
                 event.set()
         self._discard(target)
+
+    def _written(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> Any:
+        """Write *batch* to *target* (opened when ``None``); return the target to write to next.
+
+        A record that cannot be written as UTF-8 JSON (a lone surrogate in a record of one's
+        own, a field pydantic cannot serialize) is dropped alone: the batch is encoded again
+        one record at a time and the others are written. A failure to write drops the batch
+        (how much of it reached the target is not known) and returns ``None``: the target is
+        opened again for the next one.
+        """
+        try:
+            text = self._encoder.text(batch)
+            if not text.isascii():  # O(1): only text that is not ASCII can fail to encode
+                text.encode()
+        except Exception:  # noqa: BLE001 - which record failed is found below
+            batch, text = self._encodable(batch)
+            if not batch:
+                return target
+        try:
+            if target is None:
+                target = self._open()
+            self._write_batch(target, batch, text)
+        except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
+            self._drop(len(batch), type(exc).__name__)
+            self._discard(target)
+            return None
+        return target
+
+    def _encodable(
+        self, batch: list[_Prepared | DecisionRecord]
+    ) -> tuple[list[_Prepared | DecisionRecord], str]:
+        """Return the records of *batch* that encode, and their text; drop (and count) the rest."""
+        kept: list[_Prepared | DecisionRecord] = []
+        lines: list[str] = []
+        for item in batch:
+            try:
+                line = self._encoder.text([item])
+                if not line.isascii():
+                    line.encode()
+            except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
+                self._drop(1, type(exc).__name__)
+                continue
+            kept.append(item)
+            lines.append(line)
+        return kept, "".join(lines)
 
     def _discard(self, target: Any) -> None:
         if target is not None:
@@ -621,7 +659,10 @@ class _QueuedLog:
     def _open(self) -> Any:
         raise NotImplementedError
 
-    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
+    def _write_batch(
+        self, target: Any, batch: list[_Prepared | DecisionRecord], text: str
+    ) -> None:
+        """Write *batch*, whose JSON lines are *text* (each ending in a newline), to *target*."""
         raise NotImplementedError
 
     def _close_target(self, target: Any) -> None:
@@ -700,16 +741,19 @@ class JsonLinesDecisionLog(_QueuedLog):
         return self._file
 
     def _write_batch(
-        self, target: Any, batch: list[_Prepared | DecisionRecord]  # noqa: ARG002 - self._file
+        self,
+        target: Any,  # noqa: ARG002 - self._file: replaced as the file rotates
+        batch: list[_Prepared | DecisionRecord],  # noqa: ARG002 - text holds it
+        text: str,
     ) -> None:
-        data = self._encoder.text(batch).encode()
+        data = text.encode()
         if self.max_bytes is None or self._size + len(data) <= self.max_bytes:
             self._append(data)  # the common case: no rotation, one write
             return
         chunk: list[bytes] = []
         size = self._size
-        for text in data.split(b"\n")[:-1]:  # JSON holds no "\n" of its own
-            line = text + b"\n"
+        for piece in data.split(b"\n")[:-1]:  # JSON holds no "\n" of its own
+            line = piece + b"\n"
             if self.max_bytes is not None and size and size + len(line) > self.max_bytes:
                 self._append(b"".join(chunk))
                 chunk, size = [], 0
@@ -778,8 +822,10 @@ class SqliteDecisionLog(_QueuedLog):
         )
         return conn
 
-    def _write_batch(self, target: Any, batch: list[_Prepared | DecisionRecord]) -> None:
-        lines = self._encoder.text(batch).split("\n")[:-1]  # JSON holds no "\n" of its own
+    def _write_batch(
+        self, target: Any, batch: list[_Prepared | DecisionRecord], text: str
+    ) -> None:
+        lines = text.split("\n")[:-1]  # JSON holds no "\n" of its own
         target.execute("BEGIN IMMEDIATE")
         try:
             target.executemany(_INSERT_ROW, [

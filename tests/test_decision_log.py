@@ -254,6 +254,35 @@ class TestLines:
         assert made == [r.decision for r in read_decisions(path)]
 
 
+def record_of(decision: Decision) -> DecisionRecord:
+    return DecisionRecord(decision=decision, operation="check", rules_fingerprint="r",
+                          version="0")
+
+
+class TestBothSinks:
+    @pytest.mark.parametrize("sink_type", [JsonLinesDecisionLog, SqliteDecisionLog])
+    def test_a_record_that_cannot_be_written_is_dropped_alone(
+        self, tmp_path: Path, sink_type: type[JsonLinesDecisionLog | SqliteDecisionLog]
+    ) -> None:
+        """A lone surrogate is no UTF-8: that record is dropped and counted, not its batch."""
+        path = tmp_path / "decisions"
+        sink = sink_type(path)
+        with guard_with(None) as guard:
+            made = [guard.check("10", "BRL", payout_id=f"po-{n}") for n in range(6)]
+        unwritable = made[0].model_copy(update={"payout_id": "po-\ud800", "decision_id": "x"})
+        with capture_logs() as logs:
+            for n, decision in enumerate(made):  # queued together: one batch, usually
+                sink.write(record_of(decision))
+                if n == 2:
+                    sink.write(record_of(unwritable))
+            sink.close()
+        assert 1 == sink.dropped
+        assert made == [r.decision for r in read_decisions(path)]
+        assert ["UnicodeEncodeError"] == [
+            e["error"] for e in logs if e["event"] == "payout_guard.decision_log_dropped"
+        ]
+
+
 class TestOwnSinks:
     def test_a_sink_whose_write_raises_never_fails_a_decision(self) -> None:
         class Broken:
