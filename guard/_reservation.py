@@ -90,9 +90,18 @@ def uncertain_on_option(value: object, path: str = "uncertain_on") -> ExceptionT
 
 
 def ending(exc: BaseException | None, uncertain_on: ExceptionTypes) -> Ending:
-    """Return what leaving a guarded payout with *exc* (``None``: normally) does to its hold."""
+    """Return what leaving a guarded payout with *exc* (``None``: normally) does to its hold.
+
+    An exception group (``asyncio.TaskGroup``'s) releases the hold only when each exception
+    in it would; one that would keep it uncertain keeps it uncertain.
+    """
     if exc is None:
         return "commit"
+    if isinstance(exc, BaseExceptionGroup) and not isinstance(exc, uncertain_on):
+        # A task group (asyncio.TaskGroup, ``except*``) raised several: each is judged alone,
+        # and one that leaves the outcome unknown keeps the hold.
+        endings = {ending(inner, uncertain_on) for inner in exc.exceptions}
+        return "uncertain" if "uncertain" in endings else "release"
     if isinstance(exc, PayoutNotSent):
         return "release"
     if isinstance(exc, (PayoutOutcomeUnknown, *uncertain_on)) or not isinstance(exc, Exception):

@@ -7,6 +7,7 @@ where timing matters, stores are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from guard import (
     GuardError,
     PayoutDenied,
     PayoutGuard,
+    PayoutNotSent,
+    PayoutOutcomeUnknown,
 )
 from guard.fetchers import BalanceFetcher, LuxCoreFetcher, RetryPolicy
 from guard.stores import (
@@ -209,6 +212,40 @@ class TestReservations:
             return None if held is None else held.state
 
         assert state == asyncio.run(scenario())
+
+    @pytest.mark.parametrize(
+        ("raised", "state"),
+        [(PayoutOutcomeUnknown("no answer"), "uncertain"), (ConnectionError(), "uncertain"),
+         (ValueError("bad"), None), (PayoutNotSent("refused"), None)],
+        ids=["unknown-is-uncertain", "oserror-is-uncertain", "plain-error-releases",
+             "not-sent-releases"],
+    )
+    def test_a_task_group_in_the_body_ends_the_hold_by_what_it_raised(
+        self, raised: BaseException, state: str | None
+    ) -> None:
+        """asyncio.TaskGroup wraps what a send raised in an ExceptionGroup: judged inside."""
+        async def scenario() -> tuple[str | None, list[str]]:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            sent: list[str] = []
+
+            async def call_provider() -> None:
+                sent.append("X")
+                raise raised
+
+            for _ in range(2):  # a retry of the same id
+                with contextlib.suppress(BaseExceptionGroup, PayoutDenied):
+                    async with (
+                        guard.reserve("80.00", "BRL", payout_id="X"),
+                        asyncio.TaskGroup() as group,
+                    ):
+                        group.create_task(call_provider())
+                        group.create_task(asyncio.sleep(0.01))
+            held = await guard.hold("X")
+            return None if held is None else held.state, sent
+
+        state_after, sent = asyncio.run(scenario())
+        assert state == state_after
+        assert (["X"] if state == "uncertain" else ["X", "X"]) == sent
 
     def test_a_cancelled_block_keeps_the_hold_uncertain(self) -> None:
         """Cancelled while sending: the money may have left."""
