@@ -56,7 +56,7 @@ from guard.errors import GuardError, InvalidPayoutRequest, ProviderAuthError, St
 from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, HoldState, InMemoryReservations, balance_key
 from rules import Clearance, Facts, Failures, RuleSet
-from rules.money import ADD, money_context
+from rules.money import ADD, SUBTRACT, money_context
 
 __all__ = [
     "Commit",
@@ -547,6 +547,15 @@ class Core:
             outcome: HoldOutcome = yield TryHold(wanted, ceiling, since, now)
         except StoreUnavailable as exc:
             return _reasons.store_reason(request.currency, exc), wanted
+        mine = outcome.hold
+        if (outcome.status == "duplicate" and mine is not None and mine.state == "pending"
+                and mine.owner == owner):
+            # This very hold: the store took it, its answer was lost and the request was sent
+            # again (a client retrying on a dropped connection). It is held, for this
+            # reservation, and was counted before it was added.
+            outcome = HoldOutcome(status="held", hold=mine,
+                                  counted=SUBTRACT(outcome.counted, mine.held),
+                                  lapsed=outcome.lapsed)
         if outcome.replaced is not None:
             # Its reservation never ended it (a crash, a lost worker): say so once, here.
             old = outcome.replaced

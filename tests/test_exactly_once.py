@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
+import time
+import uuid
 from collections.abc import MutableMapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import structlog
@@ -29,7 +33,7 @@ from guard import (
     PayoutNotSent,
     PayoutOutcomeUnknown,
 )
-from guard.stores import InMemoryReservations, SqliteReservations
+from guard.stores import Hold, HoldOutcome, InMemoryReservations, SqliteReservations
 from guard.testing import StaticFetcher, capture_decisions
 from tests._guard_strategies import BlockingFetcher, FakeClock
 
@@ -75,6 +79,103 @@ class TestARetriedJobSendsOnce:
         decision = refused[0].decision
         assert (("duplicate_payout",), True, "pending") == (
             decision.codes, decision.retryable, decision.reasons[0].details["state"])
+
+
+class AnswerLostOnce(InMemoryReservations):
+    """A store whose first ``try_hold`` is applied, its answer lost and the request sent again.
+
+    What a client that retries once on a dropped connection (redis-py) makes of a reply lost
+    on its way back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        if not self.applied:
+            self.applied += 1
+            super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+        self.applied += 1
+        return super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+
+
+class DropsTheFirstTryHoldReply:
+    """A TCP proxy to Redis that relays the first ``try_hold`` call, then drops its reply."""
+
+    def __init__(self, port: int) -> None:
+        self.port_to = port
+        self.armed = True
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port_to))
+                muted = threading.Event()  # this link's replies are dropped from now on
+                threading.Thread(target=self._up, args=(client, server, muted),
+                                 daemon=True).start()
+                threading.Thread(target=self._down, args=(server, client, muted),
+                                 daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, muted: threading.Event) -> None:
+        with contextlib.suppress(OSError), client, server:
+            while data := client.recv(65536):
+                if self.armed and b"_try_hold\r\n" in data:
+                    self.armed = False
+                    muted.set()
+                    server.sendall(data)
+                    time.sleep(0.2)  # Redis has run it; its reply was not relayed
+                    client.shutdown(socket.SHUT_RDWR)
+                    return
+                server.sendall(data)
+
+    @staticmethod
+    def _down(server: socket.socket, client: socket.socket, muted: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if not muted.is_set():
+                    client.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class TestALostAnswerIsNotADuplicate:
+    def test_a_hold_taken_twice_by_one_reservation_is_its_own(self) -> None:
+        """Its own hold, found by the request sent again, is held: not a duplicate."""
+        store = AnswerLostOnce()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        with guard.reserve("80.00", "BRL", payout_id="X") as reservation:
+            assert 2 == store.applied
+            assert Decimal("80.00") == guard.check("1", "BRL").reserved  # counted once
+        assert "committed" == reservation.state
+        assert Decimal("80.00") == guard.check("1", "BRL").reserved
+
+    def test_redis_retrying_a_try_hold_whose_reply_was_lost_holds_once(
+        self, redis_url: str
+    ) -> None:
+        """redis-py sends the call again on a new connection: the hold is this reservation's."""
+        pytest.importorskip("redis")
+        from guard.stores import RedisReservations
+
+        proxy = DropsTheFirstTryHoldReply(urlsplit(redis_url).port or 6379)
+        store = RedisReservations(f"redis://127.0.0.1:{proxy.port}/0",
+                                  namespace=f"lost-{uuid.uuid4().hex}", timeout=5)
+        try:
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            with guard.reserve("80.00", "BRL", payout_id="X") as reservation:
+                assert not proxy.armed  # its reply was dropped
+            assert "committed" == reservation.state
+            assert Decimal("80.00") == guard.check("1", "BRL").reserved
+        finally:
+            store.close()
+            proxy.close()
 
 
 class TestAHoldBelongsToItsReservation:
