@@ -14,6 +14,12 @@ hold another reservation took. How the payout ends decides what happens to the h
 What each ending asks of the store is written once, as flows of core steps (``Commit``,
 ``Release``, ``MarkUncertain``) in ``_Handle``; ``Reservation`` runs them with blocking calls
 and ``AsyncReservation`` awaits them, each with the driver of the guard that made it.
+
+An ending the store could not record (``StoreUnavailable``: locked, restarting, unreachable)
+is not left to the hold's ttl, after which its payout id could be reserved and sent again:
+the reservation keeps trying in the background (a thread, or a task of the event loop), with
+backoff, for up to ``KEEP_TRYING_FOR`` seconds, and logs ``payout_guard.hold_not_settled`` at
+error level when it starts and if it gives up.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -35,11 +42,13 @@ from guard.errors import (
     GuardError,
     PayoutNotSent,
     PayoutOutcomeUnknown,
+    StoreUnavailable,
 )
 from guard.stores import Hold
 
 __all__ = [
     "DEFAULT_UNCERTAIN_ON",
+    "KEEP_TRYING_FOR",
     "AsyncReservation",
     "Ending",
     "Handling",
@@ -52,6 +61,20 @@ T = TypeVar("T")
 
 # Endings that outlived a cancelled task run on as tasks: asyncio keeps only weak references.
 _finishing: set[asyncio.Future[Any]] = set()
+
+# How long an ending the store did not record is tried again, in seconds of real time, and
+# the longest pause between two tries.
+KEEP_TRYING_FOR = 3600.0
+_MOST_BETWEEN_TRIES = 5.0
+
+
+def _pauses() -> Generator[float, None, None]:
+    """Yield the pauses before each try of an unrecorded ending: 0.1 s doubling to 5 s."""
+    pause, until = 0.1, time.monotonic() + KEEP_TRYING_FOR
+    while time.monotonic() + pause < until:
+        yield pause
+        pause = min(pause * 2, _MOST_BETWEEN_TRIES)
+
 
 State = Literal["pending", "committed", "released", "uncertain", "none"]
 Ending = Literal["commit", "release", "uncertain"]
@@ -227,21 +250,32 @@ class _Handle:
         _hold_event(logging.WARNING, "uncertain", hold)
         return self.hold
 
-    def _settle(self, exc: BaseException | None, uncertain_on: ExceptionTypes | None) -> Flow[None]:
+    def _ending_of(
+        self, exc: BaseException | None, uncertain_on: ExceptionTypes | None
+    ) -> tuple[Ending, Callable[[], Flow[Any]]]:
+        """Return how leaving the payout with *exc* ends the hold, and the flow that does it."""
         how = ending(exc, self._handling.uncertain_on if uncertain_on is None else uncertain_on)
-        if how == "commit":
-            yield from self._commit()
-            return
-        try:
-            if how == "release":
-                yield from self._release()
-            else:
-                yield from self._mark_uncertain()
-        except GuardError as trouble:
-            _log.error(
-                "payout_guard.hold_not_settled", payout_id=self.payout_id, wanted=how,
-                error=type(trouble).__name__, message=str(trouble),
-            )
+        return how, {
+            "commit": self._commit, "release": self._release, "uncertain": self._mark_uncertain,
+        }[how]
+
+    def _not_settled(self, how: str, trouble: GuardError, *, retrying: bool) -> None:
+        """Log that the hold could not be ended *how* (``payout_guard.hold_not_settled``)."""
+        _log.error(
+            "payout_guard.hold_not_settled", payout_id=self.payout_id, wanted=how,
+            error=type(trouble).__name__, message=str(trouble), retrying=retrying,
+        )
+
+    def _settled_late(self, how: str) -> None:
+        if self._hold is not None:
+            _hold_event(logging.WARNING, "settled_late", self._hold, wanted=how)
+
+    def _gave_up(self, how: str, trouble: BaseException | None) -> None:
+        _log.error(
+            "payout_guard.hold_not_settled", payout_id=self.payout_id, wanted=how,
+            error=type(trouble).__name__, message=str(trouble or ""), retrying=False,
+            detail="gave up trying: check the provider for this payout and resolve its hold",
+        )
 
     def _lost(self, what: str) -> GuardError:
         return GuardError(
@@ -255,7 +289,8 @@ _SETTLE_DOC = """End the hold the way leaving the payout with *exc* (``None``: n
 
         Used when a ``with`` block or a ``protect``-ed call ends. When the payout failed,
         trouble ending the hold is logged (``payout_guard.hold_not_settled``) rather than
-        raised, so the payout's own exception is the one the caller sees.
+        raised, so the payout's own exception is the one the caller sees. An ending the
+        store did not record is tried again in the background (see the module docstring).
 
         Raises:
             GuardError: *exc* is ``None`` and the commit failed (see ``commit``).
@@ -290,10 +325,11 @@ class Reservation(_Handle):
             GuardError: the hold was released earlier, or it is gone from the store or now
                 belongs to another reservation (its ttl passed and the id was reserved
                 again): the commit was not recorded.
-            StoreUnavailable: the store did not answer; the hold stays pending until its ttl.
+            StoreUnavailable: the store did not answer; the reservation keeps trying to
+                record the commit in the background (see the module docstring).
         """
         with self._lock:
-            self._run(self._commit())
+            self._ending("commit", self._commit)
 
     def release(self) -> bool:
         """Give the held funds back (the payout was not sent); return whether it did.
@@ -302,7 +338,7 @@ class Reservation(_Handle):
         payout may have left, and a hold another reservation took is not this one's.
         """
         with self._lock:
-            released: bool = self._run(self._release())
+            released: bool = self._ending("release", self._release)
             return released
 
     def mark_uncertain(self) -> Hold | None:
@@ -314,17 +350,58 @@ class Reservation(_Handle):
 
         Raises:
             GuardError: the hold was released, or it is gone or belongs to another reservation.
-            StoreUnavailable: the store did not answer; the hold stays pending until its ttl.
+            StoreUnavailable: the store did not answer; the reservation keeps trying in the
+                background (see the module docstring).
         """
         with self._lock:
-            hold: Hold | None = self._run(self._mark_uncertain())
+            hold: Hold | None = self._ending("uncertain", self._mark_uncertain)
             return hold
 
     def settle(
         self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
     ) -> None:
+        how, make = self._ending_of(exc, uncertain_on)
         with self._lock:
-            self._run(self._commit() if exc is None else self._settle(exc, uncertain_on))
+            if how == "commit":
+                self._ending(how, make)
+                return
+            try:
+                self._ending(how, make)
+            except StoreUnavailable:
+                pass  # logged, and tried again
+            except GuardError as trouble:
+                self._not_settled(how, trouble, retrying=False)
+
+    def _ending(self, how: Ending, make: Callable[[], Flow[T]]) -> T:
+        """Run the ending *make* builds; one the store did not record is tried again.
+
+        Raises what the ending raises; after ``StoreUnavailable``, a thread goes on trying.
+        """
+        try:
+            result: T = self._run(make())
+        except StoreUnavailable as exc:
+            self._not_settled(how, exc, retrying=True)
+            threading.Thread(target=self._keep_trying, args=(how, make), daemon=True,
+                             name=f"payout-guard {how} {self.payout_id[:40]}").start()
+            raise
+        return result
+
+    def _keep_trying(self, how: Ending, make: Callable[[], Flow[Any]]) -> None:
+        trouble: BaseException | None = None
+        for pause in _pauses():
+            time.sleep(pause)
+            with self._lock:
+                try:
+                    self._run(make())
+                except StoreUnavailable as exc:
+                    trouble = exc
+                    continue
+                except GuardError as exc:  # ended otherwise meanwhile, or not this one's
+                    self._gave_up(how, exc)
+                    return
+            self._settled_late(how)
+            return
+        self._gave_up(how, trouble)
 
     settle.__doc__ = _SETTLE_DOC
 
@@ -360,22 +437,31 @@ class AsyncReservation(_Handle):
 
     async def commit(self) -> None:
         """Record that the payout was sent (see ``Reservation.commit``)."""
-        await self._shielded(self._commit())
+        await self._shielded("commit", self._commit)
 
     async def release(self) -> bool:
         """Give the held funds back; return whether it did (see ``Reservation.release``)."""
-        released: bool = await self._shielded(self._release())
+        released: bool = await self._shielded("release", self._release)
         return released
 
     async def mark_uncertain(self) -> Hold | None:
         """Keep the funds held, outcome unknown (see ``Reservation.mark_uncertain``)."""
-        hold: Hold | None = await self._shielded(self._mark_uncertain())
+        hold: Hold | None = await self._shielded("uncertain", self._mark_uncertain)
         return hold
 
     async def settle(
         self, exc: BaseException | None, *, uncertain_on: ExceptionTypes | None = None
     ) -> None:
-        await self._shielded(self._settle(exc, uncertain_on))
+        how, make = self._ending_of(exc, uncertain_on)
+        if how == "commit":
+            await self._shielded(how, make)
+            return
+        try:
+            await self._shielded(how, make)
+        except StoreUnavailable:
+            pass  # logged, and tried again
+        except GuardError as trouble:
+            self._not_settled(how, trouble, retrying=False)
 
     settle.__doc__ = _SETTLE_DOC
 
@@ -390,15 +476,49 @@ class AsyncReservation(_Handle):
     ) -> None:
         await self.settle(exc)
 
-    async def _shielded(self, flow: Generator[Any, Any, T]) -> T:
-        """Run *flow* under the lock, to its end even if the awaiting task is cancelled."""
+    async def _shielded(self, how: Ending, make: Callable[[], Flow[T]]) -> T:
+        """Run the ending *make* builds under the lock, even if the awaiting task is cancelled.
+
+        One the store did not record is tried again by a task of its own.
+        """
 
         async def locked() -> T:
             async with self._lock:
-                result: T = await self._run(flow)
+                try:
+                    result: T = await self._run(make())
+                except StoreUnavailable as exc:
+                    self._not_settled(how, exc, retrying=True)
+                    _finish(self._keep_trying(how, make))
+                    raise
                 return result
 
-        task = asyncio.ensure_future(locked())
-        _finishing.add(task)
-        task.add_done_callback(_finishing.discard)
-        return await asyncio.shield(task)
+        return await asyncio.shield(_finish(locked()))
+
+    async def _keep_trying(self, how: Ending, make: Callable[[], Flow[Any]]) -> None:
+        trouble: BaseException | None = None
+        try:
+            for pause in _pauses():
+                await asyncio.sleep(pause)
+                async with self._lock:
+                    try:
+                        await self._run(make())
+                    except StoreUnavailable as exc:
+                        trouble = exc
+                        continue
+                    except GuardError as exc:  # ended otherwise meanwhile, or not this one's
+                        self._gave_up(how, exc)
+                        return
+                self._settled_late(how)
+                return
+        except asyncio.CancelledError as exc:  # the event loop is closing
+            self._gave_up(how, exc)
+            raise
+        self._gave_up(how, trouble)
+
+
+def _finish(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run *work* as a task kept until it is done (asyncio keeps only weak references)."""
+    task = asyncio.ensure_future(work)
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return task

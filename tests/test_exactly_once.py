@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from guard import (
+    AsyncPayoutGuard,
     ConfigurationError,
     GuardError,
     InvalidPayoutRequest,
@@ -32,6 +34,7 @@ from guard import (
     PayoutGuard,
     PayoutNotSent,
     PayoutOutcomeUnknown,
+    StoreUnavailable,
 )
 from guard.stores import Hold, HoldOutcome, InMemoryReservations, SqliteReservations
 from guard.testing import StaticFetcher, capture_decisions
@@ -201,6 +204,87 @@ class TestAHoldBelongsToItsReservation:
             held.state if held else None, held.amount if held else None)
         retry.commit()
         assert "committed" == retry.state
+
+
+def state_soon(guard: PayoutGuard, payout_id: str, wanted: str, *, within: float = 10.0) -> bool:
+    """Return whether the hold of *payout_id* reaches the state *wanted* within *within* s."""
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        hold = guard.hold(payout_id)
+        if hold is not None and hold.state == wanted:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def locked_store_guard(path: Path) -> tuple[PayoutGuard, FakeClock, sqlite3.Connection]:
+    """Return a guard on a SQLite store, its clock, and a connection that can lock the store."""
+    clock = FakeClock()
+    guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}, clock=clock), clock=clock, cache_ttl=0,
+                        reservations=SqliteReservations(path, timeout=0.2), hold_ttl=60)
+    return guard, clock, sqlite3.connect(path, isolation_level=None)
+
+
+class TestAnEndingTheStoreMissedIsTriedAgain:
+    """A hold left pending after its money left would free its id at its ttl: not allowed."""
+
+    @pytest.mark.parametrize(
+        ("raised", "state"), [(None, "committed"), (TimeoutError("read timed out"), "uncertain")],
+        ids=["commit", "uncertain"],
+    )
+    def test_the_ending_is_recorded_once_the_store_answers_and_the_id_stays_taken(
+        self, tmp_path: Path, raised: BaseException | None, state: str
+    ) -> None:
+        """Another process locks the store (a backup, a migration) while the payout is sent."""
+        guard, clock, blocker = locked_store_guard(tmp_path / "holds.db")
+        sent: list[str] = []
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str) -> None:
+            sent.append(f"{ref} {amount} {currency}")
+            if len(sent) == 1:
+                blocker.execute("BEGIN IMMEDIATE")
+                if raised is not None:
+                    raise raised
+
+        with capture_logs() as logs:
+            with contextlib.suppress(StoreUnavailable, TimeoutError):
+                send("80.00", "BRL", ref="X")
+            assert "pending" == (guard.hold("X") or pytest.fail("no hold")).state
+            blocker.execute("ROLLBACK")
+            assert state_soon(guard, "X", state)
+        clock.advance(61)  # past the hold's ttl: the job is retried
+        with pytest.raises(PayoutDenied) as retry:
+            send("80.00", "BRL", ref="X")
+        assert ["X 80.00 BRL"] == sent
+        assert ("duplicate_payout",) == retry.value.decision.codes
+        assert [("payout_guard.hold_not_settled", True, None),
+                ("payout_guard.hold", None, "settled_late")] == [
+            (e["event"], e.get("retrying"), e.get("change")) for e in logs
+            if e["event"] == "payout_guard.hold_not_settled" or e.get("change") == "settled_late"
+        ]
+
+    def test_an_async_commit_is_recorded_once_the_store_answers(self, tmp_path: Path) -> None:
+        """The same, awaited: a task of the event loop goes on trying."""
+        path = tmp_path / "holds.db"
+        blocker = sqlite3.connect(path, isolation_level=None)
+
+        async def scenario() -> tuple[str | None, tuple[str, ...]]:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), cache_ttl=0,
+                                     reservations=SqliteReservations(path, timeout=0.2))
+            with pytest.raises(StoreUnavailable):
+                async with guard.reserve("80.00", "BRL", payout_id="X"):
+                    blocker.execute("BEGIN IMMEDIATE")
+            blocker.execute("ROLLBACK")
+            until = time.monotonic() + 10
+            while (held := await guard.hold("X")) is not None and held.state == "pending" and (
+                time.monotonic() < until
+            ):
+                await asyncio.sleep(0.05)
+            retry = await guard.check("80.00", "BRL", payout_id="X")
+            return None if held is None else held.state, retry.codes
+
+        assert ("committed", ("duplicate_payout",)) == asyncio.run(scenario())
 
 
 class TestAnUnknownOutcomeKeepsItsHold:
