@@ -594,3 +594,39 @@ class TestLostHoldsDeny:
         guard.reserve("80.00", "BRL", payout_id="X")
         store.rearm()
         assert Decimal("80.00") == guard.check("1", "BRL").reserved
+
+    def test_a_closed_guard_denies_and_forgets_no_payout_it_sent(self) -> None:
+        """Closing (an app shutting down) never turns a sent payout id into a fresh one."""
+        guard, _ = make_guard()
+        sent: list[str] = []
+
+        @guard.protect(payout_id="ref")
+        def send(amount: str, currency: str, ref: str) -> None:
+            sent.append(f"{ref} {amount} {currency}")
+
+        send("80.00", "BRL", ref="X")
+        guard.close()
+        late = guard.check("10.00", "BRL")
+        assert (("balance_unavailable",), True) == (late.codes, late.retryable)
+        assert "closed" in late.reasons[0].message
+        with pytest.raises(PayoutDenied):
+            send("80.00", "BRL", ref="X")  # a late retry of the same job
+        assert ["X 80.00 BRL"] == sent
+        guard.reservations.rearm()
+        assert ("duplicate_payout",) == guard.check("1", "BRL", payout_id="X").codes
+
+    def test_a_closed_async_guard_denies_too(self) -> None:
+        """The same after ``await guard.aclose()``; a reservation in flight cannot commit."""
+        async def scenario() -> tuple[tuple[str, ...], type[BaseException] | None]:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}))
+            in_flight = await guard.reserve("15.00", "BRL", payout_id="Y")
+            await guard.aclose()
+            try:
+                await in_flight.commit()
+            except StoreUnavailable as exc:
+                failed: type[BaseException] | None = type(exc)
+            else:
+                failed = None
+            return (await guard.check("10.00", "BRL")).codes, failed
+
+        assert (("balance_unavailable",), StoreUnavailable) == asyncio.run(scenario())
