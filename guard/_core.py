@@ -439,9 +439,14 @@ class Core:
     def max_payables(self, request: Request, names: tuple[str, ...]) -> Flow[dict[str, Decimal]]:
         """Return what each provider of *names* could pay now (*request* is a probe)."""
         found: dict[str, Decimal] = {}
+        down: Reason | None = None
         for name in names:
+            if down is not None:  # one store for every provider: not waited for again
+                found[name] = self._store_denial(request, name, down).max_payable
+                continue
             decision, _ = yield from self.judge(request, name, clear=False)  # as max_payable
             found[name] = decision.max_payable
+            down = _store_trouble(decision)
         return found
 
     def reserve(
@@ -581,9 +586,14 @@ class Core:
         the priority order).
         """
         judged: list[Judged] = []
+        down: Reason | None = None
         for name in names:
+            if down is not None:  # one store for every provider: not waited for again
+                judged.append((self._store_denial(request, name, down), None))
+                continue
             judgement = yield from self.judge(request, name, known=known, used=used)
             judged.append(judgement)
+            down = _store_trouble(judgement[0])
         if len(judged) == 1:
             return judged
         held = [j for j in judged if "currency_not_held" not in j[0].codes]
@@ -839,8 +849,19 @@ class Core:
             allowed=self.fail_open,
         )
 
+    def _store_denial(self, request: Request, provider: str, reason: Reason) -> Decision:
+        """Return the denial at *provider* for the store that did not answer (*reason*)."""
+        return _judge.denial(request, reason, mode=self.mode, provider=provider,
+                             now=self.clocks.time())
+
     def _unless_taken(self, payout_id: str, decision: Decision) -> Flow[Decision]:
-        """Return *decision*, or a ``duplicate_payout`` denial when *payout_id* is taken."""
+        """Return *decision*, or a ``duplicate_payout`` denial when *payout_id* is taken.
+
+        A decision the store's silence denied is returned as it is: asking the store again
+        would wait out its timeout once more.
+        """
+        if _store_trouble(decision) is not None:
+            return decision
         try:
             existing: Hold | None = yield GetHold(payout_id)
         except StoreUnavailable as exc:
@@ -848,6 +869,14 @@ class Core:
         if existing is None or existing.expired(self.clocks.time()):
             return decision
         return _duplicate(decision, existing)
+
+
+def _store_trouble(decision: Decision) -> Reason | None:
+    """Return the reason *decision* gives for a store that did not answer, if it gives one."""
+    for reason in decision.reasons:
+        if reason.code == "balance_unavailable" and "store" in reason.details:
+            return reason
+    return None
 
 
 def _allowing(judged: list[Judged]) -> list[int]:

@@ -129,6 +129,7 @@ def store_reason(currency: str, exc: StoreUnavailable) -> Reason:
     """Return the ``balance_unavailable`` reason for a reservation store that did not answer.
 
     Without the holds, what is spendable is unknown: the guard fails closed, never open.
+    Its details name the store (``{"store": "redis"}``).
     """
     return reason(
         code="balance_unavailable",
@@ -138,7 +139,7 @@ def store_reason(currency: str, exc: StoreUnavailable) -> Reason:
         ),
         rule="guard",
         retryable=True,
-        details={},
+        details={"store": exc.store},
     )
 
 

@@ -16,7 +16,7 @@ from guard import (
     ProviderResponseError,
     ProviderUnavailable,
 )
-from guard.stores import RedisReservations
+from guard.stores import Hold, RedisReservations
 from guard.testing import FailingFetcher, StaticFetcher
 from rules import Facts, Verdict
 
@@ -173,6 +173,56 @@ class TestStoreOutage:
         guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), fail_open=True,
                             reservations=self.unreachable_store())
         assert not guard.check("10", "BRL").allowed
+
+
+class CountedStore(RedisReservations):
+    """A Redis store that counts the reads a guard asks of it."""
+
+    asked = 0
+
+    def reserved(self, key: str, *, counted_since: float, now: float) -> Decimal:
+        self.asked += 1
+        return super().reserved(key, counted_since=counted_since, now=now)
+
+    def get(self, payout_id: str) -> Hold | None:
+        self.asked += 1
+        return super().get(payout_id)
+
+
+class TestAStoreOutageIsWaitedForOnce:
+    """Every provider shares the guard's store: one that did not answer is not asked again."""
+
+    @staticmethod
+    def guard_over_three() -> tuple[PayoutGuard, CountedStore]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        store = CountedStore(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+        fetchers = [StaticFetcher({"BRL": "100.00"}, name=n) for n in ("p1", "p2", "p3")]
+        return PayoutGuard(fetchers, reservations=store, share_balances=False), store
+
+    def test_a_routed_check_with_a_payout_id_asks_the_store_once(self) -> None:
+        guard, store = self.guard_over_three()
+        decision = guard.check("10", "BRL", payout_id="po_1")
+        assert (("balance_unavailable",), 1) == (decision.codes, store.asked)
+        assert [("p1", ("balance_unavailable",)), ("p2", ("balance_unavailable",)),
+                ("p3", ("balance_unavailable",))] == [
+            (c.provider, c.codes) for c in decision.candidates
+        ]
+        assert "redis" == decision.reasons[0].details["store"]
+
+    def test_max_payable_by_provider_asks_the_store_once(self) -> None:
+        guard, store = self.guard_over_three()
+        by_provider = guard.max_payable("BRL", by_provider=True)
+        assert ({"p1": Decimal("0.00"), "p2": Decimal("0.00"), "p3": Decimal("0.00")}, 1) == (
+            by_provider, store.asked
+        )
+
+    def test_reserve_asks_the_store_once(self) -> None:
+        guard, store = self.guard_over_three()
+        with pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10", "BRL", payout_id="po_1")
+        assert (("balance_unavailable",), 1) == (denied.value.decision.codes, store.asked)
 
 
 class Raising:
