@@ -20,6 +20,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -60,6 +61,10 @@ _SETTLE_BACKLOG = 64
 _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
+
+
+# The stores open in this process, given a new lock in a forked child (see _forget_parent).
+_OPEN: weakref.WeakSet[SqliteReservations] = weakref.WeakSet()
 
 
 def _hold(row: tuple[Any, ...]) -> Hold:
@@ -139,6 +144,7 @@ class SqliteReservations:
         self._pid = os.getpid()
         self._identity: tuple[int, int] | None = None
         self._conn: sqlite3.Connection | None = self._open()
+        _OPEN.add(self)
 
     def __repr__(self) -> str:
         return f"SqliteReservations(path={str(self._path)!r})"
@@ -446,20 +452,37 @@ class SqliteReservations:
 
         Raises:
             ConfigurationError: the path cannot be a SQLite database any more.
-            StoreUnavailable: the file stayed locked by another process for ``timeout``.
+            StoreUnavailable: another thread's call kept the store for ``timeout`` seconds, or
+                the file stayed locked by another process for ``timeout``.
         """
-        with self._lock:
+        with self._held():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._pid = os.getpid()
             self._conn = self._open()
 
     def close(self) -> None:
-        """Close the database connection; the file and its holds stay."""
-        with self._lock:
+        """Close the database connection; the file and its holds stay.
+
+        Waits for a call in progress in another thread, ``timeout`` seconds at most.
+
+        Raises:
+            StoreUnavailable: another thread's call kept the store for ``timeout`` seconds;
+                the store is still open.
+        """
+        with self._held():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+    def _forked(self) -> None:
+        """Start afresh in a forked child, before any of its threads uses the store.
+
+        The parent's lock may have been held by one of its threads, which does not run here:
+        it would stay held forever. The parent's connection is left alone (``_connection``
+        opens this process's own at its first use).
+        """
+        self._lock = threading.Lock()
 
     def _settle(self, key: str, now: float) -> None:
         """Settle *key*'s expired holds for a read that found many, if the file is free now.
@@ -529,6 +552,20 @@ class SqliteReservations:
         return self._conn
 
     @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Hold the store's lock for ``close`` or ``rearm``, waiting ``timeout`` at most."""
+        if not self._lock.acquire(timeout=self._timeout):
+            raise StoreUnavailable(
+                f"another thread's call kept the store on {str(self._path)!r} for "
+                f"{self._timeout:g} s (the timeout); it was neither closed nor reopened",
+                store="sqlite",
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         if not self._lock.acquire(timeout=self._timeout):
             raise self._locked()
@@ -561,6 +598,15 @@ class SqliteReservations:
             f"(the timeout); nothing was held",
             store="sqlite",
         )
+
+
+def _forget_parent() -> None:
+    """In a forked child, give every open store a lock of its own (``_forked``)."""
+    for store in list(_OPEN):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_forget_parent)
 
 
 def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
