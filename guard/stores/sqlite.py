@@ -8,7 +8,9 @@ survives a crash of the process, though not necessarily a power cut of the host.
 Amounts are integers in the currency's minor unit; sums are exact and converted back to
 ``Decimal`` at the currency's exponent. Counting the holds on a key is O(1) in the holds it
 has: each key's ledger keeps running totals, and expired holds leave them lazily
-(``guard/stores/_sqlite_sql.py`` says how).
+(``guard/stores/_sqlite_sql.py`` says how). SQLite's integers are exact below 2**63 (past that,
+a sum silently becomes a float), so a hold that would take a key's live holds plus every
+commit ever recorded on it to 2**62 minor units is refused.
 
 The store is also a ``FleetStore``: the processes of the host share balances, fetch leases and
 request budgets through the same file, timed by the host clock (``time.time()``).
@@ -29,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from guard._seconds import seconds
-from guard.errors import ConfigurationError
+from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
 from guard.stores._common import (
@@ -48,8 +50,12 @@ from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
 __all__ = ["SqliteReservations"]
 
 _ZERO = Decimal(0)
-# Per hold, in minor units; the running totals stay far from SQLite's 64-bit INTEGER limit.
+# Per hold (amount, fee and their sum), in minor units, as in the Redis store.
 _LIMIT = 2**53
+# A key's live total plus its committed running total, in minor units, stays below this: their
+# sum, and every sum the queries make of them, then stays below 2**63, where SQLite's integers
+# turn into floats. The committed running total never shrinks: it is every commit on the key.
+_TOTAL_LIMIT = 2**62
 # Holds past the retention deleted per call at most; a key's purges run at most this often.
 _PURGE_BATCH = 500
 _PURGE_EVERY = 60.0
@@ -91,9 +97,43 @@ def _get(conn: sqlite3.Connection, payout_id: str) -> Hold | None:
 def _ledger(
     conn: sqlite3.Connection, key: str, counted_since: float, now: float
 ) -> tuple[Any, ...] | None:
-    """Return the key's ``sql.COUNTED`` row; ``None``: the key has no ledger."""
+    """Return the key's ``sql.COUNTED`` row; ``None``: the key has no ledger.
+
+    Raises:
+        InvalidPayoutRequest: a total is not an exact integer (it passed 2**63 minor units).
+    """
     row: tuple[Any, ...] | None = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
+    if row is not None:
+        _exact(key, row[1], row[6], row[7])
     return row
+
+
+def _exact(key: str, *totals: object) -> None:
+    """Refuse *totals* that SQLite turned into floats (they passed 2**63 minor units).
+
+    Raises:
+        InvalidPayoutRequest: a total is not an ``int``.
+    """
+    if any(type(total) is not int for total in totals):
+        raise _too_large(key)
+
+
+def _too_large(key: str) -> InvalidPayoutRequest:
+    return InvalidPayoutRequest(
+        f"the holds on balance {key!r} with every commit recorded on it reach, or would "
+        f"reach, 2**62 minor units: more than the sqlite reservation store counts exactly; "
+        f"nothing was written"
+    )
+
+
+def _adjust_live(conn: sqlite3.Connection, key: str, *change: float | None) -> None:
+    """Run ``sql.ADJUST_LIVE`` on *key* with *change* (old part, new part).
+
+    Raises:
+        InvalidPayoutRequest: the live total would not be an exact integer (rolled back).
+    """
+    for (live,) in conn.execute(sql.ADJUST_LIVE, (key, *change)):
+        _exact(key, live)
 
 
 def _minor(hold: Hold) -> int:
@@ -102,7 +142,7 @@ def _minor(hold: Hold) -> int:
 
 def _take_out(conn: sqlite3.Connection, hold: Hold) -> None:
     """Take the live *hold*, dropped or ended, out of its key's live total."""
-    conn.execute(sql.ADJUST_LIVE, (hold.key, hold.expires_at, _minor(hold), None, None))
+    _adjust_live(conn, hold.key, hold.expires_at, _minor(hold), None, None)
 
 
 class SqliteReservations:
@@ -164,8 +204,10 @@ class SqliteReservations:
 
         Raises:
             InvalidPayoutRequest: an amount is negative, not exact at its currency's exponent,
-                or 2**53 minor units or more; or *hold* is in another currency than the holds
-                already on its key.
+                or 2**53 minor units or more; the key's live holds plus every commit recorded
+                on it would reach 2**62 minor units with *hold* (within *ceiling*: a hold over
+                it is just ``over_ceiling``); or *hold* is in another currency than the holds
+                already on its key. Nothing is written then.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         machine.check_hold(hold, now)
@@ -185,6 +227,10 @@ class SqliteReservations:
                 existing, hold, key_currency=None if ledger is None else ledger[0],
                 counted=counted, ceiling=ceiling, now=now,
             )
+            if admission == "held" and ledger is not None and (
+                ledger[6] + ledger[7] + minor >= _TOTAL_LIMIT
+            ):
+                raise _too_large(hold.key)  # before any write (a new key starts below 2**53)
             lapsed: tuple[Hold, ...] = ()
             if ledger is not None and ledger[2] is not None and ledger[2] <= now:
                 lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
@@ -203,7 +249,7 @@ class SqliteReservations:
                 else:
                     _take_out(conn, existing)
             conn.execute(sql.INSERT, values)
-            conn.execute(sql.ADJUST_LIVE, (hold.key, *old, hold.expires_at, minor))
+            _adjust_live(conn, hold.key, *old, hold.expires_at, minor)
             if ledger is None or self._purge_due(ledger[5], now):
                 self._purge(conn, hold.key, now)
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
@@ -216,6 +262,9 @@ class SqliteReservations:
         that last time: the hold then counts a little longer, which is the safe side.
 
         Raises:
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         check_time("now", now)
@@ -249,6 +298,9 @@ class SqliteReservations:
 
         Raises:
             ValueError: *until* is not finite or more than 30 days after *now*.
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         machine.check_life(now, until)
@@ -258,8 +310,7 @@ class SqliteReservations:
             if existing is not None and marked is not None and marked is not existing:
                 conn.execute(sql.MARK_UNCERTAIN, (until, payout_id))
                 minor = _minor(existing)
-                conn.execute(sql.ADJUST_LIVE,
-                             (existing.key, existing.expires_at, minor, until, minor))
+                _adjust_live(conn, existing.key, existing.expires_at, minor, until, minor)
                 conn.execute(sql.LAPSE_AT_SOONER, (until, marked.key))
             return marked
 
@@ -267,6 +318,9 @@ class SqliteReservations:
         """End an uncertain hold (see ``ReservationStore.resolve``).
 
         Raises:
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         check_time("now", now)
@@ -321,6 +375,8 @@ class SqliteReservations:
         """Return the total held on *key* by holds that count.
 
         Raises:
+            InvalidPayoutRequest: the key's totals passed 2**63 minor units (in a file an
+                earlier version wrote: this one refuses holds before that).
             StoreUnavailable: the database failed.
         """
         check_time("counted_since", counted_since)
@@ -341,13 +397,18 @@ class SqliteReservations:
 
         Raises:
             ValueError: a time is not finite.
+            InvalidPayoutRequest: the key's totals passed 2**63 minor units (in a file an
+                earlier version wrote: this one refuses holds before that).
             StoreUnavailable: the database failed.
         """
         check_time("since", since)
         check_time("now", now)
         with self._read() as conn:
             row = conn.execute(sql.COMMITTED, (key, since)).fetchone()
-        return _ZERO if row is None else from_minor(row[1], row[0])
+        if row is None:
+            return _ZERO
+        _exact(key, row[1])
+        return from_minor(row[1], row[0])
 
     def read_shared(
         self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
@@ -617,7 +678,8 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     if row is None:  # a hold always creates its ledger; be safe with old files
         conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
         row = conn.execute(sql.LEDGER_COMMIT, values).fetchone()
-    running, at = row
+    running, at, live = row
+    _exact(hold.key, running, live)
     conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
     if hold.state == "committed" and hold.committed_at == at:
         return hold  # machine.to_commit made it already, at this time
