@@ -1,25 +1,37 @@
-"""Fetchers in forked workers: each child opens its own connections, so answers never cross.
+"""Fetchers and stores in forked workers: each child opens its own connections.
 
 A guard built before ``fork()`` (as a Celery tasks module does) holds a keep-alive connection
 in its fetcher's pool. Children that kept using it would read each other's answers. Here eight
 forked workers check 200 times each against one LuxCore emulator on 127.0.0.1, asking for
 ARS and MXN in turn, and every answer must be the currency asked for.
+
+A SQLite store forked while another thread is inside one of its calls must work in the child
+(which inherits the store's lock as that thread held it, and none of its threads).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import requests
 
 from guard import PayoutGuard
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
+from guard.stores import SqliteReservations, StoreUnavailable
 from guard.testing.emulators import LuxCoreEmulator
+from tests._holds import T0, hold
 
 WORKERS = 8
 CHECKS = 200
@@ -104,3 +116,89 @@ class TestForkedWorkers:
         reports = _fork_workers(guard, 4, 25)
         assert [{"crossed": 0, "broken": [], "broken_count": 0}] * 4 == reports
         session.close()
+
+
+# Another process's writer: takes the file's write lock, says so, keeps it until a line comes.
+_BLOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def _fork_one(work: Callable[[], dict[str, object]]) -> tuple[int, int]:
+    """Fork a child that runs *work* and writes its report; return its pid and the pipe."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: under test
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns to pytest
+        os.close(read)
+        try:
+            report = work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            report = {"error": repr(exc)[:200]}
+        os.write(write, json.dumps(report).encode())
+        os._exit(0)
+    os.close(write)
+    return pid, read
+
+
+def _report(pid: int, read: int, within: float) -> dict[str, object]:
+    """Return the child's report, or ``{"hung": ...}`` (the child killed) after *within* s."""
+    with os.fdopen(read, "rb") as pipe:
+        ready, _, _ = select.select([pipe], [], [], within)
+        data = pipe.read() if ready else b""
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else {"hung": f"no report within {within:g} s"}
+
+
+class TestForkedSqliteStore:
+    def test_a_child_forked_during_a_call_uses_and_closes_the_store(
+        self, tmp_path: Path
+    ) -> None:
+        """Forked while another thread is inside a call, the child's store holds and closes."""
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path, timeout=2.0)
+        # In another process, as in production: a child would inherit this one's file locks.
+        blocker = subprocess.Popen(
+            [sys.executable, "-c", _BLOCKER, str(path)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert blocker.stdout is not None
+        assert blocker.stdin is not None
+        assert "locked\n" == blocker.stdout.readline()
+        failed: list[StoreUnavailable] = []
+
+        def call() -> None:
+            try:
+                store.try_hold(hold("po_1", "1.00"), ceiling=Decimal(10), counted_since=0,
+                               now=T0)
+            except StoreUnavailable as exc:  # reported by the assertion below
+                failed.append(exc)
+
+        def work() -> dict[str, object]:
+            outcome = store.try_hold(hold("po_2", "2.00"), ceiling=Decimal(10),
+                                     counted_since=0, now=T0)
+            store.close()
+            return {"status": outcome.status, "closed": True}
+
+        inside = threading.Thread(target=call)
+        inside.start()
+        time.sleep(0.3)  # the thread waits for the blocker's lock on the file, in the store
+        pid, read = _fork_one(work)
+        blocker.stdin.write("go\n")
+        blocker.stdin.close()
+        blocker.wait()
+        blocker.stdout.close()
+        report = _report(pid, read, within=10.0)
+        inside.join()
+        assert {"status": "held", "closed": True} == report
+        assert [] == failed
+        assert Decimal("3.00") == store.reserved(hold("x", "1").key, counted_since=0, now=T0)
+        store.close()

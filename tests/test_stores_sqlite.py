@@ -388,3 +388,68 @@ class TestSqliteCommitted:
                 store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=T0 + n)
             assert Decimal("31.50") == store.committed(KEY, since=T0 + 1.5, now=T0 + 10)
             assert Decimal(0) == store.committed("other", since=T0, now=T0 + 10)
+
+
+# The largest hold (2**53 - 1 minor units) of a zero-decimal currency: 512 of them stay 512
+# minor units below 2**62, a 513th would pass it.
+_BIGGEST = str(2**53 - 1)
+_CLP = balance_key("luxcore", None, "CLP")
+
+
+def _fill(store: SqliteReservations, count: int, *, commit: bool = False) -> None:
+    """Hold *count* of the largest CLP holds on one key (each committed at once if *commit*)."""
+    for n in range(count):
+        store.try_hold(hold(f"po_{n}", _BIGGEST, currency="CLP"), ceiling=Decimal(10**30),
+                       counted_since=0, now=T0)
+        if commit:
+            store.commit(f"po_{n}", owner=owner_of(f"po_{n}"), now=T0)
+
+
+class TestSqliteLargeTotals:
+    def test_a_total_reaching_2_pow_62_is_refused_not_rounded(self, tmp_path: Path) -> None:
+        """A hold taking a key's total to 2**62 minor units raises; the total stays exact."""
+        with SqliteReservations(tmp_path / "h.db") as store:
+            _fill(store, 512)
+            with pytest.raises(InvalidPayoutRequest, match=r"2\*\*62 minor units"):
+                store.try_hold(hold("po_512", _BIGGEST, currency="CLP"),
+                               ceiling=Decimal(10**30), counted_since=0, now=T0)
+            assert store.get("po_512") is None
+            assert Decimal(512 * (2**53 - 1)) == store.reserved(_CLP, counted_since=0, now=T0)
+            small = store.try_hold(hold("po_small", "1", currency="CLP"),
+                                   ceiling=Decimal(10**30), counted_since=0, now=T0)
+            assert "held" == small.status  # below the limit, holds still go in
+
+    def test_a_total_over_a_smaller_ceiling_is_just_over(self, tmp_path: Path) -> None:
+        """Past the ceiling as well, the hold is a plain over_ceiling, as in the Redis store."""
+        with SqliteReservations(tmp_path / "h.db") as store:
+            _fill(store, 512)
+            outcome = store.try_hold(hold("po_512", _BIGGEST, currency="CLP"),
+                                     ceiling=Decimal(2**61), counted_since=0, now=T0)
+            assert "over_ceiling" == outcome.status
+
+    def test_the_committed_running_total_counts_toward_the_limit(
+        self, tmp_path: Path
+    ) -> None:
+        """Commits no longer counted still make the running total: past 2**62, holds raise."""
+        with SqliteReservations(tmp_path / "h.db") as store:
+            _fill(store, 512, commit=True)
+            assert Decimal(0) == store.reserved(_CLP, counted_since=T0 + 1, now=T0 + 2)
+            with pytest.raises(InvalidPayoutRequest, match=r"2\*\*62 minor units"):
+                store.try_hold(hold("po_512", _BIGGEST, currency="CLP", at=T0 + 2),
+                               ceiling=Decimal(10**30), counted_since=T0 + 1, now=T0 + 2)
+            assert Decimal(512 * (2**53 - 1)) == store.committed(_CLP, since=0, now=T0 + 2)
+
+    def test_a_total_sqlite_turned_into_a_float_is_refused(self, tmp_path: Path) -> None:
+        """A file whose live total overflowed into a REAL (an earlier version) is not read."""
+        path = tmp_path / "h.db"
+        with SqliteReservations(path) as store:
+            _fill(store, 1)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE ledgers SET live_minor = 9.9e18")
+        conn.close()
+        with SqliteReservations(path) as store:
+            with pytest.raises(InvalidPayoutRequest, match="2\\*\\*62"):
+                store.reserved(_CLP, counted_since=0, now=T0)
+            with pytest.raises(InvalidPayoutRequest, match="2\\*\\*62"):
+                store.try_hold(hold("po_2", "1", currency="CLP"), ceiling=Decimal(10**30),
+                               counted_since=0, now=T0)

@@ -13,6 +13,12 @@ range of the live index; the clock may step back, and the range then adds). A wr
 ``settled_until`` up to its *now*, so each hold crosses it once (the same design as
 ``_postgres_sql``). Retention purges run at most every ``purge_at`` per key, in bounded batches.
 
+SQLite's integers are exact below 2**63; an arithmetic result past that silently becomes a
+REAL (a float). ``SqliteReservations`` refuses a hold that would take a key's live total plus
+its committed running total to 2**62; the statements that add to a total return it, and the
+reads check the sums they get, so that a REAL is refused (its transaction rolled back) rather
+than kept or counted.
+
 The fleet tables (``shared``: values and fetch leases; ``budgets``: one GCRA state per request
 budget) are part of the same file, so the processes of a host share them.
 """
@@ -143,8 +149,9 @@ _UPGRADE_FROM_1 = (
 _RANGE = """FROM holds WHERE state != 'committed' AND key = ?1
             AND expires_at > min(l.settled_until, ?2) AND expires_at <= max(l.settled_until, ?2)"""
 # ?1 key, ?2 now, ?3 counted_since -> (currency, counted minor units, lapse_at, the settle
-# range's sum and size, settled_until, purge_at); no row: nothing held. The range is
-# subtracted when now is past settled_until, added when the clock stepped back before it.
+# range's size, settled_until, purge_at, live_minor, committed_minor); no row: nothing held.
+# The range is subtracted when now is past settled_until, added when the clock stepped back
+# before it.
 COUNTED = f"""
     SELECT l.currency,
         l.live_minor
@@ -156,7 +163,9 @@ COUNTED = f"""
         l.lapse_at,
         (SELECT COUNT(*) {_RANGE}),
         l.settled_until,
-        l.purge_at
+        l.purge_at,
+        l.live_minor,
+        l.committed_minor
     FROM ledgers AS l WHERE l.key = ?1
 """  # noqa: S608 - built from constants only; values are bound parameters
 # ?1 key, ?2 now: move settled_until up to now, taking the holds that expired out of the total.
@@ -168,12 +177,13 @@ SETTLE = f"""
 """  # noqa: S608 - constants only
 # Take a live hold's old part out of its key's live total and put its new part in: ?1 key,
 # ?2 old expires_at, ?3 old minor units, ?4 new expires_at, ?5 new minor units (NULL for "none").
-# A part is in the total when it expires after settled_until.
+# A part is in the total when it expires after settled_until. -> (the new live total).
 ADJUST_LIVE = """
     UPDATE ledgers SET live_minor = live_minor
         - CASE WHEN ?2 > settled_until THEN ?3 ELSE 0 END
         + CASE WHEN ?4 > settled_until THEN ?5 ELSE 0 END
     WHERE key = ?1
+    RETURNING live_minor
 """
 # ?1 key, ?2 since -> (currency, minor units committed after since); no row: nothing committed.
 COMMITTED = """
@@ -221,15 +231,16 @@ LAPSE_AT_NEXT = """
 """
 LEDGER_INSERT = "INSERT INTO ledgers (key, currency, committed_minor) VALUES (?, ?, 0)"
 # ?1 the hold's minor units, ?2 now, ?3 key, ?4 the hold's expires_at while it was live ->
-# (running total, commit time): the hold leaves the live total for the committed one. Commit
-# times never go backwards on a key: max(last, now) is guard.stores._machine.commit_time, in
-# SQL so that reading and writing the ledger is one statement.
+# (running total, commit time, live total): the hold leaves the live total for the committed
+# one. Commit times never go backwards on a key: max(last, now) is
+# guard.stores._machine.commit_time, in SQL so that reading and writing the ledger is one
+# statement.
 LEDGER_COMMIT = """
     UPDATE ledgers SET committed_minor = committed_minor + ?1,
         last_commit = max(coalesce(last_commit, ?2), ?2),
         live_minor = live_minor - CASE WHEN ?4 > settled_until THEN ?1 ELSE 0 END
     WHERE key = ?3
-    RETURNING committed_minor, last_commit
+    RETURNING committed_minor, last_commit, live_minor
 """
 INSERT = """
     INSERT OR REPLACE INTO holds (payout_id, key, currency, amount_minor, fee_minor, state,

@@ -8,7 +8,9 @@ survives a crash of the process, though not necessarily a power cut of the host.
 Amounts are integers in the currency's minor unit; sums are exact and converted back to
 ``Decimal`` at the currency's exponent. Counting the holds on a key is O(1) in the holds it
 has: each key's ledger keeps running totals, and expired holds leave them lazily
-(``guard/stores/_sqlite_sql.py`` says how).
+(``guard/stores/_sqlite_sql.py`` says how). SQLite's integers are exact below 2**63 (past that,
+a sum silently becomes a float), so a hold that would take a key's live holds plus every
+commit ever recorded on it to 2**62 minor units is refused.
 
 The store is also a ``FleetStore``: the processes of the host share balances, fetch leases and
 request budgets through the same file, timed by the host clock (``time.time()``).
@@ -20,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -28,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from guard._seconds import seconds
-from guard.errors import ConfigurationError
+from guard.errors import ConfigurationError, InvalidPayoutRequest
 from guard.stores import _machine as machine
 from guard.stores import _sqlite_sql as sql
 from guard.stores._common import (
@@ -47,8 +50,12 @@ from guard.stores._protocol import Hold, HoldOutcome, HoldState, Shared, gcra
 __all__ = ["SqliteReservations"]
 
 _ZERO = Decimal(0)
-# Per hold, in minor units; the running totals stay far from SQLite's 64-bit INTEGER limit.
+# Per hold (amount, fee and their sum), in minor units, as in the Redis store.
 _LIMIT = 2**53
+# A key's live total plus its committed running total, in minor units, stays below this: their
+# sum, and every sum the queries make of them, then stays below 2**63, where SQLite's integers
+# turn into floats. The committed running total never shrinks: it is every commit on the key.
+_TOTAL_LIMIT = 2**62
 # Holds past the retention deleted per call at most; a key's purges run at most this often.
 _PURGE_BATCH = 500
 _PURGE_EVERY = 60.0
@@ -60,6 +67,10 @@ _SETTLE_BACKLOG = 64
 _STATES: dict[str, HoldState] = {
     "pending": "pending", "committed": "committed", "uncertain": "uncertain"
 }
+
+
+# The stores open in this process, given a new lock in a forked child (see _forget_parent).
+_OPEN: weakref.WeakSet[SqliteReservations] = weakref.WeakSet()
 
 
 def _hold(row: tuple[Any, ...]) -> Hold:
@@ -86,9 +97,43 @@ def _get(conn: sqlite3.Connection, payout_id: str) -> Hold | None:
 def _ledger(
     conn: sqlite3.Connection, key: str, counted_since: float, now: float
 ) -> tuple[Any, ...] | None:
-    """Return the key's ``sql.COUNTED`` row; ``None``: the key has no ledger."""
+    """Return the key's ``sql.COUNTED`` row; ``None``: the key has no ledger.
+
+    Raises:
+        InvalidPayoutRequest: a total is not an exact integer (it passed 2**63 minor units).
+    """
     row: tuple[Any, ...] | None = conn.execute(sql.COUNTED, (key, now, counted_since)).fetchone()
+    if row is not None:
+        _exact(key, row[1], row[6], row[7])
     return row
+
+
+def _exact(key: str, *totals: object) -> None:
+    """Refuse *totals* that SQLite turned into floats (they passed 2**63 minor units).
+
+    Raises:
+        InvalidPayoutRequest: a total is not an ``int``.
+    """
+    if any(type(total) is not int for total in totals):
+        raise _too_large(key)
+
+
+def _too_large(key: str) -> InvalidPayoutRequest:
+    return InvalidPayoutRequest(
+        f"the holds on balance {key!r} with every commit recorded on it reach, or would "
+        f"reach, 2**62 minor units: more than the sqlite reservation store counts exactly; "
+        f"nothing was written"
+    )
+
+
+def _adjust_live(conn: sqlite3.Connection, key: str, *change: float | None) -> None:
+    """Run ``sql.ADJUST_LIVE`` on *key* with *change* (old part, new part).
+
+    Raises:
+        InvalidPayoutRequest: the live total would not be an exact integer (rolled back).
+    """
+    for (live,) in conn.execute(sql.ADJUST_LIVE, (key, *change)):
+        _exact(key, live)
 
 
 def _minor(hold: Hold) -> int:
@@ -97,7 +142,7 @@ def _minor(hold: Hold) -> int:
 
 def _take_out(conn: sqlite3.Connection, hold: Hold) -> None:
     """Take the live *hold*, dropped or ended, out of its key's live total."""
-    conn.execute(sql.ADJUST_LIVE, (hold.key, hold.expires_at, _minor(hold), None, None))
+    _adjust_live(conn, hold.key, hold.expires_at, _minor(hold), None, None)
 
 
 class SqliteReservations:
@@ -139,6 +184,7 @@ class SqliteReservations:
         self._pid = os.getpid()
         self._identity: tuple[int, int] | None = None
         self._conn: sqlite3.Connection | None = self._open()
+        _OPEN.add(self)
 
     def __repr__(self) -> str:
         return f"SqliteReservations(path={str(self._path)!r})"
@@ -158,8 +204,10 @@ class SqliteReservations:
 
         Raises:
             InvalidPayoutRequest: an amount is negative, not exact at its currency's exponent,
-                or 2**53 minor units or more; or *hold* is in another currency than the holds
-                already on its key.
+                or 2**53 minor units or more; the key's live holds plus every commit recorded
+                on it would reach 2**62 minor units with *hold* (within *ceiling*: a hold over
+                it is just ``over_ceiling``); or *hold* is in another currency than the holds
+                already on its key. Nothing is written then.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         machine.check_hold(hold, now)
@@ -179,6 +227,10 @@ class SqliteReservations:
                 existing, hold, key_currency=None if ledger is None else ledger[0],
                 counted=counted, ceiling=ceiling, now=now,
             )
+            if admission == "held" and ledger is not None and (
+                ledger[6] + ledger[7] + minor >= _TOTAL_LIMIT
+            ):
+                raise _too_large(hold.key)  # before any write (a new key starts below 2**53)
             lapsed: tuple[Hold, ...] = ()
             if ledger is not None and ledger[2] is not None and ledger[2] <= now:
                 lapsed = tuple(_hold(row) for row in conn.execute(sql.LAPSED, (hold.key, now)))
@@ -197,7 +249,7 @@ class SqliteReservations:
                 else:
                     _take_out(conn, existing)
             conn.execute(sql.INSERT, values)
-            conn.execute(sql.ADJUST_LIVE, (hold.key, *old, hold.expires_at, minor))
+            _adjust_live(conn, hold.key, *old, hold.expires_at, minor)
             if ledger is None or self._purge_due(ledger[5], now):
                 self._purge(conn, hold.key, now)
             return HoldOutcome(status="held", hold=hold, counted=counted, lapsed=lapsed,
@@ -210,6 +262,9 @@ class SqliteReservations:
         that last time: the hold then counts a little longer, which is the safe side.
 
         Raises:
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         check_time("now", now)
@@ -243,6 +298,9 @@ class SqliteReservations:
 
         Raises:
             ValueError: *until* is not finite or more than 30 days after *now*.
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         machine.check_life(now, until)
@@ -252,8 +310,7 @@ class SqliteReservations:
             if existing is not None and marked is not None and marked is not existing:
                 conn.execute(sql.MARK_UNCERTAIN, (until, payout_id))
                 minor = _minor(existing)
-                conn.execute(sql.ADJUST_LIVE,
-                             (existing.key, existing.expires_at, minor, until, minor))
+                _adjust_live(conn, existing.key, existing.expires_at, minor, until, minor)
                 conn.execute(sql.LAPSE_AT_SOONER, (until, marked.key))
             return marked
 
@@ -261,6 +318,9 @@ class SqliteReservations:
         """End an uncertain hold (see ``ReservationStore.resolve``).
 
         Raises:
+            InvalidPayoutRequest: a running total of the key would pass 2**63 minor units (only
+                after holds that had stopped counting are committed or marked uncertain in
+                bulk); nothing is written.
             StoreUnavailable: the database stayed locked for ``timeout`` seconds, or failed.
         """
         check_time("now", now)
@@ -315,6 +375,8 @@ class SqliteReservations:
         """Return the total held on *key* by holds that count.
 
         Raises:
+            InvalidPayoutRequest: the key's totals passed 2**63 minor units (in a file an
+                earlier version wrote: this one refuses holds before that).
             StoreUnavailable: the database failed.
         """
         check_time("counted_since", counted_since)
@@ -335,13 +397,18 @@ class SqliteReservations:
 
         Raises:
             ValueError: a time is not finite.
+            InvalidPayoutRequest: the key's totals passed 2**63 minor units (in a file an
+                earlier version wrote: this one refuses holds before that).
             StoreUnavailable: the database failed.
         """
         check_time("since", since)
         check_time("now", now)
         with self._read() as conn:
             row = conn.execute(sql.COMMITTED, (key, since)).fetchone()
-        return _ZERO if row is None else from_minor(row[1], row[0])
+        if row is None:
+            return _ZERO
+        _exact(key, row[1])
+        return from_minor(row[1], row[0])
 
     def read_shared(
         self, name: str, *, owner: str, lease_ttl: float, fresh_for: float
@@ -446,20 +513,37 @@ class SqliteReservations:
 
         Raises:
             ConfigurationError: the path cannot be a SQLite database any more.
-            StoreUnavailable: the file stayed locked by another process for ``timeout``.
+            StoreUnavailable: another thread's call kept the store for ``timeout`` seconds, or
+                the file stayed locked by another process for ``timeout``.
         """
-        with self._lock:
+        with self._held():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._pid = os.getpid()
             self._conn = self._open()
 
     def close(self) -> None:
-        """Close the database connection; the file and its holds stay."""
-        with self._lock:
+        """Close the database connection; the file and its holds stay.
+
+        Waits for a call in progress in another thread, ``timeout`` seconds at most.
+
+        Raises:
+            StoreUnavailable: another thread's call kept the store for ``timeout`` seconds;
+                the store is still open.
+        """
+        with self._held():
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+    def _forked(self) -> None:
+        """Start afresh in a forked child, before any of its threads uses the store.
+
+        The parent's lock may have been held by one of its threads, which does not run here:
+        it would stay held forever. The parent's connection is left alone (``_connection``
+        opens this process's own at its first use).
+        """
+        self._lock = threading.Lock()
 
     def _settle(self, key: str, now: float) -> None:
         """Settle *key*'s expired holds for a read that found many, if the file is free now.
@@ -529,6 +613,20 @@ class SqliteReservations:
         return self._conn
 
     @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Hold the store's lock for ``close`` or ``rearm``, waiting ``timeout`` at most."""
+        if not self._lock.acquire(timeout=self._timeout):
+            raise StoreUnavailable(
+                f"another thread's call kept the store on {str(self._path)!r} for "
+                f"{self._timeout:g} s (the timeout); it was neither closed nor reopened",
+                store="sqlite",
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         if not self._lock.acquire(timeout=self._timeout):
             raise self._locked()
@@ -563,6 +661,15 @@ class SqliteReservations:
         )
 
 
+def _forget_parent() -> None:
+    """In a forked child, give every open store a lock of its own (``_forked``)."""
+    for store in list(_OPEN):
+        store._forked()
+
+
+os.register_at_fork(after_in_child=_forget_parent)
+
+
 def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     """Move the live *hold*'s commit into its key's running totals; return it as recorded."""
     minor = _minor(hold)
@@ -571,7 +678,8 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
     if row is None:  # a hold always creates its ledger; be safe with old files
         conn.execute(sql.LEDGER_INSERT, (hold.key, hold.currency))
         row = conn.execute(sql.LEDGER_COMMIT, values).fetchone()
-    running, at = row
+    running, at, live = row
+    _exact(hold.key, running, live)
     conn.execute(sql.MARK_COMMITTED, (at, running, hold.payout_id))
     if hold.state == "committed" and hold.committed_at == at:
         return hold  # machine.to_commit made it already, at this time
