@@ -358,6 +358,19 @@ class TestBuildGuard:
             build_fetcher(config, "luxtak", env={"ID": "app", "K": "  "})
         assert "K is empty" in caught.value.message
 
+    @pytest.mark.parametrize("url", ["https://api.lux-core.io/v1?api_key=SECRET123",
+                                     "https://merchant:SECRET123@api.lux-core.io",
+                                     "https://merchant:SECRET123@"])
+    def test_a_credential_in_base_url_is_refused_when_loaded(self, tmp_path: Path,
+                                                             url: str) -> None:
+        """A base_url with user:password@ or a query is refused by load_config, unquoted."""
+        path = _write(tmp_path, "g.toml", f'[providers.luxcore]\napi_key_env = "K"\n'
+                      f'base_url = "{url}"\n')
+        error = _error(path)
+        assert (str(path), "providers.luxcore.base_url") == (error.source, error.path)
+        assert "SECRET123" not in str(error)
+        assert "SECRET123" not in repr(error.args)
+
     def test_fetcher_refusals_name_the_key_in_the_file(self, tmp_path: Path) -> None:
         """A base_url the fetcher refuses is reported at providers.<name>.base_url."""
         path = _write(tmp_path, "g.toml", '[providers.luxcore]\napi_key_env = "K"\n'

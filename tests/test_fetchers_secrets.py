@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from structlog.testing import capture_logs
 
-from guard.errors import ProviderError
-from guard.fetchers import LuxtakFetcher, RetryPolicy
+from guard.errors import ConfigurationError, ProviderError
+from guard.fetchers import LuxCoreFetcher, LuxtakFetcher, PagsmileFetcher, RetryPolicy
+from guard.fetchers._http import HttpFetcher
 from guard.testing.emulators import Fault
 from tests.test_fetchers_emulated import PROVIDERS, Provider
 from tests.test_fetchers_golden import Canned
@@ -78,3 +79,29 @@ class TestSecrets:
             server.close()
         assert "bad key [redacted]" in str(info.value)
         assert not any("lt_secret_key_123" in text for text in texts_of(info.value))
+
+
+class TestBaseUrlRefusals:
+    @pytest.mark.parametrize("url", [
+        "https://api.lux-core.io/v1?api_key=SECRET123",
+        "https://api.lux-core.io/v1#SECRET123",
+        "https://merchant:SECRET123@api.lux-core.io",
+        "https://merchant:SECRET123@",
+        "http://merchant:SECRET123@api.lux-core.io",
+        "merchant:SECRET123@api.lux-core.io",
+        "SECRET123",
+        "https://[SECRET123",
+        "http://api.lux-core.io/SECRET123",
+    ])
+    @pytest.mark.parametrize("name", sorted(PROVIDERS))
+    def test_refused_url_is_not_echoed(self, name: str, url: str) -> None:
+        """A refused base_url is named, but no credential, path or query of it is shown."""
+        build: dict[str, Callable[[], HttpFetcher]] = {
+            "luxtak": lambda: LuxtakFetcher("APP", "k", base_url=url),
+            "luxcore": lambda: LuxCoreFetcher("qp_test_sk_k", base_url=url),
+            "pagsmile": lambda: PagsmileFetcher("APP", "k", base_url=url),
+        }
+        with pytest.raises(ConfigurationError) as info:
+            build[name]()
+        assert "base_url" == info.value.path
+        assert [] == [text for text in texts_of(info.value) if "SECRET123" in text]
