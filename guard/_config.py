@@ -95,6 +95,7 @@ def _validated(document: object, source: str, base_dir: Path) -> GuardConfig:
             exc, source=source, keys=_keys_at, tags=KINDS, tag_at=2, hidden=_hidden
         ) from None
     config._source = source
+    config._base_dir = base_dir.absolute()
     _check_base_urls(config, source)
     config._ruleset = _ruleset(config, source, base_dir)
     _check_provider_names(config, source, base_dir)
