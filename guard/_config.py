@@ -31,6 +31,7 @@ from guard._config_schema import (
     closest,
 )
 from guard.errors import ConfigurationError
+from guard.fetchers._checks import check_base_url
 from rules.config import configuration_error, parse_document, read_document
 
 __all__ = ["ConfigSource", "load_config", "load_text"]
@@ -94,9 +95,27 @@ def _validated(document: object, source: str, base_dir: Path) -> GuardConfig:
             exc, source=source, keys=_keys_at, tags=KINDS, tag_at=2, hidden=_hidden
         ) from None
     config._source = source
+    config._base_dir = base_dir.absolute()
+    _check_base_urls(config, source)
     config._ruleset = _ruleset(config, source, base_dir)
     _check_provider_names(config, source, base_dir)
     return config
+
+
+def _check_base_urls(config: GuardConfig, source: str) -> None:
+    """Refuse a ``base_url`` the fetcher would refuse, when the file is read, not first used.
+
+    ``rules validate`` then catches a credential written into a URL; the error never quotes
+    the value's credentials, path or query (``check_base_url``).
+    """
+    for name, spec in config.providers.items():
+        if spec.base_url is None:
+            continue
+        try:
+            check_base_url(spec.base_url, allow_insecure=spec.allow_insecure)
+        except ConfigurationError as exc:
+            raise ConfigurationError(exc.message, path=f"providers.{name}.base_url",
+                                     source=source) from None
 
 
 def _check_provider_names(config: GuardConfig, source: str, base_dir: Path) -> None:

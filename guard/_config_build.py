@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from decimal import Decimal
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from guard._clock import Clock
@@ -194,6 +193,9 @@ def build_reservations(
 ) -> ReservationStore:
     """Return the reservation store the configuration describes.
 
+    A relative SQLite ``path`` is taken from the configuration file's directory
+    (``GuardConfig.resolve_path``), as ``rules_file`` and ``decision_log.path`` are.
+
     Raises:
         ConfigurationError: the store cannot be set up (a bad path, a missing ``url_env``
             variable); the path names the key.
@@ -211,7 +213,8 @@ def build_reservations(
         assert spec.path is not None  # noqa: S101 - the schema requires it for sqlite
         extra = {} if spec.timeout is None else {"timeout": _seconds(spec.timeout)}
         try:
-            return SqliteReservations(spec.path, retention=retention, **extra)
+            return SqliteReservations(config.resolve_path(spec.path), retention=retention,
+                                      **extra)
         except ConfigurationError as exc:
             raise ConfigurationError(exc.message, path="reservations.path",
                                      source=source) from None
@@ -349,9 +352,7 @@ def build_decision_log(config: GuardConfig) -> DecisionLog | None:
     spec = config.decision_log
     if spec is None:
         return None
-    path = Path(spec.path)
-    if not path.is_absolute() and config.source:
-        path = Path(config.source).parent / path
+    path = config.resolve_path(spec.path)
     if path.suffix.lower() in _SQLITE_SUFFIXES:
         return SqliteDecisionLog(path)
     return JsonLinesDecisionLog(path, max_bytes=spec.max_bytes, backups=spec.backups)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -245,7 +246,8 @@ _STORE_OPTIONS: dict[str, frozenset[str]] = {
 class ReservationsConfig(BaseModel):
     """Where in-flight payouts hold funds, and how long holds count.
 
-    ``store`` is ``"memory"`` (one process), ``"sqlite"`` (``path``: processes on one host) or
+    ``store`` is ``"memory"`` (one process), ``"sqlite"`` (``path``: processes on one host; a
+    relative path is taken from the configuration's directory) or
     ``"redis"`` (``url`` or ``url_env``, optional ``namespace``: several hosts) or
     ``"postgres"`` (``dsn_env``: the variable holding the DSN, a secret never written in the
     file; optional ``namespace``: the schema, default ``payout_guard``).
@@ -287,6 +289,10 @@ class ReservationsConfig(BaseModel):
             )
         if self.store == "sqlite" and self.path is None:
             raise ValueError("store = 'sqlite' needs path = \"<file>.db\"")
+        if self.store == "sqlite" and (self.path or "").startswith((":memory:", "file:")):
+            # Not a file path, so not one to take from the configuration's directory.
+            raise ValueError("store = 'sqlite' needs the path of a database file the processes "
+                             "share; use store = 'memory' for holds that live in one process")
         if self.store == "redis" and (self.url is None) == (self.url_env is None):
             raise ValueError(
                 "store = 'redis' needs exactly one of url = \"redis://host:6379/0\" or "
@@ -326,6 +332,7 @@ class GuardConfig(BaseModel):
     model_config = _STRICT
 
     _source: str = PrivateAttr(default="")
+    _base_dir: Path | None = PrivateAttr(default=None)
     _ruleset: RuleSet | None = PrivateAttr(default=None)
 
     mode: Mode = "enforce"
@@ -370,6 +377,20 @@ class GuardConfig(BaseModel):
     def source(self) -> str:
         """Return where the configuration was read from (a file name, or ``""``)."""
         return self._source
+
+    def resolve_path(self, path: str) -> Path:
+        """Return *path*, a file the configuration names, taken from the configuration's directory.
+
+        A relative ``reservations.path`` or ``decision_log.path`` (like ``rules_file``) is taken
+        from the directory of the file ``load_config`` read (the working directory at load time
+        for a mapping or text), never from the working directory of whoever builds a guard:
+        workers started from different directories share one store. ``~`` is expanded first;
+        an absolute path is returned as is.
+        """
+        found = Path(path).expanduser()
+        if found.is_absolute() or self._base_dir is None:
+            return found
+        return self._base_dir / found
 
     @property
     def ruleset(self) -> RuleSet:

@@ -260,6 +260,19 @@ class TestRulesValidate:
         assert "accepted keys" in result.stderr
 
 
+    @pytest.mark.parametrize("url", ["https://api.lux-core.io/v1?api_key=SECRET123",
+                                     "https://merchant:SECRET123@api.lux-core.io"])
+    def test_a_credential_in_base_url_exits_2_unshown(self, tmp_path: Path, url: str) -> None:
+        """A base_url carrying a credential is invalid, and neither stream shows it."""
+        path = tmp_path / "guard.toml"
+        path.write_text(f'[providers.luxcore]\napi_key_env = "K"\nbase_url = "{url}"\n',
+                        encoding="utf-8")
+        result = run_cli("rules", "validate", str(path))
+        assert 2 == result.returncode
+        assert "providers.luxcore.base_url" in result.stderr
+        assert "SECRET123" not in result.stdout + result.stderr
+
+
 class TestDemo:
     def test_shows_every_scenario_with_its_reason_code(self) -> None:
         """The demo runs without credentials and shows each scenario's reason code."""

@@ -358,6 +358,19 @@ class TestBuildGuard:
             build_fetcher(config, "luxtak", env={"ID": "app", "K": "  "})
         assert "K is empty" in caught.value.message
 
+    @pytest.mark.parametrize("url", ["https://api.lux-core.io/v1?api_key=SECRET123",
+                                     "https://merchant:SECRET123@api.lux-core.io",
+                                     "https://merchant:SECRET123@"])
+    def test_a_credential_in_base_url_is_refused_when_loaded(self, tmp_path: Path,
+                                                             url: str) -> None:
+        """A base_url with user:password@ or a query is refused by load_config, unquoted."""
+        path = _write(tmp_path, "g.toml", f'[providers.luxcore]\napi_key_env = "K"\n'
+                      f'base_url = "{url}"\n')
+        error = _error(path)
+        assert (str(path), "providers.luxcore.base_url") == (error.source, error.path)
+        assert "SECRET123" not in str(error)
+        assert "SECRET123" not in repr(error.args)
+
     def test_fetcher_refusals_name_the_key_in_the_file(self, tmp_path: Path) -> None:
         """A base_url the fetcher refuses is reported at providers.<name>.base_url."""
         path = _write(tmp_path, "g.toml", '[providers.luxcore]\napi_key_env = "K"\n'
@@ -377,6 +390,34 @@ class TestBuildGuard:
         store = build_reservations(config)
         store.close()
         assert isinstance(store, SqliteReservations)
+
+    def test_a_relative_sqlite_path_is_taken_from_the_files_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two guards of one file, built from two working directories, share one store."""
+        etc = tmp_path / "etc"
+        workers = [tmp_path / "worker1", tmp_path / "worker2"]
+        for directory in (etc, *workers):
+            directory.mkdir()
+        with LuxCoreEmulator(balances={"ARS": "100.00"}) as emu:
+            path = _write(etc, "guard.toml", f'[providers.luxcore]\nbase_url = "{emu.url}"\n'
+                          'api_key_env = "LC_KEY"\n[reservations]\nstore = "sqlite"\n'
+                          'path = "holds.db"\n')
+            allowed = []
+            for worker in workers:
+                monkeypatch.chdir(worker)
+                with PayoutGuard.from_config(path, env={"LC_KEY": emu.api_key}) as guard:
+                    decision = guard.check("80.00", "ARS", payout_id=worker.name)
+                    allowed.append(decision.allowed)
+                    if decision.allowed:  # held, and left held: the worker is still sending
+                        guard.reserve("80.00", "ARS", payout_id=worker.name).__enter__()
+        assert ([True, False], [etc / "holds.db"]) == (allowed, sorted(tmp_path.rglob("*.db")))
+
+    def test_a_sqlite_memory_path_is_refused_when_loaded(self) -> None:
+        """A sqlite path of ":memory:" is no file processes can share: refused at load."""
+        error = _error({"reservations": {"store": "sqlite", "path": ":memory:"}})
+        assert "reservations" == error.path
+        assert "store = 'memory'" in error.message
 
     def test_a_subclass_builds_its_own_kind_of_guard(self) -> None:
         """MyGuard.from_config(...) returns a MyGuard."""

@@ -285,6 +285,23 @@ def test_ids_are_shown_as_written(tmp_path: Path) -> None:
     assert "po_[bold]1" in refused.stderr
 
 
+def test_a_relative_store_path_is_taken_from_the_config_directory(tmp_path: Path) -> None:
+    """`holds list -c etc/guard.toml` run elsewhere reads etc/holds.db, as guards do."""
+    etc, elsewhere = tmp_path / "etc", tmp_path / "elsewhere"
+    etc.mkdir()
+    elsewhere.mkdir()
+    (etc / "guard.toml").write_text(
+        '[providers.luxcore]\nbase_url = "http://127.0.0.1:9"\napi_key_env = "UNSET"\n'
+        '[reservations]\nstore = "sqlite"\npath = "holds.db"\n', encoding="utf-8",
+    )
+    with SqliteReservations(etc / "holds.db") as store:
+        _take(store, "po_in_etc", "10.00")
+    result = run_cli("holds", "list", "-c", str(etc / "guard.toml"), cwd=elsewhere)
+    assert 0 == result.returncode, result.stderr
+    assert "po_in_etc" in result.stdout
+    assert [] == list(elsewhere.iterdir())
+
+
 def test_rearm_rebuilds_a_lost_redis_ledger(redis_url: str, tmp_path: Path) -> None:
     """A Redis key whose ledger was evicted is listed again after `holds rearm`."""
     namespace = f"cli-{uuid.uuid4().hex}"

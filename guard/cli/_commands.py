@@ -160,7 +160,7 @@ def _describe_config(config: GuardConfig, path: str) -> str:
                      for var, where in env.items())
     store = config.reservations
     lines.append(f"reservations: {store.store}"
-                 + (f" at {store.path}" if store.path else "")
+                 + (f" at {config.resolve_path(store.path)}" if store.path else "")
                  + "; settle_lag " + (f"{store.settle_lag}s" if store.settle_lag is not None
                                       else "per provider")
                  + f", hold_ttl {store.hold_ttl}s;"

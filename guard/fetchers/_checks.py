@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from guard._seconds import seconds
+from guard._text import quoted
 from guard.errors import ConfigurationError
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "check_timeout",
     "check_verify",
     "parse_retry_after",
+    "shown_url",
 ]
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -31,6 +33,12 @@ _SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 def check_base_url(url: object, *, allow_insecure: bool) -> str:
     """Return *url* without a trailing slash, refusing what would leak or mislead.
 
+    A ``base_url`` is sent with every request and written into configuration files, so a
+    credential has no place in it: user:password@ (sent as a Basic header to whoever answers)
+    and a query or fragment (kept in proxy and provider access logs) are refused outright. A
+    message quotes at most the scheme and host (:func:`shown_url`), never the value as given:
+    a mistyped URL may still hold a key (``merchant:KEY@host`` without ``https://``).
+
     Raises:
         ConfigurationError: not an ``https://`` URL (``http://`` is allowed for loopback hosts,
             or anywhere with *allow_insecure*), has credentials, a query or a fragment.
@@ -38,25 +46,52 @@ def check_base_url(url: object, *, allow_insecure: bool) -> str:
     if not isinstance(url, str):
         raise ConfigurationError(f"must be a URL string, got {type(url).__name__}",
                                  path="base_url")
-    parts = urlsplit(url)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed [IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in {"https", "http"}:
         raise ConfigurationError(
-            f"must be an https:// URL such as 'https://api.example.com', got {url!r}",
+            "must be an https:// URL such as 'https://api.example.com' (the value is not "
+            "shown: it may hold a credential)", path="base_url",
+        )
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            "must not contain credentials (user:password@); the credentials come from the "
+            "environment (the value is not shown)", path="base_url",
+        )
+    if parts.query or parts.fragment:
+        raise ConfigurationError(
+            "must not have a query or fragment (?... or #...): a key put there would be "
+            "written in every access log; the value is not shown", path="base_url",
+        )
+    if not parts.hostname:
+        raise ConfigurationError(
+            f"must name a host, such as 'https://api.example.com'; got {quoted(shown_url(url))}",
             path="base_url",
         )
-    if parts.username is not None or parts.password is not None:
-        raise ConfigurationError("must not contain credentials (user:password@)",
-                                 path="base_url")
-    if parts.query or parts.fragment:
-        raise ConfigurationError(f"must not have a query or fragment, got {url!r}",
-                                 path="base_url")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not allow_insecure:
         raise ConfigurationError(
             f"plain http:// sends credentials unencrypted; use https://, a loopback host "
-            f"(127.0.0.1, localhost, ::1), or allow_insecure=True; got {url!r}",
+            f"(127.0.0.1, localhost, ::1), or allow_insecure=True; got {quoted(shown_url(url))}",
             path="base_url",
         )
     return url.rstrip("/")
+
+
+def shown_url(url: str) -> str:
+    """Return *url* as a message may quote it: scheme and host (with port) only.
+
+    The user:password@, the path, the query and the fragment are dropped: any of them may hold
+    a credential. A value that is not a URL is shown as ``'<not a URL>'``.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<not a URL>"
+    if parts.scheme not in {"https", "http"}:
+        return "<not a URL>"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def check_timeout(timeout: object) -> tuple[float, float]:

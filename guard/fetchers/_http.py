@@ -15,7 +15,7 @@ import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -109,7 +109,13 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The provider's answer to one attempt, read in full (at most 1 MiB)."""
+    """The provider's answer to one attempt, read in full (at most 1 MiB).
+
+    ``json()`` and ``json_or_none()`` return the body with *redact* applied to every string in
+    it, keys included: a provider echoing our key (in ``msg``, an error code, a value) hands
+    the parser text that no longer holds it, so no later cut (a message shortened to 200
+    characters, a value quoted to 40) can leave part of the key behind.
+    """
 
     label: str
     status: int
@@ -117,6 +123,7 @@ class Answer:
     raw: bytes
     received_at: datetime
     retry_after: float | None
+    redact: Callable[[str], str] = field(default=str, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -124,13 +131,19 @@ class Answer:
         return 200 <= self.status < 300
 
     def json(self) -> Any:
-        """Return the decoded body (exact numbers). Raises ``BodyError`` if it is not JSON."""
-        return loads(self.raw)
+        """Return the decoded body (exact numbers), redacted. Raises ``BodyError`` if not JSON."""
+        body = loads(self.raw)
+        # Without a backslash every decoded string is a slice of the text, so a text the
+        # redaction leaves alone holds no secret anywhere in the body: nothing to walk.
+        text = self.raw.decode("utf-8")
+        if b"\\" not in self.raw and self.redact(text) == text:
+            return body
+        return _redacted(body, self.redact)
 
     def json_or_none(self) -> Any:
-        """Return the decoded body, or ``None`` when it is not JSON (error pages)."""
+        """Return the decoded body, redacted, or ``None`` when it is not JSON (error pages)."""
         try:
-            return loads(self.raw)
+            return self.json()
         except BodyError:
             return None
 
@@ -298,7 +311,10 @@ class HttpFetcher(ABC):
                     f"could not read the answer ({type(exc).__name__})", reason="bad_body",
                 ) from None
         except AttemptFailed as failure:
+            # Redacted whole, before any later cut (an error's code is cut to 60 characters).
             failure.message = self._redact(failure.message)
+            if failure.code is not None:
+                failure.code = self._redact(failure.code)
             if isinstance(failure.cause, TransportFailure):
                 failure.cause = TransportFailure(failure.cause.kind,
                                                  self._redact(failure.cause.message)[:300])
@@ -340,6 +356,7 @@ class HttpFetcher(ABC):
                         raw=raw,
                         received_at=datetime.fromtimestamp(self._clock(), UTC),
                         retry_after=self._retry_after(response, label),
+                        redact=self._redact,
                     )
             except AttemptFailed as failure:
                 EVENTS.provider_request(self.provider, failure.status)  # None: no answer
@@ -356,7 +373,7 @@ class HttpFetcher(ABC):
         seconds = parse_retry_after(header, self._clock())
         if header is not None and seconds is None:
             _log.warning("payout_guard.retry_after_ignored", provider=self.provider,
-                         request=label, header=printable(header, 60))
+                         request=label, header=printable(self._redact(header), 60))
         return seconds
 
     def _own_session(self) -> requests.Session:
@@ -393,6 +410,35 @@ class HttpFetcher(ABC):
     @abstractmethod
     def _interpret(self, answer: Answer, currency: str | None) -> list[BalanceSnapshot]:
         """Return the balances in *answer*, or raise ``AttemptFailed`` / ``BodyError``."""
+
+
+def _redacted(body: Any, redact: Callable[[str], str]) -> Any:
+    """Return the decoded *body* with *redact* applied to every string and key, in place.
+
+    Walked with a stack, not recursion: a body nested as deep as the parser allows must not
+    overflow here.
+    """
+    if isinstance(body, str):
+        return redact(body)
+    stack: list[Any] = [body]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, str):
+                    node[index] = redact(item)
+                elif isinstance(item, list | dict):
+                    stack.append(item)
+        elif isinstance(node, dict):
+            items = list(node.items())
+            node.clear()
+            for key, value in items:
+                if isinstance(value, str):
+                    value = redact(value)  # noqa: PLW2901 - the redacted value replaces it
+                elif isinstance(value, list | dict):
+                    stack.append(value)
+                node[redact(key)] = value
+    return body
 
 
 def _new_session() -> requests.Session:
@@ -449,7 +495,11 @@ def _transport(label: str, what: str, reason: str, exc: BaseException, *,
 
 
 def safe_detail(*parts: object) -> str | None:
-    """Return the provider's own error text (``msg``, ``data.err``) joined, or ``None``."""
+    """Return the provider's own error text (``msg``, ``data.err``) joined, or ``None``.
+
+    The parts come from ``Answer.json()``, already redacted: the cut to 200 characters here
+    cannot split a secret that is still in the text.
+    """
     texts = [p if isinstance(p, str) else shown(p) for p in parts if p not in (None, "", {})]
     # The provider's words reach reasons, explain() and logs: one line, 200 characters.
     return printable("; ".join(texts)) or None
