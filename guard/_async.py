@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, overload
+
+import structlog
 
 from guard._core import (
     FetchBalances,
@@ -53,6 +55,15 @@ Perform = Callable[[Step], Awaitable[Any]]
 
 # Holds given back after their task was cancelled: asyncio keeps only weak references.
 _giving_back: set[asyncio.Future[Any]] = set()
+
+_log = structlog.get_logger("payout_guard")
+
+
+def _keep(work: Coroutine[Any, Any, Any]) -> None:
+    """Run *work* as a task kept until it is done (asyncio keeps only weak references)."""
+    task = asyncio.ensure_future(work)
+    _giving_back.add(task)
+    task.add_done_callback(_giving_back.discard)
 
 
 class AsyncPayoutGuard(GuardBase):
@@ -252,12 +263,36 @@ class AsyncPayoutGuard(GuardBase):
         perform: Perform | None = None,
     ) -> AsyncReservation:
         owner = owner_token()
-        perform = perform or self._perform
+        doing = perform or self._perform
+        taken: list[Hold] = []
+
+        async def tracked(step: Step) -> Any:
+            answer = await doing(step)
+            if type(step) is TryHold:  # held or not: its release by its owner token is safe
+                taken.append(step.hold)
+            return answer
+
         with EVENTS.span("payout_guard.reserve", request):
-            reserved = await arun(
-                self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider), perform,
-            )
-            return await self._handle(reserved, perform, provider)
+            try:
+                reserved = await arun(
+                    self.core.reserve(request, ttl=hold_ttl, owner=owner, provider=provider),
+                    tracked,
+                )
+            except BaseException:
+                # Cancelled (or failed) after a hold was taken, before its handle was made:
+                # nobody could end it, so it is given back.
+                for hold in taken:
+                    _keep(self._released(hold, doing))
+                raise
+            return await self._handle(reserved, doing, provider)
+
+    async def _released(self, hold: Hold, perform: Perform) -> None:
+        """Release *hold* (given back: nobody holds its handle); a failure is only logged."""
+        try:
+            await perform(Release(hold.payout_id, hold.owner))
+        except Exception as exc:  # noqa: BLE001 - the hold then ends at its ttl
+            _log.warning("payout_guard.hold_not_settled", payout_id=hold.payout_id,
+                         wanted="release", error=type(exc).__name__, retrying=False)
 
     def _bound(self, connection: object) -> AsyncReservationStore:
         """Return the asyncio store's view working inside *connection*'s transaction."""
@@ -306,7 +341,16 @@ class AsyncPayoutGuard(GuardBase):
             )
 
     async def _try_hold(self, step: TryHold) -> HoldOutcome:
-        """Take a hold; if the awaiting task is cancelled meanwhile, give it back once taken."""
+        """Take a hold; if the awaiting task is cancelled meanwhile, give it back once taken.
+
+        In the pool (a blocking store), the thread that took it gives it back: that holds
+        even when the event loop itself is closing (``asyncio.run`` returning).
+        """
+        if self._astore is None and not self._inline:
+            kept: HoldOutcome = await self.threads.run_keeping(
+                functools.partial(self._give_back_now, step.hold), self._in_pool, step,
+            )
+            return kept
         taking = asyncio.ensure_future(self._store(step))
         try:
             outcome: HoldOutcome = await asyncio.shield(taking)
@@ -315,12 +359,29 @@ class AsyncPayoutGuard(GuardBase):
             raise
         return outcome
 
+    def _in_pool(self, step: StoreStep) -> Any:
+        """Do *step* with the blocking store (in a thread of the pool)."""
+        with EVENTS.store_timer(self.reservations, step):
+            return store_call(self.reservations, step)
+
+    def _give_back_now(self, hold: Hold, outcome: HoldOutcome) -> None:
+        """Release *hold*, taken for a task that was cancelled meanwhile (in its thread)."""
+        if outcome.status == "duplicate" and (
+            outcome.hold is None or outcome.hold.owner != hold.owner
+        ):
+            return
+        if outcome.status == "over_ceiling":
+            return
+        try:
+            self._in_pool(Release(hold.payout_id, hold.owner))
+        except Exception as exc:  # noqa: BLE001 - the hold then ends at its ttl
+            _log.warning("payout_guard.hold_not_settled", payout_id=hold.payout_id,
+                         wanted="release", error=type(exc).__name__, retrying=False)
+
     def _give_back(self, done: asyncio.Future[Any], hold: Hold) -> None:
         if done.cancelled() or done.exception() is not None or done.result().status != "held":
             return
-        task = asyncio.ensure_future(self._store(Release(hold.payout_id, hold.owner)))
-        _giving_back.add(task)
-        task.add_done_callback(_giving_back.discard)
+        _keep(self._store(Release(hold.payout_id, hold.owner)))
 
     def runner(self) -> Callable[[Flow[Any]], Awaitable[Any]]:
         """Return how this guard runs a flow: each step awaited on the loop."""

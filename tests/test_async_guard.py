@@ -40,7 +40,7 @@ from guard.stores import (
 )
 from guard.testing import FailingFetcher, FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
-from rules import CurrencyMinimums, MaxPayout, ReserveMargin, when
+from rules import CurrencyMinimums, FrozenFunds, MaxPayout, ReserveMargin, when
 
 START = 1_700_000_000.0
 
@@ -330,6 +330,80 @@ class TestCancellation:
         assert (None, Decimal(0)) == (
             store.get("X"), store.reserved("static||BRL", counted_since=0, now=time.time()))
         store.close()
+
+
+    def test_a_loop_that_ends_while_the_hold_is_taken_still_gives_it_back(
+        self, tmp_path: Path
+    ) -> None:
+        """asyncio.timeout cancels the reserve, then asyncio.run returns: the hold goes back."""
+        store = SlowTakingStore(tmp_path / "holds.db")
+
+        async def scenario() -> None:
+            guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await guard.reserve("80.00", "BRL", payout_id="X")
+
+        threading.Timer(0.3, store.go_on.set).start()  # the store answers once the loop is gone
+        asyncio.run(scenario())
+        assert store.taken.wait(10)
+        until = time.monotonic() + 10
+        while store.get("X") is not None and time.monotonic() < until:
+            time.sleep(0.01)
+        assert None is store.get("X")
+        store.close()
+
+    def test_cancelled_after_the_hold_was_taken_gives_it_back(self, tmp_path: Path) -> None:
+        """Held, then judged again (another worker's hold was counted meanwhile): cancelled."""
+        store = PausedReadsStore(tmp_path / "holds.db")
+        balance = {"BRL": {"available": "1000.00", "frozen": "10.00"}}
+
+        async def scenario() -> tuple[Hold | None, Decimal]:
+            guard = AsyncPayoutGuard(StaticFetcher(balance), [FrozenFunds(max_ratio="0.9")],
+                                     reservations=store, share_balances=False)
+            await guard.check("1", "BRL")  # remembers 0.00 held
+            PayoutGuard(StaticFetcher(balance), reservations=store, share_balances=False).reserve(
+                "50.00", "BRL", payout_id="other")  # another worker's hold
+            store.pause_after_hold = True
+            task = asyncio.ensure_future(guard.reserve("80.00", "BRL", payout_id="X"))
+            while not store.paused.is_set():
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            store.go_on.set()
+            until = time.monotonic() + 10
+            while store.get("X") is not None and time.monotonic() < until:
+                await asyncio.sleep(0.01)
+            left, held = store.get("X"), (await guard.check("1", "BRL")).reserved
+            await guard.aclose()
+            return left, held
+
+        assert (None, Decimal("50.00")) == asyncio.run(scenario())
+
+
+class PausedReadsStore(SqliteReservations):
+    """A SQLite store whose first read of committed payouts after a hold waits for a signal."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.pause_after_hold = False
+        self.held = False
+        self.paused = threading.Event()
+        self.go_on = threading.Event()
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        outcome = super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+        self.held = self.pause_after_hold and outcome.status == "held"
+        return outcome
+
+    def committed(self, key: str, *, since: float, now: float) -> Decimal:
+        if self.held and not self.paused.is_set():
+            self.paused.set()
+            self.go_on.wait(10)
+        return super().committed(key, since=since, now=now)
 
 
 class TestProtect:
