@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -218,6 +219,39 @@ class TestClients:
             finally:
                 os.kill(own_server.process.pid, signal.SIGCONT)
         assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
+
+    def test_a_client_without_a_timeout_is_bounded_by_the_stores(
+        self, own_server: RedisServer
+    ) -> None:
+        """A client built with redis-py's defaults waits only the store's timeout too.
+
+        Those defaults: no socket timeout before redis-py 8; since, 5 s and ten retries.
+
+        The guard over it denies a hung server's check within about the store's timeout, and
+        the client passed in keeps its own settings.
+        """
+        client = redis.Redis(port=own_server.port)
+        settings = dict(client.connection_pool.connection_kwargs)
+        store = RedisReservations(client, timeout=0.5)
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), cache_ttl=0, reservations=store)
+        assert guard.check("1.00", "BRL").allowed
+        decisions: list[bool] = []
+        checking = threading.Thread(
+            target=lambda: decisions.append(guard.check("10.00", "BRL").allowed), daemon=True)
+        os.kill(own_server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            checking.start()
+            checking.join(10)
+            took = time.monotonic() - started
+        finally:
+            os.kill(own_server.process.pid, signal.SIGCONT)
+        store.close()
+        assert [False] == decisions, f"still waiting after {took:.1f} s"
+        assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
+        assert settings == client.connection_pool.connection_kwargs
+        assert client.ping()
+        client.close()
 
     def test_a_reply_that_came_too_late_is_never_read_as_the_next_calls(
         self, own_server: RedisServer

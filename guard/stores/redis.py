@@ -389,6 +389,28 @@ def _one_retry(module: Any) -> Any:
     return module.retry.Retry(NoBackoff(), 1, supported_errors=(module.ConnectionError,))
 
 
+def _bounded(module: Any, client: Redis, timeout: float) -> Redis:
+    """Return a client of the store's own on *client*'s server, every call bounded by *timeout*.
+
+    The same connection class and settings (address, credentials, TLS, database, decoding,
+    protocol), with the socket and connect timeouts at most *timeout* and ``_one_retry``: a
+    client built with redis-py's defaults has no socket timeout before redis-py 8 (a server
+    that stops answering blocks a call forever), and since then 5 s with ten retries. Its pool
+    is the store's (closed by ``close``); *client* and its pool are left as they are.
+    """
+    pool = client.connection_pool
+    settings = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        found = settings.get(name)
+        settings[name] = timeout if found is None else min(float(found), timeout)
+    # A caller's wish to retry timeouts would be added to the store's policy: left out.
+    settings.pop("retry_on_timeout", None)
+    settings.pop("retry_on_error", None)
+    settings["retry"] = _one_retry(module)
+    own = module.ConnectionPool(connection_class=pool.connection_class, **settings)
+    return cast("Redis", module.Redis(connection_pool=own))
+
+
 class RedisReservations:
     """A reservation store in Redis, safe across threads, processes and hosts.
 
@@ -398,14 +420,17 @@ class RedisReservations:
 
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://``, ``unix://``) or a
-            ``redis.Redis`` client. A client built here from a URL is closed by ``close``; one
-            passed in belongs to the caller. The store keeps the pool connections its
-            scripts ran on (as many as threads called it at once) until ``close``.
+            ``redis.Redis`` client. For a client, the store opens connections of its own with
+            the client's settings (its connection class, address, credentials, TLS, database)
+            but the store's *timeout* and retry policy; the client itself belongs to the
+            caller and is left as it is. The store keeps the connections its scripts ran on
+            (as many as threads called it at once) until ``close``, which closes them.
         namespace: Prefix of every key, so several guards can share one Redis.
         retention: Seconds a finished hold is remembered for idempotency (default one day; at
             most 30 days).
-        timeout: Socket timeout in seconds for a client built from a URL (default 5); such a
-            client retries once, at once, a connection the server dropped, and never a timeout.
+        timeout: Socket and connect timeout in seconds of every call (default 5; a client
+            passed in with a shorter one keeps it); a call retries once, at once, a connection
+            the server dropped, and never a timeout.
         allow_eviction: Accept a server whose ``maxmemory-policy`` is not ``noeviction``
             (evicted holds are then noticed only through the epoch marker, if at all).
         clock: ``"server"`` (default): holds are timed by the Redis server's clock, so hosts
@@ -448,7 +473,6 @@ class RedisReservations:
         self._server_clock = clock == "server"
         self._retention = seconds(retention, "retention", positive=True)
         socket_timeout = seconds(timeout, "timeout", positive=True)
-        self._owned = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             try:
                 # RESP2 (unless the URL asks otherwise): the store reads its scripts' replies
@@ -464,7 +488,7 @@ class RedisReservations:
                     path="url_or_client",
                 ) from None
         elif isinstance(url_or_client, redis.Redis):
-            client = url_or_client
+            client = _bounded(redis, url_or_client, socket_timeout)
         else:
             raise ConfigurationError(
                 f"must be a Redis URL or a redis.Redis client, not "
@@ -934,8 +958,9 @@ class RedisReservations:
     def close(self) -> None:
         """Close the client if this store built it; the holds stay in Redis."""
         self._lines.close()
-        if self._client is not None and self._owned:
+        if self._client is not None:  # the store's own, whether from a URL or a client
             self._client.close()
+            self._client.connection_pool.disconnect()
         self._client = None
 
     def _record(self, payout_id: str) -> str:
@@ -958,6 +983,7 @@ class RedisReservations:
         settings = dict(self._live().connection_pool.connection_kwargs)
         if "path" in settings:  # a unix socket
             settings["unix_socket_path"] = settings.pop("path")
+        settings["retry"] = _one_retry(aioredis)  # bounded as the blocking calls are
         accepted = inspect.signature(aioredis.Redis).parameters
         return aioredis.Redis(**{k: v for k, v in settings.items() if k in accepted})
 
