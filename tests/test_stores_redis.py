@@ -729,6 +729,67 @@ class TestServerChecks:
         assert [] == [e for e in logs if e["event"] == "payout_guard.store_not_durable"]
 
 
+class TestAtMaxmemory:
+    """At maxmemory (noeviction) a payout whose money left can still be committed."""
+
+    def test_holds_end_and_reads_work_but_new_holds_are_refused(
+        self, own_server: RedisServer
+    ) -> None:
+        """Commit, release, mark_uncertain, resolve and the reads run; try_hold is refused."""
+        if not has_functions(own_server.url):
+            pytest.skip("Functions flags need Redis 7; by EVALSHA an ending may be refused")
+        admin = redis.Redis.from_url(own_server.url)
+        with RedisReservations(own_server.url, clock="caller", timeout=2.0) as store:
+            sent, dropped, unsure, later = (owned(f"po_{n}", "1.00") for n in range(1, 5))
+            for taken in (sent, dropped, unsure, later):
+                take(store, taken)
+            store.mark_uncertain("po_3", owner=unsure.owner, now=T0, until=T0 + 60)
+            # below what Redis uses: every write that needs memory fails
+            admin.config_set("maxmemory", 1)
+            try:
+                with pytest.raises(StoreUnavailable, match="maxmemory"):
+                    take(store, owned("po_5", "1.00"))
+                assert "committed" == getattr(store.commit("po_1", owner=sent.owner, now=T0),
+                                              "state", None)
+                assert store.release("po_2", owner=dropped.owner)
+                assert "uncertain" == getattr(store.mark_uncertain(
+                    "po_4", owner=later.owner, now=T0, until=T0 + 60), "state", None)
+                assert store.resolve("po_3", sent=True, now=T0) is not None
+                assert "committed" == getattr(store.get("po_3"), "state", None)
+                assert Decimal("3.00") == store.reserved(KEY, counted_since=0, now=T0)
+                assert Decimal("2.00") == store.committed(KEY, since=0, now=T0)
+                assert 3 == len(store.holds(KEY, counted_since=0, now=T0))
+                assert 3 == len(store.list_holds(now=T0))
+
+                async def twin_commits() -> str:
+                    twin = store.asyncio()
+                    try:
+                        done = await twin.resolve("po_4", sent=True, now=T0)
+                        return "" if done is None else done.state
+                    finally:
+                        await twin.aclose()
+
+                assert "uncertain" == asyncio.run(twin_commits())  # as found, then committed
+                assert "committed" == getattr(store.get("po_4"), "state", None)
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.close()
+
+    def test_the_guard_denies_a_new_payout(self, own_server: RedisServer) -> None:
+        """A reserve at maxmemory is a denial (balance_unavailable), not an error."""
+        admin = redis.Redis.from_url(own_server.url)
+        with RedisReservations(own_server.url, timeout=2.0) as store:
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            admin.config_set("maxmemory", 1)
+            try:
+                with pytest.raises(PayoutDenied) as caught:
+                    guard.reserve("1.00", "BRL", payout_id="po_1")
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.close()
+        assert ["balance_unavailable"] == [r.code for r in caught.value.decision.reasons]
+
+
 class TestBoundsBeforeWrites:
     def test_a_ttl_of_1e16_writes_nothing(self, store: RedisReservations, redis_url: str) -> None:
         """A ttl no EXPIRE could take is refused in Python: no key is written, the id is free."""

@@ -848,6 +848,18 @@ return '0'
 """)
 
 
+# Functions flags (Redis 7): without one, a function is refused whole at maxmemory
+# (noeviction). What ends a hold must still run there, or a payout whose money left could not
+# be committed ("allow-oom": each adds little, a commit's index entry, or frees memory); so
+# must counting (its only write is the ledger's fields, in place) and the reads ("no-writes":
+# they cannot write at all). What adds a hold, or the fleet's values, is refused: the guard
+# denies. Scripts run by EVALSHA carry no flags: there a write that needs memory fails.
+_FLAGS = {
+    "commit": "allow-oom", "release": "allow-oom", "mark_uncertain": "allow-oom",
+    "resolve": "allow-oom", "reserved": "allow-oom", "get": "no-writes", "holds": "no-writes",
+    "records": "no-writes", "committed": "no-writes",
+}
+
 _SCRIPTS = {
     "try_hold": TRY_HOLD, "commit": COMMIT, "release": RELEASE,
     "mark_uncertain": MARK_UNCERTAIN, "resolve": RESOLVE, "get": GET, "reserved": RESERVED,
@@ -857,19 +869,27 @@ _SCRIPTS = {
 }
 
 
+def _flags(name: str) -> str:
+    """Return the Lua list of the Functions flags of script *name* (see ``_FLAGS``)."""
+    flag = _FLAGS.get(name)
+    return "" if flag is None else f"'{flag}'"
+
+
 def _library() -> tuple[str, str, dict[str, str]]:
     """Return every script as one Redis Functions library: (its name, its text, name -> function).
 
     A script run by ``EVALSHA`` defines its helpers again at every call (a closure each, then
     collected): about a fifth of the server's time on a hold. A library loaded once
-    (``FUNCTION LOAD``, Redis 7) defines them once; ``FCALL`` then runs only the body. The
+    (``FUNCTION LOAD``, Redis 7) defines them once; ``FCALL`` then runs only the body. Each
+    function carries its flags (``_FLAGS``), so what ends a hold still runs at maxmemory. The
     bodies are the scripts' own, so both ways run the same steps. The library and its functions
     are named after a digest of the text, so stores of different versions sharing one Redis
     each call their own (a library stays on the server, a few kilobytes, until ``FUNCTION
     DELETE``).
     """
     calls = "".join(
-        f"redis.register_function('{{lib}}_{name}', function(KEYS, ARGV)\n{_BODIES[text]}end)\n"
+        f"redis.register_function{{function_name='{{lib}}_{name}', callback=function(KEYS, ARGV)"
+        f"\n{_BODIES[text]}end, flags={{{_flags(name)}}}}}\n"
         for name, text in _SCRIPTS.items()
     )
     # Loading runs the definitions only: nothing of _COMMON may call a library then.

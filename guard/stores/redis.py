@@ -19,9 +19,12 @@ its key has: live holds are a running total kept with an index by expiry, from w
 holds leave lazily; commits a running total with a sorted set by commit time; purges of what
 the retention no longer keeps run only when due, a bounded number per call. Redis TTLs (the
 retention plus an hour past a hold's life) only collect what nobody touches any more. The
-blocking store loads the scripts once as a Redis Functions library (``FUNCTION LOAD``, Redis 7)
-and runs each with one ``FCALL``; without Functions (an older server, or an ACL that refuses
-them) with one ``EVALSHA``, the same scripts. The asyncio store always uses ``EVALSHA``.
+store loads the scripts once as a Redis Functions library (``FUNCTION LOAD``, Redis 7) and
+runs each with one ``FCALL``, blocking or asyncio; without Functions (an older server, or an
+ACL that refuses them) with one ``EVALSHA``, the same scripts. At ``maxmemory`` (with
+``noeviction``) the functions that end a hold, count and read still run (their Functions
+flags); a new hold is refused, and the guard denies. Through ``EVALSHA`` a script that needs
+memory to end a hold is refused too.
 
 The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
 budgets (``gcra``), always on the server's clock.
@@ -169,6 +172,11 @@ def _evalsha(client: Any, sha: str, keys: list[str], args: list[Any]) -> Any:
     ``_Lines``).
     """
     return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def _fcall(client: Any, function: str, keys: list[str], args: list[Any]) -> Any:
+    """Return the awaitable of ``FCALL`` of *function* through the asyncio *client*."""
+    return client.execute_command("FCALL", function, len(keys), *keys, *args)
 
 
 class _Short(Exception):
@@ -1248,19 +1256,12 @@ class AsyncRedisReservations:
         """Run *flow*, awaiting each call it asks for with this loop's asyncio client."""
         client, scripts = self._client()
         errors = self._store._errors
-        no_script = self._store._no_script
         try:
             call = next(flow)
             while True:
                 try:
                     if call.method == _SCRIPT:
-                        name, keys, args = call.args
-                        script = scripts[name]
-                        try:
-                            reply = await _evalsha(client, script.sha, keys, args)
-                        except no_script:  # the server lost its scripts: load, retry
-                            script.sha = await client.script_load(script.script)
-                            reply = await _evalsha(client, script.sha, keys, args)
+                        reply = await self._run_script(client, scripts, *call.args)
                     else:
                         reply = await getattr(client, call.method)(*call.args, **call.kwargs)
                 except errors as exc:
@@ -1269,6 +1270,35 @@ class AsyncRedisReservations:
                     call = flow.send(reply)
         except StopIteration as stop:
             return cast("T", stop.value)
+
+    async def _run_script(
+        self, client: AsyncRedis, scripts: dict[str, AsyncScript], name: str, keys: list[str],
+        args: list[Any],
+    ) -> Any:
+        """Return the reply of script *name*: by ``FCALL`` as the blocking store, else ``EVALSHA``.
+
+        The functions carry the flags that let a hold end at maxmemory (``lua._FLAGS``).
+        """
+        store = self._store
+        if store._functions is not None:
+            target = store._functions[name]
+            try:
+                return await _fcall(client, target, keys, args)
+            except store._response_error as exc:
+                if str(exc) != _FUNCTION_GONE:
+                    raise
+            try:
+                await client.function_load(lua.LIBRARY, replace=True)
+            except store._response_error:  # a server without Functions now (a failover)
+                pass
+            else:
+                return await _fcall(client, target, keys, args)
+        script = scripts[name]
+        try:
+            return await _evalsha(client, script.sha, keys, args)
+        except store._no_script:  # the server lost its scripts: load, retry
+            script.sha = await client.script_load(script.script)
+            return await _evalsha(client, script.sha, keys, args)
 
     def _client(self) -> tuple[AsyncRedis, dict[str, AsyncScript]]:
         loop = asyncio.get_running_loop()
