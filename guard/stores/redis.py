@@ -33,7 +33,7 @@ Losing holds is detected, never ignored:
 
 - At first contact the store refuses a server whose ``maxmemory-policy`` may evict keys (unless
   ``allow_eviction=True``) and warns (``payout_guard.store_not_durable``) when the server keeps
-  neither an AOF nor RDB snapshots.
+  no AOF: neither an AOF nor RDB snapshots, or RDB snapshots only.
 - It writes an epoch marker (``{namespace}:epoch``) if there is none and remembers it; every
   script checks it. When the marker is gone or another one (Redis restarted empty, ``FLUSHALL``,
   eviction), every call raises ``StoreUnavailable`` ("lost its holds") until ``rearm()``.
@@ -1111,7 +1111,7 @@ class RedisReservations:
             self._functions = lua.FUNCTIONS
 
     def _check_server(self) -> Flow[None]:
-        """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
+        """Refuse a server that may evict keys; warn once when it keeps no AOF."""
         policy = yield from self._config("maxmemory-policy")
         if policy is None:
             policy = yield from self._info("memory", "maxmemory_policy")
@@ -1128,13 +1128,18 @@ class RedisReservations:
         aof = yield from self._info("persistence", "aof_enabled")
         save = yield from self._config("save")
         # Without CONFIG (managed Redis) the snapshot setting is unknown: no warning then.
-        if save is not None and not save.strip() and aof == "0":
-            self._warned = True
-            _log.warning(
-                "payout_guard.store_not_durable", store="redis", namespace=self._namespace,
-                detail="Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
-                "hold (the store then denies until rearm())",
-            )
+        if save is None or aof != "0":
+            return
+        self._warned = True
+        if not save.strip():
+            detail = ("Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
+                      "hold (the store then denies until rearm())")
+        else:
+            detail = ("Redis keeps only RDB snapshots: a restart loses the holds written since "
+                      "the last one (the store then denies until rearm()); use appendonly yes "
+                      "with appendfsync always so that no hold is lost")
+        _log.warning("payout_guard.store_not_durable", store="redis",
+                     namespace=self._namespace, detail=detail)
 
     def _info(self, section: str, name: str) -> Flow[str | None]:
         """Return one INFO field as text, or None when it or INFO is unavailable."""
