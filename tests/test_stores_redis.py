@@ -417,6 +417,43 @@ class TestLostHolds:
         assert sending.release() is False
         store.close()
 
+    def test_a_restart_from_an_older_snapshot_denies_until_rearm(self, tmp_path: Path) -> None:
+        """Redis back from a snapshot older than a commit: the id is never sent twice.
+
+        The epoch marker is in the snapshot; the write counter is lower than the store saw.
+        Another store that read the counter after the commit notices as well.
+        """
+        server = start_redis(redis_binary(), extra=("--dir", str(tmp_path)))
+        admin = redis.Redis.from_url(server.url)
+        try:
+            store = RedisReservations(server.url, timeout=2.0)
+            other = RedisReservations(server.url, timeout=2.0, clock="caller")
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), cache_ttl=0,
+                                reservations=store)
+            admin.save()  # the snapshot: the epoch marker, no hold
+            sent: list[str] = []
+
+            @guard.protect(payout_id="ref")
+            def send(amount: str, currency: str, ref: str) -> None:  # noqa: ARG001 - protect reads them
+                sent.append(ref)
+
+            send("80.00", "BRL", ref="X")
+            assert other.get("X") is not None
+            server.restart()  # SIGTERM without save points: it comes back from the snapshot
+            with pytest.raises(PayoutDenied) as caught:
+                send("80.00", "BRL", ref="X")
+            assert ["balance_unavailable"] == [r.code for r in caught.value.decision.reasons]
+            with pytest.raises(StoreUnavailable, match=f"{LOST}.*older snapshot.*rearm"):
+                other.get("X")
+            store.rearm()  # an operator accepts what Redis holds
+            assert store.get("X") is None
+            assert ["X"] == sent
+            store.close()
+            other.close()
+        finally:
+            admin.close()
+            server.stop()
+
     def test_a_store_started_after_the_loss_works_and_rearm_joins_it(
         self, own_server: RedisServer
     ) -> None:

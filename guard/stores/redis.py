@@ -37,6 +37,11 @@ Losing holds is detected, never ignored:
 - It writes an epoch marker (``{namespace}:epoch``) if there is none and remembers it; every
   script checks it. When the marker is gone or another one (Redis restarted empty, ``FLUSHALL``,
   eviction), every call raises ``StoreUnavailable`` ("lost its holds") until ``rearm()``.
+- Every script that changes holds counts up a write counter (``{namespace}:writes``), and each
+  store remembers the highest value it was replied. A counter lower than that (Redis restarted
+  from an older RDB snapshot, or a failover to a replica behind) is a loss too, until
+  ``rearm()``; the first store to notice it in a write replaces the epoch marker, so every
+  store denies. A store notices by itself only writes that it saw.
 """
 
 from __future__ import annotations
@@ -517,6 +522,7 @@ class RedisReservations:
         self._gc = math.ceil(self._retention) + _GC_MARGIN
         self._retention_text = _seconds(self._retention)
         self._epoch: str | None = None
+        self._seen = 0  # the highest write counter a script replied (see _redis_lua)
         self._warned = False
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
         # The scripts as Redis Functions (name -> function), once loaded at first contact;
@@ -949,7 +955,7 @@ class RedisReservations:
             ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
             StoreUnavailable: Redis could not be reached.
         """
-        self._epoch = None
+        self._epoch, self._seen = None, 0
         self._drive(self._contacted())
         client = self._live()
         pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
@@ -1047,7 +1053,7 @@ class RedisReservations:
         self, name: str, key: str, args: list[Any], hold: Hold | None = None,
         more: tuple[str, ...] = (),
     ) -> Flow[Any]:
-        """Run script *name* on *key* (and *more* keys) with the prefix and epoch before *args*."""
+        """Run script *name* on *key* (and *more* keys) with the prefix and marks before *args*."""
         epoch = self._epoch
         if epoch is None:
             try:
@@ -1055,8 +1061,9 @@ class RedisReservations:
             except ConfigurationError as exc:
                 # Found only now (Redis was unreachable at construction): a use must deny.
                 raise StoreUnavailable(str(exc), store="redis") from None
+        mark = f"{epoch} {self._seen}"
         try:
-            return (yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, epoch, *args])))
+            found = yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, mark, *args]))
         except self._errors as exc:
             text = str(exc)
             if "PAYOUT_GUARD_LOST" in text:
@@ -1071,6 +1078,11 @@ class RedisReservations:
                     f"balances this large ({text})"
                 ) from None
             raise self._unavailable(exc) from exc
+        # {write counter, reply}: remembered, so that a counter gone back is noticed. Threads
+        # racing here may keep a lower value than the highest seen: a later notice, never a
+        # false one.
+        self._seen = max(self._seen, found[0])
+        return found[1] if len(found) > 1 else None
 
     def _contacted(self) -> Flow[str]:
         """Return the remembered epoch, making the first contact with Redis if not yet done.
