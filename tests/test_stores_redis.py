@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -219,6 +220,39 @@ class TestClients:
                 os.kill(own_server.process.pid, signal.SIGCONT)
         assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
 
+    def test_a_client_without_a_timeout_is_bounded_by_the_stores(
+        self, own_server: RedisServer
+    ) -> None:
+        """A client built with redis-py's defaults waits only the store's timeout too.
+
+        Those defaults: no socket timeout before redis-py 8; since, 5 s and ten retries.
+
+        The guard over it denies a hung server's check within about the store's timeout, and
+        the client passed in keeps its own settings.
+        """
+        client = redis.Redis(port=own_server.port)
+        settings = dict(client.connection_pool.connection_kwargs)
+        store = RedisReservations(client, timeout=0.5)
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), cache_ttl=0, reservations=store)
+        assert guard.check("1.00", "BRL").allowed
+        decisions: list[bool] = []
+        checking = threading.Thread(
+            target=lambda: decisions.append(guard.check("10.00", "BRL").allowed), daemon=True)
+        os.kill(own_server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            checking.start()
+            checking.join(10)
+            took = time.monotonic() - started
+        finally:
+            os.kill(own_server.process.pid, signal.SIGCONT)
+        store.close()
+        assert [False] == decisions, f"still waiting after {took:.1f} s"
+        assert took < 1.2, f"took {took:.2f} s with a 0.5 s timeout"
+        assert settings == client.connection_pool.connection_kwargs
+        assert client.ping()
+        client.close()
+
     def test_a_reply_that_came_too_late_is_never_read_as_the_next_calls(
         self, own_server: RedisServer
     ) -> None:
@@ -382,6 +416,43 @@ class TestLostHolds:
         assert guard.check("10.00", "BRL").allowed
         assert sending.release() is False
         store.close()
+
+    def test_a_restart_from_an_older_snapshot_denies_until_rearm(self, tmp_path: Path) -> None:
+        """Redis back from a snapshot older than a commit: the id is never sent twice.
+
+        The epoch marker is in the snapshot; the write counter is lower than the store saw.
+        Another store that read the counter after the commit notices as well.
+        """
+        server = start_redis(redis_binary(), extra=("--dir", str(tmp_path)))
+        admin = redis.Redis.from_url(server.url)
+        try:
+            store = RedisReservations(server.url, timeout=2.0)
+            other = RedisReservations(server.url, timeout=2.0, clock="caller")
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), cache_ttl=0,
+                                reservations=store)
+            admin.save()  # the snapshot: the epoch marker, no hold
+            sent: list[str] = []
+
+            @guard.protect(payout_id="ref")
+            def send(amount: str, currency: str, ref: str) -> None:  # noqa: ARG001 - protect reads them
+                sent.append(ref)
+
+            send("80.00", "BRL", ref="X")
+            assert other.get("X") is not None
+            server.restart()  # SIGTERM without save points: it comes back from the snapshot
+            with pytest.raises(PayoutDenied) as caught:
+                send("80.00", "BRL", ref="X")
+            assert ["balance_unavailable"] == [r.code for r in caught.value.decision.reasons]
+            with pytest.raises(StoreUnavailable, match=f"{LOST}.*older snapshot.*rearm"):
+                other.get("X")
+            store.rearm()  # an operator accepts what Redis holds
+            assert store.get("X") is None
+            assert ["X"] == sent
+            store.close()
+            other.close()
+        finally:
+            admin.close()
+            server.stop()
 
     def test_a_store_started_after_the_loss_works_and_rearm_joins_it(
         self, own_server: RedisServer
@@ -679,20 +750,88 @@ class TestServerChecks:
         warned = [e for e in logs if e["event"] == "payout_guard.store_not_durable"]
         assert [("warning", "redis")] == [(e["log_level"], e["store"]) for e in warned]
 
-    @pytest.mark.parametrize(
-        "durable", [("--appendonly", "yes"), ("--save", "3600 1")], ids=["aof", "rdb"]
-    )
-    def test_a_durable_server_is_not_warned_about(
-        self, tmp_path: Path, durable: tuple[str, str]
-    ) -> None:
-        """With an AOF or RDB snapshots configured, nothing is logged."""
-        server = start_redis(redis_binary(), extra=("--dir", str(tmp_path), *durable))
+    def test_a_durable_server_is_not_warned_about(self, tmp_path: Path) -> None:
+        """With an AOF configured, nothing is logged."""
+        server = start_redis(redis_binary(), extra=("--dir", str(tmp_path), "--appendonly", "yes"))
         try:
             with capture_logs() as logs, RedisReservations(server.url):
                 pass
         finally:
             server.stop()
         assert [] == [e for e in logs if e["event"] == "payout_guard.store_not_durable"]
+
+    def test_rdb_snapshots_alone_are_warned_about(self, tmp_path: Path) -> None:
+        """RDB snapshots without an AOF: a restart loses the latest holds; one warning says so."""
+        server = start_redis(redis_binary(), extra=("--dir", str(tmp_path), "--save", "3600 1"))
+        try:
+            with capture_logs() as logs, RedisReservations(server.url):
+                pass
+        finally:
+            server.stop()
+        warned = [e for e in logs if e["event"] == "payout_guard.store_not_durable"]
+        assert ["warning"] == [e["log_level"] for e in warned]
+        assert "only RDB snapshots" in warned[0]["detail"]
+
+
+class TestAtMaxmemory:
+    """At maxmemory (noeviction) a payout whose money left can still be committed."""
+
+    def test_holds_end_and_reads_work_but_new_holds_are_refused(
+        self, own_server: RedisServer
+    ) -> None:
+        """Commit, release, mark_uncertain, resolve and the reads run; try_hold is refused."""
+        if not has_functions(own_server.url):
+            pytest.skip("Functions flags need Redis 7; by EVALSHA an ending may be refused")
+        admin = redis.Redis.from_url(own_server.url)
+        with RedisReservations(own_server.url, clock="caller", timeout=2.0) as store:
+            sent, dropped, unsure, later = (owned(f"po_{n}", "1.00") for n in range(1, 5))
+            for taken in (sent, dropped, unsure, later):
+                take(store, taken)
+            store.mark_uncertain("po_3", owner=unsure.owner, now=T0, until=T0 + 60)
+            # below what Redis uses: every write that needs memory fails
+            admin.config_set("maxmemory", 1)
+            try:
+                with pytest.raises(StoreUnavailable, match="maxmemory"):
+                    take(store, owned("po_5", "1.00"))
+                assert "committed" == getattr(store.commit("po_1", owner=sent.owner, now=T0),
+                                              "state", None)
+                assert store.release("po_2", owner=dropped.owner)
+                assert "uncertain" == getattr(store.mark_uncertain(
+                    "po_4", owner=later.owner, now=T0, until=T0 + 60), "state", None)
+                assert store.resolve("po_3", sent=True, now=T0) is not None
+                assert "committed" == getattr(store.get("po_3"), "state", None)
+                assert Decimal("3.00") == store.reserved(KEY, counted_since=0, now=T0)
+                assert Decimal("2.00") == store.committed(KEY, since=0, now=T0)
+                assert 3 == len(store.holds(KEY, counted_since=0, now=T0))
+                assert 3 == len(store.list_holds(now=T0))
+
+                async def twin_commits() -> str:
+                    twin = store.asyncio()
+                    try:
+                        done = await twin.resolve("po_4", sent=True, now=T0)
+                        return "" if done is None else done.state
+                    finally:
+                        await twin.aclose()
+
+                assert "uncertain" == asyncio.run(twin_commits())  # as found, then committed
+                assert "committed" == getattr(store.get("po_4"), "state", None)
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.close()
+
+    def test_the_guard_denies_a_new_payout(self, own_server: RedisServer) -> None:
+        """A reserve at maxmemory is a denial (balance_unavailable), not an error."""
+        admin = redis.Redis.from_url(own_server.url)
+        with RedisReservations(own_server.url, timeout=2.0) as store:
+            guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+            admin.config_set("maxmemory", 1)
+            try:
+                with pytest.raises(PayoutDenied) as caught:
+                    guard.reserve("1.00", "BRL", payout_id="po_1")
+            finally:
+                admin.config_set("maxmemory", 0)
+                admin.close()
+        assert ["balance_unavailable"] == [r.code for r in caught.value.decision.reasons]
 
 
 class TestBoundsBeforeWrites:

@@ -9,6 +9,14 @@ Keys (``P`` is the prefix ``{namespace}:``; the braces put every key in one clus
 - ``P epoch`` string, the store's epoch marker: every script is given the epoch its store
   remembered and refuses with ``PAYOUT_GUARD_LOST`` when the marker is missing or another one
   (Redis restarted empty, flushed, evicted). Never expires.
+- ``P writes`` string, the write counter: every script that changes holds (``TRY_HOLD``,
+  ``COMMIT``, ``RELEASE``, ``MARK_UNCERTAIN``, ``RESOLVE``, ``REPAIR``) counts it up first,
+  even when it then changes nothing. Every script replies ``{counter, its reply}`` (an error
+  reply as it is), and is given, as ``ARGV[2]`` (``marks`` below), ``"<epoch> <seen>"``:
+  ``seen`` the highest counter the store was replied. A counter below it means Redis came
+  back from an older snapshot (or a replica behind it took over): ``PAYOUT_GUARD_LOST``, and
+  a script that counts replaces the epoch marker, so every store denies until ``rearm()``
+  (each store notices by itself only a counter below what it saw). Never expires.
 - ``P r:<payout_id>`` hash, one hold: ``k`` key, ``cur``, ``amt``/``fee``/``held`` in minor
   units, ``st`` state (``pending``, ``committed``, ``uncertain``), ``ca``/``ea``/``cm``
   created/expires/committed times (``cm`` empty until committed), ``o`` the owner token.
@@ -44,7 +52,8 @@ digits, so they read back as the same double. The TTLs only collect garbage (the
 on the server's seconds, so a stepped caller clock cannot shorten them).
 
 Every script does all of its checks (epoch, currency, ledger, totals, ceiling, owner) before its
-first write, so an error never leaves half a change. Times and ttls were checked in Python
+first write, so an error never leaves half a change (the write counter aside: counting it up
+first changes no hold). Times and ttls were checked in Python
 (finite, at most 30 days), so no ``EXPIRE`` can fail. A key's structures get one TTL together
 (the ledger's, ``gcu``), renewed about once a retention, not at every write: a structure made
 after that gets the ledger's remaining life (``EXPIRE ... NX``), so the ledger always outlives
@@ -56,7 +65,8 @@ months, so they are kept as decimal strings and handled in two exact parts of 14
 Numbers are returned as strings (Redis would truncate a Lua number to an integer).
 
 The fleet scripts (``READ_SHARED``, ``WRITE_SHARED``, ``DROP_LEASE``, ``SPEND``) always use
-``TIME``: the age of a shared value and a request budget must agree across hosts.
+``TIME``: the age of a shared value and a request budget must agree across hosts. They check
+the store's marks but do not count writes (nothing of theirs is a hold).
 ``P s:<name>`` hash ``v`` payload, ``at`` when written; ``P l:<name>`` string, the owner of
 the fetch lease (expiring with it); ``P g:<name>`` string, a budget's ``tat`` (``gcra``).
 """
@@ -127,9 +137,37 @@ local function old_layout()
     'PAYOUT_GUARD_LOST a balance key keeps its live holds as an older version did (p:); '
     .. 'rearm() moves them to this layout')
 end
--- the epoch marker this store remembered is still there: nothing was lost since
-local function armed(base, epoch)
-  return redis.call('GET', base .. 'epoch') == epoch
+local function went_back()
+  return redis.error_reply(
+    'PAYOUT_GUARD_LOST the write counter went back: Redis restarted from an older snapshot '
+    .. '(or a replica behind it took over)')
+end
+-- the write counter as the last check of the store's marks found it (`wrap` replies it)
+local W = 0
+-- Nil when the store's marks hold (`mark` is "<epoch> <seen>"), else the reply that ends the
+-- script: the epoch marker the store remembered is still there (Redis was not wiped) and the
+-- write counter is not below `seen`, the highest the store saw (Redis did not come back from
+-- an older snapshot). A script that writes (`writes`) counts the counter up; when it finds it
+-- gone back, it replaces the epoch marker, so every store denies until rearm().
+local function unarmed(base, mark, writes)
+  local epoch, seen = string.match(mark, '^(%S+) (%d+)$')
+  if redis.call('GET', base .. 'epoch') ~= epoch then return lost() end
+  local w = base .. 'writes'
+  if writes then
+    W = redis.call('INCR', w)
+    if W > seen + 0 then return nil end
+    local t = redis.call('TIME')
+    redis.call('SET', base .. 'epoch', 'went-back-' .. t[1] .. '.' .. t[2])
+  else
+    W = (redis.call('GET', w) or 0) + 0
+    if W >= seen + 0 then return nil end
+  end
+  return went_back()
+end
+-- the reply of a script with the write counter before it, {W, r} (an error reply as it is)
+local function wrap(r)
+  if type(r) == 'table' and r.err then return r end
+  return {W, r}
 end
 -- (arithmetic on a numeric string converts it once; tonumber() converts it twice)
 local function server_time()
@@ -224,7 +262,8 @@ end
 -- the key's ledger for a read-only script, or (nil, the reply that ends it): the store lost
 -- its holds, nothing was ever held on the key ({}), or the key is in an older layout
 local function ledger_to_read(base, key, epoch)
-  if not armed(base, epoch) then return nil, lost() end
+  local stop = unarmed(base, epoch, false)
+  if stop then return nil, stop end
   local L = ledger_of(base, key)
   if not L.cur then
     if ledger_gone(base, key) then return nil, lost_ledger() end
@@ -413,11 +452,12 @@ def _script(body: str) -> str:
     """Return *body* after the definitions of ``_COMMON`` it uses, directly or not.
 
     Redis runs a script's whole text at every call, so every helper defined costs (a closure
-    made, then collected) even when unused: each script carries only the ones it names. A
+    made, then collected) even when unused: each script carries only the ones it names. The
+    body runs as a function whose reply goes out through ``wrap`` (with the write counter). A
     helper left out by mistake cannot happen: Lua finds a local only by its name in the text.
     """
     parts = _parts(_COMMON)
-    wanted = _words(body)
+    wanted = _words(body) | {"wrap"}
     kept: set[str] = set()
     grew = True
     while grew:
@@ -427,12 +467,13 @@ def _script(body: str) -> str:
                 kept.add(name)
                 wanted |= _words(text)
                 grew = True
-    script = "".join(text for name, text in parts if name in kept) + body
+    script = "".join(text for name, text in parts if name in kept) + (
+        f"local function body(KEYS, ARGV)\n{body}end\nreturn wrap(body(KEYS, ARGV))\n")
     _BODIES[script] = body
     return script
 
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 key, 5 currency, 6 owner,
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks, 3 payout id, 4 key, 5 currency, 6 owner,
 # 7 the numbers, space-separated (fewer arguments cost the client less): amount, fee, held,
 # created_at, expires_at, ceiling (minor, clamped to [-1, 2^53]), counted_since, now
 # ("T" for the server's clock; the times before it are then offsets from the caller's now),
@@ -443,7 +484,8 @@ def _script(body: str) -> str:
 # instead (one string).
 TRY_HOLD = _script(r"""
 local base, epoch, id, key, cur, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-if not armed(base, epoch) then return lost() end
+local stop = unarmed(base, epoch, true)
+if stop then return stop end
 local amt, fee, held, ca, ea, ceiling, since, nows, retention, life = string.match(ARGV[7],
   '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
 local T, at, now, ean
@@ -524,12 +566,13 @@ if rec then replaced = reply(rec) end
 return {'held', total, {ca, ea}, lapsed, replaced}
 """)
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks, 3 payout id, 4 owner, 5 now ("T": the
 # server's), 6 record ttl. Returns nil or the hold as one string "cur amt fee st ca ea cm k"
 # (the key last: it is the one field that may hold spaces; the owner is the caller's own).
 COMMIT = _script(r"""
 local base, id = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], true)
+if stop then return stop end
 local r = record(KEYS[1])
 -- _machine.to_commit: only the owner's hold; a committed one stays as it is
 if not owned(r, ARGV[4]) then return nil end
@@ -543,11 +586,12 @@ return r[2] .. ' ' .. r[3] .. ' ' .. r[4] .. ' ' .. r[5] .. ' ' .. r[6] .. ' ' .
   .. (r[8] or '') .. ' ' .. r[1]
 """)
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner.
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks, 3 payout id, 4 owner.
 # Returns 1 if the owner's pending hold went.
 RELEASE = _script(r"""
 local base, id = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], true)
+if stop then return stop end
 local r = record(KEYS[1])
 -- InMemoryReservations.release: only the owner's pending hold
 if not r or r[5] ~= 'pending' or not owned(r, ARGV[4]) then return 0 end
@@ -555,12 +599,13 @@ forget(base, id, KEYS[1], r)
 return 1
 """)
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 owner, 5 now ("T": the
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks, 3 payout id, 4 owner, 5 now ("T": the
 # server's), 6 until (an offset from the caller's now on the server's clock), 7 ttl (seconds)
 # of the record and its key's structures. Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
 MARK_UNCERTAIN = _script(r"""
 local base, id = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], true)
+if stop then return stop end
 local r = record(KEYS[1])
 -- _machine.to_uncertain: only the owner's hold, and only a pending one changes
 if not owned(r, ARGV[4]) then return nil end
@@ -582,11 +627,12 @@ end
 return reply(r)
 """)
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch, 3 payout id, 4 sent ("1" or "0"),
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks, 3 payout id, 4 sent ("1" or "0"),
 # 5 now ("T": the server's), 6 record ttl. Returns nil or the hold as found.
 RESOLVE = _script(r"""
 local base, id = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], true)
+if stop then return stop end
 local r = record(KEYS[1])
 -- InMemoryReservations.resolve: only an uncertain hold ends; sent -> committed at now
 -- (_machine.commit_time, as for a commit), not sent -> dropped
@@ -604,7 +650,7 @@ end
 return found
 """)
 
-# KEYS[1] a key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 ledger ttl (seconds).
+# KEYS[1] a key's ledger. ARGV: 1 prefix, 2 marks, 3 key, 4 ledger ttl (seconds).
 # Run by rearm() for every key with holds: moves live holds kept as an older version did (a
 # p: hash of id -> "<held> <expires_at>") into x:, then rebuilds a missing ledger from the
 # holds kept (the live ones' total, the commits' last running total and time) and the currency
@@ -612,7 +658,8 @@ return found
 # are forgotten (nothing can count them). Returns "kept", "migrated", "rebuilt" or "forgotten".
 REPAIR = _script(r"""
 local base, key = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], true)
+if stop then return stop end
 local c, x, p = base .. 'c:' .. key, base .. 'x:' .. key, base .. 'p:' .. key
 local moved = redis.call('EXISTS', p) == 1
 if moved then
@@ -674,16 +721,17 @@ redis.call('EXPIRE', KEYS[1], secs)
 return 'rebuilt'
 """)
 
-# KEYS[1] the hold's record. ARGV: 1 prefix, 2 epoch.
+# KEYS[1] the hold's record. ARGV: 1 prefix, 2 marks.
 # Returns nil or {k, cur, amt, fee, st, ca, ea, cm, o}.
 GET = _script(r"""
-if not armed(ARGV[1], ARGV[2]) then return lost() end
+local stop = unarmed(ARGV[1], ARGV[2], false)
+if stop then return stop end
 local r = record(KEYS[1])
 if not r then return nil end
 return reply(r)
 """)
 
-# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 marks, 3 key, 4 counted_since, 5 now ("T": the
 # server's; counted_since is then an offset from the caller's now).
 # Returns {currency, counted} or {} when nothing was ever held on the key.
 RESERVED = _script(r"""
@@ -698,7 +746,7 @@ if L.moved then put(base, key, L) end
 return {L.cur, total}
 """)
 
-# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 since, 5 now ("T": the
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 marks, 3 key, 4 since, 5 now ("T": the
 # server's; since is then an offset from the caller's now).
 # Returns {currency, committed} or {} when nothing was ever held on the key.
 COMMITTED = _script(r"""
@@ -711,12 +759,13 @@ if not total then return too_large() end
 return {L.cur, total}
 """)
 
-# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 epoch, 3 key, 4 counted_since, 5 now ("T": the
+# KEYS[1] the key's ledger. ARGV: 1 prefix, 2 marks, 3 key, 4 counted_since, 5 now ("T": the
 # server's), 6 limit. Returns a JSON list of [payout_id, k, cur, amt, fee, st, ca, ea, cm, o]
 # of the holds that count (Hold.counts).
 HOLDS = _script(r"""
 local base, key = ARGV[1], ARGV[3]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], false)
+if stop then return stop end
 local _, nows, at = clock(ARGV[5])
 local since = at(ARGV[4])
 local limit = tonumber(ARGV[6])
@@ -747,12 +796,13 @@ return cjson.encode(found)
 """)
 
 # KEYS the records of the holds to read (at most a few hundred a call: a listing never holds
-# Redis long). ARGV: 1 prefix, 2 epoch, 3 now ("T": the server's). Returns a JSON list of
+# Redis long). ARGV: 1 prefix, 2 marks, 3 now ("T": the server's). Returns a JSON list of
 # [payout_id, k, cur, amt, fee, st, ca, ea, cm, ""] (no owner token) of the holds found, but a
 # pending hold past its ttl (Hold.expired): list_holds, for operators.
 RECORDS = _script(r"""
 local base = ARGV[1]
-if not armed(base, ARGV[2]) then return lost() end
+local stop = unarmed(base, ARGV[2], false)
+if stop then return stop end
 local _, nows = clock(ARGV[3])
 local now = tonumber(nows)
 local skip = #base + 3
@@ -769,33 +819,18 @@ end
 return cjson.encode(found)
 """)
 
-_FLEET_HELPERS = r"""
-local function fmt(n)
-  return string.format('%.17g', n)
-end
-local function lost()
-  return redis.error_reply(
-    'PAYOUT_GUARD_LOST the epoch marker is missing or changed: Redis restarted empty, was '
-    .. 'flushed or evicted keys')
-end
-local function server_time()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1e6
-end
-"""
 _FLEET_CHECK = r"""
-if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[2] then return lost() end
+local stop = unarmed(ARGV[1], ARGV[2], false)
+if stop then return stop end
 """
 
 
 def _fleet(body: str) -> str:
-    """Return the fleet script *body* after the fleet helpers and the epoch check."""
-    script = _FLEET_HELPERS + _FLEET_CHECK + body
-    _BODIES[script] = _FLEET_CHECK + body
-    return script
+    """Return the fleet script *body* after the check of the store's marks."""
+    return _script(_FLEET_CHECK + body)
 
 
-# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 epoch, 3 owner,
+# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 marks, 3 owner,
 # 4 lease ttl (ms), 5 fresh_for (seconds). Returns {found (0/1), payload, age, leads (0/1)}.
 READ_SHARED = _fleet(r"""
 local T = server_time()
@@ -814,7 +849,7 @@ if not v[1] then return {0, '', '', leads} end
 return {1, v[1], fmt(age), leads}
 """)
 
-# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 epoch, 3 owner, 4 payload,
+# KEYS[1] the shared value, KEYS[2] its lease. ARGV: 1 prefix, 2 marks, 3 owner, 4 payload,
 # 5 keep (ms).
 WRITE_SHARED = _fleet(r"""
 redis.call('HSET', KEYS[1], 'v', ARGV[4], 'at', fmt(server_time()))
@@ -823,13 +858,13 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1
 """)
 
-# KEYS[1] the lease. ARGV: 1 prefix, 2 epoch, 3 owner.
+# KEYS[1] the lease. ARGV: 1 prefix, 2 marks, 3 owner.
 DROP_LEASE = _fleet(r"""
 if redis.call('GET', KEYS[1]) == ARGV[3] then redis.call('DEL', KEYS[1]) end
 return 1
 """)
 
-# KEYS[1] the budget's tat. ARGV: 1 prefix, 2 epoch, 3 per_minute.
+# KEYS[1] the budget's tat. ARGV: 1 prefix, 2 marks, 3 per_minute.
 # Returns the seconds to wait as text ("0": one request taken).
 SPEND = _fleet(r"""
 -- _protocol.gcra, line for line; the stored tat expires once it has passed (None again)
@@ -848,6 +883,18 @@ return '0'
 """)
 
 
+# Functions flags (Redis 7): without one, a function is refused whole at maxmemory
+# (noeviction). What ends a hold must still run there, or a payout whose money left could not
+# be committed ("allow-oom": each adds little, a commit's index entry, or frees memory); so
+# must counting (its only write is the ledger's fields, in place) and the reads ("no-writes":
+# they cannot write at all). What adds a hold, or the fleet's values, is refused: the guard
+# denies. Scripts run by EVALSHA carry no flags: there a write that needs memory fails.
+_FLAGS = {
+    "commit": "allow-oom", "release": "allow-oom", "mark_uncertain": "allow-oom",
+    "resolve": "allow-oom", "reserved": "allow-oom", "get": "no-writes", "holds": "no-writes",
+    "records": "no-writes", "committed": "no-writes",
+}
+
 _SCRIPTS = {
     "try_hold": TRY_HOLD, "commit": COMMIT, "release": RELEASE,
     "mark_uncertain": MARK_UNCERTAIN, "resolve": RESOLVE, "get": GET, "reserved": RESERVED,
@@ -857,19 +904,28 @@ _SCRIPTS = {
 }
 
 
+def _flags(name: str) -> str:
+    """Return the Lua list of the Functions flags of script *name* (see ``_FLAGS``)."""
+    flag = _FLAGS.get(name)
+    return "" if flag is None else f"'{flag}'"
+
+
 def _library() -> tuple[str, str, dict[str, str]]:
     """Return every script as one Redis Functions library: (its name, its text, name -> function).
 
     A script run by ``EVALSHA`` defines its helpers again at every call (a closure each, then
     collected): about a fifth of the server's time on a hold. A library loaded once
-    (``FUNCTION LOAD``, Redis 7) defines them once; ``FCALL`` then runs only the body. The
+    (``FUNCTION LOAD``, Redis 7) defines them once; ``FCALL`` then runs only the body. Each
+    function carries its flags (``_FLAGS``), so what ends a hold still runs at maxmemory. The
     bodies are the scripts' own, so both ways run the same steps. The library and its functions
     are named after a digest of the text, so stores of different versions sharing one Redis
     each call their own (a library stays on the server, a few kilobytes, until ``FUNCTION
     DELETE``).
     """
     calls = "".join(
-        f"redis.register_function('{{lib}}_{name}', function(KEYS, ARGV)\n{_BODIES[text]}end)\n"
+        f"local function run_{name}(KEYS, ARGV)\n{_BODIES[text]}end\n"
+        f"redis.register_function{{function_name='{{lib}}_{name}', callback=function(KEYS, ARGV)"
+        f" return wrap(run_{name}(KEYS, ARGV)) end, flags={{{_flags(name)}}}}}\n"
         for name, text in _SCRIPTS.items()
     )
     # Loading runs the definitions only: nothing of _COMMON may call a library then.

@@ -19,9 +19,12 @@ its key has: live holds are a running total kept with an index by expiry, from w
 holds leave lazily; commits a running total with a sorted set by commit time; purges of what
 the retention no longer keeps run only when due, a bounded number per call. Redis TTLs (the
 retention plus an hour past a hold's life) only collect what nobody touches any more. The
-blocking store loads the scripts once as a Redis Functions library (``FUNCTION LOAD``, Redis 7)
-and runs each with one ``FCALL``; without Functions (an older server, or an ACL that refuses
-them) with one ``EVALSHA``, the same scripts. The asyncio store always uses ``EVALSHA``.
+store loads the scripts once as a Redis Functions library (``FUNCTION LOAD``, Redis 7) and
+runs each with one ``FCALL``, blocking or asyncio; without Functions (an older server, or an
+ACL that refuses them) with one ``EVALSHA``, the same scripts. At ``maxmemory`` (with
+``noeviction``) the functions that end a hold, count and read still run (their Functions
+flags); a new hold is refused, and the guard denies. Through ``EVALSHA`` a script that needs
+memory to end a hold is refused too.
 
 The store is also a fleet store (``FleetStore``): shared values with fetch leases, and request
 budgets (``gcra``), always on the server's clock.
@@ -30,10 +33,15 @@ Losing holds is detected, never ignored:
 
 - At first contact the store refuses a server whose ``maxmemory-policy`` may evict keys (unless
   ``allow_eviction=True``) and warns (``payout_guard.store_not_durable``) when the server keeps
-  neither an AOF nor RDB snapshots.
+  no AOF: neither an AOF nor RDB snapshots, or RDB snapshots only.
 - It writes an epoch marker (``{namespace}:epoch``) if there is none and remembers it; every
   script checks it. When the marker is gone or another one (Redis restarted empty, ``FLUSHALL``,
   eviction), every call raises ``StoreUnavailable`` ("lost its holds") until ``rearm()``.
+- Every script that changes holds counts up a write counter (``{namespace}:writes``), and each
+  store remembers the highest value it was replied. A counter lower than that (Redis restarted
+  from an older RDB snapshot, or a failover to a replica behind) is a loss too, until
+  ``rearm()``; the first store to notice it in a write replaces the epoch marker, so every
+  store denies. A store notices by itself only writes that it saw.
 """
 
 from __future__ import annotations
@@ -169,6 +177,11 @@ def _evalsha(client: Any, sha: str, keys: list[str], args: list[Any]) -> Any:
     ``_Lines``).
     """
     return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+def _fcall(client: Any, function: str, keys: list[str], args: list[Any]) -> Any:
+    """Return the awaitable of ``FCALL`` of *function* through the asyncio *client*."""
+    return client.execute_command("FCALL", function, len(keys), *keys, *args)
 
 
 class _Short(Exception):
@@ -389,6 +402,28 @@ def _one_retry(module: Any) -> Any:
     return module.retry.Retry(NoBackoff(), 1, supported_errors=(module.ConnectionError,))
 
 
+def _bounded(module: Any, client: Redis, timeout: float) -> Redis:
+    """Return a client of the store's own on *client*'s server, every call bounded by *timeout*.
+
+    The same connection class and settings (address, credentials, TLS, database, decoding,
+    protocol), with the socket and connect timeouts at most *timeout* and ``_one_retry``: a
+    client built with redis-py's defaults has no socket timeout before redis-py 8 (a server
+    that stops answering blocks a call forever), and since then 5 s with ten retries. Its pool
+    is the store's (closed by ``close``); *client* and its pool are left as they are.
+    """
+    pool = client.connection_pool
+    settings = dict(pool.connection_kwargs)
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        found = settings.get(name)
+        settings[name] = timeout if found is None else min(float(found), timeout)
+    # A caller's wish to retry timeouts would be added to the store's policy: left out.
+    settings.pop("retry_on_timeout", None)
+    settings.pop("retry_on_error", None)
+    settings["retry"] = _one_retry(module)
+    own = module.ConnectionPool(connection_class=pool.connection_class, **settings)
+    return cast("Redis", module.Redis(connection_pool=own))
+
+
 class RedisReservations:
     """A reservation store in Redis, safe across threads, processes and hosts.
 
@@ -398,14 +433,17 @@ class RedisReservations:
 
     Args:
         url_or_client: A Redis URL (``redis://host:6379/0``, ``rediss://``, ``unix://``) or a
-            ``redis.Redis`` client. A client built here from a URL is closed by ``close``; one
-            passed in belongs to the caller. The store keeps the pool connections its
-            scripts ran on (as many as threads called it at once) until ``close``.
+            ``redis.Redis`` client. For a client, the store opens connections of its own with
+            the client's settings (its connection class, address, credentials, TLS, database)
+            but the store's *timeout* and retry policy; the client itself belongs to the
+            caller and is left as it is. The store keeps the connections its scripts ran on
+            (as many as threads called it at once) until ``close``, which closes them.
         namespace: Prefix of every key, so several guards can share one Redis.
         retention: Seconds a finished hold is remembered for idempotency (default one day; at
             most 30 days).
-        timeout: Socket timeout in seconds for a client built from a URL (default 5); such a
-            client retries once, at once, a connection the server dropped, and never a timeout.
+        timeout: Socket and connect timeout in seconds of every call (default 5; a client
+            passed in with a shorter one keeps it); a call retries once, at once, a connection
+            the server dropped, and never a timeout.
         allow_eviction: Accept a server whose ``maxmemory-policy`` is not ``noeviction``
             (evicted holds are then noticed only through the epoch marker, if at all).
         clock: ``"server"`` (default): holds are timed by the Redis server's clock, so hosts
@@ -448,7 +486,6 @@ class RedisReservations:
         self._server_clock = clock == "server"
         self._retention = seconds(retention, "retention", positive=True)
         socket_timeout = seconds(timeout, "timeout", positive=True)
-        self._owned = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             try:
                 # RESP2 (unless the URL asks otherwise): the store reads its scripts' replies
@@ -464,7 +501,7 @@ class RedisReservations:
                     path="url_or_client",
                 ) from None
         elif isinstance(url_or_client, redis.Redis):
-            client = url_or_client
+            client = _bounded(redis, url_or_client, socket_timeout)
         else:
             raise ConfigurationError(
                 f"must be a Redis URL or a redis.Redis client, not "
@@ -485,6 +522,7 @@ class RedisReservations:
         self._gc = math.ceil(self._retention) + _GC_MARGIN
         self._retention_text = _seconds(self._retention)
         self._epoch: str | None = None
+        self._seen = 0  # the highest write counter a script replied (see _redis_lua)
         self._warned = False
         self._scripts = {name: client.register_script(text) for name, text in _SCRIPTS}
         # The scripts as Redis Functions (name -> function), once loaded at first contact;
@@ -917,7 +955,7 @@ class RedisReservations:
             ConfigurationError: the server may now evict keys and *allow_eviction* is not set.
             StoreUnavailable: Redis could not be reached.
         """
-        self._epoch = None
+        self._epoch, self._seen = None, 0
         self._drive(self._contacted())
         client = self._live()
         pattern = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in self._prefix)
@@ -934,8 +972,9 @@ class RedisReservations:
     def close(self) -> None:
         """Close the client if this store built it; the holds stay in Redis."""
         self._lines.close()
-        if self._client is not None and self._owned:
+        if self._client is not None:  # the store's own, whether from a URL or a client
             self._client.close()
+            self._client.connection_pool.disconnect()
         self._client = None
 
     def _record(self, payout_id: str) -> str:
@@ -958,6 +997,7 @@ class RedisReservations:
         settings = dict(self._live().connection_pool.connection_kwargs)
         if "path" in settings:  # a unix socket
             settings["unix_socket_path"] = settings.pop("path")
+        settings["retry"] = _one_retry(aioredis)  # bounded as the blocking calls are
         accepted = inspect.signature(aioredis.Redis).parameters
         return aioredis.Redis(**{k: v for k, v in settings.items() if k in accepted})
 
@@ -1013,7 +1053,7 @@ class RedisReservations:
         self, name: str, key: str, args: list[Any], hold: Hold | None = None,
         more: tuple[str, ...] = (),
     ) -> Flow[Any]:
-        """Run script *name* on *key* (and *more* keys) with the prefix and epoch before *args*."""
+        """Run script *name* on *key* (and *more* keys) with the prefix and marks before *args*."""
         epoch = self._epoch
         if epoch is None:
             try:
@@ -1021,8 +1061,9 @@ class RedisReservations:
             except ConfigurationError as exc:
                 # Found only now (Redis was unreachable at construction): a use must deny.
                 raise StoreUnavailable(str(exc), store="redis") from None
+        mark = f"{epoch} {self._seen}"
         try:
-            return (yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, epoch, *args])))
+            found = yield _Call(_SCRIPT, (name, [key, *more], [self._prefix, mark, *args]))
         except self._errors as exc:
             text = str(exc)
             if "PAYOUT_GUARD_LOST" in text:
@@ -1037,6 +1078,11 @@ class RedisReservations:
                     f"balances this large ({text})"
                 ) from None
             raise self._unavailable(exc) from exc
+        # {write counter, reply}: remembered, so that a counter gone back is noticed. Threads
+        # racing here may keep a lower value than the highest seen: a later notice, never a
+        # false one.
+        self._seen = max(self._seen, found[0])
+        return found[1] if len(found) > 1 else None
 
     def _contacted(self) -> Flow[str]:
         """Return the remembered epoch, making the first contact with Redis if not yet done.
@@ -1077,7 +1123,7 @@ class RedisReservations:
             self._functions = lua.FUNCTIONS
 
     def _check_server(self) -> Flow[None]:
-        """Refuse a server that may evict keys; warn once when it keeps nothing on disk."""
+        """Refuse a server that may evict keys; warn once when it keeps no AOF."""
         policy = yield from self._config("maxmemory-policy")
         if policy is None:
             policy = yield from self._info("memory", "maxmemory_policy")
@@ -1094,13 +1140,18 @@ class RedisReservations:
         aof = yield from self._info("persistence", "aof_enabled")
         save = yield from self._config("save")
         # Without CONFIG (managed Redis) the snapshot setting is unknown: no warning then.
-        if save is not None and not save.strip() and aof == "0":
-            self._warned = True
-            _log.warning(
-                "payout_guard.store_not_durable", store="redis", namespace=self._namespace,
-                detail="Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
-                "hold (the store then denies until rearm())",
-            )
+        if save is None or aof != "0":
+            return
+        self._warned = True
+        if not save.strip():
+            detail = ("Redis keeps neither an AOF nor RDB snapshots: a restart loses every "
+                      "hold (the store then denies until rearm())")
+        else:
+            detail = ("Redis keeps only RDB snapshots: a restart loses the holds written since "
+                      "the last one (the store then denies until rearm()); use appendonly yes "
+                      "with appendfsync always so that no hold is lost")
+        _log.warning("payout_guard.store_not_durable", store="redis",
+                     namespace=self._namespace, detail=detail)
 
     def _info(self, section: str, name: str) -> Flow[str | None]:
         """Return one INFO field as text, or None when it or INFO is unavailable."""
@@ -1222,19 +1273,12 @@ class AsyncRedisReservations:
         """Run *flow*, awaiting each call it asks for with this loop's asyncio client."""
         client, scripts = self._client()
         errors = self._store._errors
-        no_script = self._store._no_script
         try:
             call = next(flow)
             while True:
                 try:
                     if call.method == _SCRIPT:
-                        name, keys, args = call.args
-                        script = scripts[name]
-                        try:
-                            reply = await _evalsha(client, script.sha, keys, args)
-                        except no_script:  # the server lost its scripts: load, retry
-                            script.sha = await client.script_load(script.script)
-                            reply = await _evalsha(client, script.sha, keys, args)
+                        reply = await self._run_script(client, scripts, *call.args)
                     else:
                         reply = await getattr(client, call.method)(*call.args, **call.kwargs)
                 except errors as exc:
@@ -1243,6 +1287,35 @@ class AsyncRedisReservations:
                     call = flow.send(reply)
         except StopIteration as stop:
             return cast("T", stop.value)
+
+    async def _run_script(
+        self, client: AsyncRedis, scripts: dict[str, AsyncScript], name: str, keys: list[str],
+        args: list[Any],
+    ) -> Any:
+        """Return the reply of script *name*: by ``FCALL`` as the blocking store, else ``EVALSHA``.
+
+        The functions carry the flags that let a hold end at maxmemory (``lua._FLAGS``).
+        """
+        store = self._store
+        if store._functions is not None:
+            target = store._functions[name]
+            try:
+                return await _fcall(client, target, keys, args)
+            except store._response_error as exc:
+                if str(exc) != _FUNCTION_GONE:
+                    raise
+            try:
+                await client.function_load(lua.LIBRARY, replace=True)
+            except store._response_error:  # a server without Functions now (a failover)
+                pass
+            else:
+                return await _fcall(client, target, keys, args)
+        script = scripts[name]
+        try:
+            return await _evalsha(client, script.sha, keys, args)
+        except store._no_script:  # the server lost its scripts: load, retry
+            script.sha = await client.script_load(script.script)
+            return await _evalsha(client, script.sha, keys, args)
 
     def _client(self) -> tuple[AsyncRedis, dict[str, AsyncScript]]:
         loop = asyncio.get_running_loop()
