@@ -816,20 +816,91 @@ class TestFaults:
             take(store, f"po_{n}")
         store.commit("po_0", owner=owner_of("po_0"), now=T0 + 1)
         server.restart(crash=True)
-        with pytest.raises(StoreUnavailable):
-            store.get("po_0")  # its idle connection died with the server: fail closed
-        for _ in range(4):  # each idle connection fails once, then the store reconnects
-            try:
-                store.get("po_0")
-                break
-            except StoreUnavailable:
-                continue
         fresh = make(schema=store.schema, create_schema=False)
         for each in (store, fresh):
             assert Decimal("50.00") == each.reserved(KEY, counted_since=0, now=T0 + 2)
             assert ["committed", "pending", "pending", "pending", "pending"] == [
                 h.state for h in each.holds(KEY, counted_since=0, now=T0 + 2)
             ]
+
+    @pytest.mark.parametrize("crash", [False, True], ids=["fast", "crash"])
+    def test_the_commit_after_a_restart_runs_on_a_new_connection(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer, crash: bool
+    ) -> None:
+        """A restart during the payout ends the idle connections: the commit takes a new one.
+
+        The body ran, so its commit must land: a StoreUnavailable there would leave the hold
+        pending, and once its ttl passed the same payout id could be sent again.
+        """
+        store = make(timeout=2.0)
+        take(store, "po_1")
+        take(store, "po_2")
+        server.restart(crash=crash)
+        started = time.monotonic()
+        committed = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
+        uncertain = store.mark_uncertain("po_2", owner=owner_of("po_2"), now=T0 + 1,
+                                         until=T0 + 60)
+        took = time.monotonic() - started
+        assert ("committed", "uncertain") == (
+            committed and committed.state, uncertain and uncertain.state
+        )
+        assert took < 3.0, f"took {took:.2f} s with a 2 s timeout"
+
+    def test_the_guard_commits_a_payout_whose_body_spanned_a_restart(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """Through the guard: the body runs once, the hold ends committed, a retry is refused."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=make(timeout=2.0))
+        sent: list[str] = []
+        with guard.reserve("10.00", "BRL", payout_id="po_1", ttl=2):
+            server.restart(crash=False)  # a routine fast restart while the payout is sent
+            sent.append("po_1")
+        hold_after = guard.hold("po_1")
+        with pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10.00", "BRL", payout_id="po_1")
+        assert ["po_1"] == sent
+        assert "committed" == (hold_after and hold_after.state)
+        assert ("duplicate_payout",) == denied.value.decision.codes
+
+    def test_the_asyncio_store_commits_on_a_new_connection_after_a_restart(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The asyncio twin replaces an idle connection the restart ended, the same way."""
+        store = make(timeout=2.0)
+
+        async def scenario() -> tuple[str | None, float]:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                assert "held" == outcome.status
+                await asyncio.to_thread(server.restart, crash=False)
+                started = time.monotonic()
+                committed = await asyncio.wait_for(
+                    twin.commit("po_1", owner=owner_of("po_1"), now=T0 + 1), timeout=10)
+                return (None if committed is None else committed.state,
+                        time.monotonic() - started)
+            finally:
+                await twin.aclose()
+
+        state, took = asyncio.run(scenario())
+        assert "committed" == state
+        assert took < 3.0, f"took {took:.2f} s with a 2 s timeout"
+
+    def test_a_statement_error_on_an_idle_connection_is_not_repeated(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """Only a connection the server ended is replaced: a statement timeout still fails."""
+        store = make(timeout=0.3)
+        take(store, "po_1")
+        with server.connect() as other, other.transaction():
+            other.execute(f'SELECT 1 FROM "{store.schema}".ledgers FOR UPDATE')
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                take(store, "po_2")
+            took = time.monotonic() - started
+        assert took < 0.9, f"took {took:.2f} s: the statement ran twice"
 
 
 def _while_stopped(

@@ -7,7 +7,10 @@ mirror the hold state machine of ``guard/stores/_machine.py``; bounds (times, am
 checked here, before anything is sent. Serialization failures and deadlocks (SQLSTATE 40001,
 40P01) are retried a bounded number of times, then raise ``StoreUnavailable``; so does every
 other database or connection error (refused, dropped, a server restart, ``statement_timeout``),
-so the guard denies ``balance_unavailable``: faults fail closed.
+so the guard denies ``balance_unavailable``: faults fail closed. One exception: a kept idle
+connection that the server ended meanwhile (it restarted) is replaced by a new one and the call
+runs once more, within the same deadline (every call is safe to repeat: see
+``_Connections.run``), so the first commit after a restart does not fail.
 
 One clock per store. With ``clock="database"`` (the default) holds are timed by the database
 server, like Redis's ``clock="server"``: the times a caller passes (on its own clock) travel as
@@ -47,7 +50,15 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from types import TracebackType
@@ -265,10 +276,11 @@ class _Connections(_Source):
         self._pid = os.getpid()
         self._idle_status = psycopg.pq.TransactionStatus.IDLE
         self._error = psycopg.Error
+        self._lost = psycopg.OperationalError  # the class of a connection that failed
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        conn, cursor = self._take()
+        conn, cursor, _ = self._take()
         try:
             yield conn
         except BaseException:
@@ -277,11 +289,29 @@ class _Connections(_Source):
         self._give_back(conn, cursor, failed=False)
 
     def run(self, call: Callable[[Any, Any], T]) -> T:
-        """Return ``call(connection, cursor)`` on an idle connection (or a new one)."""
+        """Return ``call(connection, cursor)`` on an idle connection (or a new one).
+
+        An idle connection the server has ended meanwhile (a restart, an administrator's
+        ``pg_terminate_backend``) fails at the connection level, most often before its
+        statement reaches a server at all: *call* then runs once more, on a new connection.
+        That is safe even when the statement did take effect (the server ended mid-call),
+        because no store call does anything twice: ``try_hold`` finds its own pending hold
+        (payout id and owner token), which the guard takes as held; ``commit`` returns the
+        owner's committed hold and ``mark_uncertain`` its uncertain one; ``release`` and
+        ``resolve`` find nothing left to change (they then answer as for a hold already
+        ended); reads and the fleet calls repeat harmlessly (``spend`` may take a second
+        request from the budget: the safe side).
+        """
         # The hot path of every store call: no context manager, the connection's own cursor.
-        conn, cursor = self._take()
+        conn, cursor, idle = self._take()
         try:
             found = call(conn, cursor)
+        except self._lost:
+            dead = idle and (conn.closed or conn.broken)  # before _give_back closes it
+            self._give_back(conn, cursor, failed=True)
+            if not dead:
+                raise  # a new connection failing, or an error of the statement's own
+            return self._once_more(call)
         except BaseException:
             self._give_back(conn, cursor, failed=True)
             raise
@@ -296,12 +326,28 @@ class _Connections(_Source):
         for conn, _ in idle:
             conn.close()
 
-    def _take(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+    def _once_more(self, call: Callable[[Any, Any], T]) -> T:
+        """Return ``call(connection, cursor)`` on a new connection (an idle one was dead)."""
+        conn, cursor = self._new()
+        try:
+            found = call(conn, cursor)
+        except BaseException:
+            self._give_back(conn, cursor, failed=True)
+            raise
+        self._give_back(conn, cursor, failed=False)
+        return found
+
+    def _take(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any], bool]:
+        """Return an idle connection, or a new one, its cursor, and whether it was idle."""
         with self._lock:
             if self._pid != os.getpid():
                 self._pid, self._idle = os.getpid(), []
             if self._idle:
-                return self._idle.pop()
+                return (*self._idle.pop(), True)
+        return (*self._new(), False)
+
+    def _new(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        """Return a new connection, set up, and its cursor."""
         conn = self._factory()
         try:
             if not conn.autocommit:
@@ -1077,9 +1123,10 @@ class PostgresReservations:
         statement = self._statements[name]
         timeout = self._timeout + _GRACE
         prepare = self._prepare
+        deadline = 0.0  # of the attempt under way: its run on a new connection shares it
 
         def call(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Any]:
-            ticket = _DEADLINES.arm(conn, timeout)
+            ticket = _DEADLINES.arm(conn, deadline - time.monotonic())
             try:
                 cursor.execute(statement, params, prepare=prepare)
                 found = cursor.fetchall() if rows else []
@@ -1090,6 +1137,7 @@ class PostgresReservations:
             return found
 
         for attempt in range(1, _ATTEMPTS + 1):
+            deadline = time.monotonic() + timeout
             try:
                 return self._source.run(call)
             except self._retryable as exc:
@@ -1151,6 +1199,11 @@ class _AsyncSource:
         raise NotImplementedError
         yield
 
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Return ``await call(connection)`` on a connection of this source's."""
+        async with self.connection() as conn:
+            return await call(conn)
+
     async def aclose(self) -> None:
         """Give back what the source holds."""
 
@@ -1167,22 +1220,49 @@ class _AsyncConnections(_AsyncSource):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
-
         conn: psycopg.AsyncConnection[Any] = (
             self._idle.pop() if self._idle else await self._connect()
         )
         try:
             yield conn
         finally:
-            # A call cancelled mid-statement leaves the connection busy: it is closed, as is
-            # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
-            idle = psycopg.pq.TransactionStatus.IDLE
-            if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
-                    and len(self._idle) < self._keep):
-                self._idle.append(conn)
-            else:
-                await conn.close()
+            await self._give_back(conn)
+
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Return ``await call(connection)`` on an idle connection (or a new one).
+
+        An idle connection the server has ended meanwhile is replaced once by a new one,
+        as the sync store does it (see ``_Connections.run``: every store call is idempotent
+        for its caller).
+        """
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        idle = bool(self._idle)
+        conn: psycopg.AsyncConnection[Any] = self._idle.pop() if idle else await self._connect()
+        try:
+            return await call(conn)
+        except psycopg.OperationalError:
+            if not idle or not (conn.closed or conn.broken):
+                raise  # a new connection failing, or an error of the statement's own
+        finally:
+            await self._give_back(conn)
+        conn = await self._connect()
+        try:
+            return await call(conn)
+        finally:
+            await self._give_back(conn)
+
+    async def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        # A call cancelled mid-statement leaves the connection busy: it is closed, as is
+        # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
+                and len(self._idle) < self._keep):
+            self._idle.append(conn)
+        else:
+            await conn.close()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -1356,19 +1436,23 @@ class AsyncPostgresReservations:
         if not store._ready:
             await self._contact()
         statement = store._statements[call.name]
-        for attempt in range(1, _ATTEMPTS + 1):
+        deadline = 0.0  # of the attempt under way: its run on a new connection shares it
+
+        async def execute(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            ticket = _DEADLINES.arm(conn, deadline - time.monotonic())
             try:
-                async with self._source.connection() as conn:
-                    ticket = _DEADLINES.arm(conn, store._timeout + _GRACE)
-                    try:
-                        cursor = await conn.execute(statement, call.params,
-                                                    prepare=store._prepare)
-                        found = await cursor.fetchall() if call.rows else []
-                    finally:
-                        if not _DEADLINES.disarm(ticket):
-                            await conn.close()  # cut: whatever it answered, it is not reused
-                            raise store._silent(bound=self._source.bound)
-                    return found
+                cursor = await conn.execute(statement, call.params, prepare=store._prepare)
+                found = await cursor.fetchall() if call.rows else []
+            finally:
+                if not _DEADLINES.disarm(ticket):
+                    await conn.close()  # cut: whatever it answered, it is not reused
+                    raise store._silent(bound=self._source.bound)
+            return found
+
+        for attempt in range(1, _ATTEMPTS + 1):
+            deadline = time.monotonic() + store._timeout + _GRACE
+            try:
+                return await self._source.run(execute)
             except store._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise store._unavailable(exc, bound=self._source.bound) from exc
