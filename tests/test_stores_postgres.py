@@ -902,6 +902,77 @@ class TestFaults:
             took = time.monotonic() - started
         assert took < 0.9, f"took {took:.2f} s: the statement ran twice"
 
+    def test_a_commit_the_server_never_answers_on_a_callers_pool_ends_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A caller's pool without autocommit: the store's COMMIT is bounded by its deadline.
+
+        The pool would commit after the store's deadline; a COMMIT waiting for a standby that
+        is gone never returns. The store commits itself, in time, and the pool drops the cut
+        connection.
+        """
+        with ConnectionPool(server.dsn(), min_size=1, max_size=2, open=True) as pool:
+            store = make(pool, timeout=0.5)
+            outcome: list[BaseException | None] = []
+            with _commits_never_answered(server):
+                started = time.monotonic()
+                worker = threading.Thread(target=_call_into,
+                                          args=(lambda payout_id: take(store, payout_id),
+                                                outcome))
+                worker.start()
+                worker.join(timeout=10)
+                took = time.monotonic() - started
+                assert not worker.is_alive(), "the call was still waiting after 10 s"
+            assert [StoreUnavailable] == [type(e) for e in outcome]
+            assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+            assert "held" == take(store, "po_2")  # the pool goes on with a new connection
+
+    def test_the_asyncio_store_on_a_callers_pool_bounds_its_commit_too(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The same on a caller's AsyncConnectionPool without autocommit."""
+        store = make(timeout=0.5)
+
+        async def scenario() -> tuple[list[type[BaseException]], float, str]:
+            async with AsyncConnectionPool(server.dsn(), min_size=1, max_size=2,
+                                           open=False) as pool:
+                twin = store.asyncio(pool)
+                assert twin is not None
+                raised: list[type[BaseException]] = []
+                with _commits_never_answered(server):
+                    started = time.monotonic()
+                    try:
+                        await asyncio.wait_for(
+                            twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                          counted_since=0, now=T0), timeout=10)
+                    except BaseException as exc:  # noqa: BLE001 - the test checks its type
+                        raised.append(type(exc))
+                    took = time.monotonic() - started
+                after = await twin.try_hold(hold("po_2", "10.00"), ceiling=CEILING,
+                                            counted_since=0, now=T0)
+                return raised, took, after.status
+
+        raised, took, after = asyncio.run(scenario())
+        assert [StoreUnavailable] == raised
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+        assert "held" == after
+
+
+@contextmanager
+def _commits_never_answered(server: PostgresServer) -> Iterator[None]:
+    """Make every COMMIT that wrote something wait for a standby that does not exist."""
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'gone_standby'")
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)  # the backends read the new setting at their next command
+    try:
+        yield
+    finally:
+        with server.connect() as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.3)
+
 
 def _while_stopped(
     backend: int, call: Callable[[str], object]

@@ -390,8 +390,10 @@ class _Pool(_Source):
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        # The pool commits at the end of the block (or rolls back on error) when the
-        # connection is not in autocommit mode.
+        # On a connection not in autocommit mode the pool commits at the end of the block (or
+        # rolls back on error), after any deadline: so each store call commits or rolls back
+        # itself, under its deadline, and leaves the pool nothing to do. A connection cut at
+        # its deadline is closed, and the pool replaces it.
         with self._pool.connection(timeout=self._timeout) as conn:
             yield conn
 
@@ -1123,6 +1125,7 @@ class PostgresReservations:
         statement = self._statements[name]
         timeout = self._timeout + _GRACE
         prepare = self._prepare
+        ends = not self._source.bound  # a bound view leaves the transaction to the caller
         deadline = 0.0  # of the attempt under way: its run on a new connection shares it
 
         def call(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Any]:
@@ -1130,9 +1133,18 @@ class PostgresReservations:
             try:
                 cursor.execute(statement, params, prepare=prepare)
                 found = cursor.fetchall() if rows else []
+                if ends and not conn.autocommit:
+                    # A caller's pool without autocommit: COMMIT here, within the deadline (a
+                    # server may never answer it: synchronous replication, its standby gone).
+                    conn.commit()
+            except BaseException:
+                if ends and not conn.autocommit:
+                    with contextlib.suppress(self._errors):
+                        conn.rollback()  # within the deadline too, not at the pool's exit
+                raise
             finally:
                 if not _DEADLINES.disarm(ticket):
-                    conn.close()  # cut: whatever it answered, it is not reused
+                    conn.close()  # cut: whatever it answered, it is not reused (a pool drops it)
                     raise self._silent()
             return found
 
@@ -1279,6 +1291,7 @@ class _AsyncPool(_AsyncSource):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        # Each call commits itself, under its deadline, as with the sync pool (see _Pool).
         async with self._pool.connection(timeout=self._timeout) as conn:
             yield conn
 
@@ -1438,11 +1451,20 @@ class AsyncPostgresReservations:
         statement = store._statements[call.name]
         deadline = 0.0  # of the attempt under way: its run on a new connection shares it
 
+        ends = not self._source.bound  # a bound view leaves the transaction to the caller
+
         async def execute(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
             ticket = _DEADLINES.arm(conn, deadline - time.monotonic())
             try:
                 cursor = await conn.execute(statement, call.params, prepare=store._prepare)
                 found = await cursor.fetchall() if call.rows else []
+                if ends and not conn.autocommit:
+                    await conn.commit()  # a caller's pool: within the deadline (see the sync)
+            except BaseException:
+                if ends and not conn.autocommit:
+                    with contextlib.suppress(store._errors):
+                        await conn.rollback()
+                raise
             finally:
                 if not _DEADLINES.disarm(ticket):
                     await conn.close()  # cut: whatever it answered, it is not reused
