@@ -83,6 +83,59 @@ class TestSchema:
         assert "payout-guard store migrate --config FILE" in str(raised.value)
         assert schema not in schemas(server)  # nothing was created
 
+    def test_a_schema_found_missing_at_first_use_is_unavailable_and_the_guard_denies(
+        self, server: PostgresServer
+    ) -> None:
+        """Built while the server was down, the store finds the schema at its first call.
+
+        A ConfigurationError there would escape ``reserve`` (and turn ``check``'s denial
+        into a provider's fault): it is StoreUnavailable naming the migrate command.
+        """
+        schema = _old_schema(server)
+        server.stop()
+        try:
+            store = PostgresReservations(server.dsn(), schema=schema, timeout=1.0)
+        finally:
+            server.start()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        try:
+            with pytest.raises(StoreUnavailable, match=r"version 3.*store migrate --config"):
+                take(store, "po_1")
+            checked = guard.check("10.00", "BRL")
+            with pytest.raises(PayoutDenied) as denied:
+                guard.reserve("10.00", "BRL", payout_id="po_1")
+        finally:
+            store.close()
+        assert ("balance_unavailable",) == checked.codes
+        assert "store migrate --config" in checked.reasons[0].message
+        assert ("balance_unavailable",) == denied.value.decision.codes
+
+    def test_a_schema_found_older_after_rearm_is_unavailable(
+        self, server: PostgresServer
+    ) -> None:
+        """After ``rearm()`` a mismatch is StoreUnavailable too, in both stores, until migrated."""
+        store = PostgresReservations(server.dsn(), schema=_old_schema(server),
+                                     check_schema=False)
+
+        async def twin_get() -> None:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                await twin.get("po_1")
+            finally:
+                await twin.aclose()
+
+        try:
+            store.rearm()
+            with pytest.raises(StoreUnavailable, match="store migrate --config"):
+                store.get("po_1")
+            with pytest.raises(StoreUnavailable, match="store migrate --config"):
+                asyncio.run(twin_get())
+            store.migrate()
+            assert store.get("po_1") is None
+        finally:
+            store.close()
+
     def test_migrate_creates_then_does_nothing(self, server: PostgresServer) -> None:
         """migrate() creates the schema at the current version; running it again changes nothing."""
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
@@ -956,6 +1009,19 @@ class TestFaults:
         assert [StoreUnavailable] == raised
         assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
         assert "held" == after
+
+
+def _old_schema(server: PostgresServer) -> str:
+    """Return the name of a new schema left at version 3 (not yet migrated)."""
+    schema = server.fresh_schema()
+    with server.connect() as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(version_table(f'"{schema}"'))
+        for step in STEPS[:3]:
+            for statement in step:
+                conn.execute(statement.format(s=f'"{schema}"'))
+        conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (3)')
+    return schema
 
 
 @contextmanager

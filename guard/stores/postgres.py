@@ -25,8 +25,10 @@ The store is also a fleet store (``FleetStore``): shared values with fetch lease
 budgets (``gcra``), always on the database's clock, each one round trip.
 
 The schema is the operator's: ``migrate()`` (or ``payout-guard store migrate --config FILE``)
-creates or upgrades it, versioned; a store finding it missing or older raises
+creates or upgrades it, versioned; a store finding it missing or older at construction raises
 ``ConfigurationError`` naming that command, and creates nothing unless ``create_schema=True``.
+Found only at a later first use (the server was down at construction, or after ``rearm()``),
+each call raises ``StoreUnavailable`` with the same message instead, so the guard denies.
 
 ``bound(connection)`` returns a view of the store that works through the caller's open psycopg
 connection and never commits: the hold and the caller's own rows commit or roll back together.
@@ -433,7 +435,8 @@ class PostgresReservations:
             ``prepare_threshold``, default 5); ``None`` never prepares, as PgBouncer in
             transaction mode requires.
         create_schema: Create or upgrade the schema at first contact (tests, demos). Without it
-            nothing is created: a missing or older schema raises ``ConfigurationError``.
+            nothing is created: a missing or older schema raises ``ConfigurationError`` (at
+            construction; ``StoreUnavailable`` at a later first use).
         check_schema: Check the schema version at first contact (default). ``False`` skips
             the check, for a store made only to call ``migrate()``.
         keep: Idle connections kept between calls for a DSN or a factory (default 4).
@@ -442,7 +445,10 @@ class PostgresReservations:
             times passed in (one host, or tests that move the clock by hand).
 
     The first contact with the server (at construction, or at first use when the server cannot
-    be reached then) checks the schema version.
+    be reached then) checks the schema version. A mismatch found at a first use (or at the
+    first call after ``rearm()``) is a store that cannot answer: that call and the next ones
+    raise ``StoreUnavailable`` naming the migrate command (the guard denies
+    ``balance_unavailable``), and the check runs again at each call until it passes.
 
     Raises:
         ConfigurationError: psycopg is missing; *target* is not a DSN, pool or factory; the
@@ -573,7 +579,8 @@ class PostgresReservations:
                 or 2**62 minor units or more; or *hold* is in another currency than the holds
                 already on its key.
             StoreUnavailable: the server could not be reached or failed, the call outlasted
-                ``timeout``, or 40001/40P01 persisted.
+                ``timeout``, or 40001/40P01 persisted; or this first use found the schema
+                missing or at another version (the message names the migrate command).
         """
         return self._drive(self._try_hold_flow(hold, ceiling, counted_since, now))
 
@@ -733,7 +740,11 @@ class PostgresReservations:
         return self._drive(self._spend_flow(name, per_minute))
 
     def rearm(self) -> None:
-        """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
+        """Check the schema again at the next call (PostgreSQL keeps its holds on restarts).
+
+        A mismatch found then raises ``StoreUnavailable`` (naming the migrate command) from
+        that call, and from each later one until the schema is migrated.
+        """
         with self._ready_lock:
             self._ready = False
 
@@ -1096,6 +1107,14 @@ class PostgresReservations:
         with self._ready_lock:
             self._ready = True
 
+    def _mismatch(self, exc: ConfigurationError) -> StoreUnavailable:
+        """Return the error of a schema mismatch found at a call, not at construction.
+
+        Raised from the constructor the mismatch is a configuration to fix before starting;
+        found later, the store cannot answer, and the guard must deny, not raise.
+        """
+        return StoreUnavailable(exc.message, store="postgres")
+
     def _newer(self, found: int) -> ConfigurationError:
         return ConfigurationError(
             f"the reservation schema {self._schema!r} is at version {found}, newer than this "
@@ -1121,7 +1140,10 @@ class PostgresReservations:
     ) -> list[tuple[Any, ...]]:
         """Run statement *name*, retrying 40001/40P01 a few times; return its rows."""
         if not self._ready:
-            self._contact()
+            try:
+                self._contact()
+            except ConfigurationError as exc:
+                raise self._mismatch(exc) from exc
         statement = self._statements[name]
         timeout = self._timeout + _GRACE
         prepare = self._prepare
@@ -1447,7 +1469,10 @@ class AsyncPostgresReservations:
         """Run *call*, retrying 40001/40P01 a few times; return its rows."""
         store = self._store
         if not store._ready:
-            await self._contact()
+            try:
+                await self._contact()
+            except ConfigurationError as exc:
+                raise store._mismatch(exc) from exc
         statement = store._statements[call.name]
         deadline = 0.0  # of the attempt under way: its run on a new connection shares it
 
