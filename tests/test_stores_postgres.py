@@ -83,6 +83,59 @@ class TestSchema:
         assert "payout-guard store migrate --config FILE" in str(raised.value)
         assert schema not in schemas(server)  # nothing was created
 
+    def test_a_schema_found_missing_at_first_use_is_unavailable_and_the_guard_denies(
+        self, server: PostgresServer
+    ) -> None:
+        """Built while the server was down, the store finds the schema at its first call.
+
+        A ConfigurationError there would escape ``reserve`` (and turn ``check``'s denial
+        into a provider's fault): it is StoreUnavailable naming the migrate command.
+        """
+        schema = _old_schema(server)
+        server.stop()
+        try:
+            store = PostgresReservations(server.dsn(), schema=schema, timeout=1.0)
+        finally:
+            server.start()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        try:
+            with pytest.raises(StoreUnavailable, match=r"version 3.*store migrate --config"):
+                take(store, "po_1")
+            checked = guard.check("10.00", "BRL")
+            with pytest.raises(PayoutDenied) as denied:
+                guard.reserve("10.00", "BRL", payout_id="po_1")
+        finally:
+            store.close()
+        assert ("balance_unavailable",) == checked.codes
+        assert "store migrate --config" in checked.reasons[0].message
+        assert ("balance_unavailable",) == denied.value.decision.codes
+
+    def test_a_schema_found_older_after_rearm_is_unavailable(
+        self, server: PostgresServer
+    ) -> None:
+        """After ``rearm()`` a mismatch is StoreUnavailable too, in both stores, until migrated."""
+        store = PostgresReservations(server.dsn(), schema=_old_schema(server),
+                                     check_schema=False)
+
+        async def twin_get() -> None:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                await twin.get("po_1")
+            finally:
+                await twin.aclose()
+
+        try:
+            store.rearm()
+            with pytest.raises(StoreUnavailable, match="store migrate --config"):
+                store.get("po_1")
+            with pytest.raises(StoreUnavailable, match="store migrate --config"):
+                asyncio.run(twin_get())
+            store.migrate()
+            assert store.get("po_1") is None
+        finally:
+            store.close()
+
     def test_migrate_creates_then_does_nothing(self, server: PostgresServer) -> None:
         """migrate() creates the schema at the current version; running it again changes nothing."""
         store = PostgresReservations(server.dsn(), schema=server.fresh_schema(),
@@ -816,20 +869,175 @@ class TestFaults:
             take(store, f"po_{n}")
         store.commit("po_0", owner=owner_of("po_0"), now=T0 + 1)
         server.restart(crash=True)
-        with pytest.raises(StoreUnavailable):
-            store.get("po_0")  # its idle connection died with the server: fail closed
-        for _ in range(4):  # each idle connection fails once, then the store reconnects
-            try:
-                store.get("po_0")
-                break
-            except StoreUnavailable:
-                continue
         fresh = make(schema=store.schema, create_schema=False)
         for each in (store, fresh):
             assert Decimal("50.00") == each.reserved(KEY, counted_since=0, now=T0 + 2)
             assert ["committed", "pending", "pending", "pending", "pending"] == [
                 h.state for h in each.holds(KEY, counted_since=0, now=T0 + 2)
             ]
+
+    @pytest.mark.parametrize("crash", [False, True], ids=["fast", "crash"])
+    def test_the_commit_after_a_restart_runs_on_a_new_connection(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer, crash: bool
+    ) -> None:
+        """A restart during the payout ends the idle connections: the commit takes a new one.
+
+        The body ran, so its commit must land: a StoreUnavailable there would leave the hold
+        pending, and once its ttl passed the same payout id could be sent again.
+        """
+        store = make(timeout=2.0)
+        take(store, "po_1")
+        take(store, "po_2")
+        server.restart(crash=crash)
+        started = time.monotonic()
+        committed = store.commit("po_1", owner=owner_of("po_1"), now=T0 + 1)
+        uncertain = store.mark_uncertain("po_2", owner=owner_of("po_2"), now=T0 + 1,
+                                         until=T0 + 60)
+        took = time.monotonic() - started
+        assert ("committed", "uncertain") == (
+            committed and committed.state, uncertain and uncertain.state
+        )
+        assert took < 3.0, f"took {took:.2f} s with a 2 s timeout"
+
+    def test_the_guard_commits_a_payout_whose_body_spanned_a_restart(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """Through the guard: the body runs once, the hold ends committed, a retry is refused."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=make(timeout=2.0))
+        sent: list[str] = []
+        with guard.reserve("10.00", "BRL", payout_id="po_1", ttl=2):
+            server.restart(crash=False)  # a routine fast restart while the payout is sent
+            sent.append("po_1")
+        hold_after = guard.hold("po_1")
+        with pytest.raises(PayoutDenied) as denied:
+            guard.reserve("10.00", "BRL", payout_id="po_1")
+        assert ["po_1"] == sent
+        assert "committed" == (hold_after and hold_after.state)
+        assert ("duplicate_payout",) == denied.value.decision.codes
+
+    def test_the_asyncio_store_commits_on_a_new_connection_after_a_restart(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The asyncio twin replaces an idle connection the restart ended, the same way."""
+        store = make(timeout=2.0)
+
+        async def scenario() -> tuple[str | None, float]:
+            twin = store.asyncio()
+            assert twin is not None
+            try:
+                outcome = await twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                              counted_since=0, now=T0)
+                assert "held" == outcome.status
+                await asyncio.to_thread(server.restart, crash=False)
+                started = time.monotonic()
+                committed = await asyncio.wait_for(
+                    twin.commit("po_1", owner=owner_of("po_1"), now=T0 + 1), timeout=10)
+                return (None if committed is None else committed.state,
+                        time.monotonic() - started)
+            finally:
+                await twin.aclose()
+
+        state, took = asyncio.run(scenario())
+        assert "committed" == state
+        assert took < 3.0, f"took {took:.2f} s with a 2 s timeout"
+
+    def test_a_statement_error_on_an_idle_connection_is_not_repeated(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """Only a connection the server ended is replaced: a statement timeout still fails."""
+        store = make(timeout=0.3)
+        take(store, "po_1")
+        with server.connect() as other, other.transaction():
+            other.execute(f'SELECT 1 FROM "{store.schema}".ledgers FOR UPDATE')
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                take(store, "po_2")
+            took = time.monotonic() - started
+        assert took < 0.9, f"took {took:.2f} s: the statement ran twice"
+
+    def test_a_commit_the_server_never_answers_on_a_callers_pool_ends_within_the_timeout(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A caller's pool without autocommit: the store's COMMIT is bounded by its deadline.
+
+        The pool would commit after the store's deadline; a COMMIT waiting for a standby that
+        is gone never returns. The store commits itself, in time, and the pool drops the cut
+        connection.
+        """
+        with ConnectionPool(server.dsn(), min_size=1, max_size=2, open=True) as pool:
+            store = make(pool, timeout=0.5)
+            outcome: list[BaseException | None] = []
+            with _commits_never_answered(server):
+                started = time.monotonic()
+                worker = threading.Thread(target=_call_into,
+                                          args=(lambda payout_id: take(store, payout_id),
+                                                outcome))
+                worker.start()
+                worker.join(timeout=10)
+                took = time.monotonic() - started
+                assert not worker.is_alive(), "the call was still waiting after 10 s"
+            assert [StoreUnavailable] == [type(e) for e in outcome]
+            assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+            assert "held" == take(store, "po_2")  # the pool goes on with a new connection
+
+    def test_the_asyncio_store_on_a_callers_pool_bounds_its_commit_too(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """The same on a caller's AsyncConnectionPool without autocommit."""
+        store = make(timeout=0.5)
+
+        async def scenario() -> tuple[list[type[BaseException]], float, str]:
+            async with AsyncConnectionPool(server.dsn(), min_size=1, max_size=2,
+                                           open=False) as pool:
+                twin = store.asyncio(pool)
+                assert twin is not None
+                raised: list[type[BaseException]] = []
+                with _commits_never_answered(server):
+                    started = time.monotonic()
+                    try:
+                        await asyncio.wait_for(
+                            twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                          counted_since=0, now=T0), timeout=10)
+                    except BaseException as exc:  # noqa: BLE001 - the test checks its type
+                        raised.append(type(exc))
+                    took = time.monotonic() - started
+                after = await twin.try_hold(hold("po_2", "10.00"), ceiling=CEILING,
+                                            counted_since=0, now=T0)
+                return raised, took, after.status
+
+        raised, took, after = asyncio.run(scenario())
+        assert [StoreUnavailable] == raised
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+        assert "held" == after
+
+
+def _old_schema(server: PostgresServer) -> str:
+    """Return the name of a new schema left at version 3 (not yet migrated)."""
+    schema = server.fresh_schema()
+    with server.connect() as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(version_table(f'"{schema}"'))
+        for step in STEPS[:3]:
+            for statement in step:
+                conn.execute(statement.format(s=f'"{schema}"'))
+        conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (3)')
+    return schema
+
+
+@contextmanager
+def _commits_never_answered(server: PostgresServer) -> Iterator[None]:
+    """Make every COMMIT that wrote something wait for a standby that does not exist."""
+    with server.connect() as conn:
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'gone_standby'")
+        conn.execute("SELECT pg_reload_conf()")
+    time.sleep(0.3)  # the backends read the new setting at their next command
+    try:
+        yield
+    finally:
+        with server.connect() as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.3)
 
 
 def _while_stopped(

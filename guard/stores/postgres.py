@@ -7,7 +7,10 @@ mirror the hold state machine of ``guard/stores/_machine.py``; bounds (times, am
 checked here, before anything is sent. Serialization failures and deadlocks (SQLSTATE 40001,
 40P01) are retried a bounded number of times, then raise ``StoreUnavailable``; so does every
 other database or connection error (refused, dropped, a server restart, ``statement_timeout``),
-so the guard denies ``balance_unavailable``: faults fail closed.
+so the guard denies ``balance_unavailable``: faults fail closed. One exception: a kept idle
+connection that the server ended meanwhile (it restarted) is replaced by a new one and the call
+runs once more, within the same deadline (every call is safe to repeat: see
+``_Connections.run``), so the first commit after a restart does not fail.
 
 One clock per store. With ``clock="database"`` (the default) holds are timed by the database
 server, like Redis's ``clock="server"``: the times a caller passes (on its own clock) travel as
@@ -22,8 +25,10 @@ The store is also a fleet store (``FleetStore``): shared values with fetch lease
 budgets (``gcra``), always on the database's clock, each one round trip.
 
 The schema is the operator's: ``migrate()`` (or ``payout-guard store migrate --config FILE``)
-creates or upgrades it, versioned; a store finding it missing or older raises
+creates or upgrades it, versioned; a store finding it missing or older at construction raises
 ``ConfigurationError`` naming that command, and creates nothing unless ``create_schema=True``.
+Found only at a later first use (the server was down at construction, or after ``rearm()``),
+each call raises ``StoreUnavailable`` with the same message instead, so the guard denies.
 
 ``bound(connection)`` returns a view of the store that works through the caller's open psycopg
 connection and never commits: the hold and the caller's own rows commit or roll back together.
@@ -47,7 +52,15 @@ import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from types import TracebackType
@@ -265,10 +278,11 @@ class _Connections(_Source):
         self._pid = os.getpid()
         self._idle_status = psycopg.pq.TransactionStatus.IDLE
         self._error = psycopg.Error
+        self._lost = psycopg.OperationalError  # the class of a connection that failed
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        conn, cursor = self._take()
+        conn, cursor, _ = self._take()
         try:
             yield conn
         except BaseException:
@@ -277,11 +291,29 @@ class _Connections(_Source):
         self._give_back(conn, cursor, failed=False)
 
     def run(self, call: Callable[[Any, Any], T]) -> T:
-        """Return ``call(connection, cursor)`` on an idle connection (or a new one)."""
+        """Return ``call(connection, cursor)`` on an idle connection (or a new one).
+
+        An idle connection the server has ended meanwhile (a restart, an administrator's
+        ``pg_terminate_backend``) fails at the connection level, most often before its
+        statement reaches a server at all: *call* then runs once more, on a new connection.
+        That is safe even when the statement did take effect (the server ended mid-call),
+        because no store call does anything twice: ``try_hold`` finds its own pending hold
+        (payout id and owner token), which the guard takes as held; ``commit`` returns the
+        owner's committed hold and ``mark_uncertain`` its uncertain one; ``release`` and
+        ``resolve`` find nothing left to change (they then answer as for a hold already
+        ended); reads and the fleet calls repeat harmlessly (``spend`` may take a second
+        request from the budget: the safe side).
+        """
         # The hot path of every store call: no context manager, the connection's own cursor.
-        conn, cursor = self._take()
+        conn, cursor, idle = self._take()
         try:
             found = call(conn, cursor)
+        except self._lost:
+            dead = idle and (conn.closed or conn.broken)  # before _give_back closes it
+            self._give_back(conn, cursor, failed=True)
+            if not dead:
+                raise  # a new connection failing, or an error of the statement's own
+            return self._once_more(call)
         except BaseException:
             self._give_back(conn, cursor, failed=True)
             raise
@@ -296,12 +328,28 @@ class _Connections(_Source):
         for conn, _ in idle:
             conn.close()
 
-    def _take(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+    def _once_more(self, call: Callable[[Any, Any], T]) -> T:
+        """Return ``call(connection, cursor)`` on a new connection (an idle one was dead)."""
+        conn, cursor = self._new()
+        try:
+            found = call(conn, cursor)
+        except BaseException:
+            self._give_back(conn, cursor, failed=True)
+            raise
+        self._give_back(conn, cursor, failed=False)
+        return found
+
+    def _take(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any], bool]:
+        """Return an idle connection, or a new one, its cursor, and whether it was idle."""
         with self._lock:
             if self._pid != os.getpid():
                 self._pid, self._idle = os.getpid(), []
             if self._idle:
-                return self._idle.pop()
+                return (*self._idle.pop(), True)
+        return (*self._new(), False)
+
+    def _new(self) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        """Return a new connection, set up, and its cursor."""
         conn = self._factory()
         try:
             if not conn.autocommit:
@@ -344,8 +392,10 @@ class _Pool(_Source):
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        # The pool commits at the end of the block (or rolls back on error) when the
-        # connection is not in autocommit mode.
+        # On a connection not in autocommit mode the pool commits at the end of the block (or
+        # rolls back on error), after any deadline: so each store call commits or rolls back
+        # itself, under its deadline, and leaves the pool nothing to do. A connection cut at
+        # its deadline is closed, and the pool replaces it.
         with self._pool.connection(timeout=self._timeout) as conn:
             yield conn
 
@@ -385,7 +435,8 @@ class PostgresReservations:
             ``prepare_threshold``, default 5); ``None`` never prepares, as PgBouncer in
             transaction mode requires.
         create_schema: Create or upgrade the schema at first contact (tests, demos). Without it
-            nothing is created: a missing or older schema raises ``ConfigurationError``.
+            nothing is created: a missing or older schema raises ``ConfigurationError`` (at
+            construction; ``StoreUnavailable`` at a later first use).
         check_schema: Check the schema version at first contact (default). ``False`` skips
             the check, for a store made only to call ``migrate()``.
         keep: Idle connections kept between calls for a DSN or a factory (default 4).
@@ -394,7 +445,10 @@ class PostgresReservations:
             times passed in (one host, or tests that move the clock by hand).
 
     The first contact with the server (at construction, or at first use when the server cannot
-    be reached then) checks the schema version.
+    be reached then) checks the schema version. A mismatch found at a first use (or at the
+    first call after ``rearm()``) is a store that cannot answer: that call and the next ones
+    raise ``StoreUnavailable`` naming the migrate command (the guard denies
+    ``balance_unavailable``), and the check runs again at each call until it passes.
 
     Raises:
         ConfigurationError: psycopg is missing; *target* is not a DSN, pool or factory; the
@@ -525,7 +579,8 @@ class PostgresReservations:
                 or 2**62 minor units or more; or *hold* is in another currency than the holds
                 already on its key.
             StoreUnavailable: the server could not be reached or failed, the call outlasted
-                ``timeout``, or 40001/40P01 persisted.
+                ``timeout``, or 40001/40P01 persisted; or this first use found the schema
+                missing or at another version (the message names the migrate command).
         """
         return self._drive(self._try_hold_flow(hold, ceiling, counted_since, now))
 
@@ -685,7 +740,11 @@ class PostgresReservations:
         return self._drive(self._spend_flow(name, per_minute))
 
     def rearm(self) -> None:
-        """Check the schema again at the next call (PostgreSQL keeps its holds on restarts)."""
+        """Check the schema again at the next call (PostgreSQL keeps its holds on restarts).
+
+        A mismatch found then raises ``StoreUnavailable`` (naming the migrate command) from
+        that call, and from each later one until the schema is migrated.
+        """
         with self._ready_lock:
             self._ready = False
 
@@ -1048,6 +1107,14 @@ class PostgresReservations:
         with self._ready_lock:
             self._ready = True
 
+    def _mismatch(self, exc: ConfigurationError) -> StoreUnavailable:
+        """Return the error of a schema mismatch found at a call, not at construction.
+
+        Raised from the constructor the mismatch is a configuration to fix before starting;
+        found later, the store cannot answer, and the guard must deny, not raise.
+        """
+        return StoreUnavailable(exc.message, store="postgres")
+
     def _newer(self, found: int) -> ConfigurationError:
         return ConfigurationError(
             f"the reservation schema {self._schema!r} is at version {found}, newer than this "
@@ -1073,23 +1140,38 @@ class PostgresReservations:
     ) -> list[tuple[Any, ...]]:
         """Run statement *name*, retrying 40001/40P01 a few times; return its rows."""
         if not self._ready:
-            self._contact()
+            try:
+                self._contact()
+            except ConfigurationError as exc:
+                raise self._mismatch(exc) from exc
         statement = self._statements[name]
         timeout = self._timeout + _GRACE
         prepare = self._prepare
+        ends = not self._source.bound  # a bound view leaves the transaction to the caller
+        deadline = 0.0  # of the attempt under way: its run on a new connection shares it
 
         def call(conn: psycopg.Connection[Any], cursor: psycopg.Cursor[Any]) -> list[Any]:
-            ticket = _DEADLINES.arm(conn, timeout)
+            ticket = _DEADLINES.arm(conn, deadline - time.monotonic())
             try:
                 cursor.execute(statement, params, prepare=prepare)
                 found = cursor.fetchall() if rows else []
+                if ends and not conn.autocommit:
+                    # A caller's pool without autocommit: COMMIT here, within the deadline (a
+                    # server may never answer it: synchronous replication, its standby gone).
+                    conn.commit()
+            except BaseException:
+                if ends and not conn.autocommit:
+                    with contextlib.suppress(self._errors):
+                        conn.rollback()  # within the deadline too, not at the pool's exit
+                raise
             finally:
                 if not _DEADLINES.disarm(ticket):
-                    conn.close()  # cut: whatever it answered, it is not reused
+                    conn.close()  # cut: whatever it answered, it is not reused (a pool drops it)
                     raise self._silent()
             return found
 
         for attempt in range(1, _ATTEMPTS + 1):
+            deadline = time.monotonic() + timeout
             try:
                 return self._source.run(call)
             except self._retryable as exc:
@@ -1151,6 +1233,11 @@ class _AsyncSource:
         raise NotImplementedError
         yield
 
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Return ``await call(connection)`` on a connection of this source's."""
+        async with self.connection() as conn:
+            return await call(conn)
+
     async def aclose(self) -> None:
         """Give back what the source holds."""
 
@@ -1167,22 +1254,49 @@ class _AsyncConnections(_AsyncSource):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
-
         conn: psycopg.AsyncConnection[Any] = (
             self._idle.pop() if self._idle else await self._connect()
         )
         try:
             yield conn
         finally:
-            # A call cancelled mid-statement leaves the connection busy: it is closed, as is
-            # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
-            idle = psycopg.pq.TransactionStatus.IDLE
-            if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
-                    and len(self._idle) < self._keep):
-                self._idle.append(conn)
-            else:
-                await conn.close()
+            await self._give_back(conn)
+
+    async def run(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """Return ``await call(connection)`` on an idle connection (or a new one).
+
+        An idle connection the server has ended meanwhile is replaced once by a new one,
+        as the sync store does it (see ``_Connections.run``: every store call is idempotent
+        for its caller).
+        """
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        idle = bool(self._idle)
+        conn: psycopg.AsyncConnection[Any] = self._idle.pop() if idle else await self._connect()
+        try:
+            return await call(conn)
+        except psycopg.OperationalError:
+            if not idle or not (conn.closed or conn.broken):
+                raise  # a new connection failing, or an error of the statement's own
+        finally:
+            await self._give_back(conn)
+        conn = await self._connect()
+        try:
+            return await call(conn)
+        finally:
+            await self._give_back(conn)
+
+    async def _give_back(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        import psycopg  # noqa: PLC0415 - optional dependency, loaded with the store
+
+        # A call cancelled mid-statement leaves the connection busy: it is closed, as is
+        # a broken one; one that only saw an error (a timeout, a refused hold) is kept.
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if (not conn.closed and not conn.broken and conn.info.transaction_status == idle
+                and len(self._idle) < self._keep):
+            self._idle.append(conn)
+        else:
+            await conn.close()
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
@@ -1199,6 +1313,7 @@ class _AsyncPool(_AsyncSource):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        # Each call commits itself, under its deadline, as with the sync pool (see _Pool).
         async with self._pool.connection(timeout=self._timeout) as conn:
             yield conn
 
@@ -1354,21 +1469,37 @@ class AsyncPostgresReservations:
         """Run *call*, retrying 40001/40P01 a few times; return its rows."""
         store = self._store
         if not store._ready:
-            await self._contact()
-        statement = store._statements[call.name]
-        for attempt in range(1, _ATTEMPTS + 1):
             try:
-                async with self._source.connection() as conn:
-                    ticket = _DEADLINES.arm(conn, store._timeout + _GRACE)
-                    try:
-                        cursor = await conn.execute(statement, call.params,
-                                                    prepare=store._prepare)
-                        found = await cursor.fetchall() if call.rows else []
-                    finally:
-                        if not _DEADLINES.disarm(ticket):
-                            await conn.close()  # cut: whatever it answered, it is not reused
-                            raise store._silent(bound=self._source.bound)
-                    return found
+                await self._contact()
+            except ConfigurationError as exc:
+                raise store._mismatch(exc) from exc
+        statement = store._statements[call.name]
+        deadline = 0.0  # of the attempt under way: its run on a new connection shares it
+
+        ends = not self._source.bound  # a bound view leaves the transaction to the caller
+
+        async def execute(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            ticket = _DEADLINES.arm(conn, deadline - time.monotonic())
+            try:
+                cursor = await conn.execute(statement, call.params, prepare=store._prepare)
+                found = await cursor.fetchall() if call.rows else []
+                if ends and not conn.autocommit:
+                    await conn.commit()  # a caller's pool: within the deadline (see the sync)
+            except BaseException:
+                if ends and not conn.autocommit:
+                    with contextlib.suppress(store._errors):
+                        await conn.rollback()
+                raise
+            finally:
+                if not _DEADLINES.disarm(ticket):
+                    await conn.close()  # cut: whatever it answered, it is not reused
+                    raise store._silent(bound=self._source.bound)
+            return found
+
+        for attempt in range(1, _ATTEMPTS + 1):
+            deadline = time.monotonic() + store._timeout + _GRACE
+            try:
+                return await self._source.run(execute)
             except store._retryable as exc:
                 if self._source.bound or attempt == _ATTEMPTS:
                     raise store._unavailable(exc, bound=self._source.bound) from exc
