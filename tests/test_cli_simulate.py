@@ -259,6 +259,24 @@ class TestSimulateRows:
         assert (f"invalid row: line 1, field amount: {number!r} is not an amount: write ASCII "
                 "digits") in result.stderr
 
+    def test_a_json_line_too_big_to_read_is_an_invalid_row(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A 5,000-digit number or nesting too deep makes its row invalid; the rest run."""
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text('{"amount": ' + "1" * 5000 + ', "currency": "ARS"}\n'
+                         + "[" * 100_000 + "]" * 100_000 + "\n"
+                         '{"amount": "150.00", "currency": "ARS"}\n', encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert (1, 3, 1) == (result.returncode, parse_json(result.stdout)["rows"],
+                             parse_json(result.stdout)["allowed_rows"])
+        assert [
+            ("invalid row: line 1: not valid JSON: Exceeds the limit (4300 digits) for integer "
+             "string conversion: value has 5000 digits"),
+            "invalid row: line 2: not valid JSON: nested too deeply to read",
+        ] == result.stderr.splitlines()
+
     @pytest.mark.parametrize(("delimiter", "shown"), [(";", "';'"), ("\t", "tab")])
     def test_the_delimiter_is_read_from_the_header(
         self, tmp_path: Path, config: Path, snapshot: Path, delimiter: str, shown: str
@@ -343,6 +361,23 @@ class TestSimulationEngine:
         # LuxCore is absent from the snapshot: listed, skipped.
         assert [("luxcore", ("balance_unavailable",)), ("luxtak", ())] == [
             (c.provider, c.codes) for c in outcomes[0].candidates]
+
+    @pytest.mark.parametrize("text", [
+        '{"format": "payout-guard/balances", "version": 1, "x": ' + "1" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
+    ])
+    def test_a_snapshot_too_big_to_read_exits_2_naming_the_file(
+        self, tmp_path: Path, config: Path, text: str
+    ) -> None:
+        """A 5,000-digit number or nesting too deep in --balances is exit 2, not a crash."""
+        path = tmp_path / "s.json"
+        path.write_text(text, encoding="utf-8")
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n1.00,ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(path))
+        assert 2 == result.returncode
+        assert f"Error: {path}: not valid JSON: " in result.stderr
+        assert "Traceback" not in result.stderr
 
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from guard._money import parse_amount, parse_currency
 from guard._text import quoted
-from guard.cli._app import negative_amount
+from guard.cli._app import negative_amount, unreadable
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 __all__ = ["COLUMNS", "ROW", "Batch", "InvalidRow", "Row", "read_batch"]
@@ -173,6 +173,9 @@ def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
             record = json.loads(content, parse_float=str)
         except json.JSONDecodeError as exc:
             yield line, InvalidRow(line, ROW, f"not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            yield line, InvalidRow(line, ROW, f"not valid JSON: {unreadable(exc)}")
             continue
         if not isinstance(record, dict):
             yield line, InvalidRow(line, ROW,

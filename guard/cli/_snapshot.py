@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guard._config_build import build_fetcher
 from guard._config_schema import GuardConfig
 from guard._models import BalanceSnapshot, UtcDatetime
+from guard.cli._app import unreadable
 from guard.errors import ConfigurationError, ProviderAuthError, ProviderError
 
 __all__ = ["FORMAT", "ProviderBalances", "Snapshot", "fetch_snapshot", "read_snapshot"]
@@ -115,8 +116,9 @@ def read_snapshot(path: str | Path) -> Snapshot:
     """Read a snapshot document written by ``payout-guard balances --json``.
 
     Raises:
-        ConfigurationError: the file cannot be read, is not JSON, or is not a snapshot; the
-            error names the file and the key path.
+        ConfigurationError: the file cannot be read, is not JSON (a number longer than
+            4,300 digits and nesting too deep to read count as not JSON), or is not a
+            snapshot; the error names the file and the key path.
     """
     source = str(path)
     try:
@@ -126,6 +128,8 @@ def read_snapshot(path: str | Path) -> Snapshot:
                                  source=source) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"not valid JSON: {exc}", source=source) from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+        raise ConfigurationError(f"not valid JSON: {unreadable(exc)}", source=source) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ConfigurationError(
             f"not a balance snapshot: expected a JSON object with \"format\": \"{FORMAT}\", "
