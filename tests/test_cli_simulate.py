@@ -277,6 +277,32 @@ class TestSimulateRows:
             "invalid row: line 2: not valid JSON: nested too deeply to read",
         ] == result.stderr.splitlines()
 
+    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x1e"])
+    @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+    def test_rows_are_split_at_newlines_only(
+        self, tmp_path: Path, config: Path, snapshot: Path, separator: str, suffix: str
+    ) -> None:
+        """A field holding U+2028, NEL or a form feed stays in its row; lines keep count."""
+        note = f"Jos\u00e9{separator}Lima"
+        batch = tmp_path / f"batch{suffix}"
+        if suffix == ".csv":
+            batch.write_text(f"amount,currency,payout_id,note\n150.00,ARS,a,{note}\n"
+                             "1O0,ARS,typo,\n", encoding="utf-8")
+        else:
+            rows = [{"amount": "150.00", "currency": "ARS", "payout_id": "a", "note": note},
+                    {"amount": "1O0", "currency": "ARS", "payout_id": "typo"}]
+            batch.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                             encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        summary = parse_json(result.stdout)
+        line = 3 if suffix == ".csv" else 2
+        assert (2, 1, [line]) == (summary["rows"], summary["allowed_rows"],
+                                  [row["line"] for row in summary["invalid"]])
+        refused = f"invalid row: line {line}, field amount: '1O0' is not an amount"
+        assert ["note: ignoring columns note", refused] == [
+            text.partition(": write")[0] for text in result.stderr.splitlines()]
+
     @pytest.mark.parametrize(("delimiter", "shown"), [(";", "';'"), ("\t", "tab")])
     def test_the_delimiter_is_read_from_the_header(
         self, tmp_path: Path, config: Path, snapshot: Path, delimiter: str, shown: str
