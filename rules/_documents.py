@@ -219,6 +219,8 @@ def read_document(path: Path, *, what: str = "configuration file") -> object:
         path: The file; its suffix says the format.
         what: What the file is, for messages (``"rules file"``).
 
+    The file is UTF-8, with or without a byte order mark.
+
     Raises:
         ConfigurationError: an unknown suffix, a file that cannot be read, or what
             :func:`parse_document` raises; ``.source`` names the file.
@@ -232,7 +234,8 @@ def read_document(path: Path, *, what: str = "configuration file") -> object:
             source=str(path),
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows Notepad starts UTF-8 with a byte order mark; it is not content.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigurationError(
             f"the {what} is not UTF-8 text ({exc.reason})", source=str(path)

@@ -405,6 +405,15 @@ class TestSimulationEngine:
         assert f"Error: {path}: not valid JSON: " in result.stderr
         assert "Traceback" not in result.stderr
 
+    def test_a_snapshot_starting_with_a_byte_order_mark_reads_the_same(
+        self, tmp_path: Path
+    ) -> None:
+        """A snapshot saved as UTF-8 with a BOM (Windows Notepad) reads like one without."""
+        path = _snapshot(tmp_path / "s.json", {"luxcore": {"ARS": "10.00"}})
+        marked = tmp_path / "marked.json"
+        marked.write_text(path.read_text(encoding="utf-8"), encoding="utf-8-sig")
+        assert read_snapshot(path) == read_snapshot(marked)
+
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""
         path = tmp_path / "s.json"

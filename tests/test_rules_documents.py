@@ -110,6 +110,19 @@ class TestYamlPitfalls:
 
 
 class TestEveryFormat:
+    @pytest.mark.parametrize("loader", LOADERS.values(), ids=LOADERS.keys())
+    @pytest.mark.parametrize("fmt", WRITERS)
+    def test_a_file_starting_with_a_byte_order_mark_reads_the_same(
+        self, tmp_path: Path, fmt: str, loader: Callable[[Path], RuleSet]
+    ) -> None:
+        """UTF-8 with a BOM (Windows Notepad) reads like UTF-8 without one, in every format."""
+        text = WRITERS[fmt]({"rules": [{"type": "max_payout", "limits": {"BRL": "10"}}]})
+        plain_file, marked = tmp_path / f"plain.{fmt}", tmp_path / f"marked.{fmt}"
+        plain_file.write_text(text, encoding="utf-8")
+        marked.write_text(text, encoding="utf-8-sig")
+        assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+        assert loader(plain_file) == loader(marked)
+
     @pytest.mark.parametrize(("text", "fmt", "path"), [
         ('{"mode": "enforce", "mode": "dry_run"}', "json", "(top)"),
         ('{"rules": [{"type": "max_payout", "limits": {"BRL": "1", "BRL": "2"}}]}', "json",

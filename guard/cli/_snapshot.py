@@ -113,7 +113,7 @@ def fetch_snapshot(
 
 
 def read_snapshot(path: str | Path) -> Snapshot:
-    """Read a snapshot document written by ``payout-guard balances --json``.
+    """Read a snapshot document written by ``payout-guard balances --json`` (UTF-8, BOM or not).
 
     Raises:
         ConfigurationError: the file cannot be read, is not JSON (a number longer than
@@ -122,7 +122,8 @@ def read_snapshot(path: str | Path) -> Snapshot:
     """
     source = str(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
+        # utf-8-sig: a snapshot saved by Windows Notepad starts with a byte order mark.
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"), parse_float=Decimal)
     except OSError as exc:
         raise ConfigurationError(f"cannot read the file: {exc.strerror or exc}",
                                  source=source) from None
