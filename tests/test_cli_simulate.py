@@ -414,6 +414,29 @@ class TestSimulationEngine:
         marked.write_text(path.read_text(encoding="utf-8"), encoding="utf-8-sig")
         assert read_snapshot(path) == read_snapshot(marked)
 
+    @pytest.mark.parametrize(("field", "written"), [
+        ("available", '" 1_2000 "'), ("available", '"1.2e4"'), ("frozen", '"+12000"'),
+        ("total", "1.2e4"), ("available", '"12 000"'),
+    ])
+    def test_a_snapshot_amount_is_read_by_the_one_amount_grammar(
+        self, tmp_path: Path, config: Path, field: str, written: str
+    ) -> None:
+        """Spaces, '_', a sign or an exponent in an amount are refused as `check` refuses them."""
+        balance = {"provider": "luxcore", "currency": "ARS", "available": "12000.00",
+                   "as_of": "2025-03-01T12:00:00Z"}
+        text = json.dumps({"format": "payout-guard/balances", "version": 1,
+                           "taken_at": "2025-03-01T12:00:00Z", "providers": {"luxcore": {
+                               "kind": "luxcore", "balances": [balance | {field: "X"}]}}})
+        path = tmp_path / "s.json"
+        path.write_text(text.replace('"X"', written), encoding="utf-8")
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n1.00,ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(path))
+        assert 2 == result.returncode
+        assert (f"Error: {path}: providers.luxcore.balances.0.{field}: "
+                f"{written.strip(chr(34))!r} is not an amount: write ASCII digits") in (
+            " ".join(result.stderr.split()))
+
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""
         path = tmp_path / "s.json"
