@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from guard._models import Mode
+from guard._text import quoted
 from guard.errors import ConfigurationError
 from rules import RuleSet
 
@@ -219,8 +220,8 @@ class RoutingConfig(BaseModel):
         for key, route in (self.model_extra or {}).items():
             if not re.fullmatch(r"[A-Z]{3}", key):
                 raise ValueError(
-                    f"unknown key {key!r}: [routing] takes policy and currency codes (such as "
-                    f"BRL = [\"luxtak\", \"pagsmile\"])"
+                    f"unknown key {quoted(key)}: [routing] takes policy and currency codes "
+                    f"(such as BRL = [\"luxtak\", \"pagsmile\"])"
                 )
             if (not isinstance(route, list) or not route
                     or not all(isinstance(name, str) for name in route)):
@@ -415,7 +416,7 @@ class GuardConfig(BaseModel):
         if name is not None:
             if name not in self.providers:
                 raise ConfigurationError(
-                    f"no provider named {name!r}; configured: {', '.join(names) or 'none'}",
+                    f"no provider named {quoted(name)}; configured: {', '.join(names) or 'none'}",
                     path="providers", source=self.source,
                 )
             return name

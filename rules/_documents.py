@@ -177,8 +177,9 @@ def parse_document(text: str, fmt: str, *, source: str = "") -> object:
     ``Decimal`` (TOML, JSON) or :class:`YamlFloat`, never ``float``.
 
     Raises:
-        ConfigurationError: the text is not valid in that format, a table gives a key twice,
-            or a YAML number has a leading zero. ``.source`` is *source*.
+        ConfigurationError: the text is not valid in that format, holds an integer longer
+            than Python reads (4,300 digits) or is nested too deeply to read, a table gives a
+            key twice, or a YAML number has a leading zero. ``.source`` is *source*.
     """
     try:
         if fmt == "toml":
@@ -191,10 +192,24 @@ def parse_document(text: str, fmt: str, *, source: str = "") -> object:
         else:
             raise ConfigurationError(f"unknown format {fmt!r}; accepted: toml, yaml, json")
         return plain(data)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigurationError(f"invalid {fmt.upper()}: {exc}", source=source) from None
     except ConfigurationError as exc:
         raise ConfigurationError(exc.message, path=exc.path, source=source) from None
+    except (ValueError, RecursionError) as exc:
+        raise ConfigurationError(f"invalid {fmt.upper()}: {_unreadable(exc)}",
+                                 source=source) from None
+
+
+def _unreadable(exc: ValueError | RecursionError) -> str:
+    """Return why a JSON/TOML/YAML reader failed with *exc*, for a message.
+
+    Besides the readers' own syntax errors (``ValueError`` subclasses), an integer longer
+    than Python reads (4,300 digits) raises a plain ``ValueError``, and nesting deeper than
+    the interpreter's stack a ``RecursionError``; neither is a syntax error, both are input.
+    """
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    # The digit limit's message ends in advice for programmers (sys.set_int_max_str_digits).
+    return str(exc).partition("; use sys.")[0]
 
 
 def read_document(path: Path, *, what: str = "configuration file") -> object:
@@ -203,6 +218,8 @@ def read_document(path: Path, *, what: str = "configuration file") -> object:
     Args:
         path: The file; its suffix says the format.
         what: What the file is, for messages (``"rules file"``).
+
+    The file is UTF-8, with or without a byte order mark.
 
     Raises:
         ConfigurationError: an unknown suffix, a file that cannot be read, or what
@@ -217,7 +234,8 @@ def read_document(path: Path, *, what: str = "configuration file") -> object:
             source=str(path),
         )
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows Notepad starts UTF-8 with a byte order mark; it is not content.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ConfigurationError(
             f"the {what} is not UTF-8 text ({exc.reason})", source=str(path)

@@ -24,6 +24,8 @@ from functools import lru_cache
 
 from iso4217 import Currency
 
+from rules._text import quoted
+
 __all__ = [
     "ADD",
     "AMOUNT_GRAMMAR",
@@ -68,19 +70,6 @@ amounts with it.
 """
 
 _CURRENCY = re.compile(r"[A-Za-z]{3}", re.ASCII)
-_QUOTE_LIMIT = 60
-
-
-def _quoted(value: object) -> str:
-    """Return ``repr(value)`` cut to 60 characters: input is quoted back, never in full."""
-    if isinstance(value, str):
-        text = repr(value[: _QUOTE_LIMIT + 1])
-    elif isinstance(value, Decimal):
-        text = str(value) if len(value.as_tuple().digits) <= _QUOTE_LIMIT else "a Decimal"
-    else:
-        text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
-
 
 # Arithmetic in MONEY_CONTEXT whatever the caller's context, for code outside money blocks.
 ADD = MONEY_CONTEXT.add
@@ -167,7 +156,7 @@ def normalize_currency(code: object) -> str:
     upper = code.upper() if _CURRENCY.fullmatch(code) else ""
     if not upper or _lookup(upper) is None:
         raise ValueError(
-            f"unknown currency {_quoted(code)}: expected an active ISO 4217 code with a minor "
+            f"unknown currency {quoted(code)}: expected an active ISO 4217 code with a minor "
             f"unit (three ASCII letters), such as 'BRL', 'ARS', 'MXN', 'CLP' or 'KWD'"
         )
     return upper
@@ -216,11 +205,11 @@ def quantize_exact(value: Decimal, code: str) -> Decimal:
     try:
         exact = value.quantize(unit, None, MONEY_CONTEXT)
     except InvalidOperation as exc:
-        raise ValueError(f"amount {_quoted(value)} has too many digits for {code}") from exc
+        raise ValueError(f"amount {quoted(value)} has too many digits for {code}") from exc
     if exact != value:
         places = currency_exponent(code)
         raise ValueError(
-            f"amount {_quoted(value)} has more decimal places than {code} allows ({places}); "
+            f"amount {quoted(value)} has more decimal places than {code} allows ({places}); "
             f"payout-guard never rounds money silently"
         )
     return exact
@@ -253,13 +242,13 @@ def parse_amount_text(text: str) -> Decimal:
     """
     if AMOUNT_GRAMMAR.fullmatch(text) is None:
         raise ValueError(
-            f"{_quoted(text)} is not an amount: write ASCII digits with at most one '.', "
+            f"{quoted(text)} is not an amount: write ASCII digits with at most one '.', "
             f"such as '2500' or '2500.00' (no sign, spaces, '_' or exponent)"
         )
     try:
         return Decimal(text)
     except InvalidOperation:  # pragma: no cover - the grammar admits only decimal literals
-        raise ValueError(f"{_quoted(text)} is not a decimal number") from None
+        raise ValueError(f"{quoted(text)} is not a decimal number") from None
 
 
 def to_decimal(value: object) -> Decimal:
@@ -287,5 +276,5 @@ def to_decimal(value: object) -> Decimal:
             f"expected an amount as a Decimal, str or int, not {type(value).__name__}"
         )
     if not result.is_finite():
-        raise ValueError(f"{_quoted(value)} is not a finite number")
+        raise ValueError(f"{quoted(value)} is not a finite number")
     return result

@@ -17,6 +17,7 @@ from rules._documents import YamlFloat
 from rules._errors import ConfigurationError
 from rules._money import float_refusal, to_decimal
 from rules._protocol import Rule
+from rules._text import quoted
 
 __all__ = ["Amount", "AmountTable", "Number", "RuleConfig", "Scope", "at"]
 
@@ -51,7 +52,7 @@ def _scope(value: object) -> str | tuple[str, ...]:
         return tuple(value)
     raise PydanticCustomError(
         "scope", "expected a string or a list of strings such as ['ARS', 'BRL'], got {got}",
-        {"got": repr(value)},
+        {"got": quoted(value)},
     )
 
 

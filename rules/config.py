@@ -44,6 +44,7 @@ from rules._engine import AnyOf, Rule, RuleSet, When
 from rules._errors import ConfigurationError
 from rules._registry import COMBINATORS, DataRule, config_of, rule_types, type_name_of
 from rules._schema import Amount, AmountTable, Number, RuleConfig, Scope, at
+from rules._text import QUOTE_LIMIT, quoted
 
 __all__ = [
     "Amount",
@@ -71,8 +72,17 @@ def _never(key: str) -> bool:  # noqa: ARG001 - the default of configuration_err
     return False
 
 
+def _key(key: object) -> str:
+    """Return *key* for a key path: a key longer than a quote is cut like one (``...``)."""
+    text = str(key)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
+
+
 def _dotted(loc: Sequence[str | int], prefix: str = "") -> str:
-    """Return *loc* as a key path: list indices as ``[i]``, keys (``[key]`` after) dotted."""
+    """Return *loc* as a key path: list indices as ``[i]``, keys (``[key]`` after) dotted.
+
+    A key is cut to 60 characters, as input quoted in a message is.
+    """
     path = prefix
     for index, part in enumerate(loc):
         if part == "[key]":
@@ -81,7 +91,7 @@ def _dotted(loc: Sequence[str | int], prefix: str = "") -> str:
         if isinstance(part, int) and not is_key:
             path += f"[{part}]"
         else:
-            path += f".{part}" if path else str(part)
+            path += f".{_key(part)}" if path else _key(part)
     return path
 
 
@@ -107,7 +117,7 @@ def _problem(
     place = f" {where}" if where else ""
     if kind == "extra_forbidden":
         accepted = ", ".join(keys(tuple(item for item in raw if item != "[key]")[:-1]))
-        return path, f"unknown key {last!r}{place}" + (
+        return path, f"unknown key {quoted(last)}{place}" + (
             f"; accepted keys: {accepted}" if accepted else ""
         )
     if kind == "missing":
@@ -115,9 +125,9 @@ def _problem(
     if kind in {"union_tag_invalid", "union_tag_not_found"}:
         tag = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
         value = got.get(tag) if isinstance(got, dict) else None
-        found = "required" if kind == "union_tag_not_found" else f"got {value!r}"
+        found = "required" if kind == "union_tag_not_found" else f"got {quoted(value)}"
         return _dotted((*named, tag), prefix), f"must be one of {', '.join(tags)}; {found}"
-    shown = "" if hidden(last) else repr(got)
+    shown = "" if hidden(last) else quoted(got)
     messages = {
         "literal_error": f"must be {error.get('ctx', {}).get('expected')}, got {shown}",
         "list_type": f"expected a list, got {type(got).__name__} {shown}",
@@ -220,7 +230,7 @@ class _Entry:
 
 def _validate(entry: object, path: str, problems: list[tuple[str, str]]) -> _Entry | None:
     if not isinstance(entry, Mapping):
-        got = f"{type(entry).__name__} {entry!r}"
+        got = f"{type(entry).__name__} {quoted(entry)}"
         problems.append((path, f"expected a rule entry (a table with a 'type' key), got {got}"))
         return None
     name = entry.get("type")
@@ -229,7 +239,7 @@ def _validate(entry: object, path: str, problems: list[tuple[str, str]]) -> _Ent
         return None
     cls = rule_types().get(name) if isinstance(name, str) else None
     if cls is None and name not in COMBINATORS:
-        problems.append((path, f"unknown rule type {name!r}; valid types: {_valid_types()}"))
+        problems.append((path, f"unknown rule type {quoted(name)}; valid types: {_valid_types()}"))
         return None
     base = _Members if cls is None else config_of(cls)
     given = {key: value for key, value in entry.items() if key != "type"}
@@ -281,14 +291,15 @@ def _from_data(data: object) -> RuleSet:
         )
     assert isinstance(document, dict)  # noqa: S101 - plain() keeps a mapping a mapping
     problems: list[tuple[str, str]] = [
-        (str(key), f"unknown key {key!r} at the top level; accepted keys: rules")
+        (_key(key), f"unknown key {quoted(key)} at the top level; accepted keys: rules")
         for key in document if key != "rules"
     ]
     entries = document.get("rules")
     if "rules" not in document:
         problems.insert(0, ("rules", "missing required key 'rules' at the top level"))
     elif not isinstance(entries, list):
-        problems.insert(0, ("rules", f"expected a list, got {type(entries).__name__} {entries!r}"))
+        got = f"{type(entries).__name__} {quoted(entries)}"
+        problems.insert(0, ("rules", f"expected a list, got {got}"))
     valid = [
         _validate(entry, f"rules[{index}]", problems)
         for index, entry in enumerate(entries if isinstance(entries, list) else ())

@@ -90,6 +90,25 @@ class TestCheck:
         assert 2 == result.returncode
         assert f"{path}: mode: must be 'enforce' or 'dry_run', got 'shadow'" in result.stderr
 
+    @pytest.mark.parametrize(("name", "content", "message"), [
+        ("huge.toml", "[cache]\nttl = " + "9" * 5000 + "\n",
+         "invalid TOML: Exceeds the limit (4300 digits)"),
+        ("huge.json", '{"cache": {"ttl": ' + "9" * 5000 + "}}",
+         "invalid JSON: Exceeds the limit (4300 digits)"),
+        ("deep.json", "[" * 100_000 + "]" * 100_000, "invalid JSON: nested too deeply to read"),
+    ])
+    def test_a_configuration_too_big_to_read_exits_2_naming_the_file(
+        self, tmp_path: Path, name: str, content: str, message: str
+    ) -> None:
+        """A 5,000-digit integer or nesting too deep is a configuration error, not a crash."""
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        for args in (("check", "10", "ARS", "-c", str(path)), ("rules", "validate", str(path))):
+            result = run_cli(*args)
+            assert 2 == result.returncode, result.stderr
+            assert f"{path}: {message}" in result.stderr
+            assert "Traceback" not in result.stderr
+
     def test_an_unknown_provider_lists_the_configured_ones(self) -> None:
         """--provider naming no configured provider is exit 2, listing the configured ones."""
         result = run_cli("check", "10", "ARS", "-c", str(EXAMPLE), "--provider", "nope")

@@ -259,6 +259,50 @@ class TestSimulateRows:
         assert (f"invalid row: line 1, field amount: {number!r} is not an amount: write ASCII "
                 "digits") in result.stderr
 
+    def test_a_json_line_too_big_to_read_is_an_invalid_row(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """A 5,000-digit number or nesting too deep makes its row invalid; the rest run."""
+        batch = tmp_path / "batch.jsonl"
+        batch.write_text('{"amount": ' + "1" * 5000 + ', "currency": "ARS"}\n'
+                         + "[" * 100_000 + "]" * 100_000 + "\n"
+                         '{"amount": "150.00", "currency": "ARS"}\n', encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        assert (1, 3, 1) == (result.returncode, parse_json(result.stdout)["rows"],
+                             parse_json(result.stdout)["allowed_rows"])
+        assert [
+            ("invalid row: line 1: not valid JSON: Exceeds the limit (4300 digits) for integer "
+             "string conversion: value has 5000 digits"),
+            "invalid row: line 2: not valid JSON: nested too deeply to read",
+        ] == result.stderr.splitlines()
+
+    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x1e"])
+    @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+    def test_rows_are_split_at_newlines_only(
+        self, tmp_path: Path, config: Path, snapshot: Path, separator: str, suffix: str
+    ) -> None:
+        """A field holding U+2028, NEL or a form feed stays in its row; lines keep count."""
+        note = f"Jos\u00e9{separator}Lima"
+        batch = tmp_path / f"batch{suffix}"
+        if suffix == ".csv":
+            batch.write_text(f"amount,currency,payout_id,note\n150.00,ARS,a,{note}\n"
+                             "1O0,ARS,typo,\n", encoding="utf-8")
+        else:
+            rows = [{"amount": "150.00", "currency": "ARS", "payout_id": "a", "note": note},
+                    {"amount": "1O0", "currency": "ARS", "payout_id": "typo"}]
+            batch.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                             encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
+                         str(snapshot), "--json")
+        summary = parse_json(result.stdout)
+        line = 3 if suffix == ".csv" else 2
+        assert (2, 1, [line]) == (summary["rows"], summary["allowed_rows"],
+                                  [row["line"] for row in summary["invalid"]])
+        refused = f"invalid row: line {line}, field amount: '1O0' is not an amount"
+        assert ["note: ignoring columns note", refused] == [
+            text.partition(": write")[0] for text in result.stderr.splitlines()]
+
     @pytest.mark.parametrize(("delimiter", "shown"), [(";", "';'"), ("\t", "tab")])
     def test_the_delimiter_is_read_from_the_header(
         self, tmp_path: Path, config: Path, snapshot: Path, delimiter: str, shown: str
@@ -343,6 +387,55 @@ class TestSimulationEngine:
         # LuxCore is absent from the snapshot: listed, skipped.
         assert [("luxcore", ("balance_unavailable",)), ("luxtak", ())] == [
             (c.provider, c.codes) for c in outcomes[0].candidates]
+
+    @pytest.mark.parametrize("text", [
+        '{"format": "payout-guard/balances", "version": 1, "x": ' + "1" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
+    ])
+    def test_a_snapshot_too_big_to_read_exits_2_naming_the_file(
+        self, tmp_path: Path, config: Path, text: str
+    ) -> None:
+        """A 5,000-digit number or nesting too deep in --balances is exit 2, not a crash."""
+        path = tmp_path / "s.json"
+        path.write_text(text, encoding="utf-8")
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n1.00,ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(path))
+        assert 2 == result.returncode
+        assert f"Error: {path}: not valid JSON: " in result.stderr
+        assert "Traceback" not in result.stderr
+
+    def test_a_snapshot_starting_with_a_byte_order_mark_reads_the_same(
+        self, tmp_path: Path
+    ) -> None:
+        """A snapshot saved as UTF-8 with a BOM (Windows Notepad) reads like one without."""
+        path = _snapshot(tmp_path / "s.json", {"luxcore": {"ARS": "10.00"}})
+        marked = tmp_path / "marked.json"
+        marked.write_text(path.read_text(encoding="utf-8"), encoding="utf-8-sig")
+        assert read_snapshot(path) == read_snapshot(marked)
+
+    @pytest.mark.parametrize(("field", "written"), [
+        ("available", '" 1_2000 "'), ("available", '"1.2e4"'), ("frozen", '"+12000"'),
+        ("total", "1.2e4"), ("available", '"12 000"'),
+    ])
+    def test_a_snapshot_amount_is_read_by_the_one_amount_grammar(
+        self, tmp_path: Path, config: Path, field: str, written: str
+    ) -> None:
+        """Spaces, '_', a sign or an exponent in an amount are refused as `check` refuses them."""
+        balance = {"provider": "luxcore", "currency": "ARS", "available": "12000.00",
+                   "as_of": "2025-03-01T12:00:00Z"}
+        text = json.dumps({"format": "payout-guard/balances", "version": 1,
+                           "taken_at": "2025-03-01T12:00:00Z", "providers": {"luxcore": {
+                               "kind": "luxcore", "balances": [balance | {field: "X"}]}}})
+        path = tmp_path / "s.json"
+        path.write_text(text.replace('"X"', written), encoding="utf-8")
+        batch = tmp_path / "b.csv"
+        batch.write_text("amount,currency\n1.00,ARS\n", encoding="utf-8")
+        result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(path))
+        assert 2 == result.returncode
+        assert (f"Error: {path}: providers.luxcore.balances.0.{field}: "
+                f"{written.strip(chr(34))!r} is not an amount: write ASCII digits") in (
+            " ".join(result.stderr.split()))
 
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""

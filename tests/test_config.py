@@ -138,6 +138,24 @@ class TestErrors:
         assert "accepted keys: kind, " in error.message
         assert "base_url" in error.message
 
+    @pytest.mark.parametrize(("data", "path", "message"), [
+        ({"mode": "x" * 5000}, "mode", "must be 'enforce' or 'dry_run', got 'xxxxx"),
+        ({"mode": ["x"] * 5000}, "mode", "must be 'enforce' or 'dry_run', got ['x', 'x',"),
+        ({"routing": {"X" * 5000: ["a"]}}, "routing", "unknown key 'XXXXX"),
+        ({"providers": {"luxcore": {"api_key_env": "K", "x" * 5000: 1}}},
+         f"providers.luxcore.{'x' * 57}...", "unknown key 'xxxxx"),
+        ({"providers": {"luxcore": {"kind": "x" * 5000, "api_key_env": "K"}}},
+         "providers.luxcore.kind", "must be one of luxtak, luxcore, pagsmile; got 'xxxxx"),
+    ])
+    def test_a_long_input_is_quoted_at_most_60_characters(
+        self, data: dict[str, Any], path: str, message: str
+    ) -> None:
+        """A 5,000-character value or key is quoted by its first 60 characters, not whole."""
+        error = _error(data)
+        assert (path, True) == (error.path, error.message.startswith(message))
+        assert "x" * 61 not in str(error).lower()
+        assert len(str(error)) < 400
+
     def test_a_secret_in_the_file_is_refused_without_showing_it(self) -> None:
         """app_key = ... is refused, pointing at app_key_env; the value never appears."""
         error = _error({"providers": {"luxtak": {"app_id": "A", "app_key": "s3cr3t-value"}}})

@@ -67,6 +67,8 @@ def refused(canned: Canned, make: Callable[[Canned], HttpFetcher], body: str,
 
 LUXTAK_BAD = [
     ({"amount": "-5.00"}, "data[0].amount", "negative"),
+    ({"amount": "-0"}, "data[0].amount", "'-0' is negative"),
+    ({"amount": "-0.00"}, "data[0].amount", "'-0.00' is negative"),
     ({"amount": "abc"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": "1e3"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": " 10"}, "data[0].amount", "is not a decimal amount"),
@@ -145,6 +147,7 @@ class TestLuxCoreBodies:
             ({"available_balance": "1200000"}, "field available_balance: expected an integer"),
             ({"available_amount": "1200000.5"}, "available_amount: '1200000.5' is not a whole"),
             ({"available_amount": "-1"}, "field available_amount: '-1' is negative"),
+            ({"available_amount": "-0"}, "field available_amount: '-0' is negative"),
             ({"available_amount": True}, "available_amount: expected a whole number"),
             ({"currency": "ABC"}, "field currency: unknown currency"),
             ({"currency": "MXN"}, "field currency: asked for ARS, got MXN"),

@@ -75,6 +75,17 @@ class TestReplayCommand:
         assert all(Decimal(r["amount"]) > 500 for r in denied)
         assert all("above_maximum_payout" in r["after_codes"] for r in denied)
 
+    def test_a_report_that_cannot_be_written_exits_2_as_for_simulate(
+        self, log: Path, tmp_path: Path
+    ) -> None:
+        """--report into a missing directory is a usage error naming the path, no traceback."""
+        report = tmp_path / "missing" / "out.csv"
+        result = run_cli("replay", str(log), "--config", str(config(tmp_path, RULES_TOML)),
+                         "--report", str(report))
+        assert 2 == result.returncode
+        assert [f"Error: {report}: cannot write the report: No such file or directory"] == (
+            result.stderr.splitlines())
+
     def test_a_line_that_is_not_a_record_is_named(self, log: Path, tmp_path: Path) -> None:
         broken = tmp_path / "broken.jsonl"
         lines = log.read_text(encoding="utf-8").splitlines()[:3]

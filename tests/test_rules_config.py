@@ -245,6 +245,25 @@ class TestLoadErrors:
         assert message in error.message or re.search(message, error.message)
         assert str(error).startswith(f"{path}: ")
 
+    @pytest.mark.parametrize(("data", "path", "message"), [
+        ([{"type": "x" * 5000}], "rules[0]", "unknown rule type 'xxxxx"),
+        (["x" * 5000], "rules[0]", "expected a rule entry (a table with a 'type' key), got str"),
+        ({"rules": "x" * 5000}, "rules", "expected a list, got str 'xxxxx"),
+        ([{"type": "max_payout", "limits": {"BRL": "1"}, "currency": [1] * 5000}],
+         "rules[0].currency", "expected a string or a list of strings"),
+        ([{"type": "max_payout", "limits": {"BRL": "1"}, "x" * 5000: 1}],
+         f"rules[0].{'x' * 57}...", "unknown key 'xxxxx"),
+        ({"rules": [], "x" * 5000: 1}, f"{'x' * 57}...", "unknown key 'xxxxx"),
+    ])
+    def test_a_long_input_is_quoted_at_most_60_characters(
+        self, data: object, path: str, message: str
+    ) -> None:
+        """A 5,000-character value or key is quoted by its first 60 characters, not whole."""
+        error = error_of(data)
+        assert (path, True) == (error.path, error.message.startswith(message))
+        assert "x" * 61 not in str(error)
+        assert len(str(error)) < 300
+
     def test_several_problems_are_all_listed(self) -> None:
         """The first problem sets .path; the others follow in the message."""
         error = error_of([{"type": "max_payout", "limits": {"BRL": 1.5}, "x": 1}])

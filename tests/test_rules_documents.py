@@ -110,6 +110,19 @@ class TestYamlPitfalls:
 
 
 class TestEveryFormat:
+    @pytest.mark.parametrize("loader", LOADERS.values(), ids=LOADERS.keys())
+    @pytest.mark.parametrize("fmt", WRITERS)
+    def test_a_file_starting_with_a_byte_order_mark_reads_the_same(
+        self, tmp_path: Path, fmt: str, loader: Callable[[Path], RuleSet]
+    ) -> None:
+        """UTF-8 with a BOM (Windows Notepad) reads like UTF-8 without one, in every format."""
+        text = WRITERS[fmt]({"rules": [{"type": "max_payout", "limits": {"BRL": "10"}}]})
+        plain_file, marked = tmp_path / f"plain.{fmt}", tmp_path / f"marked.{fmt}"
+        plain_file.write_text(text, encoding="utf-8")
+        marked.write_text(text, encoding="utf-8-sig")
+        assert marked.read_bytes().startswith(b"\xef\xbb\xbf")
+        assert loader(plain_file) == loader(marked)
+
     @pytest.mark.parametrize(("text", "fmt", "path"), [
         ('{"mode": "enforce", "mode": "dry_run"}', "json", "(top)"),
         ('{"rules": [{"type": "max_payout", "limits": {"BRL": "1", "BRL": "2"}}]}', "json",
@@ -135,6 +148,28 @@ class TestEveryFormat:
         assert isinstance(value, dict)
         assert "0.1" == str(value["x"])
         assert not isinstance(value["x"], float)
+
+    @pytest.mark.parametrize(("fmt", "template"), [
+        ("toml", "x = {}\n"), ("yaml", "x: {}\n"), ("json", '{{"x": {}}}'),
+    ])
+    def test_an_integer_longer_than_python_reads_is_invalid_input(
+        self, fmt: str, template: str
+    ) -> None:
+        """A 5,000-digit integer is a ConfigurationError naming the source, not a ValueError."""
+        with pytest.raises(ConfigurationError) as caught:
+            parse_document(template.format("9" * 5000), fmt, source="doc")
+        assert (f"doc: invalid {fmt.upper()}: Exceeds the limit (4300 digits) for integer "
+                "string conversion: value has 5000 digits") == str(caught.value)
+
+    @pytest.mark.parametrize(("fmt", "text"), [
+        ("toml", "x = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+        ("json", "[" * 100_000 + "]" * 100_000),
+    ])
+    def test_nesting_too_deep_to_read_is_invalid_input(self, fmt: str, text: str) -> None:
+        """Nesting deeper than the stack is a ConfigurationError, not a RecursionError."""
+        with pytest.raises(ConfigurationError) as caught:
+            parse_document(text, fmt, source="doc")
+        assert f"doc: invalid {fmt.upper()}: nested too deeply to read" == str(caught.value)
 
     def test_json_nan_is_refused(self) -> None:
         """JSON's NaN and Infinity are not numbers a configuration holds."""

@@ -55,6 +55,7 @@ __all__ = [
     "money",
     "negative_amount",
     "out_console",
+    "unreadable",
 ]
 
 EXIT_OK = 0
@@ -113,6 +114,19 @@ def negative_amount(text: str, currency: str, *, allow_zero: bool = False) -> st
         return None  # not an amount with a sign: the library's own message says what is wrong
     return (f"must be {'zero or ' if allow_zero else ''}positive, got {quoted(text)} "
             "(amounts are written without a sign)")
+
+
+def unreadable(exc: ValueError | RecursionError) -> str:
+    """Return why ``json.loads`` could not read a document, for a message.
+
+    Besides a syntax error, an integer longer than Python reads (4,300 digits) raises a plain
+    ``ValueError``, and nesting deeper than the interpreter's stack a ``RecursionError``;
+    both are bad input, said as such.
+    """
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    # The digit limit's message ends in advice for programmers (sys.set_int_max_str_digits).
+    return str(exc).partition("; use sys.")[0]
 
 
 def currency_argument(value: str, hint: str = "'CURRENCY'") -> str:

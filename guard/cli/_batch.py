@@ -21,7 +21,7 @@ from typing import Any
 
 from guard._money import parse_amount, parse_currency
 from guard._text import quoted
-from guard.cli._app import negative_amount
+from guard.cli._app import negative_amount, unreadable
 from guard.errors import ConfigurationError, InvalidPayoutRequest
 
 __all__ = ["COLUMNS", "ROW", "Batch", "InvalidRow", "Row", "read_batch"]
@@ -116,6 +116,15 @@ def parse_row(line: int, raw: dict[str, Any], providers: Collection[str]) -> Row
     return Row(line, amount, currency, payout_id or f"line-{line}", provider, fee)
 
 
+def _lines(text: str) -> list[str]:
+    r"""Return the lines of *text*, split at ``\n`` only (a ``\r`` before it dropped).
+
+    Not ``str.splitlines()``, which also splits at ``\x0c``, ``\x85`` and ``\u2028``: a JSON
+    string (``json.dumps(ensure_ascii=False)``) or a CSV field may hold them.
+    """
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _header(line: str, delimiter: str) -> list[str]:
     return [name.strip() for name in next(csv.reader([line], delimiter=delimiter), [])]
 
@@ -128,7 +137,7 @@ def _delimiter(path: Path, text: str) -> str:
     Raises:
         ConfigurationError: no delimiter gives a header with amount and currency.
     """
-    first = text.splitlines()[0] if text.strip() else ""
+    first = _lines(text)[0] if text.strip() else ""
     for delimiter in _DELIMITERS:
         if all(name in _header(first, delimiter) for name in _REQUIRED):
             return delimiter
@@ -141,7 +150,7 @@ def _delimiter(path: Path, text: str) -> str:
 
 
 def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    reader = csv.DictReader(_lines(text), delimiter=delimiter)
     header = [name.strip() for name in reader.fieldnames or []]
     reader.fieldnames = header
     for record in reader:
@@ -164,7 +173,7 @@ def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict[str, Any] |
 
 
 def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
-    for line, content in enumerate(text.splitlines(), start=1):
+    for line, content in enumerate(_lines(text), start=1):
         if not content.strip():
             continue
         try:
@@ -173,6 +182,9 @@ def _json_rows(text: str) -> Iterator[tuple[int, dict[str, Any] | InvalidRow]]:
             record = json.loads(content, parse_float=str)
         except json.JSONDecodeError as exc:
             yield line, InvalidRow(line, ROW, f"not valid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+            yield line, InvalidRow(line, ROW, f"not valid JSON: {unreadable(exc)}")
             continue
         if not isinstance(record, dict):
             yield line, InvalidRow(line, ROW,

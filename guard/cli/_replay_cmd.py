@@ -6,6 +6,7 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -47,6 +48,14 @@ def _report_row(replayed: Replayed) -> list[str]:
     ]
 
 
+def _open_report(path: str) -> TextIO:
+    """Open the --report file; one that cannot be written is exit code 2, as for simulate."""
+    try:
+        return Path(path).open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        fail(f"{path}: cannot write the report: {exc.strerror or exc}")
+
+
 def _render(summary: ReplaySummary, logs: tuple[str, ...]) -> None:
     console = out_console()
     console.print(f"Replayed {summary.total} decision(s) from {', '.join(logs)}")
@@ -84,8 +93,8 @@ def replay(*, logs: tuple[str, ...], config_path: str, report_path: str | None,
     first) or SqliteDecisionLog. Prints what is unchanged, what was allowed and would now be
     denied (by reason code, with count and total per currency) and what was denied and would
     now be allowed. Decisions no rule made (a duplicate payout id, a store or provider that
-    could not answer) are carried over unchanged. Exit codes: 0 done, 2 usage, configuration
-    or unreadable log.
+    could not answer) are carried over unchanged. Exit codes: 0 done, 2 usage, configuration,
+    unreadable log or a --report file that cannot be written.
     """
     replayer = Replayer.from_config(load(config_path))
     summary = ReplaySummary()
@@ -99,7 +108,7 @@ def replay(*, logs: tuple[str, ...], config_path: str, report_path: str | None,
     report_file = None
     writer = None
     if report_path is not None:
-        report_file = Path(report_path).open("w", newline="", encoding="utf-8")  # noqa: SIM115
+        report_file = _open_report(report_path)
         writer = csv.writer(report_file)
         writer.writerow(_REPORT_COLUMNS)
     progress = Progress(

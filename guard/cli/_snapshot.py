@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,11 +37,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from guard._config_build import build_fetcher
 from guard._config_schema import GuardConfig
 from guard._models import BalanceSnapshot, UtcDatetime
+from guard.cli._app import unreadable
 from guard.errors import ConfigurationError, ProviderAuthError, ProviderError
+from rules.money import parse_amount_text
 
 __all__ = ["FORMAT", "ProviderBalances", "Snapshot", "fetch_snapshot", "read_snapshot"]
 
 FORMAT = "payout-guard/balances"
+_AMOUNTS = ("available", "frozen", "total")
 
 
 class ProviderBalances(BaseModel):
@@ -111,26 +113,56 @@ def fetch_snapshot(
     return Snapshot(taken_at=datetime.now(UTC), providers=providers)
 
 
-def read_snapshot(path: str | Path) -> Snapshot:
-    """Read a snapshot document written by ``payout-guard balances --json``.
+def _check_amounts(data: dict[str, Any], source: str) -> None:
+    """Refuse an amount the one amount grammar refuses (``" 1_2000 "``, ``"1.2e4"``, ``"+5"``).
 
     Raises:
-        ConfigurationError: the file cannot be read, is not JSON, or is not a snapshot; the
-            error names the file and the key path.
+        ConfigurationError: naming the amount's key path and quoting it.
+    """
+    providers = data.get("providers")
+    for name, entry in (providers.items() if isinstance(providers, dict) else ()):
+        balances = entry.get("balances") if isinstance(entry, dict) else None
+        for index, balance in enumerate(balances if isinstance(balances, list) else ()):
+            for field in _AMOUNTS:
+                value = balance.get(field) if isinstance(balance, dict) else None
+                if not isinstance(value, str):
+                    continue  # null, or not a string: the model says what is wrong
+                try:
+                    parse_amount_text(value)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        str(exc), path=f"providers.{name}.balances.{index}.{field}",
+                        source=source,
+                    ) from None
+
+
+def read_snapshot(path: str | Path) -> Snapshot:
+    """Read a snapshot document written by ``payout-guard balances --json`` (UTF-8, BOM or not).
+
+    Raises:
+        ConfigurationError: the file cannot be read, is not JSON (a number longer than
+            4,300 digits and nesting too deep to read count as not JSON), is not a snapshot,
+            or holds an amount outside the one amount grammar (JSON numbers are read as
+            written: ``1.2e4`` is refused); the error names the file and the key path.
     """
     source = str(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"), parse_float=Decimal)
+        # utf-8-sig: a snapshot saved by Windows Notepad starts with a byte order mark.
+        # A JSON number is kept as written, and read by the one amount grammar like a string.
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"), parse_float=str)
     except OSError as exc:
         raise ConfigurationError(f"cannot read the file: {exc.strerror or exc}",
                                  source=source) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigurationError(f"not valid JSON: {exc}", source=source) from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, deep nesting
+        raise ConfigurationError(f"not valid JSON: {unreadable(exc)}", source=source) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ConfigurationError(
             f"not a balance snapshot: expected a JSON object with \"format\": \"{FORMAT}\", "
             "as `payout-guard balances --json` prints", source=source,
         )
+    _check_amounts(data, source)
     try:
         return Snapshot.model_validate(data)
     except ValidationError as exc:

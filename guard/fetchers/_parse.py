@@ -33,8 +33,8 @@ __all__ = [
     "unique",
 ]
 
-# The one amount grammar (rules.money), with a sign so that a negative balance is refused
-# as negative rather than as unreadable.
+# The one amount grammar (rules.money), with a sign so that a negative balance ("-5", and
+# "-0" alike) is refused as negative rather than as unreadable.
 _MAJOR = re.compile(r"-?" + AMOUNT_GRAMMAR.pattern, re.ASCII)
 _MINOR = re.compile(r"-?[0-9]+", re.ASCII)
 _MAX_SHOWN = 40
@@ -168,8 +168,8 @@ def amount(value: object, code: str, path: str, *, minor: bool = False) -> Decim
         The amount in major units at the currency's exponent.
 
     Raises:
-        BodyError: wrong type, not a number, negative, not whole (minor units), or with
-            non-zero digits below the currency's smallest unit.
+        BodyError: wrong type, not a number, negative (``-0`` too), not whole (minor units), or
+            with non-zero digits below the currency's smallest unit.
     """
     try:
         with money_context():
@@ -192,7 +192,7 @@ def _amount(value: object, code: str, path: str, *, minor: bool) -> Decimal:
         number = value
     else:
         raise BodyError(path, f"expected {expected}, got {_type_name(value)} {shown(value)}")
-    if number < 0:
+    if number.is_signed():  # "-0" too: a balance is never below zero, so never signed
         raise BodyError(path, f"{shown(value)} is negative; a balance cannot be below zero")
     if minor:
         if number != number.to_integral_value():
