@@ -12,7 +12,9 @@ per key). Three layers stand between a check and the provider:
    lease and fetches, the others wait for what it writes (bounded by the fetch deadline) and
    read it.
 3. **The request budget.** No request is sent beyond ``requests_per_minute`` for the provider
-   key, counted in the fleet store when there is one (else in this process). With the budget
+   key, counted in the fleet store when there is one (else in this process): a fetch takes one
+   request, and each of its retries one more (a retry the budget refuses is not made; the
+   fetch fails with the error before it). With the budget
    spent, the newest balance still within ``stale_limit`` seconds is used; without one, the
    fetch fails with ``BudgetSpent`` (the guard denies ``balance_unavailable``, retryable, with
    ``retry_after``).
@@ -50,6 +52,7 @@ from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
 from guard.errors import BudgetSpent, ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
+from guard.fetchers._retry import budgeted
 from guard.instrumentation._hooks import EVENTS
 from guard.stores._protocol import FleetStore, Shared, gcra
 from rules.money import money_context
@@ -513,7 +516,8 @@ class BalanceCache:
         started = time.perf_counter()
         try:
             # Fetchers parse amounts: in the money context, never in whatever the caller set.
-            with money_context():
+            # Their retries are requests too: each takes one from the budget.
+            with money_context(), budgeted(self._take):
                 snapshots = self._fetcher.fetch(currency)
         except Exception as exc:
             self.last_fetch = self.last_failure = FetchOutcome(

@@ -31,7 +31,8 @@ def luxcore() -> Iterator[LuxCoreEmulator]:
 
 
 def luxcore_fetcher(emu: LuxCoreEmulator, **options: object) -> LuxCoreFetcher:
-    return LuxCoreFetcher(emu.api_key, base_url=emu.url, retry=POLICY, **options)  # type: ignore[arg-type]
+    options.setdefault("retry", POLICY)
+    return LuxCoreFetcher(emu.api_key, base_url=emu.url, **options)  # type: ignore[arg-type]
 
 
 class TestSettleAccounting:
@@ -113,6 +114,31 @@ class TestRequestBudget:
             guard = PayoutGuard(fetcher, [MaxBalanceAge(0)], cache_ttl=0, max_stale=600)
             guard.check("1.00", "ARS")
             assert ("balance_unavailable",) == guard.check("1.00", "ARS").codes
+
+    @pytest.mark.parametrize("shared", [False, True], ids=["local", "sqlite"])
+    def test_each_retry_takes_a_request_from_the_budget(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path, shared: bool
+    ) -> None:
+        """One request a minute and a provider answering 503: one request, never a retry."""
+        luxcore.fail_next("http_503", times=20)
+        retry = RetryPolicy(attempts=3, deadline=5.0, backoff=0.01, max_backoff=0.02)
+        with (luxcore_fetcher(luxcore, requests_per_minute=1, retry=retry) as fetcher,
+              SqliteReservations(tmp_path / "holds.db") as store):
+            guard = PayoutGuard(fetcher, cache_ttl=5, reservations=store if shared else None)
+            first = guard.check("1.00", "ARS")
+            second = guard.check("1.00", "ARS")
+        assert 1 == luxcore.balance_requests
+        assert ("balance_unavailable",) == first.codes == second.codes
+        assert "request budget lets the next request through" in first.reasons[0].message
+        assert "BudgetSpent" in second.reasons[0].message
+
+    def test_retries_within_the_budget_are_made(self, luxcore: LuxCoreEmulator) -> None:
+        """A 503 then an answer: the retry fits the budget and the check is allowed."""
+        luxcore.fail_next("http_503")
+        retry = RetryPolicy(attempts=3, deadline=5.0, backoff=0.01, max_backoff=0.02)
+        with luxcore_fetcher(luxcore, requests_per_minute=90, retry=retry) as fetcher:
+            assert PayoutGuard(fetcher, cache_ttl=5).check("1.00", "ARS").allowed
+        assert 2 == luxcore.balance_requests
 
     def test_the_budget_error_is_a_rate_limit_of_our_own(self) -> None:
         error = BudgetSpent("spent", provider="luxcore", retry_after=3.0)
