@@ -400,20 +400,24 @@ class BalanceCache:
         """Read *currency*'s balance from the fleet store, fetching it when this process leads.
 
         A balance written after this process started waiting is taken however fresh it was
-        asked to be: it is the fetch that was waited for.
+        asked to be: it is the fetch that was waited for. The store is asked with that same
+        limit, so it never hands this process a lease for a balance it then takes (a lease
+        nobody uses would keep the others waiting until it expired).
         """
         name = f"{self._name}|{currency}"
         fresh_for = self._fresh_for(currency, force=force)
         started = self._clock()
         ends = started + self._wait_timeout
         while True:
+            accept = max(fresh_for, self._clock() - started, 0.001)
             with EVENTS.store_timer(share, "read_shared"):
                 shared, leads = share.read_shared(
-                    name, owner=self._owner, lease_ttl=self._wait_timeout,
-                    fresh_for=max(fresh_for, 0.001),
+                    name, owner=self._owner, lease_ttl=self._wait_timeout, fresh_for=accept,
                 )
-            waited = self._clock() - started
-            if shared is not None and shared.age < max(fresh_for, waited):
+            if shared is not None and shared.age < accept:
+                if leads:  # a lease of ours from before (a store may keep it for a fresh value)
+                    with EVENTS.store_timer(share, "drop_lease"):
+                        share.drop_lease(name, owner=self._owner)
                 EVENTS.balance_cache("shared")
                 found = self._decoded(shared, currency)
                 return {currency: found}, max(self._ttl - shared.age, 0.0)

@@ -7,6 +7,8 @@ balances are shared.
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from guard import BudgetSpent, ConfigurationError, PayoutGuard
+from guard import BudgetSpent, ConfigurationError, PayoutGuard, ProviderUnavailable
+from guard._cache import BalanceCache
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import FleetStore, InMemoryReservations, RedisReservations, SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from rules import FrozenFunds, MaxBalanceAge
+from tests._guard_strategies import BlockingFetcher, wait_until_blocked
 
 POLICY = RetryPolicy(attempts=1, deadline=2.0, backoff=0.001, max_backoff=0.002)
 
@@ -258,6 +262,35 @@ class TestSharedBalances:
         assert seen.balance is not None
         assert seen.balance.requested_at is not None
         assert 1_700_000_060.0 == pytest.approx(seen.balance.requested_at.timestamp(), abs=1)
+
+    def test_a_process_that_takes_the_balance_it_waited_for_leaves_no_lease(
+        self, tmp_path: Path
+    ) -> None:
+        """A waiter takes the fetch it waited for; once that is stale, the next process leads."""
+        fetcher = BlockingFetcher({"BRL": "1.00"})
+        path = tmp_path / "holds.db"
+        with (SqliteReservations(path) as one, SqliteReservations(path) as two,
+              SqliteReservations(path) as three):
+            leader = BalanceCache(fetcher, ttl=0.3, share=one, name="b", wait_timeout=10)
+            waiter = BalanceCache(fetcher, ttl=0.3, share=two, name="b", wait_timeout=10)
+            later = BalanceCache(fetcher, ttl=0.3, share=three, name="b", wait_timeout=1)
+            threads = [threading.Thread(target=leader.get, args=("BRL",)),
+                       threading.Thread(target=waiter.get, args=("BRL",), kwargs={"force": True})]
+            threads[0].start()
+            wait_until_blocked(threads[:1])
+            threads[1].start()
+            time.sleep(0.2)  # the waiter polls the store
+            fetcher.release.set()
+            for thread in threads:
+                thread.join(10)
+            time.sleep(0.35)  # the shared balance is stale now
+            started = time.monotonic()
+            try:
+                later.get("BRL")
+            except ProviderUnavailable:
+                pytest.fail("a lease nobody used kept the next process waiting")
+        assert 2 == fetcher.calls
+        assert time.monotonic() - started < 0.5
 
     def test_a_store_that_cannot_share_is_refused_when_sharing_is_asked_for(self) -> None:
         with pytest.raises(ConfigurationError, match="share_balances"):
