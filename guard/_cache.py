@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import queue
 import secrets
@@ -523,7 +524,9 @@ class BalanceCache:
         try:
             wait = self._take()
             if wait:
-                newest = None if shared is None else self._decoded(shared, currency)
+                # A value of unknown age (the store's clock stepped back) is never used.
+                usable = shared is not None and math.isfinite(shared.age)
+                newest = self._decoded(shared, currency) if usable and shared else None
                 local = self._entries.get(currency)
                 if newest is None or (local is not None
                                       and local.found.received_mono > newest.received_mono):

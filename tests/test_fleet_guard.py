@@ -7,6 +7,7 @@ balances are shared.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 import uuid
@@ -224,6 +225,58 @@ class TestFrozenFundsKnowsOurOwnPayouts:
         assert ("frozen_funds",) == guard.check("1.00", "ARS").codes  # 1.00 explains little
         clock.advance(601)
         assert Decimal(0) == guard.check("1.00", "ARS").reasons[0].details["own_in_flight"]
+
+
+def step_back(path: Path, seconds: float) -> None:
+    """Leave *path* as a host clock stepped back by *seconds* finds it: every time that later."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE shared SET written_at = written_at + ?", (seconds,))
+        conn.execute("UPDATE budgets SET tat = tat + ?", (seconds,))
+    conn.close()
+
+
+class TestHostClockStepsBack:
+    def test_a_balance_shared_before_the_step_is_stale_not_fresh(self, tmp_path: Path) -> None:
+        """Written "600 s from now": the next reader fetches anew and sees the provider's fall."""
+        fetcher = StaticFetcher({"ARS": "10000.00"})
+        path = tmp_path / "holds.db"
+        with SqliteReservations(path) as one, SqliteReservations(path) as two:
+            PayoutGuard(fetcher, [MaxBalanceAge(10)], reservations=one).check("1.00", "ARS")
+            step_back(path, 600)
+            fetcher.set("ARS", "2000.00")
+            decision = PayoutGuard(fetcher, [MaxBalanceAge(10)], reservations=two).check(
+                "5000.00", "ARS")
+        assert (False, ("insufficient_funds",), 2) == (
+            decision.allowed, decision.codes, fetcher.calls)
+
+    def test_with_the_budget_spent_a_balance_of_unknown_age_is_not_used(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path
+    ) -> None:
+        """The budget refuses the refetch: the denial says so, no balance of unknown age serves."""
+        path = tmp_path / "holds.db"
+        with (luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher,
+              SqliteReservations(path) as one, SqliteReservations(path) as two):
+            PayoutGuard(fetcher, reservations=one).check("1.00", "ARS")
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE shared SET written_at = written_at + 600")
+            conn.close()
+            denied = PayoutGuard(fetcher, reservations=two).check("1.00", "ARS")
+        assert (("balance_unavailable",), "budget") == (
+            denied.codes, denied.reasons[0].details.get("cause"))
+        assert 1 == luxcore.balance_requests
+
+    def test_a_budget_stored_before_the_step_starts_afresh(self, tmp_path: Path) -> None:
+        """A budget spent "600 s from now" lets the next request through, not in ten minutes."""
+        with SqliteReservations(tmp_path / "holds.db") as store:
+            assert 0.0 == store.spend("budget|luxcore", per_minute=90)
+            step_back(tmp_path / "holds.db", 600)
+            assert 0.0 == store.spend("budget|luxcore", per_minute=90)
+
+    def test_a_budget_within_its_reach_still_waits(self, tmp_path: Path) -> None:
+        """One request a minute, spent: the next waits the minute, the step-back rule aside."""
+        with SqliteReservations(tmp_path / "holds.db") as store:
+            assert 0.0 == store.spend("budget|one", per_minute=1)
+            assert 59.0 < store.spend("budget|one", per_minute=1) <= 60.0
 
 
 @pytest.mark.skipif(not hasattr(SqliteReservations, "read_shared"),
