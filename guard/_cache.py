@@ -255,6 +255,10 @@ class BalanceCache:
         self._clocks = clocks_of(clock)
         self._clock = self._clocks.monotonic
         self._wait_timeout = wait_timeout
+        deadline = getattr(fetcher, "deadline", None)
+        # How long one fetch may take, when the fetcher says (the provider fetchers do).
+        self._deadline = (float(deadline) if isinstance(deadline, int | float)
+                          and not isinstance(deadline, bool) and deadline > 0 else 0.0)
         self._share = share
         self._name = name or fetcher.name
         self._budget = budget or _unlimited
@@ -492,7 +496,9 @@ class BalanceCache:
         A balance written after this process started waiting is taken however fresh it was
         asked to be: it is the fetch that was waited for. The store is asked with that same
         limit, so it never hands this process a lease for a balance it then takes (a lease
-        nobody uses would keep the others waiting until it expired).
+        nobody uses would keep the others waiting until it expired). A process left with less
+        of its wait than one fetch may take does not lead one: it gives up (its check would
+        otherwise take its wait and a whole fetch more).
         """
         name = f"{self._name}|{currency}"
         fresh_for = self._fresh_for(currency, force=force)
@@ -512,6 +518,15 @@ class BalanceCache:
                 found = self._decoded(shared, currency)
                 return {currency: found}, max(self._ttl - shared.age, 0.0)
             if leads:
+                if ends - self._clock() < self._deadline:
+                    with EVENTS.store_timer(share, "drop_lease"):
+                        share.drop_lease(name, owner=self._owner)
+                    raise ProviderUnavailable(
+                        f"the balance fetch waited for ended without a balance, and less than "
+                        f"the {self._deadline:g}s a fetch may take is left of the "
+                        f"{self._wait_timeout:g}s wait",
+                        provider=self._fetcher.name,
+                    )
                 return self._fetch_for_fleet(share, name, currency, shared)
             if self._clock() >= ends:
                 raise self._gave_up()

@@ -345,6 +345,29 @@ class TestSharedBalances:
         assert 2 == fetcher.calls
         assert time.monotonic() - started < 0.5
 
+    def test_a_waiter_left_with_less_than_a_fetch_does_not_lead_one(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path
+    ) -> None:
+        """A hanging provider: the leader fails at its 2 s deadline; the waiter gives up then."""
+        luxcore.slow_seconds = 5
+        luxcore.fail_next("slow", times=3)
+        retry = RetryPolicy(attempts=1, deadline=2.0)
+        path = tmp_path / "holds.db"
+        with (luxcore_fetcher(luxcore, retry=retry) as fetcher,
+              SqliteReservations(path) as one, SqliteReservations(path) as two):
+            leader, waiter = PayoutGuard(fetcher, reservations=one), PayoutGuard(
+                fetcher, reservations=two)
+            leading = threading.Thread(target=leader.check, args=("1.00", "ARS"))
+            leading.start()
+            time.sleep(0.1)
+            started = time.monotonic()
+            decision = waiter.check("1.00", "ARS")
+            took = time.monotonic() - started
+            leading.join(10)
+            luxcore.clear_faults()
+        assert (("balance_unavailable",), 1) == (decision.codes, luxcore.balance_requests)
+        assert took < 2.5  # when the leader failed, not after a fetch of its own
+
     def test_a_store_that_cannot_share_is_refused_when_sharing_is_asked_for(self) -> None:
         with pytest.raises(ConfigurationError, match="share_balances"):
             PayoutGuard(StaticFetcher({"ARS": "1"}), share_balances=True)
