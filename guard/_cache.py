@@ -5,14 +5,19 @@ per key). Three layers stand between a check and the provider:
 
 1. **This process's entries.** A balance lives ``ttl`` seconds on the guard's monotonic clock
    (a wall clock stepping neither keeps a balance forever nor drops it early). While one
-   thread fetches a currency, the others wait for that same fetch (single flight), bounded by
-   ``wait_timeout`` so nothing blocks forever. Errors are shared with the waiters, never cached.
+   thread fetches a currency, the others wait for that same fetch (single flight). The fetch
+   runs in a thread of its own, and every check (the one that started it too) waits for it
+   ``wait_timeout`` at most, so nothing blocks forever: a fetch still running then is
+   abandoned (the next check starts another; while a few abandoned ones still run, checks are
+   denied at once). Errors are shared with the waiters, never cached.
 2. **The fleet's entries** (with a ``FleetStore``: SQLite, Redis, PostgreSQL). A miss reads
    the balance another process wrote; when it is missing or old, one process takes a short
    lease and fetches, the others wait for what it writes (bounded by the fetch deadline) and
    read it.
 3. **The request budget.** No request is sent beyond ``requests_per_minute`` for the provider
-   key, counted in the fleet store when there is one (else in this process). With the budget
+   key, counted in the fleet store when there is one (else in this process): a fetch takes one
+   request, and each of its retries one more (a retry the budget refuses is not made; the
+   fetch fails with the error before it). With the budget
    spent, the newest balance still within ``stale_limit`` seconds is used; without one, the
    fetch fails with ``BudgetSpent`` (the guard denies ``balance_unavailable``, retryable, with
    ``retry_after``).
@@ -34,6 +39,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
+import os
+import queue
 import secrets
 import threading
 import time
@@ -50,6 +58,7 @@ from guard._clock import Clock, clocks_of
 from guard._models import BalanceSnapshot
 from guard.errors import BudgetSpent, ProviderUnavailable
 from guard.fetchers._protocol import BalanceFetcher
+from guard.fetchers._retry import budgeted
 from guard.instrumentation._hooks import EVENTS
 from guard.stores._protocol import FleetStore, Shared, gcra
 from rules.money import money_context
@@ -76,6 +85,8 @@ _log = structlog.get_logger("payout_guard")
 _DONE: Future[dict[str, Fetched]] = Future()
 # How often a process waiting on another's fetch reads the fleet store again.
 _POLL = 0.05
+# Abandoned fetches (still running past wait_timeout) a cache lets run before it starts no more.
+_MAX_ABANDONED = 4
 
 Budget = Callable[[], float]
 """Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
@@ -167,6 +178,49 @@ def _unlimited() -> float:
     return 0.0
 
 
+class _Workers:
+    """Daemon threads that run fetches, kept between fetches (starting one costs ~0.4 ms).
+
+    Daemon threads, not a ``ThreadPoolExecutor``: the interpreter waits for an executor's
+    threads at exit, and a fetch that never returns must not keep the process alive. A
+    thread idle for a minute ends; a forked child starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a job that no job is promised to yet
+        self._pid = os.getpid()
+
+    def run(self, job: Callable[[], object]) -> None:
+        """Start *job* in an idle thread, or in a new one."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._jobs, self._idle, self._pid = queue.SimpleQueue(), 0, os.getpid()
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, args=(self._jobs,),
+                                 name="payout_guard-fetch", daemon=True).start()
+            self._jobs.put(job)
+
+    def _work(self, jobs: queue.SimpleQueue[Callable[[], object]]) -> None:
+        while True:
+            try:
+                job = jobs.get(timeout=60.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle and jobs is self._jobs:
+                        self._idle -= 1
+                        return
+                continue  # a job was promised to an idle thread: stay for it
+            job()
+            with self._lock:
+                if jobs is not self._jobs:  # pragma: no cover - forked meanwhile
+                    return
+                self._idle += 1
+
+
 class BalanceCache:
     """Cache balances per currency for *ttl* seconds; ``ttl=0`` fetches every time.
 
@@ -201,6 +255,10 @@ class BalanceCache:
         self._clocks = clocks_of(clock)
         self._clock = self._clocks.monotonic
         self._wait_timeout = wait_timeout
+        deadline = getattr(fetcher, "deadline", None)
+        # How long one fetch may take, when the fetcher says (the provider fetchers do).
+        self._deadline = (float(deadline) if isinstance(deadline, int | float)
+                          and not isinstance(deadline, bool) and deadline > 0 else 0.0)
         self._share = share
         self._name = name or fetcher.name
         self._budget = budget or _unlimited
@@ -210,6 +268,9 @@ class BalanceCache:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._inflight: dict[str, Future[dict[str, Fetched]]] = {}
+        # Fetches given up on while still running: each may still hold a thread.
+        self._abandoned: set[Future[dict[str, Fetched]]] = set()
+        self._workers = _Workers()
         # currency -> monotonic time of the latest commit a fresher balance is wanted for
         self._committed: dict[str, float] = {}
         self.last_fetch: FetchOutcome | None = None
@@ -261,11 +322,13 @@ class BalanceCache:
             EVENTS.balance_cache("hit")
             return fresh
         if leader:
-            return self._lead(currency, future, force)[currency]
-        EVENTS.balance_cache("shared")
+            self._workers.run(lambda: self._lead(currency, future, force))
+        else:
+            EVENTS.balance_cache("shared")
         try:
             found = future.result(timeout=self._wait_timeout)
         except FutureTimeout:
+            self._abandon(currency, future)
             raise self._gave_up() from None
         return found[currency]
 
@@ -292,8 +355,27 @@ class BalanceCache:
                 asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
             )
         except TimeoutError:
+            self._abandon(currency, future)
             raise self._gave_up() from None
         return found[currency]
+
+    def _abandon(self, currency: str, future: Future[dict[str, Fetched]]) -> None:
+        """Give up on *future*, the fetch of *currency* still running: the next check leads.
+
+        Only the fetch in flight is abandoned (one a later check already replaced is not);
+        it stays counted until it ends.
+        """
+        with self._lock:
+            if self._inflight.get(currency) is not future:
+                return
+            del self._inflight[currency]
+            self._abandoned.add(future)
+        # Outside the lock: a fetch that ended meanwhile runs the callback here, at once.
+        future.add_done_callback(self._ended)
+
+    def _ended(self, future: Future[dict[str, Fetched]]) -> None:
+        with self._lock:
+            self._abandoned.discard(future)
 
     def _gave_up(self) -> ProviderUnavailable:
         return ProviderUnavailable(
@@ -321,6 +403,13 @@ class BalanceCache:
             future = self._inflight.get(currency)
             if future is not None:
                 return None, future, False
+            if len(self._abandoned) >= _MAX_ABANDONED:
+                raise ProviderUnavailable(
+                    f"{len(self._abandoned)} balance fetches given up on after "
+                    f"{self._wait_timeout}s are still running; no other is started until "
+                    f"one ends",
+                    provider=self._fetcher.name,
+                )
             future = self._inflight[currency] = Future()
             return None, future, True
 
@@ -342,25 +431,33 @@ class BalanceCache:
 
     def _lead(
         self, currency: str, future: Future[dict[str, Fetched]], force: bool = False
-    ) -> dict[str, Fetched]:
+    ) -> None:
+        """Fetch *currency* for *future* (in a thread of its own); its waiters get the outcome.
+
+        A fetch that was abandoned still caches what it brings, unless a newer balance came.
+        """
         try:
             found, fresh_for = self._obtain(currency, force=force)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters, who raise it
             with self._lock:
-                del self._inflight[currency]
+                if self._inflight.get(currency) is future:
+                    del self._inflight[currency]
             future.set_exception(exc)
-            raise
+            return
         now = self._clock()
         with self._lock:
+            current = self._inflight.get(currency) is future
             for code, one in found.items():
                 life = fresh_for if code == currency else self._ttl
-                self._entries[code] = _Entry(one.received_mono, now + life, one)
+                old = self._entries.get(code)
+                if current or old is None or old.fetched < one.received_mono:
+                    self._entries[code] = _Entry(one.received_mono, now + life, one)
             wanted = self._committed.get(currency)
             if wanted is not None and found[currency].received_mono > wanted:
                 del self._committed[currency]  # this balance came after the commit
-            del self._inflight[currency]
+            if current:
+                del self._inflight[currency]
         future.set_result(found)
-        return found
 
     def _obtain(self, currency: str, *, force: bool) -> tuple[dict[str, Fetched], float]:
         """Return *currency*'s balances (and any fetched with it), and how long they are fresh.
@@ -397,24 +494,39 @@ class BalanceCache:
         """Read *currency*'s balance from the fleet store, fetching it when this process leads.
 
         A balance written after this process started waiting is taken however fresh it was
-        asked to be: it is the fetch that was waited for.
+        asked to be: it is the fetch that was waited for. The store is asked with that same
+        limit, so it never hands this process a lease for a balance it then takes (a lease
+        nobody uses would keep the others waiting until it expired). A process left with less
+        of its wait than one fetch may take does not lead one: it gives up (its check would
+        otherwise take its wait and a whole fetch more).
         """
         name = f"{self._name}|{currency}"
         fresh_for = self._fresh_for(currency, force=force)
         started = self._clock()
         ends = started + self._wait_timeout
         while True:
+            accept = max(fresh_for, self._clock() - started, 0.001)
             with EVENTS.store_timer(share, "read_shared"):
                 shared, leads = share.read_shared(
-                    name, owner=self._owner, lease_ttl=self._wait_timeout,
-                    fresh_for=max(fresh_for, 0.001),
+                    name, owner=self._owner, lease_ttl=self._wait_timeout, fresh_for=accept,
                 )
-            waited = self._clock() - started
-            if shared is not None and shared.age < max(fresh_for, waited):
+            if shared is not None and shared.age < accept:
+                if leads:  # a lease of ours from before (a store may keep it for a fresh value)
+                    with EVENTS.store_timer(share, "drop_lease"):
+                        share.drop_lease(name, owner=self._owner)
                 EVENTS.balance_cache("shared")
                 found = self._decoded(shared, currency)
                 return {currency: found}, max(self._ttl - shared.age, 0.0)
             if leads:
+                if ends - self._clock() < self._deadline:
+                    with EVENTS.store_timer(share, "drop_lease"):
+                        share.drop_lease(name, owner=self._owner)
+                    raise ProviderUnavailable(
+                        f"the balance fetch waited for ended without a balance, and less than "
+                        f"the {self._deadline:g}s a fetch may take is left of the "
+                        f"{self._wait_timeout:g}s wait",
+                        provider=self._fetcher.name,
+                    )
                 return self._fetch_for_fleet(share, name, currency, shared)
             if self._clock() >= ends:
                 raise self._gave_up()
@@ -427,7 +539,9 @@ class BalanceCache:
         try:
             wait = self._take()
             if wait:
-                newest = None if shared is None else self._decoded(shared, currency)
+                # A value of unknown age (the store's clock stepped back) is never used.
+                usable = shared is not None and math.isfinite(shared.age)
+                newest = self._decoded(shared, currency) if usable and shared else None
                 local = self._entries.get(currency)
                 if newest is None or (local is not None
                                       and local.found.received_mono > newest.received_mono):
@@ -513,7 +627,8 @@ class BalanceCache:
         started = time.perf_counter()
         try:
             # Fetchers parse amounts: in the money context, never in whatever the caller set.
-            with money_context():
+            # Their retries are requests too: each takes one from the budget.
+            with money_context(), budgeted(self._take):
                 snapshots = self._fetcher.fetch(currency)
         except Exception as exc:
             self.last_fetch = self.last_failure = FetchOutcome(

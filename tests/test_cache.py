@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from guard import BalanceSnapshot, Decision, PayoutGuard, ProviderUnavailable
+from guard import AsyncPayoutGuard, BalanceSnapshot, Decision, PayoutGuard, ProviderUnavailable
 from guard._cache import BalanceCache
 from guard.testing import StaticFetcher
 from rules import MaxBalanceAge
@@ -30,6 +33,38 @@ class EveryCurrency:
         as_of = datetime.fromtimestamp(START, UTC)
         return [BalanceSnapshot(provider="bulk", currency=code, available=Decimal(100),
                                 as_of=as_of) for code in ("BRL", "ARS", "MXN")]
+
+
+class HangsFirst(StaticFetcher):
+    """A provider SDK call without a timeout: the first *hangs* fetches never return.
+
+    ``deadline`` is what it claims (so a guard waits ``deadline + 1`` s for it); it does not
+    keep it. The hung calls end when ``never`` is set; ``asked`` counts every call.
+    """
+
+    deadline = 0.2
+
+    def __init__(self, balances: dict[str, str], hangs: int = 1) -> None:
+        super().__init__(balances)
+        self.hangs = hangs
+        self.never = threading.Event()
+        self.asked = 0
+        self._count = threading.Lock()
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
+        with self._count:
+            self.asked += 1
+            hang, self.hangs = self.hangs > 0, self.hangs - 1
+        if hang:
+            self.never.wait(30)
+        return super().fetch(currency)
+
+
+@pytest.fixture
+def hangs_first() -> Iterator[HangsFirst]:
+    fetcher = HangsFirst({"BRL": "100.00"})
+    yield fetcher
+    fetcher.never.set()
 
 
 def cached_guard(ttl: float = 5.0) -> tuple[PayoutGuard, StaticFetcher, FakeClock]:
@@ -176,17 +211,94 @@ class TestSingleFlight:
     def test_a_waiter_gives_up_after_its_wait_timeout(self) -> None:
         """A fetch that never ends does not block the others forever: they get an outage."""
         fetcher = BlockingFetcher({"BRL": "1.00"})
-        cache = BalanceCache(fetcher, ttl=5, clock=FakeClock(), wait_timeout=0.05)
-        leader = threading.Thread(target=cache.get, args=("BRL",))
+        cache = BalanceCache(fetcher, ttl=5, clock=FakeClock(), wait_timeout=0.5)
+        outcomes: list[str] = []
+
+        def lead() -> None:
+            try:
+                cache.get("BRL")
+            except ProviderUnavailable as exc:
+                outcomes.append(str(exc))
+
+        leader = threading.Thread(target=lead)
         leader.start()
         try:
             wait_until_blocked([leader])
-            with pytest.raises(ProviderUnavailable, match=r"gave up waiting 0\.05s"):
+            with pytest.raises(ProviderUnavailable, match=r"gave up waiting 0\.5s"):
                 cache.get("BRL")
         finally:
             fetcher.release.set()
             leader.join(10)
-        assert 1 == fetcher.calls
+        assert (1, 1) == (fetcher.calls, len(outcomes))  # the leading check gave up too
+
+
+class TestHungFetch:
+    def test_the_check_that_started_a_fetch_that_never_returns_is_denied_in_time(
+        self, hangs_first: HangsFirst
+    ) -> None:
+        """The leading check waits wait_timeout (deadline + 1 s) like the others, then denies."""
+        guard = PayoutGuard(hangs_first, cache_ttl=5)
+        started = time.monotonic()
+        decision = guard.check("1.00", "BRL")
+        assert ("balance_unavailable",) == decision.codes
+        assert "gave up waiting 1.2s" in decision.reasons[0].message
+        assert time.monotonic() - started < 3.0
+
+    def test_after_a_fetch_is_given_up_the_next_check_fetches_again(
+        self, hangs_first: HangsFirst
+    ) -> None:
+        """The hung fetch no longer stands for the currency: the next check is answered."""
+        guard = PayoutGuard(hangs_first, cache_ttl=5)
+        leading = threading.Thread(target=guard.check, args=("1.00", "BRL"))
+        leading.start()
+        try:
+            wait_until_blocked([leading])
+            assert not guard.check("1.00", "BRL").allowed  # joined the hung fetch: gave up
+            started = time.monotonic()
+            decision = guard.check("1.00", "BRL")
+        finally:
+            hangs_first.never.set()
+            leading.join(10)
+        assert (True, 2) == (decision.allowed, hangs_first.asked)
+        assert time.monotonic() - started < 1.0
+
+    def test_with_a_few_fetches_still_hung_no_other_is_started(self) -> None:
+        """Four abandoned fetches still running: checks deny at once, starting no fifth."""
+        fetcher = HangsFirst({"BRL": "100.00"}, hangs=10)
+        cache = BalanceCache(fetcher, ttl=5, wait_timeout=0.05)
+        try:
+            for _ in range(4):
+                with pytest.raises(ProviderUnavailable, match="gave up waiting"):
+                    cache.get("BRL")
+            started = time.monotonic()
+            with pytest.raises(ProviderUnavailable, match="4 balance fetches given up on"):
+                cache.get("BRL")
+            assert time.monotonic() - started < 0.05
+            assert 4 == fetcher.asked
+        finally:
+            fetcher.never.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the hung fetches end: fetching starts again
+            try:
+                assert ["BRL"] == [s.currency for s in cache.get("BRL").values()]
+                break
+            except ProviderUnavailable:
+                time.sleep(0.01)
+        else:
+            pytest.fail("the cache never fetched again")
+
+    def test_an_awaited_check_after_a_hung_fetch_fetches_again(
+        self, hangs_first: HangsFirst
+    ) -> None:
+        """AsyncPayoutGuard: the first task gives up on the hung fetch; the next is answered."""
+
+        async def scenario() -> tuple[tuple[str, ...], bool]:
+            async with AsyncPayoutGuard(hangs_first, cache_ttl=5) as guard:
+                first = await guard.check("1.00", "BRL")
+                second = await asyncio.wait_for(guard.check("1.00", "BRL"), 1.0)
+                return first.codes, second.allowed
+
+        assert (("balance_unavailable",), True) == asyncio.run(scenario())
 
 
 class TestStaleBalance:

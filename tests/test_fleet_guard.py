@@ -7,6 +7,9 @@ balances are shared.
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from guard import BudgetSpent, ConfigurationError, PayoutGuard
+from guard import BudgetSpent, ConfigurationError, PayoutGuard, ProviderUnavailable
+from guard._cache import BalanceCache
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import FleetStore, InMemoryReservations, RedisReservations, SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from rules import FrozenFunds, MaxBalanceAge
+from tests._guard_strategies import BlockingFetcher, wait_until_blocked
 
 POLICY = RetryPolicy(attempts=1, deadline=2.0, backoff=0.001, max_backoff=0.002)
 
@@ -31,7 +36,8 @@ def luxcore() -> Iterator[LuxCoreEmulator]:
 
 
 def luxcore_fetcher(emu: LuxCoreEmulator, **options: object) -> LuxCoreFetcher:
-    return LuxCoreFetcher(emu.api_key, base_url=emu.url, retry=POLICY, **options)  # type: ignore[arg-type]
+    options.setdefault("retry", POLICY)
+    return LuxCoreFetcher(emu.api_key, base_url=emu.url, **options)  # type: ignore[arg-type]
 
 
 class TestSettleAccounting:
@@ -113,6 +119,31 @@ class TestRequestBudget:
             guard = PayoutGuard(fetcher, [MaxBalanceAge(0)], cache_ttl=0, max_stale=600)
             guard.check("1.00", "ARS")
             assert ("balance_unavailable",) == guard.check("1.00", "ARS").codes
+
+    @pytest.mark.parametrize("shared", [False, True], ids=["local", "sqlite"])
+    def test_each_retry_takes_a_request_from_the_budget(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path, shared: bool
+    ) -> None:
+        """One request a minute and a provider answering 503: one request, never a retry."""
+        luxcore.fail_next("http_503", times=20)
+        retry = RetryPolicy(attempts=3, deadline=5.0, backoff=0.01, max_backoff=0.02)
+        with (luxcore_fetcher(luxcore, requests_per_minute=1, retry=retry) as fetcher,
+              SqliteReservations(tmp_path / "holds.db") as store):
+            guard = PayoutGuard(fetcher, cache_ttl=5, reservations=store if shared else None)
+            first = guard.check("1.00", "ARS")
+            second = guard.check("1.00", "ARS")
+        assert 1 == luxcore.balance_requests
+        assert ("balance_unavailable",) == first.codes == second.codes
+        assert "request budget lets the next request through" in first.reasons[0].message
+        assert "BudgetSpent" in second.reasons[0].message
+
+    def test_retries_within_the_budget_are_made(self, luxcore: LuxCoreEmulator) -> None:
+        """A 503 then an answer: the retry fits the budget and the check is allowed."""
+        luxcore.fail_next("http_503")
+        retry = RetryPolicy(attempts=3, deadline=5.0, backoff=0.01, max_backoff=0.02)
+        with luxcore_fetcher(luxcore, requests_per_minute=90, retry=retry) as fetcher:
+            assert PayoutGuard(fetcher, cache_ttl=5).check("1.00", "ARS").allowed
+        assert 2 == luxcore.balance_requests
 
     def test_the_budget_error_is_a_rate_limit_of_our_own(self) -> None:
         error = BudgetSpent("spent", provider="luxcore", retry_after=3.0)
@@ -196,6 +227,58 @@ class TestFrozenFundsKnowsOurOwnPayouts:
         assert Decimal(0) == guard.check("1.00", "ARS").reasons[0].details["own_in_flight"]
 
 
+def step_back(path: Path, seconds: float) -> None:
+    """Leave *path* as a host clock stepped back by *seconds* finds it: every time that later."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE shared SET written_at = written_at + ?", (seconds,))
+        conn.execute("UPDATE budgets SET tat = tat + ?", (seconds,))
+    conn.close()
+
+
+class TestHostClockStepsBack:
+    def test_a_balance_shared_before_the_step_is_stale_not_fresh(self, tmp_path: Path) -> None:
+        """Written "600 s from now": the next reader fetches anew and sees the provider's fall."""
+        fetcher = StaticFetcher({"ARS": "10000.00"})
+        path = tmp_path / "holds.db"
+        with SqliteReservations(path) as one, SqliteReservations(path) as two:
+            PayoutGuard(fetcher, [MaxBalanceAge(10)], reservations=one).check("1.00", "ARS")
+            step_back(path, 600)
+            fetcher.set("ARS", "2000.00")
+            decision = PayoutGuard(fetcher, [MaxBalanceAge(10)], reservations=two).check(
+                "5000.00", "ARS")
+        assert (False, ("insufficient_funds",), 2) == (
+            decision.allowed, decision.codes, fetcher.calls)
+
+    def test_with_the_budget_spent_a_balance_of_unknown_age_is_not_used(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path
+    ) -> None:
+        """The budget refuses the refetch: the denial says so, no balance of unknown age serves."""
+        path = tmp_path / "holds.db"
+        with (luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher,
+              SqliteReservations(path) as one, SqliteReservations(path) as two):
+            PayoutGuard(fetcher, reservations=one).check("1.00", "ARS")
+            with sqlite3.connect(path) as conn:
+                conn.execute("UPDATE shared SET written_at = written_at + 600")
+            conn.close()
+            denied = PayoutGuard(fetcher, reservations=two).check("1.00", "ARS")
+        assert (("balance_unavailable",), "budget") == (
+            denied.codes, denied.reasons[0].details.get("cause"))
+        assert 1 == luxcore.balance_requests
+
+    def test_a_budget_stored_before_the_step_starts_afresh(self, tmp_path: Path) -> None:
+        """A budget spent "600 s from now" lets the next request through, not in ten minutes."""
+        with SqliteReservations(tmp_path / "holds.db") as store:
+            assert 0.0 == store.spend("budget|luxcore", per_minute=90)
+            step_back(tmp_path / "holds.db", 600)
+            assert 0.0 == store.spend("budget|luxcore", per_minute=90)
+
+    def test_a_budget_within_its_reach_still_waits(self, tmp_path: Path) -> None:
+        """One request a minute, spent: the next waits the minute, the step-back rule aside."""
+        with SqliteReservations(tmp_path / "holds.db") as store:
+            assert 0.0 == store.spend("budget|one", per_minute=1)
+            assert 59.0 < store.spend("budget|one", per_minute=1) <= 60.0
+
+
 @pytest.mark.skipif(not hasattr(SqliteReservations, "read_shared"),
                     reason="SqliteReservations shares no balances yet")
 class TestSharedBalances:
@@ -232,6 +315,58 @@ class TestSharedBalances:
         assert seen.balance is not None
         assert seen.balance.requested_at is not None
         assert 1_700_000_060.0 == pytest.approx(seen.balance.requested_at.timestamp(), abs=1)
+
+    def test_a_process_that_takes_the_balance_it_waited_for_leaves_no_lease(
+        self, tmp_path: Path
+    ) -> None:
+        """A waiter takes the fetch it waited for; once that is stale, the next process leads."""
+        fetcher = BlockingFetcher({"BRL": "1.00"})
+        path = tmp_path / "holds.db"
+        with (SqliteReservations(path) as one, SqliteReservations(path) as two,
+              SqliteReservations(path) as three):
+            leader = BalanceCache(fetcher, ttl=0.3, share=one, name="b", wait_timeout=10)
+            waiter = BalanceCache(fetcher, ttl=0.3, share=two, name="b", wait_timeout=10)
+            later = BalanceCache(fetcher, ttl=0.3, share=three, name="b", wait_timeout=1)
+            threads = [threading.Thread(target=leader.get, args=("BRL",)),
+                       threading.Thread(target=waiter.get, args=("BRL",), kwargs={"force": True})]
+            threads[0].start()
+            wait_until_blocked(threads[:1])
+            threads[1].start()
+            time.sleep(0.2)  # the waiter polls the store
+            fetcher.release.set()
+            for thread in threads:
+                thread.join(10)
+            time.sleep(0.35)  # the shared balance is stale now
+            started = time.monotonic()
+            try:
+                later.get("BRL")
+            except ProviderUnavailable:
+                pytest.fail("a lease nobody used kept the next process waiting")
+        assert 2 == fetcher.calls
+        assert time.monotonic() - started < 0.5
+
+    def test_a_waiter_left_with_less_than_a_fetch_does_not_lead_one(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path
+    ) -> None:
+        """A hanging provider: the leader fails at its 2 s deadline; the waiter gives up then."""
+        luxcore.slow_seconds = 5
+        luxcore.fail_next("slow", times=3)
+        retry = RetryPolicy(attempts=1, deadline=2.0)
+        path = tmp_path / "holds.db"
+        with (luxcore_fetcher(luxcore, retry=retry) as fetcher,
+              SqliteReservations(path) as one, SqliteReservations(path) as two):
+            leader, waiter = PayoutGuard(fetcher, reservations=one), PayoutGuard(
+                fetcher, reservations=two)
+            leading = threading.Thread(target=leader.check, args=("1.00", "ARS"))
+            leading.start()
+            time.sleep(0.1)
+            started = time.monotonic()
+            decision = waiter.check("1.00", "ARS")
+            took = time.monotonic() - started
+            leading.join(10)
+            luxcore.clear_faults()
+        assert (("balance_unavailable",), 1) == (decision.codes, luxcore.balance_requests)
+        assert took < 2.5  # when the leader failed, not after a fetch of its own
 
     def test_a_store_that_cannot_share_is_refused_when_sharing_is_asked_for(self) -> None:
         with pytest.raises(ConfigurationError, match="share_balances"):

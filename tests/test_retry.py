@@ -22,7 +22,7 @@ from guard.errors import (
     ProviderUnavailable,
 )
 from guard.fetchers import RetryPolicy
-from guard.fetchers._retry import AttemptFailed, run_with_retry
+from guard.fetchers._retry import AttemptFailed, budgeted, run_with_retry
 
 FAST = RetryPolicy(attempts=3, deadline=5.0, backoff=0.001, max_backoff=0.002)
 
@@ -217,3 +217,52 @@ class TestRunWithRetry:
             (e["provider"], e["reason"], e["status"], e["code"]) for e in retries
         }
         assert all(isinstance(e["wait"], float) for e in retries)
+
+
+class Budget:
+    """A request budget that lets *allowed* requests through, then refuses (wait 42 s)."""
+
+    def __init__(self, allowed: int) -> None:
+        self.allowed = allowed
+        self.asked = 0
+
+    def __call__(self) -> float:
+        self.asked += 1
+        if self.allowed:
+            self.allowed -= 1
+            return 0.0
+        return 42.0
+
+
+class TestBudgetedRetries:
+    def test_each_retry_takes_one_request_from_the_budget(self) -> None:
+        """Two retries ask the budget twice; the first request is its caller's to pay."""
+        budget, script = Budget(5), Script(busy(), busy())
+        with budgeted(budget):
+            assert "ok" == run(script)
+        assert (3, 2) == (script.calls, budget.asked)
+
+    def test_a_refused_retry_is_not_made_and_the_last_error_is_raised(self) -> None:
+        """The budget refuses the second retry: two requests, then the 503, at once."""
+        budget, script = Budget(1), Script(busy(), busy(), busy())
+        started = time.monotonic()
+        with budgeted(budget), pytest.raises(ProviderUnavailable) as info:
+            run(script)
+        assert (2, 2, 503) == (script.calls, info.value.attempts, info.value.status)
+        assert "request budget lets the next request through in 42 s" in str(info.value)
+        assert time.monotonic() - started < 1.0
+
+    def test_a_refused_resign_is_not_made(self) -> None:
+        """The extra re-signed request is a request too: refused, the expiry is raised."""
+        expired = AttemptFailed(ProviderAuthError, "expired", reason="expired", resign=True)
+        budget, script = Budget(0), Script(expired)
+        with budgeted(budget), pytest.raises(ProviderAuthError) as info:
+            run(script)
+        assert (1, 1, True) == (script.calls, budget.asked, info.value.expired)
+
+    def test_without_a_budget_retries_are_not_counted(self) -> None:
+        """Outside budgeted() the loop retries as its policy says."""
+        budget, script = Budget(0), Script(busy(), busy())
+        with budgeted(budget):
+            pass
+        assert ("ok", 0) == (run(script), budget.asked)

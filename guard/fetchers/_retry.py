@@ -12,6 +12,9 @@ message, HTTP status, provider code) and whether it may be retried. The loop
 - allows one immediate *re-sign* retry for an "expired" answer (a fresh timestamp fixes a request
   that was slow to arrive). That retry is extra: it does not use up one of ``attempts``, so at
   most ``attempts + 1`` requests are made, and ``ProviderError.attempts`` counts them all;
+- asks the request budget (set with :func:`budgeted`, the guard's ``requests_per_minute``)
+  before each request after the first, the first being paid for by whoever started the fetch:
+  when the budget refuses, it stops and raises the last error at once, never waiting for it;
 - logs ``payout_guard.fetch_retry`` before each retry and raises the final ``ProviderError``
   ``from`` the original cause. tenacity's own exceptions never leave this module.
 """
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -36,11 +41,31 @@ from guard.errors import (
     ProviderRateLimited,
 )
 
-__all__ = ["AttemptFailed", "RetryPolicy", "run_with_retry"]
+__all__ = ["AttemptFailed", "RetryPolicy", "budgeted", "run_with_retry"]
 
 T = TypeVar("T")
 
 _log = structlog.get_logger("payout_guard")
+
+# The budget the retries of a fetch in this context are paid from. A context variable, not an
+# argument: fetchers keep the one-method ``BalanceFetcher`` protocol, and the cache that holds
+# the budget calls them through it.
+_BUDGET: ContextVar[Callable[[], float] | None] = ContextVar("payout_guard_budget", default=None)
+
+
+@contextmanager
+def budgeted(budget: Callable[[], float]) -> Iterator[None]:
+    """Pay every retry :func:`run_with_retry` makes inside the block from *budget*.
+
+    Args:
+        budget: Takes one request: returns 0.0, or the seconds until one is free (then
+            nothing is taken).
+    """
+    token = _BUDGET.set(budget)
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +180,8 @@ class _Run:
         self.requests = 0
         self.resigns = 0
         self.stop_note = ""
+        self.last: AttemptFailed | None = None
+        self.refused = False
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -169,7 +196,7 @@ class _Run:
         return exc if isinstance(exc, AttemptFailed) else None
 
     def should_retry(self, state: tenacity.RetryCallState) -> bool:
-        failure = self.failure(state)
+        failure = self.last = self.failure(state)
         if failure is None:
             return False
         if failure.resign:
@@ -202,6 +229,23 @@ class _Run:
             return True
         return False
 
+    def refuse(self, wait: float) -> AttemptFailed:
+        """Return the last failure again, final: the budget refused the retry it allowed."""
+        last = self.last
+        if last is None:  # pragma: no cover - only a retry (after a failure) asks the budget
+            raise RuntimeError("the budget is asked before retries only")
+        self.last, self.refused = None, True
+        self.stop_note = (
+            f"; gave up: the request budget lets the next request through in {wait:.3g} s"
+        )
+        final = AttemptFailed(
+            last.kind, last.message, reason=last.reason, status=last.status, code=last.code,
+            retry_after=last.retry_after, cause=last.cause,
+        )
+        # Its traceback holds the attempt's frames (the request, its headers): let it go.
+        last.__traceback__ = None
+        return final
+
     def log_retry(self, state: tenacity.RetryCallState) -> None:
         failure = self.failure(state)
         if failure is None:  # pragma: no cover - should_retry only retries AttemptFailed
@@ -218,7 +262,7 @@ class _Run:
 
     def final_error(self, failure: AttemptFailed) -> ProviderError:
         message = failure.message
-        if failure.retryable or failure.resign:
+        if failure.retryable or failure.resign or self.refused:
             message += self.stop_note
         error = failure.kind(
             message,
@@ -239,6 +283,9 @@ def run_with_retry(
 ) -> T:
     """Call *attempt* until it returns, retrying as *policy* says; raise ``ProviderError``.
 
+    Inside :func:`budgeted`, each retry first takes a request from the budget; a refusal
+    ends the loop with the last failure.
+
     Args:
         policy: The retry policy.
         provider: Provider name for logs and errors.
@@ -253,8 +300,13 @@ def run_with_retry(
             number of requests made, chained ``from`` the original cause.
     """
     run = _Run(policy, provider)
+    budget = _BUDGET.get()
 
     def one_attempt() -> T:
+        if run.requests and budget is not None:
+            wait = budget()
+            if wait:
+                raise run.refuse(wait)
         run.requests += 1
         return attempt(run.remaining())
 

@@ -13,11 +13,14 @@ a sum silently becomes a float), so a hold that would take a key's live holds pl
 commit ever recorded on it to 2**62 minor units is refused.
 
 The store is also a ``FleetStore``: the processes of the host share balances, fetch leases and
-request budgets through the same file, timed by the host clock (``time.time()``).
+request budgets through the same file, timed by the host clock (``time.time()``). When that
+clock steps back, a balance written "later" is stale (never fresh) and a budget stored "later"
+starts afresh: neither waits for the clock to catch up.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -476,7 +479,10 @@ class SqliteReservations:
     def spend(self, name: str, *, per_minute: int) -> float:
         """Take one request from the budget *name*; return 0.0 or the seconds to wait.
 
-        One row per budget, read and written in one immediate transaction (``gcra``).
+        One row per budget, read and written in one immediate transaction (``gcra``). A
+        stored state further ahead of the host clock than a budget can ever run (``burst``
+        intervals) was stored before the clock stepped back: the budget starts afresh rather
+        than wait for the clock to catch up.
 
         Raises:
             ValueError: *name* is not a non-empty short string, or *per_minute* is not an
@@ -488,7 +494,8 @@ class SqliteReservations:
         with self._write() as conn:
             now = time.time()
             row = conn.execute(sql.BUDGET_READ, (name,)).fetchone()
-            tat, wait = gcra(None if row is None else row[0], now, per_minute)
+            stored = None if row is None or row[0] > now + _reach(per_minute) else row[0]
+            tat, wait = gcra(stored, now, per_minute)
             if wait == 0.0:
                 conn.execute(sql.BUDGET_WRITE, (name, tat))
             return wait
@@ -687,11 +694,21 @@ def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
 
 
 def _shared(row: tuple[Any, ...] | None, now: float) -> Shared | None:
-    """Return the value in a ``sql.SHARED_READ`` *row* if it is kept at *now*."""
+    """Return the value in a ``sql.SHARED_READ`` *row* if it is kept at *now*.
+
+    A value written "later" than *now* was written before the host clock stepped back: how
+    old it is cannot be known, so it is stale (infinite age) and the next reader fetches anew.
+    """
     if row is None or row[0] is None or row[2] <= now:
         return None
-    # A value written "later" (the host clock stepped back) is as fresh as can be.
-    return Shared(row[0], max(0.0, now - row[1]))
+    age = now - row[1]
+    return Shared(row[0], age if age >= 0 else math.inf)
+
+
+def _reach(per_minute: int) -> float:
+    """Return the furthest ahead of now a budget's ``tat`` can be: ``burst`` intervals (gcra)."""
+    burst = max(1, per_minute // 10)
+    return burst * 60.0 / (per_minute - burst + 1) + 0.001
 
 
 def _identity(path: str) -> tuple[int, int] | None:
