@@ -104,8 +104,9 @@ class AsyncPayoutGuard(GuardBase):
         for part in (*self.fetchers.values(), self.reservations, self.decision_log):
             close = getattr(part, "close", None)
             if callable(close):
-                await asyncio.wrap_future(self.threads.submit(close))
+                await asyncio.wrap_future(self.store_threads.submit(close))
         self.threads.close()
+        self.store_threads.close()
 
     async def __aenter__(self) -> AsyncPayoutGuard:
         return self
@@ -337,7 +338,7 @@ class AsyncPayoutGuard(GuardBase):
             if self._inline:
                 return store_call(self.reservations, step)
             return await asyncio.wrap_future(
-                self.threads.submit(store_call, self.reservations, step)
+                self.store_threads.submit(store_call, self.reservations, step)
             )
 
     async def _try_hold(self, step: TryHold) -> HoldOutcome:
@@ -347,7 +348,7 @@ class AsyncPayoutGuard(GuardBase):
         even when the event loop itself is closing (``asyncio.run`` returning).
         """
         if self._astore is None and not self._inline:
-            kept: HoldOutcome = await self.threads.run_keeping(
+            kept: HoldOutcome = await self.store_threads.run_keeping(
                 functools.partial(self._give_back_now, step.hold), self._in_pool, step,
             )
             return kept

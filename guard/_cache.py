@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import math
 import os
@@ -322,7 +323,9 @@ class BalanceCache:
             EVENTS.balance_cache("hit")
             return fresh
         if leader:
-            self._workers.run(lambda: self._lead(currency, future, force))
+            # In the caller's context: its trace span and structlog context go with the fetch.
+            context = contextvars.copy_context()
+            self._workers.run(lambda: context.run(self._lead, currency, future, force))
         else:
             EVENTS.balance_cache("shared")
         try:

@@ -99,8 +99,9 @@ class GuardBase:
         own_payouts_window: Seconds after its commit our own payout still explains frozen
             funds to ``FrozenFunds`` (default one hour: long enough for a provider to complete
             it).
-        max_workers: Threads the guard owns for blocking work started from an event loop
-            (fetches, SQLite); never the loop's default executor.
+        max_workers: Threads the guard owns for blocking work started from an event loop:
+            as many for fetches, and as many again for the store's calls (SQLite), so that a
+            hung provider never holds up a store read; never the loop's default executor.
         clock: The wall clock for timestamps and the monotonic clock for durations (default
             ``time.time`` and ``time.monotonic``); tests pass a ``guard.testing.FakeClock``.
             A plain callable is read for both.
@@ -186,6 +187,9 @@ class GuardBase:
         self.uncertain_on = uncertain_on_option(uncertain_on)
         self.uncertain_ttl = seconds(uncertain_ttl, "uncertain_ttl", positive=True)
         self.threads = BlockingPool(max_workers)
+        # The store's calls have threads of their own: fetches a hung provider holds up never
+        # queue a check's store read behind them.
+        self.store_threads = BlockingPool(max_workers)
         self.reservations: ReservationStore = (
             InMemoryReservations() if reservations is None else reservations
         )

@@ -47,6 +47,7 @@ class PayoutGuard(GuardBase):
     def close(self) -> None:
         """Close the fetchers' HTTP sessions, the reservation store and the decision log."""
         self.threads.close()
+        self.store_threads.close()
         for part in (*self.fetchers.values(), self.reservations, self.decision_log):
             close = getattr(part, "close", None)
             if callable(close):

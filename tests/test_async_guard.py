@@ -512,6 +512,32 @@ class TestTheLoopKeepsRunning:
         # A loop frozen for the fetch stalls 2 s; a busy 2-core CI machine, some 0.2 s.
         assert worst < 0.5, f"the loop stalled {worst * 1000:.0f} ms"
 
+    def test_store_reads_never_queue_behind_hung_fetches(self, tmp_path: Path) -> None:
+        """Every fetch thread waits on a hung provider: a cached check reads SQLite at once."""
+        with LuxCoreEmulator(balances={"ARS": "1000.00", "BRL": "500.00"}) as emulator:
+            fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url,
+                                     retry=RetryPolicy(attempts=1, deadline=2))
+
+            async def scenario() -> tuple[float, tuple[str, ...]]:
+                guard = AsyncPayoutGuard(fetcher, max_workers=2, cache_ttl=60,
+                                         reservations=SqliteReservations(tmp_path / "h.db"),
+                                         share_balances=False)
+                assert (await guard.check("1", "ARS")).allowed  # ARS is cached now
+                emulator.slow_seconds = 5.0
+                emulator.fail_next("slow", times=100)
+                probes = [asyncio.ensure_future(guard.health(probe=True)) for _ in range(4)]
+                await asyncio.sleep(0.2)  # both fetch threads wait on the provider
+                started = time.perf_counter()
+                cached = await guard.check("1", "ARS")
+                took = time.perf_counter() - started
+                await asyncio.gather(*probes)
+                await guard.aclose()
+                return took, cached.codes
+
+            took, codes = asyncio.run(scenario())
+        assert () == codes
+        assert took < 1.0, f"a cached check waited {took:.2f} s behind the fetches"
+
 
 class TestStores:
     @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])

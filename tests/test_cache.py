@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -230,6 +231,35 @@ class TestSingleFlight:
             fetcher.release.set()
             leader.join(10)
         assert (1, 1) == (fetcher.calls, len(outcomes))  # the leading check gave up too
+
+
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
+                                                                      default=None)
+
+
+class SeesTheContext(StaticFetcher):
+    """A fetcher that notes the request id of the context it fetches in."""
+
+    def __init__(self) -> None:
+        super().__init__({"BRL": "100.00"})
+        self.seen: list[str | None] = []
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
+        self.seen.append(REQUEST_ID.get())
+        return super().fetch(currency)
+
+
+class TestTheFetchKeepsTheCallersContext:
+    def test_a_fetch_runs_in_the_context_of_the_check_that_started_it(self) -> None:
+        """Context variables (a trace span, structlog's contextvars) go with the fetch."""
+        fetcher = SeesTheContext()
+        guard = PayoutGuard(fetcher, cache_ttl=0)
+        token = REQUEST_ID.set("r-1")
+        try:
+            guard.check("1", "BRL")
+        finally:
+            REQUEST_ID.reset(token)
+        assert ["r-1"] == fetcher.seen
 
 
 class TestHungFetch:
