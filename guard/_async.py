@@ -419,7 +419,7 @@ class AsyncPayoutGuard(GuardBase):
     ) -> AsyncReservation:
         if perform is None or perform == self._perform:
             return AsyncReservation(decision, hold, self._handling)
-        handling = self.handling(lambda flow: arun(flow, perform))
+        handling = self.handling(lambda flow: arun(flow, perform), in_callers_transaction=True)
         return AsyncReservation(decision, hold, handling)
 
     async def _admit(self, request: dict[str, Any]) -> Settles | None:

@@ -361,10 +361,15 @@ class GuardBase:
         """Return how this guard runs a flow of the core (blocking, or as an awaitable)."""
         raise NotImplementedError
 
-    def handling(self, run: Callable[[Any], Any]) -> Handling:
-        """Return what this guard's reservations share, with *run* to end their holds."""
+    def handling(self, run: Callable[[Any], Any], *, in_callers_transaction: bool = False
+                 ) -> Handling:
+        """Return what this guard's reservations share, with *run* to end their holds.
+
+        *in_callers_transaction*: *run* works in the caller's own transaction (``connection``).
+        """
         return Handling(run=run, clock=self.clocks.time, uncertain_ttl=self.uncertain_ttl,
-                        uncertain_on=self.uncertain_on, on_commit=self.after_commit)
+                        uncertain_on=self.uncertain_on, on_commit=self.after_commit,
+                        in_callers_transaction=in_callers_transaction)
 
     def after_commit(self, provider: str, currency: str) -> None:
         """Ask for a fresher *currency* balance at *provider* after a commit.

@@ -143,6 +143,10 @@ class Handling:
         uncertain_on: Exceptions that mark a hold uncertain.
         on_commit: Called with the provider and the currency after a commit (that balance is
             refreshed soon).
+        in_callers_transaction: The holds are written in the caller's own database
+            transaction (``reserve(connection=...)``): an ending the store did not record is
+            not tried again (the transaction is the caller's), and one marked uncertain is
+            said to roll back with it.
     """
 
     run: Callable[[Flow[Any]], Any]
@@ -150,6 +154,7 @@ class Handling:
     uncertain_ttl: float
     uncertain_on: ExceptionTypes
     on_commit: Callable[[str, str], None]
+    in_callers_transaction: bool = False
 
 
 class _Handle:
@@ -248,6 +253,13 @@ class _Handle:
         self._hold = hold
         self._state = hold.state
         _hold_event(logging.WARNING, "uncertain", hold)
+        if self._handling.in_callers_transaction:
+            _log.error(
+                "payout_guard.uncertain_in_transaction", payout_id=self.payout_id,
+                detail="the uncertain hold is written in your transaction: if it rolls back, "
+                "the hold goes with it; check the provider before sending this payout id "
+                "again (send from an outbox after your commit instead)",
+            )
         return self.hold
 
     def _ending_of(
@@ -380,7 +392,10 @@ class Reservation(_Handle):
         try:
             result: T = self._run(make())
         except StoreUnavailable as exc:
-            self._not_settled(how, exc, retrying=True)
+            retrying = not self._handling.in_callers_transaction
+            self._not_settled(how, exc, retrying=retrying)
+            if not retrying:
+                raise
             threading.Thread(target=self._keep_trying, args=(how, make), daemon=True,
                              name=f"payout-guard {how} {self.payout_id[:40]}").start()
             raise
@@ -487,8 +502,10 @@ class AsyncReservation(_Handle):
                 try:
                     result: T = await self._run(make())
                 except StoreUnavailable as exc:
-                    self._not_settled(how, exc, retrying=True)
-                    _finish(self._keep_trying(how, make))
+                    retrying = not self._handling.in_callers_transaction
+                    self._not_settled(how, exc, retrying=retrying)
+                    if retrying:
+                        _finish(self._keep_trying(how, make))
                     raise
                 return result
 

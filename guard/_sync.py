@@ -384,7 +384,8 @@ class PayoutGuard(GuardBase):
     ) -> Reservation:
         if perform == self._perform:  # ==: each self._perform is a new bound method
             return Reservation(decision, hold, self._handling)
-        return Reservation(decision, hold, self.handling(lambda flow: run(flow, perform)))
+        return Reservation(decision, hold, self.handling(lambda flow: run(flow, perform),
+                                                         in_callers_transaction=True))
 
     def _admit(self, request: dict[str, Any]) -> Reservation | None:
         if "payout_id" in request:

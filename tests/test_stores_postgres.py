@@ -376,6 +376,25 @@ class TestCallersTransaction:
         with pytest.raises(PayoutDenied, match="insufficient_funds"):
             guard.reserve("60.00", "BRL", payout_id="po_2")
 
+    def test_an_uncertain_hold_in_the_callers_transaction_says_it_rolls_back_with_it(
+        self, make: Callable[..., PostgresReservations], server: PostgresServer
+    ) -> None:
+        """A provider timeout inside the transaction: the error it ends rolls the hold back."""
+        store = make()
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        with (
+            capture_logs() as logs,
+            server.connect() as conn,
+            pytest.raises(TimeoutError),
+            conn.transaction(),
+            guard.reserve("60.00", "BRL", payout_id="po_1", connection=conn),
+        ):
+            raise TimeoutError("the provider did not answer")
+        assert store.get("po_1") is None  # rolled back with the caller's transaction
+        said = [e for e in logs if e["event"] == "payout_guard.uncertain_in_transaction"]
+        assert ["po_1"] == [e["payout_id"] for e in said]
+        assert "error" == said[0]["log_level"]
+
     def test_a_store_without_bound_is_refused(self, server: PostgresServer) -> None:
         """reserve(connection=...) on a store that cannot join a transaction is an error."""
         guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}),
