@@ -97,6 +97,9 @@ _log = structlog.get_logger("payout_guard")
 _ATTEMPTS = 5
 # The room given to a hold taken without a balance (fail_open): counted, never capped.
 _NO_CEILING = Decimal(10) ** 12
+# Seconds the wall clock must move ahead of the monotonic one between two looks to count as a
+# step forward (NTP slews far less).
+_STEP = 1.0
 _ZERO = Decimal(0)
 
 
@@ -348,6 +351,10 @@ class Core:
         self.fail_open = fail_open
         self.settle_lags = dict(settle_lags)
         self.clocks = clocks
+        # The wall clock minus the monotonic one as last seen, and how far back the settle
+        # window reaches for a while after the wall clock stepped forward (see _widening).
+        self.wall_offset = clocks.time() - clocks.monotonic()
+        self.widened, self.widened_until = 0.0, float("-inf")
         self.routing: Policy = routing
         self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")
@@ -542,6 +549,8 @@ class Core:
             # the payout stays allowed while the counting holds stay within this.
             ceiling = decision.reserved + decision.max_payable + request.fee
             since = counted_since(_requested(snapshot), now, self.settle_lags[provider])
+        mono = self.clocks.monotonic()
+        since -= self._widening(now - mono, mono)
         wanted = Hold(
             payout_id=request.payout_id or "",
             key=balance_key(provider, account, request.currency),
@@ -723,11 +732,17 @@ class Core:
                     snapshot, provider, request.currency, fetched.received_at
                 )
             snapshot, key, on_arrival, available, frozen, total = picked
-            # A payout committed settle_lag before the request can show in this balance.
+            # A payout committed settle_lag before the request can show in this balance
+            # (and earlier still for a while after the wall clock stepped forward).
             since = counted_since(fetched.requested_at, now, settle_lag)
+            mono = self.clocks.monotonic()
+            offset = now - mono
+            if offset > self.wall_offset + _STEP or mono < self.widened_until:
+                since -= self._widening(offset, mono)
+            self.wall_offset = offset
             # Its age on the monotonic clock: how old it was on arrival, plus the time since.
             # (A conditional, not max(): this runs in every check.)
-            since_arrival = self.clocks.monotonic() - fetched.received_mono
+            since_arrival = mono - fetched.received_mono
             age = on_arrival + (
                 since_arrival if since_arrival > 0.0 else 0.0  # money-ok: seconds
             )
@@ -848,6 +863,23 @@ class Core:
             request, reason, mode=self.mode, provider=provider, now=self.clocks.time(),
             allowed=self.fail_open,
         )
+
+    def _widening(self, offset: float, mono: float) -> float:
+        """Return how much earlier than ``settle_lag`` commits count now (0.0 mostly).
+
+        *offset* is the wall clock minus the monotonic one, *mono* the monotonic clock now.
+        A wall clock that stepped forward since the last look (*offset* grew) makes payouts
+        committed before the step look older than they are: for the longest ``settle_lag``
+        after the step is seen, the window reaches back by the step as well, so they keep
+        counting until a balance requested after them can show them. (A step back needs
+        nothing: ``counted_since`` takes the earlier time.)
+        """
+        if offset > self.wall_offset + _STEP:
+            kept = self.widened if mono < self.widened_until else 0.0
+            self.widened = kept + (offset - self.wall_offset)
+            self.widened_until = mono + max(self.settle_lags.values(), default=0.0)
+            self.wall_offset = offset
+        return self.widened if mono < self.widened_until else 0.0
 
     def _store_denial(self, request: Request, provider: str, reason: Reason) -> Decision:
         """Return the denial at *provider* for the store that did not answer (*reason*)."""

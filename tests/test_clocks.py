@@ -139,6 +139,37 @@ class TestGuardClockSteps:
         assert 1 == _pay_80_three_times(guard)
         guard.close()
 
+    @pytest.mark.parametrize("step", [40, 3600])
+    @pytest.mark.parametrize("cache_ttl", [0, 5])
+    def test_a_step_forward_after_a_commit_never_uncounts_it(
+        self, emulator: LuxtakEmulator, store: ReservationStore, step: float, cache_ttl: float
+    ) -> None:
+        """The step makes the commit look older than settle_lag; 0.1 s later it still counts."""
+        clock = FakeClock(time.time())
+        guard = _guard(emulator, clock, store, cache_ttl=cache_ttl)
+        with guard.reserve("80.00", "USD", payout_id="po-0"):
+            pass
+        clock.step(step)
+        clock.advance(cache_ttl + 0.1)  # a new balance: it cannot show the payout yet
+        decision = guard.check("80.00", "USD")
+        assert (False, Decimal("80.00")) == (decision.allowed, decision.reserved)
+        guard.close()
+
+    def test_after_a_step_forward_a_settled_commit_stops_counting(
+        self, emulator: LuxtakEmulator
+    ) -> None:
+        """Once settle_lag has passed on the monotonic clock, the provider's balance tells."""
+        clock = FakeClock(time.time())
+        guard = _guard(emulator, clock, cache_ttl=0)
+        with guard.reserve("80.00", "USD", payout_id="po-0"):
+            pass
+        clock.step(3600)
+        assert Decimal("80.00") == guard.check("1.00", "USD").reserved
+        emulator.set_balance("USD", "20.00")  # the payout went out
+        clock.advance(guard.settle_lag + 0.1)
+        assert Decimal("0.00") == guard.check("1.00", "USD").reserved
+        guard.close()
+
     def test_the_cache_expires_on_monotonic_time(self, emulator: LuxtakEmulator) -> None:
         """A wall-clock step back does not keep a balance cached past its ttl."""
         clock = FakeClock(time.time())
