@@ -387,7 +387,8 @@ class Reservation(_Handle):
     def _ending(self, how: Ending, make: Callable[[], Flow[T]]) -> T:
         """Run the ending *make* builds; one the store did not record is tried again.
 
-        Raises what the ending raises; after ``StoreUnavailable``, a thread goes on trying.
+        Raises what the ending raises; after ``StoreUnavailable``, a thread goes on trying
+        (not in the caller's own transaction: that is the caller's to end).
         """
         try:
             result: T = self._run(make())
