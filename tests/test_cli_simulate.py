@@ -277,14 +277,11 @@ class TestSimulateRows:
             "invalid row: line 2: not valid JSON: nested too deeply to read",
         ] == result.stderr.splitlines()
 
-    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x1e"])
-    @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-    def test_rows_are_split_at_newlines_only(
-        self, tmp_path: Path, config: Path, snapshot: Path, separator: str, suffix: str
-    ) -> None:
-        """A field holding U+2028, NEL or a form feed stays in its row; lines keep count."""
+    @staticmethod
+    def batch_with_a_separator(directory: Path, separator: str, suffix: str) -> Path:
+        """Write a batch whose first row's note holds *separator*, then a row with a typo."""
         note = f"Jos\u00e9{separator}Lima"
-        batch = tmp_path / f"batch{suffix}"
+        batch = directory / f"batch{suffix}"
         if suffix == ".csv":
             batch.write_text(f"amount,currency,payout_id,note\n150.00,ARS,a,{note}\n"
                              "1O0,ARS,typo,\n", encoding="utf-8")
@@ -293,13 +290,32 @@ class TestSimulateRows:
                     {"amount": "1O0", "currency": "ARS", "payout_id": "typo"}]
             batch.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
                              encoding="utf-8")
+        return batch
+
+    @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0c", "\x1e"])
+    @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+    def test_rows_are_split_at_newlines_only(
+        self, tmp_path: Path, separator: str, suffix: str
+    ) -> None:
+        """A field holding U+2028, NEL or a form feed stays in its row; lines keep count."""
+        batch = read_batch(self.batch_with_a_separator(tmp_path, separator, suffix), ["luxcore"])
+        line = 3 if suffix == ".csv" else 2
+        assert [(line - 1, "150.00"), (line, "amount")] == [
+            (row.line, str(row.amount) if isinstance(row, Row) else row.field)
+            for row in batch.rows
+        ]
+
+    def test_the_command_keeps_a_row_holding_u2028_whole(
+        self, tmp_path: Path, config: Path, snapshot: Path
+    ) -> None:
+        """The same through ``payout-guard simulate``: one valid row, one named invalid row."""
+        batch = self.batch_with_a_separator(tmp_path, "\u2028", ".jsonl")
         result = run_cli("simulate", str(batch), "-c", str(config), "--balances",
                          str(snapshot), "--json")
         summary = parse_json(result.stdout)
-        line = 3 if suffix == ".csv" else 2
-        assert (2, 1, [line]) == (summary["rows"], summary["allowed_rows"],
-                                  [row["line"] for row in summary["invalid"]])
-        refused = f"invalid row: line {line}, field amount: '1O0' is not an amount"
+        assert (2, 1, [2]) == (summary["rows"], summary["allowed_rows"],
+                               [row["line"] for row in summary["invalid"]])
+        refused = "invalid row: line 2, field amount: '1O0' is not an amount"
         assert ["note: ignoring columns note", refused] == [
             text.partition(": write")[0] for text in result.stderr.splitlines()]
 
@@ -419,7 +435,7 @@ class TestSimulationEngine:
         ("total", "1.2e4"), ("available", '"12 000"'),
     ])
     def test_a_snapshot_amount_is_read_by_the_one_amount_grammar(
-        self, tmp_path: Path, config: Path, field: str, written: str
+        self, tmp_path: Path, field: str, written: str
     ) -> None:
         """Spaces, '_', a sign or an exponent in an amount are refused as `check` refuses them."""
         balance = {"provider": "luxcore", "currency": "ARS", "available": "12000.00",
@@ -429,13 +445,26 @@ class TestSimulationEngine:
                                "kind": "luxcore", "balances": [balance | {field: "X"}]}}})
         path = tmp_path / "s.json"
         path.write_text(text.replace('"X"', written), encoding="utf-8")
+        with pytest.raises(ConfigurationError) as refused:
+            read_snapshot(path)
+        assert (str(path), f"providers.luxcore.balances.0.{field}") == (
+            refused.value.source, refused.value.path)
+        assert (f"{written.strip(chr(34))!r} is not an amount: write ASCII digits"
+                in refused.value.message)
+
+    def test_the_command_exits_2_for_a_snapshot_amount_it_refuses(
+        self, tmp_path: Path, config: Path
+    ) -> None:
+        """The same through ``payout-guard simulate --balances``: exit 2, naming the amount."""
+        path = _snapshot(tmp_path / "s.json", {"luxcore": {"ARS": "12000.00"}})
+        path.write_text(path.read_text(encoding="utf-8").replace('"12000.00"', '"1.2e4"'),
+                        encoding="utf-8")
         batch = tmp_path / "b.csv"
         batch.write_text("amount,currency\n1.00,ARS\n", encoding="utf-8")
         result = run_cli("simulate", str(batch), "-c", str(config), "--balances", str(path))
         assert 2 == result.returncode
-        assert (f"Error: {path}: providers.luxcore.balances.0.{field}: "
-                f"{written.strip(chr(34))!r} is not an amount: write ASCII digits") in (
-            " ".join(result.stderr.split()))
+        assert (f"Error: {path}: providers.luxcore.balances.0.available: '1.2e4' is not an "
+                f"amount: write ASCII digits") in " ".join(result.stderr.split())
 
     def test_a_snapshot_must_be_a_snapshot(self, tmp_path: Path) -> None:
         """Any other JSON is refused, naming the file and what is expected."""

@@ -47,7 +47,7 @@ from tests._store_workers import kill_while_holding, open_store
 
 SPAWN = multiprocessing.get_context("spawn")
 THREADS = 32
-PAYOUTS = 200
+PAYOUTS = 60
 WORKERS = 4
 
 
@@ -135,7 +135,7 @@ class TestReadsDuringWrites:
 @pytest.mark.slow
 class TestThreads:
     def test_32_threads_never_overspend(self, store: ReservationStore) -> None:
-        """32 threads x 200 random payouts commit at most available - reserve margin."""
+        """32 threads x 60 random payouts commit at most available - reserve margin."""
         available = Decimal("1000000.00")
         permitted = available - available * Decimal("0.05")
         guard = PayoutGuard(StaticFetcher({"BRL": str(available)}),
