@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Generator
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Literal, overload
@@ -42,7 +42,7 @@ from guard._health import HEALTH_PROBE_ID, Health
 from guard._models import Decision
 from guard._protect import AsyncAdmit, Settles
 from guard._request import Request, parse_payout_id, parse_request
-from guard._reservation import AsyncReservation
+from guard._reservation import AsyncReservation, keep_running
 from guard.errors import ConfigurationError, InvalidPayoutRequest, PayoutDenied
 from guard.instrumentation._hooks import EVENTS
 from guard.stores import Hold, HoldOutcome, HoldState, InMemoryReservations
@@ -53,17 +53,7 @@ __all__ = ["AsyncPayoutGuard"]
 
 Perform = Callable[[Step], Awaitable[Any]]
 
-# Holds given back after their task was cancelled: asyncio keeps only weak references.
-_giving_back: set[asyncio.Future[Any]] = set()
-
 _log = structlog.get_logger("payout_guard")
-
-
-def _keep(work: Coroutine[Any, Any, Any]) -> None:
-    """Run *work* as a task kept until it is done (asyncio keeps only weak references)."""
-    task = asyncio.ensure_future(work)
-    _giving_back.add(task)
-    task.add_done_callback(_giving_back.discard)
 
 
 class AsyncPayoutGuard(GuardBase):
@@ -283,7 +273,7 @@ class AsyncPayoutGuard(GuardBase):
                 # Cancelled (or failed) after a hold was taken, before its handle was made:
                 # nobody could end it, so it is given back.
                 for hold in taken:
-                    _keep(self._released(hold, doing))
+                    keep_running(self._released(hold, doing))
                 raise
             return await self._handle(reserved, doing, provider)
 
@@ -382,7 +372,7 @@ class AsyncPayoutGuard(GuardBase):
     def _give_back(self, done: asyncio.Future[Any], hold: Hold) -> None:
         if done.cancelled() or done.exception() is not None or done.result().status != "held":
             return
-        _keep(self._store(Release(hold.payout_id, hold.owner)))
+        keep_running(self._released(hold, self._perform))
 
     def runner(self) -> Callable[[Flow[Any]], Awaitable[Any]]:
         """Return how this guard runs a flow: each step awaited on the loop."""

@@ -354,7 +354,7 @@ class Core:
         # The wall clock minus the monotonic one as last seen, and how far back the settle
         # window reaches for a while after the wall clock stepped forward (see _widening).
         self.wall_offset = clocks.time() - clocks.monotonic()
-        self.widened, self.widened_until = 0.0, float("-inf")
+        self.widened, self.widened_until = 0.0, float("-inf")  # money-ok: seconds
         self.routing: Policy = routing
         self.routes = dict(routes or {})
         self.log = structlog.get_logger("payout_guard")

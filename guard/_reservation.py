@@ -54,12 +54,14 @@ __all__ = [
     "Handling",
     "Reservation",
     "ending",
+    "keep_running",
     "uncertain_on_option",
 ]
 
 T = TypeVar("T")
 
-# Endings that outlived a cancelled task run on as tasks: asyncio keeps only weak references.
+# Tasks that outlive the task that started them (keep_running): asyncio keeps only weak
+# references.
 _finishing: set[asyncio.Future[Any]] = set()
 
 # How long an ending the store did not record is tried again, in seconds of real time, and
@@ -506,11 +508,11 @@ class AsyncReservation(_Handle):
                     retrying = not self._handling.in_callers_transaction
                     self._not_settled(how, exc, retrying=retrying)
                     if retrying:
-                        _finish(self._keep_trying(how, make))
+                        keep_running(self._keep_trying(how, make))
                     raise
                 return result
 
-        return await asyncio.shield(_finish(locked()))
+        return await asyncio.shield(keep_running(locked()))
 
     async def _keep_trying(self, how: Ending, make: Callable[[], Flow[Any]]) -> None:
         trouble: BaseException | None = None
@@ -534,8 +536,12 @@ class AsyncReservation(_Handle):
         self._gave_up(how, trouble)
 
 
-def _finish(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-    """Run *work* as a task kept until it is done (asyncio keeps only weak references)."""
+def keep_running(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run *work* as a task kept until it is done (asyncio keeps only weak references).
+
+    For work that must finish whatever happens to the task that started it: ending a hold,
+    giving one back.
+    """
     task = asyncio.ensure_future(work)
     _finishing.add(task)
     task.add_done_callback(_finishing.discard)
