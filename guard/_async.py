@@ -88,6 +88,7 @@ class AsyncPayoutGuard(GuardBase):
 
     async def aclose(self) -> None:
         """Close the fetchers' HTTP sessions, the store and the decision log (in its pool)."""
+        await asyncio.wrap_future(self.store_threads.submit(self.give_backs.close))
         aclose = getattr(self._astore, "aclose", None)
         if callable(aclose):
             await aclose()
@@ -271,9 +272,13 @@ class AsyncPayoutGuard(GuardBase):
                 )
             except BaseException:
                 # Cancelled (or failed) after a hold was taken, before its handle was made:
-                # nobody could end it, so it is given back.
+                # nobody could end it, so it is given back (by the guard's thread when in the
+                # guard's store: the event loop may be closing).
                 for hold in taken:
-                    keep_running(self._released(hold, doing))
+                    if doing == self._perform:
+                        self.give_backs.add(hold, taken=True)
+                    else:
+                        keep_running(self._released(hold, doing))
                 raise
             return await self._handle(reserved, doing, provider)
 
@@ -370,9 +375,18 @@ class AsyncPayoutGuard(GuardBase):
                          wanted="release", error=type(exc).__name__, retrying=False)
 
     def _give_back(self, done: asyncio.Future[Any], hold: Hold) -> None:
-        if done.cancelled() or done.exception() is not None or done.result().status != "held":
-            return
-        keep_running(self._released(hold, self._perform))
+        """Give back *hold*, asked for by a task cancelled meanwhile, unless it is not held.
+
+        Cancelled or failed itself, the ``try_hold`` may have written it all the same. The
+        guard's thread gives it back: the event loop may be closing.
+        """
+        answered = not done.cancelled() and done.exception() is None
+        if answered:
+            outcome: HoldOutcome = done.result()
+            mine = outcome.hold is not None and outcome.hold.owner == hold.owner
+            if outcome.status == "over_ceiling" or (outcome.status == "duplicate" and not mine):
+                return
+        self.give_backs.add(hold, taken=answered)
 
     def runner(self) -> Callable[[Flow[Any]], Awaitable[Any]]:
         """Return how this guard runs a flow: each step awaited on the loop."""
@@ -390,6 +404,9 @@ class AsyncPayoutGuard(GuardBase):
         """
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
+        if reserved.unsure is not None and (perform is None or perform == self._perform):
+            # (In a caller's transaction, the hold stands or falls with the transaction.)
+            self.give_backs.add(reserved.unsure)
         if hold is not None:
             try:
                 self.core.emit(decision, "reserve", asked)

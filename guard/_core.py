@@ -297,11 +297,14 @@ class Reserved:
         decision: The decision to log and return (or raise, when it denies and enforcing).
         hold: The hold taken, or ``None`` when nothing was held (denied, or dry-run).
         lapsed: Uncertain holds the store reported as past their ``uncertain_ttl``.
+        unsure: The hold asked for when the store did not answer the ``try_hold``: it may
+            have been written all the same, so it is to be given back (``GiveBacks``).
     """
 
     decision: Decision
     hold: Hold | None
     lapsed: tuple[Hold, ...] = ()
+    unsure: Hold | None = None
 
 
 Judged = tuple[Decision, BalanceSnapshot | None]
@@ -496,8 +499,9 @@ class Core:
             lost: set[int] = set()
             for index in order:
                 outcome, wanted = yield from self._try_hold(request, judged[index], ttl, owner)
-                if isinstance(outcome, Reason):  # the store did not answer
-                    return Reserved(_denied(decision, outcome), None, lapsed)
+                if isinstance(outcome, Reason):  # the store did not answer: it may have held
+                    unsure = None if self.inline is not None else wanted  # no I/O: it did not
+                    return Reserved(_denied(decision, outcome), None, lapsed, unsure)
                 lapsed += outcome.lapsed
                 self.held_seen[wanted.key] = (
                     ADD(outcome.counted, wanted.held) if outcome.status == "held"

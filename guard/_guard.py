@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, NoReturn, Self
 from guard._cache import BalanceCache, Budget, LocalBudget, shared_budget
 from guard._clock import Clock, Clocks, clocks_of
 from guard._config_build import configured_guard
-from guard._core import Core, Policy
+from guard._core import Core, Policy, Release, store_call
 from guard._health import Health, health_of
 from guard._models import Mode
 from guard._money import parse_currency, smallest_unit
 from guard._protect import AsyncAdmit, Decorator, SyncAdmit
 from guard._records import DecisionLog
 from guard._request import Request, optional_text, parse_request
-from guard._reservation import DEFAULT_UNCERTAIN_ON, Handling, uncertain_on_option
+from guard._reservation import DEFAULT_UNCERTAIN_ON, GiveBacks, Handling, uncertain_on_option
 from guard._seconds import seconds
 from guard._threads import BlockingPool
 from guard.errors import ConfigurationError, InvalidPayoutRequest
@@ -216,6 +216,8 @@ class GuardBase:
         if type(self.reservations) is InMemoryReservations:  # no I/O: read in place
             self.core.inline = self.reservations
         self._handling = self.handling(self.runner())
+        # Holds the store may have taken for payouts that were denied or abandoned.
+        self.give_backs = GiveBacks(self.give_back, clocks.time)
         EVENTS.preload()  # the metrics backends imported here, not on an event loop later
 
     @classmethod
@@ -356,6 +358,17 @@ class GuardBase:
         """Return the guard's health, given what reading the store raised (``None``: nothing)."""
         return health_of(self.caches, self.reservations, store_error,
                          monotonic=self.clocks.monotonic(), wall=self.clocks.time())
+
+    def give_back(self, hold: Hold) -> bool:
+        """Release *hold* by its owner token with a blocking call; return whether it did.
+
+        What ``give_backs`` asks, from its own thread (the guard's blocking store serves both
+        guards).
+        """
+        step = Release(hold.payout_id, hold.owner)
+        with EVENTS.store_timer(self.reservations, step):
+            released: bool = store_call(self.reservations, step)
+        return released
 
     def runner(self) -> Callable[[Any], Any]:
         """Return how this guard runs a flow of the core (blocking, or as an awaitable)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
@@ -48,9 +49,11 @@ from guard.stores import Hold
 
 __all__ = [
     "DEFAULT_UNCERTAIN_ON",
+    "GIVE_BACKS_KEPT",
     "KEEP_TRYING_FOR",
     "AsyncReservation",
     "Ending",
+    "GiveBacks",
     "Handling",
     "Reservation",
     "ending",
@@ -546,3 +549,168 @@ def keep_running(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     _finishing.add(task)
     task.add_done_callback(_finishing.discard)
     return task
+
+
+# After the store said it holds no such hold, it is asked again after each of these pauses
+# (seconds): a write the store took after its caller gave up on it can land late.
+_ASKED_AGAIN_AFTER = (1.0, 10.0)
+GIVE_BACKS_KEPT = 10_000
+"""The most holds a guard keeps to give back; past it, one more ends at its ttl (logged)."""
+
+
+@dataclass(slots=True)
+class _GiveBack:
+    hold: Hold
+    due: float  # on the monotonic clock
+    pause: float = 0.1
+    answers: int = 0  # how many times the store said it holds no such hold
+
+
+class GiveBacks:
+    """Holds nobody will end, released in the background by a thread of the guard's.
+
+    A hold is given back when its payout was denied or abandoned before a reservation could
+    hold it: a ``try_hold`` the store did not answer (a timeout, a dropped connection: it may
+    have written the hold all the same), or one whose task was cancelled. Until its ttl, such
+    a hold would keep its funds from every other payout, and refuse a retry of its payout id
+    as a duplicate. Each is released by its owner token, so a hold that was never written,
+    or that passed its ttl and was taken again, is left alone; a released one is logged as
+    ``payout_guard.hold`` with ``change="given_back"``.
+
+    A store that does not answer is asked again with backoff, from 0.1 s doubling to 5 s,
+    until the hold's ttl (then the store counts it no more). A store that says it holds no
+    such hold is asked again after 1 s and 10 s, for a write that lands late. At most
+    ``GIVE_BACKS_KEPT`` holds wait; the thread runs while there are any. A forked child starts
+    with none (its parent's are its parent's to give back).
+
+    Args:
+        release: Releases a hold by its owner token; returns whether it did (the store's
+            ``release``). Called in the thread.
+        now: The clock of the holds' times (the guard's wall clock).
+    """
+
+    def __init__(self, release: Callable[[Hold], bool], now: Callable[[], float]) -> None:
+        self._release = release
+        self._now = now
+        self._forget_parent()
+
+    def _forget_parent(self) -> None:
+        self._changed = threading.Condition()
+        self._waiting: dict[tuple[str, str], _GiveBack] = {}
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+
+    def _in_this_process(self) -> None:
+        if os.getpid() != self._pid:
+            self._forget_parent()
+
+    def __len__(self) -> int:
+        """Return how many holds wait to be given back."""
+        return len(self._waiting)
+
+    def add(self, hold: Hold, *, taken: bool = False) -> None:
+        """Give *hold* back in the background: at once if *taken* (the store took it), else soon.
+
+        Does nothing once ``close`` was called.
+        """
+        self._in_this_process()
+        with self._changed:
+            if self._closed or (hold.payout_id, hold.owner) in self._waiting:
+                return
+            if len(self._waiting) >= GIVE_BACKS_KEPT:
+                _log.warning(
+                    "payout_guard.hold_not_settled", payout_id=hold.payout_id,
+                    wanted="give_back", retrying=False,
+                    detail=f"{GIVE_BACKS_KEPT} holds wait to be given back already: this one "
+                    "ends at its ttl",
+                )
+                return
+            due = time.monotonic() + (0.0 if taken else 0.1)
+            self._waiting[hold.payout_id, hold.owner] = _GiveBack(hold, due)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, daemon=True,
+                                                name="payout-guard give-backs")
+                self._thread.start()
+            self._changed.notify()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop giving back; the holds still waiting are asked for once more (within *timeout*).
+
+        What the store does not release then ends at its ttl.
+        """
+        self._in_this_process()
+        with self._changed:
+            self._closed = True
+            thread = self._thread
+            self._changed.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._changed:
+            left = list(self._waiting.values())
+        if left:
+            self._ask(left, until=time.monotonic() + timeout, last=True)
+        with self._changed:
+            if self._waiting:
+                _log.warning(
+                    "payout_guard.hold_not_settled", wanted="give_back", retrying=False,
+                    holds=len(self._waiting),
+                    detail="the guard closed before the store released them: they end at "
+                    "their ttl",
+                )
+                self._waiting.clear()
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while True:
+                    if self._closed or not self._waiting:
+                        self._thread = None
+                        return
+                    now = time.monotonic()
+                    due = [one for one in self._waiting.values() if one.due <= now]
+                    if due:
+                        break
+                    self._changed.wait(min(one.due for one in self._waiting.values()) - now)
+            self._ask(due)
+
+    def _ask(
+        self, due: list[_GiveBack], *, until: float = float("inf"),  # money-ok: seconds
+        last: bool = False,
+    ) -> None:
+        """Ask the store to release each of *due*; plan the next try of those it did not answer.
+
+        *last*: ask each once (until the store does not answer), plan nothing.
+        """
+        for index, one in enumerate(due):
+            hold = one.hold
+            if self._now() >= hold.expires_at or time.monotonic() >= until:
+                self._forget(one)  # past its ttl, the store counts it no more
+                continue
+            try:
+                released = self._release(hold)
+            except StoreUnavailable:
+                if last:
+                    break
+                # The store does not answer: every hold due now waits, each its own pause.
+                now = time.monotonic()
+                for waiting in due[index:]:
+                    waiting.due = now + waiting.pause
+                    waiting.pause = min(waiting.pause * 2, _MOST_BETWEEN_TRIES)
+                return
+            except Exception as exc:  # noqa: BLE001 - a store's own refusal: nothing to retry
+                _log.warning("payout_guard.hold_not_settled", payout_id=hold.payout_id,
+                             wanted="give_back", error=type(exc).__name__, retrying=False)
+                self._forget(one)
+                continue
+            if released:
+                _hold_event(logging.WARNING, "given_back", hold)
+            elif one.answers < len(_ASKED_AGAIN_AFTER) and not last:
+                one.due = time.monotonic() + _ASKED_AGAIN_AFTER[one.answers]
+                one.answers += 1
+                continue
+            self._forget(one)
+
+    def _forget(self, one: _GiveBack) -> None:
+        with self._changed:
+            self._waiting.pop((one.hold.payout_id, one.hold.owner), None)

@@ -48,6 +48,7 @@ class PayoutGuard(GuardBase):
         """Close the fetchers' HTTP sessions, the reservation store and the decision log."""
         self.threads.close()
         self.store_threads.close()
+        self.give_backs.close()
         for part in (*self.fetchers.values(), self.reservations, self.decision_log):
             close = getattr(part, "close", None)
             if callable(close):
@@ -366,6 +367,9 @@ class PayoutGuard(GuardBase):
         """
         self.core.note_lapsed(reserved.lapsed)
         decision, hold = reserved.decision, reserved.hold
+        if reserved.unsure is not None and perform == self._perform:
+            # (In a caller's transaction, the hold stands or falls with the transaction.)
+            self.give_backs.add(reserved.unsure)
         if hold is not None:
             try:
                 self.core.emit(decision, "reserve", asked)

@@ -36,6 +36,7 @@ from guard import (
     PayoutOutcomeUnknown,
     StoreUnavailable,
 )
+from guard._reservation import GiveBacks
 from guard.stores import Hold, HoldOutcome, InMemoryReservations, SqliteReservations
 from guard.testing import StaticFetcher, capture_decisions
 from tests._guard_strategies import BlockingFetcher, FakeClock
@@ -179,6 +180,216 @@ class TestALostAnswerIsNotADuplicate:
         finally:
             store.close()
             proxy.close()
+
+
+class SilencesTryHolds:
+    """A TCP proxy to Redis: while ``silent``, a link that carries a ``try_hold`` gets no replies.
+
+    Redis runs the call (the hold is written); the client hears nothing and times out.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port_to = port
+        self.silent = threading.Event()
+        self.silenced = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                server = socket.create_connection(("127.0.0.1", self.port_to))
+                muted = threading.Event()
+                threading.Thread(target=self._up, args=(client, server, muted),
+                                 daemon=True).start()
+                threading.Thread(target=DropsTheFirstTryHoldReply._down,
+                                 args=(server, client, muted), daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, muted: threading.Event) -> None:
+        with contextlib.suppress(OSError), client, server:
+            while data := client.recv(65536):
+                if self.silent.is_set() and b"_try_hold\r\n" in data:
+                    self.silenced += 1
+                    muted.set()
+                server.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def released_soon(guard: PayoutGuard, payout_id: str, *, within: float = 10.0) -> bool:
+    """Return whether *payout_id* has no hold within *within* seconds."""
+    until = time.monotonic() + within
+    while guard.hold(payout_id) is not None:
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class TestAHoldTheStoreMayHaveTakenIsGivenBack:
+    """A hold nobody would end: its ``try_hold`` was run by the store but never answered.
+
+    The payout was denied, so the hold kept its funds and refused the id's retry until its ttl.
+    """
+
+    def test_redis_ran_the_try_hold_but_its_answer_never_came(self, redis_url: str) -> None:
+        """Denied as store trouble; once Redis answers again, the id's retry goes out."""
+        pytest.importorskip("redis")
+        from guard.stores import RedisReservations
+
+        proxy = SilencesTryHolds(urlsplit(redis_url).port or 6379)
+        namespace = f"unsure-{uuid.uuid4().hex}"
+        store = RedisReservations(f"redis://127.0.0.1:{proxy.port}/0", namespace=namespace,
+                                  timeout=0.3)
+        direct = RedisReservations(redis_url, namespace=namespace)
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+        try:
+            proxy.silent.set()
+            with capture_logs() as logs:
+                with pytest.raises(PayoutDenied) as denied:
+                    guard.reserve("80.00", "BRL", payout_id="X")
+                assert 1 == proxy.silenced
+                written = direct.get("X")  # Redis took it, as the store could not tell
+                proxy.silent.clear()
+                assert released_soon(guard, "X")
+            with guard.reserve("80.00", "BRL", payout_id="X") as retry:
+                pass
+        finally:
+            guard.close()
+            direct.close()
+            proxy.close()
+        assert ("balance_unavailable",) == denied.value.decision.codes
+        assert "pending" == (written.state if written else None)
+        assert ("committed", Decimal("80.00")) == (retry.state, retry.decision.amount)
+        assert [("X", "80.00")] == [
+            (e["payout_id"], e["amount"]) for e in logs if e.get("change") == "given_back"
+        ]
+
+    @pytest.mark.parametrize("how", ["timed_out", "cancelled_at_loop_end"])
+    def test_on_redis_asyncio_too(self, redis_url: str, how: str) -> None:
+        """On asyncio: timed out, or its task cancelled as the loop closed; given back too."""
+        pytest.importorskip("redis")
+        from guard.stores import RedisReservations
+
+        proxy = SilencesTryHolds(urlsplit(redis_url).port or 6379)
+        store = RedisReservations(f"redis://127.0.0.1:{proxy.port}/0",
+                                  namespace=f"unsure-{uuid.uuid4().hex}",
+                                  timeout=0.3 if how == "timed_out" else 5)
+        guard = AsyncPayoutGuard(StaticFetcher({"BRL": "100.00"}), reservations=store)
+
+        async def scenario() -> None:
+            reserving = asyncio.ensure_future(guard.reserve("80.00", "BRL", payout_id="X"))
+            if how == "timed_out":
+                with pytest.raises(PayoutDenied):
+                    await reserving
+                return
+            while not proxy.silenced:
+                await asyncio.sleep(0.01)
+            reserving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reserving
+            # asyncio.run returns now, cancelling the store's call still awaiting Redis
+
+        proxy.silent.set()
+        try:
+            asyncio.run(scenario())
+            proxy.silent.clear()
+            until = time.monotonic() + 10
+            while store.get("X") is not None and time.monotonic() < until:
+                time.sleep(0.05)
+            assert (1, None) == (proxy.silenced, store.get("X"))
+        finally:
+            asyncio.run(guard.aclose())
+            proxy.close()
+
+    def test_a_store_that_does_not_answer_is_asked_again_until_it_does(
+        self, tmp_path: Path
+    ) -> None:
+        """SQLite closed meanwhile (a restart): given back once it is open again."""
+        store = SqliteReservations(tmp_path / "holds.db")
+        hold = _pending_hold(store, "X")
+        store.close()
+        give_backs = GiveBacks(lambda h: store.release(h.payout_id, owner=h.owner), time.time)
+        give_backs.add(hold)
+        time.sleep(0.4)  # asked at 0.1 s and 0.3 s: no answer
+        assert 1 == len(give_backs)
+        store.rearm()
+        until = time.monotonic() + 10
+        while len(give_backs) and time.monotonic() < until:
+            time.sleep(0.05)
+        assert (0, None) == (len(give_backs), store.get("X"))
+
+    def test_a_hold_written_after_the_first_answer_is_still_given_back(
+        self, tmp_path: Path
+    ) -> None:
+        """The store said it had no such hold; the write landed later: asked again after 1 s."""
+        store = SqliteReservations(tmp_path / "holds.db")
+        asked: list[bool] = []
+
+        def release(h: Hold) -> bool:
+            asked.append(store.release(h.payout_id, owner=h.owner))
+            return asked[-1]
+
+        give_backs = GiveBacks(release, time.time)
+        late = _hold("X")
+        give_backs.add(late)
+        time.sleep(0.3)
+        _pending_hold(store, "X", late)  # the write the store took after it answered
+        until = time.monotonic() + 10
+        while len(give_backs) and time.monotonic() < until:
+            time.sleep(0.05)
+        assert ([False, True], None) == (asked, store.get("X"))
+
+    def test_another_reservations_hold_is_left_alone(self, tmp_path: Path) -> None:
+        """Released by its owner token: a hold of the same id another reservation took stays."""
+        store = SqliteReservations(tmp_path / "holds.db")
+        theirs = _pending_hold(store, "X")
+        asked: list[bool] = []
+
+        def release(h: Hold) -> bool:
+            asked.append(store.release(h.payout_id, owner=h.owner))
+            return asked[-1]
+
+        give_backs = GiveBacks(release, time.time)
+        give_backs.add(_hold("X"))  # the same id, another owner: never written
+        give_backs.close()  # asked once more, then stopped
+        assert ([False], "pending", 0) == (
+            asked, (store.get("X") or theirs).state, len(give_backs))
+        assert theirs.owner == (store.get("X") or pytest.fail("gone")).owner
+
+    def test_a_hold_past_its_ttl_is_not_asked_for(self) -> None:
+        """The store counts it no more: nothing to give back."""
+        asked: list[Hold] = []
+
+        def release(h: Hold) -> bool:
+            asked.append(h)
+            return True
+
+        clock = FakeClock()
+        give_backs = GiveBacks(release, clock)
+        clock.advance(3600)
+        give_backs.add(_hold("X", now=clock() - 3600))
+        give_backs.close()
+        assert ([], 0) == (asked, len(give_backs))
+
+
+def _hold(payout_id: str, *, now: float | None = None) -> Hold:
+    now = time.time() if now is None else now
+    return Hold(payout_id=payout_id, key="p:acc:BRL", currency="BRL", amount=Decimal("80.00"),
+                fee=Decimal("0.00"), state="pending", created_at=now, expires_at=now + 300,
+                owner=uuid.uuid4().hex)
+
+
+def _pending_hold(store: SqliteReservations, payout_id: str, hold: Hold | None = None) -> Hold:
+    """Take *hold* (a new one when ``None``) in *store*; return it."""
+    hold = hold or _hold(payout_id)
+    outcome = store.try_hold(hold, ceiling=Decimal("100.00"), counted_since=hold.created_at - 30,
+                             now=hold.created_at)
+    assert "held" == outcome.status
+    return hold
 
 
 class TestAHoldBelongsToItsReservation:
