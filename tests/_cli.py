@@ -20,8 +20,9 @@ EXAMPLE = ROOT / "examples" / "guard.toml"
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``python -m guard ARGS`` and return what it printed and its exit code."""
+    # Tables as off a terminal (160 columns), whatever width the shell running the tests has.
     environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith("PAYOUT_GUARD_")}
+                   if not key.startswith("PAYOUT_GUARD_") and key not in {"COLUMNS", "LINES"}}
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "guard", *args], capture_output=True, text=True,
