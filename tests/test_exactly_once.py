@@ -182,30 +182,16 @@ class TestALostAnswerIsNotADuplicate:
             proxy.close()
 
 
-class SilencesTryHolds:
+class SilencesTryHolds(DropsTheFirstTryHoldReply):
     """A TCP proxy to Redis: while ``silent``, a link that carries a ``try_hold`` gets no replies.
 
     Redis runs the call (the hold is written); the client hears nothing and times out.
     """
 
     def __init__(self, port: int) -> None:
-        self.port_to = port
         self.silent = threading.Event()
         self.silenced = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                server = socket.create_connection(("127.0.0.1", self.port_to))
-                muted = threading.Event()
-                threading.Thread(target=self._up, args=(client, server, muted),
-                                 daemon=True).start()
-                threading.Thread(target=DropsTheFirstTryHoldReply._down,
-                                 args=(server, client, muted), daemon=True).start()
+        super().__init__(port)
 
     def _up(self, client: socket.socket, server: socket.socket, muted: threading.Event) -> None:
         with contextlib.suppress(OSError), client, server:
@@ -214,9 +200,6 @@ class SilencesTryHolds:
                     self.silenced += 1
                     muted.set()
                 server.sendall(data)
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def released_soon(guard: PayoutGuard, payout_id: str, *, within: float = 10.0) -> bool:
