@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import math
 import os
@@ -322,18 +323,10 @@ class BalanceCache:
         if fresh is not None:
             EVENTS.balance_cache("hit")
             return fresh
-        if leader:
-            # In the caller's context: its trace span and structlog context go with the fetch.
-            context = contextvars.copy_context()
-            self._workers.run(lambda: context.run(self._lead, currency, future, force))
-        else:
+        if not leader:
             EVENTS.balance_cache("shared")
-        try:
-            found = future.result(timeout=self._wait_timeout)
-        except FutureTimeout:
-            self._abandon(currency, future)
-            raise self._gave_up() from None
-        return found[currency]
+        lead = functools.partial(self._lead, currency, future, force) if leader else None
+        return self._waited(currency, future, lead)[currency]
 
     async def aget_fetched(
         self, currency: str, *, force: bool, submit: Callable[..., Future[Any]]
@@ -353,14 +346,43 @@ class BalanceCache:
             submit(self._lead, currency, future, force)
         else:
             EVENTS.balance_cache("shared")
+        return (await self._awaited(currency, future))[currency]
+
+    def _waited(
+        self, key: str, future: Future[dict[str, Fetched]], lead: Callable[[], None] | None
+    ) -> dict[str, Fetched]:
+        """Start *lead* in a fetch thread (when the caller leads), then wait for *future*.
+
+        The wait is ``wait_timeout`` at most; then the flight of *key* is abandoned.
+
+        Raises:
+            ProviderUnavailable: the wait ended before the flight did.
+            Exception: whatever the flight raised.
+        """
+        if lead is not None:
+            # In the caller's context: its trace span and structlog context go with the fetch.
+            context = contextvars.copy_context()
+            self._workers.run(lambda: context.run(lead))
         try:
-            found = await asyncio.wait_for(
+            return future.result(timeout=self._wait_timeout)
+        except FutureTimeout:
+            self._abandon(key, future)
+            raise self._gave_up() from None
+
+    async def _awaited(
+        self, key: str, future: Future[dict[str, Fetched]]
+    ) -> dict[str, Fetched]:
+        """Await *future* without blocking the loop (see :meth:`_waited`); its leader started.
+
+        A cancelled task leaves the flight running for the others.
+        """
+        try:
+            return await asyncio.wait_for(
                 asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
             )
         except TimeoutError:
-            self._abandon(currency, future)
+            self._abandon(key, future)
             raise self._gave_up() from None
-        return found[currency]
 
     def _abandon(self, currency: str, future: Future[dict[str, Fetched]]) -> None:
         """Give up on *future*, the fetch of *currency* still running: the next check leads.
@@ -443,13 +465,12 @@ class BalanceCache:
             found, fresh_for = self._obtain(currency, force=force)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters, who raise it
             with self._lock:
-                if self._inflight.get(currency) is future:
-                    del self._inflight[currency]
+                self._landed(currency, future)
             future.set_exception(exc)
             return
         now = self._clock()
         with self._lock:
-            current = self._inflight.get(currency) is future
+            current = self._landed(currency, future)
             for code, one in found.items():
                 life = fresh_for if code == currency else self._ttl
                 old = self._entries.get(code)
@@ -458,9 +479,18 @@ class BalanceCache:
             wanted = self._committed.get(currency)
             if wanted is not None and found[currency].received_mono > wanted:
                 del self._committed[currency]  # this balance came after the commit
-            if current:
-                del self._inflight[currency]
         future.set_result(found)
+
+    def _landed(self, key: str, future: Future[dict[str, Fetched]]) -> bool:
+        """Take *future* off the flights in the air if it is still *key*'s; say whether it was.
+
+        Called with the lock held, by the leader of a flight that ended (an abandoned flight
+        was taken off already, and a later one may have replaced it).
+        """
+        if self._inflight.get(key) is not future:
+            return False
+        del self._inflight[key]
+        return True
 
     def _obtain(self, currency: str, *, force: bool) -> tuple[dict[str, Fetched], float]:
         """Return *currency*'s balances (and any fetched with it), and how long they are fresh.
