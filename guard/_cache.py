@@ -31,7 +31,8 @@ After a commit, ``refresh_soon`` asks for a balance requested after it (so the c
 stops counting sooner), once the current one is ``within`` seconds old. A balance another
 process fetched after the commit serves as well: a fleet refreshes once, not once per process.
 
-The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``.
+The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``; a
+fetch given up on counts as failed.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ class BalanceCache:
         # currency -> monotonic time of the latest commit a fresher balance is wanted for
         self._committed: dict[str, float] = {}
         self.last_fetch: FetchOutcome | None = None
-        """How the last request to the provider ended (``None`` before the first)."""
+        """How the last request to the provider ended, or was given up on (``None``: none)."""
         self.last_failure: FetchOutcome | None = None
         """How the last failed request to the provider ended (``None`` if none failed)."""
         self.requests_per_minute = requests_per_minute
@@ -388,13 +389,18 @@ class BalanceCache:
         """Give up on *future*, the fetch of *currency* still running: the next check leads.
 
         Only the fetch in flight is abandoned (one a later check already replaced is not);
-        it stays counted until it ends.
+        it stays counted until it ends. It is recorded as failed (``ProviderUnavailable``)
+        until it ends and records how.
         """
         with self._lock:
             if self._inflight.get(currency) is not future:
                 return
             del self._inflight[currency]
             self._abandoned.add(future)
+        # For health, the request ended here: a provider that does not answer in time fails.
+        self.last_fetch = self.last_failure = FetchOutcome(
+            ok=False, at=self._clock(), error=ProviderUnavailable.__name__
+        )
         # Outside the lock: a fetch that ended meanwhile runs the callback here, at once.
         future.add_done_callback(self._ended)
 

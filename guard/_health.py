@@ -29,7 +29,8 @@ class ProviderHealth(BaseModel):
 
     Attributes:
         provider: The provider name.
-        ok: Whether the last balance request succeeded; ``None`` before the first.
+        ok: Whether the last balance request succeeded (one the guard gave up waiting for
+            did not); ``None`` before the first.
         age_seconds: Seconds since the last balance request ended; ``None`` before the first.
         last_error: The error class of the last failed request (``ProviderUnavailable``,
             ``ProviderAuthError``, ...), even if a later one succeeded; ``None`` if none failed.

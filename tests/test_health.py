@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from guard import AsyncPayoutGuard, Health, PayoutGuard, ProviderHealth, StoreHealth
+from guard import (
+    AsyncPayoutGuard,
+    BalanceSnapshot,
+    Health,
+    PayoutGuard,
+    ProviderHealth,
+    StoreHealth,
+)
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
@@ -34,6 +41,30 @@ def fetcher(emulator: LuxCoreEmulator) -> LuxCoreFetcher:
 def provider(health: Health) -> ProviderHealth:
     (only,) = health.providers.values()
     return only
+
+
+def outcome(health: Health) -> tuple[bool | None, str | None]:
+    """Return what a health says of its provider's last request: ok, and the last error."""
+    part = provider(health)
+    return part.ok, part.last_error
+
+
+class KeepsNoDeadline:
+    """A LuxCore fetcher that claims a 0.2 s deadline and keeps its own 5 s one.
+
+    Like a provider SDK call without a timeout: the guard waits ``deadline + 1`` s for it, the
+    request runs on (over a real socket) until the emulator answers or stops.
+    """
+
+    name = "luxcore"
+    deadline = 0.2
+
+    def __init__(self, emulator: LuxCoreEmulator) -> None:
+        self._fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url,
+                                       retry=RetryPolicy(attempts=1, deadline=5))
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
+        return self._fetcher.fetch(currency)
 
 
 class TestHealth:
@@ -78,6 +109,17 @@ class TestHealth:
         assert (True, "ProviderRateLimited", True) == (
             provider(health).ok, provider(health).last_error, health.healthy
         )
+
+    def test_a_check_that_gave_up_on_a_hung_provider_leaves_it_failing(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """After a success, a check whose fetch hangs past its wait: health says failing."""
+        with PayoutGuard(KeepsNoDeadline(luxcore), cache_ttl=0) as guard:
+            assert guard.check("1", "ARS").allowed
+            luxcore.fail_next(Fault.SLOW)
+            assert ("balance_unavailable",) == guard.check("1", "ARS").codes
+            health = guard.health()
+        assert (False, "ProviderUnavailable", False) == (*outcome(health), health.healthy)
 
     def test_health_alone_sends_no_request(self, luxcore: LuxCoreEmulator) -> None:
         """Without probe, health reads what was recorded: the provider is not asked."""
