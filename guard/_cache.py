@@ -32,7 +32,9 @@ stops counting sooner), once the current one is ``within`` seconds old. A balanc
 process fetched after the commit serves as well: a fleet refreshes once, not once per process.
 
 The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``; a
-fetch given up on counts as failed.
+fetch given up on counts as failed. ``probe`` asks the provider for ``health(probe=True)``
+through the same single flight, budget and wait as a fetch: concurrent probes share one
+request, and none is sent while the budget is spent or a request succeeded within ``ttl``.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ _DONE: Future[dict[str, Fetched]] = Future()
 _POLL = 0.05
 # Abandoned fetches (still running past wait_timeout) a cache lets run before it starts no more.
 _MAX_ABANDONED = 4
+# What a probe's flight is keyed by among the currencies' (never a currency code).
+_PROBE = "(probe)"
 
 Budget = Callable[[], float]
 """Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
@@ -656,10 +660,57 @@ class BalanceCache:
     def probe(self) -> None:
         """Ask the provider for every balance once, only to record whether it answers.
 
-        Nothing is cached, and a failure is recorded, not raised.
+        Probes are single-flight like fetches: one arriving while another's request runs
+        waits for that request (``wait_timeout`` at most, then gives up on it as a check
+        does) instead of sending its own. A request that succeeded less than ``ttl``
+        seconds ago answers a probe without another: a check would not ask again then
+        either. The request takes one from the budget (and each retry one more); with the
+        budget spent, none is sent and ``last_budget`` says so. Nothing is cached, and a
+        failure is recorded, not raised.
         """
+        if self._answered_lately():
+            return
+        # Recorded already: how the request ended, that it was given up on, or the budget.
         with contextlib.suppress(Exception):
-            self._recorded(None)
+            _, future, leader = self._join(_PROBE, force=True)
+            self._waited(_PROBE, future,
+                         functools.partial(self._lead_probe, future) if leader else None)
+
+    async def aprobe(self, *, submit: Callable[..., Future[Any]]) -> None:
+        """Await a probe without blocking the loop (see :meth:`probe`).
+
+        Its request is made with *submit* (the guard's thread pool), as ``aget_fetched``'s.
+        """
+        if self._answered_lately():
+            return
+        with contextlib.suppress(Exception):
+            _, future, leader = self._join(_PROBE, force=True)
+            if leader:
+                submit(self._lead_probe, future)
+            await self._awaited(_PROBE, future)
+
+    def _answered_lately(self) -> bool:
+        """Return whether the provider answered a request less than ``ttl`` seconds ago."""
+        last = self.last_fetch
+        return last is not None and last.ok and self._clock() - last.at < self._ttl
+
+    def _lead_probe(self, future: Future[dict[str, Fetched]]) -> None:
+        """Make the probe's request, within the budget, for the probes waiting on *future*."""
+        try:
+            wait = self._take()
+            if wait:
+                _log.info("payout_guard.budget_spent", provider=self._fetcher.name,
+                          currency=None, retry_after=round(wait, 3), used="none", probe=True)
+            else:
+                self._recorded(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters (recorded already)
+            with self._lock:
+                self._landed(_PROBE, future)
+            future.set_exception(exc)
+            return
+        with self._lock:
+            self._landed(_PROBE, future)
+        future.set_result({})
 
     def _recorded(self, currency: str | None) -> list[BalanceSnapshot]:
         """Return the fetcher's snapshots of *currency*, recording how the request ended."""
