@@ -235,11 +235,12 @@ class AsyncPayoutGuard(GuardBase):
     async def health(self, *, probe: bool = False) -> Health:
         """Return whether the provider and the store answer (``PayoutGuard.health``).
 
-        With *probe*, the balance request is made in the guard's thread pool.
+        With *probe*, the balance requests are made in the guard's thread pool, every
+        provider's at once.
         """
         if probe:
-            for cache in self.caches.values():
-                await asyncio.wrap_future(self.threads.submit(cache.probe))
+            await asyncio.gather(*(cache.aprobe(submit=self.threads.submit)
+                                   for cache in self.caches.values()))
         try:
             await self._store(GetHold(HEALTH_PROBE_ID))
         except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported

@@ -31,7 +31,10 @@ After a commit, ``refresh_soon`` asks for a balance requested after it (so the c
 stops counting sooner), once the current one is ``within`` seconds old. A balance another
 process fetched after the commit serves as well: a fleet refreshes once, not once per process.
 
-The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``.
+The outcome of the last fetch (and of the last failed one) is kept for ``guard.health()``; a
+fetch given up on counts as failed. ``probe`` asks the provider for ``health(probe=True)``
+through the same single flight, budget and wait as a fetch: concurrent probes share one
+request, and none is sent while the budget is spent or a request succeeded within ``ttl``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import math
 import os
@@ -88,6 +92,8 @@ _DONE: Future[dict[str, Fetched]] = Future()
 _POLL = 0.05
 # Abandoned fetches (still running past wait_timeout) a cache lets run before it starts no more.
 _MAX_ABANDONED = 4
+# What a probe's flight is keyed by among the currencies' (never a currency code).
+_PROBE = "(probe)"
 
 Budget = Callable[[], float]
 """Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
@@ -275,7 +281,7 @@ class BalanceCache:
         # currency -> monotonic time of the latest commit a fresher balance is wanted for
         self._committed: dict[str, float] = {}
         self.last_fetch: FetchOutcome | None = None
-        """How the last request to the provider ended (``None`` before the first)."""
+        """How the last request to the provider ended, or was given up on (``None``: none)."""
         self.last_failure: FetchOutcome | None = None
         """How the last failed request to the provider ended (``None`` if none failed)."""
         self.requests_per_minute = requests_per_minute
@@ -322,18 +328,10 @@ class BalanceCache:
         if fresh is not None:
             EVENTS.balance_cache("hit")
             return fresh
-        if leader:
-            # In the caller's context: its trace span and structlog context go with the fetch.
-            context = contextvars.copy_context()
-            self._workers.run(lambda: context.run(self._lead, currency, future, force))
-        else:
+        if not leader:
             EVENTS.balance_cache("shared")
-        try:
-            found = future.result(timeout=self._wait_timeout)
-        except FutureTimeout:
-            self._abandon(currency, future)
-            raise self._gave_up() from None
-        return found[currency]
+        lead = functools.partial(self._lead, currency, future, force) if leader else None
+        return self._waited(currency, future, lead)[currency]
 
     async def aget_fetched(
         self, currency: str, *, force: bool, submit: Callable[..., Future[Any]]
@@ -353,26 +351,60 @@ class BalanceCache:
             submit(self._lead, currency, future, force)
         else:
             EVENTS.balance_cache("shared")
+        return (await self._awaited(currency, future))[currency]
+
+    def _waited(
+        self, key: str, future: Future[dict[str, Fetched]], lead: Callable[[], None] | None
+    ) -> dict[str, Fetched]:
+        """Start *lead* in a fetch thread (when the caller leads), then wait for *future*.
+
+        The wait is ``wait_timeout`` at most; then the flight of *key* is abandoned.
+
+        Raises:
+            ProviderUnavailable: the wait ended before the flight did.
+            Exception: whatever the flight raised.
+        """
+        if lead is not None:
+            # In the caller's context: its trace span and structlog context go with the fetch.
+            context = contextvars.copy_context()
+            self._workers.run(lambda: context.run(lead))
         try:
-            found = await asyncio.wait_for(
+            return future.result(timeout=self._wait_timeout)
+        except FutureTimeout:
+            self._abandon(key, future)
+            raise self._gave_up() from None
+
+    async def _awaited(
+        self, key: str, future: Future[dict[str, Fetched]]
+    ) -> dict[str, Fetched]:
+        """Await *future* without blocking the loop (see :meth:`_waited`); its leader started.
+
+        A cancelled task leaves the flight running for the others.
+        """
+        try:
+            return await asyncio.wait_for(
                 asyncio.shield(asyncio.wrap_future(future)), self._wait_timeout
             )
         except TimeoutError:
-            self._abandon(currency, future)
+            self._abandon(key, future)
             raise self._gave_up() from None
-        return found[currency]
 
     def _abandon(self, currency: str, future: Future[dict[str, Fetched]]) -> None:
         """Give up on *future*, the fetch of *currency* still running: the next check leads.
 
         Only the fetch in flight is abandoned (one a later check already replaced is not);
-        it stays counted until it ends.
+        it stays counted until it ends. It is recorded as failed (``ProviderUnavailable``)
+        until it ends and records how.
         """
         with self._lock:
             if self._inflight.get(currency) is not future:
                 return
             del self._inflight[currency]
             self._abandoned.add(future)
+        # For health, the request ended here: a provider that does not answer in time fails.
+        self.last_fetch = self.last_failure = FetchOutcome(
+            ok=False, at=self._clock(), error=ProviderUnavailable.__name__
+        )
         # Outside the lock: a fetch that ended meanwhile runs the callback here, at once.
         future.add_done_callback(self._ended)
 
@@ -443,13 +475,12 @@ class BalanceCache:
             found, fresh_for = self._obtain(currency, force=force)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters, who raise it
             with self._lock:
-                if self._inflight.get(currency) is future:
-                    del self._inflight[currency]
+                self._landed(currency, future)
             future.set_exception(exc)
             return
         now = self._clock()
         with self._lock:
-            current = self._inflight.get(currency) is future
+            current = self._landed(currency, future)
             for code, one in found.items():
                 life = fresh_for if code == currency else self._ttl
                 old = self._entries.get(code)
@@ -458,9 +489,18 @@ class BalanceCache:
             wanted = self._committed.get(currency)
             if wanted is not None and found[currency].received_mono > wanted:
                 del self._committed[currency]  # this balance came after the commit
-            if current:
-                del self._inflight[currency]
         future.set_result(found)
+
+    def _landed(self, key: str, future: Future[dict[str, Fetched]]) -> bool:
+        """Take *future* off the flights in the air if it is still *key*'s; say whether it was.
+
+        Called with the lock held, by the leader of a flight that ended (an abandoned flight
+        was taken off already, and a later one may have replaced it).
+        """
+        if self._inflight.get(key) is not future:
+            return False
+        del self._inflight[key]
+        return True
 
     def _obtain(self, currency: str, *, force: bool) -> tuple[dict[str, Fetched], float]:
         """Return *currency*'s balances (and any fetched with it), and how long they are fresh.
@@ -620,10 +660,57 @@ class BalanceCache:
     def probe(self) -> None:
         """Ask the provider for every balance once, only to record whether it answers.
 
-        Nothing is cached, and a failure is recorded, not raised.
+        Probes are single-flight like fetches: one arriving while another's request runs
+        waits for that request (``wait_timeout`` at most, then gives up on it as a check
+        does) instead of sending its own. A request that succeeded less than ``ttl``
+        seconds ago answers a probe without another: a check would not ask again then
+        either. The request takes one from the budget (and each retry one more); with the
+        budget spent, none is sent and ``last_budget`` says so. Nothing is cached, and a
+        failure is recorded, not raised.
         """
+        if self._answered_lately():
+            return
+        # Recorded already: how the request ended, that it was given up on, or the budget.
         with contextlib.suppress(Exception):
-            self._recorded(None)
+            _, future, leader = self._join(_PROBE, force=True)
+            self._waited(_PROBE, future,
+                         functools.partial(self._lead_probe, future) if leader else None)
+
+    async def aprobe(self, *, submit: Callable[..., Future[Any]]) -> None:
+        """Await a probe without blocking the loop (see :meth:`probe`).
+
+        Its request is made with *submit* (the guard's thread pool), as ``aget_fetched``'s.
+        """
+        if self._answered_lately():
+            return
+        with contextlib.suppress(Exception):
+            _, future, leader = self._join(_PROBE, force=True)
+            if leader:
+                submit(self._lead_probe, future)
+            await self._awaited(_PROBE, future)
+
+    def _answered_lately(self) -> bool:
+        """Return whether the provider answered a request less than ``ttl`` seconds ago."""
+        last = self.last_fetch
+        return last is not None and last.ok and self._clock() - last.at < self._ttl
+
+    def _lead_probe(self, future: Future[dict[str, Fetched]]) -> None:
+        """Make the probe's request, within the budget, for the probes waiting on *future*."""
+        try:
+            wait = self._take()
+            if wait:
+                _log.info("payout_guard.budget_spent", provider=self._fetcher.name,
+                          currency=None, retry_after=round(wait, 3), used="none", probe=True)
+            else:
+                self._recorded(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters (recorded already)
+            with self._lock:
+                self._landed(_PROBE, future)
+            future.set_exception(exc)
+            return
+        with self._lock:
+            self._landed(_PROBE, future)
+        future.set_result({})
 
     def _recorded(self, currency: str | None) -> list[BalanceSnapshot]:
         """Return the fetcher's snapshots of *currency*, recording how the request ended."""

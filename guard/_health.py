@@ -3,6 +3,10 @@
 ``guard.health()`` reads what the balance cache recorded of the last requests (no provider
 request, unless ``probe=True``) and asks the reservation store one cheap question (does it
 hold the payout id ``HEALTH_PROBE_ID``?). What it returns is a frozen value, like a decision.
+
+A probe is a request like a fetch: concurrent probes share one, it is paid from the request
+budget (none is sent while the budget is spent), it is waited for no longer than a check
+waits for a fetch, and a request that succeeded within the cache's TTL answers it instead.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class ProviderHealth(BaseModel):
 
     Attributes:
         provider: The provider name.
-        ok: Whether the last balance request succeeded; ``None`` before the first.
+        ok: Whether the last balance request succeeded (one the guard gave up waiting for
+            did not); ``None`` before the first.
         age_seconds: Seconds since the last balance request ended; ``None`` before the first.
         last_error: The error class of the last failed request (``ProviderUnavailable``,
             ``ProviderAuthError``, ...), even if a later one succeeded; ``None`` if none failed.
@@ -39,7 +44,8 @@ class ProviderHealth(BaseModel):
             through, else the seconds still to wait from now until it lets one through, as it
             said then (a fleet's budget is shared: other processes may spend it meanwhile);
             ``None`` before the first ask. A spent budget alone is not unhealthy: the guard
-            then judges with a cached balance while it can.
+            then judges with a cached balance while it can. A probe the budget refused sent
+            no request: ``ok`` is still the last request's.
     """
 
     model_config = _FROZEN

@@ -282,8 +282,12 @@ class PayoutGuard(GuardBase):
         The store is asked one cheap read. Never raises for an outage: it reports it.
 
         Args:
-            probe: Ask the provider for its balances now (one request, nothing cached), so
-                that a guard that has not fetched yet, or not lately, reports the present.
+            probe: Ask each provider for its balances now (nothing cached), so that a guard
+                that has not fetched yet, or not lately, reports the present. Concurrent
+                probes share one request; none is sent when one succeeded within
+                ``cache_ttl`` seconds, or while the request budget is spent (then
+                ``budget_wait_seconds`` says for how long). A probe waits for its provider
+                as long as a check waits for a fetch, then reports it failing.
 
         Returns:
             ``Health``; ``health.healthy`` is ``True`` when the last balance request

@@ -239,7 +239,11 @@ class TestHealth:
         assert "UNHEALTHY" == lines[-1]
 
     def test_a_store_that_does_not_answer_exits_1(self, tmp_path: Path) -> None:
-        """A Redis store nobody listens for is reported failing (StoreUnavailable), exit 1."""
+        """A Redis store nobody listens for is reported failing (StoreUnavailable), exit 1.
+
+        The provider is not asked: its request budget is kept in that store, and a request
+        the budget cannot count is not sent. What it would answer is unknown (``ok`` null).
+        """
         url = f"redis://127.0.0.1:{free_port()}/0"
         with LuxCoreEmulator() as luxcore:
             path = write_config(tmp_path / "g.toml", luxcore=luxcore,
@@ -247,7 +251,8 @@ class TestHealth:
             result = run_cli("health", "-c", str(path), "--json",
                              env=emulator_env(luxcore=luxcore))
         report = parse_json(result.stdout)
-        assert (1, True) == (result.returncode, report["providers"]["luxcore"]["ok"])
+        assert (1, None, 0) == (result.returncode, report["providers"]["luxcore"]["ok"],
+                                luxcore.balance_requests)
         assert {"store": "RedisReservations", "ok": False, "error": "StoreUnavailable"} == (
             report["store"]
         )

@@ -6,18 +6,28 @@ Providers are real loopback emulators with injected faults; stores are the real 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from guard import AsyncPayoutGuard, Health, PayoutGuard, ProviderHealth, StoreHealth
+from guard import (
+    AsyncPayoutGuard,
+    BalanceSnapshot,
+    Health,
+    PayoutGuard,
+    ProviderHealth,
+    StoreHealth,
+)
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import Fault, LuxCoreEmulator
 
 START = 1_700_000_000.0
+PROBES = 16
 
 
 @pytest.fixture
@@ -34,6 +44,51 @@ def fetcher(emulator: LuxCoreEmulator) -> LuxCoreFetcher:
 def provider(health: Health) -> ProviderHealth:
     (only,) = health.providers.values()
     return only
+
+
+def outcome(health: Health) -> tuple[bool | None, str | None]:
+    """Return what a health says of its provider's last request: ok, and the last error."""
+    part = provider(health)
+    return part.ok, part.last_error
+
+
+class KeepsNoDeadline:
+    """A LuxCore fetcher that claims a 0.2 s deadline and keeps its own 5 s one.
+
+    Like a provider SDK call without a timeout: the guard waits ``deadline + 1`` s for it, the
+    request runs on (over a real socket) until the emulator answers or stops.
+    """
+
+    name = "luxcore"
+    deadline = 0.2
+
+    def __init__(self, emulator: LuxCoreEmulator) -> None:
+        self._fetcher = LuxCoreFetcher(emulator.api_key, base_url=emulator.url,
+                                       retry=RetryPolicy(attempts=1, deadline=5))
+
+    def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
+        return self._fetcher.fetch(currency)
+
+
+def probe_in_threads(guard: PayoutGuard) -> list[Health]:
+    """Return what PROBES threads, started together, get from ``health(probe=True)``."""
+    start = threading.Barrier(PROBES)
+    healths: list[Health] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        start.wait(5)
+        health = guard.health(probe=True)
+        with lock:
+            healths.append(health)
+
+    threads = [threading.Thread(target=work, name=f"probe-{i}") for i in range(PROBES)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert [] == [t.name for t in threads if t.is_alive()]
+    return healths
 
 
 class TestHealth:
@@ -78,6 +133,17 @@ class TestHealth:
         assert (True, "ProviderRateLimited", True) == (
             provider(health).ok, provider(health).last_error, health.healthy
         )
+
+    def test_a_check_that_gave_up_on_a_hung_provider_leaves_it_failing(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """After a success, a check whose fetch hangs past its wait: health says failing."""
+        with PayoutGuard(KeepsNoDeadline(luxcore), cache_ttl=0) as guard:
+            assert guard.check("1", "ARS").allowed
+            luxcore.fail_next(Fault.SLOW)
+            assert ("balance_unavailable",) == guard.check("1", "ARS").codes
+            health = guard.health()
+        assert (False, "ProviderUnavailable", False) == (*outcome(health), health.healthy)
 
     def test_health_alone_sends_no_request(self, luxcore: LuxCoreEmulator) -> None:
         """Without probe, health reads what was recorded: the provider is not asked."""
@@ -124,6 +190,170 @@ class TestHealth:
         document = guard.health().model_dump(mode="json")
         assert (True, True) == (document["healthy"], document["providers"]["static"]["healthy"])
 
+
+class TestProbeSharesOneRequest:
+    def test_sixteen_threads_probing_at_once_send_one_request(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """The first probe's request takes 0.5 s; the other 15 wait for it and report it."""
+        luxcore.slow_seconds = 0.5
+        luxcore.fail_next(Fault.SLOW)
+        with PayoutGuard(fetcher(luxcore)) as guard:
+            healths = probe_in_threads(guard)
+        assert (1, PROBES, {(True, None)}) == (
+            luxcore.balance_requests, len(healths), {outcome(h) for h in healths})
+
+    def test_sixteen_threads_share_one_failed_request_too(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """The request times out after 1 s (no success to reuse): all 16 report that one."""
+        luxcore.fail_next(Fault.SLOW)
+        hurried = LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url,
+                                 retry=RetryPolicy(attempts=1, deadline=1))
+        with PayoutGuard(hurried) as guard:
+            healths = probe_in_threads(guard)
+        assert (1, PROBES, {(False, "ProviderUnavailable")}) == (
+            luxcore.balance_requests, len(healths), {outcome(h) for h in healths})
+
+    def test_sixteen_tasks_probing_at_once_send_one_request(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """On an event loop, concurrent awaited probes share one request as threads do."""
+        luxcore.slow_seconds = 0.5
+        luxcore.fail_next(Fault.SLOW)
+
+        async def main() -> list[Health]:
+            async with AsyncPayoutGuard(fetcher(luxcore)) as guard:
+                return list(await asyncio.gather(
+                    *(guard.health(probe=True) for _ in range(PROBES))))
+
+        healths = asyncio.run(main())
+        assert (1, PROBES, {(True, None)}) == (
+            luxcore.balance_requests, len(healths), {outcome(h) for h in healths})
+
+    def test_a_probe_within_the_cache_ttl_of_a_successful_request_sends_none(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """A check's request 4.9 s ago answers a probe (cache_ttl 5); at 5 s one is sent."""
+        clock = FakeClock(START)
+        with PayoutGuard(fetcher(luxcore), cache_ttl=5, clock=clock) as guard:
+            guard.check("1", "ARS")
+            clock.advance(4.9)
+            recent = provider(guard.health(probe=True))
+            after_recent = luxcore.balance_requests
+            clock.advance(0.1)
+            fresh = provider(guard.health(probe=True))
+        assert ((True, 4.9), 1) == ((recent.ok, recent.age_seconds), after_recent)
+        assert ((True, 0.0), 2) == ((fresh.ok, fresh.age_seconds), luxcore.balance_requests)
+
+    def test_a_probe_after_a_failed_request_asks_again(self, luxcore: LuxCoreEmulator) -> None:
+        """Failures are not kept: within the cache_ttl of a 503, a probe sees the recovery."""
+        luxcore.fail_next(Fault.HTTP_503)
+        with PayoutGuard(fetcher(luxcore), cache_ttl=5) as guard:
+            guard.check("1", "ARS")
+            health = guard.health(probe=True)
+        assert ((True, "ProviderUnavailable"), 2) == (outcome(health),
+                                                     luxcore.balance_requests)
+
+
+class TestProbeWithinTheBudget:
+    def test_with_the_budget_spent_a_probe_sends_nothing_and_says_so(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """One request a minute, spent by a check 10 s ago: no request; the wait is 50 s."""
+        clock = FakeClock(START)
+        with (LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url, requests_per_minute=1,
+                             retry=RetryPolicy(attempts=1, deadline=5)) as budgeted,
+              PayoutGuard(budgeted, cache_ttl=5, clock=clock) as guard):
+            guard.check("1", "ARS")
+            clock.advance(10)
+            probed = provider(guard.health(probe=True))
+        assert 1 == luxcore.balance_requests
+        assert (True, 10.0, 50.0) == (probed.ok, probed.age_seconds, probed.budget_wait_seconds)
+
+    def test_a_probe_takes_its_first_request_and_each_retry_from_the_budget(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """A budget that lets two requests through at once, three attempts against 503s.
+
+        Two requests are sent: the probe's first takes one, its first retry the other, and
+        the second retry is refused.
+        """
+        luxcore.fail_next(Fault.HTTP_503, times=3)
+        retrying = RetryPolicy(attempts=3, deadline=5, backoff=0.001, max_backoff=0.002)
+        with (LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url, requests_per_minute=20,
+                             retry=retrying) as budgeted,
+              PayoutGuard(budgeted) as guard):
+            probed = provider(guard.health(probe=True))
+        assert 2 == luxcore.balance_requests
+        assert (False, "ProviderUnavailable") == (probed.ok, probed.last_error)
+        assert probed.budget_wait_seconds is not None
+        assert probed.budget_wait_seconds > 0
+
+    def test_a_probe_spends_from_the_budget_the_fleet_shares(
+        self, luxcore: LuxCoreEmulator, tmp_path: Path
+    ) -> None:
+        """Two guards on one SQLite file, one request a minute: the first's check spends it.
+
+        The second guard has sent no request; its probe is refused by the shared budget, so
+        it still knows nothing of the provider and says how long the budget is spent for.
+        """
+        path = tmp_path / "holds.db"
+        with (LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url, requests_per_minute=1,
+                             retry=RetryPolicy(attempts=1, deadline=5)) as budgeted,
+              SqliteReservations(path) as one, SqliteReservations(path) as two,
+              PayoutGuard(budgeted, reservations=one) as first,
+              PayoutGuard(budgeted, reservations=two) as second):
+            assert first.check("1", "ARS").allowed
+            probed = provider(second.health(probe=True))
+        assert 1 == luxcore.balance_requests
+        assert (None, False) == (probed.ok, probed.healthy)
+        assert probed.budget_wait_seconds is not None
+        assert 55.0 < probed.budget_wait_seconds <= 60.0
+
+
+class TestProbeIsBounded:
+    def test_a_hung_provider_is_reported_failing_by_the_fetchers_deadline(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """The emulator holds its answer 5 s; with a 0.5 s deadline the probe ends by then."""
+        luxcore.fail_next(Fault.SLOW)
+        hurried = LuxCoreFetcher(luxcore.api_key, base_url=luxcore.url,
+                                 retry=RetryPolicy(attempts=1, deadline=0.5))
+        with PayoutGuard(hurried) as guard:
+            started = time.monotonic()
+            health = guard.health(probe=True)
+            took = time.monotonic() - started
+        assert (False, "ProviderUnavailable") == outcome(health)
+        assert took < 1.5  # the fetch's deadline and the guard's second beyond it
+
+    def test_a_fetcher_that_keeps_no_deadline_is_given_up_on_as_a_check_would(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """Its request hangs 5 s; the probe waits deadline + 1 = 1.2 s and reports a failure."""
+        luxcore.fail_next(Fault.SLOW)
+        with PayoutGuard(KeepsNoDeadline(luxcore)) as guard:
+            started = time.monotonic()
+            health = guard.health(probe=True)
+            took = time.monotonic() - started
+        assert (False, "ProviderUnavailable") == outcome(health)
+        assert 1.2 <= took < 2.5
+
+    def test_an_awaited_probe_of_a_hung_provider_is_given_up_on_in_time(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """The async guard bounds a probe as the sync one does, without blocking the loop."""
+        luxcore.fail_next(Fault.SLOW)
+
+        async def main() -> tuple[Health, float]:
+            async with AsyncPayoutGuard(KeepsNoDeadline(luxcore)) as guard:
+                started = time.monotonic()
+                health = await guard.health(probe=True)
+                return health, time.monotonic() - started
+
+        health, took = asyncio.run(main())
+        assert (False, "ProviderUnavailable") == outcome(health)
+        assert 1.2 <= took < 2.5
 
 class TestAsyncHealth:
     def test_a_down_then_up_provider_awaited(self, luxcore: LuxCoreEmulator) -> None:
