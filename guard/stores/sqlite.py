@@ -72,6 +72,10 @@ _STATES: dict[str, HoldState] = {
 }
 
 
+# How long a write waits between two tries to begin while another process writes: SQLite's
+# own busy handler's steps, then its longest one.
+_BUSY_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
+
 # The stores open in this process, given a new lock in a forked child (see _forget_parent).
 _OPEN: weakref.WeakSet[SqliteReservations] = weakref.WeakSet()
 
@@ -559,15 +563,8 @@ class SqliteReservations:
         never waits for another writer (busy: the next write settles instead).
         """
         with self._read() as conn:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
+            if not self._begin(conn):
                 return
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             try:
                 conn.execute(sql.SETTLE, (key, now))
             except BaseException:
@@ -634,8 +631,9 @@ class SqliteReservations:
             self._lock.release()
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        if not self._lock.acquire(timeout=self._timeout):
+    def _read(self, *, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """Yield the connection under the store's lock, waited for ``timeout`` (or *wait*) s."""
+        if not self._lock.acquire(timeout=self._timeout if wait is None else wait):
             raise self._locked()
         try:
             yield self._connection()
@@ -646,19 +644,49 @@ class SqliteReservations:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._read() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    raise self._locked() from exc
+        """Yield the connection in a ``BEGIN IMMEDIATE`` transaction, committed after the block.
+
+        While another process writes, the store's lock is let go between tries (``timeout``
+        seconds of them at most): the lock is held only while this process runs SQLite, never
+        while it waits for another process.
+        """
+        pauses = iter(_BUSY_PAUSES)
+        wait: float | None = None  # the first time: the lock's own timeout
+        deadline = math.inf  # set when another writer is first found
+        while True:
+            with self._read(wait=wait) as conn:
+                if self._begin(conn):
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return
+            now = time.monotonic()
+            if deadline == math.inf:
+                deadline = now + self._timeout
+            if now >= deadline:
+                raise self._locked()
+            time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), deadline - now))
+            wait = max(0.0, deadline - time.monotonic())
+
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """Begin an immediate transaction on *conn* if no other writer has the file now.
+
+        Returns:
+            Whether the transaction began (``False``: another process is writing).
+        """
+        conn.execute("PRAGMA busy_timeout = 0")  # a try, not SQLite's wait under our lock
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
                 raise
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        return True
 
     def _locked(self) -> StoreUnavailable:
         return StoreUnavailable(
