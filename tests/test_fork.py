@@ -238,7 +238,7 @@ class TestForkedSqliteStore:
         """
         store = SqliteReservations(tmp_path / "holds.db", timeout=0.2)
 
-        def work() -> dict[str, object]:
+        def attempt() -> dict[str, object]:
             try:
                 store.try_hold(hold("po_2", "2.00"), ceiling=Decimal(10), counted_since=0,
                                now=T0)
@@ -246,12 +246,17 @@ class TestForkedSqliteStore:
                 return {"refused": str(exc).partition(" on ")[0]}
             return {"refused": None}
 
+        def work() -> dict[str, object]:
+            # And in a child of the child, which inherits the same connection.
+            return {**attempt(), "grandchild": _report(*_fork_one(attempt), within=5.0)}
+
         parent = _inside_a_transaction(store, for_seconds=1.0)
         pid, read = _fork_one(work)
         report = _report(pid, read, within=10.0)
         parent.join()
-        assert {"refused": "sqlite reservation store: this process was forked while a thread "
-                            "of its parent was inside a call of the store"} == report
+        refused = {"refused": "sqlite reservation store: this process was forked while a thread "
+                              "of its parent was inside a call of the store"}
+        assert {**refused, "grandchild": refused} == report
         assert ["po_1"] == [h.payout_id for h in store.holds(hold("x", "1").key,
                                                               counted_since=0, now=T0)]
         store.close()

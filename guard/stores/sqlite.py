@@ -584,7 +584,7 @@ class SqliteReservations:
         share its state (a write lock, perhaps) with any connection this process opens.
         """
         self._lock = threading.Lock()
-        if self._conn is None:
+        if self._conn is None or self._refused is not None:  # refused here: in a grandchild too
             return
         if idle:
             with contextlib.suppress(sqlite3.Error):
