@@ -6,7 +6,9 @@ forked workers check 200 times each against one LuxCore emulator on 127.0.0.1, a
 ARS and MXN in turn, and every answer must be the currency asked for.
 
 A SQLite store forked while another thread is inside one of its calls must work in the child
-(which inherits the store's lock as that thread held it, and none of its threads).
+(which inherits the store's lock as that thread held it, and none of its threads), even when
+that call is inside its write transaction; and the child's connection must hold file locks of
+its own, or another process could delete the WAL under it.
 """
 
 from __future__ import annotations
@@ -202,3 +204,130 @@ class TestForkedSqliteStore:
         assert [] == failed
         assert Decimal("3.00") == store.reserved(hold("x", "1").key, counted_since=0, now=T0)
         store.close()
+
+    def test_a_child_forked_while_a_thread_is_inside_a_write_transaction_can_write(
+        self, tmp_path: Path
+    ) -> None:
+        """The fork waits for the parent's transaction to end; the child then writes.
+
+        The parent's transaction is the parent's: the child never commits or rolls it back,
+        and it does not start life with SQLite believing that its process holds the write lock.
+        """
+        store = SqliteReservations(tmp_path / "holds.db", timeout=1.0)
+
+        def work() -> dict[str, object]:
+            outcome = store.try_hold(hold("po_2", "2.00"), ceiling=Decimal(10),
+                                     counted_since=0, now=T0)
+            return {"status": outcome.status}
+
+        parent = _inside_a_transaction(store, for_seconds=0.3)
+        pid, read = _fork_one(work)
+        report = _report(pid, read, within=10.0)
+        parent.join()
+        assert {"status": "held"} == report
+        assert Decimal("3.00") == store.reserved(hold("x", "1").key, counted_since=0, now=T0)
+        store.close()
+
+    def test_a_child_forked_while_a_call_outlasts_the_timeout_refuses_the_store(
+        self, tmp_path: Path
+    ) -> None:
+        """The fork waits the store's timeout at most; the child then refuses the store.
+
+        The parent's transaction is left alone in the child (it commits in the parent), and
+        the child says why it cannot use the file instead of waiting for a lock nobody holds.
+        """
+        store = SqliteReservations(tmp_path / "holds.db", timeout=0.2)
+
+        def attempt() -> dict[str, object]:
+            try:
+                store.try_hold(hold("po_2", "2.00"), ceiling=Decimal(10), counted_since=0,
+                               now=T0)
+            except StoreUnavailable as exc:
+                return {"refused": str(exc).partition(" on ")[0]}
+            return {"refused": None}
+
+        def work() -> dict[str, object]:
+            # And in a child of the child, which inherits the same connection.
+            return {**attempt(), "grandchild": _report(*_fork_one(attempt), within=5.0)}
+
+        parent = _inside_a_transaction(store, for_seconds=1.0)
+        pid, read = _fork_one(work)
+        report = _report(pid, read, within=10.0)
+        parent.join()
+        refused = {"refused": "sqlite reservation store: this process was forked while a thread "
+                              "of its parent was inside a call of the store"}
+        assert {**refused, "grandchild": refused} == report
+        assert ["po_1"] == [h.payout_id for h in store.holds(hold("x", "1").key,
+                                                              counted_since=0, now=T0)]
+        store.close()
+
+    def test_a_childs_holds_outlive_its_parent_closing_the_file(self, tmp_path: Path) -> None:
+        """The child's connection takes its own file locks, so its commits are never lost.
+
+        A connection opened next to an inherited one takes no lock of its own: once the parent
+        closed the file, another process closing it last would checkpoint and delete the WAL
+        under the child, and the child's next hold would go to a deleted file.
+        """
+        path = tmp_path / "holds.db"
+        store = SqliteReservations(path, timeout=1.0)
+
+        def take(payout_id: str) -> str:
+            return store.try_hold(hold(payout_id, "1.00"), ceiling=Decimal(100),
+                                  counted_since=0, now=T0).status
+
+        take("po_parent")
+        ready_read, ready_write = os.pipe()
+        go_read, go_write = os.pipe()
+
+        def work() -> dict[str, object]:
+            first = take("po_child_1")
+            os.write(ready_write, b"1")
+            os.read(go_read, 1)  # the parent closed; another process came and went
+            return {"statuses": [first, take("po_child_2")]}
+
+        pid, read = _fork_one(work)
+        try:
+            assert b"1" == os.read(ready_read, 1)
+            store.close()
+            visitor = subprocess.run([sys.executable, "-c", _VISITOR, str(path)],
+                                     capture_output=True, text=True, check=True, timeout=30)
+        finally:
+            os.write(go_write, b"1")
+            report = _report(pid, read, within=10.0)
+            for end in (ready_read, ready_write, go_read, go_write):
+                os.close(end)
+        with SqliteReservations(path) as fresh:
+            found = sorted(h.payout_id for h in fresh.holds(hold("x", "1").key,
+                                                            counted_since=0, now=T0))
+        assert ("2\n", {"statuses": ["held", "held"]}) == (visitor.stdout, report)
+        assert ["po_child_1", "po_child_2", "po_parent"] == found
+
+
+def _inside_a_transaction(store: SqliteReservations, *, for_seconds: float) -> threading.Thread:
+    """Return a thread holding po_1 whose try_hold is now inside its write transaction.
+
+    It stays there *for_seconds*: the ceiling it passes takes that long to compare, and
+    try_hold compares it with the key's holds inside the transaction.
+    """
+    inside = threading.Event()
+
+    class SlowCeiling(Decimal):
+        def __lt__(self, other: object) -> bool:
+            inside.set()
+            time.sleep(for_seconds)
+            return Decimal(self) < other  # type: ignore[operator]  # Decimal compares
+
+    thread = threading.Thread(target=store.try_hold, args=(hold("po_1", "1.00"),),
+                              kwargs={"ceiling": SlowCeiling(10), "counted_since": 0, "now": T0})
+    thread.start()
+    assert inside.wait(5), "try_hold never compared the ceiling inside its transaction"
+    return thread
+
+
+# Another process: opens the file, counts the holds, and closes it, the last one to do so.
+_VISITOR = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+print(conn.execute("SELECT count(*) FROM holds").fetchone()[0])
+conn.close()
+"""

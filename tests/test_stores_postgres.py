@@ -7,6 +7,7 @@ contract suites, which run against this store too (``make_store`` in ``conftest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ from guard._config_build import build_reservations
 from guard.errors import ConfigurationError, StoreUnavailable
 from guard.stores import InMemoryReservations, PostgresReservations
 from guard.stores._async import AsyncReservationStore
-from guard.stores._postgres_sql import STEPS, version_table
+from guard.stores._postgres_sql import MIGRATION_LOCK, STEPS, version_table
 from guard.stores.postgres import AsyncPostgresReservations
 from guard.testing import StaticFetcher
 from tests._cli import run_cli
@@ -1019,6 +1020,62 @@ class TestFaults:
         assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
         assert "held" == after
 
+    def test_a_migration_whose_commit_is_never_answered_ends_within_the_timeout(
+        self, server: PostgresServer
+    ) -> None:
+        """migrate()'s COMMIT is bounded like every call; a later migrate() finds it whole.
+
+        The DDL has run and its COMMIT waits for a standby that is gone (it would wait the same
+        for a server that stopped answering, or a network cut after the statements): without a
+        deadline the migration, and the command running it, would wait for ever.
+        """
+        schema = server.fresh_schema()
+        outcome: list[BaseException | None] = []
+        store = PostgresReservations(server.dsn(), schema=schema, timeout=0.5,
+                                     check_schema=False)
+        with store, _commits_never_answered(server):
+            started = time.monotonic()
+            worker = threading.Thread(target=_call_into,
+                                      args=(lambda _: store.migrate(), outcome), daemon=True)
+            worker.start()
+            worker.join(timeout=10)
+            took = time.monotonic() - started
+            assert not worker.is_alive(), "migrate() was still waiting after 10 s"
+        assert [StoreUnavailable] == [type(e) for e in outcome]
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+        # The COMMIT took effect or it did not, never half: a retry ends at version 4.
+        with PostgresReservations(server.dsn(), schema=schema, check_schema=False) as again:
+            assert 4 == again.migrate()[1]
+            assert "held" == take(again, "po_1")
+
+    @pytest.mark.parametrize("target", ["dsn", "pool"])
+    def test_a_migration_waiting_its_turn_ends_within_the_timeout(
+        self, server: PostgresServer, target: str
+    ) -> None:
+        """Another migration holding the lock: migrate() gives up at the store's timeout.
+
+        The server ends the wait itself (a caller's pool may set no statement timeout), so no
+        backend is left queued for the lock; migrate() succeeds once the lock is free.
+        """
+        schema = server.fresh_schema()
+        with contextlib.ExitStack() as stack:
+            pool = None
+            if target == "pool":
+                pool = stack.enter_context(ConnectionPool(server.dsn(), min_size=1,
+                                                          max_size=1, open=True))
+            store = stack.enter_context(PostgresReservations(
+                pool or server.dsn(), schema=schema, timeout=0.5, check_schema=False))
+            with server.connect() as other, other.transaction():
+                other.execute(MIGRATION_LOCK)  # a migration under way elsewhere
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    store.migrate()
+                took = time.monotonic() - started
+                queued = other.execute("SELECT count(*) FROM pg_locks "
+                                       "WHERE locktype = 'advisory' AND NOT granted").fetchone()
+            assert took < 2.0, f"took {took:.2f} s with a 0.5 s timeout"
+            assert (0,) == queued
+            assert (0, 4) == store.migrate()
 
 def _old_schema(server: PostgresServer) -> str:
     """Return the name of a new schema left at version 3 (not yet migrated)."""

@@ -819,17 +819,23 @@ class PostgresReservations:
         """Create or upgrade the store's schema, tables and functions; safe to run again.
 
         Concurrent migrations (several hosts starting at once) take turns on an advisory lock.
+        The migration is one transaction, bounded like every call: each statement (the wait
+        for the lock among them: ``lock_timeout``), and the COMMIT, ends within the store's
+        timeout (and a second, for a server that does not answer at all); a migration that
+        raised left the schema as it was, or wholly migrated when only the COMMIT's answer was
+        lost, and running it again finishes the job.
 
         Returns:
             The schema version found (0: none) and the version now.
 
         Raises:
             ConfigurationError: the schema is newer than this version of payout-guard reads.
-            StoreUnavailable: the server could not be reached or refused (for instance for lack
-                of the ``CREATE`` privilege on the database).
+            StoreUnavailable: the server could not be reached, refused (for instance for lack
+                of the ``CREATE`` privilege on the database), or did not answer in time (the
+                lock stayed taken by another migration, or the COMMIT went unanswered).
         """
         try:
-            with self._home.connection() as conn, conn.transaction():
+            with self._home.connection() as conn:
 
                 def run(
                     statement: str, params: tuple[Any, ...] | None = None
@@ -839,28 +845,57 @@ class PostgresReservations:
                     with self._watched(conn, bound=False):
                         return conn.execute(statement, params)
 
-                run(sql.MIGRATION_LOCK)
-                run(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
-                run(sql.version_table(self._quoted))
-                row = run(sql.VERSION_READ.format(s=self._quoted)).fetchone()
-                found = int(row[0]) if row and row[0] is not None else 0
-                if found > sql.VERSION:
-                    raise self._newer(found)
-                for step in sql.STEPS[found:]:
-                    for statement in step:
-                        run(statement.format(s=self._quoted))
-                if found < sql.VERSION:
-                    for statement in sql.functions(self._quoted):
-                        run(statement)
-                    run(
-                        f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
-                        (sql.VERSION,),
-                    )
+                # The transaction is begun and ended here, not by ``conn.transaction()``:
+                # its COMMIT (which a server may never answer: synchronous replication with
+                # its standby gone, a hung host) must be under a deadline too. A connection in
+                # autocommit mode needs the BEGIN; any other begins by itself.
+                if conn.autocommit:
+                    run("BEGIN")
+                try:
+                    found = self._upgrade(run)
+                except BaseException:
+                    if not conn.closed:  # a cut connection is closed: nothing to roll back
+                        with contextlib.suppress(self._errors, StoreUnavailable), \
+                                self._watched(conn, bound=False):
+                            conn.rollback()
+                    raise
+                with self._watched(conn, bound=False):
+                    conn.commit()
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         with self._ready_lock:
             self._ready = True
         return found, sql.VERSION
+
+    def _upgrade(self, run: Callable[..., psycopg.Cursor[Any]]) -> int:
+        """Take the migration lock, bring the schema to ``sql.VERSION``; return the version found.
+
+        Runs every statement through *run*, inside the migration's open transaction.
+
+        Raises:
+            ConfigurationError: the schema is newer than this version of payout-guard reads.
+        """
+        # Server-side, so a wait ends without a cut connection left queued for the lock (a
+        # caller's pool may set no statement timeout); for this transaction only.
+        run(f"SET LOCAL lock_timeout = {max(1, math.ceil(self._timeout * 1000))}")
+        run(sql.MIGRATION_LOCK)
+        run(f"CREATE SCHEMA IF NOT EXISTS {self._quoted}")
+        run(sql.version_table(self._quoted))
+        row = run(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+        found = int(row[0]) if row and row[0] is not None else 0
+        if found > sql.VERSION:
+            raise self._newer(found)
+        for step in sql.STEPS[found:]:
+            for statement in step:
+                run(statement.format(s=self._quoted))
+        if found < sql.VERSION:
+            for statement in sql.functions(self._quoted):
+                run(statement)
+            run(
+                f"INSERT INTO {self._quoted}.schema_version (version) VALUES (%s)",  # noqa: S608 - a checked identifier
+                (sql.VERSION,),
+            )
+        return found
 
     def schema_version(self) -> int:
         """Return the version of the store's schema in the database (0: there is none).

@@ -16,10 +16,19 @@ The store is also a ``FleetStore``: the processes of the host share balances, fe
 request budgets through the same file, timed by the host clock (``time.time()``). When that
 clock steps back, a balance written "later" is stale (never fresh) and a budget stored "later"
 starts afresh: neither waits for the clock to catch up.
+
+A store survives ``fork()``: a fork waits until no thread of the process is inside a call of
+an open store (calls are short: a wait for another process's writer happens outside, with the
+store's lock let go), and the child closes the idle connection it inherited before it opens its
+own. SQLite keeps the locks of all the connections of a process to one file together, so a
+connection the child opened next to an inherited one would share that one's state: refused
+writes forever if the parent was inside a transaction, and no file lock of its own otherwise
+(once the parent closed, another process could checkpoint and delete the WAL under it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -72,8 +81,17 @@ _STATES: dict[str, HoldState] = {
 }
 
 
-# The stores open in this process, given a new lock in a forked child (see _forget_parent).
+# How long a write waits between two tries to begin while another process writes: SQLite's
+# own busy handler's steps, then its longest one.
+_BUSY_PAUSES = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.025, 0.025, 0.05, 0.05, 0.1)
+
+# The stores open in this process, quiesced around fork() (see _before_fork); added to under
+# _OPENING, which a fork holds throughout: no store joins (or is half made) meanwhile.
 _OPEN: weakref.WeakSet[SqliteReservations] = weakref.WeakSet()
+_OPENING = threading.Lock()
+# In a forked child: connections a thread of the parent was inside at the fork. Never used
+# nor closed here (closing would roll back the parent's transaction), so never collected.
+_ABANDONED: list[sqlite3.Connection] = []
 
 
 def _hold(row: tuple[Any, ...]) -> Hold:
@@ -167,6 +185,11 @@ class SqliteReservations:
     store is open, every call raises ``StoreUnavailable`` (its holds are gone from the file
     other processes see) until ``rearm()`` opens the file at *path* again.
 
+    A store may be shared with children made by ``fork()`` (a pre-fork server, a Celery worker
+    pool): the fork waits for the calls under way in other threads (milliseconds), and the
+    child opens its own connection at its first call. Only in a child forked while a call kept
+    the store for more than *timeout* does every call raise ``StoreUnavailable``.
+
     Raises:
         ConfigurationError: *path* cannot be a SQLite database (missing directory, a directory,
             not a database, a newer schema), or *timeout*/*retention* is not a positive number
@@ -186,8 +209,12 @@ class SqliteReservations:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._identity: tuple[int, int] | None = None
-        self._conn: sqlite3.Connection | None = self._open()
-        _OPEN.add(self)
+        self._refused: str | None = None  # why this forked child cannot use the file
+        self._conn: sqlite3.Connection | None = None
+        with _OPENING:
+            _OPEN.add(self)  # before opening, under the lock: a fork meanwhile waits for it
+        with self._lock:
+            self._conn = self._open()
 
     def __repr__(self) -> str:
         return f"SqliteReservations(path={str(self._path)!r})"
@@ -524,6 +551,8 @@ class SqliteReservations:
                 the file stayed locked by another process for ``timeout``.
         """
         with self._held():
+            if self._refused is not None:
+                raise StoreUnavailable(self._refused, store="sqlite")
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._pid = os.getpid()
@@ -543,14 +572,31 @@ class SqliteReservations:
                 self._conn.close()
             self._conn = None
 
-    def _forked(self) -> None:
+    def _forked(self, *, idle: bool) -> None:
         """Start afresh in a forked child, before any of its threads uses the store.
 
-        The parent's lock may have been held by one of its threads, which does not run here:
-        it would stay held forever. The parent's connection is left alone (``_connection``
-        opens this process's own at its first use).
+        The parent's lock was held across the fork (by ``_before_fork``, or by a thread that
+        does not run here): the child gets a new one. With *idle* (no thread of the parent was
+        inside a call) the inherited connection is closed, so that the child's own, opened at
+        its first use (``_connection``), takes file locks of its own: closing an idle
+        connection touches only this process's descriptors and locks. Otherwise the inherited
+        connection is left alone for ever, and the store refuses every call here: SQLite would
+        share its state (a write lock, perhaps) with any connection this process opens.
         """
         self._lock = threading.Lock()
+        if self._conn is None or self._refused is not None:  # refused here: in a grandchild too
+            return
+        if idle:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            return
+        _ABANDONED.append(self._conn)
+        self._refused = (
+            f"this process was forked while a thread of its parent was inside a call of the "
+            f"store on {str(self._path)!r} for more than {self._timeout:g} s (the timeout): "
+            f"SQLite would share that call's locks with any connection opened here, so the "
+            f"file cannot be used in this process; nothing was held"
+        )
 
     def _settle(self, key: str, now: float) -> None:
         """Settle *key*'s expired holds for a read that found many, if the file is free now.
@@ -559,15 +605,8 @@ class SqliteReservations:
         never waits for another writer (busy: the next write settles instead).
         """
         with self._read() as conn:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
+            if not self._begin(conn):
                 return
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             try:
                 conn.execute(sql.SETTLE, (key, now))
             except BaseException:
@@ -605,6 +644,8 @@ class SqliteReservations:
                 raise _bad_path(self._path, exc) from None
 
     def _connection(self) -> sqlite3.Connection:
+        if self._refused is not None:
+            raise StoreUnavailable(self._refused, store="sqlite")
         if self._conn is None:
             raise StoreUnavailable("the store was closed", store="sqlite")
         if _identity(self._path_text) != self._identity:
@@ -614,7 +655,8 @@ class SqliteReservations:
                 store="sqlite",
             )
         if self._pid != os.getpid():
-            # A connection inherited through fork must not be used (nor closed) in the child.
+            # A connection inherited through fork is never used in the child (``_forked`` has
+            # closed it): the child's own takes file locks of its own.
             self._pid = os.getpid()
             self._conn = self._open()
         return self._conn
@@ -634,8 +676,9 @@ class SqliteReservations:
             self._lock.release()
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        if not self._lock.acquire(timeout=self._timeout):
+    def _read(self, *, wait: float | None = None) -> Iterator[sqlite3.Connection]:
+        """Yield the connection under the store's lock, waited for ``timeout`` (or *wait*) s."""
+        if not self._lock.acquire(timeout=self._timeout if wait is None else wait):
             raise self._locked()
         try:
             yield self._connection()
@@ -646,19 +689,49 @@ class SqliteReservations:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._read() as conn:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    raise self._locked() from exc
+        """Yield the connection in a ``BEGIN IMMEDIATE`` transaction, committed after the block.
+
+        While another process writes, the store's lock is let go between tries (``timeout``
+        seconds of them at most): the lock is held only while this process runs SQLite, so a
+        fork, which waits for it (``_before_fork``), never waits for another process.
+        """
+        pauses = iter(_BUSY_PAUSES)
+        wait: float | None = None  # the first time: the lock's own timeout
+        deadline = math.inf  # set when another writer is first found
+        while True:
+            with self._read(wait=wait) as conn:
+                if self._begin(conn):
+                    try:
+                        yield conn
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                    return
+            now = time.monotonic()
+            if deadline == math.inf:
+                deadline = now + self._timeout
+            if now >= deadline:
+                raise self._locked()
+            time.sleep(min(next(pauses, _BUSY_PAUSES[-1]), deadline - now))
+            wait = max(0.0, deadline - time.monotonic())
+
+    def _begin(self, conn: sqlite3.Connection) -> bool:
+        """Begin an immediate transaction on *conn* if no other writer has the file now.
+
+        Returns:
+            Whether the transaction began (``False``: another process is writing).
+        """
+        conn.execute("PRAGMA busy_timeout = 0")  # a try, not SQLite's wait under our lock
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
                 raise
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        return True
 
     def _locked(self) -> StoreUnavailable:
         return StoreUnavailable(
@@ -668,13 +741,42 @@ class SqliteReservations:
         )
 
 
-def _forget_parent() -> None:
-    """In a forked child, give every open store a lock of its own (``_forked``)."""
+# The stores whose locks the forking thread holds across its fork() (thread-local: two
+# threads may fork at once, and then take turns).
+_FORKING = threading.local()
+
+
+def _before_fork() -> None:
+    """Take every open store's lock, so that no thread is inside SQLite when the process forks.
+
+    A call holds its store's lock only while it runs SQLite (``_write`` waits for another
+    process's writer without it), so this waits milliseconds; a lock still held after the
+    store's timeout (a call stuck, or the forking thread's own) is left, and the child refuses
+    that store (``_forked``). The locks are taken in one order, whichever thread forks.
+    """
+    _OPENING.acquire()
+    _FORKING.held = [store for store in sorted(_OPEN, key=id)
+                     if store._lock.acquire(timeout=store._timeout)]
+
+
+def _after_fork_in_parent() -> None:
+    """Let the parent's calls go on (``_before_fork``'s locks)."""
+    held, _FORKING.held = getattr(_FORKING, "held", []), []
+    for store in held:
+        store._lock.release()
+    _OPENING.release()
+
+
+def _after_fork_in_child() -> None:
+    """Give every store of the child a lock of its own and a fresh start (``_forked``)."""
+    held, _FORKING.held = getattr(_FORKING, "held", []), []
     for store in list(_OPEN):
-        store._forked()
+        store._forked(idle=any(store is quiet for quiet in held))
+    _OPENING.release()  # taken by this thread, which goes on here
 
 
-os.register_at_fork(after_in_child=_forget_parent)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
 
 
 def _record_commit(conn: sqlite3.Connection, hold: Hold, now: float) -> Hold:
