@@ -72,14 +72,31 @@ LUXTAK_BAD = [
     ({"amount": "abc"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": "1e3"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": " 10"}, "data[0].amount", "is not a decimal amount"),
-    ({"amount": "10.001"}, "data[0].amount", "more decimal places than BRL"),
-    ({"currency": "JPY", "amount": "10.5"}, "data[0].amount", "more decimal places than JPY"),
     ({"currency": "XYZ"}, "data[0].currency", "unknown currency"),
     ({"currency": 986}, "data[0].currency", "currency must be"),
     ({"amount": None}, "data[0].amount", "got null"),
     ({"amount": True}, "data[0].amount", "got a boolean"),
     ({"amount": ["1"]}, "data[0].amount", "got an array"),
 ]
+
+
+class TestFinerThanTheCurrency:
+    @pytest.mark.parametrize(("currency", "amount", "expected"), [
+        ("BRL", "10.001", "10.00"), ("BRL", "10.019", "10.01"), ("JPY", "10.5", "10"),
+        ("KWD", "1.0009", "1.000"), ("BRL", "0.009", "0.00"),
+    ])
+    def test_luxtak_rounded_down(self, canned: Canned, currency: str, amount: str,
+                                 expected: str) -> None:
+        """A Luxtak amount finer than its currency's unit is read rounded down, never up."""
+        canned.reply(luxtak_body(currency=currency, amount=amount))
+        with luxtak(canned) as fetcher:
+            assert expected == str(fetcher.fetch()[0].available)
+
+    def test_pagsmile_rounded_down(self, canned: Canned) -> None:
+        """Pagsmile's 0.999999 BRL is 0.99 available."""
+        canned.reply(pagsmile_body(balance=Decimal("0.999999")).replace('"0.999999"', "0.999999"))
+        with pagsmile(canned) as fetcher:
+            assert "0.99" == str(fetcher.fetch()[0].available)
 
 
 class TestLuxtakBodies:
@@ -200,15 +217,14 @@ class TestPagsmileBodies:
         [
             ({"balance": "lots"}, "assets[0].balance: 'lots' is not a decimal amount"),
             ({"balance": Decimal("-1.000000")}, "assets[0].balance: -1.000000 is negative"),
-            ({"balance": Decimal("0.000001")}, "more decimal places than BRL"),
-            ({"balance": Decimal("1E+400")}, "too many digits"),
+            ({"balance": Decimal("1E+400")}, "is not an amount a balance can have"),
             ({"currency": "BRX"}, "assets[0].currency: unknown currency"),
         ],
     )
     def test_bad_asset(self, canned: Canned, fields: dict[str, object], why: str) -> None:
         """Bad asset values are refused, naming the field."""
         body = pagsmile_body(**fields).replace('"-1.000000"', "-1.000000").replace(
-            '"0.000001"', "0.000001").replace('"1E+400"', "1E+400")
+            '"1E+400"', "1E+400")
         assert why in str(refused(canned, pagsmile, body))
 
     def test_missing_assets(self, canned: Canned) -> None:
