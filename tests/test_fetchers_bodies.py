@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guard import (
+    PayoutGuard,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
@@ -131,11 +132,26 @@ class TestLuxtakBodies:
 
     def test_unknown_error_code_not_retried(self, canned: Canned) -> None:
         """A Luxtak error code with HTTP 200 is a response error with that code, not retried."""
-        canned.reply('{"code":4001200,"msg":"merchant not existed","time":1,"data":{}}')
+        canned.reply('{"code":4001005,"msg":"invalid currency","time":1,"data":{}}')
         with luxtak(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
             fetcher.fetch()
-        assert ("4001200", 1) == (info.value.code, len(canned.received))
-        assert "merchant not existed" in str(info.value)
+        assert ("4001005", 1) == (info.value.code, len(canned.received))
+        assert "invalid currency" in str(info.value)
+
+    @pytest.mark.parametrize(("code", "msg"), [
+        (4001200, "merchant not existed"), (4001201, "merchant inactive"),
+        (4001202, "app inactive"), (4001203, "app not existed"),
+    ])
+    def test_merchant_and_app_codes_are_credentials(self, canned: Canned, code: int,
+                                                    msg: str) -> None:
+        """An unknown or inactive merchant or app is the credentials' problem, never retried."""
+        canned.reply(json.dumps({"code": code, "msg": msg, "time": 1, "data": {}}), status=400)
+        with luxtak(canned) as fetcher:
+            decision = PayoutGuard(fetcher, cache_ttl=0).check("1.00", "BRL")
+        assert (False, False, "credentials", 1) == (
+            decision.allowed, decision.retryable, decision.reasons[0].details.get("cause"),
+            len(canned.received))
+        assert msg in decision.reasons[0].message
 
     @pytest.mark.parametrize("code", [4004001, 4004002, 4004100, 4004101, 4004103])
     def test_auth_codes(self, canned: Canned, code: int) -> None:

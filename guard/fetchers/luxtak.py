@@ -42,6 +42,10 @@ _SUCCESS_CODES = frozenset({200, 0})
 _RATE_LIMITED = 4004029
 _SYSTEM_ERROR = 5001000
 _AUTH_PREFIX = 4004  # 4004001..4004103: token, permission, AppId, Authorization, IP list
+# merchant not existed / merchant inactive / app inactive / app not existed: the AppId (and
+# key) name no usable account; as Pagsmile's merchant- and app-status-abnormal, a credential
+# problem someone must fix, not an outage to retry later.
+_ACCOUNT_CODES = frozenset({4001200, 4001201, 4001202, 4001203})
 _NOT_FOUND = 4004004
 _EXPIRY_CODES = frozenset({4001000, 4001009, 4001011})
 
@@ -165,7 +169,7 @@ class LuxtakFetcher(HttpFetcher):
             kind, reason = ProviderRateLimited, "rate_limited"
         elif code == _SYSTEM_ERROR:
             kind, reason = ProviderUnavailable, f"code_{code}"
-        elif code // 1000 == _AUTH_PREFIX and code != _NOT_FOUND:
+        elif (code // 1000 == _AUTH_PREFIX and code != _NOT_FOUND) or code in _ACCOUNT_CODES:
             kind, reason = ProviderAuthError, f"code_{code}"
         elif answer.status >= 500:
             return None  # the status decides (a 5xx we do not know the code of)
