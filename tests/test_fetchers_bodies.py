@@ -161,6 +161,35 @@ class TestLuxtakBodies:
             fetcher.fetch()
         assert (str(code), 1) == (info.value.code, info.value.attempts)
 
+    @pytest.mark.parametrize(("code", "msg"), [
+        (5001001, "fee config error"), (5001005, "arrival amount is negative"),
+        (5001102, "balance insufficient"), (5001103, "checkout token error"),
+        (4001000, "invalid parameter"),
+    ])
+    def test_codes_never_retried_keep_their_word_on_a_500(self, canned: Canned, code: int,
+                                                          msg: str) -> None:
+        """A code the table says is not retried is not retried when it comes with HTTP 500."""
+        for _ in range(3):
+            canned.reply(json.dumps({"code": code, "msg": msg, "time": 1, "data": {}}),
+                         status=500)
+        with luxtak(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+            fetcher.fetch()
+        assert (str(code), 500, 1) == (info.value.code, info.value.status,
+                                       len(canned.received))
+        assert msg in str(info.value)
+
+    @pytest.mark.parametrize("status", [200, 500])
+    @pytest.mark.parametrize("code", [5001100, 5001101])
+    def test_account_unavailable_codes_retried(self, canned: Canned, code: int,
+                                               status: int) -> None:
+        """5001100/5001101 (account not available, balance error): retried, then unavailable."""
+        for _ in range(3):
+            canned.reply(json.dumps({"code": code, "msg": "account is not available", "time": 1,
+                                     "data": {}}), status=status)
+        with luxtak(canned) as fetcher, pytest.raises(ProviderUnavailable) as info:
+            fetcher.fetch()
+        assert (str(code), 3) == (info.value.code, len(canned.received))
+
     def test_rate_limit_code_in_body(self, canned: Canned) -> None:
         """Code 4004029 is a rate limit and is retried."""
         canned.reply('{"code":4004029,"msg":"too many requests","time":1,"data":{}}')
@@ -269,6 +298,20 @@ class TestPagsmileBodies:
                      '"currency-not-supported","sub_msg":"USD is not supported"}')
         with pagsmile(canned) as fetcher:
             assert [] == fetcher.fetch("USD")
+
+    @pytest.mark.parametrize(("code", "sub_code"), [
+        ("40001", "missing-timestamp"), ("40002", "no-method-supported"), ("40004", None),
+        ("30000", None), ("90001", None),
+    ])
+    def test_codes_decide_over_a_5xx_status(self, canned: Canned, code: str,
+                                            sub_code: str | None) -> None:
+        """Pagsmile's own non-retried codes are not retried when they come with a 5xx status."""
+        body = {"code": code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "x"}
+        for _ in range(3):
+            canned.reply(json.dumps(body), status=502)
+        with pagsmile(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+            fetcher.fetch()
+        assert (code, 502, 1) == (info.value.code, info.value.status, len(canned.received))
 
     def test_busy_code_retried(self, canned: Canned) -> None:
         """Code 20000 is retried."""

@@ -51,6 +51,12 @@ _AUTH_SUB_CODES = frozenset({
     "merchant-status-abnormal", "app-status-abnormal",
 })
 _UNSUPPORTED = "currency-not-supported"
+# The code table's codes that are never retried (PROVIDERS.md 3.5): "key off code, not the
+# HTTP status", so one of them with a 5xx status is not an outage.
+_NOT_RETRIED = frozenset({
+    "40001", "40002", "40004", "40005", "30000", "30001", "30002", "30003", "30004", "70001",
+    "90001",
+})
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -197,7 +203,7 @@ def _code_failure(answer: Answer, code: str, body: dict[str, Any]) -> AttemptFai
         kind = ProviderUnavailable
     elif code == _BUSINESS_FAILED and body.get("sub_code") in _AUTH_SUB_CODES:
         kind = ProviderAuthError
-    elif not answer.ok:
+    elif not answer.ok and code not in _NOT_RETRIED:
         return None  # an unknown code with an error status: the status decides
     else:
         kind = ProviderResponseError
