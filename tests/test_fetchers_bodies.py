@@ -239,6 +239,18 @@ class TestLuxCoreBodies:
         assert "field balances[0].available_amount:" in str(
             refused(canned, luxcore, json.dumps(body)))
 
+    @pytest.mark.parametrize(("total", "why"), [
+        (2, "field total_balances: says 2 balances, the body lists 1"),
+        ("1", "field total_balances: expected an integer"),
+    ])
+    def test_all_with_a_count_that_disagrees(self, canned: Canned, total: object,
+                                             why: str) -> None:
+        """/all listing fewer balances than its total_balances is a partial answer: refused."""
+        body = {"success": True, "merchant_id": 123, "total_balances": total, "balances": [
+            {"currency": "ARS", "balance_type": "main", "balance_amount": "1",
+             "available_amount": "1", "frozen_amount": "0"}]}
+        assert why in str(refused(canned, luxcore, json.dumps(body)))
+
     @pytest.mark.parametrize(("status", "error", "kind"), [
         (401, "INVALID_API_KEY", ProviderAuthError),
         (403, "FORBIDDEN", ProviderAuthError),

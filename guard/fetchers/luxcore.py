@@ -3,7 +3,8 @@
 Amounts come as strings of minor units and are converted with the currency's ISO 4217 exponent
 (``"1200000"`` ARS is ``12000.00``). ``available = available_amount``, ``frozen =
 frozen_amount``, ``total = balance_amount``; a body whose parts do not add up, or whose integer
-mirrors (``new_balance``, ``available_balance``) disagree with the strings, is refused.
+mirrors (``new_balance``, ``available_balance``) disagree with the strings, or whose
+``total_balances`` is not the number of ``/all`` entries, is refused.
 ``as_of`` is the local receive time: LuxCore sends no time of its own. PROVIDERS.md section 2.
 """
 
@@ -133,6 +134,14 @@ class LuxCoreFetcher(HttpFetcher):
                 raise parse.BodyError("currency", f"asked for {currency}, got {snapshot.currency}")
             return [snapshot]
         rows = parse.seq(parse.field(body, "balances"), "balances")
+        if "total_balances" in body:
+            # A count beyond the list is a partial answer (a page): the missing currencies
+            # would read as not held.
+            count = parse.integer(body["total_balances"], "total_balances")
+            if count != len(rows):
+                raise parse.BodyError(
+                    "total_balances", f"says {count} balances, the body lists {len(rows)}"
+                )
         snapshots = []
         for index, row in enumerate(rows):
             where = f"balances[{index}]"
