@@ -239,6 +239,15 @@ class TestLuxCoreBodies:
         assert "field balances[0].available_amount:" in str(
             refused(canned, luxcore, json.dumps(body)))
 
+    def test_mirror_in_all_that_disagrees(self, canned: Canned) -> None:
+        """An /all entry carrying an integer mirror is held to it, as the single answer is."""
+        body = {"success": True, "merchant_id": 123, "total_balances": 1, "balances": [
+            {"currency": "ARS", "balance_type": "main", "balance_amount": "1500000",
+             "available_amount": "1500000", "frozen_amount": "0", "new_balance": 1500000,
+             "available_balance": 15000}]}
+        assert "field balances[0].available_balance: 15000 disagrees" in str(
+            refused(canned, luxcore, json.dumps(body)))
+
     @pytest.mark.parametrize(("total", "why"), [
         (2, "field total_balances: says 2 balances, the body lists 1"),
         ("1", "field total_balances: expected an integer"),
