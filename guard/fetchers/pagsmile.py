@@ -58,6 +58,7 @@ _NOT_RETRIED = frozenset({
     "90001",
 })
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+_APP_ID_MAX = 32  # "Max. 32 chars" (docs.pagsmile.com/payin/account-balance)
 
 
 class PagsmileFetcher(HttpFetcher):
@@ -91,8 +92,8 @@ class PagsmileFetcher(HttpFetcher):
             (default 30: Pagsmile does not document when a payout leaves its assets).
 
     Raises:
-        ConfigurationError: an empty credential, an ``app_id`` with ``:``, an unknown
-            ``available_field``, a bad URL, timeout or retry policy.
+        ConfigurationError: an empty credential, an ``app_id`` with ``:`` or longer than 32
+            characters, an unknown ``available_field``, a bad URL, timeout or retry policy.
     """
 
     provider: ClassVar[str] = "pagsmile"
@@ -116,6 +117,11 @@ class PagsmileFetcher(HttpFetcher):
         if ":" in app_id:
             raise ConfigurationError("must not contain ':' (it separates Basic credentials)",
                                      path="app_id")
+        if len(app_id) > _APP_ID_MAX:
+            raise ConfigurationError(
+                f"must be at most {_APP_ID_MAX} characters (Pagsmile's limit), got "
+                f"{len(app_id)}", path="app_id",
+            )
         self._security_key = check_secret("security_key", security_key)
         if available_field not in _ASSET_FIELDS:
             raise ConfigurationError(
