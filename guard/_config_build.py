@@ -82,6 +82,12 @@ class NamedFetcher:
         inner = getattr(self.inner, "budget_name", None)
         return self._name if not isinstance(inner, str) else f"{self._name}:{inner}"
 
+    @property
+    def balance_name(self) -> str:
+        """Return the inner fetcher's balance name under the configured provider name."""
+        inner = getattr(self.inner, "balance_name", None)
+        return self.budget_name if not isinstance(inner, str) else f"{self._name}:{inner}"
+
     def fetch(self, currency: str | None = None) -> list[BalanceSnapshot]:
         """Return the inner fetcher's balances, relabelled with the configured name."""
         return [

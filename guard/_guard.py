@@ -520,6 +520,9 @@ def _cache_of(
         )
     name = getattr(fetcher, "budget_name", None)
     name = name if isinstance(name, str) and name else fetcher.name
+    # The budget is the key's; a shared balance is also what was read with it (host, options).
+    balances = getattr(fetcher, "balance_name", None)
+    balances = balances if isinstance(balances, str) and balances else name
     per_minute = check_requests_per_minute(getattr(fetcher, "requests_per_minute", None))
     budget: Budget | None = None
     if per_minute is not None:
@@ -527,7 +530,7 @@ def _cache_of(
                   else shared_budget(fleet, f"budget|{name}", per_minute))
     return BalanceCache(
         fetcher, ttl=ttl, clock=clocks, wait_timeout=_wait_timeout(fetcher),
-        share=fleet if share is not False else None, name=f"balance|{name}", budget=budget,
+        share=fleet if share is not False else None, name=f"balance|{balances}", budget=budget,
         requests_per_minute=per_minute, stale_limit=stale_limit,
     )
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from guard import (
+    PayoutGuard,
     ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
@@ -72,14 +73,31 @@ LUXTAK_BAD = [
     ({"amount": "abc"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": "1e3"}, "data[0].amount", "is not a decimal amount"),
     ({"amount": " 10"}, "data[0].amount", "is not a decimal amount"),
-    ({"amount": "10.001"}, "data[0].amount", "more decimal places than BRL"),
-    ({"currency": "JPY", "amount": "10.5"}, "data[0].amount", "more decimal places than JPY"),
     ({"currency": "XYZ"}, "data[0].currency", "unknown currency"),
     ({"currency": 986}, "data[0].currency", "currency must be"),
     ({"amount": None}, "data[0].amount", "got null"),
     ({"amount": True}, "data[0].amount", "got a boolean"),
     ({"amount": ["1"]}, "data[0].amount", "got an array"),
 ]
+
+
+class TestFinerThanTheCurrency:
+    @pytest.mark.parametrize(("currency", "amount", "expected"), [
+        ("BRL", "10.001", "10.00"), ("BRL", "10.019", "10.01"), ("JPY", "10.5", "10"),
+        ("KWD", "1.0009", "1.000"), ("BRL", "0.009", "0.00"),
+    ])
+    def test_luxtak_rounded_down(self, canned: Canned, currency: str, amount: str,
+                                 expected: str) -> None:
+        """A Luxtak amount finer than its currency's unit is read rounded down, never up."""
+        canned.reply(luxtak_body(currency=currency, amount=amount))
+        with luxtak(canned) as fetcher:
+            assert expected == str(fetcher.fetch()[0].available)
+
+    def test_pagsmile_rounded_down(self, canned: Canned) -> None:
+        """Pagsmile's 0.999999 BRL is 0.99 available."""
+        canned.reply(pagsmile_body(balance=Decimal("0.999999")).replace('"0.999999"', "0.999999"))
+        with pagsmile(canned) as fetcher:
+            assert "0.99" == str(fetcher.fetch()[0].available)
 
 
 class TestLuxtakBodies:
@@ -114,11 +132,26 @@ class TestLuxtakBodies:
 
     def test_unknown_error_code_not_retried(self, canned: Canned) -> None:
         """A Luxtak error code with HTTP 200 is a response error with that code, not retried."""
-        canned.reply('{"code":4001200,"msg":"merchant not existed","time":1,"data":{}}')
+        canned.reply('{"code":4001005,"msg":"invalid currency","time":1,"data":{}}')
         with luxtak(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
             fetcher.fetch()
-        assert ("4001200", 1) == (info.value.code, len(canned.received))
-        assert "merchant not existed" in str(info.value)
+        assert ("4001005", 1) == (info.value.code, len(canned.received))
+        assert "invalid currency" in str(info.value)
+
+    @pytest.mark.parametrize(("code", "msg"), [
+        (4001200, "merchant not existed"), (4001201, "merchant inactive"),
+        (4001202, "app inactive"), (4001203, "app not existed"),
+    ])
+    def test_merchant_and_app_codes_are_credentials(self, canned: Canned, code: int,
+                                                    msg: str) -> None:
+        """An unknown or inactive merchant or app is the credentials' problem, never retried."""
+        canned.reply(json.dumps({"code": code, "msg": msg, "time": 1, "data": {}}), status=400)
+        with luxtak(canned) as fetcher:
+            decision = PayoutGuard(fetcher, cache_ttl=0).check("1.00", "BRL")
+        assert (False, False, "credentials", 1) == (
+            decision.allowed, decision.retryable, decision.reasons[0].details.get("cause"),
+            len(canned.received))
+        assert msg in decision.reasons[0].message
 
     @pytest.mark.parametrize("code", [4004001, 4004002, 4004100, 4004101, 4004103])
     def test_auth_codes(self, canned: Canned, code: int) -> None:
@@ -127,6 +160,35 @@ class TestLuxtakBodies:
         with luxtak(canned) as fetcher, pytest.raises(ProviderAuthError) as info:
             fetcher.fetch()
         assert (str(code), 1) == (info.value.code, info.value.attempts)
+
+    @pytest.mark.parametrize(("code", "msg"), [
+        (5001001, "fee config error"), (5001005, "arrival amount is negative"),
+        (5001102, "balance insufficient"), (5001103, "checkout token error"),
+        (4001000, "invalid parameter"),
+    ])
+    def test_codes_never_retried_keep_their_word_on_a_500(self, canned: Canned, code: int,
+                                                          msg: str) -> None:
+        """A code the table says is not retried is not retried when it comes with HTTP 500."""
+        for _ in range(3):
+            canned.reply(json.dumps({"code": code, "msg": msg, "time": 1, "data": {}}),
+                         status=500)
+        with luxtak(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+            fetcher.fetch()
+        assert (str(code), 500, 1) == (info.value.code, info.value.status,
+                                       len(canned.received))
+        assert msg in str(info.value)
+
+    @pytest.mark.parametrize("status", [200, 500])
+    @pytest.mark.parametrize("code", [5001100, 5001101])
+    def test_account_unavailable_codes_retried(self, canned: Canned, code: int,
+                                               status: int) -> None:
+        """5001100/5001101 (account not available, balance error): retried, then unavailable."""
+        for _ in range(3):
+            canned.reply(json.dumps({"code": code, "msg": "account is not available", "time": 1,
+                                     "data": {}}), status=status)
+        with luxtak(canned) as fetcher, pytest.raises(ProviderUnavailable) as info:
+            fetcher.fetch()
+        assert (str(code), 3) == (info.value.code, len(canned.received))
 
     def test_rate_limit_code_in_body(self, canned: Canned) -> None:
         """Code 4004029 is a rate limit and is retried."""
@@ -177,6 +239,27 @@ class TestLuxCoreBodies:
         assert "field balances[0].available_amount:" in str(
             refused(canned, luxcore, json.dumps(body)))
 
+    def test_mirror_in_all_that_disagrees(self, canned: Canned) -> None:
+        """An /all entry carrying an integer mirror is held to it, as the single answer is."""
+        body = {"success": True, "merchant_id": 123, "total_balances": 1, "balances": [
+            {"currency": "ARS", "balance_type": "main", "balance_amount": "1500000",
+             "available_amount": "1500000", "frozen_amount": "0", "new_balance": 1500000,
+             "available_balance": 15000}]}
+        assert "field balances[0].available_balance: 15000 disagrees" in str(
+            refused(canned, luxcore, json.dumps(body)))
+
+    @pytest.mark.parametrize(("total", "why"), [
+        (2, "field total_balances: says 2 balances, the body lists 1"),
+        ("1", "field total_balances: expected an integer"),
+    ])
+    def test_all_with_a_count_that_disagrees(self, canned: Canned, total: object,
+                                             why: str) -> None:
+        """/all listing fewer balances than its total_balances is a partial answer: refused."""
+        body = {"success": True, "merchant_id": 123, "total_balances": total, "balances": [
+            {"currency": "ARS", "balance_type": "main", "balance_amount": "1",
+             "available_amount": "1", "frozen_amount": "0"}]}
+        assert why in str(refused(canned, luxcore, json.dumps(body)))
+
     @pytest.mark.parametrize(("status", "error", "kind"), [
         (401, "INVALID_API_KEY", ProviderAuthError),
         (403, "FORBIDDEN", ProviderAuthError),
@@ -200,15 +283,14 @@ class TestPagsmileBodies:
         [
             ({"balance": "lots"}, "assets[0].balance: 'lots' is not a decimal amount"),
             ({"balance": Decimal("-1.000000")}, "assets[0].balance: -1.000000 is negative"),
-            ({"balance": Decimal("0.000001")}, "more decimal places than BRL"),
-            ({"balance": Decimal("1E+400")}, "too many digits"),
+            ({"balance": Decimal("1E+400")}, "is not an amount a balance can have"),
             ({"currency": "BRX"}, "assets[0].currency: unknown currency"),
         ],
     )
     def test_bad_asset(self, canned: Canned, fields: dict[str, object], why: str) -> None:
         """Bad asset values are refused, naming the field."""
         body = pagsmile_body(**fields).replace('"-1.000000"', "-1.000000").replace(
-            '"0.000001"', "0.000001").replace('"1E+400"', "1E+400")
+            '"1E+400"', "1E+400")
         assert why in str(refused(canned, pagsmile, body))
 
     def test_missing_assets(self, canned: Canned) -> None:
@@ -237,6 +319,20 @@ class TestPagsmileBodies:
                      '"currency-not-supported","sub_msg":"USD is not supported"}')
         with pagsmile(canned) as fetcher:
             assert [] == fetcher.fetch("USD")
+
+    @pytest.mark.parametrize(("code", "sub_code"), [
+        ("40001", "missing-timestamp"), ("40002", "no-method-supported"), ("40004", None),
+        ("30000", None), ("90001", None),
+    ])
+    def test_codes_decide_over_a_5xx_status(self, canned: Canned, code: str,
+                                            sub_code: str | None) -> None:
+        """Pagsmile's own non-retried codes are not retried when they come with a 5xx status."""
+        body = {"code": code, "msg": "Business Failed", "sub_code": sub_code, "sub_msg": "x"}
+        for _ in range(3):
+            canned.reply(json.dumps(body), status=502)
+        with pagsmile(canned) as fetcher, pytest.raises(ProviderResponseError) as info:
+            fetcher.fetch()
+        assert (code, 502, 1) == (info.value.code, info.value.status, len(canned.received))
 
     def test_busy_code_retried(self, canned: Canned) -> None:
         """Code 20000 is retried."""

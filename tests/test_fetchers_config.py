@@ -145,6 +145,7 @@ class TestOptions:
         (lambda: LuxtakFetcher("a", " k "), "app_key"),
         (lambda: LuxCoreFetcher(None), "api_key"),  # type: ignore[arg-type]  # wrong on purpose
         (lambda: PagsmileFetcher("a:b", "k"), "app_id"),
+        (lambda: PagsmileFetcher("1" * 33, "k"), "app_id"),  # the docs: at most 32 characters
         (lambda: PagsmileFetcher("a", ""), "security_key"),
         (lambda: LuxCoreFetcher("k", balance_type="savings"), "balance_type"),  # type: ignore[arg-type]  # wrong on purpose
         (lambda: PagsmileFetcher("a", "k", available_field="settled"), "available_field"),  # type: ignore[arg-type]  # wrong on purpose

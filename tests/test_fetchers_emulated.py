@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from guard import PayoutGuard
 from guard.errors import ProviderAuthError
 from guard.fetchers import LuxCoreFetcher, LuxtakFetcher, PagsmileFetcher, RetryPolicy
 from guard.fetchers._http import HttpFetcher
@@ -152,6 +153,31 @@ class TestAuth:
             with fetcher, pytest.raises(ProviderAuthError) as info:
                 fetcher.fetch()
         assert ("40002", 200) == (info.value.code, info.value.status)
+
+
+class TestAmountsFinerThanTheCurrency:
+    """Luxtak's amounts have no fixed scale and Pagsmile's six decimals: read, rounded down."""
+
+    def test_luxtak_other_currency_with_three_decimals(self) -> None:
+        """A USD row of '551.385' neither blocks BRL (no currency filter) nor reads as more."""
+        balances = {"BRL": "1000.00", "USD": "551.385", "JPY": "1500.5"}
+        with (LuxtakEmulator(balances=balances) as emu,
+              _luxtak(emu, retry=FAST, timeout=TIMEOUT) as fetcher):
+            [brl] = fetcher.fetch("BRL")
+            every = {s.currency: s.available for s in fetcher.fetch()}
+        assert Decimal("1000.00") == brl.available
+        assert {"BRL": Decimal("1000.00"), "USD": Decimal("551.38"),
+                "JPY": Decimal("1500")} == every
+
+    def test_pagsmile_six_decimals(self) -> None:
+        """A balance of 100.123456 BRL is 100.12 available: allowed up to it, denied above."""
+        with (PagsmileEmulator(balances={"BRL": "100.123456"}) as emu,
+              _pagsmile(emu, retry=FAST, timeout=TIMEOUT) as fetcher):
+            guard = PayoutGuard(fetcher, cache_ttl=0)
+            allowed, denied = guard.check("100.12", "BRL"), guard.check("100.13", "BRL")
+        assert allowed.balance is not None
+        assert (True, Decimal("100.12")) == (allowed.allowed, allowed.balance.available)
+        assert (False, ("insufficient_funds",)) == (denied.allowed, denied.codes)
 
 
 class TestLuxtakClock:

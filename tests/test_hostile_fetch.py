@@ -218,7 +218,19 @@ class TestOnlyProviderErrors:
         with pytest.raises(ProviderResponseError, match=r"balance_amount|available_amount"):
             luxcore(server).fetch("ARS")
 
-    @pytest.mark.parametrize("number", ["1e999", "1e-999", "1E+400", "1" * 50 + ".5"])
+    def test_pagsmile_json_number_below_every_unit_is_zero(
+        self, serve: list[HostileServer]
+    ) -> None:
+        """1e-999 BRL is finite, not negative, and less than a centavo: 0.00, rounded down."""
+        body = ('{"code": "10000", "msg": "Success", "assets": [{"currency": "BRL", '
+                '"total_revenue": 1.0, "net_income": 1.0, "balance": 1e-999, "payout": 1.0}]}')
+        server = start(serve, answer(200, body))
+        fetcher = PagsmileFetcher("16258292145316638", "Pagsmile_sk_hostile",
+                                  base_url=server.url, retry=RetryPolicy(attempts=1))
+        [snapshot] = fetcher.fetch("BRL")
+        assert "0.00" == str(snapshot.available)
+
+    @pytest.mark.parametrize("number", ["1e999", "1E+400", "1" * 50 + ".5"])
     def test_pagsmile_json_numbers_no_balance_can_be(
         self, serve: list[HostileServer], number: str
     ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -253,6 +254,20 @@ class HttpFetcher(ABC):
         return f"{self.provider}:{digest[:16]}"
 
     @property
+    def balance_name(self) -> str:
+        """Return what the balances this fetcher reads are shared under (never a credential).
+
+        The budget name, plus a short fingerprint of the base URL and the options that decide
+        which numbers are read (the repr's fields: LuxCore's ``balance_type``, Pagsmile's
+        ``available_field``, the app id). Guards on one store share a balance only with
+        fetchers that would have read the same one: one key read as Pagsmile ``net_income``
+        by one guard and as ``balance`` by another is two balances, however many processes
+        (a rolling configuration change) read each.
+        """
+        reads = json.dumps([self._base_url, sorted(self._repr_fields().items())], default=str)
+        return f"{self.budget_name}:{hashlib.sha256(reads.encode()).hexdigest()[:16]}"
+
+    @property
     def base_url(self) -> str:
         """Return the base URL requests go to (no trailing slash)."""
         return self._base_url
@@ -397,6 +412,11 @@ class HttpFetcher(ABC):
         return text
 
     def _repr_fields(self) -> dict[str, object]:
+        """Return the options the repr shows: every non-secret one that decides what is read.
+
+        ``balance_name`` fingerprints them, so an option that changes the numbers read must be
+        here.
+        """
         return {}
 
     @abstractmethod

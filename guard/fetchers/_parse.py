@@ -18,7 +18,13 @@ from pydantic import ValidationError
 
 from guard._models import BalanceSnapshot
 from guard._money import minor_to_major
-from rules.money import AMOUNT_GRAMMAR, money_context, normalize_currency, quantize_exact
+from rules.money import (
+    AMOUNT_GRAMMAR,
+    money_context,
+    normalize_currency,
+    quantize_down,
+    quantize_exact,
+)
 
 __all__ = [
     "BodyError",
@@ -158,6 +164,11 @@ def amount(value: object, code: str, path: str, *, minor: bool = False) -> Decim
     or a JSON number already decoded as ``Decimal``. With *minor*, the value is a whole number
     of minor units (``"1200000"`` ARS) and is returned in major units (``12000.00``).
 
+    A major amount finer than the currency's unit is rounded **down** to it: Luxtak's amounts
+    have no fixed scale and Pagsmile's carry six decimals, so ``"551.385"`` USD or
+    ``100.123456`` BRL is a balance the provider may well send. Down never reads a cent that
+    is not there, and the rest of the body (Luxtak's other currencies) stays readable.
+
     Args:
         value: The body value.
         code: ISO 4217 currency code of the amount.
@@ -169,7 +180,7 @@ def amount(value: object, code: str, path: str, *, minor: bool = False) -> Decim
 
     Raises:
         BodyError: wrong type, not a number, negative (``-0`` too), not whole (minor units), or
-            with non-zero digits below the currency's smallest unit.
+            beyond what money arithmetic holds.
     """
     try:
         with money_context():
@@ -198,6 +209,8 @@ def _amount(value: object, code: str, path: str, *, minor: bool) -> Decimal:
         if number != number.to_integral_value():
             raise BodyError(path, f"{shown(value)} is not {expected}")
         number = minor_to_major(number, code)
+    else:
+        number = quantize_down(number, code)
     try:
         return quantize_exact(number, code)
     except ValueError as exc:

@@ -3,7 +3,8 @@
 Amounts come as strings of minor units and are converted with the currency's ISO 4217 exponent
 (``"1200000"`` ARS is ``12000.00``). ``available = available_amount``, ``frozen =
 frozen_amount``, ``total = balance_amount``; a body whose parts do not add up, or whose integer
-mirrors (``new_balance``, ``available_balance``) disagree with the strings, is refused.
+mirrors (``new_balance``, ``available_balance``) disagree with the strings, or whose
+``total_balances`` is not the number of ``/all`` entries, is refused.
 ``as_of`` is the local receive time: LuxCore sends no time of its own. PROVIDERS.md section 2.
 """
 
@@ -128,24 +129,32 @@ class LuxCoreFetcher(HttpFetcher):
         if parse.field(body, "success") is not True:
             raise parse.BodyError("success", f"expected true, got {parse.shown(body['success'])}")
         if currency is not None:
-            snapshot = self._snapshot(body, "", answer.received_at, mirrors=True)
+            snapshot = self._snapshot(body, "", answer.received_at, single=True)
             if snapshot.currency != currency:
                 raise parse.BodyError("currency", f"asked for {currency}, got {snapshot.currency}")
             return [snapshot]
         rows = parse.seq(parse.field(body, "balances"), "balances")
+        if "total_balances" in body:
+            # A count beyond the list is a partial answer (a page): the missing currencies
+            # would read as not held.
+            count = parse.integer(body["total_balances"], "total_balances")
+            if count != len(rows):
+                raise parse.BodyError(
+                    "total_balances", f"says {count} balances, the body lists {len(rows)}"
+                )
         snapshots = []
         for index, row in enumerate(rows):
             where = f"balances[{index}]"
             item = parse.obj(row, where)
             kind = parse.field(item, "balance_type", where)
             if kind == self._balance_type:
-                snapshots.append(self._snapshot(item, where, answer.received_at, mirrors=False))
+                snapshots.append(self._snapshot(item, where, answer.received_at, single=False))
         return parse.unique(snapshots, "balances")
 
     def _snapshot(self, item: dict[str, Any], where: str, as_of: datetime, *,
-                  mirrors: bool) -> BalanceSnapshot:
+                  single: bool) -> BalanceSnapshot:
         cur = parse.currency(parse.field(item, "currency", where), _at(where, "currency"))
-        if mirrors and (kind := parse.field(item, "balance_type")) != self._balance_type:
+        if single and (kind := parse.field(item, "balance_type")) != self._balance_type:
             raise parse.BodyError(
                 "balance_type", f"asked for {self._balance_type!r}, got {parse.shown(kind)}"
             )
@@ -162,12 +171,15 @@ class LuxCoreFetcher(HttpFetcher):
                 _at(where, "balance_amount"),
                 f"total {total} {cur} is not available {available} + frozen {frozen}",
             )
+        # The /all entries are documented without the mirrors; one that carries them anyway
+        # is held to them all the same.
         for mirror, expected in (("new_balance", total), ("available_balance", available)):
-            if mirrors and mirror in item:
-                value = parse.integer(item[mirror], mirror)
-                if parse.amount(value, cur, mirror, minor=True) != expected:
+            if mirror in item:
+                value = parse.integer(item[mirror], _at(where, mirror))
+                if parse.amount(value, cur, _at(where, mirror), minor=True) != expected:
                     raise parse.BodyError(
-                        mirror, f"{value} disagrees with the string amount ({expected} {cur})"
+                        _at(where, mirror),
+                        f"{value} disagrees with the string amount ({expected} {cur})",
                     )
         return parse.snapshot(self.provider, cur, available, frozen=frozen, total=total,
                               as_of=as_of, path=where or "<body>")

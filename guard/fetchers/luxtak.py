@@ -42,8 +42,17 @@ _SUCCESS_CODES = frozenset({200, 0})
 _RATE_LIMITED = 4004029
 _SYSTEM_ERROR = 5001000
 _AUTH_PREFIX = 4004  # 4004001..4004103: token, permission, AppId, Authorization, IP list
+# merchant not existed / merchant inactive / app inactive / app not existed: the AppId (and
+# key) name no usable account; as Pagsmile's merchant- and app-status-abnormal, a credential
+# problem someone must fix, not an outage to retry later.
+_ACCOUNT_CODES = frozenset({4001200, 4001201, 4001202, 4001203})
 _NOT_FOUND = 4004004
 _EXPIRY_CODES = frozenset({4001000, 4001009, 4001011})
+# account is not available / account balance error: "limited retry, then alert".
+_ACCOUNT_UNAVAILABLE = frozenset({5001100, 5001101})
+# Fee and channel configuration, negative arrival amount, balance insufficient, checkout token:
+# documented with HTTP 500 and never retried (PROVIDERS.md 1.6).
+_NOT_RETRIED_5XX = frozenset({5001001, 5001002, 5001003, 5001004, 5001005, 5001102, 5001103})
 
 
 class LuxtakFetcher(HttpFetcher):
@@ -160,14 +169,14 @@ class LuxtakFetcher(HttpFetcher):
                 reason="expired", code=str(code), resign=True,
             )
         kind: type[ProviderError]
-        retryable = code in {_RATE_LIMITED, _SYSTEM_ERROR}
+        retryable = code in {_RATE_LIMITED, _SYSTEM_ERROR} or code in _ACCOUNT_UNAVAILABLE
         if code == _RATE_LIMITED:
             kind, reason = ProviderRateLimited, "rate_limited"
-        elif code == _SYSTEM_ERROR:
+        elif code == _SYSTEM_ERROR or code in _ACCOUNT_UNAVAILABLE:
             kind, reason = ProviderUnavailable, f"code_{code}"
-        elif code // 1000 == _AUTH_PREFIX and code != _NOT_FOUND:
+        elif (code // 1000 == _AUTH_PREFIX and code != _NOT_FOUND) or code in _ACCOUNT_CODES:
             kind, reason = ProviderAuthError, f"code_{code}"
-        elif answer.status >= 500:
+        elif answer.status >= 500 and not _client_error(code) and code not in _NOT_RETRIED_5XX:
             return None  # the status decides (a 5xx we do not know the code of)
         else:
             kind, reason = ProviderResponseError, f"code_{code}"
@@ -181,6 +190,11 @@ def _detail(body: object) -> str | None:
     data = body.get("data")
     err = data.get("err") if isinstance(data, dict) else None
     return detail_of(body.get("msg"), err)
+
+
+def _client_error(code: int) -> bool:
+    """Return whether *code* is one of the 400xxxx codes: the request's fault, never retried."""
+    return code // 1_000_000 == 4
 
 
 def _is_expired(status: int, code: int, text: str | None) -> bool:

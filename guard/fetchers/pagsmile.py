@@ -51,7 +51,14 @@ _AUTH_SUB_CODES = frozenset({
     "merchant-status-abnormal", "app-status-abnormal",
 })
 _UNSUPPORTED = "currency-not-supported"
+# The code table's codes that are never retried (PROVIDERS.md 3.5): "key off code, not the
+# HTTP status", so one of them with a 5xx status is not an outage.
+_NOT_RETRIED = frozenset({
+    "40001", "40002", "40004", "40005", "30000", "30001", "30002", "30003", "30004", "70001",
+    "90001",
+})
 _TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+_APP_ID_MAX = 32  # "Max. 32 chars" (docs.pagsmile.com/payin/account-balance)
 
 
 class PagsmileFetcher(HttpFetcher):
@@ -85,8 +92,8 @@ class PagsmileFetcher(HttpFetcher):
             (default 30: Pagsmile does not document when a payout leaves its assets).
 
     Raises:
-        ConfigurationError: an empty credential, an ``app_id`` with ``:``, an unknown
-            ``available_field``, a bad URL, timeout or retry policy.
+        ConfigurationError: an empty credential, an ``app_id`` with ``:`` or longer than 32
+            characters, an unknown ``available_field``, a bad URL, timeout or retry policy.
     """
 
     provider: ClassVar[str] = "pagsmile"
@@ -110,6 +117,11 @@ class PagsmileFetcher(HttpFetcher):
         if ":" in app_id:
             raise ConfigurationError("must not contain ':' (it separates Basic credentials)",
                                      path="app_id")
+        if len(app_id) > _APP_ID_MAX:
+            raise ConfigurationError(
+                f"must be at most {_APP_ID_MAX} characters (Pagsmile's limit), got "
+                f"{len(app_id)}", path="app_id",
+            )
         self._security_key = check_secret("security_key", security_key)
         if available_field not in _ASSET_FIELDS:
             raise ConfigurationError(
@@ -197,7 +209,7 @@ def _code_failure(answer: Answer, code: str, body: dict[str, Any]) -> AttemptFai
         kind = ProviderUnavailable
     elif code == _BUSINESS_FAILED and body.get("sub_code") in _AUTH_SUB_CODES:
         kind = ProviderAuthError
-    elif not answer.ok:
+    elif not answer.ok and code not in _NOT_RETRIED:
         return None  # an unknown code with an error status: the status decides
     else:
         kind = ProviderResponseError
