@@ -813,13 +813,17 @@ class SqliteDecisionLog(_QueuedLog):
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, "
-            "evaluated_at TEXT NOT NULL, operation TEXT NOT NULL, provider TEXT NOT NULL, "
-            "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
-            "payout_id TEXT, record TEXT NOT NULL)"
-        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, "
+                "evaluated_at TEXT NOT NULL, operation TEXT NOT NULL, provider TEXT NOT NULL, "
+                "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
+                "payout_id TEXT, record TEXT NOT NULL)"
+            )
+        except BaseException:
+            conn.close()  # opened again for the next attempt
+            raise
         return conn
 
     def _write_batch(
@@ -831,10 +835,13 @@ class SqliteDecisionLog(_QueuedLog):
             target.executemany(_INSERT_ROW, [
                 (*_columns(item), line) for item, line in zip(batch, lines, strict=True)
             ])
+            target.execute("COMMIT")
         except BaseException:
-            target.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error): the error to
+            # report is the write's, not that no transaction is left to roll back.
+            with contextlib.suppress(sqlite3.Error):
+                target.execute("ROLLBACK")
             raise
-        target.execute("COMMIT")
 
     def _close_target(self, target: Any) -> None:
         target.close()
