@@ -596,8 +596,10 @@ class _QueuedLog:
     def _forked(self) -> None:
         self._lock = threading.Lock()
         self._queue, self._thread, self._flushes = None, None, 0
-        # The parent's writer holds its failed batch, not this process's.
+        # The parent's writer holds its failed batch (and knows how much of it is written),
+        # not this process's.
         self._room, self._wake = self.max_pending, threading.Event()
+        self._abandon()
 
     def _run(self, pending: queue.SimpleQueue[_Item]) -> None:
         target: Any = None

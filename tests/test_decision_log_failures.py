@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -400,6 +401,42 @@ class TestJsonLines:
         assert [size // 2] == [len(line) for line in bad]
         assert bad[0].startswith(b'{"decision":')
         assert 0 == reopened.dropped
+
+    def test_a_child_forked_while_a_write_fails_writes_its_own_records_whole(self) -> None:
+        """What the parent knows of its failed batch (bytes written) is not the child's."""
+        with _sealed_file() as (path, _):
+            sink = JsonLinesDecisionLog(path, max_bytes=None)
+            before, during, child = _records(1), _records(3, 1), _records(2, 10)
+            _write(sink, before)
+            assert sink.flush()
+            line = path.stat().st_size
+            with capture_logs() as logs:
+                with _file_size_limit(2 * line + line // 2):
+                    _write(sink, during)  # one more line written, the next torn
+                    _wait_for(logs, FAILED)
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+                        pid = os.fork()
+                    if pid == 0:  # pragma: no cover - the child, ended by os._exit
+                        code = 1
+                        try:
+                            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+                            resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+                            _write(sink, child)
+                            sink.close()
+                            code = 0 if sink.flush() and not sink.dropped else 2
+                        finally:
+                            os._exit(code)
+                    _, status = os.waitpid(pid, 0)
+                    assert 0 == os.waitstatus_to_exitcode(status)
+                assert sink.flush(timeout=2.0)
+                sink.close()
+            kept, bad = _lines(path.read_bytes())
+        # The child starts on a fresh line after the parent's torn start; the parent, finding
+        # the file changed, writes its torn line again, whole, on a fresh line of its own.
+        assert _ids(before + during[:1] + child + during[1:]) == kept
+        assert [line // 2] == [len(text) for text in bad]
+        assert 0 == sink.dropped
 
     @settings(max_examples=30, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
