@@ -2,8 +2,9 @@
 
 The failures are real. A write past ``RLIMIT_FSIZE`` fails with EFBIG after a short write, as
 on a disk that fills (SIGXFSZ ignored, the limit lifted again at the end of the block); a memfd
-sealed against shrinking refuses to be cut, as an append-only file does; SQLite is locked by
-another connection (``BEGIN EXCLUSIVE``) past the sink's timeout.
+sealed against shrinking, or a file made append-only (``chattr +a``, where root may), refuses
+to be cut; another process appends to the file meanwhile; SQLite is locked by another
+connection (``BEGIN EXCLUSIVE``) past the sink's timeout.
 """
 
 from __future__ import annotations
