@@ -8,13 +8,15 @@ rules (``guard/_replay.py``).
 
 A sink (``decision_log=`` on a guard) takes records on the decision's path and must never block
 or fail it: ``JsonLinesDecisionLog`` and ``SqliteDecisionLog`` queue each record (a few hundred
-nanoseconds) and write from a thread of their own. A full queue or a failing disk drops records,
-counts them (``dropped``) and says so in the log at most once a minute. The writer thread shares
-the interpreter lock with the checks, so what it does per record is kept small: what repeats
-(a cached balance, the steady fields) is serialized once for all the decisions that share it
-and the rest is written by hand (``_Encoder``), and SQLite fills its columns in one statement
-per batch. What waits in the queue is a record's plain values, not the record: the garbage
-collector walks a waiting record's objects at each collection (see ``_Prepared``).
+nanoseconds) and write from a thread of their own. A write that fails (a full disk, a locked
+database) is tried again, with backoff, until it succeeds: each record is written exactly once
+(``_QueuedLog._written``). A full queue drops records, counts them (``dropped``) and says so in
+the log at most once a minute; so does a log closed while its writes still fail. The writer
+thread shares the interpreter lock with the checks, so what it does per record is kept small:
+what repeats (a cached balance, the steady fields) is serialized once for all the decisions
+that share it and the rest is written by hand (``_Encoder``), and SQLite fills its columns in
+one statement per batch. What waits in the queue is a record's plain values, not the record:
+the garbage collector walks a waiting record's objects at each collection (see ``_Prepared``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import operator
 import os
 import queue
 import sqlite3
+import stat
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import metadata
@@ -45,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticSerializationError, SchemaSerializer
 
 from guard._models import BalanceSnapshot, Decision, built
+from guard._seconds import seconds
 from guard.errors import ConfigurationError, GuardError
 from guard.instrumentation import decision_log_dropped
 from rules import RuleSet, dump
@@ -76,6 +80,10 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _COMPLAIN_EVERY = 60.0
 # Seconds the writer waits after a first record for others to join its batch.
 _LINGER = 0.02
+# Seconds the writer waits before it writes a failed batch again, doubled after each failure
+# up to the longest wait (a full disk or a locked database is seldom cleared at once).
+_RETRY_FIRST = 0.1
+_RETRY_LONGEST = 5.0
 
 
 def rules_fingerprint(rules: RuleSet) -> str:
@@ -409,10 +417,16 @@ class _QueuedLog:
     """A sink that queues records and writes them in batches from its own daemon thread.
 
     Subclasses open their target (``_open``), write a batch (``_write_batch``) and close it
-    (``_close_target``), all in the writer thread. A forked child starts a writer of its
-    own on its first record (and a queue of its own: records queued in the parent are the
-    parent's to write).
+    (``_close_target``), all in the writer thread; a batch whose write failed with one of
+    ``_TRANSIENT`` is written again (see ``_written``), so a subclass's ``_write_batch``
+    leaves none of it behind when it fails, or knows where to go on from. A forked child
+    starts a writer of its own on its first record (and a queue of its own: records queued
+    in the parent are the parent's to write).
     """
+
+    # What a failed write raises that writing again may cure (a full disk, a lock); anything
+    # else (a record the target refuses) would fail every time: its batch is dropped.
+    _TRANSIENT: tuple[type[Exception], ...] = (OSError,)
 
     def __init__(self, *, max_pending: int) -> None:
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
@@ -421,12 +435,21 @@ class _QueuedLog:
             )
         self.max_pending = max_pending
         self.dropped = 0
+        # How many records the queue takes: max_pending less the batch held while its write
+        # is tried again, so that what waits stays within max_pending.
+        self._room = max_pending
         self._lock = threading.Lock()
         # The writer's queue: None until the writer runs, and once the log is closed.
         self._queue: queue.SimpleQueue[_Item] | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
         self._complained_at = -_COMPLAIN_EVERY
+        self._failed_at = -_COMPLAIN_EVERY
+        # Set by close: a writer waiting to write a failed batch again tries at once, and
+        # stops trying at the close's deadline (never, until the log is closed).
+        self._wake = threading.Event()
+        self._deadline = float("inf")  # money-ok: seconds
+        self._given_up = False  # closed, its deadline passed, a write failed: drop the rest
         # Flushes waiting: while there are none, the writer need not look for their events.
         self._flushes = 0
         # The balances of recent records, with their JSON, and the last one: any thread
@@ -438,7 +461,7 @@ class _QueuedLog:
     def write(self, record: DecisionRecord) -> None:
         """Queue *record* for the writer thread; drop (and count) it when the queue is full."""
         pending = self._queue
-        if pending is None or pending.qsize() >= self.max_pending:
+        if pending is None or pending.qsize() >= self._room:
             self._refuse(record)
             return
         pending.put(self._prepared(record))
@@ -457,7 +480,7 @@ class _QueuedLog:
         for less: a guard calls it when its sink has it.
         """
         pending = self._queue  # on every decision's path: no record built
-        if pending is not None and pending.qsize() < self.max_pending and (
+        if pending is not None and pending.qsize() < self._room and (
             type(decision) is Decision
         ):
             values = self._values(decision.__dict__, (
@@ -472,7 +495,11 @@ class _QueuedLog:
         }))
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every queued record is written (or dropped); ``False`` on timeout."""
+        """Wait until every queued record is written (or dropped); ``False`` on timeout.
+
+        While writes fail (and are tried again), what is queued is not written: ``False``
+        after *timeout* seconds.
+        """
         with self._lock:
             pending, thread = self._queue, self._thread
             if pending is not None:
@@ -487,13 +514,21 @@ class _QueuedLog:
         return done.wait(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (waiting at most *timeout* seconds) and close the target."""
+        """Write what is queued (waiting at most *timeout* seconds) and close the target.
+
+        A write failing at the time is tried again at once, then with backoff, until
+        *timeout* has passed; from then on a write that fails is not tried again: what is
+        left is dropped and counted (by the time the writer stops: ``flush()`` after
+        ``close()`` waits for it), and the writer stops.
+        """
         with self._lock:
             if self._closed:
                 return
+            self._deadline = time.monotonic() + timeout
             self._closed = True
             pending, thread = self._queue, self._thread
             self._queue = None
+        self._wake.set()
         if pending is not None and thread is not None:
             pending.put(None)
             thread.join(timeout)
@@ -504,7 +539,7 @@ class _QueuedLog:
             if self._queue is None and not self._closed:
                 self._start()
             pending = self._queue
-        if pending is not None and pending.qsize() < self.max_pending:
+        if pending is not None and pending.qsize() < self._room:
             pending.put(self._prepared(record))
             return
         self._drop(1, "the log is closed" if self._closed else "the queue is full")
@@ -561,6 +596,10 @@ class _QueuedLog:
     def _forked(self) -> None:
         self._lock = threading.Lock()
         self._queue, self._thread, self._flushes = None, None, 0
+        # The parent's writer holds its failed batch (and knows how much of it is written),
+        # not this process's.
+        self._room, self._wake = self.max_pending, threading.Event()
+        self._abandon()
 
     def _run(self, pending: queue.SimpleQueue[_Item]) -> None:
         target: Any = None
@@ -598,9 +637,16 @@ class _QueuedLog:
 
         A record that cannot be written as UTF-8 JSON (a lone surrogate in a record of one's
         own, a field pydantic cannot serialize) is dropped alone: the batch is encoded again
-        one record at a time and the others are written. A failure to write drops the batch
-        (how much of it reached the target is not known) and returns ``None``: the target is
-        opened again for the next one.
+        one record at a time and the others are written. A write that fails with one of
+        ``_TRANSIENT`` (a full disk, a file too large, a locked database) is tried again
+        after 0.1 s, then after twice as long each time up to 5 s, on a target opened again,
+        until it succeeds: the subclass leaves nothing of a failed attempt behind (or goes on
+        where it stopped), so each record is written once. Meanwhile the writer takes no
+        more from the queue, and the batch counts against ``max_pending`` (``_room``):
+        records beyond it are dropped by ``write`` as from a full queue. Once the log is
+        closed and its close's deadline has passed, a failed write is not tried again: the
+        batch is dropped (and counted), and so is every record after it. Any other failure
+        drops the batch at once (writing it again would fail again).
         """
         try:
             text = self._encoder.text(batch)
@@ -610,15 +656,59 @@ class _QueuedLog:
             batch, text = self._encodable(batch)
             if not batch:
                 return target
-        try:
-            if target is None:
-                target = self._open()
-            self._write_batch(target, batch, text)
-        except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
-            self._drop(len(batch), type(exc).__name__)
-            self._discard(target)
-            return None
-        return target
+        if self._given_up:
+            self._drop(len(batch), "the log is closed")
+            return target
+        failures, wait, since, why = 0, _RETRY_FIRST, 0.0, ""
+        while True:
+            try:
+                if target is None:
+                    target = self._open()
+                self._write_batch(target, batch, text)
+            except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
+                self._discard(target)
+                target, why = None, type(exc).__name__
+                if not failures:
+                    since = time.monotonic()
+                    self._room = self.max_pending - len(batch)
+                failures += 1
+                if isinstance(exc, self._TRANSIENT):
+                    self._failing(exc, len(batch), wait)
+                    if self._waited(wait):
+                        wait = min(wait * 2, _RETRY_LONGEST)
+                        continue
+                    self._given_up = True
+                self._room = self.max_pending
+                self._abandon()
+                self._drop(len(batch), why)
+                return None
+            if failures:
+                self._room = self.max_pending
+                _logged(_LOG.info, "payout_guard.decision_log_recovered",
+                        sink=type(self).__name__, written_late=len(batch),
+                        failed_attempts=failures, error=why,
+                        failed_for=round(time.monotonic() - since, 3))
+            return target
+
+    def _waited(self, wait: float) -> bool:
+        """Wait *wait* seconds to write a failed batch again; ``False``: do not (closed, late).
+
+        ``close`` ends the wait at once (its last chance to write); its deadline ends
+        every wait, with ``False``.
+        """
+        left = self._deadline - time.monotonic()
+        if left > 0 and self._wake.wait(min(wait, left)):
+            self._wake.clear()  # close has said so: what it says stays in _deadline
+        return time.monotonic() < self._deadline
+
+    def _failing(self, exc: Exception, held: int, wait: float) -> None:
+        """Say that a write failed and will be tried again (at most once a minute)."""
+        now = time.monotonic()
+        if now - self._failed_at >= _COMPLAIN_EVERY:
+            self._failed_at = now
+            _logged(_LOG.warning, "payout_guard.decision_log_write_failed",
+                    sink=type(self).__name__, error=type(exc).__name__, message=str(exc)[:200],
+                    held=held, retry_in=wait)
 
     def _encodable(
         self, batch: list[_Prepared | DecisionRecord]
@@ -653,8 +743,8 @@ class _QueuedLog:
                 self._complained_at = now
         on_dropped(count)
         if complain:
-            _LOG.warning("payout_guard.decision_log_dropped", sink=type(self).__name__,
-                         error=why, dropped_total=self.dropped)
+            _logged(_LOG.warning, "payout_guard.decision_log_dropped", sink=type(self).__name__,
+                    error=why, dropped_total=self.dropped)
 
     def _open(self) -> Any:
         raise NotImplementedError
@@ -662,11 +752,24 @@ class _QueuedLog:
     def _write_batch(
         self, target: Any, batch: list[_Prepared | DecisionRecord], text: str
     ) -> None:
-        """Write *batch*, whose JSON lines are *text* (each ending in a newline), to *target*."""
+        """Write *batch*, whose JSON lines are *text* (each ending in a newline), to *target*.
+
+        Called again with the same batch after it raised: what one call wrote before it
+        failed must not be written twice.
+        """
         raise NotImplementedError
+
+    def _abandon(self) -> None:
+        """Forget what is known of the batch whose write failed: it is dropped."""
 
     def _close_target(self, target: Any) -> None:
         raise NotImplementedError
+
+
+def _logged(log: Callable[..., object], event: str, **fields: object) -> None:
+    """Log *event*; a logger that fails (its own file on the disk that filled) stops no writer."""
+    with contextlib.suppress(Exception):
+        log(event, **fields)
 
 
 def on_dropped(count: int) -> None:
@@ -696,8 +799,18 @@ class JsonLinesDecisionLog(_QueuedLog):
         max_bytes: Rotate before the file would exceed this size: *path* becomes
             ``path.1`` (``path.1`` becomes ``path.2``, ...); ``None`` never rotates.
         backups: How many rotated files are kept (the oldest is deleted).
-        max_pending: Records queued at most while the writer catches up; beyond it they are
-            dropped and counted, never waited for.
+        max_pending: Records queued at most while the writer catches up (or waits to
+            write again a batch whose write failed: the batch counts too); beyond it they
+            are dropped and counted, never waited for.
+
+    A write that fails (a full disk, a file too large) leaves no torn line: the line it
+    was writing is cut off the file, and the batch is written again, from that line, once
+    the file takes it; the lines before it stay, written once. When the cut itself fails
+    (a file that can only grow: ``chattr +a``, a sealed memfd), the next attempt writes the
+    rest of that line first, completing it. When the file was changed meanwhile (another
+    process appended to it, it was replaced), or the log was closed before the line could be
+    completed, the next write starts on a fresh line (and writes the line whole): the torn
+    start is then a line of its own, the one case where a line does not parse.
 
     Raises:
         ConfigurationError: an option is invalid.
@@ -728,6 +841,11 @@ class JsonLinesDecisionLog(_QueuedLog):
         self.backups = backups
         self._file: Any = None
         self._size = 0
+        # Of a batch whose write failed: how many bytes of its text the log holds (whole
+        # lines, and the start of a torn line while _torn is set), and the torn line that
+        # could not be cut: the file it ends (device, inode), where it ends, its length.
+        self._done = 0
+        self._torn: tuple[int, int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"JsonLinesDecisionLog({str(self.path)!r}, max_bytes={self.max_bytes})"
@@ -737,7 +855,16 @@ class JsonLinesDecisionLog(_QueuedLog):
         # Unbuffered, one write() per batch: processes appending to one file (O_APPEND) never
         # interleave inside a line.
         self._file = self.path.open("ab", buffering=0)
-        self._size = os.fstat(self._file.fileno()).st_size  # counted, not tell(): a pipe works
+        status = os.fstat(self._file.fileno())
+        self._size = status.st_size  # counted, not tell(): a pipe works
+        if self._torn is None and self._size and stat.S_ISREG(status.st_mode):
+            # A file we may not read is written as it ends.
+            with contextlib.suppress(OSError), self.path.open("rb") as file:
+                file.seek(self._size - 1)
+                if file.read(1) != b"\n":
+                    # A line without its end (a write that failed and could not be cut, in
+                    # a log closed since): the first record goes on a fresh line, not on it.
+                    self._torn = (-1, -1, -1, 0)
         return self._file
 
     def _write_batch(
@@ -747,12 +874,28 @@ class JsonLinesDecisionLog(_QueuedLog):
         text: str,
     ) -> None:
         data = text.encode()
-        if self.max_bytes is None or self._size + len(data) <= self.max_bytes:
-            self._append(data)  # the common case: no rotation, one write
+        try:
+            if self._torn is not None:
+                self._mend(self._torn)
+            self._write_from(data)
+        except Exception:
+            self._cut(data)
+            raise
+        self._done = 0
+
+    def _write_from(self, data: bytes) -> None:
+        """Write *data* from ``_done`` on, rotating the file before it would pass max_bytes."""
+        done = self._done
+        if done and data[done - 1] != ord("\n"):
+            # A torn line's start is in the file (it could not be cut): its rest goes after it.
+            done = data.index(b"\n", done) + 1
+            self._append(data[self._done:done])
+        if self.max_bytes is None or self._size + len(data) - done <= self.max_bytes:
+            self._append(data[done:] if done else data)  # the common case: one write
             return
         chunk: list[bytes] = []
         size = self._size
-        for piece in data.split(b"\n")[:-1]:  # JSON holds no "\n" of its own
+        for piece in data[done:].split(b"\n")[:-1]:  # JSON holds no "\n" of its own
             line = piece + b"\n"
             if self.max_bytes is not None and size and size + len(line) > self.max_bytes:
                 self._append(b"".join(chunk))
@@ -771,7 +914,70 @@ class JsonLinesDecisionLog(_QueuedLog):
         while view:  # a short write (a full pipe, a signal) goes on where it stopped
             written = self._file.write(view)
             view = view[written:]
-        self._size += len(data)
+            # Counted as it goes: what a failing write leaves in the file is known.
+            self._done += written
+            self._size += written
+
+    def _torn_length(self, data: bytes) -> int:
+        """Return how many bytes of a line of *data* the log holds without its end."""
+        return self._done - (data.rfind(b"\n", 0, self._done) + 1)
+
+    def _cut(self, data: bytes) -> None:
+        """After a write of *data* failed: cut the line it tore off the file, or say where it is.
+
+        A write on a file opened to append leaves the file's offset where the bytes it wrote
+        end: when the file still ends there, the torn line is cut (truncated) off it, and
+        the batch is written again from that line. Otherwise (the cut fails, a pipe) the
+        torn line is remembered (``_torn``) for the next attempt to mend (``_mend``).
+        """
+        torn = self._torn_length(data)
+        if self._torn is not None or not torn:
+            return  # nothing torn, or a torn line not mended yet: _torn says where it is
+        try:
+            fd = self._file.fileno()
+            status = os.fstat(fd)
+            end = os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(status.st_mode) else -1
+        except Exception:  # noqa: BLE001  # pragma: no cover - fstat/lseek of an open file do not fail; if they do, the next attempt starts a fresh line
+            self._torn = (-1, -1, -1, torn)
+            return
+        if end == status.st_size:
+            try:
+                os.ftruncate(fd, end - torn)
+            except OSError:
+                pass  # remembered below: the next attempt tries again
+            else:
+                self._done -= torn
+                self._size -= torn
+                return
+        self._torn = (status.st_dev, status.st_ino, end, torn)
+
+    def _mend(self, torn_line: tuple[int, int, int, int]) -> None:
+        """Deal with the torn line an earlier attempt left (*torn_line*) before writing on.
+
+        Where the file still ends with it, it is cut off, or (when cutting fails again)
+        left for its rest to be written after it (``_write_from``). Where the file has
+        changed since (another process appended to it, it was rotated or replaced: its
+        end is not known to be the torn line's), a newline ends whatever line the file ends
+        with, and the torn line is written again after it, whole.
+        """
+        device, inode, end, torn = torn_line
+        fd = self._file.fileno()
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino, status.st_size) == (device, inode, end):
+            with contextlib.suppress(OSError):  # left in place: its rest is written next
+                os.ftruncate(fd, end - torn)
+                self._done -= torn
+                self._size -= torn
+        else:
+            self._file.write(b"\n")  # one byte: written, or it raises
+            self._size += 1
+            self._done -= torn
+        self._torn = None
+
+    def _abandon(self) -> None:
+        # A torn line left in the file stays (the file would not take a newline either): the
+        # next writer to open it starts on a fresh line (_open).
+        self._torn, self._done = None, 0
 
     def _rotate(self) -> None:
         name = self.path.name
@@ -798,28 +1004,48 @@ class SqliteDecisionLog(_QueuedLog):
     ``provider``, ``currency``, ``allowed`` (0/1), ``codes`` (comma-separated), ``payout_id``
     and ``record`` (the ``DecisionRecord`` as JSON): query it with any SQLite client.
 
+    A batch is written in one transaction: a write that fails (the database locked by
+    another connection past *timeout*, a full disk, an I/O error) is rolled back, and the
+    batch is written again later, whole.
+
     Args:
         path: The database file (created when missing).
         max_pending: As for :class:`JsonLinesDecisionLog`.
+        timeout: Seconds a write waits for a lock another connection holds before it fails
+            (and is tried again later).
+
+    Raises:
+        ConfigurationError: an option is invalid.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, max_pending: int = 10_000) -> None:
+    # A locked or failing database (OperationalError) may take the batch later; one that
+    # refuses a row (IntegrityError, InterfaceError) never will.
+    _TRANSIENT = (OSError, sqlite3.OperationalError)
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_pending: int = 10_000, timeout: float = 5.0
+    ) -> None:
         super().__init__(max_pending=max_pending)
         self.path = Path(path)
+        self.timeout = seconds(timeout, "timeout", positive=True)
 
     def __repr__(self) -> str:
         return f"SqliteDecisionLog({str(self.path)!r})"
 
     def _open(self) -> Any:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, "
-            "evaluated_at TEXT NOT NULL, operation TEXT NOT NULL, provider TEXT NOT NULL, "
-            "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
-            "payout_id TEXT, record TEXT NOT NULL)"
-        )
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS decisions (decision_id TEXT PRIMARY KEY, "
+                "evaluated_at TEXT NOT NULL, operation TEXT NOT NULL, provider TEXT NOT NULL, "
+                "currency TEXT NOT NULL, allowed INTEGER NOT NULL, codes TEXT NOT NULL, "
+                "payout_id TEXT, record TEXT NOT NULL)"
+            )
+        except BaseException:
+            conn.close()  # opened again for the next attempt
+            raise
         return conn
 
     def _write_batch(
@@ -831,10 +1057,13 @@ class SqliteDecisionLog(_QueuedLog):
             target.executemany(_INSERT_ROW, [
                 (*_columns(item), line) for item, line in zip(batch, lines, strict=True)
             ])
+            target.execute("COMMIT")
         except BaseException:
-            target.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error): the error to
+            # report is the write's, not that no transaction is left to roll back.
+            with contextlib.suppress(sqlite3.Error):
+                target.execute("ROLLBACK")
             raise
-        target.execute("COMMIT")
 
     def _close_target(self, target: Any) -> None:
         target.close()

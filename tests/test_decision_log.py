@@ -67,20 +67,25 @@ class TestJsonLines:
         assert kept == made[-len(kept):]  # the newest, in order; the oldest file was deleted
         assert len(kept) < len(made)
 
-    def test_a_directory_it_cannot_write_drops_and_counts_and_says_so_once(
+    def test_a_directory_it_cannot_write_keeps_records_until_closed_then_drops_them(
         self, tmp_path: Path
     ) -> None:
+        """Every open fails: records wait (flush times out); close drops and counts them."""
         blocked = tmp_path / "not-a-file"
         blocked.mkdir()
         sink = JsonLinesDecisionLog(blocked)  # a directory: every open fails
         with capture_logs() as logs, guard_with(sink) as guard:
             decisions = [guard.check("10", "BRL") for _ in range(5)]
-            assert sink.flush()
+            assert not sink.flush(timeout=0.2)
+            assert 0 == sink.dropped  # tried again, not dropped
+            sink.close(timeout=0.2)
+            assert sink.flush()  # the writer stops: nothing is tried in the background
         assert all(d.allowed for d in decisions)
         assert 5 == sink.dropped
         complaints = [e for e in logs if e["event"] == "payout_guard.decision_log_dropped"]
-        assert 1 == len(complaints)
-        assert "IsADirectoryError" == complaints[0]["error"]
+        assert ["IsADirectoryError"] == [e["error"] for e in complaints]
+        failures = [e for e in logs if e["event"] == "payout_guard.decision_log_write_failed"]
+        assert ["IsADirectoryError"] == [e["error"] for e in failures]  # once a minute
 
     def test_a_stalled_writer_never_holds_a_check_up(self, tmp_path: Path) -> None:
         """A FIFO nobody reads blocks the writer thread on open; checks go on, records drop."""
@@ -104,6 +109,8 @@ class TestJsonLines:
             JsonLinesDecisionLog(tmp_path / "x", max_bytes=10)
         with pytest.raises(ConfigurationError, match="max_pending"):
             JsonLinesDecisionLog(tmp_path / "x", max_pending=0)
+        with pytest.raises(ConfigurationError, match="timeout"):
+            SqliteDecisionLog(tmp_path / "x", timeout=0)
         with pytest.raises(ConfigurationError, match="DecisionLog"):
             guard_with(tmp_path / "x")
 
@@ -393,6 +400,7 @@ class TestDropMetric:
             with guard_with(sink) as guard:
                 for _ in range(4):
                     guard.check("10", "BRL")
+                sink.close(timeout=0.1)  # still failing: dropped
                 assert sink.flush()
             dropped = registry.get_sample_value("payout_guard_decision_log_dropped_total")
         assert 4.0 == dropped
