@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any, ClassVar, Literal
 
 from rules._bounds import (
@@ -24,7 +24,14 @@ from rules._bounds import (
 )
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict, passing
-from rules._money import ADD, DIVIDE, MULTIPLY, SUBTRACT, money_context, quantize_up
+from rules._money import (
+    ADD,
+    EXACT_MULTIPLY,
+    MONEY_CONTEXT,
+    SUBTRACT,
+    money_context,
+    quantize_up,
+)
 from rules._params import (
     AmountLike,
     Table,
@@ -45,6 +52,10 @@ _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _RATIO_UNIT = Decimal("0.0001")
 _FROZEN_PASSES = passing("frozen_funds")
+_DIVIDE_UP = Context(
+    prec=MONEY_CONTEXT.prec, rounding=ROUND_CEILING, Emin=MONEY_CONTEXT.Emin,
+    Emax=MONEY_CONTEXT.Emax, traps=[InvalidOperation, DivisionByZero, Overflow],
+).divide
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +161,8 @@ class ReserveMargin(BoundedRule):
         object.__setattr__(self, "minimum", amounts(minimum, "minimum"))
         object.__setattr__(self, "basis", basis)
         # Dividing by 100 only moves the exponent: base * (percent / 100) is the same number.
-        object.__setattr__(self, "_share", None if pct is None else DIVIDE(pct, _HUNDRED))
+        share = None if pct is None else pct.scaleb(-2, MONEY_CONTEXT)
+        object.__setattr__(self, "_share", share)
         object.__setattr__(self, "_floors", dict(self.minimum))
 
     type_name: ClassVar[str] = "reserve_margin"
@@ -193,7 +205,9 @@ class ReserveMargin(BoundedRule):
             base = facts.total if self.basis == "total" and facts.total is not None else (
                 facts.available
             )
-            share = quantize_up(MULTIPLY(base, self._share), facts.currency)
+            # Exactly, then rounded up once: a product rounded to 34 digits first could lose
+            # the part that makes the reserve one unit more.
+            share = quantize_up(EXACT_MULTIPLY(base, self._share), facts.currency)
             if share > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
                 reserve = share
         return reserve
@@ -321,7 +335,8 @@ class FrozenFunds(BoundedRule):
         frozen = facts.frozen
         if frozen is None:
             return _UNKNOWN[self.when_unknown]
-        if self.max_ratio is None or _frozen_ratio(facts, frozen)[0] <= self.max_ratio:
+        limit = self.max_ratio
+        if limit is None or not _above(facts, frozen, limit):
             return NO_BOUNDS
         return BLOCKED
 
@@ -382,11 +397,30 @@ def _own_part(facts: Facts) -> str:
     return f", {money(facts.own_in_flight, facts.currency)} of it our own recent payouts"
 
 
+def _above(facts: Facts, frozen: Decimal, limit: Decimal) -> bool:
+    """Return whether unexplained frozen / total is above *limit*, compared exactly.
+
+    ``unexplained > limit * total``, not a quotient rounded to 34 digits, which can round
+    down onto the limit it exceeds.
+    """
+    total = facts.total if facts.total is not None else ADD(facts.available, frozen)
+    unexplained = SUBTRACT(frozen, facts.own_in_flight) if facts.own_in_flight else frozen
+    if unexplained <= 0:
+        return False  # ratio 0: never above a limit, which is at least 0
+    if total <= 0:
+        return limit < 1  # frozen money in a balance that totals nothing: ratio 1
+    return unexplained > EXACT_MULTIPLY(limit, total)
+
+
 def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:
-    """Return ``(unexplained frozen / total, total)``: frozen beyond our own payouts."""
+    """Return ``(unexplained frozen / total, total)``: frozen beyond our own payouts.
+
+    The ratio is rounded up (to 34 digits), as it is shown: never down onto a limit it
+    exceeds. Whether it exceeds one is :func:`_above`'s exact question.
+    """
     total = facts.total if facts.total is not None else ADD(facts.available, frozen)
     unexplained = SUBTRACT(frozen, facts.own_in_flight) if facts.own_in_flight else frozen
     if unexplained <= 0:
         return _ZERO, total
     # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
-    return (DIVIDE(unexplained, total) if total > 0 else Decimal(1)), total
+    return (_DIVIDE_UP(unexplained, total) if total > 0 else Decimal(1)), total
