@@ -318,7 +318,8 @@ class FrozenFunds(BoundedRule):
             return f"when the provider does not report frozen funds: {unknown}"
         return (
             f"deny every payout while frozen / total is above {self.max_ratio:f} "
-            f"({percent_text(self.max_ratio * 100)}); when frozen funds are not reported: "
+            f"({percent_text(self.max_ratio.scaleb(2, MONEY_CONTEXT))}); when frozen funds are "
+            f"not reported: "
             f"{unknown}"
         )
 

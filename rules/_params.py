@@ -9,6 +9,7 @@ from typing import Any
 from rules._errors import ConfigurationError
 from rules._facts import Facts
 from rules._money import (
+    MONEY_CONTEXT,
     MONEY_DIGITS,
     float_refusal,
     normalize_currency,
@@ -157,7 +158,7 @@ def table_text(table: Mapping[str, Decimal]) -> str:
 
 def percent_text(value: Decimal) -> str:
     """Return ``"2.5%"``."""
-    return f"{value.normalize():f}%"
+    return f"{value.normalize(MONEY_CONTEXT):f}%"
 
 
 def as_data(**values: object) -> dict[str, Any]:

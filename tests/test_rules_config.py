@@ -7,7 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +450,16 @@ class TestDescribe:
             "    max_balance_age: deny when the balance is more than 5s old\n"
             "  sufficient_funds: deny when amount + fee is more than available - held"
         ) == describe(all_of(rule))
+
+    def test_the_callers_decimal_context_changes_no_number(self) -> None:
+        """A caller's 3-digit context shows 12.345% as written, not 12.3%."""
+        rules = all_of(ReserveMargin(percent="12.345"), FrozenFunds(max_ratio="0.12345"))
+        expected = describe(rules)
+        with localcontext() as ctx:
+            ctx.prec = 3
+            assert expected == describe(rules)
+        assert "keep 12.345% of available" in expected
+        assert "above 0.12345 (12.345%)" in expected
 
     def test_empty_set(self) -> None:
         """An empty set says that it adds no rule."""
