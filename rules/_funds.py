@@ -45,6 +45,7 @@ from rules._params import (
     table_text,
 )
 from rules._schema import AmountTable, Number, RuleConfig
+from rules._text import quoted
 
 __all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 
@@ -154,7 +155,7 @@ class ReserveMargin(BoundedRule):
             raise ConfigurationError("reserve_margin needs percent, minimum or both")
         if basis not in ("available", "total"):
             raise ConfigurationError(
-                f"must be 'available' or 'total', got {basis!r}", path="basis"
+                f"must be 'available' or 'total', got {quoted(basis)}", path="basis"
             )
         pct = None if percent is None else number(percent, "percent", low=_ZERO, below=_HUNDRED)
         object.__setattr__(self, "percent", pct)
@@ -289,7 +290,8 @@ class FrozenFunds(BoundedRule):
     ) -> None:
         if when_unknown not in ("allow", "warn", "deny"):
             raise ConfigurationError(
-                f"must be 'allow', 'warn' or 'deny', got {when_unknown!r}", path="when_unknown"
+                f"must be 'allow', 'warn' or 'deny', got {quoted(when_unknown)}",
+                path="when_unknown",
             )
         ratio = None if max_ratio is None else number(
             max_ratio, "max_ratio", low=_ZERO, high=Decimal(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from rules import (
     Rule,
     SufficientFunds,
     Verdict,
+    when,
 )
 from tests.rules_contract import check_contract
 from tests.strategies import builtin_rules, currencies, facts
@@ -473,3 +475,16 @@ class TestMaxBalanceAge:
         with pytest.raises(ConfigurationError, match=message) as caught:
             MaxBalanceAge(seconds)  # type: ignore[arg-type] # wrong on purpose
         assert "seconds" == caught.value.path
+
+
+class TestLongBadValues:
+    @pytest.mark.parametrize("make_rule", [
+        lambda: ReserveMargin(percent="5", basis="x" * 5000),  # type: ignore[arg-type] # wrong on purpose
+        lambda: FrozenFunds(when_unknown="x" * 5000),  # type: ignore[arg-type] # wrong on purpose
+        lambda: when(SufficientFunds(), provider=["luxtak", " " * 5000]),
+    ], ids=["basis", "when_unknown", "provider"])
+    def test_are_quoted_at_most_60_characters(self, make_rule: Callable[[], Rule]) -> None:
+        """A 5,000-character wrong value is named by its first characters, not whole."""
+        with pytest.raises(ConfigurationError) as caught:
+            make_rule()
+        assert len(str(caught.value)) < 200

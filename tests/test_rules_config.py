@@ -264,6 +264,10 @@ class TestLoadErrors:
          f"rules[0].limits.{'x' * 57}...", "unknown currency 'xxxxx"),
         ([{"type": "currency_minimums", "min_payout": {"x" * 5000: "1"}}],
          f"rules[0].min_payout.{'x' * 57}...", "unknown currency 'xxxxx"),
+        ([{"type": "sufficient_funds", "provider": [" " * 5000]}], "rules[0].provider[0]",
+         "expected a provider name such as 'luxtak', got '     "),
+        ([{"type": "sufficient_funds", "provider": " " * 5000}], "rules[0].provider",
+         "expected a provider name such as 'luxtak', got '     "),
     ])
     def test_a_long_input_is_quoted_at_most_60_characters(
         self, data: object, path: str, message: str
