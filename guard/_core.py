@@ -487,10 +487,13 @@ class Core:
         known: Mapping[str, Decimal] | None = self.held_seen
         for _ in range(_ATTEMPTS):
             used: dict[str, Fetched] = {}
-            judged = yield from self._judge_all(request, names, known=known, used=used)
+            # Every balance judged, by balance key: a hold is judged again on its own balance.
+            judged_on: dict[str, Fetched] = {}
+            judged = yield from self._judge_all(request, names, known=known, used=used,
+                                                balances=judged_on)
             order = _allowing(judged)
             if used and not order:  # denied on remembered totals: read them
-                judged = yield from self._judge_all(request, names)
+                judged = yield from self._judge_all(request, names, balances=judged_on)
                 order = _allowing(judged)
             decision = _routed(judged, order[0] if order else None) if routed else judged[0][0]
             if not order or self.mode == "dry_run":
@@ -507,18 +510,21 @@ class Core:
                     ADD(outcome.counted, wanted.held) if outcome.status == "held"
                     else outcome.counted
                 )
-                remembered = used.get(wanted.key)
-                if (outcome.status == "held" and remembered is not None
+                balance = judged_on.get(wanted.key)
+                if (outcome.status == "held" and balance is not None
                         and outcome.counted != judged[index][0].reserved):
-                    # Judged on a remembered total: the decision says what the store held,
-                    # judged again on the same balance.
+                    # The store held other payouts than the payout was judged with (a total
+                    # remembered, or holds that landed since it was read): judged again on
+                    # the same balance with what the store held, so that the decision says
+                    # it. The ceiling keeps a payout allowed only while every rule's cap
+                    # falls one for one as holds grow: not so for an any_of whose largest
+                    # amount another alternative allows, or a rule of one's own.
                     judged[index] = yield from self.judge(
                         request, judged[index][0].provider,
-                        known={wanted.key: outcome.counted}, fetched=remembered,
+                        known={wanted.key: outcome.counted}, fetched=balance,
                     )
-                    if not judged[index][0].allowed:  # a rule of one's own that grows faster
-                        yield Release(wanted.payout_id, wanted.owner)
-                        return Reserved(judged[index][0], None, lapsed)
+                    if not judged[index][0].allowed:
+                        return (yield from self._given_back(judged[index][0], wanted, lapsed))
                 decision = _routed(judged, index, lost) if routed else judged[index][0]
                 if outcome.status == "held":
                     return Reserved(decision, wanted, lapsed)
@@ -532,6 +538,20 @@ class Core:
         assert decision is not None  # noqa: S101 - the loop runs at least once
         reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
+
+    def _given_back(
+        self, decision: Decision, wanted: Hold, lapsed: tuple[Hold, ...]
+    ) -> Flow[Reserved]:
+        """Release *wanted*, held for a payout judged again and denied (*decision*).
+
+        A store that does not answer the release leaves the hold to be given back later
+        (``Reserved.unsure``), as for a ``try_hold`` it did not answer.
+        """
+        try:
+            yield Release(wanted.payout_id, wanted.owner)
+        except StoreUnavailable:
+            return Reserved(decision, None, lapsed, None if self.inline is not None else wanted)
+        return Reserved(decision, None, lapsed)
 
     def _try_hold(
         self, request: Request, judged: Judged, ttl: float, owner: str
@@ -550,8 +570,10 @@ class Core:
             ceiling, since = _NO_CEILING, now - self.settle_lags[provider]
         else:
             # Caps fall at most one for one as holds grow, so judged with `reserved` held,
-            # the payout stays allowed while the counting holds stay within this.
-            ceiling = decision.reserved + decision.max_payable + request.fee
+            # the payout stays allowed while the counting holds stay within this (reserve
+            # judges a hold again where they may not: see there). In the money context: the
+            # caller's, rounding up, would admit holds beyond the room judged.
+            ceiling = ADD(ADD(decision.reserved, decision.max_payable), request.fee)
             since = counted_since(_requested(snapshot), now, self.settle_lags[provider])
         mono = self.clocks.monotonic()
         since -= self._widening(now - mono, mono)
@@ -591,12 +613,13 @@ class Core:
         *,
         known: Mapping[str, Decimal] | None = None,
         used: dict[str, Fetched] | None = None,
+        balances: dict[str, Fetched] | None = None,
     ) -> Flow[list[Judged]]:
         """Judge *request* at each of *names*; return the judgements in routing order.
 
         A provider that reports no balance in the currency is no candidate (unless none
         does). By ``most_headroom``, the largest ``max_payable`` comes first (ties keep
-        the priority order).
+        the priority order). *known*, *used* and *balances* are :meth:`judge`'s.
         """
         judged: list[Judged] = []
         down: Reason | None = None
@@ -604,7 +627,8 @@ class Core:
             if down is not None:  # one store for every provider: not waited for again
                 judged.append((self._store_denial(request, name, down), None))
                 continue
-            judgement = yield from self.judge(request, name, known=known, used=used)
+            judgement = yield from self.judge(request, name, known=known, used=used,
+                                              balances=balances)
             judged.append(judgement)
             down = _store_trouble(judgement[0])
         if len(judged) == 1:
@@ -685,6 +709,7 @@ class Core:
         known: Mapping[str, Decimal] | None = None,
         used: dict[str, Fetched] | None = None,
         fetched: Fetched | None = None,
+        balances: dict[str, Fetched] | None = None,
     ) -> Flow[tuple[Decision, BalanceSnapshot | None]]:
         """Judge *request*; return the decision and the balance it was judged on.
 
@@ -694,7 +719,8 @@ class Core:
         every check passes through here. *provider* (default: the guard's first) is the one
         judged at. With *known* (balance key -> held total), a key found there is judged
         with that total instead of reading the store, and put in *used* with the balance it
-        was judged on; *fetched* is a balance to judge instead of fetching one.
+        was judged on; *fetched* is a balance to judge instead of fetching one. With
+        *balances*, the balance judged is put there under its key whatever the holds.
         """
         provider = provider or self.provider
         settle_lag = self.settle_lags[provider]
@@ -769,6 +795,8 @@ class Core:
                         mode=self.mode, provider=provider, now=now, balance=snapshot,
                     ), None
                 self.held_seen[key] = reserved
+            if balances is not None:
+                balances[key] = fetched
             own = _ZERO
             if self.own_window is not None and frozen:
                 try:

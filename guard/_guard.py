@@ -32,7 +32,7 @@ from guard.fetchers._checks import check_requests_per_minute
 from guard.fetchers._protocol import BalanceFetcher
 from guard.instrumentation._hooks import EVENTS
 from guard.stores import FleetStore, Hold, InMemoryReservations, ReservationStore
-from rules import FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds
+from rules import AnyOf, FrozenFunds, MaxBalanceAge, Rule, RuleSet, SufficientFunds, When
 
 if TYPE_CHECKING:
     from guard._config import ConfigSource
@@ -544,8 +544,21 @@ def guard_rules(rules: Iterable[Rule]) -> RuleSet:
 
 
 def watches_frozen(rules: RuleSet) -> bool:
-    """Return whether a rule judges frozen funds by their ratio (needs ``own_in_flight``)."""
-    return any(isinstance(rule, FrozenFunds) and rule.max_ratio is not None for rule in rules)
+    """Return whether a rule judges frozen funds by their ratio (needs ``own_in_flight``).
+
+    Wherever it sits: scoped by ``when`` (a rules file's ``currency`` or ``provider`` key),
+    or inside ``any_of`` or a nested ``all_of``.
+    """
+    pending: list[Rule] = list(rules)
+    while pending:
+        rule = pending.pop()
+        if isinstance(rule, FrozenFunds) and rule.max_ratio is not None:
+            return True
+        if isinstance(rule, When):
+            pending.append(rule.rule)
+        elif isinstance(rule, RuleSet | AnyOf):
+            pending.extend(rule.rules)
+    return False
 
 
 def _stale_limit(rules: RuleSet, max_stale: float) -> float:

@@ -279,6 +279,7 @@ def denial(
     that raised), so that the decision can be judged again.
     """
     none = zero(request.currency)
+    held = none if reserved is None else reserved
     return built(Decision, dict(
         decision_id=new_decision_id(),
         allowed=allowed,
@@ -292,9 +293,9 @@ def denial(
         reasons=() if allowed else (reason,),
         warnings=(reason,) if allowed else (),
         balance=balance,
-        reserved=none if reserved is None else reserved,
+        reserved=held,
         reserve=_ZERO,
-        spendable=none if balance is None else balance.available,
+        spendable=none if balance is None else SUBTRACT(balance.available, held),
         max_payable=none,
         holds=(),
         more_holds=False,

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from guard.errors import PayoutDenied
-from rules.money import normalize_currency, quantize_exact
+from rules.money import ADD, normalize_currency, quantize_exact
 
 __all__ = ["BalanceSnapshot", "Candidate", "Decision", "HoldSummary", "Mode", "Reason", "built"]
 
@@ -282,7 +282,7 @@ class Decision(BaseModel):
             if self.reserve:
                 rows.append(("reserve", f"{self.reserve} {cur}"))
             rows.append(("spendable", f"{self.spendable} {cur}"))
-        rows.append(("requested", f"{self.amount + self.fee} {cur}"))
+        rows.append(("requested", f"{ADD(self.amount, self.fee)} {cur}"))
         rows.append(("max payable", f"{self.max_payable} {cur}"))
         width = max(len(label) for label, _ in rows)
         lines.extend(f"  {label:<{width}}  {value}" for label, value in rows)

@@ -34,7 +34,8 @@ from guard._core import (
     run,
 )
 from guard._guard import guard_rules, watches_frozen
-from guard._models import BalanceSnapshot, Decision
+from guard._models import BalanceSnapshot, Decision, Reason
+from guard._reasons import unavailable_reason
 from guard._records import DecisionRecord, rules_fingerprint
 from guard._request import Request
 from guard.errors import ProviderUnavailable, StoreUnavailable
@@ -188,7 +189,30 @@ class Replayer:
                           before.payout_id)
         answers = _Answers(before, facts)
         after, _ = run(core.check(request), answers.perform)
+        unread = [p for p, f in facts.items() if f.balance is None and not _not_held(f)]
+        if unread:
+            after = self._as_recorded(after, before, unread)
         return Replayed(record, after, rejudged=True)
+
+    def _as_recorded(self, after: Decision, before: Decision, unread: list[str]) -> Decision:
+        """Return *after* with the reasons recorded for the providers in *unread*.
+
+        A provider whose balance could not be read is not read again: its reason (the
+        provider's own error, its retry_after, a rejected key) is the one recorded, word
+        for word, where the replay could only say that the balance was not read.
+        """
+        update: dict[str, Any] = {}
+        for kind in ("reasons", "warnings"):
+            made: tuple[Reason, ...] = getattr(after, kind)
+            recorded: tuple[Reason, ...] = getattr(before, kind)
+            for provider in unread:
+                stand_in = unavailable_reason(provider, after.currency, _unread(provider),
+                                              allowed=kind == "warnings")
+                found = _recorded_unavailable(recorded, provider, after.currency)
+                if found is not None and stand_in in made:
+                    made = tuple(found if reason == stand_in else reason for reason in made)
+            update[kind] = made
+        return after.model_copy(update=update)
 
     def _core(self, providers: tuple[str, ...], mode: Any) -> Core:
         core = self._cores.get((providers, mode))
@@ -250,12 +274,9 @@ class _Answers:
         facts = self.facts[provider]
         balance = facts.balance
         if balance is None:
-            if "currency_not_held" in facts.codes:
+            if _not_held(facts):
                 return Fetched({}, self.now, 0.0, 0.0, self.now, {})
-            raise ProviderUnavailable(
-                f"{provider}'s balance could not be read when this was decided",
-                provider=provider,
-            )
+            raise _unread(provider)  # its recorded reason is put back (Replayer._as_recorded)
         as_of = balance.as_of.timestamp()
         # Arrived at its own as_of, and -age on a monotonic clock that reads 0 now: the core
         # computes exactly the recorded age (0.0 + age, and 0.0 - -age).
@@ -276,6 +297,31 @@ class _Answers:
                               amount=Decimal(0), fee=Decimal(0), state="pending",
                               created_at=self.now, expires_at=math.inf))
         return holds
+
+
+def _not_held(facts: _Facts) -> bool:
+    """Return whether the provider of *facts* reported no balance in the currency."""
+    return "currency_not_held" in facts.codes
+
+
+def _unread(provider: str) -> ProviderUnavailable:
+    """Return what a replay raises for a provider whose balance was not read when decided."""
+    return ProviderUnavailable(
+        f"{provider}'s balance could not be read when this was decided", provider=provider
+    )
+
+
+def _recorded_unavailable(
+    reasons: tuple[Reason, ...], provider: str, currency: str
+) -> Reason | None:
+    """Return the ``balance_unavailable`` reason recorded for *provider*, if one is."""
+    worded = (f"could not read the {currency} balance from {provider} (",
+              f"{provider} rejected the credentials used to read the {currency} balance")
+    for reason in reasons:
+        if (reason.code == "balance_unavailable" and reason.rule == "guard"
+                and "store" not in reason.details and reason.message.startswith(worded)):
+            return reason
+    return None
 
 
 def _skew_of(decision: Decision) -> float:

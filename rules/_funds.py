@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any, ClassVar, Literal
 
 from rules._bounds import (
@@ -24,7 +24,14 @@ from rules._bounds import (
 )
 from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict, passing
-from rules._money import ADD, DIVIDE, MULTIPLY, SUBTRACT, money_context, quantize_up
+from rules._money import (
+    ADD,
+    EXACT_MULTIPLY,
+    MONEY_CONTEXT,
+    SUBTRACT,
+    money_context,
+    quantize_up,
+)
 from rules._params import (
     AmountLike,
     Table,
@@ -38,6 +45,7 @@ from rules._params import (
     table_text,
 )
 from rules._schema import AmountTable, Number, RuleConfig
+from rules._text import quoted
 
 __all__ = ["FrozenFunds", "ReserveMargin", "SufficientFunds"]
 
@@ -45,6 +53,10 @@ _ZERO = Decimal(0)
 _HUNDRED = Decimal(100)
 _RATIO_UNIT = Decimal("0.0001")
 _FROZEN_PASSES = passing("frozen_funds")
+_DIVIDE_UP = Context(
+    prec=MONEY_CONTEXT.prec, rounding=ROUND_CEILING, Emin=MONEY_CONTEXT.Emin,
+    Emax=MONEY_CONTEXT.Emax, traps=[InvalidOperation, DivisionByZero, Overflow],
+).divide
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +155,15 @@ class ReserveMargin(BoundedRule):
             raise ConfigurationError("reserve_margin needs percent, minimum or both")
         if basis not in ("available", "total"):
             raise ConfigurationError(
-                f"must be 'available' or 'total', got {basis!r}", path="basis"
+                f"must be 'available' or 'total', got {quoted(basis)}", path="basis"
             )
         pct = None if percent is None else number(percent, "percent", low=_ZERO, below=_HUNDRED)
         object.__setattr__(self, "percent", pct)
         object.__setattr__(self, "minimum", amounts(minimum, "minimum"))
         object.__setattr__(self, "basis", basis)
         # Dividing by 100 only moves the exponent: base * (percent / 100) is the same number.
-        object.__setattr__(self, "_share", None if pct is None else DIVIDE(pct, _HUNDRED))
+        share = None if pct is None else pct.scaleb(-2, MONEY_CONTEXT)
+        object.__setattr__(self, "_share", share)
         object.__setattr__(self, "_floors", dict(self.minimum))
 
     type_name: ClassVar[str] = "reserve_margin"
@@ -193,7 +206,9 @@ class ReserveMargin(BoundedRule):
             base = facts.total if self.basis == "total" and facts.total is not None else (
                 facts.available
             )
-            share = quantize_up(MULTIPLY(base, self._share), facts.currency)
+            # Exactly, then rounded up once: a product rounded to 34 digits first could lose
+            # the part that makes the reserve one unit more.
+            share = quantize_up(EXACT_MULTIPLY(base, self._share), facts.currency)
             if share > reserve:  # noqa: PLR1730 - max() costs a call on the hot path
                 reserve = share
         return reserve
@@ -275,7 +290,8 @@ class FrozenFunds(BoundedRule):
     ) -> None:
         if when_unknown not in ("allow", "warn", "deny"):
             raise ConfigurationError(
-                f"must be 'allow', 'warn' or 'deny', got {when_unknown!r}", path="when_unknown"
+                f"must be 'allow', 'warn' or 'deny', got {quoted(when_unknown)}",
+                path="when_unknown",
             )
         ratio = None if max_ratio is None else number(
             max_ratio, "max_ratio", low=_ZERO, high=Decimal(1)
@@ -304,7 +320,8 @@ class FrozenFunds(BoundedRule):
             return f"when the provider does not report frozen funds: {unknown}"
         return (
             f"deny every payout while frozen / total is above {self.max_ratio:f} "
-            f"({percent_text(self.max_ratio * 100)}); when frozen funds are not reported: "
+            f"({percent_text(self.max_ratio.scaleb(2, MONEY_CONTEXT))}); when frozen funds are "
+            f"not reported: "
             f"{unknown}"
         )
 
@@ -321,7 +338,8 @@ class FrozenFunds(BoundedRule):
         frozen = facts.frozen
         if frozen is None:
             return _UNKNOWN[self.when_unknown]
-        if self.max_ratio is None or _frozen_ratio(facts, frozen)[0] <= self.max_ratio:
+        limit = self.max_ratio
+        if limit is None or not _above(facts, frozen, limit):
             return NO_BOUNDS
         return BLOCKED
 
@@ -382,11 +400,30 @@ def _own_part(facts: Facts) -> str:
     return f", {money(facts.own_in_flight, facts.currency)} of it our own recent payouts"
 
 
+def _above(facts: Facts, frozen: Decimal, limit: Decimal) -> bool:
+    """Return whether unexplained frozen / total is above *limit*, compared exactly.
+
+    ``unexplained > limit * total``, not a quotient rounded to 34 digits, which can round
+    down onto the limit it exceeds.
+    """
+    total = facts.total if facts.total is not None else ADD(facts.available, frozen)
+    unexplained = SUBTRACT(frozen, facts.own_in_flight) if facts.own_in_flight else frozen
+    if unexplained <= 0:
+        return False  # ratio 0: never above a limit, which is at least 0
+    if total <= 0:
+        return limit < 1  # frozen money in a balance that totals nothing: ratio 1
+    return unexplained > EXACT_MULTIPLY(limit, total)
+
+
 def _frozen_ratio(facts: Facts, frozen: Decimal) -> tuple[Decimal, Decimal]:
-    """Return ``(unexplained frozen / total, total)``: frozen beyond our own payouts."""
+    """Return ``(unexplained frozen / total, total)``: frozen beyond our own payouts.
+
+    The ratio is rounded up (to 34 digits), as it is shown: never down onto a limit it
+    exceeds. Whether it exceeds one is :func:`_above`'s exact question.
+    """
     total = facts.total if facts.total is not None else ADD(facts.available, frozen)
     unexplained = SUBTRACT(frozen, facts.own_in_flight) if facts.own_in_flight else frozen
     if unexplained <= 0:
         return _ZERO, total
     # Frozen money in a balance that totals nothing counts as all frozen (ratio 1).
-    return (DIVIDE(unexplained, total) if total > 0 else Decimal(1)), total
+    return (_DIVIDE_UP(unexplained, total) if total > 0 else Decimal(1)), total

@@ -9,6 +9,9 @@ import re
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from decimal import (
+    MAX_EMAX,
+    MAX_PREC,
+    MIN_EMIN,
     ROUND_CEILING,
     ROUND_FLOOR,
     ROUND_HALF_EVEN,
@@ -30,7 +33,9 @@ __all__ = [
     "ADD",
     "AMOUNT_GRAMMAR",
     "DIVIDE",
+    "EXACT_MULTIPLY",
     "MONEY_CONTEXT",
+    "MONEY_DIGITS",
     "MULTIPLY",
     "SUBTRACT",
     "currency_exponent",
@@ -44,6 +49,7 @@ __all__ = [
     "quantize_up",
     "smallest_unit",
     "to_decimal",
+    "written_digits",
     "zero",
 ]
 
@@ -58,6 +64,21 @@ MONEY_CONTEXT = Context(
     Emax=999_999,
     traps=[InvalidOperation, DivisionByZero, Overflow],
 )
+
+
+MONEY_DIGITS = 34
+"""The digits of :data:`MONEY_CONTEXT`: a rule's number written out with more is refused."""
+
+# A product has at most the digits of its two factors, so a product worked out to unlimited
+# precision is exact and costs what a rounded one does: nothing is rounded before the one
+# rounding a rule means (a reserve rounded up to the currency's unit). Multiplication only:
+# a division to unlimited precision might never end.
+_EXACT = Context(
+    prec=MAX_PREC, rounding=ROUND_HALF_EVEN, Emin=MIN_EMIN, Emax=MAX_EMAX,
+    traps=[InvalidOperation, DivisionByZero, Overflow],
+)
+EXACT_MULTIPLY = _EXACT.multiply
+"""``EXACT_MULTIPLY(a, b)`` is ``a * b`` exactly, whatever the digits and the caller's context."""
 
 
 AMOUNT_GRAMMAR = re.compile(r"[0-9]+(?:\.[0-9]+)?", re.ASCII)
@@ -188,6 +209,18 @@ def smallest_unit(code: str) -> Decimal:
 def zero(code: str) -> Decimal:
     """Return zero at *code*'s exponent: ``Decimal("0.00")`` BRL, ``Decimal("0")`` CLP."""
     return Decimal(0).quantize(smallest_unit(code), context=MONEY_CONTEXT)
+
+
+def written_digits(value: Decimal) -> int:
+    """Return how many digits *value* has written out in full (``0.05`` has 3, ``1E+3`` 4).
+
+    Worked out from the exponent, without writing it out: ``1E+999999999`` has a billion.
+    """
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"{value} is not a finite number")
+    adjusted = value.adjusted()
+    return (adjusted if adjusted > 0 else 0) + 1 + (-exponent if exponent < 0 else 0)
 
 
 def quantize_exact(value: Decimal, code: str) -> Decimal:

@@ -8,7 +8,16 @@ from typing import Any
 
 from rules._errors import ConfigurationError
 from rules._facts import Facts
-from rules._money import float_refusal, normalize_currency, quantize_exact, to_decimal
+from rules._money import (
+    MONEY_CONTEXT,
+    MONEY_DIGITS,
+    float_refusal,
+    normalize_currency,
+    quantize_exact,
+    to_decimal,
+    written_digits,
+)
+from rules._text import QUOTE_LIMIT
 
 AmountLike = Decimal | str | int
 
@@ -53,8 +62,13 @@ def number(value: object, path: str, *, low: Decimal | None = None,
            high: Decimal | None = None, below: Decimal | None = None) -> Decimal:
     """Return *value* as a Decimal in ``[low, high]`` (and under *below*), or raise naming *path*.
 
+    A zero is returned without a sign (``-0.0`` in TOML is ``0.0``), so that it is written
+    back (``dump``) as a number the grammar reads.
+
     Raises:
-        ConfigurationError: *value* is a float, not a number, or out of range.
+        ConfigurationError: *value* is a float, not a number, out of range, or has more
+            than 34 digits written out (the rules compute with 34: more would be rounded, and
+            ``1E+999999999`` written out is a billion digits).
     """
     if isinstance(value, float):
         raise ConfigurationError(float_refusal(value), path=path)
@@ -68,7 +82,13 @@ def number(value: object, path: str, *, low: Decimal | None = None,
         raise ConfigurationError(f"must be at most {high}, got {result}", path=path)
     if below is not None and result >= below:
         raise ConfigurationError(f"must be below {below}, got {result}", path=path)
-    return result
+    digits = written_digits(result)
+    if digits > MONEY_DIGITS:
+        raise ConfigurationError(
+            f"has {digits} digits written out; at most {MONEY_DIGITS} are read exactly",
+            path=path,
+        )
+    return result.copy_abs() if result.is_zero() else result
 
 
 def amounts(values: Mapping[str, AmountLike] | None, path: str) -> Table:
@@ -88,7 +108,7 @@ def amounts(values: Mapping[str, AmountLike] | None, path: str) -> Table:
         )
     table: dict[str, Decimal] = {}
     for raw_code, raw_amount in values.items():
-        where = f"{path}.{raw_code}"
+        where = f"{path}.{_key(raw_code)}"
         try:
             code = normalize_currency(raw_code)
         except ValueError as exc:
@@ -101,6 +121,12 @@ def amounts(values: Mapping[str, AmountLike] | None, path: str) -> Table:
         except ValueError as exc:
             raise ConfigurationError(str(exc), path=where) from exc
     return Table(table)
+
+
+def _key(key: object) -> str:
+    """Return *key* for a key path, cut like a quoted input (at most 60 characters)."""
+    text = str(key)
+    return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 3] + "..."
 
 
 def money(value: Decimal, currency: str) -> str:
@@ -132,7 +158,7 @@ def table_text(table: Mapping[str, Decimal]) -> str:
 
 def percent_text(value: Decimal) -> str:
     """Return ``"2.5%"``."""
-    return f"{value.normalize():f}%"
+    return f"{value.normalize(MONEY_CONTEXT):f}%"
 
 
 def as_data(**values: object) -> dict[str, Any]:

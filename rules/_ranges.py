@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from rules._money import quantize_down, quantize_up, smallest_unit
+from rules._money import ADD, quantize_down, quantize_up, smallest_unit
 
 __all__ = ["Ranges"]
 
@@ -76,7 +76,7 @@ class Ranges:
         for low, high in sorted(self.spans + other.spans, key=_low_key):
             if merged:
                 last_low, last_high = merged[-1]
-                if last_high is None or low is None or low <= last_high + unit:
+                if last_high is None or low is None or low <= ADD(last_high, unit):
                     merged[-1] = (last_low, _max_high(last_high, high))
                     continue
             merged.append((low, high))

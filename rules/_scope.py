@@ -9,6 +9,7 @@ from rules._errors import ConfigurationError
 from rules._facts import Facts, Verdict
 from rules._money import normalize_currency
 from rules._protocol import Rule
+from rules._text import quoted
 
 __all__ = ["When", "when"]
 
@@ -109,7 +110,7 @@ def _codes(value: str | Collection[str] | None, key: str) -> frozenset[str] | No
             codes.add(item.strip().lower())
         else:
             raise ConfigurationError(
-                f"expected a provider name such as 'luxtak', got {item!r}", path=where
+                f"expected a provider name such as 'luxtak', got {quoted(item)}", path=where
             )
     return frozenset(codes)
 

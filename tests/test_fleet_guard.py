@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+import rules
 from guard import BudgetSpent, ConfigurationError, PayoutGuard, ProviderUnavailable
 from guard._cache import BalanceCache
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import FleetStore, InMemoryReservations, RedisReservations, SqliteReservations
 from guard.testing import FakeClock, StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
-from rules import FrozenFunds, MaxBalanceAge
+from rules import FrozenFunds, MaxBalanceAge, MaxPayout, Rule, all_of, any_of, when
 from tests._guard_strategies import BlockingFetcher, wait_until_blocked
 
 POLICY = RetryPolicy(attempts=1, deadline=2.0, backoff=0.001, max_backoff=0.002)
@@ -213,6 +214,24 @@ class TestFrozenFundsKnowsOurOwnPayouts:
         reason = decision.reasons[0]
         assert Decimal("2000.00") == reason.details["own_in_flight"]
         assert "2000.00 ARS of it our own recent payouts" in reason.message
+
+    @pytest.mark.parametrize("rule", [
+        when(FrozenFunds(max_ratio="0.5"), currency="ARS"),
+        all_of(MaxBalanceAge(60), FrozenFunds(max_ratio="0.5")),
+        any_of(FrozenFunds(max_ratio="0.5"), MaxPayout({"ARS": "1.00"})),
+        rules.load([{"type": "frozen_funds", "max_ratio": "0.5", "provider": "static"}]),
+    ], ids=["when", "all_of", "any_of", "loaded with a scope"])
+    def test_a_scoped_or_nested_rule_knows_them_too(self, rule: Rule) -> None:
+        """Our own 6,000 frozen of 10,000 explain the ratio wherever the rule sits."""
+        clock = FakeClock()
+        fetcher = StaticFetcher({"ARS": "10000.00"}, clock=clock)
+        guard = PayoutGuard(fetcher, [rule], cache_ttl=0, settle_lag=0, clock=clock)
+        with guard.reserve("6000.00", "ARS", payout_id="p-1"):
+            pass
+        fetcher.set("ARS", "4000.00", frozen="6000.00")
+        decision = guard.check("100.00", "ARS")
+        assert (True, (), Decimal("6000.00")) == (
+            decision.allowed, decision.codes, decision.own_in_flight)
 
     def test_payouts_older_than_the_window_explain_nothing(self) -> None:
         clock = FakeClock()

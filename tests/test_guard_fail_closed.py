@@ -248,6 +248,14 @@ class TestARuleThatRaises:
         assert "a rule raised RuntimeError instead of judging" in decision.reasons[0].message
         assert SECRET not in decision.model_dump_json()
 
+    def test_the_denial_says_what_was_spendable_with_the_holds_it_was_judged_on(self) -> None:
+        """100.00 available, 60.00 held: held 60.00, spendable 40.00 (not 100.00)."""
+        guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising(above="70")])
+        guard.reserve("60", "BRL", payout_id="po_held")
+        decision = guard.check("75", "BRL")
+        assert (("rule_error",), Decimal("60.00"), Decimal("40.00")) == (
+            decision.codes, decision.reserved, decision.spendable)
+
     def test_it_denies_when_it_raises_while_explaining_a_denial(self) -> None:
         """SufficientFunds already denies 500.00; the rule raises as the denial is explained."""
         guard = PayoutGuard(StaticFetcher({"BRL": "100.00"}), [Raising(above="200")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 from pydantic import ValidationError
@@ -215,6 +215,15 @@ class TestExplain:
         assert ("above_maximum_payout",) == decision.codes
         assert Decimal("100.00") == decision.reserve
         assert "  reserve      100.00 BRL" in decision.explain().splitlines()
+
+
+    def test_the_callers_decimal_context_changes_no_number(self) -> None:
+        """Requested 12345.67 + 0.01 reads 12345.68 under a caller's 3-digit context too."""
+        decision = make_guard({"BRL": "20000.00"}).check("12345.67", "BRL", fee="0.01")
+        with localcontext() as ctx:
+            ctx.prec = 3
+            text = decision.explain()
+        assert "  requested    12345.68 BRL" in text.splitlines()
 
 
 class TestRaiseForDenial:

@@ -17,14 +17,19 @@ import pytest
 from guard import (
     Decision,
     DecisionRecord,
+    Mode,
     PayoutGuard,
+    ProviderAuthError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderUnavailable,
     read_decisions,
     rules_fingerprint,
 )
 from guard._replay import Replayer, ReplaySummary, outcome, rejudgeable
-from guard.testing import FakeClock, StaticFetcher
+from guard.testing import FailingFetcher, FakeClock, StaticFetcher
 from rules import Facts, MaxBalanceAge, MaxPayout, RuleSet
-from tests._replay_traffic import RULES, traffic
+from tests._replay_traffic import RULES, VARIED_RULES, traffic, varied_traffic
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +90,28 @@ class TestSameRules:
         assert (10_000, 10_000) == (summary.total, summary.unchanged)
         assert rejudged > 9_000  # most decisions are the rules' own
 
+    @pytest.mark.parametrize("error", [
+        ProviderUnavailable("connection reset", provider="down", attempts=3),
+        ProviderAuthError("invalid key", provider="down", status=401),
+        ProviderRateLimited("slow down", provider="down", status=429, retry_after=2.5),
+    ], ids=["unavailable", "credentials", "rate limited"])
+    def test_a_provider_that_could_not_be_read_gives_its_reason_word_for_word(
+        self, error: ProviderError
+    ) -> None:
+        """Too much for luxtak, unreadable elsewhere: replayed with every reason as it was."""
+        clock = FakeClock()
+        guard = PayoutGuard([StaticFetcher({"BRL": "100.00"}, name="luxtak", clock=clock),
+                             FailingFetcher(error, name="down")], clock=clock)
+        decision = guard.check("500.00", "BRL")
+        assert ("insufficient_funds", "balance_unavailable") == decision.codes
+        record = DecisionRecord.from_json(DecisionRecord(
+            decision=decision, operation="check", rules_fingerprint=rules_fingerprint(guard.rules),
+            version="0.1.0",
+        ).to_json())
+        replayed = Replayer([]).replay(record)
+        assert (True, "unchanged") == (replayed.rejudged, replayed.change)
+        assert decision.reasons == replayed.after.reasons
+
     def test_carried_decisions_are_the_ones_no_rule_made(
         self, logged: tuple[list[Decision], Path]
     ) -> None:
@@ -108,6 +135,33 @@ def _facts(decision: Decision) -> Facts:
                  reserved=decision.reserved, age_seconds=decision.balance_age,
                  provider=decision.provider, account=decision.account,
                  own_in_flight=decision.own_in_flight)
+
+
+class TestVariedTraffic:
+    """Fees, accounts, three exponents, a provider down, scoped frozen funds, dry run."""
+
+    @pytest.mark.parametrize("mode", ["enforce", "dry_run"])
+    def test_the_same_rules_reproduce_every_decision_and_its_numbers(
+        self, mode: Mode, tmp_path: Path
+    ) -> None:
+        path = tmp_path / "decisions.jsonl"
+        made = varied_traffic(path, 700, seed=5, mode=mode)
+        codes = Counter(code for decision in made for code in decision.codes)
+        assert {"reserve_margin", "frozen_funds", "below_minimum_payout", "balance_unavailable",
+                "above_maximum_payout", "min_remaining_balance", "stale_balance"} <= set(codes)
+        assert any(d.fee for d in made)
+        assert any(d.account for d in made)
+        assert any(d.own_in_flight for d in made) == (mode == "enforce")
+        rejudged = 0
+        for replayed in Replayer(VARIED_RULES).replay_all(read_decisions(path)):
+            before, after = replayed.before, replayed.after
+            rejudged += replayed.rejudged
+            assert outcome(before) == outcome(after), before.explain()
+            assert (before.reasons, before.warnings, before.reserved, before.spendable,
+                    before.reserve, before.holds, before.more_holds, before.own_in_flight) == (
+                after.reasons, after.warnings, after.reserved, after.spendable,
+                after.reserve, after.holds, after.more_holds, after.own_in_flight)
+        assert rejudged > 550
 
 
 class TestChangedRules:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal, localcontext
 
 import pytest
 
@@ -17,8 +18,9 @@ from guard import (
     PayoutGuard,
     Reservation,
 )
+from guard.stores import Hold, HoldOutcome, InMemoryReservations
 from guard.testing import StaticFetcher
-from rules import ReserveMargin, Rule
+from rules import CurrencyMinimums, Facts, ReserveMargin, Rule, Verdict, any_of
 from tests._guard_strategies import FakeClock
 
 
@@ -120,6 +122,114 @@ class TestReserve:
         assert {"held", "insufficient_funds"} >= set(outcomes)
         assert Decimal(100) * outcomes.count("held") == held
         assert held <= Decimal("1000.00")
+
+
+class AnotherPayoutLandsFirst(InMemoryReservations):
+    """A real store shared by two workers: the other one's hold lands just before this one's.
+
+    The interleaving two workers can always produce: this worker judged the payout on the
+    holds it read, then the other worker's reserve completed, then this worker's hold
+    reaches the store.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other: Callable[[], object] | None = None
+        self.ceilings: list[Decimal] = []  # every ceiling a hold was asked under, in order
+
+    def try_hold(
+        self, hold: Hold, *, ceiling: Decimal, counted_since: float, now: float
+    ) -> HoldOutcome:
+        self.ceilings.append(ceiling)
+        other, self.other = self.other, None
+        if other is not None:
+            other()
+        return super().try_hold(hold, ceiling=ceiling, counted_since=counted_since, now=now)
+
+
+def two_workers(
+    balance: str, rules: tuple[Rule, ...] = ()
+) -> tuple[PayoutGuard, PayoutGuard, AnotherPayoutLandsFirst, FakeClock]:
+    """Return two guards (workers) over one balance and one store, and the store and clock."""
+    clock = FakeClock()
+    store = AnotherPayoutLandsFirst()
+    fetcher = StaticFetcher({"BRL": balance}, clock=clock)
+    return (PayoutGuard(fetcher, rules, clock=clock, reservations=store),
+            PayoutGuard(fetcher, rules, clock=clock, reservations=store), store, clock)
+
+
+class AvailableLessTwiceHeld:
+    """A rule of one's own whose cap falls twice as fast as holds grow."""
+
+    name = "available_less_twice_held"
+
+    def evaluate(self, facts: Facts) -> Verdict:
+        cap = facts.available - 2 * facts.reserved
+        if facts.amount <= cap:
+            return Verdict(rule=self.name, passed=True, cap=cap)
+        return Verdict(rule=self.name, passed=False, code="insufficient_funds",
+                       message=f"at most {cap}", cap=max(cap, Decimal(0)))
+
+
+class TestAHoldLandingBetweenJudgingAndHolding:
+    """Another worker's hold reaches the store after this payout was judged, before its hold."""
+
+    def held(self, store: InMemoryReservations, clock: FakeClock) -> Decimal:
+        return sum((h.held for h in store.list_holds(now=clock())), Decimal(0))
+
+    def test_the_callers_decimal_context_never_widens_the_room_admitted(self) -> None:
+        """Precision 3, rounding up: 600.00 + 634.57 of 1234.56 is still refused."""
+        mine, other, store, clock = two_workers("1234.56")
+        store.other = lambda: other.reserve("600.00", "BRL", payout_id="other")
+        with localcontext() as ctx:
+            ctx.prec = 3
+            ctx.rounding = ROUND_UP
+            with pytest.raises(PayoutDenied) as denied:
+                mine.reserve("634.57", "BRL", payout_id="mine")
+        assert ("insufficient_funds",) == denied.value.decision.codes
+        assert Decimal("600.00") == self.held(store, clock)
+
+    def test_the_ceiling_asked_of_the_store_ignores_the_callers_decimal_context(self) -> None:
+        """Held 0 + max payable 1234.56 + fee 0: the store is asked for 1234.56, not 1240."""
+        mine, _, store, _ = two_workers("1234.56")
+        with localcontext() as ctx:
+            ctx.prec = 3
+            ctx.rounding = ROUND_UP
+            mine.reserve("100.00", "BRL", payout_id="mine", fee="0.01")
+        assert [Decimal("1234.56")] == store.ceilings
+
+    def test_a_reserve_kept_by_one_alternative_of_any_of_is_not_eaten(self) -> None:
+        """Keep 500, or pay at least 900: after another 300 held, 500 would eat the reserve."""
+        rules = (any_of(ReserveMargin(minimum={"BRL": "500.00"}),
+                        CurrencyMinimums(min_payout={"BRL": "900.00"})),)
+        mine, other, store, clock = two_workers("1000.00", rules)
+        store.other = lambda: other.reserve("300.00", "BRL", payout_id="other")
+        with pytest.raises(PayoutDenied) as denied:
+            mine.reserve("500.00", "BRL", payout_id="mine")
+        decision = denied.value.decision
+        assert (("reserve_margin", "below_minimum_payout"), Decimal("300.00")) == (
+            decision.codes, decision.reserved)
+        assert Decimal("300.00") == self.held(store, clock)
+        assert None is store.get("mine")
+
+    def test_a_rule_of_ones_own_whose_cap_falls_faster_is_asked_again(self) -> None:
+        """Cap available - 2 x held: 700 allowed on nothing held, denied once 200 more is held."""
+        mine, other, store, clock = two_workers("1000.00", (AvailableLessTwiceHeld(),))
+        store.other = lambda: other.reserve("200.00", "BRL", payout_id="other")
+        with pytest.raises(PayoutDenied) as denied:
+            mine.reserve("700.00", "BRL", payout_id="mine")
+        assert ("insufficient_funds",) == denied.value.decision.codes
+        assert Decimal("200.00") == self.held(store, clock)
+
+    def test_a_hold_that_still_fits_is_kept_and_says_what_was_held(self) -> None:
+        """100 more held leaves room for 500 of 1000: held, judged on the 100 the store held."""
+        mine, other, store, clock = two_workers("1000.00", (ReserveMargin(percent="10"),))
+        store.other = lambda: other.reserve("100.00", "BRL", payout_id="other")
+        reservation = mine.reserve("500.00", "BRL", payout_id="mine")
+        assert (True, Decimal("100.00"), Decimal("800.00")) == (
+            reservation.decision.allowed, reservation.decision.reserved,
+            reservation.decision.max_payable)
+        assert Decimal("600.00") == self.held(store, clock)
 
 
 class TestReservationContext:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 
@@ -21,6 +22,7 @@ from rules import (
     Rule,
     SufficientFunds,
     Verdict,
+    when,
 )
 from tests.rules_contract import check_contract
 from tests.strategies import builtin_rules, currencies, facts
@@ -159,6 +161,15 @@ class TestReserveMargin:
             rule.reserve_for(facts), rule.evaluate(facts).cap, rule.evaluate(facts).passed
         )
 
+    def test_a_percentage_of_34_digits_is_kept_exactly(self) -> None:
+        """5.000000000000000000000000000000001% of 2000.00 is 100.00 and a bit: 100.01 kept."""
+        rule = ReserveMargin(percent="5.000000000000000000000000000000001")
+        facts = make("1900.00", available="2000.00")
+        verdict = rule.evaluate(facts)
+        assert (D("100.01"), D("1899.99"), False) == (
+            rule.reserve_for(facts), verdict.cap, verdict.passed
+        )
+
     def test_total_basis_falls_back_to_available(self) -> None:
         """basis='total' takes the provider's total, or available when it sends none."""
         rule = ReserveMargin(percent="10", basis="total")
@@ -198,6 +209,9 @@ class TestReserveMargin:
             ({"minimum": {"BRL": -1}}, "minimum.BRL", "must be at least 0"),
             ({"minimum": {"brl": "1", "BRL": "2"}}, "minimum.BRL", "BRL is listed more than once"),
             ({"minimum": ["BRL"]}, "minimum", "expected a table of currency -> amount"),
+            ({"percent": "5.0000000000000000000000000000000001"}, "percent",
+             "has 35 digits written out; at most 34"),
+            ({"percent": D("1E-999999999")}, "percent", "has 1000000000 digits written out"),
         ],
     )
     def test_bad_configuration_names_the_field(
@@ -234,6 +248,15 @@ class TestFrozenFunds:
         rule = FrozenFunds(max_ratio="0.3333")
         verdict = rule.evaluate(make("1.00", available="2.00", frozen="1.00"))
         assert "ratio 0.3334 > 0.3333" in verdict.message
+
+    def test_a_ratio_just_above_the_limit_denies_however_large_the_balance(self) -> None:
+        """3e33 frozen of 9999...9 (34 digits) CLP is 0.3 and 3e-35 more: above 0.3, denied."""
+        total = D("9" * 34)
+        frozen = D("3" + "0" * 33)
+        facts = Facts(amount=D(1), currency="CLP", available=total - frozen, frozen=frozen,
+                      total=total)
+        verdict = FrozenFunds(max_ratio="0.3").evaluate(facts)
+        assert (False, "frozen_funds", D(0)) == (verdict.passed, verdict.code, verdict.cap)
 
     def test_reported_total_is_used(self) -> None:
         """The provider's total, when sent, is the denominator."""
@@ -442,10 +465,26 @@ class TestMaxBalanceAge:
         assert D(60) == MaxBalanceAge().seconds
 
     @pytest.mark.parametrize(
-        ("seconds", "message"), [(-1, "must be at least 0"), (1.5, "is a float"), ("soon", "not a")]
+        ("seconds", "message"), [
+            (-1, "must be at least 0"), (1.5, "is a float"), ("soon", "not a"),
+            (D("1E+999999999"), "has 1000000000 digits written out; at most 34"),
+        ]
     )
     def test_bad_configuration_names_the_field(self, seconds: object, message: str) -> None:
         """A bad limit raises ConfigurationError naming 'seconds'."""
         with pytest.raises(ConfigurationError, match=message) as caught:
             MaxBalanceAge(seconds)  # type: ignore[arg-type] # wrong on purpose
         assert "seconds" == caught.value.path
+
+
+class TestLongBadValues:
+    @pytest.mark.parametrize("make_rule", [
+        lambda: ReserveMargin(percent="5", basis="x" * 5000),  # type: ignore[arg-type] # wrong on purpose
+        lambda: FrozenFunds(when_unknown="x" * 5000),  # type: ignore[arg-type] # wrong on purpose
+        lambda: when(SufficientFunds(), provider=["luxtak", " " * 5000]),
+    ], ids=["basis", "when_unknown", "provider"])
+    def test_are_quoted_at_most_60_characters(self, make_rule: Callable[[], Rule]) -> None:
+        """A 5,000-character wrong value is named by its first characters, not whole."""
+        with pytest.raises(ConfigurationError) as caught:
+            make_rule()
+        assert len(str(caught.value)) < 200

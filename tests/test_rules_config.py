@@ -7,7 +7,7 @@ import pickle
 import re
 import subprocess
 import sys
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,12 @@ class TestLoadErrors:
              "expected a string or a list of strings"),
             ([{"type": "sufficient_funds", "provider": []}], "rules[0].provider",
              "must name at least one provider"),
+            ([{"type": "max_balance_age", "seconds": Decimal("1E+999999999")}],
+             "rules[0].seconds", "has 1000000000 digits written out; at most 34"),
+            ([{"type": "reserve_margin", "percent": Decimal("1E-999999999")}],
+             "rules[0].percent", "has 1000000000 digits written out; at most 34"),
+            ([{"type": "max_payout", "limits": {"BRL": "1" * 35}}],
+             "rules[0].limits.BRL", "has 35 digits written out; at most 34"),
         ],
     )
     def test_error_names_the_place_and_what_is_accepted(
@@ -254,6 +260,14 @@ class TestLoadErrors:
         ([{"type": "max_payout", "limits": {"BRL": "1"}, "x" * 5000: 1}],
          f"rules[0].{'x' * 57}...", "unknown key 'xxxxx"),
         ({"rules": [], "x" * 5000: 1}, f"{'x' * 57}...", "unknown key 'xxxxx"),
+        ([{"type": "max_payout", "limits": {"x" * 5000: "1"}}],
+         f"rules[0].limits.{'x' * 57}...", "unknown currency 'xxxxx"),
+        ([{"type": "currency_minimums", "min_payout": {"x" * 5000: "1"}}],
+         f"rules[0].min_payout.{'x' * 57}...", "unknown currency 'xxxxx"),
+        ([{"type": "sufficient_funds", "provider": [" " * 5000]}], "rules[0].provider[0]",
+         "expected a provider name such as 'luxtak', got '     "),
+        ([{"type": "sufficient_funds", "provider": " " * 5000}], "rules[0].provider",
+         "expected a provider name such as 'luxtak', got '     "),
     ])
     def test_a_long_input_is_quoted_at_most_60_characters(
         self, data: object, path: str, message: str
@@ -358,6 +372,12 @@ class TestDump:
         """Every composition of built-ins survives dump and load unchanged."""
         assert RuleSet([rule]) == load(dump(rule))
 
+    def test_a_negative_zero_is_read_as_zero_and_loads_again(self) -> None:
+        """TOML's -0.0 is a limit of 0.00, written "0.00" (a sign would not load again)."""
+        loaded = load([{"type": "max_payout", "limits": {"BRL": Decimal("-0.0")}}])
+        assert {"rules": [{"type": "max_payout", "limits": {"BRL": "0.00"}}]} == dump(loaded)
+        assert loaded == load(dump(loaded))
+
     def test_custom_rules_cannot_be_dumped(self) -> None:
         """A rule that is not built-in cannot be written as data."""
 
@@ -434,6 +454,16 @@ class TestDescribe:
             "    max_balance_age: deny when the balance is more than 5s old\n"
             "  sufficient_funds: deny when amount + fee is more than available - held"
         ) == describe(all_of(rule))
+
+    def test_the_callers_decimal_context_changes_no_number(self) -> None:
+        """A caller's 3-digit context shows 12.345% as written, not 12.3%."""
+        rules = all_of(ReserveMargin(percent="12.345"), FrozenFunds(max_ratio="0.12345"))
+        expected = describe(rules)
+        with localcontext() as ctx:
+            ctx.prec = 3
+            assert expected == describe(rules)
+        assert "keep 12.345% of available" in expected
+        assert "above 0.12345 (12.345%)" in expected
 
     def test_empty_set(self) -> None:
         """An empty set says that it adds no rule."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal, Inexact, Rounded, localcontext
 
 import pytest
 from hypothesis import given
@@ -289,6 +289,34 @@ class TestWhen:
         """when() refuses something that is not a rule."""
         with pytest.raises(ConfigurationError, match="got int"):
             when(5, currency="BRL")  # type: ignore[arg-type]
+
+
+class TestTheCallersDecimalContext:
+    """Rules judge in the money context: a caller's context changes nothing, raises nothing."""
+
+    @given(case())
+    def test_no_verdict_depends_on_a_three_digit_trapping_context(
+        self, drawn: tuple[Facts, list[Rule]]
+    ) -> None:
+        """Precision 3, rounding up, Inexact and Rounded trapped: the same verdict."""
+        fact, [rule] = drawn
+        expected = rule.evaluate(fact)
+        with localcontext() as ctx:
+            ctx.prec = 3
+            ctx.rounding = ROUND_UP
+            ctx.traps[Inexact] = ctx.traps[Rounded] = True
+            assert expected == rule.evaluate(fact)
+
+    def test_any_of_with_a_hole_judges_alike(self) -> None:
+        """At most 12345.67, or at least 12345.69: 300.00 passes, whatever the context."""
+        rule = any_of(MaxPayout({"BRL": "12345.67"}),
+                      CurrencyMinimums(min_payout={"BRL": "12345.69"}))
+        fact = brl(amount="300.00", available="100000.00")
+        with localcontext() as ctx:
+            ctx.prec = 3
+            ctx.traps[Inexact] = True
+            verdict = rule.evaluate(fact)
+        assert (True, None, None) == (verdict.passed, verdict.floor, verdict.cap)
 
 
 class TestPurity:
