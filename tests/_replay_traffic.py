@@ -57,7 +57,7 @@ def traffic(
     )
     with PayoutGuard([luxtak, pagsmile], RULES, clock=clock, cache_ttl=20,
                      decision_log=sink) as guard:
-        open_holds = []
+        open_holds: list[Reservation] = []
         while len(made) < decisions:
             roll = rng.random()
             currency = "ARS" if rng.random() < 0.15 else "BRL"
@@ -83,10 +83,7 @@ def traffic(
                     made.append(denied.decision)
                     continue
                 made.append(reservation.decision)
-                open_holds.append(reservation)
-                if len(open_holds) > 6:
-                    ending = open_holds.pop(rng.randrange(len(open_holds)))
-                    ending.commit() if rng.random() < 0.5 else ending.release()
+                _keep_open(open_holds, reservation, rng)
             else:
                 payout_id = f"po-{rng.randrange(len(made) + 1)}" if rng.random() < 0.2 else None
                 made.append(guard.check(amount, currency, payout_id=payout_id,
@@ -146,6 +143,15 @@ VARIED_RULES: list[Rule] = [
 _EXPONENT = {"BRL": 2, "CLP": 0, "KWD": 3}
 
 
+def _keep_open(open_holds: list[Reservation], reservation: Reservation,
+               rng: random.Random) -> None:
+    """Keep *reservation* open; past six open, end one of them at random (commit or release)."""
+    open_holds.append(reservation)
+    if len(open_holds) > 6:
+        ending = open_holds.pop(rng.randrange(len(open_holds)))
+        ending.commit() if rng.random() < 0.5 else ending.release()
+
+
 def varied_traffic(log_path: Path, decisions: int, *, seed: int, mode: Mode) -> list[Decision]:
     """Run *decisions* checks and reserves logging to *log_path*, with what :func:`traffic` lacks.
 
@@ -195,10 +201,7 @@ def varied_traffic(log_path: Path, decisions: int, *, seed: int, mode: Mode) -> 
                 made.append(reservation.decision)
                 if reservation.state != "pending":
                     continue  # dry run: nothing held
-                open_holds.append(reservation)
-                if len(open_holds) > 6:
-                    ending = open_holds.pop(rng.randrange(len(open_holds)))
-                    ending.commit() if rng.random() < 0.5 else ending.release()
+                _keep_open(open_holds, reservation, rng)
             else:
                 payout_id = f"po-{rng.randrange(len(made) + 1)}" if rng.random() < 0.2 else None
                 made.append(guard.check(amount, currency, payout_id=payout_id,
