@@ -362,18 +362,9 @@ class AsyncPayoutGuard(GuardBase):
             return store_call(self.reservations, step)
 
     def _give_back_now(self, hold: Hold, outcome: HoldOutcome) -> None:
-        """Release *hold*, taken for a task that was cancelled meanwhile (in its thread)."""
-        if outcome.status == "duplicate" and (
-            outcome.hold is None or outcome.hold.owner != hold.owner
-        ):
-            return
-        if outcome.status == "over_ceiling":
-            return
-        try:
-            self._in_pool(Release(hold.payout_id, hold.owner))
-        except Exception as exc:  # noqa: BLE001 - the hold then ends at its ttl
-            _log.warning("payout_guard.hold_not_settled", payout_id=hold.payout_id,
-                         wanted="release", error=type(exc).__name__, retrying=False)
+        """Give back *hold*, taken for a task that was cancelled meanwhile (in its thread)."""
+        if _taken(outcome, hold):
+            self.give_backs.add(hold, taken=True)
 
     def _give_back(self, done: asyncio.Future[Any], hold: Hold) -> None:
         """Give back *hold*, asked for by a task cancelled meanwhile, unless it is not held.
@@ -382,12 +373,8 @@ class AsyncPayoutGuard(GuardBase):
         guard's thread gives it back: the event loop may be closing.
         """
         answered = not done.cancelled() and done.exception() is None
-        if answered:
-            outcome: HoldOutcome = done.result()
-            mine = outcome.hold is not None and outcome.hold.owner == hold.owner
-            if outcome.status == "over_ceiling" or (outcome.status == "duplicate" and not mine):
-                return
-        self.give_backs.add(hold, taken=answered)
+        if not answered or _taken(done.result(), hold):
+            self.give_backs.add(hold, taken=answered)
 
     def runner(self) -> Callable[[Flow[Any]], Awaitable[Any]]:
         """Return how this guard runs a flow: each step awaited on the loop."""
@@ -466,3 +453,9 @@ class Reserving:
         if self._reservation is not None:
             await self._reservation.settle(exc)
 
+
+def _taken(outcome: HoldOutcome, hold: Hold) -> bool:
+    """Return whether the store took *hold* (held now, or found as this very hold again)."""
+    if outcome.status == "duplicate":
+        return outcome.hold is not None and outcome.hold.owner == hold.owner
+    return outcome.status == "held"

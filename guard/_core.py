@@ -503,8 +503,8 @@ class Core:
             for index in order:
                 outcome, wanted = yield from self._try_hold(request, judged[index], ttl, owner)
                 if isinstance(outcome, Reason):  # the store did not answer: it may have held
-                    unsure = None if self.inline is not None else wanted  # no I/O: it did not
-                    return Reserved(_denied(decision, outcome), None, lapsed, unsure)
+                    return Reserved(_denied(decision, outcome), None, lapsed,
+                                    self._unsure(wanted))
                 lapsed += outcome.lapsed
                 self.held_seen[wanted.key] = (
                     ADD(outcome.counted, wanted.held) if outcome.status == "held"
@@ -539,6 +539,13 @@ class Core:
         reason = _reasons.concurrent_claims_reason(request.currency, _ATTEMPTS)
         return Reserved(_denied(decision, reason), None, lapsed)
 
+    def _unsure(self, wanted: Hold) -> Hold | None:
+        """Return *wanted*, which the store may have written without answering, to give back.
+
+        ``None`` for the memory store: it does no I/O, so what it did not answer it did not do.
+        """
+        return None if self.inline is not None else wanted
+
     def _given_back(
         self, decision: Decision, wanted: Hold, lapsed: tuple[Hold, ...]
     ) -> Flow[Reserved]:
@@ -550,7 +557,7 @@ class Core:
         try:
             yield Release(wanted.payout_id, wanted.owner)
         except StoreUnavailable:
-            return Reserved(decision, None, lapsed, None if self.inline is not None else wanted)
+            return Reserved(decision, None, lapsed, self._unsure(wanted))
         return Reserved(decision, None, lapsed)
 
     def _try_hold(
