@@ -26,7 +26,6 @@ import contextlib
 import copy
 import hashlib
 import json
-import operator
 import os
 import queue
 import sqlite3
@@ -175,13 +174,23 @@ def _fields_serializer(model: type[BaseModel], names: tuple[str, ...]) -> Schema
 
 
 _DECISION_FIELDS = tuple(Decision.model_fields)
+# A decision's fields but its balance, in the order ``_Encoder.text`` unpacks them: the writer
+# is given their values as one tuple in this order (and the balance as JSON). Without the
+# balance (a model), the tuple holds plain values only: the garbage collector stops walking
+# it at the first collection it meets.
+_READ_ORDER = (
+    "decision_id", "allowed", "mode", "amount", "currency", "fee", "provider", "account",
+    "payout_id", "reasons", "warnings", "reserved", "reserve", "spendable", "max_payable",
+    "holds", "more_holds", "candidates", "evaluated_at", "balance_age", "balance_source",
+    "own_in_flight",
+)
 # A decision's fields that change from one decision to the next, written by _Encoder as
-# pydantic writes them; the others repeat, and pydantic writes them once for all the
-# decisions that share them.
+# pydantic writes them; the others repeat (the steady ones, in the order ``text`` names
+# them), and pydantic writes them once for all the decisions that share them.
 _VOLATILE = (
     "decision_id", "amount", "payout_id", "reserved", "spendable", "evaluated_at", "balance_age",
 )
-_STEADY = tuple(name for name in _DECISION_FIELDS if name not in {"balance", *_VOLATILE})
+_STEADY = tuple(name for name in _READ_ORDER if name not in {"balance", *_VOLATILE})
 # The record's own fields after its decision (they repeat too).
 _TAIL = ("operation", "provider_asked", "rules_fingerprint", "version")
 
@@ -210,18 +219,21 @@ def _serializers() -> _Serializers | None:
 
 
 _PARTS = _serializers()
-_STEADY_OF, _VOLATILE_OF = itemgetter(*_STEADY), itemgetter(*_VOLATILE)
 _TAIL_OF = itemgetter(*_TAIL)
+_VALUES_OF = itemgetter(*_READ_ORDER)
 _FIELD_COUNT = len(_DECISION_FIELDS)
+# Where the writer finds these fields in a prepared record's values (see _Prepared).
+_AGE, _ID, _AT, _PAYOUT_ID = map(
+    _READ_ORDER.index, ("balance_age", "decision_id", "evaluated_at", "payout_id")
+)
 # What the writer of a decision log is given of a record: its balance's JSON (made once
-# for all the decisions on the balance), its steady and volatile fields' values and its
+# for all the decisions on the balance), its decision's values (in ``_READ_ORDER``) and its
 # tail's; or the record itself when it is of another shape (a subclass, a field missing).
-# A record waiting in the queue is six objects the garbage collector walks at each
-# collection, and moves to its older generations, which then are walked more often (the
-# most of what a decision log cost under callgrind, where the writer lags; at full speed
-# collections are rare: 7 to 12 in 20,000 checks); tuples of plain values (strings,
-# Decimals, times, empty tuples) are untracked at the first collection they meet.
-_Prepared = tuple[str, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]
+# A record waiting in the queue is a few objects the garbage collector walks
+# at each collection, and moves to its older generations, which then are walked more often
+# (at full speed collections are rare: 7 to 12 in 20,000 checks); a tuple of plain values
+# is untracked at the first collection it meets.
+_Prepared = tuple[str, tuple[Any, ...], tuple[Any, ...]]
 _BALANCE_SERIALIZER = BalanceSnapshot.__pydantic_serializer__
 # Records' repeated parts are remembered, dropped whole past this many (a guard sees a
 # handful of balances at a time, and one rules fingerprint).
@@ -247,7 +259,8 @@ class _Encoder:
     and its own last four fields (operation, provider asked, rules fingerprint, version).
     Pydantic serializes each once, and it is remembered: steady fields by the identity of
     their values (held with the memo, so no ``id`` is reused while remembered; equal
-    Decimals of other exponents are written apart), the last four, strings, by value. The
+    Decimals of other exponents are written apart; the last record's are compared one by
+    one, the cheapest test), the last four, strings, by value. The
     seven fields that change every time (id, amount, payout id, reserved, spendable, time,
     balance age) are written here as pydantic writes them (the balance ages by pydantic
     itself, a batch's in one call). A batch is written as one text, its lines' pieces
@@ -262,7 +275,9 @@ class _Encoder:
         self._tails: dict[tuple[object, ...], str] = {}
         # The last record's steady fields and their JSON (none yet: values no decision
         # holds), the second its time fell in, and its last four fields and their JSON.
-        self._steady: tuple[tuple[object, ...], str] = ((object(),) * len(_STEADY), "")
+        self._steady: tuple[tuple[Any, ...], str] = (
+            tuple(object() for _ in _STEADY), ""
+        )
         self._second = _second_of(datetime.min.replace(tzinfo=UTC))
         self._tail: tuple[tuple[object, ...] | None, str] = (None, "")
 
@@ -273,10 +288,12 @@ class _Encoder:
             return "".join(f"{_SERIALIZER.to_json(_record_of(item)).decode()}\n"
                            for item in batch)
         # One loop with its names at hand: it runs once per decision, on the GIL.
-        steadies, same, decimal, utc, quoted = (
-            self._steadies, operator.is_, Decimal, UTC, encode_basestring
-        )
-        steady, (start, end, second), (tail_key, tail) = self._steady, self._second, self._tail
+        steadies, decimal, utc, quoted = self._steadies, Decimal, UTC, encode_basestring
+        (known, steady), (start, end, second) = self._steady, self._second
+        tail_key, tail = self._tail
+        (s_allowed, s_mode, s_currency, s_fee, s_provider, s_account, s_reasons, s_warnings,
+         s_reserve, s_max_payable, s_holds, s_more_holds, s_candidates, s_source,
+         s_own) = known  # in _STEADY's order
         head = '{"decision":{"balance":'
         pieces: list[str] = []
         extend = pieces.extend
@@ -284,29 +301,42 @@ class _Encoder:
             if type(item) is not tuple:  # a record of another shape: pydantic writes it
                 extend((_SERIALIZER.to_json(item).decode(), "\n"))
                 continue
-            balance, values, volatile, key = item
+            balance, values, key = item
             if key != tail_key:  # strings and None: equal, the same JSON
                 tail_key, tail = key, self._tails.get(key) or self._new_tail(key)
-            decision_id, amount, payout_id, reserved, spendable, at, _ = volatile
+            (decision_id, allowed, mode, amount, currency, fee, provider, account, payout_id,
+             reasons, warnings, reserved, reserve, spendable, max_payable, holds, more_holds,
+             candidates, at, _, source, own) = values  # in _READ_ORDER
             if not (type(amount) is type(reserved) is type(spendable) is decimal
-                    and type(at) is datetime and at.tzinfo is utc and age is not None):
+                    and type(at) is datetime and at.tzinfo is utc and age is not None
+                    and type(decision_id) is str):
                 extend((self._whole(item), tail))
                 continue
             if not start <= at < end:
                 start, end, second = self._second = _second_of(at)
             micro = at.microsecond
+            if not (allowed is s_allowed and mode is s_mode and currency is s_currency
+                    and fee is s_fee and provider is s_provider and account is s_account
+                    and reasons is s_reasons and warnings is s_warnings
+                    and reserve is s_reserve and max_payable is s_max_payable
+                    and holds is s_holds and more_holds is s_more_holds
+                    and candidates is s_candidates and source is s_source and own is s_own):
+                fields = (allowed, mode, currency, fee, provider, account, reasons, warnings,
+                          reserve, max_payable, holds, more_holds, candidates, source, own)
+                known, steady = steadies.get(tuple(map(id, fields))) or self._new_steady(fields)
+                (s_allowed, s_mode, s_currency, s_fee, s_provider, s_account, s_reasons,
+                 s_warnings, s_reserve, s_max_payable, s_holds, s_more_holds, s_candidates,
+                 s_source, s_own) = known
             try:
-                if not all(map(same, values, steady[0])):
-                    steady = steadies.get(tuple(map(id, values))) or self._new_steady(values)
                 extend((head, balance, (
                     f',"decision_id":{quoted(decision_id)},"amount":"{amount!s}",'
                     f'"payout_id":{"null" if payout_id is None else quoted(payout_id)},'
                     f'"reserved":"{reserved!s}","spendable":"{spendable!s}","evaluated_at":'
                     f'"{second}{".%06d" % micro if micro else ""}Z","balance_age":{age}'  # noqa: UP031 - % is half a format spec's cost here
-                ), steady[1], tail))
-            except TypeError:  # an id that is not a string
+                ), steady, tail))
+            except TypeError:  # a payout id that is not a string
                 extend((self._whole(item), tail))
-        self._steady, self._tail = steady, (tail_key, tail)
+        self._steady, self._tail = (known, steady), (tail_key, tail)
         return "".join(pieces)
 
     @staticmethod
@@ -316,7 +346,7 @@ class _Encoder:
         Pydantic writes them in one call, as it writes each; ``None`` for a record that is
         not prepared, or whose age pydantic could not write alone.
         """
-        ages = [item[2][-1] if type(item) is tuple else None for item in batch]
+        ages = [item[1][_AGE] if type(item) is tuple else None for item in batch]
         try:
             texts = _PARTS.balance_ages.to_json(ages).decode()[1:-1].split(",")  # type: ignore[union-attr]  # not None: text() checks
         except PydanticSerializationError:
@@ -327,9 +357,8 @@ class _Encoder:
 
     def _whole(self, item: _Prepared) -> str:
         """Return a record's line but its tail: pydantic serializes its decision but its balance."""
-        balance, values, volatile, _ = item
-        fields = dict(zip(_STEADY, values, strict=True))
-        fields.update(zip(_VOLATILE, volatile, strict=True))
+        balance, values, _ = item
+        fields = dict(zip(_READ_ORDER, values, strict=True))
         body = _PARTS.sans_balance.to_json(fields).decode()  # type: ignore[union-attr]  # not None: text() checks
         return f'{{"decision":{{"balance":{balance},{body[1:]}'
 
@@ -363,10 +392,9 @@ def _record_of(item: _Prepared | DecisionRecord) -> DecisionRecord:
     """Return the record *item* was prepared from (see ``_prepared``), built again."""
     if not isinstance(item, tuple):
         return item
-    text, values, volatile, key = item
-    balance = None if text == "null" else BalanceSnapshot.model_validate_json(text)
-    fields = dict(zip(_STEADY, values, strict=True))
-    fields.update(zip(_VOLATILE, volatile, strict=True), balance=balance)
+    text, values, key = item
+    fields = dict(zip(_READ_ORDER, values, strict=True))
+    fields["balance"] = None if text == "null" else BalanceSnapshot.model_validate_json(text)
     decision = built(Decision, {name: fields[name] for name in _DECISION_FIELDS})
     return built(DecisionRecord, {"decision": decision, **dict(zip(_TAIL, key, strict=True))})
 
@@ -560,13 +588,14 @@ class _QueuedLog:
         if len(fields) != _FIELD_COUNT:
             return None
         try:
-            balance = fields["balance"]
-            known = self._balance
-            if known[0] is not balance:
-                known = self._remember(balance)
-            return (known[1], _STEADY_OF(fields), _VOLATILE_OF(fields), tail)
+            values = _VALUES_OF(fields)
         except KeyError:
             return None
+        balance = fields["balance"]
+        known = self._balance
+        if known[0] is not balance:
+            known = self._remember(balance)
+        return (known[1], values, tail)
 
     def _remember(self, balance: BalanceSnapshot | None) -> tuple[object, str]:
         """Return *balance* and its JSON, remembered (with it: its ``id`` is not reused).
@@ -1070,16 +1099,17 @@ class SqliteDecisionLog(_QueuedLog):
 
 
 _PROVIDER, _CURRENCY, _ALLOWED, _REASONS = map(
-    _STEADY.index, ("provider", "currency", "allowed", "reasons")
+    _READ_ORDER.index, ("provider", "currency", "allowed", "reasons")
 )
 
 
 def _columns(item: _Prepared | DecisionRecord) -> tuple[object, ...]:
     """Return the columns of a SQLite row but its record, from what the writer was given."""
     if isinstance(item, tuple):
-        _, values, (decision_id, _, payout_id, _, _, at, _), (operation, *_) = item
-        return (decision_id, at.isoformat(), operation, values[_PROVIDER], values[_CURRENCY],
-                int(values[_ALLOWED]), ",".join(r.code for r in values[_REASONS]), payout_id)
+        _, values, (operation, *_) = item
+        return (values[_ID], values[_AT].isoformat(), operation, values[_PROVIDER],
+                values[_CURRENCY], int(values[_ALLOWED]),
+                ",".join(r.code for r in values[_REASONS]), values[_PAYOUT_ID])
     d = item.decision
     return (d.decision_id, d.evaluated_at.isoformat(), item.operation, d.provider, d.currency,
             int(d.allowed), ",".join(d.codes), d.payout_id)

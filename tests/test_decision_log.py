@@ -179,6 +179,41 @@ class TestLines:
         assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
         assert records == list(read_decisions(path))[1:]
 
+    def test_a_field_that_usually_repeats_is_written_anew_when_it_changes(
+        self, tmp_path: Path
+    ) -> None:
+        """Each repeating field changed alone (an equal Decimal of another exponent too),
+        and a decision whose fields come in another order: each line is the record's JSON."""
+        path = tmp_path / "decisions.jsonl"
+        with self._guard(None) as guard:
+            made = _mixed_decisions(guard)
+        base = made[0]
+        decisions: list[Decision] = []
+        for name, value in base.__dict__.items():
+            others = [d.__dict__[name] for d in made]
+            if isinstance(value, Decimal):
+                others += [value.quantize(Decimal("0.001")), -value, value + 1]
+            for other in others:
+                decisions += [base.model_copy(update={name: other}), base]
+        reordered = base.model_copy()
+        object.__setattr__(reordered, "__dict__", dict(reversed(base.__dict__.items())))
+        decisions += [reordered, base]
+        sink = JsonLinesDecisionLog(path)
+        for decision in decisions:
+            sink.write_decision(decision, "check", None, "f", "v")
+        sink.close()
+        records = [DecisionRecord(decision=d, operation="check", rules_fingerprint="f",
+                                  version="v") for d in decisions]
+        lines = path.read_bytes().splitlines()
+        assert [json.loads(r.to_json()) for r in records] == [json.loads(x) for x in lines]
+        assert records == list(read_decisions(path))
+
+    def test_the_writer_reads_every_field_of_a_decision(self) -> None:
+        """Else every decision would be written the slow way (by pydantic alone)."""
+        from guard._records import _READ_ORDER  # noqa: PLC0415 - the one private name tested
+
+        assert sorted(Decision.model_fields) == sorted([*_READ_ORDER, "balance"])
+
     @settings(max_examples=40, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(st.fixed_dictionaries({

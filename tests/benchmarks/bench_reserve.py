@@ -94,7 +94,8 @@ def quiet() -> None:
     (``bench_instrumentation.py`` prices the hooks, on by default when ``prometheus_client``
     is installed).
     """
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        cache_logger_on_first_use=True)
     instrumentation.set_hooks([])
 
 
