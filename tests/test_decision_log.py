@@ -182,8 +182,10 @@ class TestLines:
     def test_a_field_that_usually_repeats_is_written_anew_when_it_changes(
         self, tmp_path: Path
     ) -> None:
-        """Each repeating field changed alone (an equal Decimal of another exponent too),
-        and a decision whose fields come in another order: each line is the record's JSON."""
+        """Each repeating field changed alone, to an equal Decimal of another exponent too.
+
+        And a decision whose fields come in another order: each line is the record's JSON.
+        """
         path = tmp_path / "decisions.jsonl"
         with self._guard(None) as guard:
             made = _mixed_decisions(guard)
@@ -210,7 +212,7 @@ class TestLines:
 
     def test_the_writer_reads_every_field_of_a_decision(self) -> None:
         """Else every decision would be written the slow way (by pydantic alone)."""
-        from guard._records import _READ_ORDER  # noqa: PLC0415 - the one private name tested
+        from guard._records import _READ_ORDER
 
         assert sorted(Decision.model_fields) == sorted([*_READ_ORDER, "balance"])
 

@@ -990,6 +990,85 @@ class TestFaults:
             assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
             assert "held" == take(store, "po_2")  # the pool goes on with a new connection
 
+    def test_the_schema_check_on_a_callers_pool_commits_within_the_timeout(
+        self, server: PostgresServer
+    ) -> None:
+        """The schema check's transaction ends inside the store's deadline, not the pool's.
+
+        A caller's pool without autocommit commits when the store hands the connection back;
+        a server that stops answering just then would hold the check (and the guard being
+        built) for ever. Here the backend stops as its COMMIT is sent.
+        """
+        schema = server.fresh_schema()
+        with PostgresReservations(server.dsn(), schema=schema, create_schema=True):
+            pass
+        stopped: list[int] = []
+
+        class StopsAtCommit(psycopg.Connection[Any]):
+            def commit(self) -> None:
+                stopped.append(self.info.backend_pid)
+                os.kill(stopped[-1], signal.SIGSTOP)
+                super().commit()
+
+        outcome: list[BaseException | None] = []
+        with ConnectionPool(server.dsn(), connection_class=StopsAtCommit, min_size=1,
+                            max_size=2, open=True) as pool:
+            store = PostgresReservations(pool, schema=schema, timeout=0.5, check_schema=False)
+            started = time.monotonic()
+            worker = threading.Thread(target=_call_into,
+                                      args=(lambda _: store.schema_version(), outcome),
+                                      daemon=True)
+            worker.start()
+            worker.join(timeout=10)
+            took = time.monotonic() - started
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            assert not worker.is_alive(), "the schema check was still waiting after 10 s"
+            store.close()
+        assert [StoreUnavailable] == [type(e) for e in outcome]
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+
+    def test_the_asyncio_schema_check_on_a_callers_pool_commits_within_the_timeout(
+        self, server: PostgresServer
+    ) -> None:
+        """The same on a caller's AsyncConnectionPool: the first call's schema check."""
+        schema = server.fresh_schema()
+        store = PostgresReservations(server.dsn(), schema=schema, create_schema=True,
+                                     timeout=0.5)
+        store.close()
+        stopped: list[int] = []
+
+        class StopsAtCommit(psycopg.AsyncConnection[Any]):
+            async def commit(self) -> None:
+                stopped.append(self.info.backend_pid)
+                os.kill(stopped[-1], signal.SIGSTOP)
+                await super().commit()
+
+        async def scenario() -> tuple[list[type[BaseException]], float]:
+            raised: list[type[BaseException]] = []
+            async with AsyncConnectionPool(server.dsn(), connection_class=StopsAtCommit,
+                                           min_size=1, max_size=2, open=False) as pool:
+                checked = PostgresReservations(server.dsn(), schema=schema, timeout=0.5)
+                checked.rearm()  # the twin's first call checks the schema, on the pool
+                twin = checked.asyncio(pool)
+                assert twin is not None
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(
+                        twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                      counted_since=0, now=T0), timeout=10)
+                except BaseException as exc:  # noqa: BLE001 - the test checks its type
+                    raised.append(type(exc))
+                took = time.monotonic() - started
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+                checked.close()
+            return raised, took
+
+        raised, took = asyncio.run(scenario())
+        assert [StoreUnavailable] == raised
+        assert took < 3.0, f"took {took:.2f} s with a 0.5 s timeout"
+
     def test_the_asyncio_store_on_a_callers_pool_bounds_its_commit_too(
         self, make: Callable[..., PostgresReservations], server: PostgresServer
     ) -> None:

@@ -910,9 +910,12 @@ class PostgresReservations:
             with self._home.connection() as conn, self._watched(conn, bound=False):
                 row = conn.execute("SELECT to_regclass(%s)",
                                    (f"{self._quoted}.schema_version",)).fetchone()
-                if row is None or row[0] is None:
-                    return 0
-                row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+                if row is not None and row[0] is not None:
+                    row = conn.execute(sql.VERSION_READ.format(s=self._quoted)).fetchone()
+                if not conn.autocommit:
+                    # A caller's pool without autocommit: the transaction ends here, within
+                    # the deadline (the pool would commit after it, unbounded).
+                    conn.commit()
                 return int(row[0]) if row and row[0] is not None else 0
         except self._errors as exc:
             raise self._unavailable(exc) from exc
@@ -1568,6 +1571,8 @@ class AsyncPostgresReservations:
                         cursor = await conn.execute(sql.VERSION_READ.format(s=store._quoted))
                         row = await cursor.fetchone()
                         found = int(row[0]) if row and row[0] is not None else 0
+                    if not conn.autocommit:
+                        await conn.commit()  # within the deadline, as the sync store does
                 finally:
                     if not _DEADLINES.disarm(ticket):
                         await conn.close()  # cut: whatever it answered, it is not reused
