@@ -432,13 +432,40 @@ def _close_running() -> None:
         sink.close(timeout=2.0)
 
 
+# The SQLite logs whose writers the forking thread holds still across its fork()
+# (thread-local: two threads may fork at once, and then take turns).
+_FORKING = threading.local()
+
+
+def _before_fork() -> None:
+    """Hold every SQLite log's writer between batches while the process forks.
+
+    The child then inherits each one's connection idle, and can close it (``_forked``): a
+    connection it opened next to an inherited one would take no file locks of its own. A
+    writer holds this only while it runs SQLite, so this waits milliseconds; a writer still
+    inside SQLite after the log's timeout is left, and the child drops that log's records.
+    """
+    _FORKING.held = [sink for sink in sorted(_RUNNING, key=id)
+                     if isinstance(sink, SqliteDecisionLog)
+                     and sink._writing.acquire(timeout=sink.timeout)]
+
+
+def _after_fork_in_parent() -> None:
+    """Let the parent's writers go on (``_before_fork``)."""
+    held, _FORKING.held = getattr(_FORKING, "held", []), []
+    for sink in held:
+        sink._writing.release()
+
+
 def _forget_writers() -> None:
     """In a forked child, forget the parent's writer threads: none of them runs here."""
+    held, _FORKING.held = getattr(_FORKING, "held", []), []
     for sink in list(_RUNNING):
-        sink._forked()
+        sink._forked(idle=any(sink is quiet for quiet in held))
 
 
-os.register_at_fork(after_in_child=_forget_writers)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_forget_writers)
 
 
 class _QueuedLog:
@@ -467,6 +494,8 @@ class _QueuedLog:
         # is tried again, so that what waits stays within max_pending.
         self._room = max_pending
         self._lock = threading.Lock()
+        # Held by the writer while it opens, writes or closes its target (see _before_fork).
+        self._writing = threading.Lock()
         # The writer's queue: None until the writer runs, and once the log is closed.
         self._queue: queue.SimpleQueue[_Item] | None = None
         self._thread: threading.Thread | None = None
@@ -622,8 +651,9 @@ class _QueuedLog:
         self._queue = pending
         _RUNNING.add(self)
 
-    def _forked(self) -> None:
-        self._lock = threading.Lock()
+    def _forked(self, *, idle: bool) -> None:  # noqa: ARG002 - SqliteDecisionLog's concern
+        """Start afresh in a forked child; *idle*: no writer was inside its target at the fork."""
+        self._lock, self._writing = threading.Lock(), threading.Lock()
         self._queue, self._thread, self._flushes = None, None, 0
         # The parent's writer holds its failed batch (and knows how much of it is written),
         # not this process's.
@@ -691,9 +721,10 @@ class _QueuedLog:
         failures, wait, since, why = 0, _RETRY_FIRST, 0.0, ""
         while True:
             try:
-                if target is None:
-                    target = self._open()
-                self._write_batch(target, batch, text)
+                with self._writing:
+                    if target is None:
+                        target = self._open()
+                    self._write_batch(target, batch, text)
             except Exception as exc:  # noqa: BLE001 - a sink never fails a decision
                 self._discard(target)
                 target, why = None, type(exc).__name__
@@ -760,7 +791,7 @@ class _QueuedLog:
     def _discard(self, target: Any) -> None:
         if target is not None:
             # Closing a target that may already have failed: nothing more to report.
-            with contextlib.suppress(Exception):
+            with self._writing, contextlib.suppress(Exception):
                 self._close_target(target)
 
     def _drop(self, count: int, why: str) -> None:
@@ -1057,13 +1088,43 @@ class SqliteDecisionLog(_QueuedLog):
         super().__init__(max_pending=max_pending)
         self.path = Path(path)
         self.timeout = seconds(timeout, "timeout", positive=True)
+        # The writer's connection, while open: a forked child closes the one it inherits.
+        self._conn: sqlite3.Connection | None = None
+        # Forked while the parent's writer was inside SQLite: this process never opens the file.
+        self._forked_busy = False
 
     def __repr__(self) -> str:
         return f"SqliteDecisionLog({str(self.path)!r})"
 
+    def _forked(self, *, idle: bool) -> None:
+        """Close the connection inherited idle; if it was in use, never open the file here.
+
+        SQLite keeps a process's file locks by file, not by connection: a connection opened
+        next to an inherited one believes the process holds the parent's locks and takes none,
+        so another process could checkpoint and delete the WAL under it. Closing the idle one
+        first (its locks are the parent's, not this process's) leaves no such belief; one
+        inherited inside a transaction cannot be closed safely, so its records are dropped.
+        """
+        inherited, self._conn = self._conn, None
+        super()._forked(idle=idle)
+        if inherited is None:
+            return
+        if idle:
+            with contextlib.suppress(Exception):
+                inherited.close()
+        else:
+            self._forked_busy = True
+
     def _open(self) -> Any:
+        if self._forked_busy:
+            raise RuntimeError(
+                "forked while the parent's decision log was writing: this process does not "
+                "open the file (its SQLite would take no file locks of its own)"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        # Used by the writer thread only; closed from another thread only in a forked child.
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                               check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
@@ -1075,6 +1136,7 @@ class SqliteDecisionLog(_QueuedLog):
         except BaseException:
             conn.close()  # opened again for the next attempt
             raise
+        self._conn = conn
         return conn
 
     def _write_batch(
@@ -1095,6 +1157,7 @@ class SqliteDecisionLog(_QueuedLog):
             raise
 
     def _close_target(self, target: Any) -> None:
+        self._conn = None
         target.close()
 
 

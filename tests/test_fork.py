@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from guard import PayoutGuard
+from guard import PayoutGuard, SqliteDecisionLog, read_decisions
 from guard.fetchers import LuxCoreFetcher, RetryPolicy
 from guard.stores import SqliteReservations, StoreUnavailable
+from guard.testing import StaticFetcher
 from guard.testing.emulators import LuxCoreEmulator
 from tests._holds import T0, hold
 
@@ -303,6 +304,79 @@ class TestForkedSqliteStore:
         assert ["po_child_1", "po_child_2", "po_parent"] == found
 
 
+class TestForkedSqliteDecisionLog:
+    def test_a_childs_records_outlive_its_parent_closing_the_file(self, tmp_path: Path) -> None:
+        """A child's decision log writes through a connection with file locks of its own.
+
+        The parent's writer had the file open when it forked. A connection the child opened
+        next to that inherited one took no lock of its own: once the parent closed the file,
+        another process closing it last checkpointed and deleted the WAL under the child,
+        and the child's later records went to a deleted file.
+        """
+        path = tmp_path / "decisions.db"
+        sink = SqliteDecisionLog(path, timeout=1.0)
+        guard = PayoutGuard(StaticFetcher({"BRL": "1000.00"}), decision_log=sink)
+        guard.check("1.00", "BRL", payout_id="po_parent")
+        assert sink.flush()  # the parent's writer holds the file open
+        ready_read, ready_write = os.pipe()
+        go_read, go_write = os.pipe()
+
+        def work() -> dict[str, object]:
+            guard.check("1.00", "BRL", payout_id="po_child_1")
+            flushed = [sink.flush()]
+            os.write(ready_write, b"1")
+            os.read(go_read, 1)  # the parent closed; another process came and went
+            guard.check("1.00", "BRL", payout_id="po_child_2")
+            flushed.append(sink.flush())
+            sink.close()
+            return {"flushed": flushed, "dropped": sink.dropped}
+
+        pid, read = _fork_one(work)
+        try:
+            assert b"1" == os.read(ready_read, 1)
+            guard.close()
+            visitor = subprocess.run([sys.executable, "-c", _DECISIONS_VISITOR, str(path)],
+                                     capture_output=True, text=True, check=True, timeout=30)
+        finally:
+            os.write(go_write, b"1")
+            report = _report(pid, read, within=10.0)
+            for end in (ready_read, ready_write, go_read, go_write):
+                os.close(end)
+        found = sorted(str(r.decision.payout_id) for r in read_decisions(path))
+        assert ("2\n", {"flushed": [True, True], "dropped": 0}) == (visitor.stdout, report)
+        assert ["po_child_1", "po_child_2", "po_parent"] == found
+
+
+    def test_a_child_forked_while_the_writer_is_inside_sqlite_drops_its_own_records(
+        self, tmp_path: Path
+    ) -> None:
+        """A connection inherited in use cannot be closed safely: the child never opens the file.
+
+        Its records are dropped and counted; the parent's log goes on.
+        """
+        path = tmp_path / "decisions.db"
+        sink = SqliteDecisionLog(path, timeout=0.2)
+        guard = PayoutGuard(StaticFetcher({"BRL": "1000.00"}), decision_log=sink)
+        guard.check("1.00", "BRL", payout_id="po_parent_1")
+        assert sink.flush()
+
+        def work() -> dict[str, object]:
+            guard.check("1.00", "BRL", payout_id="po_child")
+            sink.close()
+            return {"dropped": sink.dropped}
+
+        # The writer's hold on its connection, kept past the log's timeout by this thread:
+        # the fork cannot wait for the writer to leave SQLite.
+        with sink._writing:
+            pid, read = _fork_one(work)
+        report = _report(pid, read, within=10.0)
+        guard.check("1.00", "BRL", payout_id="po_parent_2")
+        guard.close()
+        found = sorted(str(r.decision.payout_id) for r in read_decisions(path))
+        assert {"dropped": 1} == report
+        assert ["po_parent_1", "po_parent_2"] == found
+
+
 def _inside_a_transaction(store: SqliteReservations, *, for_seconds: float) -> threading.Thread:
     """Return a thread holding po_1 whose try_hold is now inside its write transaction.
 
@@ -331,3 +405,5 @@ conn = sqlite3.connect(sys.argv[1])
 print(conn.execute("SELECT count(*) FROM holds").fetchone()[0])
 conn.close()
 """
+# The same for a decision log's file.
+_DECISIONS_VISITOR = _VISITOR.replace("FROM holds", "FROM decisions")
