@@ -95,6 +95,10 @@ _MAX_ABANDONED = 4
 # What a probe's flight is keyed by among the currencies' (never a currency code).
 _PROBE = "(probe)"
 
+
+def _nothing() -> None:
+    """Wait for nothing: the probe that was not started (see ``BalanceCache.start_probe``)."""
+
 Budget = Callable[[], float]
 """Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
 
@@ -365,11 +369,25 @@ class BalanceCache:
             Exception: whatever the flight raised.
         """
         if lead is not None:
-            # In the caller's context: its trace span and structlog context go with the fetch.
-            context = contextvars.copy_context()
-            self._workers.run(lambda: context.run(lead))
+            self._start_lead(lead)
+        return self._result(key, future, time.monotonic() + self._wait_timeout)
+
+    def _start_lead(self, lead: Callable[[], None]) -> None:
+        """Run *lead* in a fetch thread, in the caller's context (its trace span and logs)."""
+        context = contextvars.copy_context()
+        self._workers.run(lambda: context.run(lead))
+
+    def _result(
+        self, key: str, future: Future[dict[str, Fetched]], ends: float
+    ) -> dict[str, Fetched]:
+        """Wait for *future* until *ends* (monotonic); then abandon the flight of *key*.
+
+        Raises:
+            ProviderUnavailable: the wait ended before the flight did.
+            Exception: whatever the flight raised.
+        """
         try:
-            return future.result(timeout=self._wait_timeout)
+            return future.result(timeout=max(0.0, ends - time.monotonic()))
         except FutureTimeout:
             self._abandon(key, future)
             raise self._gave_up() from None
@@ -668,13 +686,30 @@ class BalanceCache:
         budget spent, none is sent and ``last_budget`` says so. Nothing is cached, and a
         failure is recorded, not raised.
         """
+        self.start_probe()()
+
+    def start_probe(self) -> Callable[[], None]:
+        """Start a probe (see :meth:`probe`); return what waits for it, until its own deadline.
+
+        The deadline (``wait_timeout`` from now) runs from here, so probes of several
+        providers started together, then waited for in turn, all end within one wait.
+        """
         if self._answered_lately():
-            return
-        # Recorded already: how the request ended, that it was given up on, or the budget.
-        with contextlib.suppress(Exception):
+            return _nothing
+        try:
             _, future, leader = self._join(_PROBE, force=True)
-            self._waited(_PROBE, future,
-                         functools.partial(self._lead_probe, future) if leader else None)
+        except Exception:  # noqa: BLE001 - recorded already (the budget, say); never raised
+            return _nothing
+        ends = time.monotonic() + self._wait_timeout
+        if leader:
+            self._start_lead(functools.partial(self._lead_probe, future))
+
+        def wait() -> None:
+            # Recorded already: how the request ended, that it was given up on.
+            with contextlib.suppress(Exception):
+                self._result(_PROBE, future, ends)
+
+        return wait
 
     async def aprobe(self, *, submit: Callable[..., Future[Any]]) -> None:
         """Await a probe without blocking the loop (see :meth:`probe`).

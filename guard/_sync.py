@@ -294,8 +294,9 @@ class PayoutGuard(GuardBase):
             succeeded and the store answered.
         """
         if probe:
-            for cache in self.caches.values():
-                cache.probe()
+            # Every provider's request at once: the probes end within one wait, not one each.
+            for wait in [cache.start_probe() for cache in self.caches.values()]:
+                wait()
         try:
             self.reservations.get(HEALTH_PROBE_ID)
         except Exception as exc:  # noqa: BLE001 - any failure to answer is what is reported

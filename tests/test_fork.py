@@ -277,30 +277,17 @@ class TestForkedSqliteStore:
                                   counted_since=0, now=T0).status
 
         take("po_parent")
-        ready_read, ready_write = os.pipe()
-        go_read, go_write = os.pipe()
 
-        def work() -> dict[str, object]:
+        def work(visited: Callable[[], None]) -> dict[str, object]:
             first = take("po_child_1")
-            os.write(ready_write, b"1")
-            os.read(go_read, 1)  # the parent closed; another process came and went
+            visited()
             return {"statuses": [first, take("po_child_2")]}
 
-        pid, read = _fork_one(work)
-        try:
-            assert b"1" == os.read(ready_read, 1)
-            store.close()
-            visitor = subprocess.run([sys.executable, "-c", _VISITOR, str(path)],
-                                     capture_output=True, text=True, check=True, timeout=30)
-        finally:
-            os.write(go_write, b"1")
-            report = _report(pid, read, within=10.0)
-            for end in (ready_read, ready_write, go_read, go_write):
-                os.close(end)
+        counted, report = _child_across_a_visit(work, store.close, _VISITOR % "holds", path)
         with SqliteReservations(path) as fresh:
             found = sorted(h.payout_id for h in fresh.holds(hold("x", "1").key,
                                                             counted_since=0, now=T0))
-        assert ("2\n", {"statuses": ["held", "held"]}) == (visitor.stdout, report)
+        assert ("2\n", {"statuses": ["held", "held"]}) == (counted, report)
         assert ["po_child_1", "po_child_2", "po_parent"] == found
 
 
@@ -318,32 +305,20 @@ class TestForkedSqliteDecisionLog:
         guard = PayoutGuard(StaticFetcher({"BRL": "1000.00"}), decision_log=sink)
         guard.check("1.00", "BRL", payout_id="po_parent")
         assert sink.flush()  # the parent's writer holds the file open
-        ready_read, ready_write = os.pipe()
-        go_read, go_write = os.pipe()
 
-        def work() -> dict[str, object]:
+        def work(visited: Callable[[], None]) -> dict[str, object]:
             guard.check("1.00", "BRL", payout_id="po_child_1")
             flushed = [sink.flush()]
-            os.write(ready_write, b"1")
-            os.read(go_read, 1)  # the parent closed; another process came and went
+            visited()
             guard.check("1.00", "BRL", payout_id="po_child_2")
             flushed.append(sink.flush())
             sink.close()
             return {"flushed": flushed, "dropped": sink.dropped}
 
-        pid, read = _fork_one(work)
-        try:
-            assert b"1" == os.read(ready_read, 1)
-            guard.close()
-            visitor = subprocess.run([sys.executable, "-c", _DECISIONS_VISITOR, str(path)],
-                                     capture_output=True, text=True, check=True, timeout=30)
-        finally:
-            os.write(go_write, b"1")
-            report = _report(pid, read, within=10.0)
-            for end in (ready_read, ready_write, go_read, go_write):
-                os.close(end)
+        counted, report = _child_across_a_visit(work, guard.close, _VISITOR % "decisions",
+                                                path)
         found = sorted(str(r.decision.payout_id) for r in read_decisions(path))
-        assert ("2\n", {"flushed": [True, True], "dropped": 0}) == (visitor.stdout, report)
+        assert ("2\n", {"flushed": [True, True], "dropped": 0}) == (counted, report)
         assert ["po_child_1", "po_child_2", "po_parent"] == found
 
 
@@ -377,6 +352,39 @@ class TestForkedSqliteDecisionLog:
         assert ["po_parent_1", "po_parent_2"] == found
 
 
+def _child_across_a_visit(
+    work: Callable[[Callable[[], None]], dict[str, object]],
+    close: Callable[[], None],
+    visitor: str,
+    path: Path,
+) -> tuple[str, dict[str, object]]:
+    """Fork a child running ``work(visited)``; return what the visitor printed, and its report.
+
+    When the child calls ``visited()``, the parent runs *close* (it lets go of the file), then
+    another process (*visitor*, a script given *path*) opens the file and closes it, the last
+    one to do so; then ``visited()`` returns in the child.
+    """
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+
+    def visited() -> None:
+        os.write(ready_write, b"1")
+        os.read(go_read, 1)
+
+    pid, read = _fork_one(lambda: work(visited))
+    try:
+        assert b"1" == os.read(ready_read, 1)
+        close()
+        seen = subprocess.run([sys.executable, "-c", visitor, str(path)],
+                              capture_output=True, text=True, check=True, timeout=30)
+    finally:
+        os.write(go_write, b"1")
+        report = _report(pid, read, within=10.0)
+        for end in (ready_read, ready_write, go_read, go_write):
+            os.close(end)
+    return seen.stdout, report
+
+
 def _inside_a_transaction(store: SqliteReservations, *, for_seconds: float) -> threading.Thread:
     """Return a thread holding po_1 whose try_hold is now inside its write transaction.
 
@@ -398,12 +406,11 @@ def _inside_a_transaction(store: SqliteReservations, *, for_seconds: float) -> t
     return thread
 
 
-# Another process: opens the file, counts the holds, and closes it, the last one to do so.
+# Another process: opens the file, counts the rows of a table (%s), and closes it, the last
+# one to do so.
 _VISITOR = """
 import sqlite3, sys
 conn = sqlite3.connect(sys.argv[1])
-print(conn.execute("SELECT count(*) FROM holds").fetchone()[0])
+print(conn.execute("SELECT count(*) FROM %s").fetchone()[0])
 conn.close()
 """
-# The same for a decision log's file.
-_DECISIONS_VISITOR = _VISITOR.replace("FROM holds", "FROM decisions")

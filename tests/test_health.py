@@ -339,6 +339,22 @@ class TestProbeIsBounded:
         assert (False, "ProviderUnavailable") == outcome(health)
         assert 1.2 <= took < 2.5
 
+    def test_hung_providers_are_probed_together_not_one_after_another(
+        self, luxcore: LuxCoreEmulator
+    ) -> None:
+        """Two providers that hang: the probe ends within one wait, not one wait each."""
+        luxcore.fail_next(Fault.SLOW, times=2)
+        fetchers = [KeepsNoDeadline(luxcore), KeepsNoDeadline(luxcore)]
+        fetchers[0].name, fetchers[1].name = "luxcore_a", "luxcore_b"
+        with PayoutGuard(fetchers) as guard:
+            started = time.monotonic()
+            health = guard.health(probe=True)
+            took = time.monotonic() - started
+        assert {"luxcore_a": (False, "ProviderUnavailable"),
+                "luxcore_b": (False, "ProviderUnavailable")} == {
+            name: (part.ok, part.last_error) for name, part in health.providers.items()}
+        assert 1.2 <= took < 2.3  # one wait of deadline + 1 s; one after the other: 2.4 s
+
     def test_an_awaited_probe_of_a_hung_provider_is_given_up_on_in_time(
         self, luxcore: LuxCoreEmulator
     ) -> None:
