@@ -99,6 +99,11 @@ _PROBE = "(probe)"
 def _nothing() -> None:
     """Wait for nothing: the probe that was not started (see ``BalanceCache.start_probe``)."""
 
+
+def _same(value: float, currency: str) -> float:  # noqa: ARG001 - one limit for every currency
+    """Return *value*, the stale limit of every currency."""
+    return value
+
 Budget = Callable[[], float]
 """Take one request from the provider key's budget: 0.0, or the seconds until one is free."""
 
@@ -245,7 +250,8 @@ class BalanceCache:
         budget: Takes one request from the provider key's budget (default: unlimited).
         requests_per_minute: The budget's size, for ``health()`` (``None``: unlimited).
         stale_limit: Seconds old a balance may be and still be used while the budget is
-            spent (``MaxBalanceAge``'s limit, or the guard's ``max_stale``).
+            spent, or that per currency (the rules' ``MaxBalanceAge`` limit for a request in
+            it, or the guard's ``max_stale``).
     """
 
     def __init__(
@@ -259,7 +265,7 @@ class BalanceCache:
         name: str = "",
         budget: Budget | None = None,
         requests_per_minute: int | None = None,
-        stale_limit: float = 60.0,
+        stale_limit: float | Callable[[str], float] = 60.0,
     ) -> None:
         self._fetcher = fetcher
         self._ttl = ttl
@@ -273,7 +279,9 @@ class BalanceCache:
         self._share = share
         self._name = name or fetcher.name
         self._budget = budget or _unlimited
-        self._stale_limit = stale_limit
+        self._stale_limit: Callable[[str], float] = (
+            stale_limit if callable(stale_limit) else functools.partial(_same, stale_limit)
+        )
         # Who this cache is when it leads a fetch for the fleet (never shown anywhere).
         self._owner = secrets.token_hex(8)
         self._lock = threading.Lock()
@@ -616,7 +624,7 @@ class BalanceCache:
             with contextlib.suppress(Exception):
                 share.drop_lease(name, owner=self._owner)
             raise
-        keep = max(self._ttl, self._stale_limit) + self._wait_timeout
+        keep = max(self._ttl, self._stale_limit(currency)) + self._wait_timeout
         with EVENTS.store_timer(share, "write_shared"):
             share.write_shared(name, self._encoded(found[currency]), keep=keep,
                                owner=self._owner)
@@ -630,7 +638,8 @@ class BalanceCache:
         Raises:
             BudgetSpent: no balance within ``stale_limit`` seconds is at hand.
         """
-        if newest is not None and self._clock() - newest.found.received_mono <= self._stale_limit:
+        limit = self._stale_limit(currency)
+        if newest is not None and self._clock() - newest.found.received_mono <= limit:
             EVENTS.balance_cache("stale")
             _log.info("payout_guard.budget_spent", provider=self._fetcher.name,
                       currency=currency, retry_after=round(wait, 3), used="cached")
@@ -640,7 +649,7 @@ class BalanceCache:
                      currency=currency, retry_after=round(wait, 3), used="none")
         raise BudgetSpent(
             f"the request budget for this provider key is spent and no {currency} balance "
-            f"younger than {self._stale_limit:g}s is at hand; no request was sent",
+            f"younger than {limit:g}s is at hand; no request was sent",
             provider=self._fetcher.name, retry_after=wait,
         )
 

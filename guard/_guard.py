@@ -7,6 +7,7 @@ The decisions themselves live in ``guard/_core.py``; each front door only runs i
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import os
 import secrets
@@ -205,10 +206,11 @@ class GuardBase:
                          routing=routing, routes=routed, decision_log=decision_log)
         self.decision_log = decision_log
         # One balance cache per provider, each with its own request budget.
-        ttl, stale_limit = seconds(cache_ttl, "cache_ttl"), _stale_limit(ruleset, max_stale)
+        ttl, max_stale = seconds(cache_ttl, "cache_ttl"), seconds(max_stale, "max_stale")
         self.caches: dict[str, BalanceCache] = {
             name: _cache_of(one, self.reservations, ttl=ttl, clocks=clocks,
-                            share=share_balances, stale_limit=stale_limit)
+                            share=share_balances,
+                            stale_limit=stale_limits(ruleset, max_stale, name))
             for name, one in fetchers.items()
         }
         self.cache = self.caches[names[0]]
@@ -501,7 +503,7 @@ def _cache_of(
     ttl: float,
     clocks: Clocks,
     share: bool | None,
-    stale_limit: float,
+    stale_limit: Callable[[str], float],
 ) -> BalanceCache:
     """Return the balance cache of a guard: shared through *store* when it can, budgeted.
 
@@ -561,10 +563,39 @@ def watches_frozen(rules: RuleSet) -> bool:
     return False
 
 
-def _stale_limit(rules: RuleSet, max_stale: float) -> float:
-    """Return how old a balance may be when the budget is spent: ``MaxBalanceAge``'s limit."""
-    limits = [float(rule.seconds) for rule in rules if isinstance(rule, MaxBalanceAge)]
-    return min(limits) if limits else seconds(max_stale, "max_stale")
+def stale_limits(rules: RuleSet, max_stale: float, provider: str) -> Callable[[str], float]:
+    """Return how old a balance of a currency may be, when the budget is spent, to be used.
+
+    For a request in that currency to *provider*: the ``MaxBalanceAge`` limit the rules
+    would hold it to (wherever the rule sits: under ``when`` if in scope, the smallest of an
+    ``all_of``'s, the largest of an ``any_of``'s if each alternative has one), else
+    *max_stale*. A balance older than that would be denied as stale anyway; one within it is
+    judged by the rules as usual.
+    """
+    provider = provider.lower()
+
+    def age_limit(rule: Rule, currency: str) -> float | None:
+        if isinstance(rule, MaxBalanceAge):
+            return float(rule.seconds)
+        if isinstance(rule, When):
+            within = ((rule.currencies is None or currency in rule.currencies)
+                      and (rule.providers is None or provider in rule.providers))
+            return age_limit(rule.rule, currency) if within else None
+        if isinstance(rule, RuleSet | AnyOf):
+            limits = [age_limit(member, currency) for member in rule.rules]
+            if isinstance(rule, AnyOf):  # one alternative without a limit: none at all
+                return None if None in limits or not limits else max(
+                    limit for limit in limits if limit is not None)
+            found = [limit for limit in limits if limit is not None]
+            return min(found) if found else None
+        return None
+
+    @functools.cache
+    def limit(currency: str) -> float:
+        found = age_limit(rules, currency)
+        return max_stale if found is None else found
+
+    return limit
 
 
 def _wait_timeout(fetcher: BalanceFetcher) -> float:

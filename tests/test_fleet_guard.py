@@ -121,6 +121,27 @@ class TestRequestBudget:
             guard.check("1.00", "ARS")
             assert ("balance_unavailable",) == guard.check("1.00", "ARS").codes
 
+    @pytest.mark.parametrize(("rule", "max_stale", "codes"), [
+        (when(MaxBalanceAge(0), currency="ARS"), 600, ("balance_unavailable",)),
+        (when(MaxBalanceAge(600), currency="ARS"), 0, ()),
+        (when(MaxBalanceAge(0), currency="MXN"), 600, ()),
+        (all_of(MaxBalanceAge(600), when(MaxBalanceAge(0), provider="luxcore")), 600,
+         ("balance_unavailable",)),
+        (any_of(MaxBalanceAge(0), MaxPayout({"ARS": "10"})), 600, ()),
+    ], ids=["in-scope", "in-scope-longer", "out-of-scope", "smallest-of-all_of",
+            "any_of-without-a-limit"])
+    def test_a_max_balance_age_anywhere_sets_the_limit_for_the_requests_it_judges(
+        self, luxcore: LuxCoreEmulator, rule: Rule, max_stale: float, codes: tuple[str, ...]
+    ) -> None:
+        """Under ``when`` (in scope), in an ``all_of`` or in every alternative of an ``any_of``.
+
+        Else ``max_stale``: the cached balance serves while within it, and the rules judge it.
+        """
+        with luxcore_fetcher(luxcore, requests_per_minute=1) as fetcher:
+            guard = PayoutGuard(fetcher, [rule], cache_ttl=0, max_stale=max_stale)
+            guard.check("1.00", "ARS")
+            assert codes == guard.check("1.00", "ARS").codes
+
     @pytest.mark.parametrize("shared", [False, True], ids=["local", "sqlite"])
     def test_each_retry_takes_a_request_from_the_budget(
         self, luxcore: LuxCoreEmulator, tmp_path: Path, shared: bool
