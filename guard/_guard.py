@@ -583,11 +583,12 @@ def stale_limits(rules: RuleSet, max_stale: float, provider: str) -> Callable[[s
             return age_limit(rule.rule, currency) if within else None
         if isinstance(rule, RuleSet | AnyOf):
             limits = [age_limit(member, currency) for member in rule.rules]
-            if isinstance(rule, AnyOf):  # one alternative without a limit: none at all
-                return None if None in limits or not limits else max(
-                    limit for limit in limits if limit is not None)
             found = [limit for limit in limits if limit is not None]
-            return min(found) if found else None
+            if not found:
+                return None
+            if isinstance(rule, AnyOf):  # one alternative without a limit: none at all
+                return max(found) if len(found) == len(limits) else None
+            return min(found)
         return None
 
     @functools.cache

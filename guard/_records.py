@@ -275,9 +275,7 @@ class _Encoder:
         self._tails: dict[tuple[object, ...], str] = {}
         # The last record's steady fields and their JSON (none yet: values no decision
         # holds), the second its time fell in, and its last four fields and their JSON.
-        self._steady: tuple[tuple[Any, ...], str] = (
-            tuple(object() for _ in _STEADY), ""
-        )
+        self._steady: tuple[tuple[Any, ...], str] = ((object(),) * len(_STEADY), "")
         self._second = _second_of(datetime.min.replace(tzinfo=UTC))
         self._tail: tuple[tuple[object, ...] | None, str] = (None, "")
 

@@ -82,6 +82,12 @@ def _write(sink: Sink, records: list[DecisionRecord]) -> None:
         sink.write(record)
 
 
+def _written(sink: Sink, records: list[DecisionRecord]) -> None:
+    """Write *records* and wait until the sink has written them."""
+    _write(sink, records)
+    assert sink.flush()
+
+
 def _wait_for(
     logs: list[MutableMapping[str, Any]], event: str, timeout: float = 2.0
 ) -> MutableMapping[str, Any]:
@@ -201,8 +207,7 @@ class TestBothSinks:
         """Nothing is dropped; the failure and the recovery are logged once each."""
         sink = make_sink()
         before, during = _records(2), _records(10, 2)
-        _write(sink, before)
-        assert sink.flush()
+        _written(sink, before)
         with capture_logs() as logs:
             with _failing(sink):
                 _write(sink, during)
@@ -292,8 +297,7 @@ class TestJsonLines:
         path = tmp_path / "decisions.jsonl"
         sink = JsonLinesDecisionLog(path)
         before, during = _records(2), _records(6, 2)
-        _write(sink, before)
-        assert sink.flush()
+        _written(sink, before)
         size = path.stat().st_size
         line = size // 2
         with capture_logs() as logs:
@@ -314,8 +318,7 @@ class TestJsonLines:
         with _sealed_file() as (path, _):
             sink = JsonLinesDecisionLog(path, max_bytes=None)
             before, during = _records(2), _records(4, 2)
-            _write(sink, before)
-            assert sink.flush()
+            _written(sink, before)
             size = path.stat().st_size
             line = size // 2
             with capture_logs() as logs:
@@ -333,8 +336,7 @@ class TestJsonLines:
         with _sealed_file() as (path, _):
             sink = JsonLinesDecisionLog(path, max_bytes=None)
             before, during = _records(1), _records(3, 1)
-            _write(sink, before)
-            assert sink.flush()
+            _written(sink, before)
             size = path.stat().st_size
             other = _records(1, 100)[0].to_json().encode() + b"\n"
             with capture_logs() as logs:
@@ -359,8 +361,7 @@ class TestJsonLines:
         path = tmp_path / "decisions.jsonl"
         sink = JsonLinesDecisionLog(path, max_bytes=None)
         before, during = _records(2), _records(3, 2)
-        _write(sink, before)
-        assert sink.flush()
+        _written(sink, before)
         size = path.stat().st_size
         _append_only(path, on=True)
         try:
@@ -384,8 +385,7 @@ class TestJsonLines:
         with _sealed_file() as (path, _):
             sink = JsonLinesDecisionLog(path, max_bytes=None)
             before, during, after = _records(1), _records(3, 1), _records(2, 4)
-            _write(sink, before)
-            assert sink.flush()
+            _written(sink, before)
             size = path.stat().st_size
             with capture_logs() as logs, _file_size_limit(size + size // 2):
                 _write(sink, during)
@@ -408,8 +408,7 @@ class TestJsonLines:
         with _sealed_file() as (path, _):
             sink = JsonLinesDecisionLog(path, max_bytes=None)
             before, during, child = _records(1), _records(3, 1), _records(2, 10)
-            _write(sink, before)
-            assert sink.flush()
+            _written(sink, before)
             line = path.stat().st_size
             with capture_logs() as logs:
                 with _file_size_limit(2 * line + line // 2):
@@ -484,8 +483,7 @@ class TestSqlite:
         path = tmp_path / "decisions.db"
         sink = SqliteDecisionLog(path, timeout=0.05)
         before, during = _records(1), _records(5, 1)
-        _write(sink, before)
-        assert sink.flush()
+        _written(sink, before)
         with capture_logs() as logs:
             with _locked(path):
                 _write(sink, during)

@@ -1045,21 +1045,13 @@ class TestFaults:
                 await super().commit()
 
         async def scenario() -> tuple[list[type[BaseException]], float]:
-            raised: list[type[BaseException]] = []
             async with AsyncConnectionPool(server.dsn(), connection_class=StopsAtCommit,
                                            min_size=1, max_size=2, open=False) as pool:
                 checked = PostgresReservations(server.dsn(), schema=schema, timeout=0.5)
                 checked.rearm()  # the twin's first call checks the schema, on the pool
                 twin = checked.asyncio(pool)
                 assert twin is not None
-                started = time.monotonic()
-                try:
-                    await asyncio.wait_for(
-                        twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
-                                      counted_since=0, now=T0), timeout=10)
-                except BaseException as exc:  # noqa: BLE001 - the test checks its type
-                    raised.append(type(exc))
-                took = time.monotonic() - started
+                raised, took = await _timed_first_hold(twin)
                 for pid in stopped:
                     os.kill(pid, signal.SIGCONT)
                 checked.close()
@@ -1080,16 +1072,8 @@ class TestFaults:
                                            open=False) as pool:
                 twin = store.asyncio(pool)
                 assert twin is not None
-                raised: list[type[BaseException]] = []
                 with _commits_never_answered(server):
-                    started = time.monotonic()
-                    try:
-                        await asyncio.wait_for(
-                            twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
-                                          counted_since=0, now=T0), timeout=10)
-                    except BaseException as exc:  # noqa: BLE001 - the test checks its type
-                        raised.append(type(exc))
-                    took = time.monotonic() - started
+                    raised, took = await _timed_first_hold(twin)
                 after = await twin.try_hold(hold("po_2", "10.00"), ceiling=CEILING,
                                             counted_since=0, now=T0)
                 return raised, took, after.status
@@ -1205,6 +1189,19 @@ def _while_stopped(
         os.kill(backend, signal.SIGCONT)
     assert not worker.is_alive(), "the call was still waiting after 10 s"
     return [None if e is None else type(e) for e in outcome], took
+
+
+async def _timed_first_hold(
+    twin: AsyncReservationStore,
+) -> tuple[list[type[BaseException]], float]:
+    """Hold po_1 on *twin*, giving up after 10 s; return what it raised, and the seconds taken."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(twin.try_hold(hold("po_1", "10.00"), ceiling=CEILING,
+                                             counted_since=0, now=T0), timeout=10)
+    except BaseException as exc:  # noqa: BLE001 - the test checks its type
+        return [type(exc)], time.monotonic() - started
+    return [], time.monotonic() - started
 
 
 def _call_into(call: Callable[[str], object], outcome: list[BaseException | None]) -> None:
